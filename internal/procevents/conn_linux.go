@@ -1,0 +1,209 @@
+//go:build linux
+
+package procevents
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotAcknowledged means the kernel never answered the subscription. The
+// proc connector ignores listeners outside the initial PID and user
+// namespaces (cn_proc.c cn_proc_mcast_ctl returns before acking), so this is
+// what a container without --pid=host sees. Events that still arrive on such
+// a socket belong to other subscribers' streams and prove nothing.
+var ErrNotAcknowledged = errors.New("procevents: the kernel did not acknowledge the proc connector subscription (not in the initial PID/user namespace?)")
+
+// ErrOverrun means the kernel dropped messages because the receive buffer was
+// full (ENOBUFS). The socket stays usable; the caller must resynchronise its
+// view of the process table from /proc.
+var ErrOverrun = errors.New("procevents: receive buffer overrun, events lost")
+
+// Config configures Dial.
+type Config struct {
+	// ReadBuffer is the receive buffer to ask for with SO_RCVBUFFORCE, in
+	// bytes. The kernel doubles it for bookkeeping overhead. Zero means 8 MiB.
+	ReadBuffer int
+	// AckTimeout bounds the wait for the subscription's acknowledgement.
+	// Zero means 2s.
+	AckTimeout time.Duration
+}
+
+// Conn is a subscribed proc connector socket.
+type Conn struct {
+	c       *netlink.Conn
+	buf     []byte
+	ev      Event // reused by read so the hot path does not allocate
+	gaps    Gaps
+	rcvbuf  int
+	lost    uint64
+	overrun uint64
+	bad     uint64
+}
+
+// Dial opens a NETLINK_CONNECTOR socket, joins CN_IDX_PROC, sets the receive
+// buffer and subscribes, waiting for the kernel's acknowledgement. It returns
+// ErrNotAcknowledged (wrapped) if none comes; the socket is closed then.
+func Dial(cfg Config) (*Conn, error) {
+	if cfg.ReadBuffer == 0 {
+		cfg.ReadBuffer = 8 << 20
+	}
+	if cfg.AckTimeout == 0 {
+		cfg.AckTimeout = 2 * time.Second
+	}
+	nc, err := netlink.Dial(unix.NETLINK_CONNECTOR, &netlink.Config{Groups: cnIdxProc})
+	if err != nil {
+		return nil, fmt.Errorf("procevents: dial netlink connector: %w", err)
+	}
+	c := &Conn{c: nc, buf: make([]byte, 64<<10)}
+	if err := c.setReadBuffer(cfg.ReadBuffer); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if err := c.subscribe(mcastListen, cfg.AckTimeout); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// setReadBuffer uses SO_RCVBUFFORCE (root) so net.core.rmem_max does not cap
+// it, falling back to SO_RCVBUF, and reads back what the kernel granted.
+func (c *Conn) setReadBuffer(n int) error {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("procevents: raw conn: %w", err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+		if serr != nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+		}
+		if serr == nil {
+			c.rcvbuf, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+		}
+	}); err != nil {
+		return fmt.Errorf("procevents: set receive buffer: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("procevents: set receive buffer to %d bytes: %w", n, serr)
+	}
+	return nil
+}
+
+// ReadBuffer is the receive buffer the kernel granted, in bytes.
+func (c *Conn) ReadBuffer() int { return c.rcvbuf }
+
+func (c *Conn) subscribe(op uint32, timeout time.Duration) error {
+	// The ack is multicast to every listener of the group, so another
+	// subscriber's ack can reach us: pick an unlikely seq and match on ack.
+	seq := rand.Uint32() | 1
+	if seq == ^uint32(0) {
+		seq--
+	}
+	_, err := c.c.Send(netlink.Message{
+		Header: netlink.Header{Type: netlink.Done},
+		Data:   subscribeMsg(seq, op),
+	})
+	if err != nil {
+		return fmt.Errorf("procevents: send subscription: %w", err)
+	}
+	if op != mcastListen {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	if err := c.c.SetReadDeadline(deadline); err != nil {
+		return fmt.Errorf("procevents: set deadline: %w", err)
+	}
+	defer c.c.SetReadDeadline(time.Time{})
+	for {
+		var acked bool
+		var ackErr uint32
+		err := c.read(func(ev *Event) {
+			if ev.Type == None && ev.Ack == seq+1 {
+				acked, ackErr = true, ev.Err
+			}
+		})
+		switch {
+		case acked && ackErr != 0:
+			return fmt.Errorf("procevents: subscription refused: %w", unix.Errno(ackErr))
+		case acked:
+			return nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return fmt.Errorf("%w (waited %s)", ErrNotAcknowledged, timeout)
+		case err != nil && !errors.Is(err, ErrOverrun):
+			return err
+		}
+	}
+}
+
+// Close unsubscribes (best effort) and closes the socket.
+func (c *Conn) Close() error {
+	_ = c.subscribe(mcastIgnore, 0)
+	return c.c.Close()
+}
+
+// Stats are counters kept by Conn.
+type Stats struct {
+	Lost     uint64 // messages the kernel dropped, from per-CPU sequence gaps
+	Overruns uint64 // ENOBUFS returned by recv
+	Bad      uint64 // messages that failed to decode
+}
+
+// Stats returns the counters. Not safe to call concurrently with Read.
+func (c *Conn) Stats() Stats { return Stats{Lost: c.lost, Overruns: c.overrun, Bad: c.bad} }
+
+// Read blocks for one datagram and calls fn for each proc event in it; ev is
+// reused and must not be retained. It returns ErrOverrun when the kernel
+// reports lost messages: fn has not been called then and the caller should
+// resynchronise. Malformed messages are counted and skipped. Read does not
+// allocate.
+func (c *Conn) Read(fn func(ev *Event)) error {
+	return c.read(fn)
+}
+
+func (c *Conn) read(fn func(ev *Event)) error {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), c.buf, unix.MSG_DONTWAIT)
+		return !(rerr == unix.EAGAIN || rerr == unix.EINTR)
+	})
+	if err != nil {
+		return fmt.Errorf("procevents: receive: %w", err)
+	}
+	if rerr != nil {
+		if rerr == unix.ENOBUFS {
+			c.overrun++
+			return ErrOverrun
+		}
+		return fmt.Errorf("procevents: receive: %w", rerr)
+	}
+	ev := &c.ev
+	if Datagram(c.buf[:n], func(p []byte) {
+		if Decode(p, ev) != nil {
+			c.bad++
+			return
+		}
+		c.lost += c.gaps.Observe(ev.CPU, ev.Seq)
+		fn(ev)
+	}) != nil {
+		c.bad++
+	}
+	return nil
+}
+
+// Interrupt makes a blocked Read return os.ErrDeadlineExceeded (wrapped),
+// so the reading goroutine can notice a shutdown.
+func (c *Conn) Interrupt() error { return c.c.SetReadDeadline(time.Unix(1, 0)) }

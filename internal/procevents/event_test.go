@@ -1,0 +1,236 @@
+package procevents
+
+import (
+	"errors"
+	"testing"
+)
+
+// Byte literals are little-endian (amd64, arm64), as the kernel writes them.
+func cnHdr(seq, ack uint32, l uint16) []byte {
+	return []byte{
+		0x01, 0x00, 0x00, 0x00, // id.idx: CN_IDX_PROC
+		0x01, 0x00, 0x00, 0x00, // id.val: CN_VAL_PROC
+		byte(seq), byte(seq >> 8), byte(seq >> 16), byte(seq >> 24), // seq
+		byte(ack), byte(ack >> 8), byte(ack >> 16), byte(ack >> 24), // ack
+		byte(l), byte(l >> 8), // len
+		0x00, 0x00, // flags
+	}
+}
+
+func cat(bs ...[]byte) []byte {
+	var out []byte
+	for _, b := range bs {
+		out = append(out, b...)
+	}
+	return out
+}
+
+var (
+	forkEvent = cat(cnHdr(7, 0, 40), []byte{
+		0x01, 0x00, 0x00, 0x00, // what: PROC_EVENT_FORK
+		0x01, 0x00, 0x00, 0x00, // cpu: 1
+		0x00, 0xca, 0x9a, 0x3b, 0x00, 0x00, 0x00, 0x00, // timestamp_ns: 1e9
+		0x64, 0x00, 0x00, 0x00, // parent_pid: 100
+		0x64, 0x00, 0x00, 0x00, // parent_tgid: 100
+		0xc8, 0x00, 0x00, 0x00, // child_pid: 200
+		0xc8, 0x00, 0x00, 0x00, // child_tgid: 200
+		0, 0, 0, 0, 0, 0, 0, 0, // rest of the union
+	})
+	threadForkEvent = cat(cnHdr(8, 0, 40), []byte{
+		0x01, 0x00, 0x00, 0x00, // what: PROC_EVENT_FORK
+		0x00, 0x00, 0x00, 0x00, // cpu: 0
+		0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // timestamp_ns: 1
+		0x65, 0x00, 0x00, 0x00, // parent_pid: 101 (a thread)
+		0x64, 0x00, 0x00, 0x00, // parent_tgid: 100
+		0xc9, 0x00, 0x00, 0x00, // child_pid: 201
+		0x64, 0x00, 0x00, 0x00, // child_tgid: 100 (a new thread of 100)
+		0, 0, 0, 0, 0, 0, 0, 0,
+	})
+	execEvent = cat(cnHdr(9, 0, 40), []byte{
+		0x02, 0x00, 0x00, 0x00, // what: PROC_EVENT_EXEC
+		0x00, 0x00, 0x00, 0x00, // cpu
+		0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // timestamp_ns: 2
+		0xc8, 0x00, 0x00, 0x00, // process_pid: 200
+		0xc8, 0x00, 0x00, 0x00, // process_tgid: 200
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	})
+	commEvent = cat(cnHdr(10, 0, 40), []byte{
+		0x00, 0x02, 0x00, 0x00, // what: PROC_EVENT_COMM
+		0x00, 0x00, 0x00, 0x00, // cpu
+		0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // timestamp_ns: 3
+		0xc8, 0x00, 0x00, 0x00, // process_pid: 200
+		0xc8, 0x00, 0x00, 0x00, // process_tgid: 200
+		'c', 'l', 'a', 'u', 'd', 'e', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // comm
+	})
+	exitEvent = cat(cnHdr(11, 0, 40), []byte{
+		0x00, 0x00, 0x00, 0x80, // what: PROC_EVENT_EXIT
+		0x00, 0x00, 0x00, 0x00, // cpu
+		0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // timestamp_ns: 4
+		0xc8, 0x00, 0x00, 0x00, // process_pid: 200
+		0xc8, 0x00, 0x00, 0x00, // process_tgid: 200
+		0x0f, 0x00, 0x00, 0x00, // exit_code: 15 (killed by SIGTERM)
+		0x11, 0x00, 0x00, 0x00, // exit_signal: SIGCHLD
+		0x64, 0x00, 0x00, 0x00, // parent_pid: 100
+		0x64, 0x00, 0x00, 0x00, // parent_tgid: 100
+	})
+	ackEvent = cat(cnHdr(500, 43, 40), []byte{
+		0x00, 0x00, 0x00, 0x00, // what: PROC_EVENT_NONE
+		0x00, 0x00, 0x00, 0x00, // cpu
+		0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // timestamp_ns
+		0x00, 0x00, 0x00, 0x00, // ack.err: 0
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	})
+	uidEvent = cat(cnHdr(12, 0, 40), []byte{
+		0x04, 0x00, 0x00, 0x00, // what: PROC_EVENT_UID
+		0x00, 0x00, 0x00, 0x00, // cpu
+		0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // timestamp_ns: 5
+		0xc8, 0x00, 0x00, 0x00, 0xc8, 0x00, 0x00, 0x00, 0xe8, 0x03, 0x00, 0x00, 0xe8, 0x03, 0x00, 0x00,
+		0, 0, 0, 0, 0, 0, 0, 0,
+	})
+)
+
+func TestDecode(t *testing.T) {
+	var comm [16]byte
+	copy(comm[:], "claude")
+	tests := []struct {
+		name string
+		b    []byte
+		want Event
+		err  error
+	}{
+		{"fork", forkEvent, Event{Type: Fork, Seq: 7, CPU: 1, Timestamp: 1e9, ParentPID: 100, ParentTGID: 100, PID: 200, TGID: 200}, nil},
+		{"thread fork", threadForkEvent, Event{Type: Fork, Seq: 8, Timestamp: 1, ParentPID: 101, ParentTGID: 100, PID: 201, TGID: 100}, nil},
+		{"exec", execEvent, Event{Type: Exec, Seq: 9, Timestamp: 2, PID: 200, TGID: 200}, nil},
+		{"comm", commEvent, Event{Type: Comm, Seq: 10, Timestamp: 3, PID: 200, TGID: 200, Comm: comm}, nil},
+		{"exit", exitEvent, Event{Type: Exit, Seq: 11, Timestamp: 4, PID: 200, TGID: 200, ExitCode: 15, ExitSignal: 17, ParentPID: 100, ParentTGID: 100}, nil},
+		{"ack", ackEvent, Event{Type: None, Seq: 500, Ack: 43}, nil},
+		{"uid ignored payload", uidEvent, Event{Type: UID, Seq: 12, Timestamp: 5}, nil},
+		{"empty", nil, Event{}, ErrShort},
+		{"cn header only", cnHdr(1, 0, 0), Event{}, ErrShort},
+		{"wrong connector id", cat([]byte{0x02, 0, 0, 0}, forkEvent[4:]), Event{}, ErrNotProc},
+		{"len beyond payload", cat(cnHdr(1, 0, 200), forkEvent[20:]), Event{}, ErrBadLen},
+		{"len shorter than header", cat(cnHdr(1, 0, 8), forkEvent[20:]), Event{}, ErrShort},
+		{"fork truncated", cat(cnHdr(7, 0, 28), forkEvent[20:48]), Event{}, ErrShort},
+		{"exit truncated", cat(cnHdr(11, 0, 32), exitEvent[20:52]), Event{}, ErrShort},
+		{"comm truncated", cat(cnHdr(10, 0, 30), commEvent[20:50]), Event{}, ErrShort},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got Event
+			err := Decode(tt.b, &got)
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("err = %v, want %v", err, tt.err)
+			}
+			if err == nil && got != tt.want {
+				t.Fatalf("got  %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func nlmsg(payload []byte) []byte {
+	l := 16 + len(payload)
+	h := []byte{
+		byte(l), byte(l >> 8), 0, 0, // nlmsg_len
+		0x03, 0x00, // nlmsg_type: NLMSG_DONE
+		0x00, 0x00, // nlmsg_flags
+		0, 0, 0, 0, // nlmsg_seq
+		0, 0, 0, 0, // nlmsg_pid
+	}
+	out := cat(h, payload)
+	for len(out)%4 != 0 {
+		out = append(out, 0)
+	}
+	return out
+}
+
+func TestDatagram(t *testing.T) {
+	var got []Type
+	b := cat(nlmsg(forkEvent), nlmsg(exitEvent))
+	if err := Datagram(b, func(p []byte) {
+		var ev Event
+		if err := Decode(p, &ev); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.Type)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != Fork || got[1] != Exit {
+		t.Fatalf("got %v", got)
+	}
+	for _, bad := range [][]byte{
+		{0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, // nlmsg_len 4 < header
+		{0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, // beyond the datagram
+		{0x10, 0, 0}, // trailing bytes
+	} {
+		if err := Datagram(bad, func([]byte) {}); !errors.Is(err, ErrTrailing) {
+			t.Errorf("Datagram(%x) = %v, want ErrTrailing", bad, err)
+		}
+	}
+}
+
+func TestGaps(t *testing.T) {
+	var g Gaps
+	steps := []struct {
+		cpu, seq uint32
+		lost     uint64
+	}{
+		{0, 10, 0}, // baseline
+		{0, 11, 0},
+		{1, 500, 0}, // baseline for another CPU
+		{0, 15, 3},  // 12, 13, 14 lost
+		{1, 501, 0},
+		{0, 15, 0},         // repeat
+		{0, 0xffffffff, 0}, // backwards: new baseline
+		{0, 1, 1},          // wrapped past 0: seq 0 lost
+		{1, 400, 0},        // backwards
+		{1, 401 + 1000, 1000},
+	}
+	for i, s := range steps {
+		if got := g.Observe(s.cpu, s.seq); got != s.lost {
+			t.Fatalf("step %d: Observe(%d, %d) = %d, want %d", i, s.cpu, s.seq, got, s.lost)
+		}
+	}
+}
+
+func TestSubscribeMsg(t *testing.T) {
+	got := subscribeMsg(0x01020304, mcastListen)
+	want := []byte{
+		0x01, 0x00, 0x00, 0x00, // idx
+		0x01, 0x00, 0x00, 0x00, // val
+		0x04, 0x03, 0x02, 0x01, // seq
+		0x04, 0x03, 0x02, 0x01, // ack: the same token; the reply carries it + 1
+		0x04, 0x00, // len: 4, the bare op
+		0x00, 0x00, // flags
+		0x01, 0x00, 0x00, 0x00, // PROC_CN_MCAST_LISTEN
+	}
+	if string(got) != string(want) {
+		t.Fatalf("got %x\nwant %x", got, want)
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	msgs := [][]byte{forkEvent, execEvent, commEvent, exitEvent}
+	var ev Event
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if err := Decode(msgs[i&3], &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, s := range [][]byte{forkEvent, threadForkEvent, execEvent, commEvent, exitEvent, ackEvent, uidEvent, nil} {
+		f.Add(s)
+		f.Add(nlmsg(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var ev Event
+		if err := Decode(b, &ev); err == nil && ev.Type == Fork && len(b) < cnMsgLen+procHdrLen+16 {
+			t.Fatalf("decoded a fork from %d bytes", len(b))
+		}
+		_ = Datagram(b, func(p []byte) { _ = Decode(p, &ev) })
+	})
+}
