@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -37,14 +38,14 @@ type Config struct {
 
 // Conn is a subscribed proc connector socket.
 type Conn struct {
-	c       *netlink.Conn
-	buf     []byte
-	ev      Event // reused by read so the hot path does not allocate
-	gaps    Gaps
-	rcvbuf  int
-	lost    uint64
-	overrun uint64
-	bad     uint64
+	c      *netlink.Conn
+	buf    []byte
+	ev     Event // reused by read so the hot path does not allocate
+	gaps   Gaps
+	rcvbuf int
+	// Counters are atomic so Stats may be read while another goroutine
+	// reads events.
+	lost, overrun, bad atomic.Uint64
 }
 
 // Dial opens a NETLINK_CONNECTOR socket, joins CN_IDX_PROC, sets the receive
@@ -157,8 +158,10 @@ type Stats struct {
 	Bad      uint64 // messages that failed to decode
 }
 
-// Stats returns the counters. Not safe to call concurrently with Read.
-func (c *Conn) Stats() Stats { return Stats{Lost: c.lost, Overruns: c.overrun, Bad: c.bad} }
+// Stats returns the counters.
+func (c *Conn) Stats() Stats {
+	return Stats{Lost: c.lost.Load(), Overruns: c.overrun.Load(), Bad: c.bad.Load()}
+}
 
 // Read blocks for one datagram and calls fn for each proc event in it; ev is
 // reused and must not be retained. It returns ErrOverrun when the kernel
@@ -185,7 +188,7 @@ func (c *Conn) read(fn func(ev *Event)) error {
 	}
 	if rerr != nil {
 		if rerr == unix.ENOBUFS {
-			c.overrun++
+			c.overrun.Add(1)
 			return ErrOverrun
 		}
 		return fmt.Errorf("procevents: receive: %w", rerr)
@@ -193,13 +196,15 @@ func (c *Conn) read(fn func(ev *Event)) error {
 	ev := &c.ev
 	if Datagram(c.buf[:n], func(p []byte) {
 		if Decode(p, ev) != nil {
-			c.bad++
+			c.bad.Add(1)
 			return
 		}
-		c.lost += c.gaps.Observe(ev.CPU, ev.Seq)
+		if n := c.gaps.Observe(ev.CPU, ev.Seq); n > 0 {
+			c.lost.Add(n)
+		}
 		fn(ev)
 	}) != nil {
-		c.bad++
+		c.bad.Add(1)
 	}
 	return nil
 }

@@ -1,0 +1,353 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/tracker"
+)
+
+// Config is everything the daemon is told, parsed and checked before
+// anything runs.
+type Config struct {
+	MaxAge          time.Duration
+	KillGrace       time.Duration
+	Agents          []tracker.Rule
+	Under           []tracker.Ancestor
+	SummaryInterval time.Duration
+	DatabaseURL     string
+	StateDir        string
+	Listen          string
+	Source          string
+	PollInterval    time.Duration
+	DryRun          bool
+	Realtime        bool
+	NetlinkRcvbuf   int
+	LogLevel        string
+
+	// The seed's warning thresholds (used by health snapshots).
+	ZombieWarnThreshold int
+	FreeMemWarnMB       int
+	SwapWarnPct         float64
+}
+
+// defaultListen is loopback: the endpoints are for the host's operators and
+// tests, not the network.
+const defaultListen = "127.0.0.1:9847"
+
+// option is one setting: a flag, its environment twin and its default.
+// Precedence: flag, then environment, then default.
+type option struct {
+	flag, env, def, help string
+	repeat           bool // flag may repeat; env is comma-separated
+	hidden           bool
+	set              func(c *Config, v string, many []string) error
+}
+
+var options = []option{
+	{flag: "max-age", env: "REAPER_MAX_AGE", def: "2h",
+		help: "kill agents this old (Go duration); env fallback REAPER_MAX_AGENT_AGE_MINUTES (integer minutes)",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.MaxAge, err = positiveDuration(v)
+			return
+		}},
+	{flag: "kill-grace", env: "REAPER_KILL_GRACE", def: "5s",
+		help: "time between SIGTERM and SIGKILL",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.KillGrace, err = duration(v, 0)
+			return
+		}},
+	{flag: "agent", env: "REAPER_AGENTS", def: "claude,npm*:agent", repeat: true,
+		help: "agent rule COMM, COMM* (prefix) or either with :TEXT required in the cmdline; repeatable",
+		set: func(c *Config, _ string, many []string) (err error) {
+			for _, s := range many {
+				if strings.TrimSpace(s) == "" {
+					return errors.New("empty agent rule")
+				}
+			}
+			c.Agents, err = tracker.ParseRules(many)
+			return
+		}},
+	{flag: "under", env: "REAPER_UNDER", def: "", repeat: true,
+		help: "only agents descending from this PID or process name; repeatable (default: no limit)",
+		set: func(c *Config, _ string, many []string) error {
+			c.Under = nil
+			for _, s := range many {
+				a, err := tracker.ParseAncestor(s)
+				if err != nil {
+					return err
+				}
+				c.Under = append(c.Under, a)
+			}
+			return nil
+		}},
+	{flag: "summary-interval", env: "REAPER_SUMMARY_INTERVAL", def: "5m",
+		help: "health snapshot period",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.SummaryInterval, err = positiveDuration(v)
+			return
+		}},
+	{flag: "database-url", env: "DATABASE_URL", def: "",
+		help: "PostgreSQL URL for health rows (default: none, the local spool only)",
+		set: func(c *Config, v string, _ []string) error {
+			c.DatabaseURL = v
+			return nil
+		}},
+	{flag: "state-dir", env: "REAPER_STATE_DIR", def: "/var/lib/agent-supervisor",
+		help: "directory for the spool",
+		set: func(c *Config, v string, _ []string) error {
+			if v == "" {
+				return errors.New("empty path")
+			}
+			c.StateDir = v
+			return nil
+		}},
+	{flag: "listen", env: "REAPER_LISTEN", def: defaultListen,
+		help: "HTTP address for /healthz and /agents; empty disables",
+		set: func(c *Config, v string, _ []string) error {
+			if v != "" {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return fmt.Errorf("invalid address %q: %v", v, err)
+				}
+			}
+			c.Listen = v
+			return nil
+		}},
+	{flag: "source", env: "REAPER_SOURCE", def: "auto",
+		help: "event source: auto (netlink, else /proc polling), netlink or proc",
+		set: func(c *Config, v string, _ []string) error {
+			switch v {
+			case "auto", "netlink", "proc":
+				c.Source = v
+				return nil
+			}
+			return fmt.Errorf("invalid source %q (want auto, netlink or proc)", v)
+		}},
+	{flag: "poll-interval", env: "REAPER_POLL_INTERVAL", def: "1s",
+		help: "how often to scan /proc when polling",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.PollInterval, err = duration(v, 10*time.Millisecond)
+			return
+		}},
+	{flag: "dry-run", env: "REAPER_DRY_RUN", def: "false",
+		help: "report what would be killed, signal nothing",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.DryRun, err = boolean(v)
+			return
+		}},
+	{flag: "realtime", env: "REAPER_REALTIME", def: "true",
+		help: "run the deadline timer thread at SCHED_FIFO priority 1",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.Realtime, err = boolean(v)
+			return
+		}},
+	{flag: "netlink-rcvbuf", env: "REAPER_NETLINK_RCVBUF", def: "8388608",
+		help: "proc connector receive buffer to request, bytes (the kernel doubles it)",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.NetlinkRcvbuf, err = integer(v, 1024, 1<<30)
+			return
+		}},
+	{flag: "log-level", env: "REAPER_LOG_LEVEL", def: "info",
+		help: "debug, info, warn or error",
+		set: func(c *Config, v string, _ []string) error {
+			switch v {
+			case "debug", "info", "warn", "error":
+				c.LogLevel = v
+				return nil
+			}
+			return fmt.Errorf("invalid level %q (want debug, info, warn or error)", v)
+		}},
+	{env: "REAPER_ZOMBIE_WARN_THRESHOLD", def: "500",
+		help: "status is warning above this many zombies",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.ZombieWarnThreshold, err = integer(v, 0, 1<<30)
+			return
+		}},
+	{env: "REAPER_FREE_MEM_WARN_MB", def: "1024",
+		help: "status is warning below this much free memory",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.FreeMemWarnMB, err = integer(v, 0, 1<<30)
+			return
+		}},
+	{env: "REAPER_SWAP_WARN_PCT", def: "0.7",
+		help: "status is warning above this fraction of swap used (0..1)",
+		set: func(c *Config, v string, _ []string) error {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || f < 0 || f > 1 {
+				return fmt.Errorf("invalid fraction %q (want a number from 0 to 1)", v)
+			}
+			c.SwapWarnPct = f
+			return nil
+		}},
+}
+
+func duration(v string, min time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (want e.g. 90s, 2h)", v)
+	}
+	if d < min {
+		return 0, fmt.Errorf("duration %s is below the minimum %s", d, min)
+	}
+	return d, nil
+}
+
+func positiveDuration(v string) (time.Duration, error) {
+	d, err := duration(v, 0)
+	if err == nil && d <= 0 {
+		return 0, fmt.Errorf("duration %s must be positive", d)
+	}
+	return d, err
+}
+
+func integer(v string, min, max int) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		return 0, fmt.Errorf("invalid integer %q", v)
+	}
+	if n < min || n > max {
+		return 0, fmt.Errorf("%d is out of range [%d, %d]", n, min, max)
+	}
+	return n, nil
+}
+
+func boolean(v string) (bool, error) {
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		return false, fmt.Errorf("invalid boolean %q (want true or false)", v)
+	}
+	return b, nil
+}
+
+// usageError is a configuration error: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+
+// errHelp is returned when --help was asked for.
+var errHelp = errors.New("help")
+
+// parseConfig reads flags from args and the environment through getenv.
+func parseConfig(cmd string, args []string, getenv func(string) string, stdout io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	single := map[string]*string{}
+	repeated := map[string]*multi{}
+	for _, o := range options {
+		if o.flag == "" {
+			continue
+		}
+		if o.repeat {
+			m := &multi{}
+			repeated[o.flag] = m
+			fs.Var(m, o.flag, o.help)
+		} else if o.def == "false" || o.def == "true" {
+			// A boolean flag may stand alone: --dry-run.
+			s := new(string)
+			single[o.flag] = s
+			fs.Var(boolFlag{s}, o.flag, o.help)
+		} else {
+			single[o.flag] = fs.String(o.flag, o.def, o.help)
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(cmd, stdout)
+			return nil, errHelp
+		}
+		return nil, usageError{strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1)}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+
+	c := &Config{}
+	for _, o := range options {
+		name, v, many := "", o.def, splitList(o.def)
+		switch {
+		case o.flag != "" && given[o.flag]:
+			name = "--" + o.flag
+			if o.repeat {
+				many = *repeated[o.flag]
+			} else {
+				v = *single[o.flag]
+			}
+		case getenv(o.env) != "":
+			v = getenv(o.env)
+			name = o.env + "=" + v
+			many = splitList(v)
+		case o.env == "REAPER_MAX_AGE" && getenv("REAPER_MAX_AGENT_AGE_MINUTES") != "":
+			mv := getenv("REAPER_MAX_AGENT_AGE_MINUTES")
+			n, err := integer(mv, 1, 1<<30)
+			if err != nil {
+				return nil, usageError{"REAPER_MAX_AGENT_AGE_MINUTES=" + mv + ": " + err.Error()}
+			}
+			v = strconv.Itoa(n) + "m"
+		default:
+			name = "default"
+		}
+		if err := o.set(c, v, many); err != nil {
+			if name == "default" {
+				name = o.env
+			}
+			if name == "" {
+				name = "--" + o.flag
+			}
+			return nil, usageError{name + ": " + err.Error()}
+		}
+	}
+	return c, nil
+}
+
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	parts := strings.Split(s, ",")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return parts
+}
+
+type boolFlag struct{ s *string }
+
+func (b boolFlag) String() string {
+	if b.s == nil {
+		return ""
+	}
+	return *b.s
+}
+func (b boolFlag) Set(v string) error { *b.s = v; return nil }
+func (b boolFlag) IsBoolFlag() bool   { return true }
+
+func printUsage(cmd string, w io.Writer) {
+	fmt.Fprintf(w, "usage: supervisor %s [flags]\n\nFlags (each has an environment twin; a flag wins over the environment, the environment over the default):\n", cmd)
+	for _, o := range options {
+		if o.hidden {
+			continue
+		}
+		name := "  (env only)"
+		if o.flag != "" {
+			name = "  --" + o.flag
+		}
+		def := o.def
+		if def == "" {
+			def = "none"
+		}
+		fmt.Fprintf(w, "%-22s %-30s default %s\n%24s%s\n", name, o.env, def, "", o.help)
+	}
+}

@@ -1,0 +1,15 @@
+// Package reap kills stale agents and their process trees, by identity.
+//
+// Every signal goes through a pidfd (pidfd_open(2), Linux 5.3;
+// pidfd_send_signal(2), Linux 5.1) opened for a PID and then checked against
+// the start time the tracker recorded, so a signal can never reach a process
+// that reused the PID. The protocol: SIGCONT and SIGTERM to the agent and
+// every descendant in the table (stopped processes cannot act on SIGTERM),
+// wait the grace period while polling the pidfds for exit (a pidfd becomes
+// readable when its process exits) and terminating descendants forked
+// meanwhile, then SIGKILL whatever remains, parents first, until the tree is
+// empty. Agents due at the same instant are reaped concurrently.
+//
+// PID 1, the daemon itself, its ancestors and kernel threads are never
+// signalled, whatever the table says.
+package reap

@@ -1,0 +1,20 @@
+// Package tracker keeps the daemon's table of live processes and the
+// deadlines of the agents among them.
+//
+// Every process is keyed by PID and identified by PID plus start time, so a
+// reused PID is a new process (pid_max is 32768 on small machines and PIDs
+// wrap in seconds under a fork storm). The table is fed by proc connector
+// events (Apply) and by /proc scans (Merge): at start, after the kernel
+// reports lost events, and in polling mode.
+//
+// Only thread-group leaders are tracked: the kernel sends fork, comm and exit
+// events per thread, and a thread's "parent" fields name the thread that
+// created it, not a parent process.
+//
+// Agents are processes matching a Rule. Each gets a deadline of its own start
+// plus the maximum age, computed from the kernel's start time (the fork
+// event's CLOCK_MONOTONIC timestamp, or /proc/PID/stat starttime rounded up
+// to the next clock tick), never from when the daemon first saw it: a daemon
+// restart never extends an agent's life and a deadline is never early.
+// Deadlines live in one min-heap (Deadlines) driven by a single timer.
+package tracker

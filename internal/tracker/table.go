@@ -1,0 +1,535 @@
+package tracker
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/procevents"
+	"go.uber.org/zap"
+)
+
+// ProcInfo is what a /proc read says about one process.
+type ProcInfo struct {
+	PID, PPID int32
+	Start     Start
+	Comm      string
+	State     byte // 'R', 'S', 'Z', ...
+	Kthread   bool // PF_KTHREAD: never an agent, never signalled
+}
+
+// ProcReader reads /proc. The table only calls it from the goroutine that
+// feeds it events. Errors for a vanished process must satisfy
+// errors.Is(err, ErrGone).
+type ProcReader interface {
+	Stat(pid int32) (ProcInfo, error)
+	Cmdline(pid int32) (string, error)
+	Scan() ([]ProcInfo, error)
+}
+
+// kthreadd (PID 2) is the parent of every kernel thread.
+const kthreadd = 2
+
+// ErrGone means the process no longer exists.
+var ErrGone = errors.New("process gone")
+
+// Clock reads CLOCK_BOOTTIME and the offset to add to a CLOCK_MONOTONIC
+// reading (a proc event timestamp) to get boottime.
+type Clock interface {
+	Now() int64
+	BootOffset() int64
+}
+
+// Pinner opens a handle on pid that cannot outlive the process (a pidfd) and
+// checks that the process holding pid started at start. The returned fd is
+// owned by the caller.
+type Pinner func(pid int32, start Start) (fd int, err error)
+
+// Config configures a Table.
+type Config struct {
+	Rules  []Rule
+	Under  []Ancestor
+	MaxAge time.Duration
+	Proc   ProcReader
+	Clock  Clock
+	Pin    Pinner // nil: agents get FD -1
+	Queue  *Deadlines
+	Log    *zap.Logger
+}
+
+// Proc is one live process in the table. Its fields are guarded by the
+// table's lock.
+type Proc struct {
+	PID     int32
+	PPID    int32 // the parent at fork (or at scan); not updated on reparenting
+	Start   Start
+	Comm    string
+	Cmdline string // read only for agent candidates
+	Kthread bool
+
+	parent, child, next, prev *Proc
+	agent                     *Agent
+	holds                     int
+	dead                      bool
+}
+
+// Counters are cumulative counts kept by the table.
+type Counters struct {
+	Events   [5]uint64 // fork, exec, comm, exit, other (threads included)
+	Resyncs  uint64
+	Stale    uint64 // events ignored because a newer process holds the pid
+	ProcErrs uint64 // /proc reads that failed for another reason than a vanished process
+}
+
+// Table is the process table. Apply and Merge must be called from one
+// goroutine; the query methods may be called from any.
+type Table struct {
+	mu    sync.Mutex
+	cfg   Config
+	procs map[int32]*Proc
+	free  []*Proc
+	c     Counters
+	log   *zap.Logger
+
+	maxAge atomic.Int64
+	events [5]atomic.Uint64
+}
+
+// NewTable returns an empty table.
+func NewTable(cfg Config) *Table {
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Queue == nil {
+		cfg.Queue = &Deadlines{}
+	}
+	t := &Table{cfg: cfg, procs: make(map[int32]*Proc, 1024), log: cfg.Log}
+	t.maxAge.Store(int64(cfg.MaxAge))
+	return t
+}
+
+// Queue returns the deadline queue the table feeds.
+func (t *Table) Queue() *Deadlines { return t.cfg.Queue }
+
+// Deadline is the deadline of a process that started at s.
+func (t *Table) Deadline(s Start) int64 { return s.Latest() + t.maxAge.Load() }
+
+// SetMaxAge changes the maximum age and recomputes every queued deadline
+// from its agent's own start: a reload never resets an agent's age.
+func (t *Table) SetMaxAge(d time.Duration) {
+	t.maxAge.Store(int64(d))
+	t.cfg.Queue.Reschedule(func(a *Agent) int64 { return t.Deadline(a.Start) })
+}
+
+func eventIndex(ty procevents.Type) int {
+	switch ty {
+	case procevents.Fork:
+		return 0
+	case procevents.Exec:
+		return 1
+	case procevents.Comm:
+		return 2
+	case procevents.Exit:
+		return 3
+	}
+	return 4
+}
+
+// Apply updates the table with one proc connector event.
+func (t *Table) Apply(ev *procevents.Event) {
+	t.events[eventIndex(ev.Type)].Add(1)
+	if !ev.Leader() {
+		// Threads: their fork/exit/comm events say nothing about processes.
+		return
+	}
+	switch ev.Type {
+	case procevents.Fork:
+		t.fork(ev)
+	case procevents.Exec:
+		t.exec(ev.TGID)
+	case procevents.Comm:
+		t.comm(ev.TGID, procevents.CommString(ev.Comm[:]))
+	case procevents.Exit:
+		t.exit(ev.TGID, int64(ev.Timestamp)+t.cfg.Clock.BootOffset())
+	}
+}
+
+func (t *Table) fork(ev *procevents.Event) {
+	start := Start{NS: int64(ev.Timestamp) + t.cfg.Clock.BootOffset(), Exact: true}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old := t.procs[ev.TGID]; old != nil {
+		if old.Start.Same(start) {
+			// Seen by a scan already; keep its lineage, learn the exact start.
+			old.Start = start
+			return
+		}
+		if old.Start.After(start.NS) {
+			// A late fork event: a newer process holds the PID already.
+			t.c.Stale++
+			return
+		}
+		t.removeLocked(old)
+	}
+	parent := t.procs[ev.ParentTGID]
+	p := t.newLocked(ev.TGID, ev.ParentTGID, start)
+	if parent != nil {
+		// A child starts with its parent's name and command line.
+		p.Comm, p.Cmdline, p.Kthread = parent.Comm, parent.Cmdline, parent.Kthread || parent.PID == kthreadd
+		t.linkLocked(p, parent)
+	}
+	if p.Comm != "" {
+		t.matchLocked(p, false)
+	}
+}
+
+func (t *Table) exec(pid int32) {
+	info, err := t.cfg.Proc.Stat(pid)
+	if err != nil {
+		t.procErr(pid, err)
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.procs[pid]
+	if p == nil || !p.Start.Same(info.Start) {
+		// The fork was lost or the PID was reused since: take /proc's word.
+		if p != nil {
+			t.removeLocked(p)
+		}
+		p = t.insertLocked(info)
+		if p == nil {
+			return
+		}
+	}
+	p.Comm, p.Cmdline, p.Kthread = info.Comm, "", info.Kthread
+	t.matchLocked(p, true)
+}
+
+func (t *Table) comm(pid int32, comm string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.procs[pid]
+	if p == nil || p.Comm == comm {
+		return
+	}
+	p.Comm = comm
+	// process.title rewrites the command line too; read it again.
+	t.matchLocked(p, true)
+}
+
+func (t *Table) exit(pid int32, at int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.procs[pid]
+	if p == nil {
+		return
+	}
+	if p.Start.After(at) {
+		t.c.Stale++ // the exit of an earlier holder of this PID
+		return
+	}
+	t.removeLocked(p)
+}
+
+func (t *Table) procErr(pid int32, err error) {
+	if errors.Is(err, ErrGone) {
+		return // it exited already; its exit event follows
+	}
+	t.c.ProcErrs++
+	t.log.Debug("read /proc", zap.Int32("pid", pid), zap.Error(err))
+}
+
+// Merge reconciles the table with a /proc scan: processes the scan shows
+// that the table lacks (or holds under an older identity) are added,
+// processes the table holds that the scan lacks are removed, and renamed
+// ones are matched again. Zombies count as gone. Lineage and exact start
+// times already known are kept.
+func (t *Table) Merge(scan []ProcInfo, resync bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if resync {
+		t.c.Resyncs++
+	}
+	seen := make(map[int32]struct{}, len(scan))
+	var added []*Proc
+	for i := range scan {
+		info := &scan[i]
+		if info.State == 'Z' || info.State == 'X' || info.State == 'x' {
+			continue
+		}
+		seen[info.PID] = struct{}{}
+		p := t.procs[info.PID]
+		if p != nil && p.Start.Same(info.Start) {
+			if p.Comm != info.Comm {
+				p.Comm = info.Comm
+				added = append(added, p) // match again below
+			}
+			continue
+		}
+		if p != nil {
+			t.removeLocked(p)
+		}
+		if p = t.insertLocked(*info); p != nil {
+			added = append(added, p)
+		}
+	}
+	for pid, p := range t.procs {
+		if _, ok := seen[pid]; !ok {
+			t.removeLocked(p)
+		}
+	}
+	for _, p := range added {
+		if p.parent == nil {
+			if parent := t.procs[p.PPID]; parent != nil && parent != p {
+				t.linkLocked(p, parent)
+			}
+		}
+	}
+	for _, p := range added {
+		t.matchLocked(p, true)
+	}
+}
+
+// insertLocked adds a process known from /proc, linked to its parent when
+// the parent is in the table.
+func (t *Table) insertLocked(info ProcInfo) *Proc {
+	if info.State == 'Z' || info.State == 'X' || info.State == 'x' {
+		return nil
+	}
+	p := t.newLocked(info.PID, info.PPID, info.Start)
+	p.Comm, p.Kthread = info.Comm, info.Kthread
+	if parent := t.procs[info.PPID]; parent != nil && parent != p {
+		t.linkLocked(p, parent)
+	}
+	return p
+}
+
+func (t *Table) newLocked(pid, ppid int32, s Start) *Proc {
+	var p *Proc
+	if n := len(t.free); n > 0 {
+		p = t.free[n-1]
+		t.free = t.free[:n-1]
+	} else {
+		p = new(Proc)
+	}
+	*p = Proc{PID: pid, PPID: ppid, Start: s}
+	t.procs[pid] = p
+	return p
+}
+
+func (t *Table) linkLocked(p, parent *Proc) {
+	p.parent = parent
+	p.prev = nil
+	p.next = parent.child
+	if parent.child != nil {
+		parent.child.prev = p
+	}
+	parent.child = p
+}
+
+func (t *Table) unlinkLocked(p *Proc) {
+	if p.parent == nil {
+		return
+	}
+	if p.prev != nil {
+		p.prev.next = p.next
+	} else {
+		p.parent.child = p.next
+	}
+	if p.next != nil {
+		p.next.prev = p.prev
+	}
+	p.parent, p.next, p.prev = nil, nil, nil
+}
+
+// removeLocked drops p from the PID map. Its queued agent, if any, leaves
+// the queue. A held entry (an agent being reaped) keeps its place in the
+// tree, so its descendants stay reachable, until Release.
+func (t *Table) removeLocked(p *Proc) {
+	if t.procs[p.PID] == p {
+		delete(t.procs, p.PID)
+	}
+	p.dead = true
+	if a := p.agent; a != nil {
+		p.agent = nil
+		if t.cfg.Queue.Remove(a) {
+			closeFD(a.FD)
+			p.holds--
+		}
+	}
+	if p.holds == 0 {
+		t.freeLocked(p)
+	}
+}
+
+// freeLocked gives p's children to p's parent, as the kernel gives orphans to
+// a reaper, so that the descendants of an agent stay its descendants even
+// when a process between them exits.
+func (t *Table) freeLocked(p *Proc) {
+	for c := p.child; c != nil; {
+		next := c.next
+		c.parent, c.next, c.prev = nil, nil, nil
+		if p.parent != nil {
+			t.linkLocked(c, p.parent)
+		}
+		c = next
+	}
+	p.child = nil
+	t.unlinkLocked(p)
+	*p = Proc{}
+	t.free = append(t.free, p)
+}
+
+// matchLocked decides whether p is an agent and queues or unqueues it.
+// readCmdline forces a fresh read of the command line.
+func (t *Table) matchLocked(p *Proc, readCmdline bool) {
+	if a := p.agent; a != nil && !t.cfg.Queue.Queued(a) {
+		return // due and being reaped: leave it to the reaper
+	}
+	rule, ok := t.ruleLocked(p, readCmdline)
+	if a := p.agent; a != nil {
+		if ok && a.Rule == rule {
+			return
+		}
+		p.agent = nil
+		if t.cfg.Queue.Remove(a) {
+			closeFD(a.FD)
+			p.holds--
+		}
+	}
+	if !ok || !t.underLocked(p) {
+		return
+	}
+	fd := -1
+	if t.cfg.Pin != nil {
+		var err error
+		if fd, err = t.cfg.Pin(p.PID, p.Start); err != nil {
+			if !errors.Is(err, ErrGone) {
+				t.log.Warn("cannot pin agent", zap.Int32("pid", p.PID), zap.String("comm", p.Comm), zap.Error(err))
+			}
+			return
+		}
+	}
+	a := &Agent{
+		PID: p.PID, Start: p.Start, Comm: p.Comm, Cmdline: p.Cmdline, Rule: rule,
+		Deadline: t.Deadline(p.Start), FD: fd, proc: p,
+	}
+	p.agent = a
+	p.holds++
+	t.cfg.Queue.Add(a)
+	t.log.Debug("agent", zap.Int32("pid", p.PID), zap.String("comm", p.Comm), zap.String("rule", rule),
+		zap.Int64("deadline_boot_ns", a.Deadline))
+}
+
+func (t *Table) ruleLocked(p *Proc, readCmdline bool) (string, bool) {
+	if p.Kthread {
+		return "", false
+	}
+	for _, r := range t.cfg.Rules {
+		if !r.MatchComm(p.Comm) {
+			continue
+		}
+		if p.Cmdline == "" || readCmdline {
+			cl, err := t.cfg.Proc.Cmdline(p.PID)
+			if err != nil {
+				t.procErr(p.PID, err)
+				return "", false
+			}
+			p.Cmdline = cl
+		}
+		if r.Text == "" || strings.Contains(p.Cmdline, r.Text) {
+			return r.String(), true
+		}
+	}
+	return "", false
+}
+
+// underLocked reports whether p descends from a process matching one of
+// the Under ancestors (always true when there are none).
+func (t *Table) underLocked(p *Proc) bool {
+	if len(t.cfg.Under) == 0 {
+		return true
+	}
+	for a := p.parent; a != nil; a = a.parent {
+		for _, u := range t.cfg.Under {
+			if (u.PID > 0 && a.PID == u.PID) || (u.PID == 0 && a.Comm == u.Comm) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Target is a process to signal: its PID and the start time that identifies it.
+type Target struct {
+	PID     int32
+	Start   Start
+	Comm    string
+	Kthread bool
+}
+
+// Descendants appends to buf every live descendant of p, parents before
+// children, including processes forked since the last call. Entries of
+// processes that exited while held are walked through, not returned.
+func (t *Table) Descendants(p *Proc, buf []Target) []Target {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var walk func(n *Proc)
+	walk = func(n *Proc) {
+		for c := n.child; c != nil; c = c.next {
+			if !c.dead {
+				buf = append(buf, Target{PID: c.PID, Start: c.Start, Comm: c.Comm, Kthread: c.Kthread})
+			}
+		}
+		for c := n.child; c != nil; c = c.next {
+			walk(c)
+		}
+	}
+	walk(p)
+	return buf
+}
+
+// Release drops the reaper's hold on an agent's entry once it is done with
+// it.
+func (t *Table) Release(p *Proc) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p.holds--
+	if p.holds == 0 && p.dead {
+		t.freeLocked(p)
+	}
+}
+
+// Stats is a snapshot of the table's size and counters.
+type Stats struct {
+	Processes int
+	Agents    int
+	Counters
+}
+
+// Stats returns the current size and counters.
+func (t *Table) Stats() Stats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := Stats{Processes: len(t.procs), Agents: t.cfg.Queue.Len(), Counters: t.c}
+	for i := range t.events {
+		st.Events[i] = t.events[i].Load()
+	}
+	return st
+}
+
+// Lookup returns a copy of the entry for pid.
+func (t *Table) Lookup(pid int32) (Proc, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.procs[pid]
+	if p == nil {
+		return Proc{}, false
+	}
+	c := *p
+	c.parent, c.child, c.next, c.prev, c.agent = nil, nil, nil, nil, nil
+	return c, true
+}
