@@ -45,9 +45,9 @@ const defaultListen = "127.0.0.1:9847"
 // Precedence: flag, then environment, then default.
 type option struct {
 	flag, env, def, help string
-	repeat           bool // flag may repeat; env is comma-separated
-	hidden           bool
-	set              func(c *Config, v string, many []string) error
+	repeat               bool // flag may repeat; env is comma-separated
+	hidden               bool
+	set                  func(c *Config, v string, many []string) error
 }
 
 var options = []option{

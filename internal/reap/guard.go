@@ -16,7 +16,9 @@ type Guard struct {
 
 // NewGuard walks the daemon's own ancestry through procs.
 func NewGuard(procs StatReader) (*Guard, error) {
-	g := &Guard{protected: map[int32]bool{0: true, 1: true, 2: true}}
+	// PID 2 is kthreadd only in the initial PID namespace; kernel threads
+	// are refused by their PF_KTHREAD flag instead.
+	g := &Guard{protected: map[int32]bool{0: true, 1: true}}
 	pid := int32(os.Getpid())
 	for i := 0; pid > 1 && i < 4096; i++ {
 		g.protected[pid] = true

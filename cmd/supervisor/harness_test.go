@@ -1,0 +1,488 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The test binary doubles as the fake agent: run through a symlink named
+// "claude" (or anything else) with SUPERVISOR_TEST_AGENT=1 it behaves as
+// told by its flags. Its comm is the symlink's name, as for a real agent.
+const agentEnv = "SUPERVISOR_TEST_AGENT"
+
+var supervisorBin string
+
+func init() {
+	if os.Getenv(agentEnv) == "1" {
+		// Keep main on the main thread, so that -rename renames the
+		// process (thread-group leader), not some other thread.
+		runtime.LockOSThread()
+	}
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv(agentEnv) == "1" {
+		os.Exit(fakeAgent(os.Args[1:]))
+	}
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "supervisor-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	supervisorBin = filepath.Join(dir, "supervisor")
+	out, err := exec.Command("go", "build", "-o", supervisorBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build supervisor: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func boottime() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return ts.Nano()
+}
+
+// fakeAgent is the body of a fake agent process.
+func fakeAgent(args []string) int {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	ignoreTerm := fs.Bool("ignore-term", false, "ignore SIGTERM (inherited by children)")
+	children := fs.Int("children", 0, "children to start (through /proc/self/exe, so named \"exe\")")
+	grandchildren := fs.Int("grandchildren", 0, "grandchildren each child starts")
+	grandchildIgnore := fs.Bool("grandchild-ignore-term", false, "grandchildren ignore SIGTERM")
+	childIgnore := fs.Bool("child-ignore-term", false, "children ignore SIGTERM")
+	rename := fs.String("rename", "", "prctl(PR_SET_NAME) to this after -rename-delay")
+	renameDelay := fs.Duration("rename-delay", 100*time.Millisecond, "")
+	threads := fs.Int("threads", 0, "threads that rename themselves and exit")
+	exitAfter := fs.Duration("exit-after", 0, "exit by itself after this long")
+	termFile := fs.String("term-file", "", "on SIGTERM write CLOCK_BOOTTIME ns here, then exit 143")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *ignoreTerm {
+		signal.Ignore(syscall.SIGTERM)
+	}
+	if *termFile != "" && !*ignoreTerm {
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, syscall.SIGTERM)
+		go func() {
+			<-ch
+			os.WriteFile(*termFile, []byte(strconv.FormatInt(boottime(), 10)), 0o644)
+			os.Exit(143)
+		}()
+	}
+	fmt.Printf("pid %d\n", os.Getpid())
+	for i := 0; i < *children; i++ {
+		cargs := []string{"-children", strconv.Itoa(*grandchildren)}
+		if *grandchildIgnore {
+			cargs = append(cargs, "-child-ignore-term")
+		}
+		if *childIgnore {
+			cargs = append(cargs, "-ignore-term")
+		}
+		c := exec.Command("/proc/self/exe", cargs...)
+		c.Stdout = os.Stdout
+		c.Stderr = os.Stderr
+		if err := c.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if *threads > 0 {
+		var wg sync.WaitGroup
+		for i := 0; i < *threads; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// A goroutine that exits while locked ends its thread:
+				// a real thread exit, after a real thread rename.
+				runtime.LockOSThread()
+				setName("worker")
+				time.Sleep(time.Millisecond)
+			}()
+		}
+		wg.Wait()
+		fmt.Println("threads done")
+	}
+	if *rename != "" {
+		time.Sleep(*renameDelay)
+		setName(*rename)
+		fmt.Println("renamed")
+	}
+	if *exitAfter > 0 {
+		time.Sleep(*exitAfter)
+		return 0
+	}
+	select {}
+}
+
+// setName renames the calling thread, as Node's process.title does for the
+// main thread: prctl(PR_SET_NAME), which the kernel reports as a comm event.
+func setName(name string) {
+	p, _ := unix.BytePtrFromString(name)
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(p)), 0, 0, 0)
+}
+
+// agent is a fake agent started by a test.
+type agent struct {
+	cmd    *exec.Cmd
+	pid    int
+	t0     int64 // CLOCK_BOOTTIME just before fork: no later than its start
+	done   chan struct{}
+	exited int64 // CLOCK_BOOTTIME when Wait returned
+	state  *os.ProcessState
+	lines  chan string
+	term   string
+}
+
+// startAgent runs the fake agent under the name comm (a symlink to the test
+// binary in a fresh directory) with the agent flags args.
+func startAgent(t *testing.T, comm string, args ...string) *agent {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, comm)
+	self, _ := os.Executable()
+	if err := os.Symlink(self, path); err != nil {
+		t.Fatal(err)
+	}
+	a := &agent{done: make(chan struct{}), lines: make(chan string, 100), term: filepath.Join(dir, "term")}
+	a.cmd = exec.Command(path, append([]string{"-term-file", a.term}, args...)...)
+	if hasFlag(args, "-ignore-term") {
+		a.cmd = exec.Command(path, args...)
+	}
+	a.cmd.Env = append(os.Environ(), agentEnv+"=1")
+	a.cmd.Stderr = os.Stderr
+	out, _ := a.cmd.StdoutPipe()
+	a.t0 = boottime()
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.pid = a.cmd.Process.Pid
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			select {
+			case a.lines <- sc.Text():
+			default:
+			}
+		}
+	}()
+	go func() {
+		a.cmd.Wait()
+		a.exited = boottime()
+		a.state = a.cmd.ProcessState
+		close(a.done)
+	}()
+	t.Cleanup(func() {
+		a.cmd.Process.Kill()
+		<-a.done
+	})
+	return a
+}
+
+func hasFlag(args []string, f string) bool {
+	for _, a := range args {
+		if a == f {
+			return true
+		}
+	}
+	return false
+}
+
+// waitLine waits for a line from the agent's process tree starting with prefix.
+func (a *agent) waitLine(t *testing.T, prefix string, timeout time.Duration) string {
+	t.Helper()
+	tm := time.After(timeout)
+	for {
+		select {
+		case l := <-a.lines:
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		case <-tm:
+			t.Fatalf("agent %d: no %q line within %s", a.pid, prefix, timeout)
+		}
+	}
+}
+
+// waitExit waits for the agent to die and returns how it died.
+func (a *agent) waitExit(t *testing.T, timeout time.Duration) syscall.WaitStatus {
+	t.Helper()
+	select {
+	case <-a.done:
+		return a.state.Sys().(syscall.WaitStatus)
+	case <-time.After(timeout):
+		t.Fatalf("agent %d still alive after %s", a.pid, timeout)
+	}
+	return 0
+}
+
+func (a *agent) alive() bool {
+	select {
+	case <-a.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// termTime is when the agent received SIGTERM, from its own record.
+func (a *agent) termTime(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile(a.term)
+	if err != nil {
+		t.Fatalf("agent %d recorded no SIGTERM: %v", a.pid, err)
+	}
+	n, _ := strconv.ParseInt(string(b), 10, 64)
+	return n
+}
+
+// daemon is a supervisor run by a test, always scoped with --under to the
+// test process so it can never touch anything the test did not start.
+type testDaemon struct {
+	cmd  *exec.Cmd
+	addr string
+	mu   sync.Mutex
+	logs []map[string]any
+	cond *sync.Cond
+	done chan struct{}
+	// stopSignal ends the daemon at cleanup (SIGTERM unless set).
+	stopSignal os.Signal
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI must run the tests as root")
+		}
+		t.Skip("skipped: needs root for the proc connector and pidfd signals to other processes; run as root")
+	}
+}
+
+func startDaemon(t *testing.T, args ...string) *testDaemon {
+	t.Helper()
+	return startDaemonCmd(t, exec.Command(supervisorBin, append([]string{"run",
+		"--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
+		"--state-dir", t.TempDir(), "--log-level", "debug"}, args...)...))
+}
+
+func startDaemonCmd(t *testing.T, cmd *exec.Cmd) *testDaemon {
+	t.Helper()
+	d := &testDaemon{cmd: cmd, done: make(chan struct{})}
+	d.cond = sync.NewCond(&d.mu)
+	errp, _ := cmd.StderrPipe()
+	cmd.Stdout = os.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(errp)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) != nil {
+				m = map[string]any{"msg": "non-json", "line": sc.Text()}
+			}
+			d.mu.Lock()
+			d.logs = append(d.logs, m)
+			d.cond.Broadcast()
+			d.mu.Unlock()
+		}
+		cmd.Wait()
+		d.mu.Lock()
+		close(d.done)
+		d.cond.Broadcast()
+		d.mu.Unlock()
+	}()
+	t.Cleanup(func() {
+		d.stop(t)
+		if t.Failed() {
+			d.mu.Lock()
+			for _, l := range d.logs {
+				b, _ := json.Marshal(l)
+				t.Logf("daemon: %s", b)
+			}
+			d.mu.Unlock()
+		}
+	})
+	ready := d.waitLog(t, 30*time.Second, func(m map[string]any) bool { return m["msg"] == "ready" })
+	d.addr, _ = ready["listen"].(string)
+	return d
+}
+
+func (d *testDaemon) stop(t *testing.T) {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	sig := d.stopSignal
+	if sig == nil {
+		sig = syscall.SIGTERM
+	}
+	d.cmd.Process.Signal(sig)
+	select {
+	case <-d.done:
+	case <-time.After(30 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+		t.Error("daemon did not stop within 30s of SIGTERM")
+	}
+}
+
+// waitLog waits for a log line satisfying pred; it fails the test if the
+// daemon exits or the timeout passes first.
+func (d *testDaemon) waitLog(t *testing.T, timeout time.Duration, pred func(map[string]any) bool) map[string]any {
+	t.Helper()
+	timer := time.AfterFunc(timeout, func() {
+		d.mu.Lock()
+		d.cond.Broadcast()
+		d.mu.Unlock()
+	})
+	defer timer.Stop()
+	end := time.Now().Add(timeout)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := 0; ; i++ {
+		for ; i < len(d.logs); i++ {
+			if pred(d.logs[i]) {
+				return d.logs[i]
+			}
+		}
+		i--
+		select {
+		case <-d.done:
+			t.Fatalf("daemon exited before the expected log line")
+		default:
+		}
+		if time.Now().After(end) {
+			t.Fatalf("no expected log line within %s", timeout)
+		}
+		d.cond.Wait()
+	}
+}
+
+// findLogs returns the log lines so far that satisfy pred.
+func (d *testDaemon) findLogs(pred func(map[string]any) bool) []map[string]any {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []map[string]any
+	for _, l := range d.logs {
+		if pred(l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func killOf(pid int) func(map[string]any) bool {
+	return func(m map[string]any) bool {
+		return (m["msg"] == "kill" || m["msg"] == "would kill") && num(m["pid"]) == int64(pid)
+	}
+}
+
+func num(v any) int64 {
+	f, _ := v.(float64)
+	return int64(f)
+}
+
+func (d *testDaemon) get(t *testing.T, path string, v any) {
+	t.Helper()
+	resp, err := http.Get("http://" + d.addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s: %s", path, resp.Status, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("GET %s: %v: %s", path, err, b)
+	}
+}
+
+// agents returns the /agents entries for pid.
+func (d *testDaemon) agentsFor(t *testing.T, pid int) []agentView {
+	var all []agentView
+	d.get(t, "/agents", &all)
+	var out []agentView
+	for _, a := range all {
+		if int(a.PID) == pid {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// waitTracked waits until the daemon lists pid as an agent.
+func (d *testDaemon) waitTracked(t *testing.T, pid int) agentView {
+	t.Helper()
+	end := time.Now().Add(20 * time.Second)
+	for time.Now().Before(end) {
+		if as := d.agentsFor(t, pid); len(as) > 0 {
+			return as[0]
+		}
+		d.waitLog(t, time.Until(end), func(m map[string]any) bool {
+			return m["msg"] == "agent" && num(m["pid"]) == int64(pid)
+		})
+	}
+	t.Fatalf("pid %d never tracked as an agent", pid)
+	return agentView{}
+}
+
+// checkKill asserts the daemon's record of a kill and the agent's own
+// experience: never early, not absurdly late.
+func checkKill(t *testing.T, m map[string]any, a *agent, maxAge time.Duration) {
+	t.Helper()
+	deadline, signalled, start := num(m["deadline_boot_ns"]), num(m["signalled_boot_ns"]), num(m["start_boot_ns"])
+	if signalled < deadline {
+		t.Errorf("pid %d signalled %v before its deadline", a.pid, time.Duration(deadline-signalled))
+	}
+	if deadline < start+int64(maxAge) {
+		t.Errorf("pid %d: deadline %d earlier than start %d + max age", a.pid, deadline, start)
+	}
+	if start < a.t0-int64(time.Millisecond) && m["start_exact"] == true {
+		t.Errorf("pid %d: exact start %d before the test forked it at %d", a.pid, start, a.t0)
+	}
+	if late := time.Duration(signalled - deadline); late > time.Second {
+		t.Errorf("pid %d signalled %s after its deadline", a.pid, late)
+	}
+	// The agent's own view: it must not have been signalled or have died
+	// before max age had passed since the test started it.
+	if _, err := os.Stat(a.term); err == nil {
+		if tt := a.termTime(t); tt < a.t0+int64(maxAge) {
+			t.Errorf("pid %d got SIGTERM %s after it was started, before max age %s", a.pid, time.Duration(tt-a.t0), maxAge)
+		}
+	}
+	select {
+	case <-a.done:
+		if a.exited < a.t0+int64(maxAge) {
+			t.Errorf("pid %d died %s after start, before max age %s", a.pid, time.Duration(a.exited-a.t0), maxAge)
+		}
+	default:
+	}
+}
