@@ -152,7 +152,7 @@ func TestIntegrationIgnoresTerm(t *testing.T) {
 
 // pidfdOf opens a pidfd for a process the test learned of, so its death
 // can be waited for even after it is reparented.
-func pidfdOf(t *testing.T, pid int) int {
+func pidfdOf(t testing.TB, pid int) int {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		t.Fatalf("pidfd_open %d: %v", pid, err)
@@ -225,7 +225,6 @@ func TestIntegrationExitsEarlyAndUntouched(t *testing.T) {
 	early.waitLine(t, "pid", 10*time.Second)
 	// A sentinel agent started after them: once it is killed, both other
 	// processes are past their would-be deadlines too.
-	time.Sleep(10 * time.Millisecond)
 	sentinel := startAgent(t, "claude")
 	d.waitTracked(t, sentinel.pid)
 	early.waitExit(t, 10*time.Second)

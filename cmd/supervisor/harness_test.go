@@ -30,6 +30,9 @@ const agentEnv = "SUPERVISOR_TEST_AGENT"
 
 var supervisorBin string
 
+// buildFlags are the go build flags for the daemon under test.
+var buildFlags []string
+
 func init() {
 	if os.Getenv(agentEnv) == "1" {
 		// Keep main on the main thread, so that -rename renames the
@@ -49,7 +52,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	supervisorBin = filepath.Join(dir, "supervisor")
-	out, err := exec.Command("go", "build", "-o", supervisorBin, ".").CombinedOutput()
+	args := append(append([]string{"build"}, buildFlags...), "-o", supervisorBin, ".")
+	out, err := exec.Command("go", args...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build supervisor: %v\n%s", err, out)
 		os.Exit(1)
@@ -159,7 +163,7 @@ type agent struct {
 
 // startAgent runs the fake agent under the name comm (a symlink to the test
 // binary in a fresh directory) with the agent flags args.
-func startAgent(t *testing.T, comm string, args ...string) *agent {
+func startAgent(t testing.TB, comm string, args ...string) *agent {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, comm)
@@ -212,7 +216,7 @@ func hasFlag(args []string, f string) bool {
 }
 
 // waitLine waits for a line from the agent's process tree starting with prefix.
-func (a *agent) waitLine(t *testing.T, prefix string, timeout time.Duration) string {
+func (a *agent) waitLine(t testing.TB, prefix string, timeout time.Duration) string {
 	t.Helper()
 	tm := time.After(timeout)
 	for {
@@ -228,7 +232,7 @@ func (a *agent) waitLine(t *testing.T, prefix string, timeout time.Duration) str
 }
 
 // waitExit waits for the agent to die and returns how it died.
-func (a *agent) waitExit(t *testing.T, timeout time.Duration) syscall.WaitStatus {
+func (a *agent) waitExit(t testing.TB, timeout time.Duration) syscall.WaitStatus {
 	t.Helper()
 	select {
 	case <-a.done:
@@ -249,7 +253,7 @@ func (a *agent) alive() bool {
 }
 
 // termTime is when the agent received SIGTERM, from its own record.
-func (a *agent) termTime(t *testing.T) int64 {
+func (a *agent) termTime(t testing.TB) int64 {
 	t.Helper()
 	b, err := os.ReadFile(a.term)
 	if err != nil {
@@ -272,7 +276,7 @@ type testDaemon struct {
 	stopSignal os.Signal
 }
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
@@ -282,14 +286,14 @@ func needRoot(t *testing.T) {
 	}
 }
 
-func startDaemon(t *testing.T, args ...string) *testDaemon {
+func startDaemon(t testing.TB, args ...string) *testDaemon {
 	t.Helper()
 	return startDaemonCmd(t, exec.Command(supervisorBin, append([]string{"run",
 		"--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
 		"--state-dir", t.TempDir(), "--log-level", "debug"}, args...)...))
 }
 
-func startDaemonCmd(t *testing.T, cmd *exec.Cmd) *testDaemon {
+func startDaemonCmd(t testing.TB, cmd *exec.Cmd) *testDaemon {
 	t.Helper()
 	d := &testDaemon{cmd: cmd, done: make(chan struct{})}
 	d.cond = sync.NewCond(&d.mu)
@@ -333,7 +337,7 @@ func startDaemonCmd(t *testing.T, cmd *exec.Cmd) *testDaemon {
 	return d
 }
 
-func (d *testDaemon) stop(t *testing.T) {
+func (d *testDaemon) stop(t testing.TB) {
 	select {
 	case <-d.done:
 		return
@@ -346,6 +350,9 @@ func (d *testDaemon) stop(t *testing.T) {
 	d.cmd.Process.Signal(sig)
 	select {
 	case <-d.done:
+		if d.cmd.ProcessState.ExitCode() == 66 {
+			t.Error("the race detector found a data race in the daemon (exit 66); see its stderr")
+		}
 	case <-time.After(30 * time.Second):
 		d.cmd.Process.Kill()
 		<-d.done
@@ -355,7 +362,7 @@ func (d *testDaemon) stop(t *testing.T) {
 
 // waitLog waits for a log line satisfying pred; it fails the test if the
 // daemon exits or the timeout passes first.
-func (d *testDaemon) waitLog(t *testing.T, timeout time.Duration, pred func(map[string]any) bool) map[string]any {
+func (d *testDaemon) waitLog(t testing.TB, timeout time.Duration, pred func(map[string]any) bool) map[string]any {
 	t.Helper()
 	timer := time.AfterFunc(timeout, func() {
 		d.mu.Lock()
@@ -409,7 +416,7 @@ func num(v any) int64 {
 	return int64(f)
 }
 
-func (d *testDaemon) get(t *testing.T, path string, v any) {
+func (d *testDaemon) get(t testing.TB, path string, v any) {
 	t.Helper()
 	resp, err := http.Get("http://" + d.addr + path)
 	if err != nil {
@@ -426,7 +433,7 @@ func (d *testDaemon) get(t *testing.T, path string, v any) {
 }
 
 // agents returns the /agents entries for pid.
-func (d *testDaemon) agentsFor(t *testing.T, pid int) []agentView {
+func (d *testDaemon) agentsFor(t testing.TB, pid int) []agentView {
 	var all []agentView
 	d.get(t, "/agents", &all)
 	var out []agentView
@@ -439,7 +446,7 @@ func (d *testDaemon) agentsFor(t *testing.T, pid int) []agentView {
 }
 
 // waitTracked waits until the daemon lists pid as an agent.
-func (d *testDaemon) waitTracked(t *testing.T, pid int) agentView {
+func (d *testDaemon) waitTracked(t testing.TB, pid int) agentView {
 	t.Helper()
 	end := time.Now().Add(20 * time.Second)
 	for time.Now().Before(end) {
@@ -456,7 +463,7 @@ func (d *testDaemon) waitTracked(t *testing.T, pid int) agentView {
 
 // checkKill asserts the daemon's record of a kill and the agent's own
 // experience: never early, not absurdly late.
-func checkKill(t *testing.T, m map[string]any, a *agent, maxAge time.Duration) {
+func checkKill(t testing.TB, m map[string]any, a *agent, maxAge time.Duration) {
 	t.Helper()
 	deadline, signalled, start := num(m["deadline_boot_ns"]), num(m["signalled_boot_ns"]), num(m["start_boot_ns"])
 	if signalled < deadline {

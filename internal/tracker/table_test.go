@@ -1,0 +1,369 @@
+package tracker
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/procevents"
+)
+
+// fakeProcs is a /proc stand-in for unit tests of the table's logic; the
+// real /proc is exercised by the integration tests.
+type fakeProcs struct {
+	stat    map[int32]ProcInfo
+	cmdline map[int32]string
+}
+
+func newFakeProcs() *fakeProcs {
+	return &fakeProcs{stat: map[int32]ProcInfo{}, cmdline: map[int32]string{}}
+}
+
+func (f *fakeProcs) Stat(pid int32) (ProcInfo, error) {
+	if i, ok := f.stat[pid]; ok {
+		return i, nil
+	}
+	return ProcInfo{}, fmt.Errorf("pid %d: %w", pid, ErrGone)
+}
+
+func (f *fakeProcs) Cmdline(pid int32) (string, error) {
+	if _, ok := f.stat[pid]; !ok {
+		return "", ErrGone
+	}
+	return f.cmdline[pid], nil
+}
+
+func (f *fakeProcs) Scan() ([]ProcInfo, error) {
+	var out []ProcInfo
+	for _, i := range f.stat {
+		out = append(out, i)
+	}
+	return out, nil
+}
+
+// fakeClock: boottime runs 5 s ahead of monotonic (as after a suspend).
+type fakeClock struct{ now int64 }
+
+const offset = int64(5 * time.Second)
+
+func (c *fakeClock) Now() int64        { return c.now }
+func (c *fakeClock) BootOffset() int64 { return offset }
+
+const age = time.Hour
+
+func newTestTable(t *testing.T, procs *fakeProcs, under ...Ancestor) *Table {
+	t.Helper()
+	return NewTable(Config{Rules: DefaultRules, Under: under, MaxAge: age, Proc: procs, Clock: &fakeClock{}})
+}
+
+func fork(parent, child int32, ts uint64) *procevents.Event {
+	return &procevents.Event{Type: procevents.Fork, ParentPID: parent, ParentTGID: parent, PID: child, TGID: child, Timestamp: ts}
+}
+
+func threadFork(proc, thread int32, ts uint64) *procevents.Event {
+	return &procevents.Event{Type: procevents.Fork, ParentPID: proc, ParentTGID: proc, PID: thread, TGID: proc, Timestamp: ts}
+}
+
+func execEv(pid int32) *procevents.Event {
+	return &procevents.Event{Type: procevents.Exec, PID: pid, TGID: pid}
+}
+
+func commEv(pid, tgid int32, name string) *procevents.Event {
+	ev := &procevents.Event{Type: procevents.Comm, PID: pid, TGID: tgid}
+	copy(ev.Comm[:], name)
+	return ev
+}
+
+func exitEv(pid, tgid int32, ts uint64) *procevents.Event {
+	return &procevents.Event{Type: procevents.Exit, PID: pid, TGID: tgid, Timestamp: ts}
+}
+
+func agents(tb *Table) map[int32]Agent {
+	out := map[int32]Agent{}
+	for _, a := range tb.Queue().Snapshot() {
+		out[a.PID] = a
+	}
+	return out
+}
+
+func TestForkExecExit(t *testing.T) {
+	procs := newFakeProcs()
+	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	tb := newTestTable(t, procs)
+	tb.Merge(must(procs.Scan()), false)
+
+	tb.Apply(fork(100, 200, 1_000))
+	if p, ok := tb.Lookup(200); !ok || p.Comm != "bash" || !p.Start.Exact || p.Start.NS != 1_000+offset {
+		t.Fatalf("after fork: %+v %v", p, ok)
+	}
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'} // tick of boottime offset+1000
+	tb.Apply(execEv(200))
+	a, ok := agents(tb)[200]
+	if !ok {
+		t.Fatal("claude not an agent after exec")
+	}
+	if a.Deadline != 1_000+offset+int64(age) || a.Rule != "claude" {
+		t.Errorf("agent %+v", a)
+	}
+	// Exec keeps the start: a process's age does not restart on exec.
+	if p, _ := tb.Lookup(200); !p.Start.Exact {
+		t.Errorf("exec replaced the exact start: %+v", p.Start)
+	}
+	// A thread's fork, rename and exit change nothing.
+	tb.Apply(threadFork(200, 201, 2_000))
+	tb.Apply(commEv(201, 200, "HTTP Client"))
+	tb.Apply(exitEv(201, 200, 3_000))
+	if _, ok := tb.Lookup(201); ok {
+		t.Error("a thread got a table entry")
+	}
+	if _, ok := agents(tb)[200]; !ok {
+		t.Error("a thread's exit dropped the agent")
+	}
+	tb.Apply(exitEv(200, 200, 4_000))
+	if _, ok := tb.Lookup(200); ok {
+		t.Error("exited process still in the table")
+	}
+	if len(agents(tb)) != 0 {
+		t.Error("exited agent still queued")
+	}
+	st := tb.Stats()
+	if st.Events != [5]uint64{2, 1, 1, 2, 0} || st.Processes != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func TestRenameMakesAndUnmakesAgent(t *testing.T) {
+	procs := newFakeProcs()
+	tb := newTestTable(t, procs)
+	procs.stat[300] = ProcInfo{PID: 300, Start: FromTicks(100), Comm: "node", State: 'S'}
+	procs.cmdline[300] = "node /usr/bin/npm run agent:run:single"
+	tb.Merge(must(procs.Scan()), false)
+	if len(agents(tb)) != 0 {
+		t.Fatal("node is not an agent")
+	}
+	tb.Apply(commEv(300, 300, "npm run agent:r"))
+	a, ok := agents(tb)[300]
+	if !ok || a.Rule != "npm*:agent" {
+		t.Fatalf("npm rename: %+v %v", a, ok)
+	}
+	// Found by a scan: the start is a whole tick, so the deadline is the end
+	// of that tick plus max age, never earlier than the true start + age.
+	if want := 100*Tick + Tick + int64(age); a.Deadline != want {
+		t.Errorf("deadline %d, want %d", a.Deadline, want)
+	}
+	tb.Apply(commEv(300, 300, "node"))
+	if len(agents(tb)) != 0 {
+		t.Error("renamed away but still an agent")
+	}
+	// npm without "agent" in its command line is left alone.
+	procs.cmdline[300] = "npm install"
+	tb.Apply(commEv(300, 300, "npm install"))
+	if len(agents(tb)) != 0 {
+		t.Error("npm install became an agent")
+	}
+}
+
+func TestIdentity(t *testing.T) {
+	procs := newFakeProcs()
+	tb := newTestTable(t, procs)
+	// The scan sees pid 400 started at tick 1000 (10 s after boot).
+	procs.stat[400] = ProcInfo{PID: 400, Start: FromTicks(1000), Comm: "claude", State: 'S'}
+	tb.Merge(must(procs.Scan()), false)
+	first := agents(tb)[400]
+
+	// A late exit of an earlier holder of pid 400 (before tick 1000) is
+	// ignored.
+	tb.Apply(exitEv(400, 400, uint64(9*time.Second)-uint64(offset)))
+	if _, ok := tb.Lookup(400); !ok {
+		t.Fatal("stale exit removed the newer process")
+	}
+	// A late fork of an earlier process with the same pid is ignored too.
+	tb.Apply(fork(1, 400, uint64(8*time.Second)-uint64(offset)))
+	if p, _ := tb.Lookup(400); p.Start.Exact {
+		t.Fatal("stale fork overwrote the newer entry")
+	}
+	// The fork event of the process the scan saw (inside the same tick)
+	// keeps the entry and its agent.
+	tb.Apply(fork(1, 400, uint64(10*time.Second+3*time.Millisecond)-uint64(offset)))
+	if a := agents(tb)[400]; a.Deadline != first.Deadline {
+		t.Errorf("same process re-queued: %+v vs %+v", a, first)
+	}
+	// A rescan showing a different start for pid 400 means reuse: the old
+	// agent leaves, the new process is matched afresh.
+	procs.stat[400] = ProcInfo{PID: 400, Start: FromTicks(5000), Comm: "bash", State: 'S'}
+	tb.Merge(must(procs.Scan()), true)
+	if len(agents(tb)) != 0 {
+		t.Error("agent kept across pid reuse")
+	}
+	// Zombies are not live processes.
+	procs.stat[400] = ProcInfo{PID: 400, Start: FromTicks(5000), Comm: "bash", State: 'Z'}
+	tb.Merge(must(procs.Scan()), true)
+	if _, ok := tb.Lookup(400); ok {
+		t.Error("zombie kept in the table")
+	}
+	if st := tb.Stats(); st.Stale != 2 || st.Resyncs != 2 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestUnderAndDescendants(t *testing.T) {
+	procs := newFakeProcs()
+	procs.stat[10] = ProcInfo{PID: 10, PPID: 1, Start: FromTicks(1), Comm: "codium", State: 'S'}
+	procs.stat[11] = ProcInfo{PID: 11, PPID: 1, Start: FromTicks(1), Comm: "cron", State: 'S'}
+	tb := newTestTable(t, procs, Ancestor{Comm: "codium"})
+	tb.Merge(must(procs.Scan()), false)
+	// Forked at monotonic 1 ns: boottime offset+1, inside tick 500.
+	procs.stat[20] = ProcInfo{PID: 20, PPID: 10, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	procs.stat[21] = ProcInfo{PID: 21, PPID: 11, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	tb.Apply(fork(10, 20, 1))
+	tb.Apply(execEv(20))
+	tb.Apply(fork(11, 21, 1))
+	tb.Apply(execEv(21))
+	as := agents(tb)
+	if _, ok := as[20]; !ok {
+		t.Error("claude under codium not an agent")
+	}
+	if _, ok := as[21]; ok {
+		t.Error("claude under cron is an agent despite --under codium")
+	}
+	// 20 → 30 → 40; when 30 exits, 40 stays a descendant of 20.
+	tb.Apply(fork(20, 30, 2))
+	tb.Apply(fork(30, 40, 3))
+	tb.Apply(exitEv(30, 30, 4))
+	ag := tb.procs[20]
+	if ag.agent == nil || ag.agent.Start != (Start{NS: offset + 1, Exact: true}) {
+		t.Fatalf("agent 20: %+v", ag.agent)
+	}
+	got := tb.Descendants(ag, nil)
+	if len(got) != 1 || got[0].PID != 40 {
+		t.Errorf("descendants %+v, want [40]", got)
+	}
+	// While the agent is held (being reaped) its exit keeps it linked, so
+	// what it forked stays reachable.
+	tb.Apply(fork(40, 50, 5))
+	a := ag.agent
+	if !tb.Queue().Remove(a) {
+		t.Fatal("agent not queued")
+	}
+	tb.Apply(exitEv(20, 20, 6))
+	got = tb.Descendants(ag, nil)
+	if len(got) != 2 {
+		t.Errorf("descendants of the exited, held agent: %+v", got)
+	}
+	tb.Release(ag)
+	if _, ok := tb.Lookup(40); !ok {
+		t.Error("release dropped a live descendant")
+	}
+}
+
+func TestSetMaxAge(t *testing.T) {
+	procs := newFakeProcs()
+	tb := newTestTable(t, procs)
+	procs.stat[7] = ProcInfo{PID: 7, Start: FromTicks(100), Comm: "claude", State: 'S'}
+	tb.Merge(must(procs.Scan()), false)
+	tb.SetMaxAge(time.Minute)
+	if a := agents(tb)[7]; a.Deadline != 101*Tick+int64(time.Minute) {
+		t.Errorf("deadline after reload %d, want from start", a.Deadline)
+	}
+}
+
+func TestDeadlines(t *testing.T) {
+	var d Deadlines
+	var armed []int64
+	d.Rearm = func(next int64) { armed = append(armed, next) }
+	a := &Agent{PID: 1, Deadline: 30}
+	b := &Agent{PID: 2, Deadline: 10}
+	c := &Agent{PID: 3, Deadline: 20}
+	d.Add(a)
+	d.Add(b)
+	d.Add(c)
+	if len(armed) != 2 || armed[1] != 10 {
+		t.Errorf("rearmed %v, want at 30 then 10", armed)
+	}
+	due, next := d.PopDue(19, nil)
+	if len(due) != 1 || due[0] != b || next != 20 {
+		t.Fatalf("PopDue(19) = %v, %d", due, next)
+	}
+	if d.Remove(b) {
+		t.Error("removed an agent already handed out")
+	}
+	if !d.Remove(c) || d.Queued(c) {
+		t.Error("could not remove a queued agent")
+	}
+	due, next = d.PopDue(30, nil)
+	if len(due) != 1 || due[0] != a || next != 0 {
+		t.Fatalf("PopDue(30) = %v, %d", due, next)
+	}
+}
+
+func TestStart(t *testing.T) {
+	tick := FromTicks(100) // [1.00 s, 1.01 s)
+	cases := []struct {
+		a, b Start
+		same bool
+	}{
+		{tick, FromTicks(100), true},
+		{tick, FromTicks(101), false},
+		{tick, Start{NS: 100*Tick + 5_000_000, Exact: true}, true},
+		{tick, Start{NS: 101*Tick + 1_000, Exact: true}, true}, // event stamped just after the tick ended
+		{tick, Start{NS: 102*Tick + 1, Exact: true}, false},
+		{Start{NS: 5, Exact: true}, Start{NS: 5, Exact: true}, true},
+		{Start{NS: 5, Exact: true}, Start{NS: 6, Exact: true}, false},
+	}
+	for _, c := range cases {
+		if got := c.a.Same(c.b); got != c.same {
+			t.Errorf("%+v.Same(%+v) = %v", c.a, c.b, got)
+		}
+		if got := c.b.Same(c.a); got != c.same {
+			t.Errorf("%+v.Same(%+v) = %v", c.b, c.a, got)
+		}
+	}
+	if tick.Latest() != 101*Tick {
+		t.Errorf("Latest of a tick start = %d, want the end of the tick", tick.Latest())
+	}
+}
+
+func TestParseRule(t *testing.T) {
+	good := map[string]Rule{
+		"claude":      {Comm: "claude"},
+		"npm*":        {Comm: "npm", Prefix: true},
+		"npm*:agent":  {Comm: "npm", Prefix: true, Text: "agent"},
+		"node:worker": {Comm: "node", Text: "worker"},
+	}
+	for s, want := range good {
+		r, err := ParseRule(s)
+		if err != nil || r != want || r.String() != s {
+			t.Errorf("ParseRule(%q) = %+v, %v", s, r, err)
+		}
+	}
+	for _, s := range []string{"", "*", ":x", "npm:", "a*b", "a/b", "sixteen-chars-xx"} {
+		if _, err := ParseRule(s); err == nil {
+			t.Errorf("ParseRule(%q) accepted", s)
+		}
+	}
+}
+
+// BenchmarkApply measures the table update per event on the hot path:
+// fork, then exit, of processes that match no rule.
+func BenchmarkApply(b *testing.B) {
+	procs := newFakeProcs()
+	procs.stat[1] = ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S'}
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{}})
+	tb.Merge(must(procs.Scan()), false)
+	evs := make([]procevents.Event, 2*1000)
+	for i := range 1000 {
+		evs[2*i] = *fork(1, int32(1000+i), uint64(i))
+		evs[2*i+1] = *exitEv(int32(1000+i), int32(1000+i), uint64(i+1))
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		tb.Apply(&evs[i%len(evs)])
+	}
+}
