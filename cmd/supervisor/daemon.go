@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -41,7 +40,7 @@ type daemon struct {
 	procs  *tracker.ProcFS
 	table  *tracker.Table
 	reaper *reap.Reaper
-	timer  *tracker.Timer
+	timer  *reap.Timer
 	conn   *procevents.Conn // nil when polling
 
 	source string
@@ -51,15 +50,6 @@ type daemon struct {
 func run(ctx context.Context, cfg *Config, logw io.Writer) error {
 	log := newLogger(cfg.LogLevel, logw)
 	defer log.Sync()
-
-	// The deadline timer blocks in read(2) on its own locked thread. When it
-	// wakes it needs a Go P to run on; with GOMAXPROCS at the core count,
-	// GC mark workers often held every P and deadlines fired up to 10 ms
-	// late (150 agents, 2-core VM: p99 9 ms; with two spare Ps, 0.2 ms).
-	// An explicit GOMAXPROCS in the environment still wins.
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(runtime.NumCPU() + 2)
-	}
 
 	procs, err := tracker.NewProcFS("/proc")
 	if err != nil {
@@ -80,7 +70,10 @@ func run(ctx context.Context, cfg *Config, logw io.Writer) error {
 		Grace: cfg.KillGrace, DryRun: cfg.DryRun, Tree: d.table, Procs: procs,
 		Clock: d.clock, Guard: guard, Log: log.Named("reap"),
 	})
-	if d.timer, err = tracker.NewTimer(q, d.clock, d.reaper.Fire); err != nil {
+	d.timer, err = reap.NewTimer(reap.TimerConfig{
+		Queue: q, Clock: d.clock, Guard: guard, DryRun: cfg.DryRun, Realtime: cfg.Realtime, Fire: d.reaper.Fire,
+	})
+	if err != nil {
 		return err
 	}
 
@@ -116,7 +109,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer) error {
 
 	timerDone := make(chan struct{})
 	go func() {
-		d.timer.Run(cfg.Realtime)
+		d.timer.Run()
 		close(timerDone)
 	}()
 
@@ -263,7 +256,7 @@ type health struct {
 func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 	st := d.table.Stats()
 	h := health{Status: "ok", Source: d.source, Processes: st.Processes, Agents: st.Agents,
-		Resyncs: st.Resyncs, Realtime: d.timer.RT, DryRun: d.cfg.DryRun}
+		Resyncs: st.Resyncs, Realtime: d.timer.RT(), DryRun: d.cfg.DryRun}
 	for _, n := range st.Events {
 		h.Events += n
 	}

@@ -73,35 +73,28 @@ func New(cfg Config) *Reaper {
 	return &Reaper{cfg: cfg, log: cfg.Log}
 }
 
-// Fire is called on the timer thread with the agents now due. It sends the
-// first SIGCONT and SIGTERM to each agent at once, through the pidfd pinned
-// when the agent was found, then hands each agent's tree to its own
-// goroutine. Fire owns the agents and their pidfds.
-func (r *Reaper) Fire(now int64, due []*tracker.Agent) {
+// Fire receives the agents now due from the Timer, which has already sent
+// each its SIGCONT and SIGTERM (unless dry-run or refused), and hands each
+// agent's tree to its own goroutine, so that agents due together are reaped
+// together. Fire owns the agents and their pidfds.
+func (r *Reaper) Fire(due []*tracker.Agent) {
 	for _, a := range due {
 		res := Result{PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Start: a.Start,
-			Deadline: a.Deadline, DryRun: r.cfg.DryRun}
-		var err error
+			Deadline: a.Deadline, Signalled: a.Fired, DryRun: r.cfg.DryRun}
 		switch {
 		case !r.cfg.Guard.Allowed(a.PID, false):
 			res.Outcome = OutcomeRefused
 		case r.cfg.DryRun || a.FD < 0:
 			res.Outcome = OutcomeDryRun
+		case errors.Is(a.FireErr, tracker.ErrGone):
+			res.Outcome, res.FinalSignal = OutcomeGone, "TERM"
+		case a.FireErr != nil:
+			res.Outcome, res.FinalSignal = OutcomeFailed, "TERM"
 		default:
-			_ = signal(a.FD, unix.SIGCONT)
-			err = signal(a.FD, unix.SIGTERM)
-		}
-		res.Signalled = r.cfg.Clock.Now()
-		if res.Outcome == "" {
 			res.FinalSignal = "TERM"
-			if errors.Is(err, tracker.ErrGone) {
-				res.Outcome = OutcomeGone
-			} else if err != nil {
-				res.Outcome = OutcomeFailed
-			}
 		}
 		r.wg.Add(1)
-		go r.finish(a, res, err)
+		go r.finish(a, res, a.FireErr)
 	}
 }
 

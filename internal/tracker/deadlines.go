@@ -7,54 +7,105 @@ import (
 
 // Agent is a tracked process that matched a rule and has a deadline.
 //
-// Its fields are fixed once it is queued, so the timer thread and the reaper
-// read them without locks. FD is a pidfd pinned to this very process (opened
-// and checked against Start when the agent was found): signals sent through
-// it cannot reach a process that reused the PID. Whoever holds the Agent owns
-// FD: the queue until the agent is due, then whoever Fire handed it to.
+// Its identity fields are fixed once it is queued, so the timer and the
+// reaper read them without locks. FD is a pidfd pinned to this very process
+// (opened and checked against Start when the agent was found): signals sent
+// through it cannot reach a process that reused the PID. Whoever holds the
+// Agent owns FD: the queue until the agent is due, then whoever the alarm
+// handed it to.
 type Agent struct {
 	PID      int32
 	Start    Start
 	Comm     string
 	Cmdline  string
 	Rule     string
-	Deadline int64 // CLOCK_BOOTTIME ns
-	FD       int   // pidfd, or -1
+	Deadline int64  // CLOCK_BOOTTIME ns; changed only under the queue lock
+	FD       int    // pidfd, or -1
+	Seq      uint64 // unique per queue, for alarms that need a key
+
+	// Set by the alarm when the agent is due, before it is handed on.
+	Fired   int64 // CLOCK_BOOTTIME ns of the first signal (or of the deadline firing, if none was sent)
+	FireErr error // error of that signal; ErrGone if the process had exited
 
 	proc  *Proc
-	index int // in the heap; -1 once popped or removed
+	index int // in the heap; -1 once taken or removed
 }
 
 // Proc returns the table entry of the agent, which stays linked to its
 // descendants until Table.Release.
 func (a *Agent) Proc() *Proc { return a.proc }
 
-// Deadlines is a min-heap of agents by deadline. It is safe for concurrent
-// use; Rearm is called (outside the lock) whenever the earliest deadline
-// moves earlier, so a single timer can follow it.
+// Alarm is what the queue needs of a timer. Both methods are called with
+// the queue locked, so they see the queue's changes in order.
+type Alarm interface {
+	// Set says that a was queued or its deadline changed (a is nil when
+	// only the earliest deadline, next, changed; 0 means none is queued).
+	Set(a *Agent, next int64)
+	// Cancel takes a off the alarm. It returns false if a has fired
+	// already: a then stays queued until the alarm takes it.
+	Cancel(a *Agent) bool
+}
+
+// Deadlines is a min-heap of agents by deadline, safe for concurrent use,
+// that keeps its Alarm informed.
 type Deadlines struct {
 	mu    sync.Mutex
 	h     agentHeap
-	Rearm func(next int64)
+	seq   uint64
+	alarm Alarm
+}
+
+// SetAlarm connects the alarm. Call it before the first Add.
+func (d *Deadlines) SetAlarm(a Alarm) {
+	d.mu.Lock()
+	d.alarm = a
+	d.mu.Unlock()
+}
+
+func (d *Deadlines) nextLocked() int64 {
+	if len(d.h) == 0 {
+		return 0
+	}
+	return d.h[0].Deadline
 }
 
 // Add queues a.
 func (d *Deadlines) Add(a *Agent) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.seq++
+	a.Seq = d.seq
 	heap.Push(&d.h, a)
-	first := d.h[0] == a
-	d.mu.Unlock()
-	if first && d.Rearm != nil {
-		d.Rearm(a.Deadline)
+	if d.alarm != nil {
+		d.alarm.Set(a, d.nextLocked())
 	}
 }
 
-// Remove takes a out of the queue. It reports false if a was not queued
-// (already due and handed out): the caller then does not own it.
+func (d *Deadlines) queuedLocked(a *Agent) bool {
+	return a.index >= 0 && a.index < len(d.h) && d.h[a.index] == a
+}
+
+// Remove takes a out of the queue before its deadline. It reports false if
+// a was not queued or has fired already: the caller then does not own it.
 func (d *Deadlines) Remove(a *Agent) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if a.index < 0 || a.index >= len(d.h) || d.h[a.index] != a {
+	if !d.queuedLocked(a) {
+		return false
+	}
+	if d.alarm != nil && !d.alarm.Cancel(a) {
+		return false
+	}
+	heap.Remove(&d.h, a.index)
+	return true
+}
+
+// Take removes a fired agent; the alarm calls it before handing a on. It
+// reports false if a was not queued.
+func (d *Deadlines) Take(a *Agent) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.queuedLocked(a) {
 		return false
 	}
 	heap.Remove(&d.h, a.index)
@@ -65,31 +116,28 @@ func (d *Deadlines) Remove(a *Agent) bool {
 func (d *Deadlines) Queued(a *Agent) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return a.index >= 0 && a.index < len(d.h) && d.h[a.index] == a
+	return d.queuedLocked(a)
 }
 
 // PopDue removes and returns, appended to buf, every agent whose deadline is
-// at or before now, earliest first, and the next deadline (0 if none).
-func (d *Deadlines) PopDue(now int64, buf []*Agent) ([]*Agent, int64) {
+// at or before now, earliest first, and tells the alarm the next deadline.
+func (d *Deadlines) PopDue(now int64, buf []*Agent) []*Agent {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for len(d.h) > 0 && d.h[0].Deadline <= now {
 		buf = append(buf, heap.Pop(&d.h).(*Agent))
 	}
-	if len(d.h) == 0 {
-		return buf, 0
+	if d.alarm != nil {
+		d.alarm.Set(nil, d.nextLocked())
 	}
-	return buf, d.h[0].Deadline
+	return buf
 }
 
 // Next is the earliest deadline, or 0 if none is queued.
 func (d *Deadlines) Next() int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.h) == 0 {
-		return 0
-	}
-	return d.h[0].Deadline
+	return d.nextLocked()
 }
 
 // Len is the number of queued agents.
@@ -99,7 +147,7 @@ func (d *Deadlines) Len() int {
 	return len(d.h)
 }
 
-// Snapshot copies the queued agents, earliest first is not guaranteed.
+// Snapshot copies the queued agents, in no particular order.
 func (d *Deadlines) Snapshot() []Agent {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -111,20 +159,18 @@ func (d *Deadlines) Snapshot() []Agent {
 }
 
 // Reschedule recomputes every queued deadline with fn (used when the maximum
-// age changes) and rearms the timer.
+// age changes) and tells the alarm.
 func (d *Deadlines) Reschedule(fn func(a *Agent) int64) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	for _, a := range d.h {
 		a.Deadline = fn(a)
 	}
 	heap.Init(&d.h)
-	next := int64(0)
-	if len(d.h) > 0 {
-		next = d.h[0].Deadline
-	}
-	d.mu.Unlock()
-	if next != 0 && d.Rearm != nil {
-		d.Rearm(next)
+	if d.alarm != nil {
+		for _, a := range d.h {
+			d.alarm.Set(a, d.nextLocked())
+		}
 	}
 }
 
@@ -135,7 +181,7 @@ func (h agentHeap) Less(i, j int) bool {
 	if h[i].Deadline != h[j].Deadline {
 		return h[i].Deadline < h[j].Deadline
 	}
-	return h[i].PID < h[j].PID
+	return h[i].Seq < h[j].Seq
 }
 func (h agentHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]

@@ -274,32 +274,44 @@ func TestSetMaxAge(t *testing.T) {
 	}
 }
 
+type recAlarm struct {
+	next  []int64
+	fired map[*Agent]bool
+}
+
+func (r *recAlarm) Set(a *Agent, next int64) { r.next = append(r.next, next) }
+func (r *recAlarm) Cancel(a *Agent) bool    { return !r.fired[a] }
+
 func TestDeadlines(t *testing.T) {
 	var d Deadlines
-	var armed []int64
-	d.Rearm = func(next int64) { armed = append(armed, next) }
+	al := &recAlarm{fired: map[*Agent]bool{}}
+	d.SetAlarm(al)
 	a := &Agent{PID: 1, Deadline: 30}
 	b := &Agent{PID: 2, Deadline: 10}
 	c := &Agent{PID: 3, Deadline: 20}
 	d.Add(a)
 	d.Add(b)
 	d.Add(c)
-	if len(armed) != 2 || armed[1] != 10 {
-		t.Errorf("rearmed %v, want at 30 then 10", armed)
+	if fmt.Sprint(al.next) != "[30 10 10]" {
+		t.Errorf("alarm told %v, want [30 10 10]", al.next)
 	}
-	due, next := d.PopDue(19, nil)
-	if len(due) != 1 || due[0] != b || next != 20 {
-		t.Fatalf("PopDue(19) = %v, %d", due, next)
+	due := d.PopDue(19, nil)
+	if len(due) != 1 || due[0] != b || al.next[len(al.next)-1] != 20 {
+		t.Fatalf("PopDue(19) = %v, next %v", due, al.next)
 	}
 	if d.Remove(b) {
 		t.Error("removed an agent already handed out")
 	}
-	if !d.Remove(c) || d.Queued(c) {
-		t.Error("could not remove a queued agent")
+	// An agent whose alarm fired cannot be removed, only taken.
+	al.fired[c] = true
+	if d.Remove(c) || !d.Queued(c) {
+		t.Error("removed an agent that fired")
 	}
-	due, next = d.PopDue(30, nil)
-	if len(due) != 1 || due[0] != a || next != 0 {
-		t.Fatalf("PopDue(30) = %v, %d", due, next)
+	if !d.Take(c) || d.Take(c) {
+		t.Error("Take")
+	}
+	if !d.Remove(a) || d.Len() != 0 {
+		t.Error("could not remove a queued agent")
 	}
 }
 

@@ -1,0 +1,254 @@
+//go:build linux && cgo
+
+// The deadline thread. It is a plain pthread, not a Go thread: when its
+// timerfd fires it sends the first signals at once, without waiting for the
+// Go scheduler to give it a P (which, under load or during a GC mark phase,
+// cost up to tens of milliseconds; see timer_cgo.go). Everything it needs
+// (deadline and pidfd per agent) lives here, under one mutex.
+
+#define _GNU_SOURCE
+#include "alarm.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+typedef struct {
+	int64_t  deadline;
+	uint64_t id;
+	int      fd;
+} entry;
+
+struct sv_alarm {
+	pthread_mutex_t mu;
+	pthread_t       thread;
+	int             tfd, efd, stopping, rt, want_rt;
+	entry          *heap;
+	int             n, cap;
+	sv_fired       *out;
+	int             nout, capout;
+};
+
+static int64_t now_boot(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int before(const entry *a, const entry *b) {
+	return a->deadline < b->deadline || (a->deadline == b->deadline && a->id < b->id);
+}
+
+static void swap(entry *h, int i, int j) {
+	entry t = h[i];
+	h[i] = h[j];
+	h[j] = t;
+}
+
+static void up(entry *h, int i) {
+	while (i > 0) {
+		int p = (i - 1) / 2;
+		if (!before(&h[i], &h[p])) break;
+		swap(h, i, p);
+		i = p;
+	}
+}
+
+static void down(entry *h, int n, int i) {
+	for (;;) {
+		int l = 2 * i + 1, r = l + 1, m = i;
+		if (l < n && before(&h[l], &h[m])) m = l;
+		if (r < n && before(&h[r], &h[m])) m = r;
+		if (m == i) return;
+		swap(h, i, m);
+		i = m;
+	}
+}
+
+static void remove_at(sv_alarm *a, int i) {
+	a->n--;
+	if (i == a->n) return;
+	a->heap[i] = a->heap[a->n];
+	up(a->heap, i);
+	down(a->heap, a->n, i);
+}
+
+static int find(sv_alarm *a, uint64_t id) {
+	for (int i = 0; i < a->n; i++)
+		if (a->heap[i].id == id) return i;
+	return -1;
+}
+
+// arm_locked sets the timerfd to the earliest deadline. An absolute time in
+// the past fires at once; an all-zero value disarms (timerfd_settime(2)).
+static void arm_locked(sv_alarm *a) {
+	struct itimerspec its;
+	memset(&its, 0, sizeof its);
+	if (a->stopping) {
+		its.it_value.tv_nsec = 1;
+	} else if (a->n > 0) {
+		int64_t d = a->heap[0].deadline;
+		if (d <= 0) d = 1;
+		its.it_value.tv_sec = d / 1000000000LL;
+		its.it_value.tv_nsec = d % 1000000000LL;
+	}
+	timerfd_settime(a->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+static void *run(void *arg) {
+	sv_alarm *a = arg;
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL); // Go's signals are for Go's threads
+	if (a->want_rt) {
+		struct sched_param sp = {.sched_priority = 1};
+		a->rt = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
+	}
+	for (;;) {
+		uint64_t ticks;
+		if (read(a->tfd, &ticks, sizeof ticks) < 0 && errno != EINTR && errno != EAGAIN) break;
+		pthread_mutex_lock(&a->mu);
+		if (a->stopping) {
+			pthread_mutex_unlock(&a->mu);
+			break;
+		}
+		int64_t now = now_boot();
+		int fired = 0;
+		while (a->n > 0 && a->heap[0].deadline <= now) {
+			entry e = a->heap[0];
+			remove_at(a, 0);
+			int err = 0;
+			if (e.fd >= 0) {
+				// SIGCONT first: a stopped process cannot act on SIGTERM.
+				syscall(SYS_pidfd_send_signal, e.fd, SIGCONT, NULL, 0);
+				if (syscall(SYS_pidfd_send_signal, e.fd, SIGTERM, NULL, 0) < 0) err = errno;
+			}
+			if (a->nout == a->capout) {
+				int c = a->capout ? 2 * a->capout : 64;
+				sv_fired *o = realloc(a->out, c * sizeof *o);
+				if (!o) abort(); // out of memory: nothing sane to do
+				a->out = o;
+				a->capout = c;
+			}
+			a->out[a->nout++] = (sv_fired){.id = e.id, .fired = now_boot(), .err = err};
+			fired = 1;
+		}
+		arm_locked(a);
+		pthread_mutex_unlock(&a->mu);
+		if (fired) {
+			uint64_t one = 1;
+			(void)!write(a->efd, &one, sizeof one);
+		}
+	}
+	return NULL;
+}
+
+sv_alarm *sv_new(int realtime, int *notify_fd, int *err) {
+	sv_alarm *a = calloc(1, sizeof *a);
+	if (!a) {
+		*err = ENOMEM;
+		return NULL;
+	}
+	pthread_mutex_init(&a->mu, NULL);
+	a->want_rt = realtime;
+	a->tfd = timerfd_create(CLOCK_BOOTTIME, TFD_CLOEXEC);
+	a->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (a->tfd < 0 || a->efd < 0) {
+		*err = errno;
+		if (a->tfd >= 0) close(a->tfd);
+		if (a->efd >= 0) close(a->efd);
+		free(a);
+		return NULL;
+	}
+	int rc = pthread_create(&a->thread, NULL, run, a);
+	if (rc != 0) {
+		*err = rc;
+		close(a->tfd);
+		close(a->efd);
+		free(a);
+		return NULL;
+	}
+	*notify_fd = a->efd;
+	return a;
+}
+
+int sv_rt(sv_alarm *a) {
+	pthread_mutex_lock(&a->mu);
+	int rt = a->rt;
+	pthread_mutex_unlock(&a->mu);
+	return rt;
+}
+
+void sv_add(sv_alarm *a, uint64_t id, int64_t deadline, int pidfd) {
+	pthread_mutex_lock(&a->mu);
+	if (a->n == a->cap) {
+		int c = a->cap ? 2 * a->cap : 64;
+		entry *h = realloc(a->heap, c * sizeof *h);
+		if (!h) abort(); // out of memory: nothing sane to do
+		a->heap = h;
+		a->cap = c;
+	}
+	a->heap[a->n] = (entry){.deadline = deadline, .id = id, .fd = pidfd};
+	up(a->heap, a->n++);
+	arm_locked(a);
+	pthread_mutex_unlock(&a->mu);
+}
+
+// sv_move changes a pending deadline. An entry that fired already is not
+// added again: its pidfd may be closed by now.
+void sv_move(sv_alarm *a, uint64_t id, int64_t deadline) {
+	pthread_mutex_lock(&a->mu);
+	int i = find(a, id);
+	if (i >= 0) {
+		a->heap[i].deadline = deadline;
+		up(a->heap, i);
+		down(a->heap, a->n, i);
+		arm_locked(a);
+	}
+	pthread_mutex_unlock(&a->mu);
+}
+
+int sv_cancel(sv_alarm *a, uint64_t id) {
+	pthread_mutex_lock(&a->mu);
+	int i = find(a, id);
+	if (i >= 0) {
+		remove_at(a, i);
+		arm_locked(a);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return i >= 0;
+}
+
+int sv_drain(sv_alarm *a, sv_fired *buf, int max) {
+	pthread_mutex_lock(&a->mu);
+	int n = a->nout < max ? a->nout : max;
+	memcpy(buf, a->out, n * sizeof *buf);
+	memmove(a->out, a->out + n, (a->nout - n) * sizeof *buf);
+	a->nout -= n;
+	pthread_mutex_unlock(&a->mu);
+	return n;
+}
+
+void sv_stop(sv_alarm *a) {
+	pthread_mutex_lock(&a->mu);
+	a->stopping = 1;
+	arm_locked(a);
+	pthread_mutex_unlock(&a->mu);
+	pthread_join(a->thread, NULL);
+	close(a->tfd); // the eventfd belongs to Go's os.File
+	free(a->heap);
+	free(a->out);
+	free(a);
+}
