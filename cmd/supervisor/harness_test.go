@@ -139,7 +139,10 @@ func fakeAgent(args []string) int {
 		time.Sleep(*exitAfter)
 		return 0
 	}
-	select {}
+	for {
+		// Not select{}: without cgo the runtime would call that a deadlock.
+		time.Sleep(time.Hour)
+	}
 }
 
 // setName renames the calling thread, as Node's process.title does for the

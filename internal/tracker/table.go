@@ -29,9 +29,6 @@ type ProcReader interface {
 	Scan() ([]ProcInfo, error)
 }
 
-// kthreadd (PID 2) is the parent of every kernel thread.
-const kthreadd = 2
-
 // ErrGone means the process no longer exists.
 var ErrGone = errors.New("process gone")
 
@@ -177,7 +174,7 @@ func (t *Table) fork(ev *procevents.Event) {
 	p := t.newLocked(ev.TGID, ev.ParentTGID, start)
 	if parent != nil {
 		// A child starts with its parent's name and command line.
-		p.Comm, p.Cmdline, p.Kthread = parent.Comm, parent.Cmdline, parent.Kthread || parent.PID == kthreadd
+		p.Comm, p.Cmdline, p.Kthread = parent.Comm, parent.Cmdline, parent.Kthread
 		t.linkLocked(p, parent)
 	}
 	if p.Comm != "" {

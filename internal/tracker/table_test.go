@@ -280,7 +280,7 @@ type recAlarm struct {
 }
 
 func (r *recAlarm) Set(a *Agent, next int64) { r.next = append(r.next, next) }
-func (r *recAlarm) Cancel(a *Agent) bool    { return !r.fired[a] }
+func (r *recAlarm) Cancel(a *Agent) bool     { return !r.fired[a] }
 
 func TestDeadlines(t *testing.T) {
 	var d Deadlines
