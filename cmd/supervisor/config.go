@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/tracker"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Config is everything the daemon is told, parsed and checked before
@@ -30,6 +33,9 @@ type Config struct {
 	Realtime        bool
 	NetlinkRcvbuf   int
 	LogLevel        string
+	HostID          string
+	Retention       time.Duration
+	SpoolMaxRows    int
 
 	// The seed's warning thresholds (used by health snapshots).
 	ZombieWarnThreshold int
@@ -94,10 +100,40 @@ var options = []option{
 			return
 		}},
 	{flag: "database-url", env: "DATABASE_URL", def: "",
-		help: "PostgreSQL URL for health rows (default: none, the local spool only)",
+		help: "PostgreSQL URL for health and kill rows (default: none, the spool is the store)",
 		set: func(c *Config, v string, _ []string) error {
+			if v != "" {
+				if _, err := pgxpool.ParseConfig(v); err != nil {
+					return errors.New("invalid PostgreSQL URL (" + redactURL(v, err.Error()) + ")")
+				}
+			}
 			c.DatabaseURL = v
 			return nil
+		}},
+	{flag: "host-id", env: "REAPER_HOST_ID", def: "",
+		help: "host column of every row (default: the hostname)",
+		set: func(c *Config, v string, _ []string) error {
+			if v == "" {
+				h, err := os.Hostname()
+				if err != nil || h == "" {
+					return fmt.Errorf("no hostname to default to (%v): set it", err)
+				}
+				v = h
+			}
+			c.HostID = v
+			return nil
+		}},
+	{flag: "retention", env: "REAPER_RETENTION", def: "168h",
+		help: "delete this host's rows older than this",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.Retention, err = positiveDuration(v)
+			return
+		}},
+	{flag: "spool-max-rows", env: "REAPER_SPOOL_MAX_ROWS", def: "10000",
+		help: "spool bound; beyond it the oldest snapshots are dropped first",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.SpoolMaxRows, err = integer(v, 10, 10_000_000)
+			return
 		}},
 	{flag: "state-dir", env: "REAPER_STATE_DIR", def: "/var/lib/agent-supervisor",
 		help: "directory for the spool",
@@ -350,4 +386,20 @@ func printUsage(cmd string, w io.Writer) {
 		}
 		fmt.Fprintf(w, "%-22s %-30s default %s\n%24s%s\n", name, o.env, def, "", o.help)
 	}
+}
+
+// redactURL removes a database URL's password from msg. The URL may not
+// parse, so take the password by hand too.
+func redactURL(raw, msg string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "[redacted]")
+		}
+	}
+	for _, kv := range strings.Fields(raw) { // key=value form
+		if v, ok := strings.CutPrefix(kv, "password="); ok && v != "" {
+			msg = strings.ReplaceAll(msg, v, "[redacted]")
+		}
+	}
+	return msg
 }

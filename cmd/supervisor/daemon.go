@@ -10,12 +10,16 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/health"
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/reap"
+	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -32,46 +36,187 @@ func newLogger(level string, w io.Writer) *zap.Logger {
 }
 
 // daemon is the running supervisor: the wiring main does, kept together so
-// the HTTP handlers can read it.
+// the HTTP handlers and the summariser can read it.
 type daemon struct {
-	cfg    *Config
-	log    *zap.Logger
-	clock  tracker.Clock
-	procs  *tracker.ProcFS
-	table  *tracker.Table
-	reaper *reap.Reaper
-	timer  *reap.Timer
-	conn   *procevents.Conn // nil when polling
+	cfg       *Config
+	log       *zap.Logger
+	clock     tracker.Clock
+	procs     *tracker.ProcFS
+	guard     *reap.Guard
+	table     *tracker.Table
+	reaper    *reap.Reaper
+	timer     *reap.Timer // nil in `once`
+	conn      *procevents.Conn // nil when polling
+	store     *store.Store
+	pool      *pgxpool.Pool
+	collector *health.Collector
 
 	source string
 	ready  atomic.Bool
+
+	mu           sync.Mutex
+	killed       []int32 // PIDs killed since the last snapshot
+	lastSnapshot time.Time
+	results      []reap.Result // kept by `once` for its output
+	keepResults  bool
+}
+
+// newDaemon builds the parts `run` and `once` share: /proc, the guard, the
+// table, the reaper and the store.
+func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, error) {
+	procs, err := tracker.NewProcFS("/proc")
+	if err != nil {
+		return nil, err
+	}
+	guard, err := reap.NewGuard(procs)
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{cfg: cfg, log: log, clock: tracker.SystemClock{}, procs: procs, guard: guard}
+	d.table = tracker.NewTable(tracker.Config{
+		Rules: cfg.Agents, Under: cfg.Under, MaxAge: cfg.MaxAge,
+		Proc: procs, Clock: d.clock, Pin: reap.Pinner(procs), Queue: &tracker.Deadlines{},
+		Log: log.Named("tracker"),
+	})
+	d.reaper = reap.New(reap.Config{
+		Grace: cfg.KillGrace, DryRun: cfg.DryRun, Tree: d.table, Procs: procs,
+		Clock: d.clock, Guard: guard, Log: log.Named("reap"), OnResult: d.onResult,
+	})
+	d.collector, err = health.NewCollector("/proc", "/sys/fs/cgroup", procs.Scan, health.Thresholds{
+		Zombies: cfg.ZombieWarnThreshold, FreeMemMB: cfg.FreeMemWarnMB, SwapPct: cfg.SwapWarnPct,
+	})
+	if err != nil {
+		return nil, err
+	}
+	spool, err := store.OpenSpool(cfg.StateDir, cfg.SpoolMaxRows)
+	if err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	scfg := store.Config{Spool: spool, Host: cfg.HostID, Retention: cfg.Retention, Log: log.Named("store")}
+	if cfg.DatabaseURL != "" {
+		pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+		if err != nil {
+			return nil, errors.New("database URL: " + redactURL(cfg.DatabaseURL, err.Error()))
+		}
+		pcfg.MaxConns = 4
+		scfg.Secret = pcfg.ConnConfig.Password
+		// pgxpool connects lazily: an unreachable database at start is an
+		// outage like any other, not a reason not to reap.
+		if d.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+			return nil, errors.New("database: " + redactURL(cfg.DatabaseURL, err.Error()))
+		}
+		scfg.Postgres = store.NewPostgres(d.pool)
+	}
+	d.store = store.New(scfg)
+	return d, nil
+}
+
+func (d *daemon) close() {
+	if d.pool != nil {
+		d.pool.Close()
+	}
+	d.store.Spool().Close()
+}
+
+// onResult records a finished reap: its own row, written as it happens, and
+// its PID for the next snapshot's action_taken.
+func (d *daemon) onResult(r reap.Result) {
+	now := d.clock.Now()
+	wall := func(boot int64) time.Time { return tracker.Time(boot, now).UTC() }
+	k := &store.KillRow{
+		PID: r.PID, Comm: r.Comm, Cmdline: r.Cmdline, Rule: r.Rule,
+		StartedAt: wall(r.Start.NS), Deadline: wall(r.Deadline), SignalledAt: wall(r.Signalled),
+		LatenessMS: float64(r.Lateness()) / 1e6, FinalSignal: r.FinalSignal, Outcome: r.Outcome,
+		Descendants: r.Descendants, DryRun: r.DryRun,
+	}
+	if r.Exited != 0 {
+		t := wall(r.Exited)
+		k.ExitedAt = &t
+	}
+	if _, err := d.store.Add(store.KindKill, wall(r.Signalled), nil, k); err != nil {
+		d.log.Error("spool kill record", zap.Error(err), zap.Int32("pid", r.PID))
+	}
+	d.mu.Lock()
+	if !r.DryRun && r.Outcome != reap.OutcomeRefused {
+		d.killed = append(d.killed, r.PID)
+	}
+	if d.keepResults {
+		d.results = append(d.results, r)
+	}
+	d.mu.Unlock()
+}
+
+// snapshot takes a health snapshot and stores it as a tel.system_health row.
+func (d *daemon) snapshot() (health.Snapshot, error) {
+	now := time.Now()
+	st := d.table.Stats()
+	hd := health.Daemon{Source: d.source, Processes: st.Processes, Agents: st.Agents,
+		Resyncs: st.Resyncs, MaxAge: d.cfg.MaxAge,
+		SpoolRows: d.store.Spool().Len(), SpoolDropped: d.store.Spool().Dropped()}
+	for _, n := range st.Events {
+		hd.EventsReceived += n
+	}
+	if d.conn != nil {
+		hd.EventsLost = d.conn.Stats().Lost
+	}
+	boot := d.clock.Now()
+	for _, a := range d.table.Queue().Snapshot() {
+		hd.OldestAgentAge = max(hd.OldestAgentAge, time.Duration(boot-a.Start.NS))
+	}
+	d.mu.Lock()
+	hd.KilledPIDs, d.killed = d.killed, nil
+	d.mu.Unlock()
+	snap, err := d.collector.Collect(now, hd)
+	if err != nil {
+		d.mu.Lock()
+		d.killed = append(hd.KilledPIDs, d.killed...) // they go in the next one
+		d.mu.Unlock()
+		return snap, err
+	}
+	details, err := json.Marshal(snap.Details())
+	if err != nil {
+		return snap, err
+	}
+	row := &store.SnapshotRow{CheckType: store.CheckType, Status: snap.Status, Details: details, ActionTaken: snap.ActionTaken()}
+	if _, err := d.store.Add(store.KindSnapshot, now, row, nil); err != nil {
+		return snap, err
+	}
+	d.mu.Lock()
+	d.lastSnapshot = now
+	d.mu.Unlock()
+	d.log.Info("snapshot", zap.String("status", snap.Status), zap.Int("zombies", snap.ZombieCount),
+		zap.Int64("free_mem_mb", snap.FreeMemMB), zap.Float64("swap_fraction", snap.SwapFraction),
+		zap.Int("killed", len(hd.KilledPIDs)), zap.Int("agents", hd.Agents))
+	return snap, nil
+}
+
+// summarise snapshots at start and every summary interval.
+func (d *daemon) summarise(ctx context.Context) {
+	t := time.NewTicker(d.cfg.SummaryInterval)
+	defer t.Stop()
+	for {
+		if _, err := d.snapshot(); err != nil {
+			d.log.Error("health snapshot", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func run(ctx context.Context, cfg *Config, logw io.Writer) error {
 	log := newLogger(cfg.LogLevel, logw)
 	defer log.Sync()
 
-	procs, err := tracker.NewProcFS("/proc")
+	d, err := newDaemon(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	guard, err := reap.NewGuard(procs)
-	if err != nil {
-		return err
-	}
-	d := &daemon{cfg: cfg, log: log, clock: tracker.SystemClock{}, procs: procs}
-	q := &tracker.Deadlines{}
-	d.table = tracker.NewTable(tracker.Config{
-		Rules: cfg.Agents, Under: cfg.Under, MaxAge: cfg.MaxAge,
-		Proc: procs, Clock: d.clock, Pin: reap.Pinner(procs), Queue: q,
-		Log: log.Named("tracker"),
-	})
-	d.reaper = reap.New(reap.Config{
-		Grace: cfg.KillGrace, DryRun: cfg.DryRun, Tree: d.table, Procs: procs,
-		Clock: d.clock, Guard: guard, Log: log.Named("reap"),
-	})
+	defer d.close()
 	d.timer, err = reap.NewTimer(reap.TimerConfig{
-		Queue: q, Clock: d.clock, Guard: guard, DryRun: cfg.DryRun, Realtime: cfg.Realtime, Fire: d.reaper.Fire,
+		Queue: d.table.Queue(), Clock: d.clock, Guard: d.guard, DryRun: cfg.DryRun, Realtime: cfg.Realtime, Fire: d.reaper.Fire,
 	})
 	if err != nil {
 		return err
@@ -98,7 +243,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer) error {
 		}
 	}
 	t0 := time.Now()
-	scan, err := procs.Scan()
+	scan, err := d.procs.Scan()
 	if err != nil {
 		return fmt.Errorf("initial /proc scan: %w", err)
 	}
@@ -111,6 +256,13 @@ func run(ctx context.Context, cfg *Config, logw io.Writer) error {
 	go func() {
 		d.timer.Run()
 		close(timerDone)
+	}()
+	storeCtx, stopStore := context.WithCancel(context.Background())
+	defer stopStore()
+	storeDone := make(chan struct{})
+	go func() {
+		d.store.Run(storeCtx)
+		close(storeDone)
 	}()
 
 	var srv *http.Server
@@ -138,13 +290,20 @@ func run(ctx context.Context, cfg *Config, logw io.Writer) error {
 			d.pollLoop(ctx)
 		}
 	}()
+	sumDone := make(chan struct{})
+	go func() {
+		d.summarise(ctx)
+		close(sumDone)
+	}()
 
 	d.ready.Store(true)
 	fields := []zap.Field{
 		zap.String("source", d.source), zap.String("listen", addr),
 		zap.Duration("max_age", cfg.MaxAge), zap.Duration("kill_grace", cfg.KillGrace),
 		zap.Stringers("agents", cfg.Agents), zap.Stringers("under", cfg.Under),
-		zap.Bool("dry_run", cfg.DryRun), zap.Int("pid", os.Getpid()),
+		zap.Bool("dry_run", cfg.DryRun), zap.Int("pid", os.Getpid()), zap.String("host", cfg.HostID),
+		zap.Bool("database", cfg.DatabaseURL != ""), zap.String("state_dir", cfg.StateDir),
+		zap.Bool("realtime_timer", d.timer.RT()),
 	}
 	if d.conn != nil {
 		fields = append(fields, zap.Int("rcvbuf", d.conn.ReadBuffer()))
@@ -157,9 +316,22 @@ func run(ctx context.Context, cfg *Config, logw io.Writer) error {
 		_ = d.conn.Interrupt()
 	}
 	<-loopDone
+	<-sumDone
 	d.timer.Stop()
 	<-timerDone
 	d.reaper.Wait() // in-flight kills finish: half-killed trees help no one
+	stopStore()
+	<-storeDone
+	if d.store.HasDatabase() {
+		// Deliver what is spooled, within a bound; what is not delivered
+		// stays in the spool for the next start.
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := d.store.Flush(fctx); err != nil {
+			log.Warn("rows left in the spool for the next start", zap.String("error", err.Error()),
+				zap.Int("spooled", d.store.Spool().Len()))
+		}
+		cancel()
+	}
 	if d.conn != nil {
 		d.conn.Close()
 	}
@@ -238,7 +410,7 @@ func (d *daemon) routes() http.Handler {
 	return mux
 }
 
-type health struct {
+type healthView struct {
 	Status     string `json:"status"`
 	Source     string `json:"source"`
 	Processes  int    `json:"processes"`
@@ -251,12 +423,29 @@ type health struct {
 	Rcvbuf     int    `json:"rcvbuf,omitempty"`
 	Realtime   bool   `json:"realtime_timer"`
 	DryRun     bool   `json:"dry_run"`
+	Database   string `json:"database"` // "none", "up" or "down"
+	SpoolRows  int    `json:"spool_rows"`
+	Dropped    uint64 `json:"spool_dropped"`
+	Host       string `json:"host"`
+	LastSnap   string `json:"last_snapshot,omitempty"`
 }
 
 func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 	st := d.table.Stats()
-	h := health{Status: "ok", Source: d.source, Processes: st.Processes, Agents: st.Agents,
-		Resyncs: st.Resyncs, Realtime: d.timer.RT(), DryRun: d.cfg.DryRun}
+	h := healthView{Status: "ok", Source: d.source, Processes: st.Processes, Agents: st.Agents,
+		Resyncs: st.Resyncs, Realtime: d.timer.RT(), DryRun: d.cfg.DryRun, Database: "none",
+		SpoolRows: d.store.Spool().Len(), Dropped: d.store.Spool().Dropped(), Host: d.cfg.HostID}
+	switch {
+	case d.store.Up():
+		h.Database = "up"
+	case d.store.HasDatabase():
+		h.Database = "down"
+	}
+	d.mu.Lock()
+	if !d.lastSnapshot.IsZero() {
+		h.LastSnap = d.lastSnapshot.UTC().Format(time.RFC3339Nano)
+	}
+	d.mu.Unlock()
 	for _, n := range st.Events {
 		h.Events += n
 	}

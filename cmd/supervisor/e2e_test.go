@@ -314,7 +314,7 @@ func TestIntegrationEventLoss(t *testing.T) {
 	}
 	s1.Wait()
 	s2.Wait()
-	var h health
+	var h healthView
 	d.get(t, "/healthz", &h)
 	if h.EventsLost == 0 || h.Overruns == 0 {
 		t.Errorf("no loss counted with a %d-byte buffer under a fork storm: %+v", h.Rcvbuf, h)
@@ -352,7 +352,7 @@ func TestIntegrationPIDNamespaceFallback(t *testing.T) {
 	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
 		return m["level"] == "warn" && strings.Contains(fmt.Sprint(m["msg"]), "falling back")
 	})
-	var h health
+	var h healthView
 	d.get(t, "/healthz", &h)
 	if h.Source != "proc" {
 		t.Errorf("source %q, want proc", h.Source)

@@ -17,7 +17,7 @@ import (
 
 var version = "dev"
 
-const commands = "run, version"
+const commands = "run, once, version"
 
 func main() {
 	os.Exit(mainErr(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
@@ -31,13 +31,13 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "-h", "--help", "help":
-		fmt.Fprintf(stdout, "usage: supervisor COMMAND [flags]\n\ncommands:\n  run       start the daemon\n  version   print the version\n\n")
+		fmt.Fprintf(stdout, "usage: supervisor COMMAND [flags]\n\ncommands:\n  run       start the daemon\n  once      one scan, kill stale agents, one health row, the seed's JSON (a drop-in for the cron job)\n  version   print the version\n\nrun and once take the same flags:\n\n")
 		printUsage("run", stdout)
 		return 0
 	case "version", "--version":
 		fmt.Fprintf(stdout, "supervisor %s %s\n", buildVersion(), runtime.Version())
 		return 0
-	case "run":
+	case "run", "once":
 	default:
 		fmt.Fprintf(stderr, "supervisor: unknown command %q (want one of: %s)\n", cmd, commands)
 		return 2
@@ -52,7 +52,11 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, cfg, stderr); err != nil {
+	do := run
+	if cmd == "once" {
+		do = func(ctx context.Context, cfg *Config, logw io.Writer) error { return once(ctx, cfg, stdout, logw) }
+	}
+	if err := do(ctx, cfg, stderr); err != nil {
 		fmt.Fprintf(stderr, "supervisor: %v\n", err)
 		return 1
 	}

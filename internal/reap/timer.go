@@ -1,6 +1,9 @@
 package reap
 
-import "github.com/agent-supervisor/supervisor/internal/tracker"
+import (
+	"github.com/agent-supervisor/supervisor/internal/tracker"
+	"golang.org/x/sys/unix"
+)
 
 // TimerConfig configures a Timer.
 type TimerConfig struct {
@@ -23,4 +26,17 @@ func (c *TimerConfig) signalFD(a *tracker.Agent) int {
 		return -1
 	}
 	return a.FD
+}
+
+// SignalDue sends the first signals (SIGCONT, SIGTERM) to agents that are
+// due, from the calling goroutine, and records when. The cgo Timer does this
+// in C; the pure-Go Timer and `supervisor once` call this.
+func SignalDue(c *TimerConfig, due []*tracker.Agent) {
+	for _, a := range due {
+		if fd := c.signalFD(a); fd >= 0 {
+			_ = signal(fd, unix.SIGCONT)
+			a.FireErr = signal(fd, unix.SIGTERM)
+		}
+		a.Fired = c.Clock.Now()
+	}
 }

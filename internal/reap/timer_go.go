@@ -80,13 +80,7 @@ func (t *Timer) Run() {
 			return
 		}
 		due = t.cfg.Queue.PopDue(t.cfg.Clock.Now(), due[:0])
-		for _, a := range due {
-			if fd := t.cfg.signalFD(a); fd >= 0 {
-				_ = signal(fd, unix.SIGCONT)
-				a.FireErr = signal(fd, unix.SIGTERM)
-			}
-			a.Fired = t.cfg.Clock.Now()
-		}
+		SignalDue(&t.cfg, due)
 		if len(due) > 0 {
 			t.cfg.Fire(due)
 			clear(due)

@@ -1,0 +1,14 @@
+// Package store keeps the daemon's rows — health snapshots for
+// tel.system_health and one record per reaped agent for tel.agent_kills —
+// so that none is lost.
+//
+// Every row is first appended to a spool file under the state directory and
+// fsynced; only then is it sent to PostgreSQL, and it leaves the spool once
+// the transaction that inserted it has committed. Rows carry an id chosen
+// here, and inserts do nothing on a conflicting id, so replaying a row after
+// a crash never duplicates it. Without a database the spool is the store.
+//
+// The caller owns the pgxpool.Pool. The schema is created from SQL files
+// embedded in the binary, under a PostgreSQL advisory lock, so daemons on
+// many hosts may start against one database at once.
+package store
