@@ -45,7 +45,7 @@ type daemon struct {
 	guard     *reap.Guard
 	table     *tracker.Table
 	reaper    *reap.Reaper
-	timer     *reap.Timer // nil in `once`
+	timer     *reap.Timer      // nil in `once`
 	conn      *procevents.Conn // nil when polling
 	store     *store.Store
 	pool      *pgxpool.Pool

@@ -82,6 +82,7 @@ func fakeAgent(args []string) int {
 	threads := fs.Int("threads", 0, "threads that rename themselves and exit")
 	exitAfter := fs.Duration("exit-after", 0, "exit by itself after this long")
 	termFile := fs.String("term-file", "", "on SIGTERM write CLOCK_BOOTTIME ns here, then exit 143")
+	zombies := fs.Int("zombies", 0, "children that exit at once and are never waited for")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -98,6 +99,25 @@ func fakeAgent(args []string) int {
 		}()
 	}
 	fmt.Printf("pid %d\n", os.Getpid())
+	for i := 0; i < *zombies; i++ {
+		// Started and never waited for: each stays a zombie until we exit.
+		c := exec.Command("/bin/true")
+		if err := c.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		for {
+			// Wait for it to be a zombie (state Z in /proc/PID/stat).
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
+			if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) && b[i+2] == 'Z' {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if *zombies > 0 {
+		fmt.Println("zombies ready")
+	}
 	for i := 0; i < *children; i++ {
 		cargs := []string{"-children", strconv.Itoa(*grandchildren)}
 		if *grandchildIgnore {
