@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -375,5 +376,79 @@ func TestIntegrationPIDNamespaceFallback(t *testing.T) {
 	}
 	if got > t0+int64(age)+int64(5*time.Second) {
 		t.Errorf("SIGTERM %s after start", time.Duration(got-t0))
+	}
+}
+
+// TestIntegrationForkWhileDying: agents whose SIGTERM handler forks a
+// TERM-ignoring child and exits at once. The child's fork reaches the table
+// just before the agent's exit; the reaper must wait for the table to catch
+// up before it decides the tree is empty.
+func TestIntegrationForkWhileDying(t *testing.T) {
+	needRoot(t)
+	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "1s")
+	dir := t.TempDir()
+	script := filepath.Join(dir, "claude")
+	os.WriteFile(script, []byte(`#!/bin/bash
+trap 'trap "" TERM; sleep 1000 & echo "child $!"; exit 0' TERM
+echo "pid $$"
+sleep 1000 & wait $!
+`), 0o755)
+	const n = 10
+	type run struct {
+		cmd   *exec.Cmd
+		lines chan string
+	}
+	var runs []run
+	for range n {
+		c := exec.Command(script)
+		out, _ := c.StdoutPipe()
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		lines := make(chan string, 4)
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		runs = append(runs, run{c, lines})
+	}
+	for _, r := range runs {
+		d.waitLog(t, maxAge+20*time.Second, killOf(r.cmd.Process.Pid))
+	}
+	for _, r := range runs {
+		// Not until the pipe closes: a surviving child holds it open.
+		var child int
+		timeout := time.After(10 * time.Second)
+	read:
+		for {
+			select {
+			case l, ok := <-r.lines:
+				if !ok {
+					break read
+				}
+				if f := strings.Fields(l); len(f) == 2 && f[0] == "child" {
+					child, _ = strconv.Atoi(f[1])
+					break read
+				}
+			case <-timeout:
+				break read
+			}
+		}
+		if child == 0 {
+			t.Fatalf("agent %d printed no child", r.cmd.Process.Pid)
+		}
+		fd, err := unix.PidfdOpen(child, 0)
+		if err != nil {
+			continue // already gone
+		}
+		if !pidfdDead(fd, 15*time.Second) {
+			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+			t.Errorf("child %d forked by dying agent %d survived", child, r.cmd.Process.Pid)
+		}
+		unix.Close(fd)
 	}
 }

@@ -177,4 +177,3 @@ func waitCount(t testing.TB, conn *pgx.Conn, timeout time.Duration, want int, qu
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-

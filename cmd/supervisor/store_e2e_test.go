@@ -146,7 +146,7 @@ func TestIntegrationKillRows(t *testing.T) {
 	var (
 		host, comm, cmdline, rule, outcome string
 		final                              *string
-		started, deadline, signalled      time.Time
+		started, deadline, signalled       time.Time
 		exited                             *time.Time
 		desc                               []int32
 		dry                                bool
@@ -437,4 +437,3 @@ func TestIntegrationTwoHostsAndRetention(t *testing.T) {
 		t.Errorf("%d migration rows, want 1", migrations)
 	}
 }
-

@@ -164,9 +164,9 @@ func (c *Conn) Stats() Stats {
 }
 
 // Read blocks for one datagram and calls fn for each proc event in it; ev is
-// reused and must not be retained. It returns ErrOverrun when the kernel
-// reports lost messages: fn has not been called then and the caller should
-// resynchronise. Malformed messages are counted and skipped. Read does not
+// reused and must not be retained. It returns ErrOverrun when messages were
+// lost (ENOBUFS, or a gap in the kernel's sequence numbers): the caller
+// should resynchronise. Malformed messages are counted and skipped. Read does not
 // allocate.
 func (c *Conn) Read(fn func(ev *Event)) error {
 	return c.read(fn)
@@ -189,22 +189,30 @@ func (c *Conn) read(fn func(ev *Event)) error {
 	if rerr != nil {
 		if rerr == unix.ENOBUFS {
 			c.overrun.Add(1)
+			c.gaps.Expect()
 			return ErrOverrun
 		}
 		return fmt.Errorf("procevents: receive: %w", rerr)
 	}
 	ev := &c.ev
+	news := false
 	if Datagram(c.buf[:n], func(p []byte) {
 		if Decode(p, ev) != nil {
 			c.bad.Add(1)
 			return
 		}
-		if n := c.gaps.Observe(ev.CPU, ev.Seq); n > 0 {
+		if n, unexpected := c.gaps.Observe(ev.CPU, ev.Seq); n > 0 {
 			c.lost.Add(n)
+			news = news || unexpected
 		}
 		fn(ev)
 	}) != nil {
 		c.bad.Add(1)
+	}
+	if news {
+		// Lost without ENOBUFS: the caller must resynchronise all the same.
+		c.overrun.Add(1)
+		return ErrOverrun
 	}
 	return nil
 }

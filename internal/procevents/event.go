@@ -246,29 +246,48 @@ func subscribeMsg(seq, op uint32) []byte {
 // Gaps counts lost events from the per-CPU sequence numbers the kernel
 // stamps on every proc connector message (cn_proc.c send_msg increments a
 // per-CPU counter under a local lock, so one CPU's messages arrive in order).
-// A jump of k on one CPU means k-1 messages were dropped before reaching us,
-// typically because the socket's receive buffer overflowed (ENOBUFS).
+// A jump of k on one CPU means k-1 messages were dropped before reaching us:
+// because the socket's receive buffer overflowed (reported as ENOBUFS), or
+// because the kernel could not allocate the message (nlmsg_new with
+// GFP_NOWAIT, under memory pressure; reported by nothing but the gap).
 type Gaps struct {
-	last map[uint32]uint32
+	last     map[uint32]uint32
+	expected map[uint32]bool
 }
 
 // Observe records seq from cpu and returns how many messages from that CPU
-// were skipped since the last one seen. The first message from a CPU only
-// sets the baseline.
-func (g *Gaps) Observe(cpu, seq uint32) uint64 {
+// were skipped since the last one seen, and whether that loss is news: not
+// the one an ENOBUFS already reported (see Expect). The first message from a
+// CPU only sets the baseline.
+func (g *Gaps) Observe(cpu, seq uint32) (lost uint64, unexpected bool) {
 	if g.last == nil {
 		g.last = make(map[uint32]uint32)
 	}
 	prev, ok := g.last[cpu]
 	g.last[cpu] = seq
+	wasExpected := g.expected[cpu]
+	if wasExpected {
+		delete(g.expected, cpu)
+	}
 	if !ok {
-		return 0
+		return 0, false
 	}
 	d := seq - prev // wraps correctly in uint32
 	if d == 0 || d > 1<<31 {
 		// A repeat or a step backwards: not a loss we can count
 		// (a reordered or duplicated message); take the new baseline.
-		return 0
+		return 0, false
 	}
-	return uint64(d - 1)
+	return uint64(d - 1), d > 1 && !wasExpected
+}
+
+// Expect says that a loss was reported (ENOBUFS): the next gap on each CPU
+// is that loss, counted but not news.
+func (g *Gaps) Expect() {
+	if g.expected == nil {
+		g.expected = make(map[uint32]bool)
+	}
+	for cpu := range g.last {
+		g.expected[cpu] = true
+	}
 }

@@ -175,21 +175,29 @@ func TestGaps(t *testing.T) {
 	steps := []struct {
 		cpu, seq uint32
 		lost     uint64
+		news     bool
+		expect   bool // call Expect before this step
 	}{
-		{0, 10, 0}, // baseline
-		{0, 11, 0},
-		{1, 500, 0}, // baseline for another CPU
-		{0, 15, 3},  // 12, 13, 14 lost
-		{1, 501, 0},
-		{0, 15, 0},         // repeat
-		{0, 0xffffffff, 0}, // backwards: new baseline
-		{0, 1, 1},          // wrapped past 0: seq 0 lost
-		{1, 400, 0},        // backwards
-		{1, 401 + 1000, 1000},
+		{cpu: 0, seq: 10}, // baseline
+		{cpu: 0, seq: 11},
+		{cpu: 1, seq: 500},                     // baseline for another CPU
+		{cpu: 0, seq: 15, lost: 3, news: true}, // 12, 13, 14 lost silently
+		{cpu: 1, seq: 501},
+		{cpu: 0, seq: 15},                             // repeat
+		{cpu: 0, seq: 0xffffffff},                     // backwards: new baseline
+		{cpu: 0, seq: 1, lost: 1, news: true},         // wrapped past 0: seq 0 lost
+		{cpu: 1, seq: 400},                            // backwards
+		{cpu: 1, seq: 1401, lost: 1000, expect: true}, // the loss ENOBUFS reported
+		{cpu: 0, seq: 3, lost: 1},                     // expected on this CPU too
+		{cpu: 0, seq: 5, lost: 1, news: true},         // but only once
 	}
 	for i, s := range steps {
-		if got := g.Observe(s.cpu, s.seq); got != s.lost {
-			t.Fatalf("step %d: Observe(%d, %d) = %d, want %d", i, s.cpu, s.seq, got, s.lost)
+		if s.expect {
+			g.Expect()
+		}
+		lost, news := g.Observe(s.cpu, s.seq)
+		if lost != s.lost || news != s.news {
+			t.Fatalf("step %d: Observe(%d, %d) = %d, %v; want %d, %v", i, s.cpu, s.seq, lost, news, s.lost, s.news)
 		}
 	}
 }

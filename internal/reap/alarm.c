@@ -241,13 +241,18 @@ int sv_drain(sv_alarm *a, sv_fired *buf, int max) {
 	return n;
 }
 
+// sv_stop ends the thread; fired entries stay for sv_drain.
 void sv_stop(sv_alarm *a) {
 	pthread_mutex_lock(&a->mu);
 	a->stopping = 1;
 	arm_locked(a);
 	pthread_mutex_unlock(&a->mu);
 	pthread_join(a->thread, NULL);
-	close(a->tfd); // the eventfd belongs to Go's os.File
+}
+
+// sv_free releases a stopped alarm. The eventfd belongs to Go's os.File.
+void sv_free(sv_alarm *a) {
+	close(a->tfd);
 	free(a->heap);
 	free(a->out);
 	free(a);

@@ -18,4 +18,5 @@ void sv_move(sv_alarm *a, uint64_t id, int64_t deadline);
 int  sv_cancel(sv_alarm *a, uint64_t id);
 int  sv_drain(sv_alarm *a, sv_fired *buf, int max);
 void sv_stop(sv_alarm *a);
+void sv_free(sv_alarm *a);
 #endif

@@ -13,6 +13,9 @@ import (
 // Tree is what the reaper needs of the process table.
 type Tree interface {
 	Descendants(p *tracker.Proc, buf []tracker.Target) []tracker.Target
+	// Gone reports whether the table has seen the exit of p and of every
+	// target; a process's forks reach the table before its exit does.
+	Gone(p *tracker.Proc, targets []tracker.Target) bool
 	Release(p *tracker.Proc)
 }
 
@@ -57,6 +60,9 @@ type Result struct {
 
 // Lateness is how long after its deadline the agent was signalled.
 func (r Result) Lateness() time.Duration { return time.Duration(r.Signalled - r.Deadline) }
+
+// settleMax bounds the wait for the table to catch up with a tree's exits.
+const settleMax = 2 * time.Second
 
 // Reaper runs the kill protocol.
 type Reaper struct {
@@ -177,11 +183,28 @@ func (r *Reaper) finish(a *tracker.Agent, res Result, err error) {
 		return
 	}
 
+	// settle waits until the table has applied the exit of every process
+	// of the tree, so that a child forked just before its parent died is
+	// in the table for the next sweep. The event loop may lag the kernel
+	// (about a second under a fork storm); past settleMax the sweep goes on
+	// with what the table has.
+	settle := func() {
+		targets := make([]tracker.Target, 0, len(tree))
+		for _, m := range tree[1:] {
+			targets = append(targets, m.Target)
+		}
+		end := time.Now().Add(settleMax)
+		for !r.cfg.Tree.Gone(a.Proc(), targets) && time.Now().Before(end) {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+
 	sweep(unix.SIGTERM)
 	grace := time.Duration(r.cfg.Grace)
 	end := time.Now().Add(grace)
 	for {
 		if r.wait(tree, time.Until(end), 50*time.Millisecond) {
+			settle()
 			if sweep(unix.SIGTERM) == 0 && r.allDead(tree) {
 				break
 			}
@@ -204,7 +227,10 @@ func (r *Reaper) finish(a *tracker.Agent, res Result, err error) {
 				}
 			}
 			added := sweep(unix.SIGKILL)
-			r.wait(tree, 2*time.Second, 2*time.Second)
+			if r.wait(tree, 2*time.Second, 2*time.Second) {
+				settle()
+				added += sweep(unix.SIGKILL)
+			}
 			if added == 0 && r.allDead(tree) {
 				break
 			}

@@ -85,47 +85,59 @@ func (t *Timer) RT() bool { return C.sv_rt(t.c) != 0 }
 // Run hands fired agents to cfg.Fire until Stop.
 func (t *Timer) Run() {
 	defer close(t.done)
-	var buf [256]C.sv_fired
-	var due []*tracker.Agent
 	var b [8]byte
 	for {
 		if _, err := t.notify.Read(b[:]); err != nil {
 			return // closed by Stop
 		}
-		for {
-			n := int(C.sv_drain(t.c, &buf[0], C.int(len(buf))))
-			due = due[:0]
-			for _, f := range buf[:n] {
-				t.mu.Lock()
-				a := t.byID[uint64(f.id)]
-				delete(t.byID, uint64(f.id))
-				t.mu.Unlock()
-				if a == nil || !t.cfg.Queue.Take(a) {
-					continue
-				}
-				a.Fired = int64(f.fired)
-				switch f.err {
-				case 0:
-				case C.int(syscall.ESRCH):
-					a.FireErr = tracker.ErrGone
-				default:
-					a.FireErr = syscall.Errno(f.err)
-				}
-				due = append(due, a)
+		t.drain()
+	}
+}
+
+// drain hands every fired agent on. An agent leaves byID only once taken
+// from the queue, so a Reschedule meanwhile finds it known and only moves
+// (never re-adds) its C entry, which has fired and is gone.
+func (t *Timer) drain() {
+	var buf [256]C.sv_fired
+	var due []*tracker.Agent
+	for {
+		n := int(C.sv_drain(t.c, &buf[0], C.int(len(buf))))
+		due = due[:0]
+		for _, f := range buf[:n] {
+			t.mu.Lock()
+			a := t.byID[uint64(f.id)]
+			t.mu.Unlock()
+			if a == nil || !t.cfg.Queue.Take(a) {
+				continue
 			}
-			if len(due) > 0 {
-				t.cfg.Fire(due)
+			t.mu.Lock()
+			delete(t.byID, uint64(f.id))
+			t.mu.Unlock()
+			a.Fired = int64(f.fired)
+			switch f.err {
+			case 0:
+			case C.int(syscall.ESRCH):
+				a.FireErr = tracker.ErrGone
+			default:
+				a.FireErr = syscall.Errno(f.err)
 			}
-			if n < len(buf) {
-				break
-			}
+			due = append(due, a)
+		}
+		if len(due) > 0 {
+			t.cfg.Fire(due)
+		}
+		if n < len(buf) {
+			return
 		}
 	}
 }
 
-// Stop ends the deadline thread and Run.
+// Stop ends the deadline thread and Run. Agents that fired but were not yet
+// handed on are handed on now, so their trees are still reaped.
 func (t *Timer) Stop() {
 	C.sv_stop(t.c)
 	t.notify.Close() // wakes Run
 	<-t.done
+	t.drain()
+	C.sv_free(t.c)
 }

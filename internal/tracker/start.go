@@ -66,6 +66,14 @@ func (s Start) After(t int64) bool {
 	return lo > t
 }
 
+// StartedAfter reports whether s certainly started after o: a process
+// cannot be the parent of one that started before it.
+func (s Start) StartedAfter(o Start) bool {
+	lo, _ := s.interval()
+	_, hi := o.interval()
+	return lo >= hi
+}
+
 // Time converts a boottime instant to wall-clock time, given the current
 // boottime reading now.
 func Time(boot, now int64) time.Time {

@@ -147,7 +147,7 @@ func (t *Table) Apply(ev *procevents.Event) {
 	case procevents.Exec:
 		t.exec(ev.TGID)
 	case procevents.Comm:
-		t.comm(ev.TGID, procevents.CommString(ev.Comm[:]))
+		t.comm(ev.TGID, ev.Comm[:], int64(ev.Timestamp)+t.cfg.Clock.BootOffset())
 	case procevents.Exit:
 		t.exit(ev.TGID, int64(ev.Timestamp)+t.cfg.Clock.BootOffset())
 	}
@@ -171,6 +171,9 @@ func (t *Table) fork(ev *procevents.Event) {
 		t.removeLocked(old)
 	}
 	parent := t.procs[ev.ParentTGID]
+	if parent != nil && parent.Start.StartedAfter(start) {
+		parent = nil // a newer holder of the parent's PID
+	}
 	p := t.newLocked(ev.TGID, ev.ParentTGID, start)
 	if parent != nil {
 		// A child starts with its parent's name and command line.
@@ -205,14 +208,20 @@ func (t *Table) exec(pid int32) {
 	t.matchLocked(p, true)
 }
 
-func (t *Table) comm(pid int32, comm string) {
+func (t *Table) comm(pid int32, name []byte, at int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := t.procs[pid]
-	if p == nil || p.Comm == comm {
+	if p == nil || p.Comm == procevents.CommString(name) {
 		return
 	}
-	p.Comm = comm
+	if p.Start.After(at) {
+		// A rename by an earlier holder of this PID, still queued when a
+		// resync saw the new one.
+		t.c.Stale++
+		return
+	}
+	p.Comm = procevents.CommString(name)
 	// process.title rewrites the command line too; read it again.
 	t.matchLocked(p, true)
 }
@@ -244,49 +253,56 @@ func (t *Table) procErr(pid int32, err error) {
 // processes the table holds that the scan lacks are removed, and renamed
 // ones are matched again. Zombies count as gone. Lineage and exact start
 // times already known are kept.
+//
+// Stale entries go before anything is inserted or linked, so that a new
+// process is never linked to an earlier holder of its parent's PID.
 func (t *Table) Merge(scan []ProcInfo, resync bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if resync {
 		t.c.Resyncs++
 	}
-	seen := make(map[int32]struct{}, len(scan))
-	var added []*Proc
+	live := make(map[int32]*ProcInfo, len(scan))
 	for i := range scan {
-		info := &scan[i]
-		if info.State == 'Z' || info.State == 'X' || info.State == 'x' {
-			continue
-		}
-		seen[info.PID] = struct{}{}
-		p := t.procs[info.PID]
-		if p != nil && p.Start.Same(info.Start) {
-			if p.Comm != info.Comm {
-				p.Comm = info.Comm
-				added = append(added, p) // match again below
-			}
-			continue
-		}
-		if p != nil {
-			t.removeLocked(p)
-		}
-		if p = t.insertLocked(*info); p != nil {
-			added = append(added, p)
+		if info := &scan[i]; info.State != 'Z' && info.State != 'X' && info.State != 'x' {
+			live[info.PID] = info
 		}
 	}
 	for pid, p := range t.procs {
-		if _, ok := seen[pid]; !ok {
+		if info, ok := live[pid]; !ok || !p.Start.Same(info.Start) {
 			t.removeLocked(p)
 		}
 	}
-	for _, p := range added {
+	var changed []*Proc
+	for pid, info := range live {
+		p := t.procs[pid]
+		switch {
+		case p == nil:
+			p = t.newLocked(info.PID, info.PPID, info.Start)
+			p.Comm, p.Kthread = info.Comm, info.Kthread
+		case p.Comm != info.Comm:
+			p.Comm = info.Comm
+		default:
+			continue
+		}
+		changed = append(changed, p)
+	}
+	for _, p := range changed {
 		if p.parent == nil {
-			if parent := t.procs[p.PPID]; parent != nil && parent != p {
-				t.linkLocked(p, parent)
-			}
+			t.linkParentLocked(p)
 		}
 	}
-	for _, p := range added {
+	for _, p := range changed {
 		t.matchLocked(p, true)
+	}
+}
+
+// linkParentLocked links p under the entry holding its PPID, unless that
+// entry started after p: then it is a newer holder of the PID, not p's
+// parent.
+func (t *Table) linkParentLocked(p *Proc) {
+	if parent := t.procs[p.PPID]; parent != nil && parent != p && !parent.Start.StartedAfter(p.Start) {
+		t.linkLocked(p, parent)
 	}
 }
 
@@ -298,9 +314,7 @@ func (t *Table) insertLocked(info ProcInfo) *Proc {
 	}
 	p := t.newLocked(info.PID, info.PPID, info.Start)
 	p.Comm, p.Kthread = info.Comm, info.Kthread
-	if parent := t.procs[info.PPID]; parent != nil && parent != p {
-		t.linkLocked(p, parent)
-	}
+	t.linkParentLocked(p)
 	return p
 }
 
@@ -391,11 +405,12 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 		if ok && a.Rule == rule {
 			return
 		}
-		p.agent = nil
-		if t.cfg.Queue.Remove(a) {
-			closeFD(a.FD)
-			p.holds--
+		if !t.cfg.Queue.Remove(a) {
+			return // it fired meanwhile: the reaper has it
 		}
+		p.agent = nil
+		closeFD(a.FD)
+		p.holds--
 	}
 	if !ok || !t.underLocked(p) {
 		return
@@ -487,6 +502,23 @@ func (t *Table) Descendants(p *Proc, buf []Target) []Target {
 	}
 	walk(p)
 	return buf
+}
+
+// Gone reports whether the table has applied the exit of every target (or
+// of the agent p itself): after that, every fork by them is in the table
+// too, because the kernel reports a process's forks before its exit.
+func (t *Table) Gone(p *Proc, targets []Target) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !p.dead {
+		return false
+	}
+	for _, tg := range targets {
+		if q := t.procs[tg.PID]; q != nil && q.Start.Same(tg.Start) {
+			return false
+		}
+	}
+	return true
 }
 
 // Release drops the reaper's hold on an agent's entry once it is done with

@@ -379,3 +379,39 @@ func BenchmarkApply(b *testing.B) {
 		tb.Apply(&evs[i%len(evs)])
 	}
 }
+
+// A resync must not link a new process to an earlier holder of its parent's
+// PID: here child 500 of agent 100 exited unseen, 500 was reused by an
+// unrelated shell that forked 50, and /proc lists 50 first.
+func TestMergeDoesNotAdoptIntoStaleParent(t *testing.T) {
+	procs := newFakeProcs()
+	tb := newTestTable(t, procs)
+	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(10), Comm: "claude", State: 'S'}
+	tb.Merge(must(procs.Scan()), false)
+	tb.Apply(fork(100, 500, uint64(time.Second)))
+	procs.stat[500] = ProcInfo{PID: 500, PPID: 1, Start: FromTicks(900), Comm: "bash", State: 'S'}
+	procs.stat[50] = ProcInfo{PID: 50, PPID: 500, Start: FromTicks(901), Comm: "vim", State: 'S'}
+	tb.Merge([]ProcInfo{procs.stat[50], procs.stat[100], procs.stat[500]}, true)
+	if got := tb.Descendants(tb.procs[100], nil); len(got) != 0 {
+		t.Errorf("agent 100 adopted %+v", got)
+	}
+	if p := tb.procs[50]; p.parent == nil || p.parent.PID != 500 || p.parent.Comm != "bash" {
+		t.Errorf("50 not linked to the new 500: %+v", p.parent)
+	}
+}
+
+// A rename by an earlier holder of a PID, still queued after a resync saw
+// the new holder, must not rename (and so make an agent of) the new one.
+func TestStaleCommIgnored(t *testing.T) {
+	procs := newFakeProcs()
+	tb := newTestTable(t, procs)
+	procs.stat[700] = ProcInfo{PID: 700, PPID: 1, Start: FromTicks(900), Comm: "python3", State: 'S'}
+	tb.Merge(must(procs.Scan()), true)
+	tb.Apply(commEv(700, 700, "claude")) // stamped at boot offset + 0: long before tick 900
+	if tb.Queue().Len() != 0 {
+		t.Error("a stale rename made an agent")
+	}
+	if p, _ := tb.Lookup(700); p.Comm != "python3" {
+		t.Errorf("comm %q", p.Comm)
+	}
+}
