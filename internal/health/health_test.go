@@ -1,0 +1,85 @@
+package health
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/tracker"
+)
+
+func TestZombies(t *testing.T) {
+	procs := []tracker.ProcInfo{
+		{PID: 10, Comm: "claude", State: 'S'},
+		{PID: 20, Comm: "node", State: 'S'},
+		{PID: 11, PPID: 10, State: 'Z'},
+		{PID: 12, PPID: 10, State: 'Z'},
+		{PID: 21, PPID: 20, State: 'Z'},
+		{PID: 22, PPID: 20, State: 'S'},
+	}
+	n, parents := zombies(procs, 10)
+	if n != 3 || len(parents) != 2 || parents[0] != (ZombieParent{10, "claude", 2}) || parents[1] != (ZombieParent{20, "node", 1}) {
+		t.Fatalf("zombies %d %+v", n, parents)
+	}
+	if _, top := zombies(procs, 1); len(top) != 1 {
+		t.Error("top not applied")
+	}
+}
+
+func TestStatus(t *testing.T) {
+	c := &Collector{t: Thresholds{Zombies: 5, FreeMemMB: 1024, SwapPct: 0.7}}
+	cases := []struct {
+		s    Snapshot
+		want string
+	}{
+		{Snapshot{ZombieCount: 5, FreeMemMB: 1024, SwapFraction: 0.7}, "ok"}, // the seed's rules are strict inequalities
+		{Snapshot{ZombieCount: 6, FreeMemMB: 4096}, "warning"},
+		{Snapshot{FreeMemMB: 1023}, "warning"},
+		{Snapshot{FreeMemMB: 4096, SwapFraction: 0.71}, "warning"},
+	}
+	for _, tc := range cases {
+		if got := c.status(tc.s); got != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.s, got, tc.want)
+		}
+	}
+}
+
+func TestDetailsKeepSeedKeys(t *testing.T) {
+	s := Snapshot{ZombieCount: 3, ZombieThreshold: 500, FreeMemMB: 900, SwapUsedMB: 10, SwapFraction: 0.126,
+		Daemon: Daemon{KilledPIDs: []int32{7, 9}, MaxAge: 2 * time.Hour}}
+	b, _ := json.Marshal(s.Details())
+	var d map[string]any
+	json.Unmarshal(b, &d)
+	want := map[string]float64{"zombie_count": 3, "zombie_threshold": 500, "free_mem_mb": 900, "swap_used_mb": 10,
+		"swap_pct": 13, "stale_processes_killed": 2, "max_age_minutes": 120}
+	for k, v := range want {
+		if d[k] != v {
+			t.Errorf("%s = %v, want %v", k, d[k], v)
+		}
+	}
+	if a := s.ActionTaken(); a == nil || *a != "Killed PIDs: 7, 9" {
+		t.Errorf("action_taken %v", a)
+	}
+	if (Snapshot{}).ActionTaken() != nil {
+		t.Error("action_taken without kills should be null")
+	}
+}
+
+// TestCollect reads this machine's /proc for real.
+func TestCollect(t *testing.T) {
+	fs, err := tracker.NewProcFS("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCollector("/proc", "/sys/fs/cgroup", fs.Scan, Thresholds{Zombies: 1 << 30, SwapPct: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Collect(time.Now(), Daemon{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.MemTotalMB <= 0 || s.MemAvailableMB <= 0 || s.FreeMemMB > s.MemAvailableMB || s.Status != "ok" {
+		t.Errorf("snapshot %+v", s)
+	}
+}

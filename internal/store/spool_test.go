@@ -1,0 +1,119 @@
+package store
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func rec(kind string, created time.Time) Record {
+	r := Record{Kind: kind, ID: NewID(), Host: "h", Created: created}
+	if kind == KindKill {
+		r.Kill = &KillRow{PID: 1}
+	} else {
+		r.Snapshot = &SnapshotRow{CheckType: CheckType, Status: "ok", Details: []byte(`{}`)}
+	}
+	return r
+}
+
+func TestSpoolSurvivesReopenAndTornWrite(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	var ids []string
+	for i := range 5 {
+		r, err := s.Append(rec(KindSnapshot, now.Add(time.Duration(i))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	if err := s.Ack(2); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// The daemon died in the middle of a write.
+	f, _ := os.OpenFile(filepath.Join(dir, spoolFile), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"seq":6,"kind":"snap`)
+	f.Close()
+
+	s, err = OpenSpool(dir, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.Records()
+	if len(got) != 3 || got[0].ID != ids[2] || got[2].ID != ids[4] || got[0].Seq != 3 {
+		t.Fatalf("after reopen: %+v", got)
+	}
+	if !got[0].Created.Equal(now.Add(2)) {
+		t.Errorf("created %v, want the original time", got[0].Created)
+	}
+	r, err := s.Append(rec(KindKill, now))
+	if err != nil || r.Seq != 6 {
+		t.Fatalf("append after the torn line: seq %d, %v", r.Seq, err)
+	}
+	s.Close()
+	s, _ = OpenSpool(dir, 100)
+	if n := s.Len(); n != 4 {
+		t.Errorf("%d records after a second reopen, want 4", n)
+	}
+	s.Close()
+}
+
+func TestSpoolBoundDropsSnapshotsFirst(t *testing.T) {
+	s, err := OpenSpool(t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	s.Append(rec(KindKill, now))
+	s.Append(rec(KindSnapshot, now))
+	s.Append(rec(KindKill, now))
+	s.Append(rec(KindSnapshot, now)) // over the bound: the older snapshot goes
+	kinds := ""
+	for _, r := range s.Records() {
+		kinds += r.Kind[:1]
+	}
+	if kinds != "kks" || s.Dropped() != 1 {
+		t.Fatalf("kept %q, dropped %d; want kks, 1", kinds, s.Dropped())
+	}
+	s.Append(rec(KindKill, now)) // drops the remaining snapshot, not a kill
+	s.Append(rec(KindKill, now)) // only kills left: the oldest kill goes
+	kinds = ""
+	for _, r := range s.Records() {
+		kinds += r.Kind[:1]
+	}
+	if kinds != "kkk" || s.Dropped() != 3 {
+		t.Fatalf("kept %q, dropped %d; want kkk, 3", kinds, s.Dropped())
+	}
+}
+
+func TestSpoolPrune(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := OpenSpool(dir, 10)
+	now := time.Now()
+	s.Append(rec(KindSnapshot, now.Add(-48*time.Hour)))
+	s.Append(rec(KindKill, now.Add(-47*time.Hour)))
+	s.Append(rec(KindSnapshot, now))
+	if n, err := s.Prune(now.Add(-24 * time.Hour)); n != 2 || err != nil {
+		t.Fatalf("pruned %d, %v", n, err)
+	}
+	s.Close()
+	s, _ = OpenSpool(dir, 10)
+	defer s.Close()
+	if s.Len() != 1 {
+		t.Errorf("%d records after prune and reopen, want 1", s.Len())
+	}
+}
+
+func TestNewID(t *testing.T) {
+	a, b := NewID(), NewID()
+	if len(a) != 36 || a == b || a[14] != '4' {
+		t.Errorf("ids %s %s", a, b)
+	}
+}
