@@ -36,6 +36,7 @@ type Config struct {
 	HostID          string
 	Retention       time.Duration
 	SpoolMaxRows    int
+	ConfigFile      string
 
 	// The seed's warning thresholds (used by health snapshots).
 	ZombieWarnThreshold int
@@ -57,6 +58,12 @@ type option struct {
 }
 
 var options = []option{
+	{flag: "config", env: "REAPER_CONFIG", def: "",
+		help: "file of KEY=VALUE lines (the environment variables below), re-read on SIGHUP; the environment wins over it",
+		set: func(c *Config, v string, _ []string) error {
+			c.ConfigFile = v
+			return nil
+		}},
 	{flag: "max-age", env: "REAPER_MAX_AGE", def: "2h",
 		help: "kill agents this old (Go duration); env fallback REAPER_MAX_AGENT_AGE_MINUTES (integer minutes)",
 		set: func(c *Config, v string, _ []string) (err error) {
@@ -274,8 +281,10 @@ func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 // errHelp is returned when --help was asked for.
 var errHelp = errors.New("help")
 
-// parseConfig reads flags from args and the environment through getenv.
-func parseConfig(cmd string, args []string, getenv func(string) string, stdout io.Writer) (*Config, error) {
+// parseConfig reads flags from args and the environment through getenv,
+// then, for variables the environment does not set, the --config file.
+// extra, if set, adds a subcommand's own flags.
+func parseConfig(cmd string, args []string, getenv func(string) string, stdout io.Writer, extra ...func(*flag.FlagSet)) (*Config, error) {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	single := map[string]*string{}
@@ -297,15 +306,37 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stdout i
 			single[o.flag] = fs.String(o.flag, o.def, o.help)
 		}
 	}
+	for _, e := range extra {
+		e(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			printUsage(cmd, stdout)
+			printUsage(cmd, stdout, fs)
 			return nil, errHelp
 		}
 		return nil, usageError{strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1)}
 	}
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	// The config file: named by --config or REAPER_CONFIG, it stands in for
+	// the environment where the environment is silent.
+	path := getenv("REAPER_CONFIG")
+	if f := fs.Lookup("config"); f != nil && f.Value.String() != "" {
+		path = f.Value.String()
+	}
+	if path != "" {
+		file, err := readConfigFile(path)
+		if err != nil {
+			return nil, usageError{"--config: " + err.Error()}
+		}
+		env := getenv
+		getenv = func(k string) string {
+			if v := env(k); v != "" {
+				return v
+			}
+			return file[k]
+		}
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -370,7 +401,34 @@ func (b boolFlag) String() string {
 func (b boolFlag) Set(v string) error { *b.s = v; return nil }
 func (b boolFlag) IsBoolFlag() bool   { return true }
 
-func printUsage(cmd string, w io.Writer) {
+// readConfigFile reads KEY=VALUE lines; blank lines and # comments are
+// skipped, and only known variables are accepted.
+func readConfigFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{"REAPER_MAX_AGENT_AGE_MINUTES": true}
+	for _, o := range options {
+		known[o.env] = true
+	}
+	out := map[string]string{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		k = strings.TrimSpace(strings.TrimPrefix(k, "export "))
+		if !ok || !known[k] {
+			return nil, fmt.Errorf("%s:%d: want KEY=VALUE with a known variable, got %q", path, i+1, line)
+		}
+		out[k] = strings.Trim(strings.TrimSpace(v), `"'`)
+	}
+	return out, nil
+}
+
+func printUsage(cmd string, w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "usage: supervisor %s [flags]\n\nFlags (each has an environment twin; a flag wins over the environment, the environment over the default):\n", cmd)
 	for _, o := range options {
 		if o.hidden {
@@ -386,6 +444,15 @@ func printUsage(cmd string, w io.Writer) {
 		}
 		fmt.Fprintf(w, "%-22s %-30s default %s\n%24s%s\n", name, o.env, def, "", o.help)
 	}
+	known := map[string]bool{}
+	for _, o := range options {
+		known[o.flag] = true
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if !known[f.Name] {
+			fmt.Fprintf(w, "  --%-20s %s (default %q)\n", f.Name, f.Usage, f.DefValue)
+		}
+	})
 }
 
 // redactURL removes a database URL's password from msg. The URL may not

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/health"
@@ -50,11 +53,15 @@ type daemon struct {
 	store     *store.Store
 	pool      *pgxpool.Pool
 	collector *health.Collector
+	metrics   *metrics
 
 	source string
 	ready  atomic.Bool
+	rate   atomic.Uint64 // events per second over the last second, float64 bits
+	resum  chan time.Duration
 
 	mu           sync.Mutex
+	live         *Config // the configuration in force: cfg, or the last SIGHUP's
 	killed       []int32 // PIDs killed since the last snapshot
 	lastSnapshot time.Time
 	results      []reap.Result // kept by `once` for its output
@@ -72,7 +79,8 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{cfg: cfg, log: log, clock: tracker.SystemClock{}, procs: procs, guard: guard}
+	d := &daemon{cfg: cfg, log: log, clock: tracker.SystemClock{}, procs: procs, guard: guard,
+		live: cfg, resum: make(chan time.Duration, 1)}
 	d.table = tracker.NewTable(tracker.Config{
 		Rules: cfg.Agents, Under: cfg.Under, MaxAge: cfg.MaxAge,
 		Proc: procs, Clock: d.clock, Pin: reap.Pinner(procs), Queue: &tracker.Deadlines{},
@@ -108,6 +116,7 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 		scfg.Postgres = store.NewPostgres(d.pool)
 	}
 	d.store = store.New(scfg)
+	d.metrics = newMetrics(d)
 	return d, nil
 }
 
@@ -133,6 +142,7 @@ func (d *daemon) onResult(r reap.Result) {
 		t := wall(r.Exited)
 		k.ExitedAt = &t
 	}
+	d.metrics.kill(r)
 	if _, err := d.store.Add(store.KindKill, wall(r.Signalled), nil, k); err != nil {
 		d.log.Error("spool kill record", zap.Error(err), zap.Int32("pid", r.PID))
 	}
@@ -151,7 +161,7 @@ func (d *daemon) snapshot() (health.Snapshot, error) {
 	now := time.Now()
 	st := d.table.Stats()
 	hd := health.Daemon{Source: d.source, Processes: st.Processes, Agents: st.Agents,
-		Resyncs: st.Resyncs, MaxAge: d.cfg.MaxAge,
+		Resyncs: st.Resyncs, MaxAge: d.table.MaxAge(),
 		SpoolRows: d.store.Spool().Len(), SpoolDropped: d.store.Spool().Dropped()}
 	for _, n := range st.Events {
 		hd.EventsReceived += n
@@ -181,6 +191,7 @@ func (d *daemon) snapshot() (health.Snapshot, error) {
 	if _, err := d.store.Add(store.KindSnapshot, now, row, nil); err != nil {
 		return snap, err
 	}
+	d.metrics.snapshot(snap)
 	d.mu.Lock()
 	d.lastSnapshot = now
 	d.mu.Unlock()
@@ -201,12 +212,86 @@ func (d *daemon) summarise(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case iv := <-d.resum:
+			t.Reset(iv)
 		case <-t.C:
 		}
 	}
 }
 
-func run(ctx context.Context, cfg *Config, logw io.Writer) error {
+// sampleRate keeps the event rate for status.
+func (d *daemon) sampleRate(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	total := func() (n uint64) {
+		for _, v := range d.table.Stats().Events {
+			n += v
+		}
+		return n
+	}
+	last, at := total(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			n := total()
+			d.rate.Store(math.Float64bits(float64(n-last) / now.Sub(at).Seconds()))
+			last, at = n, now
+		}
+	}
+}
+
+// applyReload puts a new configuration in force. Deadlines are recomputed
+// from each agent's own start: a reload can move them earlier or later but
+// never resets an agent's age. Settings that only take effect at start are
+// reported, not applied.
+func (d *daemon) applyReload(n *Config) {
+	d.mu.Lock()
+	old := d.live
+	d.live = n
+	d.mu.Unlock()
+	var changed, restart []string
+	if n.MaxAge != old.MaxAge {
+		d.table.SetMaxAge(n.MaxAge)
+		changed = append(changed, "max-age")
+	}
+	if n.KillGrace != old.KillGrace {
+		d.reaper.SetGrace(n.KillGrace)
+		changed = append(changed, "kill-grace")
+	}
+	if fmt.Sprint(n.Agents) != fmt.Sprint(old.Agents) || fmt.Sprint(n.Under) != fmt.Sprint(old.Under) {
+		d.table.SetRules(n.Agents, n.Under)
+		changed = append(changed, "agent", "under")
+	}
+	if n.ZombieWarnThreshold != old.ZombieWarnThreshold || n.FreeMemWarnMB != old.FreeMemWarnMB || n.SwapWarnPct != old.SwapWarnPct {
+		d.collector.SetThresholds(health.Thresholds{Zombies: n.ZombieWarnThreshold, FreeMemMB: n.FreeMemWarnMB, SwapPct: n.SwapWarnPct})
+		changed = append(changed, "thresholds")
+	}
+	if n.SummaryInterval != old.SummaryInterval {
+		select {
+		case d.resum <- n.SummaryInterval:
+		default:
+		}
+		changed = append(changed, "summary-interval")
+	}
+	for name, diff := range map[string]bool{
+		"source": n.Source != old.Source, "listen": n.Listen != old.Listen, "state-dir": n.StateDir != old.StateDir,
+		"database-url": n.DatabaseURL != old.DatabaseURL, "host-id": n.HostID != old.HostID, "dry-run": n.DryRun != old.DryRun,
+		"realtime": n.Realtime != old.Realtime, "netlink-rcvbuf": n.NetlinkRcvbuf != old.NetlinkRcvbuf,
+		"poll-interval": n.PollInterval != old.PollInterval, "retention": n.Retention != old.Retention,
+		"spool-max-rows": n.SpoolMaxRows != old.SpoolMaxRows, "log-level": n.LogLevel != old.LogLevel,
+	} {
+		if diff {
+			restart = append(restart, name)
+		}
+	}
+	sort.Strings(restart)
+	d.log.Info("configuration reloaded", zap.Strings("changed", changed), zap.Strings("need_restart", restart),
+		zap.Duration("max_age", n.MaxAge), zap.Duration("kill_grace", n.KillGrace), zap.Stringers("agents", n.Agents))
+}
+
+func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Config, error)) error {
 	log := newLogger(cfg.LogLevel, logw)
 	defer log.Sync()
 
@@ -294,6 +379,25 @@ func run(ctx context.Context, cfg *Config, logw io.Writer) error {
 	go func() {
 		d.summarise(ctx)
 		close(sumDone)
+	}()
+	go d.sampleRate(ctx)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				n, err := reload()
+				if err != nil {
+					log.Error("reload rejected; the old configuration stays in force", zap.String("error", err.Error()))
+					continue
+				}
+				d.applyReload(n)
+			}
+		}
 	}()
 
 	d.ready.Store(true)
@@ -407,34 +511,38 @@ func (d *daemon) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", d.healthz)
 	mux.HandleFunc("GET /agents", d.agents)
+	mux.Handle("GET /metrics", d.metrics.handler())
 	return mux
 }
 
 type healthView struct {
-	Status     string `json:"status"`
-	Source     string `json:"source"`
-	Processes  int    `json:"processes"`
-	Agents     int    `json:"agents"`
-	Events     uint64 `json:"events"`
-	EventsLost uint64 `json:"events_lost"`
-	Overruns   uint64 `json:"overruns"`
-	Resyncs    uint64 `json:"resyncs"`
-	BadMsgs    uint64 `json:"bad_messages"`
-	Rcvbuf     int    `json:"rcvbuf,omitempty"`
-	Realtime   bool   `json:"realtime_timer"`
-	DryRun     bool   `json:"dry_run"`
-	Database   string `json:"database"` // "none", "up" or "down"
-	SpoolRows  int    `json:"spool_rows"`
-	Dropped    uint64 `json:"spool_dropped"`
-	Host       string `json:"host"`
-	LastSnap   string `json:"last_snapshot,omitempty"`
+	Status     string  `json:"status"`
+	Source     string  `json:"source"`
+	Processes  int     `json:"processes"`
+	Agents     int     `json:"agents"`
+	Events     uint64  `json:"events"`
+	EventsLost uint64  `json:"events_lost"`
+	Overruns   uint64  `json:"overruns"`
+	Resyncs    uint64  `json:"resyncs"`
+	BadMsgs    uint64  `json:"bad_messages"`
+	Rcvbuf     int     `json:"rcvbuf,omitempty"`
+	Realtime   bool    `json:"realtime_timer"`
+	DryRun     bool    `json:"dry_run"`
+	Database   string  `json:"database"` // "none", "up" or "down"
+	SpoolRows  int     `json:"spool_rows"`
+	Dropped    uint64  `json:"spool_dropped"`
+	Host       string  `json:"host"`
+	LastSnap   string  `json:"last_snapshot,omitempty"`
+	Rate       float64 `json:"events_per_second"`
+	MaxAge     string  `json:"max_age"`
 }
 
 func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 	st := d.table.Stats()
 	h := healthView{Status: "ok", Source: d.source, Processes: st.Processes, Agents: st.Agents,
 		Resyncs: st.Resyncs, Realtime: d.timer.RT(), DryRun: d.cfg.DryRun, Database: "none",
-		SpoolRows: d.store.Spool().Len(), Dropped: d.store.Spool().Dropped(), Host: d.cfg.HostID}
+		SpoolRows: d.store.Spool().Len(), Dropped: d.store.Spool().Dropped(), Host: d.cfg.HostID,
+		Rate: math.Float64frombits(d.rate.Load()), MaxAge: d.table.MaxAge().String()}
 	switch {
 	case d.store.Up():
 		h.Database = "up"

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,11 +14,27 @@ import (
 	"runtime"
 	"runtime/debug"
 	"syscall"
+	"time"
 )
 
 var version = "dev"
 
-const commands = "run, once, version"
+const commands = "run, once, status, history, version"
+
+const usage = `usage: supervisor COMMAND [flags]
+
+commands:
+  run       start the daemon
+  once      one scan, kill stale agents, one health row, the seed's JSON
+            on stdout (a drop-in for the process-reaper.js cron job)
+  status    ask the running daemon what it tracks (--listen ADDR)
+  history   recent snapshots and kills (--since DUR, --json), from
+            PostgreSQL when configured, else from the spool
+  version   print the version
+
+run, once and history take the same flags:
+
+`
 
 func main() {
 	os.Exit(mainErr(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
@@ -25,24 +42,40 @@ func main() {
 
 func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintf(stderr, "supervisor: no command given (want one of: %s); see supervisor run --help\n", commands)
+		fmt.Fprintf(stderr, "supervisor: no command given (want one of: %s); see supervisor --help\n", commands)
 		return 2
 	}
 	cmd, rest := args[0], args[1:]
+	var extra func(*flag.FlagSet)
+	var since time.Duration
+	var asJSON bool
 	switch cmd {
 	case "-h", "--help", "help":
-		fmt.Fprintf(stdout, "usage: supervisor COMMAND [flags]\n\ncommands:\n  run       start the daemon\n  once      one scan, kill stale agents, one health row, the seed's JSON (a drop-in for the cron job)\n  version   print the version\n\nrun and once take the same flags:\n\n")
-		printUsage("run", stdout)
+		fmt.Fprint(stdout, usage)
+		printUsage("run", stdout, flag.NewFlagSet("run", flag.ContinueOnError))
 		return 0
 	case "version", "--version":
 		fmt.Fprintf(stdout, "supervisor %s %s\n", buildVersion(), runtime.Version())
 		return 0
+	case "status":
+		return statusCmd(rest, getenv, stdout, stderr)
+	case "history":
+		extra = func(fs *flag.FlagSet) {
+			fs.DurationVar(&since, "since", 24*time.Hour, "how far back")
+			fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+		}
 	case "run", "once":
 	default:
 		fmt.Fprintf(stderr, "supervisor: unknown command %q (want one of: %s)\n", cmd, commands)
 		return 2
 	}
-	cfg, err := parseConfig(cmd, rest, getenv, stdout)
+	var cfg *Config
+	var err error
+	if extra != nil {
+		cfg, err = parseConfig(cmd, rest, getenv, stdout, extra)
+	} else {
+		cfg, err = parseConfig(cmd, rest, getenv, stdout)
+	}
 	if errors.Is(err, errHelp) {
 		return 0
 	}
@@ -50,13 +83,24 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "supervisor: %v\n", err)
 		return 2
 	}
+	if cmd == "history" && since <= 0 {
+		fmt.Fprintf(stderr, "supervisor: --since: must be positive\n")
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	do := run
-	if cmd == "once" {
-		do = func(ctx context.Context, cfg *Config, logw io.Writer) error { return once(ctx, cfg, stdout, logw) }
+	switch cmd {
+	case "once":
+		err = once(ctx, cfg, stdout, stderr)
+	case "history":
+		err = history(ctx, cfg, since, asJSON, stdout)
+	default:
+		// SIGHUP re-reads the environment and the --config file; the flags
+		// given at start stay.
+		reload := func() (*Config, error) { return parseConfig(cmd, rest, getenv, io.Discard) }
+		err = run(ctx, cfg, stderr, reload)
 	}
-	if err := do(ctx, cfg, stderr); err != nil {
+	if err != nil {
 		fmt.Fprintf(stderr, "supervisor: %v\n", err)
 		return 1
 	}

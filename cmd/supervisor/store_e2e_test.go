@@ -226,12 +226,11 @@ func TestIntegrationZombiesAndThresholds(t *testing.T) {
 // spooled reads the records left in a state dir's spool.
 func spooled(t *testing.T, dir string) []store.Record {
 	t.Helper()
-	s, err := store.OpenSpool(dir, 1000000)
+	recs, err := store.ReadSpool(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	return s.Records()
+	return recs
 }
 
 // TestIntegrationOutage: Postgres stops while agents are being reaped, the

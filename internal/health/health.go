@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/tracker"
@@ -77,6 +78,7 @@ type Snapshot struct {
 
 // Collector takes snapshots.
 type Collector struct {
+	mu         sync.Mutex // guards t
 	fs         procfs.FS
 	scan       func() ([]tracker.ProcInfo, error)
 	cgroupRoot string
@@ -94,13 +96,20 @@ func NewCollector(procRoot, cgroupRoot string, scan func() ([]tracker.ProcInfo, 
 }
 
 // SetThresholds replaces the warning thresholds.
-func (c *Collector) SetThresholds(t Thresholds) { c.t = t }
+func (c *Collector) SetThresholds(t Thresholds) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
 
 const mb = 1 << 20
 
 // Collect takes a snapshot; d is the daemon's state to include.
 func (c *Collector) Collect(now time.Time, d Daemon) (Snapshot, error) {
-	s := Snapshot{Taken: now, ZombieThreshold: c.t.Zombies, Daemon: d}
+	c.mu.Lock()
+	t := c.t
+	c.mu.Unlock()
+	s := Snapshot{Taken: now, ZombieThreshold: t.Zombies, Daemon: d}
 	procs, err := c.scan()
 	if err != nil {
 		return s, fmt.Errorf("list processes: %w", err)
@@ -133,7 +142,7 @@ func (c *Collector) Collect(now time.Time, d Daemon) (Snapshot, error) {
 		}
 	}
 	c.cgroup(&s)
-	s.Status = c.status(s)
+	s.Status = t.status(s)
 	return s, nil
 }
 
@@ -144,8 +153,10 @@ func kbToMB(v *uint64) int64 {
 	return int64(*v / 1024)
 }
 
-func (c *Collector) status(s Snapshot) string {
-	if s.ZombieCount > c.t.Zombies || s.FreeMemMB < int64(c.t.FreeMemMB) || s.SwapFraction > c.t.SwapPct {
+// status applies the seed's rules: warning above the zombie threshold, below
+// the free memory threshold, or above the swap threshold.
+func (t Thresholds) status(s Snapshot) string {
+	if s.ZombieCount > t.Zombies || s.FreeMemMB < int64(t.FreeMemMB) || s.SwapFraction > t.SwapPct {
 		return "warning"
 	}
 	return "ok"

@@ -27,7 +27,7 @@ func TestZombies(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
-	c := &Collector{t: Thresholds{Zombies: 5, FreeMemMB: 1024, SwapPct: 0.7}}
+	c := Thresholds{Zombies: 5, FreeMemMB: 1024, SwapPct: 0.7}
 	cases := []struct {
 		s    Snapshot
 		want string

@@ -3,6 +3,7 @@ package reap
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/tracker"
@@ -66,17 +67,24 @@ const settleMax = 2 * time.Second
 
 // Reaper runs the kill protocol.
 type Reaper struct {
-	cfg Config
-	log *zap.Logger
-	wg  sync.WaitGroup
+	cfg   Config
+	log   *zap.Logger
+	wg    sync.WaitGroup
+	grace atomic.Int64
 }
+
+// SetGrace changes the time between SIGTERM and SIGKILL for reaps that
+// start from now on.
+func (r *Reaper) SetGrace(d time.Duration) { r.grace.Store(int64(d)) }
 
 // New returns a Reaper.
 func New(cfg Config) *Reaper {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	return &Reaper{cfg: cfg, log: cfg.Log}
+	r := &Reaper{cfg: cfg, log: cfg.Log}
+	r.grace.Store(int64(cfg.Grace))
+	return r
 }
 
 // Fire receives the agents now due from the Timer, which has already sent
@@ -200,7 +208,7 @@ func (r *Reaper) finish(a *tracker.Agent, res Result, err error) {
 	}
 
 	sweep(unix.SIGTERM)
-	grace := time.Duration(r.cfg.Grace)
+	grace := time.Duration(r.grace.Load())
 	end := time.Now().Add(grace)
 	for {
 		if r.wait(tree, time.Until(end), 50*time.Millisecond) {
@@ -311,12 +319,14 @@ func (r *Reaper) report(res Result) {
 		zap.Int32s("descendants", res.Descendants),
 		zap.Bool("dry_run", res.DryRun),
 	}
+	// Recorded (spool, metrics) before the log line, so whoever sees the
+	// line can find the record.
+	if r.cfg.OnResult != nil {
+		r.cfg.OnResult(res)
+	}
 	if res.DryRun {
 		r.log.Info("would kill", fields...)
 	} else {
 		r.log.Info("kill", fields...)
-	}
-	if r.cfg.OnResult != nil {
-		r.cfg.OnResult(res)
 	}
 }

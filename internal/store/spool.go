@@ -107,6 +107,39 @@ func (s *Spool) load() error {
 	return err
 }
 
+// ReadSpool returns the records held in the spool in dir without opening it
+// for writing: a running daemon may be appending (a torn last line is
+// skipped, not cut off). A missing spool holds nothing.
+func ReadSpool(dir string) ([]Record, error) {
+	var acked uint64
+	if b, err := os.ReadFile(filepath.Join(dir, ackFile)); err == nil {
+		acked, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, spoolFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: read: %w", err)
+	}
+	var out []Record
+	for len(data) > 0 {
+		nl := bytes.IndexByte(data, '\n')
+		if nl < 0 {
+			break
+		}
+		var r Record
+		if err := json.Unmarshal(data[:nl], &r); err != nil {
+			return nil, fmt.Errorf("spool: corrupt record in %s: %w", filepath.Join(dir, spoolFile), err)
+		}
+		if r.Seq > acked {
+			out = append(out, r)
+		}
+		data = data[nl+1:]
+	}
+	return out, nil
+}
+
 // Append assigns r the next sequence number and makes it durable.
 func (s *Spool) Append(r Record) (Record, error) {
 	s.mu.Lock()

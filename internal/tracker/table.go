@@ -113,6 +113,21 @@ func (t *Table) Queue() *Deadlines { return t.cfg.Queue }
 // Deadline is the deadline of a process that started at s.
 func (t *Table) Deadline(s Start) int64 { return s.Latest() + t.maxAge.Load() }
 
+// MaxAge is the current maximum age.
+func (t *Table) MaxAge() time.Duration { return time.Duration(t.maxAge.Load()) }
+
+// SetRules replaces the agent rules and ancestors and matches every process
+// again: new agents are queued (from their own start), processes that no
+// longer match leave the queue.
+func (t *Table) SetRules(rules []Rule, under []Ancestor) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cfg.Rules, t.cfg.Under = rules, under
+	for _, p := range t.procs {
+		t.matchLocked(p, false)
+	}
+}
+
 // SetMaxAge changes the maximum age and recomputes every queued deadline
 // from its agent's own start: a reload never resets an agent's age.
 func (t *Table) SetMaxAge(d time.Duration) {

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/health"
+	"github.com/agent-supervisor/supervisor/internal/reap"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the daemon's Prometheus metrics, all prefixed supervisor_.
+// Counters the table and the socket keep already are read at scrape time;
+// kills and snapshots update theirs as they happen.
+type metrics struct {
+	reg      *prometheus.Registry
+	kills    *prometheus.CounterVec
+	lateness prometheus.Histogram
+	zombies  prometheus.Gauge
+	memory   *prometheus.GaugeVec
+}
+
+func newMetrics(d *daemon) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		kills: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "supervisor_kills_total",
+			Help: "Reaped agents by final signal (TERM, KILL, none) and outcome.",
+		}, []string{"signal", "outcome"}),
+		lateness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "supervisor_kill_lateness_seconds",
+			Help:    "Time from an agent's deadline to its first signal.",
+			Buckets: prometheus.ExponentialBucketsRange(100e-6, 10, 16),
+		}),
+		zombies: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "supervisor_zombies",
+			Help: "Processes in state Z at the last health snapshot.",
+		}),
+		memory: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "supervisor_memory_bytes",
+			Help: "Memory at the last health snapshot: available, free (as the health row counts it), total, swap_used, swap_total, cgroup_current, cgroup_max.",
+		}, []string{"kind"}),
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.kills, m.lateness, m.zombies, m.memory,
+		&daemonCollector{d: d},
+	)
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+func (m *metrics) kill(r reap.Result) {
+	sig := r.FinalSignal
+	if sig == "" {
+		sig = "none"
+	}
+	m.kills.WithLabelValues(sig, r.Outcome).Inc()
+	m.lateness.Observe(r.Lateness().Seconds())
+}
+
+func (m *metrics) snapshot(s health.Snapshot) {
+	m.zombies.Set(float64(s.ZombieCount))
+	const mb = 1 << 20
+	m.memory.WithLabelValues("available").Set(float64(s.MemAvailableMB * mb))
+	m.memory.WithLabelValues("free").Set(float64(s.FreeMemMB * mb))
+	m.memory.WithLabelValues("total").Set(float64(s.MemTotalMB * mb))
+	m.memory.WithLabelValues("swap_used").Set(float64(s.SwapUsedMB * mb))
+	m.memory.WithLabelValues("swap_total").Set(float64(s.SwapTotalMB * mb))
+	if s.CgroupCurrentMB != nil {
+		m.memory.WithLabelValues("cgroup_current").Set(float64(*s.CgroupCurrentMB * mb))
+	}
+	if s.CgroupMaxMB != nil {
+		m.memory.WithLabelValues("cgroup_max").Set(float64(*s.CgroupMaxMB * mb))
+	}
+}
+
+var (
+	descEvents     = prometheus.NewDesc("supervisor_events_total", "Proc connector events received, by type (threads included).", []string{"type"}, nil)
+	descLost       = prometheus.NewDesc("supervisor_events_lost_total", "Proc connector events the kernel dropped (from its sequence numbers).", nil, nil)
+	descResyncs    = prometheus.NewDesc("supervisor_resyncs_total", "Table rebuilds from /proc after lost events.", nil, nil)
+	descProcesses  = prometheus.NewDesc("supervisor_processes_tracked", "Live processes in the table.", nil, nil)
+	descAgents     = prometheus.NewDesc("supervisor_agents_tracked", "Agents waiting for their deadline.", nil, nil)
+	descSpool      = prometheus.NewDesc("supervisor_db_spool_rows", "Rows in the spool (undelivered, or kept when there is no database).", nil, nil)
+	descSpoolDrops = prometheus.NewDesc("supervisor_db_spool_dropped_total", "Rows dropped to keep the spool bounded.", nil, nil)
+	descDBUp       = prometheus.NewDesc("supervisor_db_up", "1 if the database was reachable at the last attempt, 0 if not; absent without a database.", nil, nil)
+	descLastSnap   = prometheus.NewDesc("supervisor_last_snapshot_timestamp_seconds", "When the last health snapshot was taken.", nil, nil)
+)
+
+// daemonCollector reads the daemon's own counters at scrape time.
+type daemonCollector struct{ d *daemon }
+
+func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descEvents, descLost, descResyncs, descProcesses, descAgents, descSpool, descSpoolDrops, descDBUp, descLastSnap} {
+		ch <- d
+	}
+}
+
+func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
+	d := c.d
+	st := d.table.Stats()
+	for i, name := range []string{"fork", "exec", "comm", "exit", "other"} {
+		ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(st.Events[i]), name)
+	}
+	var lost uint64
+	if d.conn != nil {
+		lost = d.conn.Stats().Lost
+	}
+	ch <- prometheus.MustNewConstMetric(descLost, prometheus.CounterValue, float64(lost))
+	ch <- prometheus.MustNewConstMetric(descResyncs, prometheus.CounterValue, float64(st.Resyncs))
+	ch <- prometheus.MustNewConstMetric(descProcesses, prometheus.GaugeValue, float64(st.Processes))
+	ch <- prometheus.MustNewConstMetric(descAgents, prometheus.GaugeValue, float64(st.Agents))
+	ch <- prometheus.MustNewConstMetric(descSpool, prometheus.GaugeValue, float64(d.store.Spool().Len()))
+	ch <- prometheus.MustNewConstMetric(descSpoolDrops, prometheus.CounterValue, float64(d.store.Spool().Dropped()))
+	if d.store.HasDatabase() {
+		up := 0.0
+		if d.store.Up() {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descDBUp, prometheus.GaugeValue, up)
+	}
+	d.mu.Lock()
+	last := d.lastSnapshot
+	d.mu.Unlock()
+	if !last.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descLastSnap, prometheus.GaugeValue, float64(last.UnixNano())/float64(time.Second))
+	}
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// statusCmd asks the running daemon for /healthz and /agents and prints
+// them for a person: one header, then one line per agent with a bar of how
+// much of its max age is used. It fits 80 columns.
+func statusCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	def := getenv("REAPER_LISTEN")
+	if def == "" {
+		def = defaultListen
+	}
+	listen := fs.String("listen", def, "the daemon's --listen address")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "usage: supervisor status [--listen ADDR]  (env REAPER_LISTEN, default %s)\n", defaultListen)
+			return 0
+		}
+		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))
+		return 2
+	}
+	if fs.NArg() > 0 || *listen == "" {
+		fmt.Fprintf(stderr, "supervisor: status: want --listen ADDR and no arguments\n")
+		return 2
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	base := "http://" + *listen
+	var h healthView
+	var agents []agentView
+	if err := getJSON(c, base+"/healthz", &h); err != nil {
+		fmt.Fprintf(stderr, "supervisor: status: no daemon answers at %s: %v\n(is it running? its address is --listen / REAPER_LISTEN)\n", *listen, err)
+		return 1
+	}
+	if err := getJSON(c, base+"/agents", &agents); err != nil {
+		fmt.Fprintf(stderr, "supervisor: status: %s/agents: %v\n", *listen, err)
+		return 1
+	}
+	printStatus(stdout, *listen, h, agents, time.Now())
+	return 0
+}
+
+func getJSON(c *http.Client, url string, v any) error {
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+const statusWidth = 80
+
+func printStatus(w io.Writer, addr string, h healthView, agents []agentView, now time.Time) {
+	last := "none yet"
+	if t, err := time.Parse(time.RFC3339Nano, h.LastSnap); err == nil {
+		last = t.Local().Format("15:04:05") + " (" + short(now.Sub(t)) + " ago)"
+	}
+	db := "database " + h.Database
+	switch {
+	case h.Database == "none":
+		db += fmt.Sprintf(" (spool only, %d rows)", h.SpoolRows)
+	case h.SpoolRows > 0:
+		db += fmt.Sprintf(" (%d spooled)", h.SpoolRows)
+	}
+	maxAge := h.MaxAge
+	if d, err := time.ParseDuration(h.MaxAge); err == nil {
+		maxAge = short(d)
+	}
+	lines := []string{
+		fmt.Sprintf("supervisor at %s  source %s  %.0f events/s  %d lost  %d resyncs",
+			addr, h.Source, h.Rate, h.EventsLost, h.Resyncs),
+		fmt.Sprintf("max age %s  processes %d  agents %d", maxAge, h.Processes, h.Agents),
+		fmt.Sprintf("%s  last snapshot %s", db, last),
+	}
+	if h.DryRun {
+		lines = append(lines, "DRY RUN: nothing is signalled")
+	}
+	for _, l := range lines {
+		fmt.Fprintln(w, clip(l))
+	}
+	fmt.Fprintln(w)
+	if len(agents) == 0 {
+		fmt.Fprintln(w, "no agents tracked")
+		return
+	}
+	fmt.Fprintf(w, "%7s  %-15s %8s %8s  %s\n", "PID", "COMM", "AGE", "LEFT", "MAX AGE USED")
+	for _, a := range agents {
+		age := now.Sub(a.StartedAt)
+		total := a.Deadline.Sub(a.StartedAt)
+		left := time.Duration(a.SecondsLeft * float64(time.Second))
+		frac := 1.0
+		if total > 0 {
+			frac = min(max(float64(age)/float64(total), 0), 1)
+		}
+		const barLen = 24
+		n := int(frac*barLen + 0.5)
+		bar := "[" + strings.Repeat("#", n) + strings.Repeat(".", barLen-n) + "]"
+		comm := a.Comm
+		if len(comm) > 15 {
+			comm = comm[:15]
+		}
+		fmt.Fprintf(w, "%7d  %-15s %8s %8s  %s %3.0f%%\n", a.PID, comm, short(age), short(left), bar, frac*100)
+	}
+}
+
+// short prints a duration in at most 8 characters: 1h52m, 8m05s, 4.2s.
+func short(d time.Duration) string {
+	neg := ""
+	if d < 0 {
+		neg, d = "-", -d
+	}
+	switch {
+	case d >= 100*time.Hour:
+		return fmt.Sprintf("%s%dd", neg, int(d.Hours()/24))
+	case d >= time.Hour:
+		return fmt.Sprintf("%s%dh%02dm", neg, int(d.Hours()), int(d.Minutes())%60)
+	case d >= time.Minute:
+		return fmt.Sprintf("%s%dm%02ds", neg, int(d.Minutes()), int(d.Seconds())%60)
+	default:
+		return fmt.Sprintf("%s%.1fs", neg, d.Seconds())
+	}
+}
+
+func clip(s string) string {
+	if len(s) > statusWidth {
+		return s[:statusWidth-1] + "…"
+	}
+	return s
+}
