@@ -49,13 +49,7 @@ func TestIntegrationMetricsAndAgents(t *testing.T) {
 	d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))
 	d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "snapshot" })
 
-	resp, err := http.Get("http://" + d.addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	text := string(body)
+	text := scrape(t, d)
 	for _, want := range []string{
 		`supervisor_events_total{type="fork"}`, `supervisor_events_total{type="exit"}`,
 		"supervisor_events_lost_total 0", "supervisor_resyncs_total", "supervisor_processes_tracked",
@@ -81,6 +75,17 @@ func TestIntegrationMetricsAndAgents(t *testing.T) {
 	if h.Status != "ok" || h.Source != "netlink" || h.Database != "none" || h.LastSnap == "" {
 		t.Errorf("healthz %+v", h)
 	}
+}
+
+func scrape(t *testing.T, d *testDaemon) string {
+	t.Helper()
+	resp, err := http.Get("http://" + d.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
 }
 
 func runCLI(t *testing.T, args ...string) (string, string, int) {

@@ -172,6 +172,9 @@ func TestIntegrationKillRows(t *testing.T) {
 	if want := float64(num(m["lateness_ns"])) / 1e6; late != want {
 		t.Errorf("lateness_ms %v, log says %v", late, want)
 	}
+	if m := scrape(t, d); !strings.Contains(m, "\nsupervisor_db_up 1\n") {
+		t.Error("/metrics does not say supervisor_db_up 1")
+	}
 }
 
 // TestIntegrationZombiesAndThresholds: zombies are attributed to the parent
@@ -362,6 +365,9 @@ func TestIntegrationBadDatabase(t *testing.T) {
 			d.get(t, "/healthz", &h)
 			if h.Database != "down" {
 				t.Errorf("healthz database %q, want down", h.Database)
+			}
+			if m := scrape(t, d); !strings.Contains(m, "\nsupervisor_db_up 0\n") {
+				t.Error("/metrics does not say supervisor_db_up 0")
 			}
 			d.stop(t)
 			d.mu.Lock()
