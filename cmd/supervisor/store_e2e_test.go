@@ -20,19 +20,9 @@ import (
 // its log lines and its exit code.
 func runOnce(t *testing.T, env []string, args ...string) (map[string]any, []map[string]any, int) {
 	t.Helper()
-	cmd := exec.Command(supervisorBin, append([]string{"once", "--under", strconv.Itoa(os.Getpid())}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
+	stdout, stderr, code := runCLIEnv(t, env, append([]string{"once", "--under", strconv.Itoa(os.Getpid())}, args...)...)
 	var logs []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(errb.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
 		var m map[string]any
 		if json.Unmarshal([]byte(l), &m) == nil {
 			logs = append(logs, m)
@@ -40,8 +30,8 @@ func runOnce(t *testing.T, env []string, args ...string) (map[string]any, []map[
 	}
 	var res map[string]any
 	if code == 0 {
-		if err := json.Unmarshal(out.Bytes(), &res); err != nil {
-			t.Fatalf("once printed no JSON: %v\n%s\nstderr: %s", err, out.Bytes(), errb.Bytes())
+		if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+			t.Fatalf("once printed no JSON: %v\n%s\nstderr: %s", err, stdout, stderr)
 		}
 	}
 	return res, logs, code
