@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"encoding/binary"
 	"fmt"
 	"testing"
 	"time"
@@ -414,4 +415,48 @@ func TestStaleCommIgnored(t *testing.T) {
 	if p, _ := tb.Lookup(700); p.Comm != "python3" {
 		t.Errorf("comm %q", p.Comm)
 	}
+}
+
+// BenchmarkDecodeApply is the event path without the socket: decode a
+// proc_event from its bytes and update the table, for a fork/exit cycle of
+// processes that match no rule (the common case under a fork storm).
+func BenchmarkDecodeApply(b *testing.B) {
+	procs := newFakeProcs()
+	procs.stat[1] = ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S'}
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{}})
+	tb.Merge(must(procs.Scan()), false)
+	const n = 1000
+	msgs := make([][]byte, 0, 2*n)
+	for i := range n {
+		pid := uint32(1000 + i)
+		msgs = append(msgs, rawEvent(procevents.Fork, uint64(i), 1, 1, pid, pid), rawEvent(procevents.Exit, uint64(i+1), pid, pid, 0, 0))
+	}
+	var ev procevents.Event
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if err := procevents.Decode(msgs[i%len(msgs)], &ev); err != nil {
+			b.Fatal(err)
+		}
+		tb.Apply(&ev)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// rawEvent builds cn_msg + proc_event bytes: for a fork a, b are the parent
+// and c, d the child; for an exit a, b are the process.
+func rawEvent(ty procevents.Type, ts uint64, a, b, c, d uint32) []byte {
+	buf := make([]byte, 20+40)
+	le := binary.LittleEndian
+	le.PutUint32(buf[0:], 1)
+	le.PutUint32(buf[4:], 1)
+	le.PutUint16(buf[16:], 40)
+	p := buf[20:]
+	le.PutUint32(p[0:], uint32(ty))
+	le.PutUint64(p[8:], ts)
+	le.PutUint32(p[16:], a)
+	le.PutUint32(p[20:], b)
+	le.PutUint32(p[24:], c)
+	le.PutUint32(p[28:], d)
+	return buf
 }
