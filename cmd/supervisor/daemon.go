@@ -195,7 +195,7 @@ func (d *daemon) snapshot() (health.Snapshot, error) {
 	d.mu.Lock()
 	d.lastSnapshot = now
 	d.mu.Unlock()
-	d.log.Info("snapshot", zap.String("status", snap.Status), zap.Int("zombies", snap.ZombieCount),
+	d.log.Info("snapshot", zap.Duration("took", time.Since(now)), zap.String("status", snap.Status), zap.Int("zombies", snap.ZombieCount),
 		zap.Int64("free_mem_mb", snap.FreeMemMB), zap.Float64("swap_fraction", snap.SwapFraction),
 		zap.Int("killed", len(hd.KilledPIDs)), zap.Int("agents", hd.Agents))
 	return snap, nil
