@@ -515,26 +515,30 @@ func (d *daemon) routes() http.Handler {
 	return mux
 }
 
+// eventTypes name tracker.Counters.Events, in order.
+var eventTypes = []string{"fork", "exec", "comm", "exit", "other"}
+
 type healthView struct {
-	Status     string  `json:"status"`
-	Source     string  `json:"source"`
-	Processes  int     `json:"processes"`
-	Agents     int     `json:"agents"`
-	Events     uint64  `json:"events"`
-	EventsLost uint64  `json:"events_lost"`
-	Overruns   uint64  `json:"overruns"`
-	Resyncs    uint64  `json:"resyncs"`
-	BadMsgs    uint64  `json:"bad_messages"`
-	Rcvbuf     int     `json:"rcvbuf,omitempty"`
-	Realtime   bool    `json:"realtime_timer"`
-	DryRun     bool    `json:"dry_run"`
-	Database   string  `json:"database"` // "none", "up" or "down"
-	SpoolRows  int     `json:"spool_rows"`
-	Dropped    uint64  `json:"spool_dropped"`
-	Host       string  `json:"host"`
-	LastSnap   string  `json:"last_snapshot,omitempty"`
-	Rate       float64 `json:"events_per_second"`
-	MaxAge     string  `json:"max_age"`
+	Status     string            `json:"status"`
+	Source     string            `json:"source"`
+	Processes  int               `json:"processes"`
+	Agents     int               `json:"agents"`
+	Events     uint64            `json:"events"`
+	ByType     map[string]uint64 `json:"events_by_type"`
+	EventsLost uint64            `json:"events_lost"`
+	Overruns   uint64            `json:"overruns"`
+	Resyncs    uint64            `json:"resyncs"`
+	BadMsgs    uint64            `json:"bad_messages"`
+	Rcvbuf     int               `json:"rcvbuf,omitempty"`
+	Realtime   bool              `json:"realtime_timer"`
+	DryRun     bool              `json:"dry_run"`
+	Database   string            `json:"database"` // "none", "up" or "down"
+	SpoolRows  int               `json:"spool_rows"`
+	Dropped    uint64            `json:"spool_dropped"`
+	Host       string            `json:"host"`
+	LastSnap   string            `json:"last_snapshot,omitempty"`
+	Rate       float64           `json:"events_per_second"`
+	MaxAge     string            `json:"max_age"`
 }
 
 func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
@@ -554,8 +558,10 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 		h.LastSnap = d.lastSnapshot.UTC().Format(time.RFC3339Nano)
 	}
 	d.mu.Unlock()
-	for _, n := range st.Events {
+	h.ByType = map[string]uint64{}
+	for i, n := range st.Events {
 		h.Events += n
+		h.ByType[eventTypes[i]] = n
 	}
 	if d.conn != nil {
 		cs := d.conn.Stats()

@@ -17,6 +17,7 @@ import (
 // "ready".
 const forkerC = `
 #define _GNU_SOURCE
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,16 @@ const forkerC = `
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+static const char *burst_name;
+
+// A burst child: only the children take the name, they are the agents.
+static int burst_child(void *arg) {
+	(void)arg;
+	prctl(PR_SET_NAME, burst_name, 0, 0, 0);
+	for (;;) pause();
+	return 0;
+}
 
 static long long boot(void) {
 	struct timespec ts;
@@ -35,15 +46,15 @@ static long long boot(void) {
 int main(int argc, char **argv) {
 	if (argc == 4 && strcmp(argv[1], "burst") == 0) {
 		int n = atoi(argv[3]);
+		burst_name = argv[2];
+		// clone(CLONE_VM) instead of fork: no page tables to copy, so a
+		// thousand processes start within a few milliseconds. Each is a
+		// process of its own (no CLONE_THREAD) with its own small stack.
+		char *stacks = malloc((size_t)n * 16384);
 		long long first = boot();
 		for (int i = 0; i < n; i++) {
-			pid_t p = fork();
-			if (p == 0) {
-				// Only the children take the name: they are the agents.
-				prctl(PR_SET_NAME, argv[2], 0, 0, 0);
-				for (;;) pause();
-			}
-			if (p < 0) { perror("fork"); return 1; }
+			pid_t p = clone(burst_child, stacks + (size_t)(i + 1) * 16384, CLONE_VM | SIGCHLD, NULL);
+			if (p < 0) { perror("clone"); return 1; }
 		}
 		printf("ready %lld %lld\n", first, boot());
 		fflush(stdout);

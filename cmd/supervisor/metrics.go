@@ -105,7 +105,7 @@ func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 	d := c.d
 	st := d.table.Stats()
-	for i, name := range []string{"fork", "exec", "comm", "exit", "other"} {
+	for i, name := range eventTypes {
 		ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(st.Events[i]), name)
 	}
 	var lost uint64

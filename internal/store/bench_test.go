@@ -1,0 +1,104 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func snapshotRecord(now time.Time) Record {
+	details, _ := json.Marshal(map[string]any{"zombie_count": 3, "zombie_threshold": 500, "free_mem_mb": 20000,
+		"swap_used_mb": 0, "swap_pct": 0, "stale_processes_killed": 1, "max_age_minutes": 120,
+		"zombie_parents": []map[string]any{{"pid": 10, "comm": "node", "zombies": 3}}})
+	return Record{Kind: KindSnapshot, ID: NewID(), Host: "bench", Created: now,
+		Snapshot: &SnapshotRow{CheckType: CheckType, Status: "ok", Details: details}}
+}
+
+// BenchmarkSpoolAppend is the rate at which rows are made durable while
+// the database is away: one write and one fsync each.
+func BenchmarkSpoolAppend(b *testing.B) {
+	s, err := OpenSpool(b.TempDir(), 1<<30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	r := snapshotRecord(time.Now())
+	b.ReportAllocs()
+	for b.Loop() {
+		r.ID = NewID()
+		if _, err := s.Append(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// BenchmarkReplay delivers a spool of rows to PostgreSQL, as after an
+// outage: rows per second from spool to committed. Needs TEST_DATABASE_URL.
+func BenchmarkReplay(b *testing.B) {
+	base := os.Getenv("TEST_DATABASE_URL")
+	if base == "" {
+		if os.Getenv("CI") != "" {
+			b.Fatal("CI must provide TEST_DATABASE_URL")
+		}
+		b.Skip("skipped: needs PostgreSQL (TEST_DATABASE_URL)")
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		b.Fatal(err)
+	}
+	name := fmt.Sprintf("sv_bench_%d", time.Now().UnixNano())
+	conn.Exec(ctx, "CREATE DATABASE "+name)
+	defer conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	defer conn.Close(ctx)
+	cfg, err := pgxpool.ParseConfig(base)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.ConnConfig.Database = name
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	rows := 10000
+	if os.Getenv("SUPERVISOR_BENCH") == "" {
+		rows = 500
+	}
+	for b.Loop() {
+		s, err := OpenSpool(b.TempDir(), rows+1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		now := time.Now()
+		for i := range rows {
+			s.Append(snapshotRecord(now.Add(time.Duration(i))))
+		}
+		st := New(Config{Spool: s, Postgres: NewPostgres(pool), Host: "bench", Retention: time.Hour})
+		t0 := time.Now()
+		if err := st.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+		took := time.Since(t0)
+		if s.Len() != 0 {
+			b.Fatalf("%d rows left", s.Len())
+		}
+		s.Close()
+		b.ReportMetric(float64(rows)/took.Seconds(), "rows/s")
+		b.ReportMetric(took.Seconds(), "replay-s")
+		if path := os.Getenv("BENCH_RESULTS"); path != "" {
+			line, _ := json.Marshal(map[string]any{"scenario": "replay", "rows": rows, "seconds": took.Seconds(),
+				"rows_per_s": float64(rows) / took.Seconds()})
+			f, _ := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+			f.Write(append(line, '\n'))
+			f.Close()
+		}
+	}
+}
