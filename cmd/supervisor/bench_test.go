@@ -160,7 +160,7 @@ func benchLateness(b *testing.B, mode string) {
 			d = startDaemon(b, "--max-age", age.String(), "--agent", name, "--log-level", "info", "--source", "proc")
 		}
 		if obs == nil {
-			obs = startDaemon(b, "--max-age", age.String(), "--agent", name, "--log-level", "info", "--dry-run", "--listen", "")
+			obs = startDaemon(b, "--max-age", age.String(), "--agent", name, "--log-level", "debug", "--dry-run", "--listen", "")
 		}
 		var polled sync.Map // pid → CLOCK_BOOTTIME of the ps poller's kill
 		if mode != "netlink-idle" {
@@ -182,16 +182,18 @@ func benchLateness(b *testing.B, mode string) {
 			mu.Unlock()
 			agents = append(agents, a)
 		}
-		var sig, death []float64
+		var sig, death, own []float64
 		early, missed := 0, 0
 		for _, a := range agents {
 			// The exact deadline, from the observer's record of the fork.
+			// (the observer logs it when it finds the agent: a ps poller
+			// may kill up to a tick early, before the observer's deadline.)
 			var o map[string]any
 			oe := time.Duration(a.t0+int64(age)-boottime()) + 30*time.Second
 			if obs == d {
 				o = obs.waitLog(b, oe, killOf(a.pid))
 			} else {
-				o = obs.waitLog(b, oe, func(m map[string]any) bool { return m["msg"] == "would kill" && num(m["pid"]) == int64(a.pid) })
+				o = obs.waitLog(b, oe, func(m map[string]any) bool { return m["msg"] == "agent" && num(m["pid"]) == int64(a.pid) })
 			}
 			dl := num(o["deadline_boot_ns"])
 			if o["start_exact"] != true {
@@ -208,7 +210,10 @@ func benchLateness(b *testing.B, mode string) {
 			case d != nil:
 				l := d.waitLog(b, 10*time.Second, killOf(a.pid))
 				at = num(l["signalled_boot_ns"])
-				if num(l["signalled_boot_ns"]) < num(l["deadline_boot_ns"]) {
+				// Against the daemon's own deadline: what its timer did, apart
+				// from how late it found the agent.
+				own = append(own, float64(at-num(l["deadline_boot_ns"]))/1e6)
+				if at < num(l["deadline_boot_ns"]) {
 					early++
 				}
 			default:
@@ -233,15 +238,19 @@ func benchLateness(b *testing.B, mode string) {
 		obs.stop(b)
 		s50, s99, smax := pcts(sig)
 		d50, d99, dmax := pcts(death)
+		_, o99, omax := pcts(own)
 		record(b, "lateness", map[string]any{"mode": mode, "agents": n, "max_age_s": age.Seconds(),
 			"forks_per_s": rate, "signal_p50_ms": s50, "signal_p99_ms": s99, "signal_max_ms": smax,
 			"death_p50_ms": d50, "death_p99_ms": d99, "death_max_ms": dmax,
+			"own_deadline_p99_ms": o99, "own_deadline_max_ms": omax,
 			"early": early, "missed": missed, "signal_ms": sig})
 		b.ReportMetric(s99, "signal-p99-ms")
 		b.ReportMetric(smax, "signal-max-ms")
 		b.ReportMetric(float64(early), "early")
 		b.ReportMetric(float64(missed), "missed")
-		if early > 0 || missed > 0 {
+		// The daemon must never be early nor miss; the ps poller is the
+		// comparison, and its early kills are a finding, not a failure.
+		if d != nil && (early > 0 || missed > 0) {
 			b.Errorf("%s: %d early, %d missed of %d", mode, early, missed, n)
 		}
 	}

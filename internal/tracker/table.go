@@ -448,7 +448,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	p.holds++
 	t.cfg.Queue.Add(a)
 	t.log.Debug("agent", zap.Int32("pid", p.PID), zap.String("comm", p.Comm), zap.String("rule", rule),
-		zap.Int64("deadline_boot_ns", a.Deadline))
+		zap.Int64("deadline_boot_ns", a.Deadline), zap.Int64("start_boot_ns", p.Start.NS), zap.Bool("start_exact", p.Start.Exact))
 }
 
 func (t *Table) ruleLocked(p *Proc, readCmdline bool) (string, bool) {
