@@ -3,6 +3,7 @@ package tracker
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -459,4 +460,58 @@ func rawEvent(ty procevents.Type, ts uint64, a, b, c, d uint32) []byte {
 	le.PutUint32(p[24:], c)
 	le.PutUint32(p[28:], d)
 	return buf
+}
+
+func TestParseStat(t *testing.T) {
+	// A kernel thread and a process whose comm holds ") (" and spaces.
+	kt := []byte("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 1 0 0 20 0 1 0 7 0 0 18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n")
+	odd := []byte("4242 (a) (b c) Z 17 4242 4242 0 -1 4194560 90 0 0 0 0 0 0 0 20 0 1 0 123456 0 0\n")
+	got, err := ParseStat(kt)
+	if err != nil || got != (ProcInfo{PID: 2, PPID: 0, Comm: "kthreadd", State: 'S', Kthread: true, Start: FromTicks(7)}) {
+		t.Errorf("kthreadd: %+v %v", got, err)
+	}
+	got, err = ParseStat(odd)
+	if err != nil || got != (ProcInfo{PID: 4242, PPID: 17, Comm: "a) (b c", State: 'Z', Start: FromTicks(123456)}) {
+		t.Errorf("odd comm: %+v %v", got, err)
+	}
+	for _, bad := range []string{"", "12 (x", "x (y) S 1 2", "1 (y) S 1 2 3 4 5 6", "1 (y) S z 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 5"} {
+		if _, err := ParseStat([]byte(bad)); err == nil {
+			t.Errorf("ParseStat(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzParseStat(f *testing.F) {
+	f.Add([]byte("4242 (a) (b c) Z 17 4242 4242 0 -1 4194560 90 0 0 0 0 0 0 0 20 0 1 0 123456 0 0\n"))
+	f.Fuzz(func(t *testing.T, b []byte) { _, _ = ParseStat(b) })
+}
+
+func TestScanThisMachine(t *testing.T) {
+	p, err := NewProcFS("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := p.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := int32(os.Getpid())
+	for _, i := range all {
+		if i.PID == self {
+			if i.PPID != int32(os.Getppid()) || i.State != 'R' && i.State != 'S' || i.Start.NS == 0 {
+				t.Errorf("self: %+v", i)
+			}
+			return
+		}
+	}
+	t.Errorf("scan of %d processes lacks this one", len(all))
+}
+
+func BenchmarkScan(b *testing.B) {
+	p, _ := NewProcFS("/proc")
+	for b.Loop() {
+		if _, err := p.Scan(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
