@@ -332,10 +332,11 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	if err != nil {
 		return fmt.Errorf("initial /proc scan: %w", err)
 	}
+	t1 := time.Now()
 	d.table.Merge(scan, false)
 	st := d.table.Stats()
 	log.Info("initial scan", zap.Int("processes", st.Processes), zap.Int("agents", st.Agents),
-		zap.Duration("took", time.Since(t0)))
+		zap.Duration("took", time.Since(t0)), zap.Duration("read", t1.Sub(t0)), zap.Duration("merge", time.Since(t1)))
 
 	timerDone := make(chan struct{})
 	go func() {
