@@ -455,7 +455,7 @@ func BenchmarkIntegrationCost(b *testing.B) {
 
 func benchCost(b *testing.B, n int) {
 	needRootB(b)
-	window := scale(2*time.Second, 5*time.Second, 10*time.Second)
+	window := scale(2*time.Second, 5*time.Second, 30*time.Second)
 	for b.Loop() {
 		c := exec.Command(forker(b), "hold", strconv.Itoa(n))
 		out, _ := c.StdoutPipe()

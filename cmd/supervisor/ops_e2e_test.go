@@ -20,6 +20,9 @@ import (
 func TestIntegrationMetricsAndAgents(t *testing.T) {
 	needRoot(t)
 	d := startDaemon(t, "--max-age", maxAge.String())
+	if r := d.findLogs(func(m map[string]any) bool { return m["msg"] == "ready" }); len(r) != 1 || r[0]["realtime_timer"] != true {
+		t.Errorf("ready line does not report the SCHED_FIFO deadline thread: %v", r)
+	}
 	a := startAgent(t, "claude", "--", "agent-args")
 	d.waitTracked(t, a.pid)
 	// /agents: the documented fields, nothing missing.
@@ -72,7 +75,7 @@ func TestIntegrationMetricsAndAgents(t *testing.T) {
 	}
 	var h healthView
 	d.get(t, "/healthz", &h)
-	if h.Status != "ok" || h.Source != "netlink" || h.Database != "none" || h.LastSnap == "" {
+	if h.Status != "ok" || h.Source != "netlink" || h.Database != "none" || h.LastSnap == "" || !h.Realtime {
 		t.Errorf("healthz %+v", h)
 	}
 }

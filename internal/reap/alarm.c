@@ -34,7 +34,7 @@ typedef struct {
 struct sv_alarm {
 	pthread_mutex_t mu;
 	pthread_t       thread;
-	int             tfd, efd, stopping, rt, want_rt;
+	int             tfd, efd, stopping, rt, want_rt, started;
 	entry          *heap;
 	int             n, cap;
 	sv_fired       *out;
@@ -120,10 +120,15 @@ static void *run(void *arg) {
 	sigset_t all;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL); // Go's signals are for Go's threads
+	int rt = 0;
 	if (a->want_rt) {
 		struct sched_param sp = {.sched_priority = 1};
-		a->rt = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
+		rt = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
 	}
+	pthread_mutex_lock(&a->mu);
+	a->rt = rt;
+	a->started = 1;
+	pthread_mutex_unlock(&a->mu);
 	for (;;) {
 		uint64_t ticks;
 		if (read(a->tfd, &ticks, sizeof ticks) < 0 && errno != EINTR && errno != EAGAIN) break;
@@ -209,6 +214,14 @@ sv_alarm *sv_new(int realtime, int *notify_fd, int *err) {
 		close(a->efd);
 		free(a);
 		return NULL;
+	}
+	// Return once the thread runs, so sv_rt tells the truth from the start.
+	for (;;) {
+		pthread_mutex_lock(&a->mu);
+		int started = a->started;
+		pthread_mutex_unlock(&a->mu);
+		if (started) break;
+		usleep(100);
 	}
 	*notify_fd = a->efd;
 	return a;
