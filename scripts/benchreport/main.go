@@ -292,7 +292,7 @@ type curve struct {
 // plot draws the cumulative distribution of each curve's lateness on a log
 // axis from 10 µs to 10 s.
 func plot(cs []curve) string {
-	const W, H, L, R, T, B = 760.0, 420.0, 60.0, 20.0, 30.0, 60.0
+	const W, H, L, R, T, B = 760.0, 470.0, 60.0, 20.0, 30.0, 110.0
 	lo, hi := math.Log10(0.01), math.Log10(10000)
 	x := func(v float64) float64 {
 		v = math.Max(v, 0.01)
@@ -322,8 +322,8 @@ func plot(cs []curve) string {
 		}
 		col := colors[i%len(colors)]
 		fmt.Fprintf(&s, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", col, strings.Join(pts, " "))
-		// The legend sits bottom right, where the curves are not.
-		lx, ly := W-R-250, H-B-80+float64(i)*16
+		// The legend sits below the axis, in two columns, off the curves.
+		lx, ly := L+float64(i%2)*330, H-B+55+float64(i/2)*18
 		fmt.Fprintf(&s, `<rect x="%.0f" y="%.0f" width="12" height="3" fill="%s"/><text x="%.0f" y="%.0f">%s</text>`+"\n",
 			lx, ly, col, lx+18, ly+5, c.name)
 	}
