@@ -48,15 +48,6 @@ func record(b *testing.B, scenario string, fields map[string]any) {
 	}
 }
 
-func needRootB(b *testing.B) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			b.Fatal("CI must run as root")
-		}
-		b.Skip("skipped: needs root")
-	}
-}
-
 // pcts returns p50, p99 and max of xs (ms).
 func pcts(xs []float64) (float64, float64, float64) {
 	if len(xs) == 0 {
@@ -138,7 +129,7 @@ func BenchmarkIntegrationLateness(b *testing.B) {
 }
 
 func benchLateness(b *testing.B, mode string) {
-	needRootB(b)
+	needRoot(b)
 	n := scale(40, 200, 500)
 	age := scale(3*time.Second, 4*time.Second, 5*time.Second)
 	if mode == "ps-poll" {
@@ -268,7 +259,7 @@ func benchLateness(b *testing.B, mode string) {
 // helper, so their deadlines fall together: how long until every one is
 // signalled, and dead, after the first deadline.
 func BenchmarkIntegrationBurst(b *testing.B) {
-	needRootB(b)
+	needRoot(b)
 	n := scale(100, 1000, 1000)
 	const age = 3 * time.Second
 	for b.Loop() {
@@ -330,7 +321,7 @@ func BenchmarkIntegrationBurst(b *testing.B) {
 // env imports) against agents named claude, inside a fresh PID namespace so
 // that it cannot see, let alone kill, any other claude on the machine.
 func BenchmarkIntegrationSeedBurst(b *testing.B) {
-	needRootB(b)
+	needRoot(b)
 	seed := os.Getenv("SEED_REAPER")
 	if seed == "" {
 		seed = "../../../shared/seed/process-reaper.js"
@@ -380,7 +371,7 @@ func BenchmarkIntegrationSeedBurst(b *testing.B) {
 // make; fork events the daemon received and lost against the forks made,
 // and agents started during it must all be killed on time.
 func BenchmarkIntegrationThroughput(b *testing.B) {
-	needRootB(b)
+	needRoot(b)
 	secs := scale(1.0, 5.0, 30.0)
 	for b.Loop() {
 		d := startDaemon(b, "--max-age", "2s", "--agent", "tp-agent", "--log-level", "info")
@@ -462,7 +453,7 @@ func BenchmarkIntegrationCost(b *testing.B) {
 }
 
 func benchCost(b *testing.B, n int) {
-	needRootB(b)
+	needRoot(b)
 	window := scale(2*time.Second, 5*time.Second, 30*time.Second)
 	for b.Loop() {
 		c := exec.Command(forker(b), "hold", strconv.Itoa(n))
