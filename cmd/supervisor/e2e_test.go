@@ -221,8 +221,11 @@ func TestIntegrationExitsEarlyAndUntouched(t *testing.T) {
 	early := startAgent(t, "claude", "-exit-after", "300ms")
 	nonMatching := startAgent(t, "claude-not")
 	notUnder := exec.Command("sleep", "1000") // matches nothing and is not ours to watch either
-	notUnder.Start()
+	if err := notUnder.Start(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { notUnder.Process.Kill(); notUnder.Wait() })
+	notUnderFD := pidfdOf(t, notUnder.Process.Pid)
 	early.waitLine(t, "pid", 10*time.Second)
 	// A sentinel agent started after them: once it is killed, both other
 	// processes are past their would-be deadlines too.
@@ -240,8 +243,8 @@ func TestIntegrationExitsEarlyAndUntouched(t *testing.T) {
 	if !nonMatching.alive() || len(d.findLogs(killOf(nonMatching.pid))) > 0 {
 		t.Error("a process matching no rule was killed")
 	}
-	if notUnder.ProcessState != nil {
-		t.Error("sleep died")
+	if pidfdDead(notUnderFD, 0) {
+		t.Error("a sleep matching no rule died")
 	}
 	if n := len(d.agentsFor(t, early.pid)); n != 0 {
 		t.Errorf("exited agent still listed")

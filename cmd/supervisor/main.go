@@ -46,7 +46,7 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		return 2
 	}
 	cmd, rest := args[0], args[1:]
-	var extra func(*flag.FlagSet)
+	extra := func(*flag.FlagSet) {} // a subcommand's own flags
 	var since time.Duration
 	var asJSON bool
 	switch cmd {
@@ -69,13 +69,7 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "supervisor: unknown command %q (want one of: %s)\n", cmd, commands)
 		return 2
 	}
-	var cfg *Config
-	var err error
-	if extra != nil {
-		cfg, err = parseConfig(cmd, rest, getenv, stdout, extra)
-	} else {
-		cfg, err = parseConfig(cmd, rest, getenv, stdout)
-	}
+	cfg, err := parseConfig(cmd, rest, getenv, stdout, extra)
 	if errors.Is(err, errHelp) {
 		return 0
 	}

@@ -108,7 +108,7 @@ func (r *Reaper) Fire(due []*tracker.Agent) {
 			res.FinalSignal = "TERM"
 		}
 		r.wg.Add(1)
-		go r.finish(a, res, a.FireErr)
+		go r.finish(a, res)
 	}
 }
 
@@ -123,12 +123,12 @@ type member struct {
 
 // finish terminates the agent's descendants, waits out the grace period and
 // kills what is left.
-func (r *Reaper) finish(a *tracker.Agent, res Result, err error) {
+func (r *Reaper) finish(a *tracker.Agent, res Result) {
 	defer r.wg.Done()
 	defer r.cfg.Tree.Release(a.Proc())
 	defer closeFD(a.FD)
 
-	if err != nil && !errors.Is(err, tracker.ErrGone) {
+	if err := a.FireErr; err != nil && !errors.Is(err, tracker.ErrGone) {
 		r.log.Error("signal agent", zap.Int32("pid", a.PID), zap.String("comm", a.Comm), zap.Error(err))
 	}
 	if res.Outcome == OutcomeRefused {

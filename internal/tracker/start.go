@@ -37,11 +37,10 @@ func (s Start) interval() (lo, hi int64) {
 // Latest is the latest instant the process can have started. Deadlines are
 // computed from it so that they are never early.
 func (s Start) Latest() int64 {
-	_, hi := s.interval()
 	if s.Exact {
 		return s.NS
 	}
-	return hi
+	return s.NS + Tick
 }
 
 // Same reports whether two start times can describe the same process.
