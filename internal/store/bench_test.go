@@ -102,3 +102,32 @@ func BenchmarkReplay(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSpoolAppendAtBound is the append rate once the spool is full
+// (the database away for long): every append drops the oldest snapshot.
+func BenchmarkSpoolAppendAtBound(b *testing.B) {
+	const bound = 10000
+	s, err := OpenSpool(b.TempDir(), bound)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	for range bound {
+		if _, err := s.Append(snapshotRecord(now)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r := snapshotRecord(now)
+	b.ResetTimer()
+	for b.Loop() {
+		r.ID = NewID()
+		if _, err := s.Append(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	if s.Len() != bound {
+		b.Fatalf("%d rows held, want %d", s.Len(), bound)
+	}
+}
