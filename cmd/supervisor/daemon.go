@@ -54,6 +54,7 @@ type daemon struct {
 	pool      *pgxpool.Pool
 	collector *health.Collector
 	metrics   *metrics
+	unlock    func() // closes the spool and releases the state dir
 
 	source string
 	ready  atomic.Bool
@@ -96,14 +97,27 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 	if err != nil {
 		return nil, err
 	}
+	// One owner per state dir: a second `run` or `once` would write the
+	// same spool.
+	unlock, err := store.LockDir(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
 	spool, err := store.OpenSpool(cfg.StateDir, cfg.SpoolMaxRows)
 	if err != nil {
+		unlock()
 		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	d.unlock = func() { spool.Close(); unlock() }
+	if n, err := spool.LoadDamage(); n > 0 || err != nil {
+		log.Warn("spool: damaged lines set aside, every valid row kept", zap.Int("lines", n),
+			zap.String("file", spool.BadPath()), zap.Error(err))
 	}
 	scfg := store.Config{Spool: spool, Host: cfg.HostID, Retention: cfg.Retention, Log: log.Named("store")}
 	if cfg.DatabaseURL != "" {
 		pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 		if err != nil {
+			d.unlock()
 			return nil, errors.New("database URL: " + redactURL(cfg.DatabaseURL, err.Error()))
 		}
 		pcfg.MaxConns = 4
@@ -111,6 +125,7 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 		// pgxpool connects lazily: an unreachable database at start is an
 		// outage like any other, not a reason not to reap.
 		if d.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+			d.unlock()
 			return nil, errors.New("database: " + redactURL(cfg.DatabaseURL, err.Error()))
 		}
 		scfg.Postgres = store.NewPostgres(d.pool)
@@ -124,7 +139,7 @@ func (d *daemon) close() {
 	if d.pool != nil {
 		d.pool.Close()
 	}
-	d.store.Spool().Close()
+	d.unlock() // closes the spool, then lets the next owner in
 }
 
 // onResult records a finished reap: its own row, written as it happens, and

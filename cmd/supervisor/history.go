@@ -17,12 +17,15 @@ import (
 // history prints the snapshots and kills of the last `since`: from
 // PostgreSQL when a database is configured (plus what is still spooled),
 // else from the spool, which is then the store.
-func history(ctx context.Context, cfg *Config, since time.Duration, asJSON bool, stdout io.Writer) error {
+func history(ctx context.Context, cfg *Config, since time.Duration, asJSON bool, stdout, stderr io.Writer) error {
 	from := time.Now().Add(-since)
 	byID := map[string]store.Record{}
-	spooled, err := store.ReadSpool(cfg.StateDir)
+	spooled, bad, err := store.ReadSpool(cfg.StateDir)
 	if err != nil {
 		return err
+	}
+	if bad > 0 {
+		fmt.Fprintf(stderr, "supervisor: %d damaged lines in the spool skipped; the daemon moves them to spool.bad when it starts\n", bad)
 	}
 	for _, r := range spooled {
 		if !r.Created.Before(from) {

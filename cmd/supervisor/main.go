@@ -19,7 +19,7 @@ import (
 
 var version = "dev"
 
-const commands = "run, once, status, history, version"
+const commands = "run, once, status, history, migrate, version"
 
 const usage = `usage: supervisor COMMAND [flags]
 
@@ -30,9 +30,11 @@ commands:
   status    ask the running daemon what it tracks (--listen ADDR)
   history   recent snapshots and kills (--since DUR, --json), from
             PostgreSQL when configured, else from the spool
+  migrate   create or update the tables (--database-url) and exit; run it
+            with an owner role so the daemon's role needs no DDL rights
   version   print the version
 
-run, once and history take the same flags:
+run, once, history and migrate take the same flags:
 
 `
 
@@ -64,7 +66,7 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 			fs.DurationVar(&since, "since", 24*time.Hour, "how far back")
 			fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 		}
-	case "run", "once":
+	case "run", "once", "migrate":
 	default:
 		fmt.Fprintf(stderr, "supervisor: unknown command %q (want one of: %s)\n", cmd, commands)
 		return 2
@@ -77,6 +79,10 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "supervisor: %v\n", err)
 		return 2
 	}
+	if cmd == "migrate" && cfg.DatabaseURL == "" {
+		fmt.Fprintf(stderr, "supervisor: migrate: no database given (--database-url or DATABASE_URL)\n")
+		return 2
+	}
 	if cmd == "history" && since <= 0 {
 		fmt.Fprintf(stderr, "supervisor: --since: must be positive\n")
 		return 2
@@ -86,8 +92,10 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 	switch cmd {
 	case "once":
 		err = once(ctx, cfg, stdout, stderr)
+	case "migrate":
+		err = migrate(ctx, cfg, stdout)
 	case "history":
-		err = history(ctx, cfg, since, asJSON, stdout)
+		err = history(ctx, cfg, since, asJSON, stdout, stderr)
 	default:
 		// SIGHUP re-reads the environment and the --config file; the flags
 		// given at start stay.

@@ -219,7 +219,7 @@ func TestIntegrationZombiesAndThresholds(t *testing.T) {
 // spooled reads the records left in a state dir's spool.
 func spooled(t *testing.T, dir string) []store.Record {
 	t.Helper()
-	recs, err := store.ReadSpool(dir)
+	recs, _, err := store.ReadSpool(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

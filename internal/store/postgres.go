@@ -9,9 +9,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -22,25 +24,136 @@ var migrations embed.FS
 // daemon at a time, however many hosts start together.
 const lockKey = 0x6167656e74737570 // "agentsup"
 
+// OutcomePending is the outcome of a kill row written when the first signal
+// is sent; the complete row replaces it (Store.Replace).
+const OutcomePending = "pending"
+
 // Postgres writes records to PostgreSQL.
 type Postgres struct {
 	pool     *pgxpool.Pool
-	migrated bool
+	migrated atomic.Bool
 }
 
 // NewPostgres uses pool, which the caller owns.
 func NewPostgres(pool *pgxpool.Pool) *Postgres { return &Postgres{pool: pool} }
 
-// Migrate creates what is missing, once per process, under an advisory lock.
+// migration is one embedded SQL file.
+type migration struct {
+	version int
+	name    string
+}
+
+func embedded() ([]migration, error) {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	var out []migration
+	for _, name := range names {
+		base := strings.TrimPrefix(name, "migrations/")
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: no version number", base)
+		}
+		out = append(out, migration{v, base})
+	}
+	return out, nil
+}
+
+// SchemaError says the schema is not current and this role may not make
+// it so: an operator's job (`supervisor migrate` with an owner role), not
+// an outage.
+type SchemaError struct {
+	Missing []string // migration files not applied
+	Err     error
+}
+
+func (e *SchemaError) Error() string {
+	return fmt.Sprintf("schema tel is not current (missing migrations %s) and this role cannot create it: run `supervisor migrate` with an owner role",
+		strings.Join(e.Missing, ", "))
+}
+
+func (e *SchemaError) Unwrap() error { return e.Err }
+
+// missing returns the embedded migrations not recorded as applied, with
+// plain reads only: no DDL, no lock, so a role without CREATE can run it.
+func missing(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, all []migration) ([]migration, error) {
+	var exists bool
+	if err := q.QueryRow(ctx, "SELECT to_regclass('tel.supervisor_migrations') IS NOT NULL").Scan(&exists); err != nil {
+		return nil, err
+	}
+	if !exists {
+		return all, nil
+	}
+	rows, err := q.Query(ctx, "SELECT version FROM tel.supervisor_migrations")
+	if err != nil {
+		return nil, err
+	}
+	done, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil, err
+	}
+	applied := map[int]bool{}
+	for _, v := range done {
+		applied[int(v)] = true
+	}
+	var out []migration
+	for _, m := range all {
+		if !applied[m.version] {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// Migrate makes the schema current, once per process. It first checks,
+// with plain reads, whether every embedded migration is recorded; if so it
+// does nothing, so a role with only INSERT/SELECT/UPDATE/DELETE on the
+// tables works. Otherwise it applies what is missing under an advisory
+// lock; a role that may not (insufficient privilege, a read-only server)
+// gets a *SchemaError.
 func (p *Postgres) Migrate(ctx context.Context) error {
-	if p.migrated {
+	if p.migrated.Load() {
 		return nil
+	}
+	all, err := embedded()
+	if err != nil {
+		return err
 	}
 	conn, err := p.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Release()
+	todo, err := missing(ctx, conn, all)
+	if err != nil {
+		return fmt.Errorf("check schema: %w", err)
+	}
+	if len(todo) == 0 {
+		p.migrated.Store(true)
+		return nil
+	}
+	if err := p.apply(ctx, conn); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && (pe.Code == "42501" || pe.Code == "25006") { // insufficient_privilege, read_only_sql_transaction
+			se := &SchemaError{Err: err}
+			for _, m := range todo {
+				se.Missing = append(se.Missing, m.name)
+			}
+			return se
+		}
+		return err
+	}
+	p.migrated.Store(true)
+	return nil
+}
+
+// apply runs the missing migrations under the advisory lock.
+func (p *Postgres) apply(ctx context.Context, conn *pgxpool.Conn) error {
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(lockKey)); err != nil {
 		return fmt.Errorf("take migration lock: %w", err)
 	}
@@ -50,77 +163,124 @@ func (p *Postgres) Migrate(ctx context.Context) error {
 			version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 		return fmt.Errorf("create migrations table: %w", err)
 	}
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	all, err := embedded()
 	if err != nil {
 		return err
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		base := strings.TrimPrefix(name, "migrations/")
-		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migration %s: no version number", base)
-		}
-		var done bool
-		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM tel.supervisor_migrations WHERE version = $1)", v).Scan(&done); err != nil {
-			return err
-		}
-		if done {
-			continue
-		}
-		sql, _ := migrations.ReadFile(name)
+	todo, err := missing(ctx, conn, all) // again, under the lock
+	if err != nil {
+		return err
+	}
+	for _, m := range todo {
+		sql, _ := migrations.ReadFile("migrations/" + m.name)
 		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, string(sql)); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, "INSERT INTO tel.supervisor_migrations (version, name) VALUES ($1, $2)", v, base)
+			_, err := tx.Exec(ctx, "INSERT INTO tel.supervisor_migrations (version, name) VALUES ($1, $2)", m.version, m.name)
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("migration %s: %w", base, err)
+			return fmt.Errorf("migration %s: %w", m.name, err)
 		}
 	}
-	p.migrated = true
 	return nil
 }
 
-// Insert writes records in one transaction. A record whose id is already
-// there is skipped, so delivering a record twice writes it once.
+// RowError is a batch's transaction failing on a record: Index is the
+// record's position in the slice given to Insert, or -1 when the commit
+// failed. Errors before the transaction (connecting, migrating) are not
+// RowErrors: no row is at fault.
+type RowError struct {
+	Index int
+	Err   error
+}
+
+func (e *RowError) Error() string { return fmt.Sprintf("record %d of the batch: %v", e.Index, e.Err) }
+func (e *RowError) Unwrap() error { return e.Err }
+
+// Permanent reports whether err is the database refusing a row for good
+// (a data exception, a constraint, a privilege or another error in the
+// statement itself: SQLSTATE classes 22, 23 and 42) rather than an outage
+// (connection errors, timeouts, classes 08, 53, 57, ...), which a retry
+// may cure.
+func Permanent(err error) bool {
+	if errors.Is(err, errNotARow) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || len(pe.Code) != 5 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "22", "23", "42":
+		return true
+	}
+	return false
+}
+
+// Insert writes records in one transaction. A snapshot whose id is already
+// there is skipped, so delivering a record twice writes it once. A kill
+// row replaces a row with its id only while that row is pending: the
+// complete row wins whether or not the pending one was delivered, and a
+// replayed pending row never undoes a complete one. A failing statement is
+// reported as a *RowError.
 func (p *Postgres) Insert(ctx context.Context, recs []Record) error {
 	if err := p.Migrate(ctx); err != nil {
 		return err
 	}
-	return pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		for _, r := range recs {
-			switch {
-			case r.Snapshot != nil:
-				s := r.Snapshot
-				b.Queue(`INSERT INTO tel.system_health (row_id, host, check_type, status, details, action_taken, created_at)
+	tx, err := p.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) // after Commit, a no-op
+	b := &pgx.Batch{}
+	for _, r := range recs {
+		switch {
+		case r.Snapshot != nil:
+			s := r.Snapshot
+			b.Queue(`INSERT INTO tel.system_health (row_id, host, check_type, status, details, action_taken, created_at)
 					VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::timestamptz) ON CONFLICT (row_id) DO NOTHING`,
-					r.ID, r.Host, s.CheckType, s.Status, string(s.Details), s.ActionTaken, r.Created)
-			case r.Kill != nil:
-				k := r.Kill
-				var final *string
-				if k.FinalSignal != "" {
-					final = &k.FinalSignal
-				}
-				desc := k.Descendants
-				if desc == nil {
-					desc = []int32{}
-				}
-				b.Queue(`INSERT INTO tel.agent_kills (id, host, pid, comm, cmdline, rule, started_at, deadline,
+				r.ID, r.Host, s.CheckType, s.Status, string(s.Details), s.ActionTaken, r.Created)
+		case r.Kill != nil:
+			k := r.Kill
+			var final *string
+			if k.FinalSignal != "" {
+				final = &k.FinalSignal
+			}
+			desc := k.Descendants
+			if desc == nil {
+				desc = []int32{}
+			}
+			b.Queue(`INSERT INTO tel.agent_kills (id, host, pid, comm, cmdline, rule, started_at, deadline,
 					signalled_at, exited_at, lateness_ms, final_signal, outcome, descendants, dry_run, created_at)
 					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-					ON CONFLICT (id) DO NOTHING`,
-					r.ID, r.Host, k.PID, k.Comm, k.Cmdline, k.Rule, k.StartedAt, k.Deadline, k.SignalledAt,
-					k.ExitedAt, k.LatenessMS, final, k.Outcome, desc, k.DryRun, r.Created)
-			default:
-				return fmt.Errorf("record %d: neither snapshot nor kill", r.Seq)
-			}
+					ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, comm = EXCLUDED.comm,
+						cmdline = EXCLUDED.cmdline, rule = EXCLUDED.rule, started_at = EXCLUDED.started_at,
+						deadline = EXCLUDED.deadline, signalled_at = EXCLUDED.signalled_at, exited_at = EXCLUDED.exited_at,
+						lateness_ms = EXCLUDED.lateness_ms, final_signal = EXCLUDED.final_signal, outcome = EXCLUDED.outcome,
+						descendants = EXCLUDED.descendants, dry_run = EXCLUDED.dry_run, created_at = EXCLUDED.created_at
+					WHERE tel.agent_kills.outcome = 'pending'`,
+				r.ID, r.Host, k.PID, k.Comm, k.Cmdline, k.Rule, k.StartedAt, k.Deadline, k.SignalledAt,
+				k.ExitedAt, k.LatenessMS, final, k.Outcome, desc, k.DryRun, r.Created)
+		default:
+			return &RowError{Index: len(b.QueuedQueries), Err: fmt.Errorf("record %d: %w", r.Seq, errNotARow)}
 		}
-		return tx.SendBatch(ctx, b).Close()
-	})
+	}
+	br := tx.SendBatch(ctx, b)
+	for i := range recs {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return &RowError{Index: i, Err: err}
+		}
+	}
+	if err := br.Close(); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return &RowError{Index: -1, Err: err} // a deferred constraint: which row is not known
+	}
+	return nil
 }
 
 // Prune deletes host's rows older than before.
@@ -140,4 +300,7 @@ func (p *Postgres) Prune(ctx context.Context, host string, before time.Time) (in
 	return a.RowsAffected() + b.RowsAffected(), nil
 }
 
-var errNoDatabase = errors.New("no database configured")
+var (
+	errNoDatabase = errors.New("no database configured")
+	errNotARow    = errors.New("neither snapshot nor kill")
+)

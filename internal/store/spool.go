@@ -18,29 +18,45 @@ import (
 // Spool is an append-only, fsynced file of records not yet delivered (or,
 // without a database, kept). A record is durable once Append returns.
 //
-// Files in the directory: spool.jsonl (one JSON record a line) and
-// spool.ack (the highest sequence number delivered). Delivered and dropped
-// records are removed by rewriting spool.jsonl (write, fsync, rename) once
-// enough have piled up.
+// Files in the directory: spool.jsonl (one JSON record a line), spool.ack
+// (the highest sequence number delivered) and spool.bad (lines that were
+// not valid records and rows PostgreSQL refused, each after a "#" line
+// saying why). Delivered, dropped and superseded records stay in
+// spool.jsonl as garbage until it is rewritten (write, fsync, rename),
+// which happens once garbage outweighs the records held, so the cost of
+// a rewrite is spread over as many rows as it removes.
 type Spool struct {
 	mu      sync.Mutex
 	dir     string
-	f       *os.File
-	recs    []Record // undelivered, in sequence order
+	f       *os.File // O_APPEND
+	size    int64    // bytes of whole lines; a failed append is cut back to it
+	torn    bool     // a failed append could not be cut back yet
+	needNL  bool     // the file ends in a damaged line without a newline
+	recs    []Record // undelivered, in sequence order, one per id
 	next    uint64
 	acked   uint64
 	max     int
 	dropped uint64
-	garbage int // lines in the file that are no longer in recs
+	bad     uint64 // lines and rows set aside in spool.bad since open
+	loadBad int    // of which found damaged by OpenSpool
+	loadErr error  // writing spool.bad or rewriting the spool at open
+	garbage int    // lines in the file that are no longer in recs
 	notify  chan struct{}
 }
 
 const (
 	spoolFile = "spool.jsonl"
 	ackFile   = "spool.ack"
+	badFile   = "spool.bad"
+	// compactMin is the garbage below which the file is never rewritten
+	// while it still holds records.
+	compactMin = 64
 )
 
 // OpenSpool opens (creating) the spool in dir, keeping at most max records.
+// Lines that are not valid records, wherever they are, are moved to
+// spool.bad and every valid one is kept: damage never stops a start.
+// LoadDamage reports what was set aside.
 func OpenSpool(dir string, max int) (*Spool, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("spool: max rows %d must be positive", max)
@@ -54,7 +70,7 @@ func OpenSpool(dir string, max int) (*Spool, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("spool: read ack: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, spoolFile), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, spoolFile), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("spool: open: %w", err)
 	}
@@ -69,26 +85,80 @@ func OpenSpool(dir string, max int) (*Spool, error) {
 	return s, nil
 }
 
-// load reads the file. A torn last line (the daemon died mid-write) is cut
-// off; every complete line was fsynced and is kept.
+// damaged is a piece of the spool file that is not a valid record.
+type damaged struct {
+	off  int
+	data []byte
+}
+
+// parseSpool splits a spool file into its valid records, in file order,
+// and the damaged pieces. A line that is not a record may still end in
+// one: a torn write that the next append followed (no newline between
+// them); that record is kept and only the torn prefix is damaged. A last
+// line without a newline is damaged when partialTail, else skipped (a
+// write in progress).
+func parseSpool(data []byte, partialTail bool) (recs []Record, bad []damaged) {
+	for off := 0; off < len(data); {
+		nl := bytes.IndexByte(data[off:], '\n')
+		end := off + nl
+		if nl < 0 {
+			if !partialTail {
+				break
+			}
+			end = len(data)
+		}
+		line := data[off:end]
+		if r, ok := decodeRecord(line); ok {
+			recs = append(recs, r)
+		} else if len(line) > 0 {
+			cut := len(line)
+			for i := 1; i < len(line); i++ {
+				j := bytes.Index(line[i:], []byte(`{"seq":`))
+				if j < 0 {
+					break
+				}
+				i += j
+				if r, ok := decodeRecord(line[i:]); ok {
+					recs = append(recs, r)
+					cut = i
+					break
+				}
+			}
+			bad = append(bad, damaged{off: off, data: line[:cut]})
+		}
+		off = end + 1
+	}
+	return recs, bad
+}
+
+// decodeRecord parses one line; ok only for a complete, well-formed record.
+func decodeRecord(line []byte) (Record, bool) {
+	var r Record
+	if json.Unmarshal(line, &r) != nil || r.Seq == 0 || r.ID == "" {
+		return r, false
+	}
+	switch r.Kind {
+	case KindSnapshot:
+		return r, r.Snapshot != nil && r.Kill == nil
+	case KindKill:
+		return r, r.Kill != nil && r.Snapshot == nil
+	}
+	return r, false
+}
+
+// load reads the file. Damaged lines go to spool.bad and the file is
+// rewritten without them; if that fails they stay (and are set aside
+// again at the next start) and the next append starts on a new line.
 func (s *Spool) load() error {
 	data, err := io.ReadAll(s.f)
 	if err != nil {
 		return fmt.Errorf("spool: read: %w", err)
 	}
-	good := 0
-	for off := 0; off < len(data); {
-		nl := bytes.IndexByte(data[off:], '\n')
-		if nl < 0 {
-			break
-		}
-		line := data[off : off+nl]
-		off += nl + 1
-		var r Record
-		if err := json.Unmarshal(line, &r); err != nil {
-			return fmt.Errorf("spool: corrupt record at byte %d of %s: %w", good, filepath.Join(s.dir, spoolFile), err)
-		}
-		good = off
+	s.size = int64(len(data))
+	recs, bad := parseSpool(data, true)
+	at := map[string]int{}
+	superseded := 0
+	for _, r := range recs {
 		if r.Seq >= s.next {
 			s.next = r.Seq + 1
 		}
@@ -96,70 +166,159 @@ func (s *Spool) load() error {
 			s.garbage++
 			continue
 		}
+		if i, ok := at[r.ID]; ok { // the later record with an id wins
+			s.recs[i].ID = ""
+			superseded++
+		}
+		at[r.ID] = len(s.recs)
 		s.recs = append(s.recs, r)
 	}
-	if good < len(data) {
-		if err := s.f.Truncate(int64(good)); err != nil {
-			return fmt.Errorf("spool: cut torn record: %w", err)
+	if superseded > 0 {
+		kept := s.recs[:0]
+		for _, r := range s.recs {
+			if r.ID != "" {
+				kept = append(kept, r)
+			}
+		}
+		s.recs = kept
+		s.garbage += superseded
+	}
+	for len(s.recs) > s.max { // the bound also holds across restarts
+		s.dropOldestLocked(false)
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		s.needNL = true
+	}
+	if len(bad) > 0 {
+		var buf bytes.Buffer
+		now := time.Now().UTC().Format(time.RFC3339Nano)
+		for _, b := range bad {
+			fmt.Fprintf(&buf, "# %s damaged line at byte %d of %s (%d bytes)\n", now, b.off, spoolFile, len(b.data))
+			buf.Write(b.data)
+			buf.WriteByte('\n')
+		}
+		s.loadBad = len(bad)
+		s.bad += uint64(len(bad))
+		if err := appendSync(filepath.Join(s.dir, badFile), buf.Bytes()); err != nil {
+			// Keep the bytes where they are rather than lose them.
+			s.loadErr = fmt.Errorf("spool: set aside %d damaged lines: %w", len(bad), err)
+			return nil
+		}
+		if err := s.compactLocked(); err != nil {
+			s.loadErr = err
+		}
+		return nil
+	}
+	if s.garbage > 0 { // acked, superseded or over the bound
+		if err := s.compactLocked(); err != nil {
+			s.loadErr = err
 		}
 	}
-	_, err = s.f.Seek(0, io.SeekEnd)
-	return err
+	return nil
 }
 
+// LoadDamage reports how many damaged lines OpenSpool set aside in
+// spool.bad, and the error if setting them aside or rewriting the spool
+// failed (the daemon runs on either way; the caller logs it once).
+func (s *Spool) LoadDamage() (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loadBad, s.loadErr
+}
+
+// BadPath is the file damaged lines and refused rows are set aside in.
+func (s *Spool) BadPath() string { return filepath.Join(s.dir, badFile) }
+
 // ReadSpool returns the records held in the spool in dir without opening it
-// for writing: a running daemon may be appending (a torn last line is
-// skipped, not cut off). A missing spool holds nothing.
-func ReadSpool(dir string) ([]Record, error) {
+// for writing, and how many damaged lines it skipped: a running daemon may
+// be appending (a last line without a newline is a write in progress, not
+// damage), and the reader may not be allowed to write (the daemon sets
+// damaged lines aside at its next start). A missing spool holds nothing.
+func ReadSpool(dir string) ([]Record, int, error) {
 	var acked uint64
 	if b, err := os.ReadFile(filepath.Join(dir, ackFile)); err == nil {
 		acked, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	}
 	data, err := os.ReadFile(filepath.Join(dir, spoolFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("spool: read: %w", err)
+		return nil, 0, fmt.Errorf("spool: read: %w", err)
 	}
+	recs, bad := parseSpool(data, false)
+	at := map[string]int{}
 	var out []Record
-	for len(data) > 0 {
-		nl := bytes.IndexByte(data, '\n')
-		if nl < 0 {
-			break
+	for _, r := range recs {
+		if r.Seq <= acked {
+			continue
 		}
-		var r Record
-		if err := json.Unmarshal(data[:nl], &r); err != nil {
-			return nil, fmt.Errorf("spool: corrupt record in %s: %w", filepath.Join(dir, spoolFile), err)
+		if i, ok := at[r.ID]; ok {
+			out[i] = r // the later record with an id wins
+			continue
 		}
-		if r.Seq > acked {
-			out = append(out, r)
-		}
-		data = data[nl+1:]
+		at[r.ID] = len(out)
+		out = append(out, r)
 	}
-	return out, nil
+	return out, len(bad), nil
 }
 
-// Append assigns r the next sequence number and makes it durable.
+// Append assigns r the next sequence number and makes it durable. On a
+// failed write or fsync the file is cut back to where it was, so no torn
+// line stays for the next append to follow; the error is returned and r
+// is not held.
 func (s *Spool) Append(r Record) (Record, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.appendLocked(r, false)
+}
+
+// Replace appends r, which carries the id of an earlier record; the
+// earlier one, if still undelivered, is superseded: only r is delivered.
+// (Once delivered, the database decides: see Postgres.Insert.)
+func (s *Spool) Replace(r Record) (Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.appendLocked(r, true)
+}
+
+func (s *Spool) appendLocked(r Record, replace bool) (Record, error) {
 	r.Seq = s.next
 	line, err := json.Marshal(r)
 	if err != nil {
 		return r, fmt.Errorf("spool: encode: %w", err)
 	}
-	line = append(line, '\n')
-	if _, err := s.f.Write(line); err != nil {
-		return r, fmt.Errorf("spool: write: %w", err)
+	if s.torn {
+		if err := s.cutLocked(); err != nil {
+			return r, fmt.Errorf("spool: cut back an earlier failed write: %w", err)
+		}
+	}
+	var buf []byte
+	if s.needNL {
+		buf = append(buf, '\n')
+	}
+	buf = append(append(buf, line...), '\n')
+	if _, err := s.f.Write(buf); err != nil {
+		return r, s.failLocked("write", err)
 	}
 	if err := s.f.Sync(); err != nil {
-		return r, fmt.Errorf("spool: fsync: %w", err)
+		return r, s.failLocked("fsync", err)
 	}
+	s.size += int64(len(buf))
+	s.needNL = false
 	s.next++
+	if replace {
+		for i := len(s.recs) - 1; i >= 0; i-- {
+			if s.recs[i].ID == r.ID {
+				s.recs = append(s.recs[:i], s.recs[i+1:]...)
+				s.garbage++
+				break
+			}
+		}
+	}
 	s.recs = append(s.recs, r)
 	if len(s.recs) > s.max {
-		s.dropOldestLocked()
+		s.dropOldestLocked(true)
 	}
 	select {
 	case s.notify <- struct{}{}:
@@ -168,9 +327,29 @@ func (s *Spool) Append(r Record) (Record, error) {
 	return r, nil
 }
 
+// failLocked cuts the file back after a failed write or fsync.
+func (s *Spool) failLocked(op string, err error) error {
+	s.torn = true
+	if cerr := s.cutLocked(); cerr != nil {
+		return fmt.Errorf("spool: %s: %w (and cutting back the partial line: %v)", op, err, cerr)
+	}
+	return fmt.Errorf("spool: %s: %w", op, err)
+}
+
+func (s *Spool) cutLocked() error {
+	if err := s.f.Truncate(s.size); err != nil {
+		return err
+	}
+	s.torn = false
+	return nil
+}
+
 // dropOldestLocked keeps the spool bounded: the oldest snapshot goes first;
-// kill records only when nothing else is left.
-func (s *Spool) dropOldestLocked() {
+// kill records only when nothing else is left. The row stays in the file
+// as garbage until the next rewrite, which comes once garbage outweighs
+// the rows held: amortized, a few rows' worth of writing per dropped row.
+// At the next open the bound is applied again to what the file holds.
+func (s *Spool) dropOldestLocked(compact bool) {
 	i := 0
 	for j, r := range s.recs {
 		if r.Kind == KindSnapshot {
@@ -178,10 +357,23 @@ func (s *Spool) dropOldestLocked() {
 			break
 		}
 	}
-	s.recs = append(s.recs[:i], s.recs[i+1:]...)
+	copy(s.recs[1:i+1], s.recs[:i]) // the kills before it move up by one
+	s.recs[0] = Record{}
+	s.recs = s.recs[1:]
 	s.dropped++
 	s.garbage++
-	_ = s.compactLocked() // a failed rewrite only leaves the row on disk
+	if compact {
+		_ = s.maybeCompactLocked() // a failed rewrite only leaves garbage on disk
+	}
+}
+
+// maybeCompactLocked rewrites the file once garbage outweighs the records
+// held, or when nothing is held.
+func (s *Spool) maybeCompactLocked() error {
+	if s.garbage == 0 || len(s.recs) > 0 && (s.garbage < compactMin || s.garbage < len(s.recs)) {
+		return nil
+	}
+	return s.compactLocked()
 }
 
 // Notify is signalled after each Append.
@@ -212,8 +404,36 @@ func (s *Spool) Dropped() uint64 {
 	return s.dropped
 }
 
+// Bad counts what was set aside in spool.bad since open: damaged lines
+// found at open and rows the database refused.
+func (s *Spool) Bad() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bad
+}
+
+// SetAside appends r to spool.bad after a line giving reason, durably.
+// The caller then acks it: a record the database refuses for good must
+// not hold back the ones after it.
+func (s *Spool) SetAside(r Record, reason string) error {
+	line, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("spool: encode: %w", err)
+	}
+	reason = strings.ReplaceAll(reason, "\n", " ")
+	entry := fmt.Sprintf("# %s %s\n%s\n", time.Now().UTC().Format(time.RFC3339Nano), reason, line)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := appendSync(filepath.Join(s.dir, badFile), []byte(entry)); err != nil {
+		return fmt.Errorf("spool: set aside record %d: %w", r.Seq, err)
+	}
+	s.bad++
+	return nil
+}
+
 // Ack removes the records up to seq, which have been committed to the
-// database. The ack is made durable before they are forgotten.
+// database (or set aside). The ack is made durable before they are
+// forgotten.
 func (s *Spool) Ack(seq uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -225,12 +445,10 @@ func (s *Spool) Ack(seq uint64) error {
 	for n < len(s.recs) && s.recs[n].Seq <= seq {
 		n++
 	}
+	clear(s.recs[:n])
 	s.recs = s.recs[n:]
 	s.garbage += n
-	if s.garbage > 1000 || s.garbage > 4*len(s.recs) {
-		return s.compactLocked()
-	}
-	return nil
+	return s.maybeCompactLocked()
 }
 
 // Prune removes records created before t (retention without a database).
@@ -250,6 +468,8 @@ func (s *Spool) Prune(t time.Time) (int, error) {
 		return 0, nil
 	}
 	s.garbage += n
+	// Rewritten now: a pruned row left in the file would come back at the
+	// next open.
 	return n, s.compactLocked()
 }
 
@@ -276,6 +496,8 @@ func (s *Spool) compactLocked() error {
 	}
 	s.f.Close()
 	s.f = f
+	s.size = int64(buf.Len())
+	s.torn, s.needNL = false, false
 	s.garbage = 0
 	return nil
 }
@@ -285,6 +507,36 @@ func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.f.Close()
+}
+
+// appendSync appends data to path (creating it) and fsyncs it and, so a
+// new file's name is durable too, its directory.
+func appendSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // writeFileSync replaces path atomically and durably: write a temporary
@@ -309,10 +561,5 @@ func writeFileSync(path string, data []byte) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return syncDir(filepath.Dir(path))
 }

@@ -3,11 +3,13 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 )
 
@@ -27,11 +29,16 @@ type Config struct {
 
 // Store takes rows, keeps them in the spool and delivers them.
 type Store struct {
-	cfg     Config
-	log     *zap.Logger
-	up      atomic.Bool // database reachable at the last attempt
-	flushMu sync.Mutex
-	kick    chan struct{}
+	cfg Config
+	log *zap.Logger
+	up  atomic.Bool // database reachable at the last attempt
+	// schemaLogged: the schema-not-current error was logged (once: only
+	// an operator can cure it).
+	schemaLogged atomic.Bool
+	flushMu      sync.Mutex
+	kick         chan struct{}
+	seenMu       sync.Mutex
+	seen         map[string]bool // refusals logged
 }
 
 // New returns a Store; Run delivers.
@@ -42,14 +49,30 @@ func New(cfg Config) *Store {
 	if cfg.PruneEvery == 0 {
 		cfg.PruneEvery = time.Hour
 	}
-	s := &Store{cfg: cfg, log: cfg.Log, kick: make(chan struct{}, 1)}
+	s := &Store{cfg: cfg, log: cfg.Log, kick: make(chan struct{}, 1), seen: map[string]bool{}}
 	s.up.Store(true)
 	return s
 }
 
-// Add makes a record durable in the spool and queues it for delivery.
+// Add makes a record durable in the spool and queues it for delivery. Its
+// text is first made what PostgreSQL accepts (valid UTF-8, no NUL, the
+// command line at most MaxCmdline bytes).
 func (s *Store) Add(kind string, created time.Time, snap *SnapshotRow, kill *KillRow) (Record, error) {
-	return s.cfg.Spool.Append(Record{Kind: kind, ID: NewID(), Host: s.cfg.Host, Created: created.UTC(), Snapshot: snap, Kill: kill})
+	return s.Replace(NewID(), kind, created, snap, kill)
+}
+
+// Replace is Add with the id of an earlier record, which it supersedes: a
+// kill row written with outcome pending when the first signal went out,
+// completed when the tree is gone. An undelivered earlier record is never
+// delivered; a delivered one is updated in PostgreSQL if it is still
+// pending (Postgres.Insert).
+func (s *Store) Replace(id string, kind string, created time.Time, snap *SnapshotRow, kill *KillRow) (Record, error) {
+	if (snap == nil) == (kill == nil) || kind != KindSnapshot && kind != KindKill {
+		return Record{}, fmt.Errorf("store: a %q record needs exactly one of snapshot and kill", kind)
+	}
+	r := Record{Kind: kind, ID: id, Host: s.cfg.Host, Created: created.UTC(), Snapshot: snap, Kill: kill}
+	sanitize(&r)
+	return s.cfg.Spool.Replace(r)
 }
 
 // Spool returns the spool.
@@ -84,10 +107,7 @@ func (s *Store) Run(ctx context.Context) {
 					return
 				}
 				backoff = min(max(2*backoff, time.Second), 30*time.Second)
-				if s.up.Swap(false) {
-					s.log.Warn("database unreachable: rows stay in the spool and are retried with backoff",
-						s.errField(err), zap.Int("spooled", s.cfg.Spool.Len()))
-				}
+				s.down(err)
 			} else {
 				backoff = 0
 			}
@@ -120,19 +140,66 @@ func (s *Store) Run(ctx context.Context) {
 	}
 }
 
-// deliver sends everything spooled, in order, in batches.
+// down records a failed attempt and logs it once per outage: a schema this
+// role cannot migrate is said as such (once), anything else is an outage.
+func (s *Store) down(err error) {
+	wasUp := s.up.Swap(false)
+	if se := (*SchemaError)(nil); errors.As(err, &se) {
+		if !s.schemaLogged.Swap(true) {
+			s.log.Error(se.Error(), zap.String("error", s.Redact(se.Err.Error())), zap.Int("spooled", s.cfg.Spool.Len()))
+		}
+		return
+	}
+	if wasUp {
+		s.log.Warn("database unreachable: rows stay in the spool and are retried with backoff",
+			s.errField(err), zap.Int("spooled", s.cfg.Spool.Len()))
+	}
+}
+
+// deliver sends everything spooled, in order, in batches. A row the
+// database refuses for good (Permanent) is set aside in spool.bad and
+// acked, and delivery goes on with the rows after it; an outage keeps
+// every row.
 func (s *Store) deliver(ctx context.Context) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	sent := 0
+	limit := 0  // the next batch's size, when a refusal was found further in
+	single := 0 // rows still to send one at a time, to find an offender
 	for {
-		recs := s.cfg.Spool.Pending(500)
+		n := 500
+		switch {
+		case single > 0:
+			n = 1
+			single--
+		case limit > 0:
+			n, limit = limit, 0
+		}
+		recs := s.cfg.Spool.Pending(n)
 		if len(recs) == 0 {
 			break
 		}
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := s.cfg.Postgres.Insert(cctx, recs)
 		cancel()
+		re := (*RowError)(nil)
+		if err != nil && errors.As(err, &re) && Permanent(re.Err) {
+			switch {
+			case re.Index < 0 && len(recs) > 1:
+				single = len(recs) // which row is not known: one at a time
+				continue
+			case re.Index > 0:
+				limit = re.Index // the rows before it first, then it
+				continue
+			}
+			if err := s.setAside(recs[0], re.Err); err != nil {
+				return err
+			}
+			if err := s.cfg.Spool.Ack(recs[0].Seq); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -145,6 +212,30 @@ func (s *Store) deliver(ctx context.Context) error {
 	}
 	if !s.up.Swap(true) {
 		s.log.Info("database reachable again: spooled rows delivered", zap.Int("delivered", sent))
+	}
+	return nil
+}
+
+// setAside moves a row the database refuses to spool.bad, logging each
+// distinct refusal once.
+func (s *Store) setAside(r Record, err error) error {
+	msg := s.Redact(err.Error())
+	if err := s.cfg.Spool.SetAside(r, "refused by PostgreSQL: "+msg); err != nil {
+		return err
+	}
+	key := msg
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) {
+		key = pe.Code + " " + pe.Message // without the row's values
+	}
+	s.seenMu.Lock()
+	first := !s.seen[key]
+	if first && len(s.seen) < 1000 {
+		s.seen[key] = true
+	}
+	s.seenMu.Unlock()
+	if first {
+		s.log.Error("database refused a row: set aside in spool.bad, delivery goes on",
+			zap.String("error", msg), zap.String("kind", r.Kind), zap.String("id", r.ID), zap.String("file", s.cfg.Spool.BadPath()))
 	}
 	return nil
 }
@@ -179,10 +270,7 @@ func (s *Store) prune(ctx context.Context) {
 	defer cancel()
 	n, err := s.cfg.Postgres.Prune(cctx, s.cfg.Host, before)
 	if err != nil {
-		if s.up.Swap(false) {
-			s.log.Warn("database unreachable: rows stay in the spool and are retried with backoff",
-				s.errField(err), zap.Int("spooled", s.cfg.Spool.Len()))
-		}
+		s.down(err)
 		return
 	}
 	if n > 0 {
