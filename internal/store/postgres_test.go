@@ -1,0 +1,274 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// testDB creates an empty database on the server at TEST_DATABASE_URL for
+// one test and drops it afterwards; it returns its URL. Without the
+// variable the test skips, and fails under CI (scripts/test provides a
+// server).
+func testDB(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("TEST_DATABASE_URL")
+	if base == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI must provide PostgreSQL: TEST_DATABASE_URL is not set (scripts/test sets it)")
+		}
+		t.Skip("skipped: needs PostgreSQL; set TEST_DATABASE_URL or run scripts/test, which starts a private server")
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect to TEST_DATABASE_URL: %v", err)
+	}
+	defer conn.Close(ctx)
+	var b [6]byte
+	rand.Read(b[:])
+	name := "sv_store_" + hex.EncodeToString(b[:])
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if c, err := pgx.Connect(ctx, base); err == nil {
+			c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			c.Close(ctx)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func testPool(t *testing.T, dsn string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+func killRec(id string, pid int32, outcome, cmdline string) *KillRow {
+	now := time.Now().UTC()
+	return &KillRow{PID: pid, Comm: "claude", Cmdline: cmdline, Rule: "claude", StartedAt: now.Add(-time.Hour),
+		Deadline: now, SignalledAt: now, Outcome: outcome, FinalSignal: "TERM", Descendants: []int32{pid + 1}}
+}
+
+func snapRow() *SnapshotRow {
+	return &SnapshotRow{CheckType: CheckType, Status: "ok", Details: []byte(`{"zombie_count":0}`)}
+}
+
+// TestIntegrationPendingKillReplaced: the complete row replaces a pending
+// one whether the pending one was delivered or not, and a replayed pending
+// row never undoes a complete one.
+func TestIntegrationPendingKillReplaced(t *testing.T) {
+	db := testDB(t)
+	ctx := context.Background()
+	pg := NewPostgres(testPool(t, db))
+	sp, _ := OpenSpool(t.TempDir(), 100)
+	defer sp.Close()
+	st := New(Config{Spool: sp, Postgres: pg, Host: "h"})
+	now := time.Now()
+	outcome := func(id string) string {
+		t.Helper()
+		var o string
+		if err := pg.pool.QueryRow(ctx, "SELECT outcome FROM tel.agent_kills WHERE id = $1", id).Scan(&o); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+
+	// Delivered pending, then complete.
+	a, _ := st.Add(KindKill, now, nil, killRec("", 100, OutcomePending, "claude"))
+	if err := st.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o := outcome(a.ID); o != OutcomePending {
+		t.Fatalf("outcome %q, want pending", o)
+	}
+	if _, err := st.Replace(a.ID, KindKill, now, nil, killRec("", 100, "killed", "claude")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o := outcome(a.ID); o != "killed" {
+		t.Fatalf("outcome %q after the complete row, want killed", o)
+	}
+	// A replay of the pending row (a crash between commit and ack).
+	replay := a
+	if err := pg.Insert(ctx, []Record{replay}); err != nil {
+		t.Fatal(err)
+	}
+	if o := outcome(a.ID); o != "killed" {
+		t.Fatalf("outcome %q after replaying the pending row, want killed", o)
+	}
+
+	// Undelivered pending, superseded in the spool: only the complete one goes.
+	b, _ := st.Add(KindKill, now, nil, killRec("", 200, OutcomePending, "claude"))
+	st.Replace(b.ID, KindKill, now, nil, killRec("", 200, "terminated", "claude"))
+	if sp.Len() != 1 {
+		t.Fatalf("%d spooled, want 1", sp.Len())
+	}
+	if err := st.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o := outcome(b.ID); o != "terminated" {
+		t.Fatalf("outcome %q, want terminated", o)
+	}
+}
+
+// TestIntegrationRefusedRowSetAside: a kill row whose command line is not
+// UTF-8 and holds NUL bytes arrives, sanitized, as do the snapshots after
+// it; a row PostgreSQL refuses (a CHECK constraint this test adds) goes to
+// spool.bad with its error, logged once, and every row after it arrives.
+func TestIntegrationRefusedRowSetAside(t *testing.T) {
+	db := testDB(t)
+	ctx := context.Background()
+	pool := testPool(t, db)
+	pg := NewPostgres(pool)
+	if err := pg.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ALTER TABLE tel.agent_kills ADD CONSTRAINT test_refuse CHECK (pid <> 4242)`); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sp, _ := OpenSpool(dir, 100)
+	defer sp.Close()
+	core, logs := observer.New(zap.InfoLevel)
+	st := New(Config{Spool: sp, Postgres: pg, Host: "h", Log: zap.New(core)})
+	now := time.Now()
+	raw := "claude --resume \xff\xfe\x00\x00tail" + strings.Repeat("x", 5000)
+	k, err := st.Add(KindKill, now, nil, killRec("", 77, "killed", raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Add(KindSnapshot, now, snapRow(), nil)
+	bad1, _ := st.Add(KindKill, now, nil, killRec("", 4242, "killed", "claude"))
+	st.Add(KindSnapshot, now, snapRow(), nil)
+	bad2, _ := st.Add(KindKill, now, nil, killRec("", 4242, "terminated", "claude"))
+	last, _ := st.Add(KindKill, now, nil, killRec("", 78, "killed", "claude"))
+	if err := st.Flush(ctx); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	if sp.Len() != 0 || sp.Bad() != 2 {
+		t.Fatalf("%d left in the spool, %d set aside; want 0, 2", sp.Len(), sp.Bad())
+	}
+	var cmdline string
+	if err := pool.QueryRow(ctx, "SELECT cmdline FROM tel.agent_kills WHERE id = $1", k.ID).Scan(&cmdline); err != nil {
+		t.Fatalf("the non-UTF-8 kill row did not arrive: %v", err)
+	}
+	if cmdline != k.Kill.Cmdline || len(cmdline) != MaxCmdline || !strings.HasPrefix(cmdline, "claude --resume \uFFFDtail") {
+		t.Errorf("cmdline arrived as %q... (%d bytes), spooled as %d bytes", cmdline[:30], len(cmdline), len(k.Kill.Cmdline))
+	}
+	var n int
+	pool.QueryRow(ctx, "SELECT count(*) FROM tel.system_health WHERE host = 'h'").Scan(&n)
+	if n != 2 {
+		t.Errorf("%d snapshots arrived, want 2", n)
+	}
+	pool.QueryRow(ctx, "SELECT count(*) FROM tel.agent_kills WHERE id = $1", last.ID).Scan(&n)
+	if n != 1 {
+		t.Errorf("the kill after the refused ones did not arrive")
+	}
+	setAside, _ := os.ReadFile(filepath.Join(dir, badFile))
+	for _, r := range []Record{bad1, bad2} {
+		if !bytes.Contains(setAside, []byte(r.ID)) {
+			t.Errorf("spool.bad lacks refused row %s", r.ID)
+		}
+	}
+	if !bytes.Contains(setAside, []byte("test_refuse")) {
+		t.Errorf("spool.bad does not say why:\n%s", setAside)
+	}
+	if got := logs.FilterMessageSnippet("database refused a row").Len(); got != 1 {
+		t.Errorf("%d refusal log lines for one distinct error, want 1", got)
+	}
+}
+
+// TestIntegrationOutageKeepsRows: a connection error is no refusal:
+// nothing is set aside, everything stays spooled.
+func TestIntegrationOutageKeepsRows(t *testing.T) {
+	cfg, err := pgxpool.ParseConfig("postgres://nobody:secretpw@127.0.0.1:1/none?connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	sp, _ := OpenSpool(t.TempDir(), 100)
+	defer sp.Close()
+	st := New(Config{Spool: sp, Postgres: NewPostgres(pool), Host: "h", Secret: "secretpw"})
+	st.Add(KindSnapshot, time.Now(), snapRow(), nil)
+	err = st.Flush(context.Background())
+	if err == nil || strings.Contains(err.Error(), "secretpw") {
+		t.Fatalf("flush: %v", err)
+	}
+	if sp.Len() != 1 || sp.Bad() != 0 {
+		t.Errorf("%d spooled, %d set aside; want 1, 0", sp.Len(), sp.Bad())
+	}
+}
+
+// TestIntegrationMigrateChecksFirst: with the schema current, a role with
+// no DDL rights migrates fine (nothing to do, nothing tried); with a
+// migration missing it gets a SchemaError naming it.
+func TestIntegrationMigrateChecksFirst(t *testing.T) {
+	db := testDB(t)
+	ctx := context.Background()
+	owner := testPool(t, db)
+	if err := NewPostgres(owner).Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var b [4]byte
+	rand.Read(b[:])
+	role := "sv_role_" + hex.EncodeToString(b[:])
+	if _, err := owner.Exec(ctx, `CREATE ROLE `+role+` LOGIN PASSWORD 'pw';
+		GRANT USAGE ON SCHEMA tel TO `+role+`;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tel TO `+role+`;
+		GRANT USAGE ON ALL SEQUENCES IN SCHEMA tel TO `+role); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(db)
+	u.User = url.UserPassword(role, "pw")
+	restricted := testPool(t, u.String())
+	t.Cleanup(func() {
+		restricted.Close()
+		owner.Exec(ctx, "DROP OWNED BY "+role)
+		owner.Exec(ctx, "DROP ROLE "+role)
+	})
+	if err := NewPostgres(restricted).Migrate(ctx); err != nil {
+		t.Fatalf("restricted role, current schema: %v", err)
+	}
+	if _, err := owner.Exec(ctx, "DELETE FROM tel.supervisor_migrations"); err != nil {
+		t.Fatal(err)
+	}
+	err := NewPostgres(restricted).Migrate(ctx)
+	var se *SchemaError
+	if !errors.As(err, &se) || len(se.Missing) != 1 || se.Missing[0] != "001_tel.sql" {
+		t.Fatalf("restricted role, schema not current: %v, want a SchemaError", err)
+	}
+	if !strings.Contains(err.Error(), "schema tel is not current (missing migrations 001_tel.sql) and this role cannot create it") {
+		t.Errorf("message: %v", err)
+	}
+}
