@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/reap"
+	"github.com/agent-supervisor/supervisor/internal/store"
 	"go.uber.org/zap"
 )
 
@@ -53,7 +55,10 @@ func once(ctx context.Context, cfg *Config, stdout, logw io.Writer) error {
 		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		err := d.store.Flush(fctx)
 		cancel()
-		if err != nil {
+		var se *store.SchemaError
+		if errors.As(err, &se) {
+			log.Error(se.Error(), zap.String("state_dir", cfg.StateDir)) // the row waits in the spool
+		} else if err != nil {
 			// Not lost: the row waits in the spool for the next run or the
 			// daemon.
 			log.Warn("database unreachable: the row stays in the spool", zap.String("error", err.Error()),

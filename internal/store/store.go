@@ -251,10 +251,20 @@ func (s *Store) Flush(ctx context.Context) error {
 	err := s.deliver(ctx)
 	if err != nil {
 		s.up.Store(false)
-		return errors.New(s.Redact(err.Error()))
+		return &redactedError{s.Redact(err.Error()), err}
 	}
 	return nil
 }
+
+// redactedError is err with the secret removed from its text; errors.As
+// still finds a *SchemaError in it.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
 
 func (s *Store) prune(ctx context.Context) {
 	before := time.Now().Add(-s.cfg.Retention)
