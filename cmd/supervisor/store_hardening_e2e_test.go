@@ -167,7 +167,9 @@ func TestIntegrationNonUTF8Cmdline(t *testing.T) {
 	if n := waitCount(t, conn, 10*time.Second, snaps, "SELECT count(*) FROM tel.system_health WHERE host = 'utf8-host'"); n != snaps || snaps < 1 {
 		t.Errorf("%d snapshots in the database, %d taken", n, snaps)
 	}
-	if bad := d.findLogs(func(m map[string]any) bool { return m["msg"] == "database refused a row: set aside in spool.bad, delivery goes on" }); len(bad) > 0 {
+	if bad := d.findLogs(func(m map[string]any) bool {
+		return m["msg"] == "database refused a row: set aside in spool.bad, delivery goes on"
+	}); len(bad) > 0 {
 		t.Errorf("rows refused: %v", bad)
 	}
 }
