@@ -5,10 +5,14 @@
 // Every row is first appended to a spool file under the state directory and
 // fsynced; only then is it sent to PostgreSQL, and it leaves the spool once
 // the transaction that inserted it has committed. Rows carry an id chosen
-// here, and inserts do nothing on a conflicting id, so replaying a row after
-// a crash never duplicates it. Without a database the spool is the store.
+// here, and inserts do nothing on a conflicting id (a kill row replaces a
+// pending one), so replaying a row after a crash never duplicates it.
+// Without a database the spool is the store. Damaged spool lines and rows
+// the database refuses for good are set aside in spool.bad, never in the
+// way of the others. LockDir makes one process the owner of a state dir.
 //
 // The caller owns the pgxpool.Pool. The schema is created from SQL files
 // embedded in the binary, under a PostgreSQL advisory lock, so daemons on
-// many hosts may start against one database at once.
+// many hosts may start against one database at once; when it is already
+// current, no DDL is issued.
 package store
