@@ -299,3 +299,38 @@ func TestIntegrationMassKill(t *testing.T) {
 		t.Errorf("the daemon peaked at %d threads during the kill, want ≤ 64", r.peakThreads)
 	}
 }
+
+// TestIntegrationMassKillFewDescriptors: the same with more agents than the
+// daemon may open descriptors (RLIMIT_NOFILE 512, set by prlimit on the
+// daemon alone). Agents beyond the budget are queued without a pidfd, their
+// start time checked; when due they are pinned (start time checked again),
+// signalled and killed as descriptors free up. None is early, none is lost,
+// and the daemon never runs out of descriptors.
+func TestIntegrationMassKillFewDescriptors(t *testing.T) {
+	needRoot(t)
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Fatal("prlimit (util-linux) is needed to lower the daemon's RLIMIT_NOFILE")
+	}
+	const n = 1000
+	grace := time.Second
+	r := massKill(t, n, "fd-agent", grace, 4*time.Second, 40*time.Second, true, prlimit, "--nofile=512:512")
+	late := 0.0
+	for _, m := range r.kills {
+		late = max(late, float64(num(m["signalled_boot_ns"])-num(m["deadline_boot_ns"]))/1e6)
+		if m["outcome"] != "killed" {
+			t.Errorf("pid %d: outcome %v, want killed", num(m["pid"]), m["outcome"])
+		}
+	}
+	t.Logf("%d agents under RLIMIT_NOFILE 512: peak %d fds, %d threads; latest first signal %.0f ms after its deadline, all gone after %.0f ms",
+		n, r.peakFDs, r.peakThreads, late, r.allGoneMS())
+	if len(r.kills) != n {
+		t.Errorf("%d kill lines for %d agents", len(r.kills), n)
+	}
+	if r.early > 0 {
+		t.Errorf("%d agents signalled before their deadline", r.early)
+	}
+	if r.peakFDs >= 512 {
+		t.Errorf("the daemon reached %d descriptors of 512", r.peakFDs)
+	}
+}
