@@ -424,6 +424,9 @@ func (k *kill) refresh() bool {
 // second under a fork storm); past settleMax the sweep goes on with what
 // the table has.
 func (k *kill) settle() {
+	if !k.tree[0].dead {
+		return // the agent survives (EPERM): the table will not see its exit
+	}
 	targets := make([]tracker.Target, 0, len(k.tree))
 	for _, m := range k.tree[1:] {
 		if m.dead {
