@@ -316,6 +316,38 @@ func BenchmarkIntegrationBurst(b *testing.B) {
 	}
 }
 
+// BenchmarkIntegrationMassKill: thousands of TERM-ignoring agents due
+// together (a restart after downtime, a resume from suspend): time from the
+// first deadline until every one is signalled and until every one is gone
+// (through the grace period and SIGKILL), and the daemon's peak threads and
+// descriptors meanwhile.
+func BenchmarkIntegrationMassKill(b *testing.B) {
+	for _, n := range scale([]int{300}, []int{1000}, []int{1000, 5000}) {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			needRoot(b)
+			grace := 2 * time.Second
+			for b.Loop() {
+				r := massKill(b, n, "mass-agent", grace, 5*time.Second, 60*time.Second, true)
+				late := make([]float64, 0, len(r.kills))
+				for _, m := range r.kills {
+					late = append(late, float64(num(m["signalled_boot_ns"])-num(m["deadline_boot_ns"]))/1e6)
+				}
+				p50, p99, pmax := pcts(late)
+				record(b, "masskill", map[string]any{"agents": n, "killed": len(r.kills), "exited": r.exits,
+					"grace_ms": float64(grace) / 1e6, "fork_spread_ms": r.forkSpreadMS,
+					"all_signalled_ms": r.allSignalledMS(), "all_gone_ms": r.allGoneMS(),
+					"lateness_p50_ms": p50, "lateness_p99_ms": p99, "lateness_max_ms": pmax,
+					"threads_start": r.baseThreads, "threads_peak": r.peakThreads, "fds_peak": r.peakFDs, "early": r.early})
+				b.ReportMetric(r.allGoneMS(), "all-gone-ms")
+				b.ReportMetric(float64(r.peakThreads), "peak-threads")
+				if len(r.kills) != n || r.exits != n || r.early > 0 {
+					b.Errorf("%d kills, %d exits of %d agents, %d early", len(r.kills), r.exits, n, r.early)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkIntegrationSeedBurst runs the seed job itself
 // (../shared/seed/process-reaper.js, with stand-ins for its db, logger and
 // env imports) against agents named claude, inside a fresh PID namespace so

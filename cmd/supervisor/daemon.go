@@ -82,14 +82,15 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 	}
 	d := &daemon{cfg: cfg, log: log, clock: tracker.SystemClock{}, procs: procs, guard: guard,
 		live: cfg, resum: make(chan time.Duration, 1)}
+	pins := reap.NewPins(procs, log.Named("reap"))
 	d.table = tracker.NewTable(tracker.Config{
 		Rules: cfg.Agents, Under: cfg.Under, MaxAge: cfg.MaxAge,
-		Proc: procs, Clock: d.clock, Pin: reap.Pinner(procs), Queue: &tracker.Deadlines{},
+		Proc: procs, Clock: d.clock, Pin: pins.Pinner(), Queue: &tracker.Deadlines{},
 		Log: log.Named("tracker"),
 	})
 	d.reaper = reap.New(reap.Config{
 		Grace: cfg.KillGrace, DryRun: cfg.DryRun, Tree: d.table, Procs: procs,
-		Clock: d.clock, Guard: guard, Log: log.Named("reap"), OnResult: d.onResult,
+		Clock: d.clock, Guard: guard, Log: log.Named("reap"), OnResult: d.onResult, Pins: pins,
 	})
 	d.collector, err = health.NewCollector("/proc", "/sys/fs/cgroup", procs.Scan, health.Thresholds{
 		Zombies: cfg.ZombieWarnThreshold, FreeMemMB: cfg.FreeMemWarnMB, SwapPct: cfg.SwapWarnPct,

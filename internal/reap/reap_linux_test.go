@@ -42,14 +42,15 @@ func TestPinChecksIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd, err := pin(procs, pid, info.Start)
+	pins := NewPins(procs, nil)
+	fd, err := pins.pin(pid, info.Start, 1<<30)
 	if err != nil {
 		t.Fatalf("pin with the right start: %v", err)
 	}
 	defer unix.Close(fd)
 
 	wrong := tracker.Start{NS: info.Start.NS - 10*tracker.Tick}
-	if fd2, err := pin(procs, pid, wrong); !errors.Is(err, ErrReused) || !errors.Is(err, tracker.ErrGone) {
+	if fd2, err := pins.pin(pid, wrong, 1<<30); !errors.Is(err, ErrReused) || !errors.Is(err, tracker.ErrGone) {
 		unix.Close(fd2)
 		t.Fatalf("pin with another start: %v, want ErrReused", err)
 	}
@@ -59,16 +60,25 @@ func TestPinChecksIdentity(t *testing.T) {
 	if err := signal(fd, unix.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	dead := []bool{false}
-	exited([]int{fd}, dead, 10*time.Second)
-	if !dead[0] {
+	exitCh := make(chan struct{})
+	id, err := exits.add(fd, func() { close(exitCh) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exits.remove(id)
+	select {
+	case <-exitCh:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the exit watcher did not report the exit")
+	}
+	if !hasExited(fd) {
 		t.Fatal("pidfd not readable after the process exited")
 	}
 	c.Wait()
 	if err := signal(fd, unix.SIGTERM); !errors.Is(err, tracker.ErrGone) {
 		t.Fatalf("signal after exit: %v, want ErrGone", err)
 	}
-	if _, err := pin(procs, pid, info.Start); !errors.Is(err, tracker.ErrGone) {
+	if _, err := pins.pin(pid, info.Start, 1<<30); !errors.Is(err, tracker.ErrGone) {
 		t.Fatalf("pin after exit: %v, want ErrGone", err)
 	}
 }

@@ -2,6 +2,7 @@ package reap
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,9 +15,10 @@ import (
 // Tree is what the reaper needs of the process table.
 type Tree interface {
 	Descendants(p *tracker.Proc, buf []tracker.Target) []tracker.Target
-	// Gone reports whether the table has seen the exit of p and of every
-	// target; a process's forks reach the table before its exit does.
-	Gone(p *tracker.Proc, targets []tracker.Target) bool
+	// WaitGone waits until the table has seen the exit of p and of every
+	// target, or until deadline, and reports whether it has; a process's
+	// forks reach the table before its exit does.
+	WaitGone(deadline time.Time, p *tracker.Proc, targets []tracker.Target) bool
 	Release(p *tracker.Proc)
 }
 
@@ -29,22 +31,32 @@ type Config struct {
 	Clock  tracker.Clock
 	Guard  *Guard
 	Log    *zap.Logger
+	// Pins opens the pidfds (nil: a Pins of its own, from Procs). Share
+	// the table's, so that Stats counts both.
+	Pins *Pins
+	// OnSignal, if set, receives each agent right after its first signal
+	// went out (Outcome "pending", FinalSignal "TERM"), before its tree is
+	// chased: not for a dry run, a refused agent or one whose first signal
+	// failed. OnResult follows with the same Seq.
+	OnSignal func(Result)
 	// OnResult, if set, receives every finished reap.
 	OnResult func(Result)
 }
 
 // Outcomes of a reap.
 const (
+	OutcomePending    = "pending"      // signalled, the tree not gone yet (OnSignal)
 	OutcomeTerminated = "terminated"   // the whole tree exited within the grace period
 	OutcomeKilled     = "killed"       // SIGKILL was needed
 	OutcomeGone       = "already_gone" // the agent had exited before its signal
 	OutcomeDryRun     = "dry_run"      // nothing was signalled
-	OutcomeFailed     = "failed"       // a process of the tree survived SIGKILL or could not be signalled
+	OutcomeFailed     = "failed"       // a process of the tree survived SIGKILL or could not be signalled (EPERM)
 	OutcomeRefused    = "refused"      // the guard refused to signal the agent
 )
 
 // Result describes one reaped agent. Times are CLOCK_BOOTTIME ns.
 type Result struct {
+	Seq         uint64 // the agent's, unique per daemon run: pairs OnSignal with OnResult
 	PID         int32
 	Comm        string
 	Cmdline     string
@@ -62,15 +74,54 @@ type Result struct {
 // Lateness is how long after its deadline the agent was signalled.
 func (r Result) Lateness() time.Duration { return time.Duration(r.Signalled - r.Deadline) }
 
-// settleMax bounds the wait for the table to catch up with a tree's exits.
-const settleMax = 2 * time.Second
+const (
+	// settleMax bounds the wait for the table to catch up with a tree's
+	// exits.
+	settleMax = 2 * time.Second
+	// killMax bounds the SIGKILL rounds: a process that survives them (in
+	// uninterruptible sleep) makes the outcome failed, and Wait returns.
+	killMax = 10 * time.Second
+	// pinMax bounds the retries of a pidfd that cannot be opened (EMFILE,
+	// ENOMEM, over budget) before the process counts as failed.
+	pinMax = 30 * time.Second
+	// sweepers bounds the sweeps running at once. A sweep is a handful of
+	// short syscalls (pidfd_open, a /proc read, pidfd_send_signal), but
+	// thousands at once would each take an OS thread from the Go runtime
+	// while in the kernel.
+	sweepers = 8
+)
 
 // Reaper runs the kill protocol.
+//
+// Every agent's kill is a goroutine that blocks in nothing but channels and
+// Go timers: exits come from the one epoll loop (exitWatch), the table's
+// catching up from Tree.WaitGone, the grace period from a Go timer, and the
+// syscalls of a sweep run a few at a time (sweepers). So any number of
+// kills in flight costs goroutines, not threads.
 type Reaper struct {
-	cfg   Config
-	log   *zap.Logger
-	wg    sync.WaitGroup
-	grace atomic.Int64
+	cfg      Config
+	log      *zap.Logger
+	pins     *Pins
+	wg       sync.WaitGroup
+	grace    atomic.Int64
+	sem      chan struct{}
+	inflight atomic.Int64
+	sigErrs  atomic.Uint64
+	send     func(fd int, sig unix.Signal) error // signal; a seam for tests
+}
+
+// Stats are the reaper's counts.
+type Stats struct {
+	InFlight int64 // kills in flight
+	PinStats       // of its Pins
+	// SignalErrors counts signals refused (EPERM) or failed for another
+	// reason than a vanished process.
+	SignalErrors uint64
+}
+
+// Stats returns the counts so far.
+func (r *Reaper) Stats() Stats {
+	return Stats{InFlight: r.inflight.Load(), PinStats: r.pins.Stats(), SignalErrors: r.sigErrs.Load()}
 }
 
 // SetGrace changes the time between SIGTERM and SIGKILL for reaps that
@@ -82,212 +133,340 @@ func New(cfg Config) *Reaper {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	r := &Reaper{cfg: cfg, log: cfg.Log}
+	if cfg.Pins == nil {
+		cfg.Pins = NewPins(cfg.Procs, cfg.Log)
+	}
+	r := &Reaper{cfg: cfg, log: cfg.Log, pins: cfg.Pins, sem: make(chan struct{}, sweepers), send: signal}
 	r.grace.Store(int64(cfg.Grace))
 	return r
 }
 
 // Fire receives the agents now due from the Timer, which has already sent
-// each its SIGCONT and SIGTERM (unless dry-run or refused), and hands each
-// agent's tree to its own goroutine, so that agents due together are reaped
-// together. Fire owns the agents and their pidfds.
+// each its SIGCONT and SIGTERM (unless dry-run, refused, or the agent has
+// no pidfd yet), and hands each agent's tree to its own goroutine, so that
+// agents due together are reaped together. Fire owns the agents and their
+// pidfds.
 func (r *Reaper) Fire(due []*tracker.Agent) {
 	for _, a := range due {
-		res := Result{PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Start: a.Start,
+		res := Result{Seq: a.Seq, PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Start: a.Start,
 			Deadline: a.Deadline, Signalled: a.Fired, DryRun: r.cfg.DryRun}
 		switch {
 		case !r.cfg.Guard.Allowed(a.PID, false):
 			res.Outcome = OutcomeRefused
-		case r.cfg.DryRun || a.FD < 0:
+		case r.cfg.DryRun:
 			res.Outcome = OutcomeDryRun
-		case errors.Is(a.FireErr, tracker.ErrGone):
-			res.Outcome, res.FinalSignal = OutcomeGone, "TERM"
-		case a.FireErr != nil:
-			res.Outcome, res.FinalSignal = OutcomeFailed, "TERM"
-		default:
-			res.FinalSignal = "TERM"
 		}
 		r.wg.Add(1)
+		r.inflight.Add(1)
 		go r.finish(a, res)
 	}
 }
 
-// Wait blocks until every reap in flight has finished.
+// Wait blocks until every reap in flight has finished: within the grace
+// period plus killMax (plus pinMax for an agent whose pidfd cannot be
+// opened) of the last Fire.
 func (r *Reaper) Wait() { r.wg.Wait() }
 
+// member is one process of a tree being reaped. Exactly one of: its pidfd
+// is being retried (fd < 0, pinning set), it is pinned (fd >= 0) until it
+// exits, or it is dead, failed or ignored.
 type member struct {
 	tracker.Target
-	fd   int
-	dead bool
+	fd      int
+	watch   uint64      // exitWatch id; 0: poll fd instead
+	exited  atomic.Bool // set by the exit watcher
+	pinning time.Time   // when the first pin attempt failed
+	dead    bool        // exited, or gone or reused before we could pin it
+	failed  bool        // could not be signalled (EPERM) or pinned in pinMax
+	ignored bool        // protected: never signalled
 }
 
-// finish terminates the agent's descendants, waits out the grace period and
-// kills what is left.
+func (m *member) done() bool { return m.dead || m.failed || m.ignored }
+
+// kill is one agent's reap in flight.
+type kill struct {
+	r     *Reaper
+	a     *tracker.Agent
+	res   Result
+	tree  []*member
+	known map[int32]*member
+	buf   []tracker.Target
+	wake  chan struct{} // a watched member exited
+}
+
 func (r *Reaper) finish(a *tracker.Agent, res Result) {
 	defer r.wg.Done()
+	defer r.inflight.Add(-1)
 	defer r.cfg.Tree.Release(a.Proc())
-	defer closeFD(a.FD)
 
-	if err := a.FireErr; err != nil && !errors.Is(err, tracker.ErrGone) {
-		r.log.Error("signal agent", zap.Int32("pid", a.PID), zap.String("comm", a.Comm), zap.Error(err))
-	}
-	if res.Outcome == OutcomeRefused {
-		r.log.Error("refused to signal a protected process", zap.Int32("pid", a.PID), zap.String("comm", a.Comm))
-		r.report(res)
-		return
-	}
-	self := member{Target: tracker.Target{PID: a.PID, Start: a.Start, Comm: a.Comm}, fd: a.FD, dead: res.Outcome == OutcomeGone}
-	tree := []*member{&self}
-	known := map[int32]*member{a.PID: &self}
-	var buf []tracker.Target
-
-	// sweep adds descendants not seen before and sends them sig (with a
-	// SIGCONT first, so a stopped process can act on SIGTERM).
-	sweep := func(sig unix.Signal) int {
-		buf = r.cfg.Tree.Descendants(a.Proc(), buf[:0])
-		added := 0
-		for _, t := range buf {
-			if m, ok := known[t.PID]; ok && m.Start.Same(t.Start) {
-				continue
-			}
-			m := &member{Target: t, fd: -1}
-			known[t.PID] = m
-			tree = append(tree, m)
-			added++
-			if res.DryRun {
-				continue
-			}
-			if !r.cfg.Guard.Allowed(t.PID, t.Kthread) {
-				r.log.Error("refused to signal a protected process", zap.Int32("pid", t.PID), zap.String("comm", t.Comm),
-					zap.Int32("agent", a.PID))
-				m.dead = true
-				continue
-			}
-			fd, err := pin(r.cfg.Procs, t.PID, t.Start)
-			if err != nil {
-				m.dead = true // gone or reused: nothing of ours to signal
-				continue
-			}
-			m.fd = fd
-			if sig != unix.SIGKILL {
-				_ = signal(fd, unix.SIGCONT)
-			}
-			if signal(fd, sig) != nil {
-				m.dead = true
-			}
-		}
-		return added
-	}
+	k := &kill{r: r, a: a, res: res, known: map[int32]*member{}, wake: make(chan struct{}, 1)}
+	self := &member{Target: tracker.Target{PID: a.PID, Start: a.Start, Comm: a.Comm}, fd: a.FD}
+	k.tree = append(k.tree, self)
+	k.known[a.PID] = self
 	defer func() {
-		for _, m := range tree[1:] {
+		for _, m := range k.tree {
+			exits.remove(m.watch)
 			closeFD(m.fd)
 		}
 	}()
 
-	if res.DryRun {
-		sweep(0)
-		res.Descendants = pids(tree[1:])
-		r.report(res)
+	switch res.Outcome {
+	case OutcomeRefused:
+		r.log.Error("refused to signal a protected process", zap.Int32("pid", a.PID), zap.String("comm", a.Comm))
+		r.report(k.res)
+		return
+	case OutcomeDryRun:
+		k.sweep(0)
+		k.res.Descendants = pids(k.tree[1:])
+		r.report(k.res)
 		return
 	}
 
-	// settle waits until the table has applied the exit of every process
-	// of the tree, so that a child forked just before its parent died is
-	// in the table for the next sweep. The event loop may lag the kernel
-	// (about a second under a fork storm); past settleMax the sweep goes on
-	// with what the table has.
-	settle := func() {
-		targets := make([]tracker.Target, 0, len(tree))
-		for _, m := range tree[1:] {
-			targets = append(targets, m.Target)
+	k.res.FinalSignal = "TERM"
+	fireErr := a.FireErr
+	if self.fd < 0 {
+		// Queued without a pidfd (over the descriptor budget when found):
+		// pin it now, checking its start time, and send the first signals
+		// from here, as late as the pin took; Signalled says so.
+		fireErr = k.pinFirst(self)
+	}
+	switch {
+	case fireErr == nil:
+		k.watch(self)
+		if r.cfg.OnSignal != nil {
+			p := k.res
+			p.Outcome = OutcomePending
+			r.cfg.OnSignal(p)
 		}
-		end := time.Now().Add(settleMax)
-		for !r.cfg.Tree.Gone(a.Proc(), targets) && time.Now().Before(end) {
-			time.Sleep(2 * time.Millisecond)
-		}
+	case errors.Is(fireErr, tracker.ErrGone):
+		self.dead = true
+		k.res.Outcome = OutcomeGone
+	default:
+		k.refused(self, fireErr)
 	}
 
-	sweep(unix.SIGTERM)
-	grace := time.Duration(r.grace.Load())
-	end := time.Now().Add(grace)
-	for {
-		if r.wait(tree, time.Until(end), 50*time.Millisecond) {
-			settle()
-			if sweep(unix.SIGTERM) == 0 && r.allDead(tree) {
-				break
-			}
-		}
-		if !time.Now().Before(end) {
-			break
-		}
-		sweep(unix.SIGTERM)
-	}
-
-	if !r.allDead(tree) {
-		res.FinalSignal = "KILL"
-		res.Outcome = OutcomeKilled
+	if !k.phase(unix.SIGTERM, time.Duration(r.grace.Load())) {
+		k.res.FinalSignal = "KILL"
+		k.res.Outcome = OutcomeKilled
 		// Parents first: a killed parent forks no more. Then sweep again
 		// for anything forked before it died, until a sweep finds none.
-		for round := 0; round < 50; round++ {
-			for _, m := range tree {
-				if !m.dead && m.fd >= 0 && signal(m.fd, unix.SIGKILL) != nil {
-					m.dead = true
-				}
-			}
-			added := sweep(unix.SIGKILL)
-			if r.wait(tree, 2*time.Second, 2*time.Second) {
-				settle()
-				added += sweep(unix.SIGKILL)
-			}
-			if added == 0 && r.allDead(tree) {
+		end := time.Now().Add(killMax)
+		for {
+			k.signalAll(unix.SIGKILL)
+			left := time.Until(end)
+			if k.phase(unix.SIGKILL, min(2*time.Second, max(0, left))) || left <= 0 {
 				break
 			}
 		}
-		if !r.allDead(tree) {
-			res.Outcome = OutcomeFailed
-		}
-	} else if res.Outcome == "" {
-		res.Outcome = OutcomeTerminated
+	} else if k.res.Outcome == "" {
+		k.res.Outcome = OutcomeTerminated
 	}
-	if r.allDead(tree) {
-		res.Exited = r.cfg.Clock.Now()
+	all, failed := k.refresh(), false
+	for _, m := range k.tree {
+		failed = failed || m.failed
 	}
-	res.Descendants = pids(tree[1:])
-	r.report(res)
+	if !all || failed {
+		k.res.Outcome = OutcomeFailed
+	} else {
+		k.res.Exited = r.cfg.Clock.Now()
+	}
+	k.res.Descendants = pids(k.tree[1:])
+	r.report(k.res)
 }
 
-// wait polls the tree's pidfds until all are dead or d passes, returning
-// whether all are dead. It wakes at least every step to let sweeps run.
-func (r *Reaper) wait(tree []*member, d, step time.Duration) bool {
-	fds := make([]int, len(tree))
-	dead := make([]bool, len(tree))
-	end := time.Now().Add(d)
-	for {
-		for i, m := range tree {
-			fds[i], dead[i] = m.fd, m.dead || m.fd < 0
+// pinFirst pins an agent that was queued without a pidfd and sends it
+// SIGCONT and SIGTERM, retrying a failed open (EMFILE, over budget) with
+// backoff for up to pinMax. It returns the error of SIGTERM (ErrGone if
+// the agent is gone or its PID reused).
+func (k *kill) pinFirst(self *member) error {
+	r := k.r
+	backoff := 10 * time.Millisecond
+	for start := time.Now(); ; {
+		r.sem <- struct{}{}
+		fd, err := r.pins.pin(self.PID, self.Start, r.pins.fireCap)
+		if err == nil {
+			self.fd = fd
+			_ = r.send(fd, unix.SIGCONT)
+			err = r.send(fd, unix.SIGTERM)
 		}
-		exited(fds, dead, min(step, max(0, time.Until(end))))
-		for i, m := range tree {
-			if dead[i] {
-				m.dead = true
+		<-r.sem
+		switch {
+		case self.fd >= 0 || errors.Is(err, tracker.ErrGone):
+			k.res.Signalled = r.cfg.Clock.Now()
+			return err
+		case time.Since(start) > pinMax:
+			k.res.Signalled = r.cfg.Clock.Now()
+			return fmt.Errorf("no pidfd for %s: %w", pinMax, err)
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// watch asks the exit watcher to wake this kill when m exits.
+func (k *kill) watch(m *member) {
+	id, err := exits.add(m.fd, func() {
+		m.exited.Store(true)
+		select {
+		case k.wake <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		k.r.log.Debug("watch pidfd; polling it instead", zap.Int32("pid", m.PID), zap.Error(err))
+	}
+	m.watch = id
+}
+
+// refused records that m could not be signalled: the outcome is failed,
+// never killed, since the process was not.
+func (k *kill) refused(m *member, err error) {
+	m.failed = true
+	k.r.sigErrs.Add(1)
+	k.r.log.Error("cannot signal a process of the tree", zap.Int32("pid", m.PID), zap.String("comm", m.Comm),
+		zap.Int32("agent", k.a.PID), zap.Error(err))
+}
+
+// send sends sig to m (SIGCONT first unless SIGKILL, so that a stopped
+// process can act on it).
+func (k *kill) send(m *member, sig unix.Signal) {
+	if sig != unix.SIGKILL {
+		_ = k.r.send(m.fd, unix.SIGCONT)
+	}
+	switch err := k.r.send(m.fd, sig); {
+	case err == nil:
+	case errors.Is(err, tracker.ErrGone):
+		m.dead = true
+	default:
+		k.refused(m, err)
+	}
+}
+
+// signalAll sends sig to every pinned member still alive, parents first.
+func (k *kill) signalAll(sig unix.Signal) {
+	k.r.sem <- struct{}{}
+	defer func() { <-k.r.sem }()
+	k.refresh()
+	for _, m := range k.tree {
+		if !m.done() && m.fd >= 0 {
+			k.send(m, sig)
+		}
+	}
+}
+
+// sweep adds the descendants not seen before, pins them and sends them sig
+// (none when 0), and retries pins that failed before. It returns how many
+// processes it added.
+func (k *kill) sweep(sig unix.Signal) int {
+	r := k.r
+	r.sem <- struct{}{}
+	defer func() { <-r.sem }()
+	k.buf = r.cfg.Tree.Descendants(k.a.Proc(), k.buf[:0])
+	added := 0
+	for _, t := range k.buf {
+		if m, ok := k.known[t.PID]; ok && m.Start.Same(t.Start) {
+			continue
+		}
+		m := &member{Target: t, fd: -1}
+		k.known[t.PID] = m
+		k.tree = append(k.tree, m)
+		added++
+		switch {
+		case k.res.DryRun:
+			m.ignored = true
+		case !r.cfg.Guard.Allowed(t.PID, t.Kthread):
+			r.log.Error("refused to signal a protected process", zap.Int32("pid", t.PID), zap.String("comm", t.Comm),
+				zap.Int32("agent", k.a.PID))
+			m.ignored = true
+		}
+	}
+	for _, m := range k.tree[1:] {
+		if m.fd >= 0 || m.done() {
+			continue
+		}
+		fd, err := r.pins.pin(m.PID, m.Start, r.pins.fireCap)
+		switch {
+		case err == nil:
+			m.fd, m.pinning = fd, time.Time{}
+			k.watch(m)
+			k.send(m, sig)
+		case errors.Is(err, tracker.ErrGone):
+			m.dead = true // gone or reused: nothing of ours to signal
+		case m.pinning.IsZero():
+			m.pinning = time.Now() // EMFILE, ENOMEM, over budget: next sweep
+		case time.Since(m.pinning) > pinMax:
+			k.refused(m, fmt.Errorf("no pidfd for %s: %w", pinMax, err))
+		}
+	}
+	return added
+}
+
+// refresh marks exited members dead and reports whether every member is
+// done with.
+func (k *kill) refresh() bool {
+	all := true
+	for _, m := range k.tree {
+		if m.done() {
+			continue
+		}
+		if m.fd >= 0 && (m.exited.Load() || (m.watch == 0 && hasExited(m.fd))) {
+			m.dead = true
+			continue
+		}
+		all = false
+	}
+	return all
+}
+
+// settle waits until the table has applied the exit of every process of
+// the tree, so that a child forked just before its parent died is in the
+// table for the next sweep. The event loop may lag the kernel (about a
+// second under a fork storm); past settleMax the sweep goes on with what
+// the table has.
+func (k *kill) settle() {
+	if !k.tree[0].dead {
+		return // the agent survives (EPERM): the table will not see its exit
+	}
+	targets := make([]tracker.Target, 0, len(k.tree))
+	for _, m := range k.tree[1:] {
+		if m.dead {
+			targets = append(targets, m.Target)
+		}
+	}
+	k.r.cfg.Tree.WaitGone(time.Now().Add(settleMax), k.a.Proc(), targets)
+}
+
+// step is how often a kill in flight sweeps for new descendants while it
+// waits: 50 ms, longer when thousands are in flight, so that their sweeps
+// (each takes the table's lock) leave the event loop room.
+func (r *Reaper) step() time.Duration {
+	return min(max(50*time.Millisecond, time.Duration(r.inflight.Load())*time.Millisecond), time.Second)
+}
+
+// phase waits up to d for every member to be done, sweeping with sig
+// meanwhile; once they are, it waits for the table to catch up and sweeps
+// once more. It reports whether the tree is done with.
+func (k *kill) phase(sig unix.Signal, d time.Duration) bool {
+	k.sweep(sig)
+	end := time.NewTimer(d)
+	defer end.Stop()
+	tick := time.NewTicker(k.r.step())
+	defer tick.Stop()
+	for {
+		if k.refresh() {
+			k.settle()
+			if k.sweep(sig) == 0 && k.refresh() {
+				return true
 			}
 		}
-		if r.allDead(tree) {
-			return true
-		}
-		if !time.Now().Before(end) || step < d {
-			return false
-		}
-	}
-}
-
-func (r *Reaper) allDead(tree []*member) bool {
-	for _, m := range tree {
-		if !m.dead && m.fd >= 0 {
-			return false
+		select {
+		case <-k.wake:
+		case <-tick.C:
+			k.sweep(sig)
+		case <-end.C:
+			return k.refresh()
 		}
 	}
-	return true
 }
 
 func pids(ms []*member) []int32 {

@@ -1,4 +1,4 @@
-//go:build linux && !cgo
+//go:build linux
 
 package reap
 
@@ -6,48 +6,58 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"golang.org/x/sys/unix"
 )
 
-// Timer, in builds without cgo, fires deadlines from a locked Go thread
-// reading a CLOCK_BOOTTIME timerfd. It is precise when the process is idle,
-// but when read(2) returns the thread needs a Go P, and under load that
-// can take milliseconds (see timer_cgo.go for the measurements); the cgo
-// build has no such wait.
-type Timer struct {
-	cfg      TimerConfig
+// goTimer is the Timer of builds without cgo (timer_nocgo.go): it fires
+// deadlines from a locked Go thread reading a CLOCK_BOOTTIME timerfd. It is
+// precise when the process is idle, but when read(2) returns the thread
+// needs a Go P, and under load that can take milliseconds (see timer_cgo.go
+// for the measurements); the cgo build has no such wait. It builds with cgo
+// too, so that its tests run under the race detector, which needs cgo.
+type goTimer struct {
+	cfg  TimerConfig
+	rt   atomic.Bool
+	done chan struct{}
+
+	// mu orders arming against Stop. Without it a Set that had seen "not
+	// stopping" could re-arm the timerfd for a far deadline (or disarm it)
+	// right after Stop armed it to wake Run: Run slept on and Stop waited
+	// forever. It also keeps a late Set off a closed (or reused) fd.
+	mu       sync.Mutex
 	fd       int
-	rt       atomic.Bool
-	stopping atomic.Bool
-	done     chan struct{}
+	stopping bool
+	started  bool
 }
 
-var _ tracker.Alarm = (*Timer)(nil)
+var _ tracker.Alarm = (*goTimer)(nil)
 
-// NewTimer creates the timer and connects it to cfg.Queue.
-func NewTimer(cfg TimerConfig) (*Timer, error) {
+// newGoTimer creates the timer and connects it to cfg.Queue.
+func newGoTimer(cfg TimerConfig) (*goTimer, error) {
 	fd, err := unix.TimerfdCreate(unix.CLOCK_BOOTTIME, unix.TFD_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("timerfd_create(CLOCK_BOOTTIME): %w", err)
 	}
-	t := &Timer{cfg: cfg, fd: fd, done: make(chan struct{})}
+	t := &goTimer{cfg: cfg, fd: fd, done: make(chan struct{})}
 	cfg.Queue.SetAlarm(t)
 	return t, nil
 }
 
 // Set implements tracker.Alarm: the queue calls it, locked, whenever its
 // earliest deadline may have moved, so the last call wins correctly.
-func (t *Timer) Set(_ *tracker.Agent, next int64) {
-	if t.stopping.Load() {
-		return
+func (t *goTimer) Set(_ *tracker.Agent, next int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.stopping {
+		t.armLocked(next)
 	}
-	t.arm(next)
 }
 
-func (t *Timer) arm(at int64) {
+func (t *goTimer) armLocked(at int64) {
 	// An absolute time in the past fires at once; 0 disarms.
 	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(at)}
 	_ = unix.TimerfdSettime(t.fd, unix.TFD_TIMER_ABSTIME, &spec, nil)
@@ -55,20 +65,30 @@ func (t *Timer) arm(at int64) {
 
 // Cancel implements tracker.Alarm: agents are popped under the queue's lock,
 // so a queued agent has never fired.
-func (t *Timer) Cancel(*tracker.Agent) bool { return true }
+func (t *goTimer) Cancel(*tracker.Agent) bool { return true }
 
 // RT reports whether the deadline thread runs at SCHED_FIFO.
-func (t *Timer) RT() bool { return t.rt.Load() }
+func (t *goTimer) RT() bool { return t.rt.Load() }
 
 // Run fires deadlines until Stop.
-func (t *Timer) Run() {
+func (t *goTimer) Run() {
 	runtime.LockOSThread() // never unlocked: a real-time thread dies with its goroutine
 	defer close(t.done)
+	t.mu.Lock()
+	if t.stopping {
+		t.mu.Unlock()
+		return
+	}
+	t.started = true
+	// Wake at once: the first PopDue arms the earliest deadline through
+	// Set, under the queue's lock. Arming Queue.Next() here instead could
+	// overwrite the deadline of an agent queued in between.
+	t.armLocked(1)
+	t.mu.Unlock()
 	if t.cfg.Realtime {
 		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 1}
 		t.rt.Store(unix.SchedSetAttr(0, &attr, 0) == nil)
 	}
-	t.arm(t.cfg.Queue.Next())
 	var buf [8]byte
 	var due []*tracker.Agent
 	for {
@@ -76,7 +96,10 @@ func (t *Timer) Run() {
 		if err != nil && !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EAGAIN) {
 			return
 		}
-		if t.stopping.Load() {
+		t.mu.Lock()
+		stopping := t.stopping
+		t.mu.Unlock()
+		if stopping {
 			return
 		}
 		due = t.cfg.Queue.PopDue(t.cfg.Clock.Now(), due[:0])
@@ -88,10 +111,19 @@ func (t *Timer) Run() {
 	}
 }
 
-// Stop wakes the thread, waits for Run to return and closes the timer.
-func (t *Timer) Stop() {
-	t.stopping.Store(true)
-	t.arm(1)
-	<-t.done
+// Stop wakes the thread, waits for Run to return (if it ever started) and
+// closes the timer. A Set from now on does nothing.
+func (t *goTimer) Stop() {
+	t.mu.Lock()
+	t.stopping = true
+	t.armLocked(1)
+	started := t.started
+	t.mu.Unlock()
+	if started {
+		<-t.done
+	}
+	t.mu.Lock()
 	unix.Close(t.fd)
+	t.fd = -1
+	t.mu.Unlock()
 }

@@ -92,6 +92,8 @@ type Table struct {
 
 	maxAge atomic.Int64
 	events [5]atomic.Uint64
+
+	goneWaiters map[int32][]chan struct{} // WaitGone (gone.go), guarded by mu
 }
 
 // NewTable returns an empty table.
@@ -379,6 +381,7 @@ func (t *Table) removeLocked(p *Proc) {
 		delete(t.procs, p.PID)
 	}
 	p.dead = true
+	t.wakeGoneLocked(p.PID)
 	if a := p.agent; a != nil {
 		p.agent = nil
 		if t.cfg.Queue.Remove(a) {

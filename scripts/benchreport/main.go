@@ -168,6 +168,31 @@ func main() {
 		}
 	}
 
+	// Mass kill.
+	mass := false
+	for _, r := range rs {
+		if r.s("scenario") != "masskill" {
+			continue
+		}
+		if !mass {
+			mass = true
+			w("\n### Mass kill\n\nTERM-ignoring agents cloned at once by a C helper, all due together (a restart after downtime, ")
+			w("a resume from suspend): SIGTERM at the deadline, SIGKILL after the grace period. \"All signalled\" and \"all gone\" are from the first deadline ")
+			w("(gone: the helper reaped the last one). Threads (`/proc/PID/status`) and descriptors (`/proc/PID/fd`) of the daemon, sampled every 20 ms. ")
+			w("Every kill waits on its pidfds through one epoll loop and on the table through a condition: no thread per kill in flight.\n\n")
+			w("| agents | grace | fork spread | all signalled | lateness p50 / p99 / max | all gone | threads at start / peak | peak fds | early |\n|---|---|---|---|---|---|---|---|---|\n")
+		}
+		w("| %.0f | %s | %s | %s | %s / %s / %s | %s | %.0f / %.0f | %.0f | %.0f |\n", r.f("agents"), ms(r.f("grace_ms")), ms(r.f("fork_spread_ms")),
+			ms(r.f("all_signalled_ms")), ms(r.f("lateness_p50_ms")), ms(r.f("lateness_p99_ms")), ms(r.f("lateness_max_ms")),
+			ms(r.f("all_gone_ms")), r.f("threads_start"), r.f("threads_peak"), r.f("fds_peak"), r.f("early"))
+		if r.f("agents") >= 5000 {
+			ok := r.f("threads_peak") <= 64 && r.f("early") == 0 && r.f("exited") == r.f("agents") &&
+				r.f("all_gone_ms") <= r.f("grace_ms")+r.f("fork_spread_ms")+5000
+			targets = append(targets, [3]string{"5,000 agents due together: all gone within grace + 5 s, threads ≤ 64",
+				fmt.Sprintf("all gone after %s (grace %s), peak %.0f threads", ms(r.f("all_gone_ms")), ms(r.f("grace_ms")), r.f("threads_peak")), verdict(ok)})
+		}
+	}
+
 	// 3. Event path.
 	w("\n## 3. Event path\n\n")
 	w("Go benchmarks (one core): decoding a `proc_event` and updating the table for a fork/exit cycle, no socket.\n\n```\n")
