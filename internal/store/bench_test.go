@@ -39,6 +39,28 @@ func BenchmarkSpoolAppend(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
 
+// BenchmarkSpoolAppendConcurrent appends from 64 goroutines at once, as
+// thousands of simultaneous kills do: group commit shares the fsyncs.
+func BenchmarkSpoolAppendConcurrent(b *testing.B) {
+	s, err := OpenSpool(b.TempDir(), 1<<30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.SetParallelism(32) // x GOMAXPROCS goroutines
+	b.RunParallel(func(pb *testing.PB) {
+		r := snapshotRecord(time.Now())
+		for pb.Next() {
+			r.ID = NewID()
+			if _, err := s.Append(r); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
 // BenchmarkReplay delivers a spool of rows to PostgreSQL, as after an
 // outage: rows per second from spool to committed. Needs TEST_DATABASE_URL.
 func BenchmarkReplay(b *testing.B) {

@@ -117,3 +117,67 @@ func TestNewID(t *testing.T) {
 		t.Errorf("ids %s %s", a, b)
 	}
 }
+
+// Many goroutines appending at once share fsyncs; every record they were
+// told is durable is held, in sequence order, and survives a reopen, and
+// each pending record replaced by its complete one leaves only the latter.
+func TestSpoolGroupCommit(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 16, 50
+	now := time.Now().UTC()
+	errs := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			for i := range each {
+				r := rec(KindKill, now)
+				r.Kill.PID = int32(w*each + i)
+				r.Kill.Outcome = OutcomePending
+				p, err := s.Append(r)
+				if err != nil {
+					errs <- err
+					return
+				}
+				r.Kill.Outcome = "killed"
+				r.ID = p.ID
+				if _, err := s.Replace(r); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(recs []Record, what string) {
+		t.Helper()
+		if len(recs) != writers*each {
+			t.Fatalf("%s: %d records, want %d", what, len(recs), writers*each)
+		}
+		seen := map[int32]bool{}
+		for i, r := range recs {
+			if i > 0 && r.Seq <= recs[i-1].Seq {
+				t.Fatalf("%s: record %d has seq %d after %d", what, i, r.Seq, recs[i-1].Seq)
+			}
+			if r.Kill.Outcome != "killed" || seen[r.Kill.PID] {
+				t.Fatalf("%s: record %+v: pending not replaced, or twice", what, r.Kill)
+			}
+			seen[r.Kill.PID] = true
+		}
+	}
+	check(s.Records(), "in memory")
+	s.Close()
+	s, err = OpenSpool(dir, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check(s.Records(), "after reopen")
+}
