@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -116,13 +117,13 @@ func TestIntegrationMultiThreadedAgent(t *testing.T) {
 	needRoot(t)
 	d := startDaemon(t, "--max-age", "4s")
 	a := startAgent(t, "claude", "-threads", "50")
+	d.waitTracked(t, a.pid)
 	a.waitLine(t, "threads done", 10*time.Second)
 	// 50 threads renamed themselves and exited; the process is one entry
 	// and still an agent.
 	if n := len(d.agentsFor(t, a.pid)); n != 1 {
 		t.Fatalf("agent %d has %d entries after its threads exited, want 1", a.pid, n)
 	}
-	d.waitTracked(t, a.pid)
 	m := d.waitLog(t, 30*time.Second, killOf(a.pid))
 	a.waitExit(t, 10*time.Second)
 	checkKill(t, m, a, 4*time.Second)
@@ -151,12 +152,47 @@ func TestIntegrationIgnoresTerm(t *testing.T) {
 	}
 }
 
-// pidfdOf opens a pidfd for a process the test learned of, so its death
-// can be waited for even after it is reparented.
-func pidfdOf(t testing.TB, pid int) int {
+// tokenEnv marks the environment of every process this test binary starts
+// (they inherit it), so that a PID read from a process's output can be
+// proven ours before anything signals it.
+const tokenEnv = "SUPERVISOR_TEST_TOKEN"
+
+var token = os.Getenv(tokenEnv)
+
+func init() {
+	if token == "" {
+		token = randName("run")
+		os.Setenv(tokenEnv, token)
+	}
+}
+
+// ourPidfd opens a pidfd for pid, a PID the test read from a process's
+// output, and proves through it that the process is ours: its environment
+// holds this run's token, and the pidfd still names a live process after
+// that was read, so the PID was not reused in between. It returns -1 if
+// the process is gone or is not ours: such a PID is never signalled.
+func ourPidfd(pid int) int {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		t.Fatalf("pidfd_open %d: %v", pid, err)
+		return -1
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	mine := err == nil && slices.Contains(strings.Split(string(env), "\x00"), tokenEnv+"="+token)
+	if !mine || unix.PidfdSendSignal(fd, 0, nil, 0) != nil {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
+}
+
+// pidfdOf opens a pidfd for a live process of the test's that the test
+// learned of from its output, so its death can be waited for even after it
+// is reparented; the cleanup kills it through the pidfd, never by PID.
+func pidfdOf(t testing.TB, pid int) int {
+	t.Helper()
+	fd := ourPidfd(pid)
+	if fd < 0 {
+		t.Fatalf("pid %d is gone or not started by this test", pid)
 	}
 	t.Cleanup(func() {
 		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
@@ -227,6 +263,8 @@ func TestIntegrationExitsEarlyAndUntouched(t *testing.T) {
 	t.Cleanup(func() { notUnder.Process.Kill(); notUnder.Wait() })
 	notUnderFD := pidfdOf(t, notUnder.Process.Pid)
 	early.waitLine(t, "pid", 10*time.Second)
+	// It was tracked (so its absence from /agents below means something).
+	d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "agent" && num(m["pid"]) == int64(early.pid) })
 	// A sentinel agent started after them: once it is killed, both other
 	// processes are past their would-be deadlines too.
 	sentinel := startAgent(t, "claude")
@@ -444,9 +482,10 @@ sleep 1000 & wait $!
 		if child == 0 {
 			t.Fatalf("agent %d printed no child", r.cmd.Process.Pid)
 		}
-		fd, err := unix.PidfdOpen(child, 0)
-		if err != nil {
-			continue // already gone
+		// Read after the kill: the child may be gone and its PID reused.
+		fd := ourPidfd(child)
+		if fd < 0 {
+			continue // gone
 		}
 		if !pidfdDead(fd, 15*time.Second) {
 			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
