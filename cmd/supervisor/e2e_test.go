@@ -176,13 +176,19 @@ func ourPidfd(pid int) int {
 	if err != nil {
 		return -1
 	}
-	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	mine := err == nil && slices.Contains(strings.Split(string(env), "\x00"), tokenEnv+"="+token)
-	if !mine || unix.PidfdSendSignal(fd, 0, nil, 0) != nil {
+	for end := time.Now().Add(time.Second); ; time.Sleep(5 * time.Millisecond) {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		mine := err == nil && slices.Contains(strings.Split(string(env), "\x00"), tokenEnv+"="+token)
+		alive := unix.PidfdSendSignal(fd, 0, nil, 0) == nil
+		switch {
+		case mine && alive:
+			return fd
+		case alive && len(env) == 0 && time.Now().Before(end):
+			continue // in the middle of execve(2), environ reads empty
+		}
 		unix.Close(fd)
 		return -1
 	}
-	return fd
 }
 
 // pidfdOf opens a pidfd for a live process of the test's that the test
@@ -492,5 +498,102 @@ sleep 1000 & wait $!
 			t.Errorf("child %d forked by dying agent %d survived", child, r.cmd.Process.Pid)
 		}
 		unix.Close(fd)
+	}
+}
+
+// TestIntegrationShutdownFinishesKills: SIGTERM reaches the daemon while a
+// kill is in flight, and a process of the tree forks a TERM-ignoring
+// grandchild after that. The kill still completes, grandchild included,
+// before the daemon exits: the event loop runs until in-flight kills are
+// done, so the reaper learns of the late fork.
+func TestIntegrationShutdownFinishesKills(t *testing.T) {
+	needRoot(t)
+	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "2s")
+	script := filepath.Join(t.TempDir(), "claude")
+	// On SIGTERM: a child that ignores SIGTERM, waits half a second (the
+	// daemon is shutting down by then), then forks a grandchild that
+	// ignores SIGTERM too; the agent itself exits at once.
+	os.WriteFile(script, []byte(`#!/bin/bash
+trap 'trap "" TERM; (sleep 0.5; sleep 1000 & echo "grandchild $!"; wait) & echo "child $!"; exit 0' TERM
+echo "pid $$"
+sleep 1000 & wait $!
+`), 0o755)
+	c := exec.Command(script)
+	out, _ := c.StdoutPipe()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	lines := make(chan string, 8)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func(prefix string, timeout time.Duration) int {
+		t.Helper()
+		tm := time.After(timeout)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("no %q line: output closed", prefix)
+				}
+				if f := strings.Fields(l); len(f) == 2 && f[0] == prefix {
+					n, _ := strconv.Atoi(f[1])
+					return n
+				}
+			case <-tm:
+				t.Fatalf("no %q line within %s", prefix, timeout)
+			}
+		}
+	}
+	next("pid", 10*time.Second)
+	d.waitTracked(t, c.Process.Pid)
+	child := next("child", maxAge+20*time.Second) // the agent got its SIGTERM: the kill is in flight
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	childFD := pidfdOf(t, child)
+	grandchild := next("grandchild", 10*time.Second)
+	grandchildFD := pidfdOf(t, grandchild)
+
+	select {
+	case <-d.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the daemon did not stop within 30s of SIGTERM")
+	}
+	if !d.cmd.ProcessState.Success() {
+		t.Errorf("exit %v, want 0", d.cmd.ProcessState)
+	}
+	if !pidfdDead(childFD, 0) || !pidfdDead(grandchildFD, 5*time.Second) {
+		t.Error("the daemon stopped and left its in-flight kill's tree alive (the grandchild forked during shutdown survived?)")
+	}
+	var kill, stopped, shutting = -1, -1, -1
+	d.mu.Lock()
+	for i, m := range d.logs {
+		switch {
+		case killOf(c.Process.Pid)(m):
+			kill = i
+		case m["msg"] == "shutting down":
+			shutting = i
+		case m["msg"] == "stopped":
+			stopped = i
+		}
+	}
+	m := map[string]any{}
+	if kill >= 0 {
+		m = d.logs[kill]
+	}
+	d.mu.Unlock()
+	if !(shutting >= 0 && shutting < kill && kill < stopped) {
+		t.Errorf("log order: shutting down at %d, kill at %d, stopped at %d; want the kill recorded during shutdown", shutting, kill, stopped)
+	}
+	if m["outcome"] != "killed" {
+		t.Errorf("kill outcome %v, want killed", m["outcome"])
+	}
+	desc, _ := m["descendants"].([]any)
+	if !slices.Contains(desc, any(float64(child))) || !slices.Contains(desc, any(float64(grandchild))) {
+		t.Errorf("descendants %v: the child %d and the grandchild %d forked during shutdown should be there", desc, child, grandchild)
 	}
 }
