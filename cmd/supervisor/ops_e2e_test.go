@@ -340,7 +340,9 @@ func TestAllowedHost(t *testing.T) {
 func TestIntegrationHTTPHostCheck(t *testing.T) {
 	needRoot(t)
 	d := startDaemon(t, "--max-age", "1h")
-	if w := d.findLogs(func(m map[string]any) bool { return m["level"] == "warn" && strings.Contains(fmt.Sprint(m["msg"]), "--listen") }); len(w) > 0 {
+	if w := d.findLogs(func(m map[string]any) bool {
+		return m["level"] == "warn" && strings.Contains(fmt.Sprint(m["msg"]), "--listen")
+	}); len(w) > 0 {
 		t.Errorf("warning for a loopback --listen: %v", w)
 	}
 	_, port, _ := net.SplitHostPort(d.addr)
