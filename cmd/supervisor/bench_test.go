@@ -87,8 +87,9 @@ func storm(b *testing.B) {
 // psPoller is the polling reaper users would run instead: every period a
 // `ps` scan, and SIGTERM to every process named name whose etimes reached
 // max age — like the seed's cron job, but without its one-second pause per
-// kill (a generous version of it). It only signals PIDs in ours.
-func psPoller(period, maxAge time.Duration, name string, ours func(int) bool, killed func(int, int64), stop chan struct{}) {
+// kill (a generous version of it). It only signals PIDs in ours, and only
+// through their exec.Cmd's Process (a pidfd), never by the PID ps printed.
+func psPoller(period, maxAge time.Duration, name string, ours func(int) *os.Process, killed func(int, int64), stop chan struct{}) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
@@ -108,8 +109,8 @@ func psPoller(period, maxAge time.Duration, name string, ours func(int) bool, ki
 			}
 			pid, _ := strconv.Atoi(f[0])
 			et, _ := strconv.Atoi(f[1])
-			if et >= int(maxAge/time.Second) && ours(pid) {
-				if syscall.Kill(pid, syscall.SIGTERM) == nil {
+			if p := ours(pid); p != nil && et >= int(maxAge/time.Second) {
+				if p.Signal(syscall.SIGTERM) == nil {
 					killed(pid, boottime())
 				}
 			}
@@ -159,17 +160,17 @@ func benchLateness(b *testing.B, mode string) {
 		}
 		f0, t0 := forksSinceBoot(), time.Now()
 		agents := make([]*agent, 0, n)
-		pids := map[int]bool{}
+		pids := map[int]*os.Process{}
 		var mu sync.Mutex
 		stop := make(chan struct{})
 		if mode == "ps-poll" {
-			go psPoller(time.Second, age, name, func(p int) bool { mu.Lock(); defer mu.Unlock(); return pids[p] },
+			go psPoller(time.Second, age, name, func(p int) *os.Process { mu.Lock(); defer mu.Unlock(); return pids[p] },
 				func(p int, at int64) { polled.LoadOrStore(p, at) }, stop)
 		}
 		for range n {
 			a := startAgent(b, name)
 			mu.Lock()
-			pids[a.pid] = true
+			pids[a.pid] = a.cmd.Process
 			mu.Unlock()
 			agents = append(agents, a)
 		}

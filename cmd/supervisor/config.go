@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/tracker"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Config is everything the daemon is told, parsed and checked before
@@ -25,6 +23,7 @@ type Config struct {
 	Under           []tracker.Ancestor
 	SummaryInterval time.Duration
 	DatabaseURL     string
+	DatabaseURLFile string // where DatabaseURL was read from, if a file
 	StateDir        string
 	Listen          string
 	Source          string
@@ -67,13 +66,15 @@ var options = []option{
 	{flag: "max-age", env: "REAPER_MAX_AGE", def: "2h",
 		help: "kill agents this old (Go duration); env fallback REAPER_MAX_AGENT_AGE_MINUTES (integer minutes)",
 		set: func(c *Config, v string, _ []string) (err error) {
-			c.MaxAge, err = positiveDuration(v)
+			// A year at most: beyond that a deadline is nonsense, and near
+			// the int64 limit start + max age would wrap into the past.
+			c.MaxAge, err = durationIn(v, time.Nanosecond, maxMaxAge)
 			return
 		}},
 	{flag: "kill-grace", env: "REAPER_KILL_GRACE", def: "5s",
 		help: "time between SIGTERM and SIGKILL",
 		set: func(c *Config, v string, _ []string) (err error) {
-			c.KillGrace, err = duration(v, 0)
+			c.KillGrace, err = durationIn(v, 0, time.Hour)
 			return
 		}},
 	{flag: "agent", env: "REAPER_AGENTS", def: "claude,npm*:agent", repeat: true,
@@ -101,20 +102,40 @@ var options = []option{
 			return nil
 		}},
 	{flag: "summary-interval", env: "REAPER_SUMMARY_INTERVAL", def: "5m",
-		help: "health snapshot period",
+		help: "health snapshot period (1s to 24h)",
 		set: func(c *Config, v string, _ []string) (err error) {
-			c.SummaryInterval, err = positiveDuration(v)
+			// Each snapshot reads /proc of every process and writes a row.
+			c.SummaryInterval, err = durationIn(v, time.Second, 24*time.Hour)
 			return
 		}},
 	{flag: "database-url", env: "DATABASE_URL", def: "",
-		help: "PostgreSQL URL for health and kill rows (default: none, the spool is the store)",
+		help: "PostgreSQL URL for health and kill rows (default: none, the spool is the store); prefer --database-url-file",
 		set: func(c *Config, v string, _ []string) error {
 			if v != "" {
-				if _, err := pgxpool.ParseConfig(v); err != nil {
-					return errors.New("invalid PostgreSQL URL (" + redactURL(v, err.Error()) + ")")
+				if err := checkDSN(v); err != nil {
+					return err
 				}
 			}
 			c.DatabaseURL = v
+			return nil
+		}},
+	{flag: "database-url-file", env: "DATABASE_URL_FILE", def: "",
+		help: "file holding the PostgreSQL URL (mode 0600), re-read on SIGHUP: the password stays out of the command line and the environment",
+		set: func(c *Config, v string, _ []string) error {
+			if v == "" {
+				return nil
+			}
+			if c.DatabaseURL != "" {
+				return errors.New("a database URL is also given (--database-url or DATABASE_URL): give one or the other")
+			}
+			dsn, err := readSecretFile(v)
+			if err != nil {
+				return err
+			}
+			if err := checkDSN(dsn); err != nil {
+				return fmt.Errorf("%s: %w", v, err)
+			}
+			c.DatabaseURL, c.DatabaseURLFile = dsn, v
 			return nil
 		}},
 	{flag: "host-id", env: "REAPER_HOST_ID", def: "",
@@ -133,7 +154,7 @@ var options = []option{
 	{flag: "retention", env: "REAPER_RETENTION", def: "168h",
 		help: "delete this host's rows older than this",
 		set: func(c *Config, v string, _ []string) (err error) {
-			c.Retention, err = positiveDuration(v)
+			c.Retention, err = durationIn(v, time.Minute, 100*maxMaxAge)
 			return
 		}},
 	{flag: "spool-max-rows", env: "REAPER_SPOOL_MAX_ROWS", def: "10000",
@@ -175,7 +196,7 @@ var options = []option{
 	{flag: "poll-interval", env: "REAPER_POLL_INTERVAL", def: "1s",
 		help: "how often to scan /proc when polling",
 		set: func(c *Config, v string, _ []string) (err error) {
-			c.PollInterval, err = duration(v, 10*time.Millisecond)
+			c.PollInterval, err = durationIn(v, 10*time.Millisecond, time.Hour)
 			return
 		}},
 	{flag: "dry-run", env: "REAPER_DRY_RUN", def: "false",
@@ -230,23 +251,22 @@ var options = []option{
 		}},
 }
 
-func duration(v string, min time.Duration) (time.Duration, error) {
+// maxMaxAge bounds --max-age (and the seed's minutes variable).
+const maxMaxAge = 365 * 24 * time.Hour
+
+// durationIn parses a Go duration and checks it is within [min, max].
+func durationIn(v string, min, max time.Duration) (time.Duration, error) {
 	d, err := time.ParseDuration(strings.TrimSpace(v))
 	if err != nil {
 		return 0, fmt.Errorf("invalid duration %q (want e.g. 90s, 2h)", v)
 	}
-	if d < min {
-		return 0, fmt.Errorf("duration %s is below the minimum %s", d, min)
+	if d < min || d > max {
+		if min == time.Nanosecond {
+			return 0, fmt.Errorf("duration %s must be positive and at most %s", d, max)
+		}
+		return 0, fmt.Errorf("duration %s is out of range [%s, %s]", d, min, max)
 	}
 	return d, nil
-}
-
-func positiveDuration(v string) (time.Duration, error) {
-	d, err := duration(v, 0)
-	if err == nil && d <= 0 {
-		return 0, fmt.Errorf("duration %s must be positive", d)
-	}
-	return d, err
 }
 
 func integer(v string, min, max int) (int, error) {
@@ -317,7 +337,7 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stdout i
 		return nil, usageError{strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1)}
 	}
 	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		return nil, usageError{fmt.Sprintf("unexpected argument %q", scrubArg(fs.Arg(0)))}
 	}
 	// The config file: named by --config or REAPER_CONFIG, it stands in for
 	// the environment where the environment is silent.
@@ -325,58 +345,75 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stdout i
 	if f := fs.Lookup("config"); f != nil && f.Value.String() != "" {
 		path = f.Value.String()
 	}
+	layers := []layer{{getenv, ""}}
 	if path != "" {
 		file, err := readConfigFile(path)
 		if err != nil {
 			return nil, usageError{"--config: " + err.Error()}
 		}
-		env := getenv
-		getenv = func(k string) string {
-			if v := env(k); v != "" {
-				return v
-			}
-			return file[k]
-		}
+		layers = append(layers, layer{func(k string) string { return file[k] }, path + ": "})
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 
 	c := &Config{}
 	for _, o := range options {
+		// name says where a bad value came from; never the value itself,
+		// which may be a database URL with its password.
 		name, v, many := "", o.def, splitList(o.def)
-		switch {
-		case o.flag != "" && given[o.flag]:
+		if o.flag != "" && given[o.flag] {
 			name = "--" + o.flag
 			if o.repeat {
 				many = *repeated[o.flag]
 			} else {
 				v = *single[o.flag]
 			}
-		case getenv(o.env) != "":
-			v = getenv(o.env)
-			name = o.env + "=" + v
-			many = splitList(v)
-		case o.env == "REAPER_MAX_AGE" && getenv("REAPER_MAX_AGENT_AGE_MINUTES") != "":
-			mv := getenv("REAPER_MAX_AGENT_AGE_MINUTES")
-			n, err := integer(mv, 1, 1<<30)
-			if err != nil {
-				return nil, usageError{"REAPER_MAX_AGENT_AGE_MINUTES=" + mv + ": " + err.Error()}
-			}
-			v = strconv.Itoa(n) + "m"
-		default:
-			name = "default"
-		}
-		if err := o.set(c, v, many); err != nil {
-			if name == "default" {
-				name = o.env
+		} else {
+			var err error
+			if name, v, err = lookup(o.env, layers); err != nil {
+				return nil, usageError{err.Error()}
 			}
 			if name == "" {
-				name = "--" + o.flag
+				name, v = o.env, o.def
 			}
+			many = splitList(v)
+		}
+		if err := o.set(c, v, many); err != nil {
 			return nil, usageError{name + ": " + err.Error()}
 		}
 	}
 	return c, nil
+}
+
+// layer is one source of variables below the flags: the environment, then
+// the --config file (prefix names it in errors).
+type layer struct {
+	get    func(string) string
+	prefix string
+}
+
+// lookup finds env in the first layer that sets it and returns its name
+// there, or "" if none does. The seed's REAPER_MAX_AGENT_AGE_MINUTES stands
+// in for REAPER_MAX_AGE within its layer: the environment wins over the
+// file whichever of the two variables each uses.
+func lookup(env string, layers []layer) (name, v string, err error) {
+	for _, l := range layers {
+		if v := l.get(env); v != "" {
+			return l.prefix + env, v, nil
+		}
+		if env != "REAPER_MAX_AGE" {
+			continue
+		}
+		if mv := l.get("REAPER_MAX_AGENT_AGE_MINUTES"); mv != "" {
+			name := l.prefix + "REAPER_MAX_AGENT_AGE_MINUTES"
+			n, err := integer(mv, 1, int(maxMaxAge/time.Minute))
+			if err != nil {
+				return "", "", fmt.Errorf("%s: %w", name, err)
+			}
+			return name, strconv.Itoa(n) + "m", nil
+		}
+	}
+	return "", "", nil
 }
 
 func splitList(s string) []string {
@@ -420,8 +457,12 @@ func readConfigFile(path string) (map[string]string, error) {
 		}
 		k, v, ok := strings.Cut(line, "=")
 		k = strings.TrimSpace(strings.TrimPrefix(k, "export "))
-		if !ok || !known[k] {
-			return nil, fmt.Errorf("%s:%d: want KEY=VALUE with a known variable, got %q", path, i+1, line)
+		// Never quote the line: it may be a database URL with its password.
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: want KEY=VALUE (the line is not shown: it may hold a password)", path, i+1)
+		}
+		if !known[k] {
+			return nil, fmt.Errorf("%s:%d: unknown variable %q", path, i+1, scrubArg(k))
 		}
 		out[k] = strings.Trim(strings.TrimSpace(v), `"'`)
 	}
@@ -453,20 +494,4 @@ func printUsage(cmd string, w io.Writer, fs *flag.FlagSet) {
 			fmt.Fprintf(w, "  --%-20s %s (default %q)\n", f.Name, f.Usage, f.DefValue)
 		}
 	})
-}
-
-// redactURL removes a database URL's password from msg. The URL may not
-// parse, so take the password by hand too.
-func redactURL(raw, msg string) string {
-	if u, err := url.Parse(raw); err == nil && u.User != nil {
-		if pw, ok := u.User.Password(); ok && pw != "" {
-			msg = strings.ReplaceAll(msg, pw, "[redacted]")
-		}
-	}
-	for _, kv := range strings.Fields(raw) { // key=value form
-		if v, ok := strings.CutPrefix(kv, "password="); ok && v != "" {
-			msg = strings.ReplaceAll(msg, v, "[redacted]")
-		}
-	}
-	return msg
 }

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"sort"
@@ -354,98 +352,64 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	log.Info("initial scan", zap.Int("processes", st.Processes), zap.Int("agents", st.Agents),
 		zap.Duration("took", time.Since(t0)), zap.Duration("read", t1.Sub(t0)), zap.Duration("merge", time.Since(t1)))
 
-	timerDone := make(chan struct{})
-	go func() {
-		d.timer.Run()
-		close(timerDone)
-	}()
+	// /healthz answers 503 until ready.
+	var web *httpServer
+	if cfg.Listen != "" {
+		if web, err = d.serveHTTP(cfg.Listen); err != nil {
+			return err
+		}
+		defer web.stop() // on an early return; a no-op once stopped
+	}
+	// Every goroutine run starts is joined before it returns, in the
+	// order of the shutdown below.
+	timerDone := spawn(d.timer.Run)
 	storeCtx, stopStore := context.WithCancel(context.Background())
 	defer stopStore()
-	storeDone := make(chan struct{})
-	go func() {
-		d.store.Run(storeCtx)
-		close(storeDone)
-	}()
-
-	var srv *http.Server
-	var addr string
-	if cfg.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.Listen)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-		}
-		addr = ln.Addr().String()
-		srv = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("http server", zap.Error(err))
-			}
-		}()
-	}
-
-	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
+	storeDone := spawn(func() { d.store.Run(storeCtx) })
+	// Intake and the periodic work outlive ctx: in-flight kills need the
+	// table to see their trees' exits.
+	intake, stopIntake := context.WithCancel(context.Background())
+	defer stopIntake()
+	loopDone := spawn(func() {
 		if d.conn != nil {
-			d.eventLoop(ctx)
+			d.eventLoop(intake)
 		} else {
-			d.pollLoop(ctx)
+			d.pollLoop(intake)
 		}
-	}()
-	sumDone := make(chan struct{})
-	go func() {
-		d.summarise(ctx)
-		close(sumDone)
-	}()
-	go d.sampleRate(ctx)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				n, err := reload()
-				if err != nil {
-					log.Error("reload rejected; the old configuration stays in force", zap.String("error", err.Error()))
-					continue
-				}
-				d.applyReload(n)
-			}
-		}
-	}()
+	})
+	sumDone := spawn(func() { d.summarise(intake) })
+	rateDone := spawn(func() { d.sampleRate(intake) })
+	hupDone := d.reloadOnHUP(intake, reload)
 
 	d.ready.Store(true)
-	fields := []zap.Field{
-		zap.String("source", d.source), zap.String("listen", addr),
-		zap.Duration("max_age", cfg.MaxAge), zap.Duration("kill_grace", cfg.KillGrace),
-		zap.Stringers("agents", cfg.Agents), zap.Stringers("under", cfg.Under),
-		zap.Bool("dry_run", cfg.DryRun), zap.Int("pid", os.Getpid()), zap.String("host", cfg.HostID),
-		zap.Bool("database", cfg.DatabaseURL != ""), zap.String("state_dir", cfg.StateDir),
-		zap.Bool("realtime_timer", d.timer.RT()),
-	}
-	if d.conn != nil {
-		fields = append(fields, zap.Int("rcvbuf", d.conn.ReadBuffer()))
-	}
-	log.Info("ready", fields...)
+	d.logReady(web)
 
 	<-ctx.Done()
 	log.Info("shutting down")
+	// 1. The endpoints: their handlers read the deadline thread, which
+	// Stop frees.
+	web.stop()
+	// 2. No deadline fires any more; agents already signalled are handed
+	// to the reaper.
+	d.timer.Stop()
+	<-timerDone
+	// 3. In-flight kills finish (half-killed trees help no one) while events
+	// still flow: the reaper waits for the table to see each tree's exits.
+	d.reaper.Wait()
+	// 4. Intake, snapshots, reloads.
+	stopIntake()
 	if d.conn != nil {
 		_ = d.conn.Interrupt()
 	}
 	<-loopDone
 	<-sumDone
-	d.timer.Stop()
-	<-timerDone
-	d.reaper.Wait() // in-flight kills finish: half-killed trees help no one
+	<-rateDone
+	<-hupDone
+	// 5. The store: what is spooled goes to PostgreSQL within a bound; what
+	// is not delivered stays in the spool for the next start.
 	stopStore()
 	<-storeDone
 	if d.store.HasDatabase() {
-		// Deliver what is spooled, within a bound; what is not delivered
-		// stays in the spool for the next start.
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := d.store.Flush(fctx); err != nil {
 			log.Warn("rows left in the spool for the next start", zap.String("error", err.Error()),
@@ -456,13 +420,60 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	if d.conn != nil {
 		d.conn.Close()
 	}
-	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}
 	log.Info("stopped")
 	return nil
+}
+
+// spawn runs f in a goroutine and returns a channel closed when it returns.
+func spawn(f func()) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	return done
+}
+
+// reloadOnHUP applies a new configuration on every SIGHUP until ctx ends.
+func (d *daemon) reloadOnHUP(ctx context.Context, reload func() (*Config, error)) <-chan struct{} {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	return spawn(func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				n, err := reload()
+				if err != nil {
+					// parseConfig's errors never hold a password.
+					d.log.Error("reload rejected; the old configuration stays in force", zap.String("error", err.Error()))
+					continue
+				}
+				d.applyReload(n)
+			}
+		}
+	})
+}
+
+func (d *daemon) logReady(web *httpServer) {
+	cfg := d.cfg
+	fields := []zap.Field{
+		zap.String("source", d.source), zap.String("listen", ""),
+		zap.Duration("max_age", cfg.MaxAge), zap.Duration("kill_grace", cfg.KillGrace),
+		zap.Stringers("agents", cfg.Agents), zap.Stringers("under", cfg.Under),
+		zap.Bool("dry_run", cfg.DryRun), zap.Int("pid", os.Getpid()), zap.String("host", cfg.HostID),
+		zap.Bool("database", cfg.DatabaseURL != ""), zap.String("state_dir", cfg.StateDir),
+		zap.Bool("realtime_timer", d.timer.RT()),
+	}
+	if web != nil {
+		fields[1] = zap.String("listen", web.addr)
+	}
+	if d.conn != nil {
+		fields = append(fields, zap.Int("rcvbuf", d.conn.ReadBuffer()))
+	}
+	d.log.Info("ready", fields...)
 }
 
 // eventLoop applies proc connector events to the table until ctx ends.
@@ -522,105 +533,4 @@ func (d *daemon) pollLoop(ctx context.Context) {
 			d.table.Merge(scan, false)
 		}
 	}
-}
-
-func (d *daemon) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", d.healthz)
-	mux.HandleFunc("GET /agents", d.agents)
-	mux.Handle("GET /metrics", d.metrics.handler())
-	return mux
-}
-
-// eventTypes name tracker.Counters.Events, in order.
-var eventTypes = []string{"fork", "exec", "comm", "exit", "other"}
-
-type healthView struct {
-	Status     string            `json:"status"`
-	Source     string            `json:"source"`
-	Processes  int               `json:"processes"`
-	Agents     int               `json:"agents"`
-	Events     uint64            `json:"events"`
-	ByType     map[string]uint64 `json:"events_by_type"`
-	EventsLost uint64            `json:"events_lost"`
-	Overruns   uint64            `json:"overruns"`
-	Resyncs    uint64            `json:"resyncs"`
-	BadMsgs    uint64            `json:"bad_messages"`
-	Rcvbuf     int               `json:"rcvbuf,omitempty"`
-	Realtime   bool              `json:"realtime_timer"`
-	DryRun     bool              `json:"dry_run"`
-	Database   string            `json:"database"` // "none", "up" or "down"
-	SpoolRows  int               `json:"spool_rows"`
-	Dropped    uint64            `json:"spool_dropped"`
-	Host       string            `json:"host"`
-	LastSnap   string            `json:"last_snapshot,omitempty"`
-	Rate       float64           `json:"events_per_second"`
-	MaxAge     string            `json:"max_age"`
-}
-
-func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
-	st := d.table.Stats()
-	h := healthView{Status: "ok", Source: d.source, Processes: st.Processes, Agents: st.Agents,
-		Resyncs: st.Resyncs, Realtime: d.timer.RT(), DryRun: d.cfg.DryRun, Database: "none",
-		SpoolRows: d.store.Spool().Len(), Dropped: d.store.Spool().Dropped(), Host: d.cfg.HostID,
-		Rate: math.Float64frombits(d.rate.Load()), MaxAge: d.table.MaxAge().String()}
-	switch {
-	case d.store.Up():
-		h.Database = "up"
-	case d.store.HasDatabase():
-		h.Database = "down"
-	}
-	d.mu.Lock()
-	if !d.lastSnapshot.IsZero() {
-		h.LastSnap = d.lastSnapshot.UTC().Format(time.RFC3339Nano)
-	}
-	d.mu.Unlock()
-	h.ByType = map[string]uint64{}
-	for i, n := range st.Events {
-		h.Events += n
-		h.ByType[eventTypes[i]] = n
-	}
-	if d.conn != nil {
-		cs := d.conn.Stats()
-		h.EventsLost, h.Overruns, h.BadMsgs, h.Rcvbuf = cs.Lost, cs.Overruns, cs.Bad, d.conn.ReadBuffer()
-	}
-	code := http.StatusOK
-	if !d.ready.Load() {
-		h.Status, code = "starting", http.StatusServiceUnavailable
-	}
-	writeJSON(w, code, h)
-}
-
-type agentView struct {
-	PID         int32     `json:"pid"`
-	Comm        string    `json:"comm"`
-	Cmdline     string    `json:"cmdline"`
-	StartedAt   time.Time `json:"started_at"`
-	Deadline    time.Time `json:"deadline"`
-	SecondsLeft float64   `json:"seconds_left"`
-	Rule        string    `json:"rule"`
-}
-
-func (d *daemon) agents(w http.ResponseWriter, r *http.Request) {
-	now := d.clock.Now()
-	list := d.table.Queue().Snapshot()
-	sort.Slice(list, func(i, j int) bool { return list[i].Deadline < list[j].Deadline })
-	out := make([]agentView, 0, len(list))
-	for _, a := range list {
-		out = append(out, agentView{
-			PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule,
-			StartedAt:   tracker.Time(a.Start.NS, now),
-			Deadline:    tracker.Time(a.Deadline, now),
-			SecondsLeft: float64(a.Deadline-now) / 1e9,
-		})
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
 }

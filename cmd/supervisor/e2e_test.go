@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -116,13 +117,13 @@ func TestIntegrationMultiThreadedAgent(t *testing.T) {
 	needRoot(t)
 	d := startDaemon(t, "--max-age", "4s")
 	a := startAgent(t, "claude", "-threads", "50")
+	d.waitTracked(t, a.pid)
 	a.waitLine(t, "threads done", 10*time.Second)
 	// 50 threads renamed themselves and exited; the process is one entry
 	// and still an agent.
 	if n := len(d.agentsFor(t, a.pid)); n != 1 {
 		t.Fatalf("agent %d has %d entries after its threads exited, want 1", a.pid, n)
 	}
-	d.waitTracked(t, a.pid)
 	m := d.waitLog(t, 30*time.Second, killOf(a.pid))
 	a.waitExit(t, 10*time.Second)
 	checkKill(t, m, a, 4*time.Second)
@@ -151,12 +152,53 @@ func TestIntegrationIgnoresTerm(t *testing.T) {
 	}
 }
 
-// pidfdOf opens a pidfd for a process the test learned of, so its death
-// can be waited for even after it is reparented.
-func pidfdOf(t testing.TB, pid int) int {
+// tokenEnv marks the environment of every process this test binary starts
+// (they inherit it), so that a PID read from a process's output can be
+// proven ours before anything signals it.
+const tokenEnv = "SUPERVISOR_TEST_TOKEN"
+
+var token = os.Getenv(tokenEnv)
+
+func init() {
+	if token == "" {
+		token = randName("run")
+		os.Setenv(tokenEnv, token)
+	}
+}
+
+// ourPidfd opens a pidfd for pid, a PID the test read from a process's
+// output, and proves through it that the process is ours: its environment
+// holds this run's token, and the pidfd still names a live process after
+// that was read, so the PID was not reused in between. It returns -1 if
+// the process is gone or is not ours: such a PID is never signalled.
+func ourPidfd(pid int) int {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		t.Fatalf("pidfd_open %d: %v", pid, err)
+		return -1
+	}
+	for end := time.Now().Add(time.Second); ; time.Sleep(5 * time.Millisecond) {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		mine := err == nil && slices.Contains(strings.Split(string(env), "\x00"), tokenEnv+"="+token)
+		alive := unix.PidfdSendSignal(fd, 0, nil, 0) == nil
+		switch {
+		case mine && alive:
+			return fd
+		case alive && len(env) == 0 && time.Now().Before(end):
+			continue // in the middle of execve(2), environ reads empty
+		}
+		unix.Close(fd)
+		return -1
+	}
+}
+
+// pidfdOf opens a pidfd for a live process of the test's that the test
+// learned of from its output, so its death can be waited for even after it
+// is reparented; the cleanup kills it through the pidfd, never by PID.
+func pidfdOf(t testing.TB, pid int) int {
+	t.Helper()
+	fd := ourPidfd(pid)
+	if fd < 0 {
+		t.Fatalf("pid %d is gone or not started by this test", pid)
 	}
 	t.Cleanup(func() {
 		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
@@ -227,6 +269,8 @@ func TestIntegrationExitsEarlyAndUntouched(t *testing.T) {
 	t.Cleanup(func() { notUnder.Process.Kill(); notUnder.Wait() })
 	notUnderFD := pidfdOf(t, notUnder.Process.Pid)
 	early.waitLine(t, "pid", 10*time.Second)
+	// It was tracked (so its absence from /agents below means something).
+	d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "agent" && num(m["pid"]) == int64(early.pid) })
 	// A sentinel agent started after them: once it is killed, both other
 	// processes are past their would-be deadlines too.
 	sentinel := startAgent(t, "claude")
@@ -444,14 +488,112 @@ sleep 1000 & wait $!
 		if child == 0 {
 			t.Fatalf("agent %d printed no child", r.cmd.Process.Pid)
 		}
-		fd, err := unix.PidfdOpen(child, 0)
-		if err != nil {
-			continue // already gone
+		// Read after the kill: the child may be gone and its PID reused.
+		fd := ourPidfd(child)
+		if fd < 0 {
+			continue // gone
 		}
 		if !pidfdDead(fd, 15*time.Second) {
 			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 			t.Errorf("child %d forked by dying agent %d survived", child, r.cmd.Process.Pid)
 		}
 		unix.Close(fd)
+	}
+}
+
+// TestIntegrationShutdownFinishesKills: SIGTERM reaches the daemon while a
+// kill is in flight, and a process of the tree forks a TERM-ignoring
+// grandchild after that. The kill still completes, grandchild included,
+// before the daemon exits: the event loop runs until in-flight kills are
+// done, so the reaper learns of the late fork.
+func TestIntegrationShutdownFinishesKills(t *testing.T) {
+	needRoot(t)
+	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "2s")
+	script := filepath.Join(t.TempDir(), "claude")
+	// On SIGTERM: a child that ignores SIGTERM, waits half a second (the
+	// daemon is shutting down by then), then forks a grandchild that
+	// ignores SIGTERM too; the agent itself exits at once.
+	os.WriteFile(script, []byte(`#!/bin/bash
+trap 'trap "" TERM; (sleep 0.5; sleep 1000 & echo "grandchild $!"; wait) & echo "child $!"; exit 0' TERM
+echo "pid $$"
+sleep 1000 & wait $!
+`), 0o755)
+	c := exec.Command(script)
+	out, _ := c.StdoutPipe()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	lines := make(chan string, 8)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func(prefix string, timeout time.Duration) int {
+		t.Helper()
+		tm := time.After(timeout)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("no %q line: output closed", prefix)
+				}
+				if f := strings.Fields(l); len(f) == 2 && f[0] == prefix {
+					n, _ := strconv.Atoi(f[1])
+					return n
+				}
+			case <-tm:
+				t.Fatalf("no %q line within %s", prefix, timeout)
+			}
+		}
+	}
+	next("pid", 10*time.Second)
+	d.waitTracked(t, c.Process.Pid)
+	child := next("child", maxAge+20*time.Second) // the agent got its SIGTERM: the kill is in flight
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	childFD := pidfdOf(t, child)
+	grandchild := next("grandchild", 10*time.Second)
+	grandchildFD := pidfdOf(t, grandchild)
+
+	select {
+	case <-d.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the daemon did not stop within 30s of SIGTERM")
+	}
+	if !d.cmd.ProcessState.Success() {
+		t.Errorf("exit %v, want 0", d.cmd.ProcessState)
+	}
+	if !pidfdDead(childFD, 0) || !pidfdDead(grandchildFD, 5*time.Second) {
+		t.Error("the daemon stopped and left its in-flight kill's tree alive (the grandchild forked during shutdown survived?)")
+	}
+	var kill, stopped, shutting = -1, -1, -1
+	d.mu.Lock()
+	for i, m := range d.logs {
+		switch {
+		case killOf(c.Process.Pid)(m):
+			kill = i
+		case m["msg"] == "shutting down":
+			shutting = i
+		case m["msg"] == "stopped":
+			stopped = i
+		}
+	}
+	m := map[string]any{}
+	if kill >= 0 {
+		m = d.logs[kill]
+	}
+	d.mu.Unlock()
+	if !(shutting >= 0 && shutting < kill && kill < stopped) {
+		t.Errorf("log order: shutting down at %d, kill at %d, stopped at %d; want the kill recorded during shutdown", shutting, kill, stopped)
+	}
+	if m["outcome"] != "killed" {
+		t.Errorf("kill outcome %v, want killed", m["outcome"])
+	}
+	desc, _ := m["descendants"].([]any)
+	if !slices.Contains(desc, any(float64(child))) || !slices.Contains(desc, any(float64(grandchild))) {
+		t.Errorf("descendants %v: the child %d and the grandchild %d forked during shutdown should be there", desc, child, grandchild)
 	}
 }

@@ -32,7 +32,7 @@ func newMetrics(d *daemon) *metrics {
 		lateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "supervisor_kill_lateness_seconds",
 			Help:    "Time from an agent's deadline to its first signal.",
-			Buckets: prometheus.ExponentialBucketsRange(100e-6, 10, 16),
+			Buckets: latencyBuckets,
 		}),
 		zombies: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "supervisor_zombies",
@@ -43,6 +43,11 @@ func newMetrics(d *daemon) *metrics {
 			Help: "Memory at the last health snapshot: available, free (as the health row counts it), total, swap_used, swap_total, cgroup_current, cgroup_max.",
 		}, []string{"kind"}),
 	}
+	// Every known series exists from the start, at 0: a series that only
+	// appears with the first kill breaks rate() and alerts on it.
+	for _, c := range killSeries {
+		m.kills.WithLabelValues(c[0], c[1])
+	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -50,6 +55,31 @@ func newMetrics(d *daemon) *metrics {
 		&daemonCollector{d: d},
 	)
 	return m
+}
+
+// latencyBuckets are 100 µs to 10 s in 1-2.5-5 steps, written out so that
+// the le labels print as the round numbers they are (a computed series
+// prints 0.0010000000000000002).
+var latencyBuckets = []float64{
+	0.0001, 0.00025, 0.0005,
+	0.001, 0.0025, 0.005,
+	0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5,
+	1, 2.5, 5,
+	10,
+}
+
+// killSeries are the (signal, outcome) pairs a reap can end with
+// (reap.Reaper.Fire and finish): the final signal is the last one sent,
+// "none" when none was.
+var killSeries = [][2]string{
+	{"TERM", reap.OutcomeTerminated},
+	{"KILL", reap.OutcomeKilled},
+	{"TERM", reap.OutcomeGone},
+	{"TERM", reap.OutcomeFailed}, // SIGTERM could not be sent
+	{"KILL", reap.OutcomeFailed}, // a process survived SIGKILL
+	{"none", reap.OutcomeDryRun},
+	{"none", reap.OutcomeRefused},
 }
 
 func (m *metrics) handler() http.Handler {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -276,4 +277,106 @@ func TestIntegrationShutdownFlush(t *testing.T) {
 		}
 	}
 
+}
+
+// TestIntegrationMetricsFromStart: before any kill, every known
+// supervisor_kills_total series is there at 0, and the lateness buckets
+// print as round numbers.
+func TestIntegrationMetricsFromStart(t *testing.T) {
+	needRoot(t)
+	d := startDaemon(t, "--max-age", "1h")
+	text := scrape(t, d)
+	for _, c := range killSeries {
+		want := fmt.Sprintf("supervisor_kills_total{outcome=%q,signal=%q} 0\n", c[1], c[0])
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics of a fresh daemon lacks %s", strings.TrimSpace(want))
+		}
+	}
+	var les []string
+	for _, l := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(l, `supervisor_kill_lateness_seconds_bucket{le="`); ok {
+			le, _, _ := strings.Cut(rest, `"`)
+			les = append(les, le)
+		}
+	}
+	want := "0.0001 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf"
+	if got := strings.Join(les, " "); got != want {
+		t.Errorf("lateness buckets\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestAllowedHost: the Host names a browser may send for this machine, and
+// names it may send after DNS rebinding.
+func TestAllowedHost(t *testing.T) {
+	local := &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 9847}
+	for _, c := range []struct {
+		host, listen string
+		ok           bool
+	}{
+		{"127.0.0.1:9847", "127.0.0.1", true},
+		{"127.3.4.5", "127.0.0.1", true},
+		{"localhost:9847", "127.0.0.1", true},
+		{"LOCALHOST", "127.0.0.1", true},
+		{"[::1]:9847", "::1", true},
+		{"[::1]", "127.0.0.1", true},
+		{"", "127.0.0.1", true},
+		{"10.1.2.3:9847", "0.0.0.0", true}, // the address the request arrived at
+		{"supervisor.internal:9847", "supervisor.internal", true},
+		{"evil.example:9847", "127.0.0.1", false},
+		{"evil.example", "0.0.0.0", false},
+		{"localhost.evil.example", "127.0.0.1", false},
+		{"10.9.9.9:9847", "0.0.0.0", false},
+		{"127.0.0.1.nip.io", "127.0.0.1", false},
+	} {
+		if got := allowedHost(c.host, c.listen, local); got != c.ok {
+			t.Errorf("Host %q (listen %q): allowed %v, want %v", c.host, c.listen, got, c.ok)
+		}
+	}
+}
+
+// TestIntegrationHTTPHostCheck: a request naming another host (a DNS
+// rebinding attack through the operator's browser) is refused with 403; a
+// non-loopback --listen is warned about at start.
+func TestIntegrationHTTPHostCheck(t *testing.T) {
+	needRoot(t)
+	d := startDaemon(t, "--max-age", "1h")
+	if w := d.findLogs(func(m map[string]any) bool {
+		return m["level"] == "warn" && strings.Contains(fmt.Sprint(m["msg"]), "--listen")
+	}); len(w) > 0 {
+		t.Errorf("warning for a loopback --listen: %v", w)
+	}
+	_, port, _ := net.SplitHostPort(d.addr)
+	get := func(addr, host, path string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, path := range []string{"/healthz", "/agents", "/metrics"} {
+		if code, body := get(d.addr, "rebind.example:"+port, path); code != http.StatusForbidden || !strings.Contains(body, "Host") {
+			t.Errorf("GET %s with a foreign Host: %d %q, want 403", path, code, body)
+		}
+		for _, host := range []string{d.addr, "localhost:" + port} {
+			if code, body := get(d.addr, host, path); code != http.StatusOK {
+				t.Errorf("GET %s with Host %s: %d %q, want 200", path, host, code, body)
+			}
+		}
+	}
+
+	wide := startDaemon(t, "--max-age", "1h", "--listen", "0.0.0.0:0")
+	wide.waitLog(t, 5*time.Second, func(m map[string]any) bool {
+		return m["level"] == "warn" && strings.Contains(fmt.Sprint(m["msg"]), "--listen is not a loopback address")
+	})
+	_, port, _ = net.SplitHostPort(wide.addr)
+	if code, _ := get("127.0.0.1:"+port, "rebind.example", "/agents"); code != http.StatusForbidden {
+		t.Errorf("0.0.0.0: foreign Host got %d, want 403", code)
+	}
+	if code, _ := get("127.0.0.1:"+port, "127.0.0.1:"+port, "/agents"); code != http.StatusOK {
+		t.Errorf("0.0.0.0: loopback Host got %d, want 200", code)
+	}
 }

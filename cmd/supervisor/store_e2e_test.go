@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -430,5 +432,94 @@ func TestIntegrationTwoHostsAndRetention(t *testing.T) {
 	conn.QueryRow(ctx, "SELECT count(*) FROM tel.supervisor_migrations").Scan(&migrations)
 	if migrations != 1 {
 		t.Errorf("%d migration rows, want 1", migrations)
+	}
+}
+
+// TestIntegrationPasswordNeverPrinted: a database URL with a distinctive
+// password, unreachable (a closed port), given by flag, environment,
+// --config file and --database-url-file, to run, once and history; then a
+// malformed one through a SIGHUP reload. The password appears in no
+// output and no log line.
+func TestIntegrationPasswordNeverPrinted(t *testing.T) {
+	needRoot(t)
+	pw := testPassword
+	closed := fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=3", pw, freePort(t))
+	dir := t.TempDir()
+	urlFile := filepath.Join(dir, "database-url")
+	os.WriteFile(urlFile, []byte(closed+"\n"), 0o600)
+	conf := filepath.Join(dir, "supervisor.conf")
+	os.WriteFile(conf, []byte("DATABASE_URL="+closed+"\n"), 0o600)
+	noPassword := func(what, text string) {
+		t.Helper()
+		if strings.Contains(text, pw) {
+			t.Errorf("%s: the password was printed:\n%s", what, text)
+		}
+	}
+	sources := map[string]struct{ args, env []string }{
+		"flag":        {[]string{"--database-url", closed}, nil},
+		"environment": {nil, []string{"DATABASE_URL=" + closed}},
+		"config file": {[]string{"--config", conf}, nil},
+		"url file":    {nil, []string{"DATABASE_URL_FILE=" + urlFile}},
+	}
+	for name, src := range sources {
+		// once: one scan (nothing of this test is stale), a row that stays
+		// in the spool, a warning.
+		args := append([]string{"once", "--under", strconv.Itoa(os.Getpid()), "--state-dir", t.TempDir()}, src.args...)
+		out, errs, code := runCLIEnv(t, src.env, args...)
+		if code != 0 || !strings.Contains(errs, "the row stays in the spool") {
+			t.Errorf("once via %s: exit %d, stderr %s", name, code, errs)
+		}
+		noPassword("once via "+name, out+errs)
+		out, errs, code = runCLIEnv(t, src.env, append([]string{"history", "--state-dir", t.TempDir()}, src.args...)...)
+		if code != 1 || !strings.Contains(errs, "database") {
+			t.Errorf("history via %s: exit %d, stderr %s", name, code, errs)
+		}
+		noPassword("history via "+name, out+errs)
+	}
+
+	// run, reading the file, then reloads: a malformed URL in the config
+	// file, then in the URL file.
+	os.WriteFile(conf, []byte("DATABASE_URL_FILE="+urlFile+"\n"), 0o600)
+	d := startDaemon(t, "--config", conf, "--max-age", "1h")
+	d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
+		return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable")
+	})
+	var h healthView
+	d.get(t, "/healthz", &h)
+	if h.Database != "down" {
+		t.Errorf("healthz database %q, want down", h.Database)
+	}
+	rejected := func() map[string]any {
+		t.Helper()
+		n := len(d.findLogs(func(m map[string]any) bool { return strings.HasPrefix(fmt.Sprint(m["msg"]), "reload rejected") }))
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		var got map[string]any
+		d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
+			if strings.HasPrefix(fmt.Sprint(m["msg"]), "reload rejected") {
+				if n == 0 {
+					got = m
+					return true
+				}
+				n--
+			}
+			return false
+		})
+		return got
+	}
+	os.WriteFile(conf, []byte("DATABASE_URL=postgres://u:"+pw+"@127.0.0.1:notaport/x\n"), 0o600)
+	if r := rejected(); !strings.Contains(fmt.Sprint(r["error"]), "DATABASE_URL") {
+		t.Errorf("rejection does not name the variable: %v", r)
+	}
+	os.WriteFile(conf, []byte("DATABASE_URL_FILE="+urlFile+"\n"), 0o600)
+	os.WriteFile(urlFile, []byte("postgres://u:"+pw+"@127.0.0.1/x?sslmode=bogus\n"), 0o600)
+	if r := rejected(); !strings.Contains(fmt.Sprint(r["error"]), urlFile) || !strings.Contains(fmt.Sprint(r["error"]), "xxxxx") {
+		t.Errorf("rejection does not name the file or show the masked URL: %v", r)
+	}
+	d.stop(t)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, l := range d.logs {
+		b, _ := json.Marshal(l)
+		noPassword("daemon log", string(b))
 	}
 }

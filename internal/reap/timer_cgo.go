@@ -139,5 +139,8 @@ func (t *Timer) Stop() {
 	t.notify.Close() // wakes Run
 	<-t.done
 	t.drain()
+	// The event loop may still run (in-flight kills need it): the queue
+	// must not call Set or Cancel on freed memory.
+	t.cfg.Queue.SetAlarm(nil)
 	C.sv_free(t.c)
 }

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/tracker"
+	"go.uber.org/zap"
+)
+
+// The HTTP endpoints are read-only views for the host's operators: no
+// request changes any state. They show process names and command lines, so
+// they listen on loopback by default, and answer only requests that name
+// this machine (see allowedHost).
+
+func (d *daemon) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", d.healthz)
+	mux.HandleFunc("GET /agents", d.agents)
+	mux.Handle("GET /metrics", d.metrics.handler())
+	return mux
+}
+
+// httpServer is the endpoints' server, and the handlers in flight: they
+// read the deadline thread's state, so run must not free it before every
+// handler has returned.
+type httpServer struct {
+	srv      *http.Server
+	addr     string
+	inflight sync.WaitGroup
+	done     chan struct{}
+}
+
+// serveHTTP listens on listen and serves the endpoints until stop.
+func (d *daemon) serveHTTP(listen string) (*httpServer, error) {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	h := &httpServer{addr: ln.Addr().String(), done: make(chan struct{})}
+	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+		d.log.Warn("--listen is not a loopback address: /agents and /metrics show process names and command lines to whoever reaches it",
+			zap.String("listen", h.addr))
+	}
+	listenHost, _, _ := net.SplitHostPort(listen)
+	routes := d.routes()
+	h.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.inflight.Add(1)
+			defer h.inflight.Done()
+			local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+			if !allowedHost(r.Host, listenHost, local) {
+				http.Error(w, "forbidden: the Host header must be localhost, a loopback address or the --listen address (DNS rebinding protection)",
+					http.StatusForbidden)
+				return
+			}
+			routes.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		WriteTimeout:      10 * time.Second, // a stuck client cannot hold a handler for long
+	}
+	go func() {
+		defer close(h.done)
+		if err := h.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("http server", zap.Error(err))
+		}
+	}()
+	return h, nil
+}
+
+// stop closes the listener, lets requests in flight finish within a bound,
+// then closes what is left and waits until no handler runs.
+func (h *httpServer) stop() {
+	if h == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if h.srv.Shutdown(ctx) != nil {
+		_ = h.srv.Close() // a handler blocked writing to a slow client now fails
+	}
+	<-h.done
+	h.inflight.Wait()
+}
+
+// allowedHost reports whether a request's Host header names this machine:
+// localhost, a loopback address, the --listen host, or the address the
+// request arrived at. A web page the operator visits can make the browser
+// send requests to 127.0.0.1 through a name the page's owner controls (DNS
+// rebinding); such a request carries that name, and is refused.
+func allowedHost(host, listenHost string, local net.Addr) bool {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	switch {
+	case h == "":
+		return true // HTTP/1.0 without Host: no browser sends that
+	case strings.EqualFold(h, "localhost"), strings.EqualFold(h, listenHost):
+		return true
+	}
+	ip := net.ParseIP(h)
+	if ip == nil {
+		return false
+	}
+	if ip.IsLoopback() {
+		return true
+	}
+	if ta, ok := local.(*net.TCPAddr); ok && ta.IP.Equal(ip) {
+		return true
+	}
+	return false
+}
+
+// eventTypes name tracker.Counters.Events, in order.
+var eventTypes = []string{"fork", "exec", "comm", "exit", "other"}
+
+type healthView struct {
+	Status     string            `json:"status"`
+	Source     string            `json:"source"`
+	Processes  int               `json:"processes"`
+	Agents     int               `json:"agents"`
+	Events     uint64            `json:"events"`
+	ByType     map[string]uint64 `json:"events_by_type"`
+	EventsLost uint64            `json:"events_lost"`
+	Overruns   uint64            `json:"overruns"`
+	Resyncs    uint64            `json:"resyncs"`
+	BadMsgs    uint64            `json:"bad_messages"`
+	Rcvbuf     int               `json:"rcvbuf,omitempty"`
+	Realtime   bool              `json:"realtime_timer"`
+	DryRun     bool              `json:"dry_run"`
+	Database   string            `json:"database"` // "none", "up" or "down"
+	SpoolRows  int               `json:"spool_rows"`
+	Dropped    uint64            `json:"spool_dropped"`
+	Host       string            `json:"host"`
+	LastSnap   string            `json:"last_snapshot,omitempty"`
+	Rate       float64           `json:"events_per_second"`
+	MaxAge     string            `json:"max_age"`
+}
+
+func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
+	st := d.table.Stats()
+	h := healthView{Status: "ok", Source: d.source, Processes: st.Processes, Agents: st.Agents,
+		Resyncs: st.Resyncs, Realtime: d.timer.RT(), DryRun: d.cfg.DryRun, Database: "none",
+		SpoolRows: d.store.Spool().Len(), Dropped: d.store.Spool().Dropped(), Host: d.cfg.HostID,
+		Rate: math.Float64frombits(d.rate.Load()), MaxAge: d.table.MaxAge().String()}
+	switch {
+	case d.store.Up():
+		h.Database = "up"
+	case d.store.HasDatabase():
+		h.Database = "down"
+	}
+	d.mu.Lock()
+	if !d.lastSnapshot.IsZero() {
+		h.LastSnap = d.lastSnapshot.UTC().Format(time.RFC3339Nano)
+	}
+	d.mu.Unlock()
+	h.ByType = map[string]uint64{}
+	for i, n := range st.Events {
+		h.Events += n
+		h.ByType[eventTypes[i]] = n
+	}
+	if d.conn != nil {
+		cs := d.conn.Stats()
+		h.EventsLost, h.Overruns, h.BadMsgs, h.Rcvbuf = cs.Lost, cs.Overruns, cs.Bad, d.conn.ReadBuffer()
+	}
+	code := http.StatusOK
+	if !d.ready.Load() {
+		h.Status, code = "starting", http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, h)
+}
+
+type agentView struct {
+	PID         int32     `json:"pid"`
+	Comm        string    `json:"comm"`
+	Cmdline     string    `json:"cmdline"`
+	StartedAt   time.Time `json:"started_at"`
+	Deadline    time.Time `json:"deadline"`
+	SecondsLeft float64   `json:"seconds_left"`
+	Rule        string    `json:"rule"`
+}
+
+func (d *daemon) agents(w http.ResponseWriter, r *http.Request) {
+	now := d.clock.Now()
+	list := d.table.Queue().Snapshot()
+	sort.Slice(list, func(i, j int) bool { return list[i].Deadline < list[j].Deadline })
+	out := make([]agentView, 0, len(list))
+	for _, a := range list {
+		out = append(out, agentView{
+			PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule,
+			StartedAt:   tracker.Time(a.Start.NS, now),
+			Deadline:    tracker.Time(a.Deadline, now),
+			SecondsLeft: float64(a.Deadline-now) / 1e9,
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
