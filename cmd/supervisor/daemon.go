@@ -62,6 +62,7 @@ type daemon struct {
 	mu           sync.Mutex
 	live         *Config // the configuration in force: cfg, or the last SIGHUP's
 	killed       []int32 // PIDs killed since the last snapshot
+	pending      map[uint64]string // kill row ids of reaps in flight, by agent Seq
 	lastSnapshot time.Time
 	results      []reap.Result // kept by `once` for its output
 	keepResults  bool
@@ -88,7 +89,7 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 	})
 	d.reaper = reap.New(reap.Config{
 		Grace: cfg.KillGrace, DryRun: cfg.DryRun, Tree: d.table, Procs: procs,
-		Clock: d.clock, Guard: guard, Log: log.Named("reap"), OnResult: d.onResult, Pins: pins,
+		Clock: d.clock, Guard: guard, Log: log.Named("reap"), OnSignal: d.onSignal, OnResult: d.onResult, Pins: pins,
 	})
 	d.collector, err = health.NewCollector("/proc", "/sys/fs/cgroup", procs.Scan, health.Thresholds{
 		Zombies: cfg.ZombieWarnThreshold, FreeMemMB: cfg.FreeMemWarnMB, SwapPct: cfg.SwapWarnPct,
@@ -139,35 +140,6 @@ func (d *daemon) close() {
 		d.pool.Close()
 	}
 	d.unlock() // closes the spool, then lets the next owner in
-}
-
-// onResult records a finished reap: its own row, written as it happens, and
-// its PID for the next snapshot's action_taken.
-func (d *daemon) onResult(r reap.Result) {
-	now := d.clock.Now()
-	wall := func(boot int64) time.Time { return tracker.Time(boot, now).UTC() }
-	k := &store.KillRow{
-		PID: r.PID, Comm: r.Comm, Cmdline: r.Cmdline, Rule: r.Rule,
-		StartedAt: wall(r.Start.NS), Deadline: wall(r.Deadline), SignalledAt: wall(r.Signalled),
-		LatenessMS: float64(r.Lateness()) / 1e6, FinalSignal: r.FinalSignal, Outcome: r.Outcome,
-		Descendants: r.Descendants, DryRun: r.DryRun,
-	}
-	if r.Exited != 0 {
-		t := wall(r.Exited)
-		k.ExitedAt = &t
-	}
-	d.metrics.kill(r)
-	if _, err := d.store.Add(store.KindKill, wall(r.Signalled), nil, k); err != nil {
-		d.log.Error("spool kill record", zap.Error(err), zap.Int32("pid", r.PID))
-	}
-	d.mu.Lock()
-	if !r.DryRun && r.Outcome != reap.OutcomeRefused {
-		d.killed = append(d.killed, r.PID)
-	}
-	if d.keepResults {
-		d.results = append(d.results, r)
-	}
-	d.mu.Unlock()
 }
 
 // snapshot takes a health snapshot and stores it as a tel.system_health row.
