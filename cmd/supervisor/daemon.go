@@ -60,8 +60,8 @@ type daemon struct {
 	resum  chan time.Duration
 
 	mu           sync.Mutex
-	live         *Config // the configuration in force: cfg, or the last SIGHUP's
-	killed       []int32 // PIDs killed since the last snapshot
+	live         *Config           // the configuration in force: cfg, or the last SIGHUP's
+	killed       []int32           // PIDs killed since the last snapshot
 	pending      map[uint64]string // kill row ids of reaps in flight, by agent Seq
 	lastSnapshot time.Time
 	results      []reap.Result // kept by `once` for its output

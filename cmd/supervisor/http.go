@@ -142,6 +142,8 @@ type healthView struct {
 	Database   string            `json:"database"` // "none", "up" or "down"
 	SpoolRows  int               `json:"spool_rows"`
 	Dropped    uint64            `json:"spool_dropped"`
+	SpoolBad   uint64            `json:"spool_bad"`
+	InFlight   int64             `json:"kills_in_flight"`
 	Host       string            `json:"host"`
 	LastSnap   string            `json:"last_snapshot,omitempty"`
 	Rate       float64           `json:"events_per_second"`
@@ -152,7 +154,8 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 	st := d.table.Stats()
 	h := healthView{Status: "ok", Source: d.source, Processes: st.Processes, Agents: st.Agents,
 		Resyncs: st.Resyncs, Realtime: d.timer.RT(), DryRun: d.cfg.DryRun, Database: "none",
-		SpoolRows: d.store.Spool().Len(), Dropped: d.store.Spool().Dropped(), Host: d.cfg.HostID,
+		SpoolRows: d.store.Spool().Len(), Dropped: d.store.Spool().Dropped(), SpoolBad: d.store.Spool().Bad(),
+		InFlight: d.reaper.Stats().InFlight, Host: d.cfg.HostID,
 		Rate: math.Float64frombits(d.rate.Load()), MaxAge: d.table.MaxAge().String()}
 	switch {
 	case d.store.Up():

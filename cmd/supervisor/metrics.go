@@ -120,6 +120,11 @@ var (
 	descSpool      = prometheus.NewDesc("supervisor_db_spool_rows", "Rows in the spool (undelivered, or kept when there is no database).", nil, nil)
 	descSpoolDrops = prometheus.NewDesc("supervisor_db_spool_dropped_total", "Rows dropped to keep the spool bounded.", nil, nil)
 	descDBUp       = prometheus.NewDesc("supervisor_db_up", "1 if the database was reachable at the last attempt, 0 if not; absent without a database.", nil, nil)
+	descSpoolBad   = prometheus.NewDesc("supervisor_db_spool_bad_total", "Damaged spool lines and rows the database refused for good, set aside in spool.bad.", nil, nil)
+	descInFlight   = prometheus.NewDesc("supervisor_kills_in_flight", "Reaps signalled and not yet finished.", nil, nil)
+	descPinDefer   = prometheus.NewDesc("supervisor_pins_deferred_total", "Agents queued without a pidfd (over the descriptor budget or a failed open), pinned when due.", nil, nil)
+	descPinFail    = prometheus.NewDesc("supervisor_pin_failures_total", "pidfd_open or /proc reads that failed for another reason than a vanished process (EMFILE, ENOMEM, ...); each is retried.", nil, nil)
+	descSigErrs    = prometheus.NewDesc("supervisor_signal_errors_total", "Signals refused (EPERM) or failed for another reason than a vanished process.", nil, nil)
 	descLastSnap   = prometheus.NewDesc("supervisor_last_snapshot_timestamp_seconds", "When the last health snapshot was taken.", nil, nil)
 )
 
@@ -127,7 +132,8 @@ var (
 type daemonCollector struct{ d *daemon }
 
 func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEvents, descLost, descResyncs, descProcesses, descAgents, descSpool, descSpoolDrops, descDBUp, descLastSnap} {
+	for _, d := range []*prometheus.Desc{descEvents, descLost, descResyncs, descProcesses, descAgents, descSpool, descSpoolDrops, descDBUp, descLastSnap,
+		descSpoolBad, descInFlight, descPinDefer, descPinFail, descSigErrs} {
 		ch <- d
 	}
 }
@@ -148,6 +154,12 @@ func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descAgents, prometheus.GaugeValue, float64(st.Agents))
 	ch <- prometheus.MustNewConstMetric(descSpool, prometheus.GaugeValue, float64(d.store.Spool().Len()))
 	ch <- prometheus.MustNewConstMetric(descSpoolDrops, prometheus.CounterValue, float64(d.store.Spool().Dropped()))
+	ch <- prometheus.MustNewConstMetric(descSpoolBad, prometheus.CounterValue, float64(d.store.Spool().Bad()))
+	rs := d.reaper.Stats()
+	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(rs.InFlight))
+	ch <- prometheus.MustNewConstMetric(descPinDefer, prometheus.CounterValue, float64(rs.Deferred))
+	ch <- prometheus.MustNewConstMetric(descPinFail, prometheus.CounterValue, float64(rs.Failures))
+	ch <- prometheus.MustNewConstMetric(descSigErrs, prometheus.CounterValue, float64(rs.SignalErrors))
 	if d.store.HasDatabase() {
 		up := 0.0
 		if d.store.Up() {
