@@ -315,7 +315,9 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	// up meanwhile: no process can fall in between.
 	d.source = cfg.Source
 	if d.source != "proc" {
-		d.conn, err = procevents.Dial(procevents.Config{ReadBuffer: cfg.NetlinkRcvbuf})
+		d.conn, err = procevents.Dial(procevents.Config{ReadBuffer: cfg.NetlinkRcvbuf, OnForged: func(port uint32) {
+			log.Warn("forged proc connector message dropped", zap.Uint32("sender_port", port))
+		}})
 		switch {
 		case err != nil && d.source == "netlink":
 			return fmt.Errorf("event source netlink: %w", err)
@@ -325,6 +327,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 			d.source = "proc"
 		default:
 			d.source = "netlink"
+			d.metrics.forged(d.conn)
 		}
 	}
 	t0 := time.Now()
@@ -530,6 +533,7 @@ type healthView struct {
 	Overruns   uint64            `json:"overruns"`
 	Resyncs    uint64            `json:"resyncs"`
 	BadMsgs    uint64            `json:"bad_messages"`
+	Forged     uint64            `json:"forged"`
 	Rcvbuf     int               `json:"rcvbuf,omitempty"`
 	Realtime   bool              `json:"realtime_timer"`
 	DryRun     bool              `json:"dry_run"`
@@ -567,6 +571,7 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 	if d.conn != nil {
 		cs := d.conn.Stats()
 		h.EventsLost, h.Overruns, h.BadMsgs, h.Rcvbuf = cs.Lost, cs.Overruns, cs.Bad, d.conn.ReadBuffer()
+		h.Forged = cs.Forged
 	}
 	code := http.StatusOK
 	if !d.ready.Load() {
