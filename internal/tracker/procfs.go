@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
@@ -140,7 +141,27 @@ func (p *ProcFS) Cmdline(pid int32) (string, error) {
 	if err != nil {
 		return "", gone(err)
 	}
-	return strings.Join(args, " "), nil
+	return CleanCmdline(strings.Join(args, " ")), nil
+}
+
+// MaxCmdline caps a command line, in bytes.
+const MaxCmdline = 4096
+
+// CleanCmdline makes s what every copy of a command line holds (the table,
+// /agents, the spool, PostgreSQL): valid UTF-8 (invalid bytes become U+FFFD;
+// PostgreSQL rejects them in text), NULs as spaces (text cannot hold NUL;
+// a process that rewrote its argv may leave some), at most MaxCmdline bytes,
+// cut at a rune boundary.
+func CleanCmdline(s string) string {
+	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", " "), "\uFFFD")
+	if len(s) <= MaxCmdline {
+		return s
+	}
+	n := MaxCmdline
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Scan reads every process. Processes that exit during the scan are left

@@ -90,9 +90,16 @@ type Table struct {
 	c     Counters
 	log   *zap.Logger
 
-	maxAge atomic.Int64
-	events [5]atomic.Uint64
+	maxAge   atomic.Int64
+	events   [5]atomic.Uint64
+	deadline func(*Agent) int64 // agentDeadline, bound once
 }
+
+// Test hooks for the orders in which a reload and a match can interleave.
+var (
+	testHookBeforeQueue   func() // matchLocked, between deciding and queueing
+	testHookBeforeResched func() // SetMaxAge, between storing and rescheduling
+)
 
 // NewTable returns an empty table.
 func NewTable(cfg Config) *Table {
@@ -104,6 +111,7 @@ func NewTable(cfg Config) *Table {
 	}
 	t := &Table{cfg: cfg, procs: make(map[int32]*Proc, 1024), log: cfg.Log}
 	t.maxAge.Store(int64(cfg.MaxAge))
+	t.deadline = t.agentDeadline
 	return t
 }
 
@@ -128,11 +136,19 @@ func (t *Table) SetRules(rules []Rule, under []Ancestor) {
 	}
 }
 
+func (t *Table) agentDeadline(a *Agent) int64 { return t.Deadline(a.Start) }
+
 // SetMaxAge changes the maximum age and recomputes every queued deadline
-// from its agent's own start: a reload never resets an agent's age.
+// from its agent's own start: a reload never resets an agent's age. An agent
+// being matched meanwhile gets the new deadline too: its deadline is computed
+// under the queue's lock (AddWith), so it is queued either after this store
+// or before this reschedule.
 func (t *Table) SetMaxAge(d time.Duration) {
 	t.maxAge.Store(int64(d))
-	t.cfg.Queue.Reschedule(func(a *Agent) int64 { return t.Deadline(a.Start) })
+	if testHookBeforeResched != nil {
+		testHookBeforeResched()
+	}
+	t.cfg.Queue.Reschedule(t.deadline)
 }
 
 func eventIndex(ty procevents.Type) int {
@@ -440,15 +456,15 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 			return
 		}
 	}
-	a := &Agent{
-		PID: p.PID, Start: p.Start, Comm: p.Comm, Cmdline: p.Cmdline, Rule: rule,
-		Deadline: t.Deadline(p.Start), FD: fd, proc: p,
-	}
+	a := &Agent{PID: p.PID, Start: p.Start, Comm: p.Comm, Cmdline: p.Cmdline, Rule: rule, FD: fd, proc: p}
 	p.agent = a
 	p.holds++
-	t.cfg.Queue.Add(a)
+	if testHookBeforeQueue != nil {
+		testHookBeforeQueue()
+	}
+	deadline := t.cfg.Queue.AddWith(a, t.deadline)
 	t.log.Debug("agent", zap.Int32("pid", p.PID), zap.String("comm", p.Comm), zap.String("rule", rule),
-		zap.Int64("deadline_boot_ns", a.Deadline), zap.Int64("start_boot_ns", p.Start.NS), zap.Bool("start_exact", p.Start.Exact))
+		zap.Int64("deadline_boot_ns", deadline), zap.Int64("start_boot_ns", p.Start.NS), zap.Bool("start_exact", p.Start.Exact))
 }
 
 func (t *Table) ruleLocked(p *Proc, readCmdline bool) (string, bool) {

@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 )
@@ -513,5 +515,58 @@ func BenchmarkScan(b *testing.B) {
 		if _, err := p.Scan(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestCleanCmdline(t *testing.T) {
+	long := strings.Repeat("a", MaxCmdline-1) + "é" // 2-byte rune across the cap
+	for _, c := range []struct{ in, want string }{
+		{"node /usr/bin/npm run agent", "node /usr/bin/npm run agent"},
+		{"a\x00b\x00", "a b "},
+		{"bad \xff\xfe utf8", "bad \uFFFD utf8"},
+		{long, strings.Repeat("a", MaxCmdline-1)},
+		{strings.Repeat("x", 10000), strings.Repeat("x", MaxCmdline)},
+	} {
+		got := CleanCmdline(c.in)
+		if got != c.want || !utf8.ValidString(got) || len(got) > MaxCmdline || strings.IndexByte(got, 0) >= 0 {
+			t.Errorf("CleanCmdline(%.40q) = %.40q (%d bytes), want %.40q", c.in, got, len(got), c.want)
+		}
+	}
+}
+
+// A reload racing a match: whichever order the steps of SetMaxAge (store,
+// reschedule) and of a match (decide, queue) interleave in, the agent ends
+// up on the new deadline.
+func TestSetMaxAgeRacingMatch(t *testing.T) {
+	const longer = 3 * time.Hour
+	for _, c := range []struct {
+		name  string
+		setup func(tb *Table, match func())
+	}{
+		// The reload runs entirely between the match's decision and its queueing.
+		{"reload inside match", func(tb *Table, match func()) {
+			testHookBeforeQueue = func() { testHookBeforeQueue = nil; tb.SetMaxAge(longer) }
+			match()
+		}},
+		// The match runs entirely between the reload's store and reschedule.
+		{"match inside reload", func(tb *Table, match func()) {
+			testHookBeforeResched = func() { testHookBeforeResched = nil; match() }
+			tb.SetMaxAge(longer)
+		}},
+		{"match then reload", func(tb *Table, match func()) { match(); tb.SetMaxAge(longer) }},
+		{"reload then match", func(tb *Table, match func()) { tb.SetMaxAge(longer); match() }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			defer func() { testHookBeforeQueue, testHookBeforeResched = nil, nil }()
+			procs := newFakeProcs()
+			procs.stat[9] = ProcInfo{PID: 9, Start: FromTicks(100), Comm: "node", State: 'S'}
+			tb := newTestTable(t, procs)
+			tb.Merge(must(procs.Scan()), false)
+			c.setup(tb, func() { tb.Apply(commEv(9, 9, "claude")) })
+			a, ok := agents(tb)[9]
+			if want := 101*Tick + int64(longer); !ok || a.Deadline != want {
+				t.Errorf("agent %+v (queued %v): deadline %d, want %d (start + the new max age)", a, ok, a.Deadline, want)
+			}
+		})
 	}
 }
