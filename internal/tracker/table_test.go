@@ -328,8 +328,11 @@ func TestStart(t *testing.T) {
 		{tick, FromTicks(100), true},
 		{tick, FromTicks(101), false},
 		{tick, Start{NS: 100*Tick + 5_000_000, Exact: true}, true},
-		{tick, Start{NS: 101*Tick + 1_000, Exact: true}, true}, // event stamped just after the tick ended
-		{tick, Start{NS: 102*Tick + 1, Exact: true}, false},
+		{tick, Start{NS: 101*Tick + 1_000, Exact: true}, true},                         // event stamped just after the tick ended
+		{tick, Start{NS: 101*Tick + 49*int64(time.Millisecond), Exact: true}, true},    // a fork event lagging under load
+		{tick, Start{NS: 101*Tick + forkSlack, Exact: true}, false},                    // beyond the bound
+		{tick, Start{NS: 100*Tick - 1, Exact: true}, false},                            // stamped before the tick began
+		{tick, Start{NS: 100*Tick + int64(1600*time.Millisecond), Exact: true}, false}, // the PID after a wrap
 		{Start{NS: 5, Exact: true}, Start{NS: 5, Exact: true}, true},
 		{Start{NS: 5, Exact: true}, Start{NS: 6, Exact: true}, false},
 	}
@@ -568,5 +571,55 @@ func TestSetMaxAgeRacingMatch(t *testing.T) {
 				t.Errorf("agent %+v (queued %v): deadline %d, want %d (start + the new max age)", a, ok, a.Deadline, want)
 			}
 		})
+	}
+}
+
+// A fork event lagging the kernel's start_boottime (its /proc tick) by up to
+// forkSlack is the same process, whichever the table saw first; a PID reused
+// after a wrap (1.6 s under a fork storm) is a new one.
+func TestForkEventLag(t *testing.T) {
+	const lag = 45 * time.Millisecond // past the end of the /proc tick
+	mono := func(boot int64) uint64 { return uint64(boot - offset) }
+
+	// Scan first, then the late fork event: the agent stays, with its
+	// deadline (no drop and re-add), and learns the exact start.
+	procs := newFakeProcs()
+	procs.stat[1] = ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S'}
+	procs.stat[500] = ProcInfo{PID: 500, PPID: 1, Start: FromTicks(1000), Comm: "claude", State: 'S'}
+	tb := newTestTable(t, procs)
+	tb.Merge(must(procs.Scan()), false)
+	before := agents(tb)[500]
+	tb.Apply(fork(1, 500, mono(1001*Tick+int64(lag))))
+	if p, _ := tb.Lookup(500); !p.Start.Exact || p.Comm != "claude" {
+		t.Errorf("late fork event replaced the scanned agent: %+v", p)
+	}
+	if a, ok := agents(tb)[500]; !ok || a.Seq != before.Seq {
+		t.Errorf("agent re-queued by a late fork event: %+v, was %+v", a, before)
+	}
+
+	// Fork event first, then exec reading /proc: the entry and its exact
+	// start stay.
+	ev := mono(2001*Tick + int64(lag))
+	tb.Apply(fork(1, 600, ev))
+	procs.stat[600] = ProcInfo{PID: 600, PPID: 1, Start: FromTicks(2000), Comm: "claude", State: 'S'}
+	tb.Apply(execEv(600))
+	a, ok := agents(tb)[600]
+	if !ok || !a.Start.Exact || a.Start.NS != int64(ev)+offset || a.Deadline != int64(ev)+offset+int64(age) {
+		t.Errorf("exec after a late fork event: %+v %v", a, ok)
+	}
+	if st := tb.Stats(); st.Stale != 0 {
+		t.Errorf("stale %d, want 0", st.Stale)
+	}
+
+	// PID 600 reused after a wrap: /proc at exec shows a start 1.6 s later.
+	procs.stat[600] = ProcInfo{PID: 600, PPID: 1, Start: FromTicks(2160), Comm: "claude", State: 'S'}
+	tb.Apply(execEv(600))
+	if a := agents(tb)[600]; a.Start != FromTicks(2160) {
+		t.Errorf("reused PID kept the old identity: %+v", a.Start)
+	}
+	// PID 500 reused: its new fork event is 1.6 s after the scanned tick.
+	tb.Apply(fork(1, 500, mono(1000*Tick+int64(1600*time.Millisecond))))
+	if p, _ := tb.Lookup(500); p.Comm != "init" || len(agents(tb)) != 1 {
+		t.Errorf("fork after a wrap did not replace the old holder: %+v", p)
 	}
 }
