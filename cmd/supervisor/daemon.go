@@ -483,12 +483,13 @@ func (d *daemon) eventLoop(ctx context.Context) {
 }
 
 func (d *daemon) resync() {
+	start := d.clock.Now() // events stamped before it are in the scan already
 	scan, err := d.procs.Scan()
 	if err != nil {
 		d.log.Error("resync: scan /proc", zap.Error(err))
 		return
 	}
-	d.table.Merge(scan, true)
+	d.table.MergeAt(scan, true, start)
 }
 
 // pollLoop rescans /proc every poll interval: the fallback when the proc

@@ -90,6 +90,11 @@ type Table struct {
 	c     Counters
 	log   *zap.Logger
 
+	// scanStart is the boottime at which the last resync scan began: the
+	// scan shows the effect of every event stamped earlier, so such events,
+	// still queued in the socket, are stale. Used by the applying goroutine only.
+	scanStart int64
+
 	maxAge   atomic.Int64
 	events   [5]atomic.Uint64
 	deadline func(*Agent) int64 // agentDeadline, bound once
@@ -173,19 +178,34 @@ func (t *Table) Apply(ev *procevents.Event) {
 		return
 	}
 	switch ev.Type {
+	case procevents.Fork, procevents.Exec, procevents.Comm, procevents.Exit:
+	default:
+		return
+	}
+	at := int64(ev.Timestamp) + t.cfg.Clock.BootOffset()
+	if at < t.scanStart {
+		// Older than the resync scan, which already shows its effect: applied
+		// now, a fork could resurrect a process the scan saw gone, or link a
+		// child to an earlier holder of its parent's PID.
+		t.mu.Lock()
+		t.c.Stale++
+		t.mu.Unlock()
+		return
+	}
+	switch ev.Type {
 	case procevents.Fork:
-		t.fork(ev)
+		t.fork(ev, at)
 	case procevents.Exec:
 		t.exec(ev.TGID)
 	case procevents.Comm:
-		t.comm(ev.TGID, ev.Comm[:], int64(ev.Timestamp)+t.cfg.Clock.BootOffset())
+		t.comm(ev.TGID, ev.Comm[:], at)
 	case procevents.Exit:
-		t.exit(ev.TGID, int64(ev.Timestamp)+t.cfg.Clock.BootOffset())
+		t.exit(ev.TGID, at)
 	}
 }
 
-func (t *Table) fork(ev *procevents.Event) {
-	start := Start{NS: int64(ev.Timestamp) + t.cfg.Clock.BootOffset(), Exact: true}
+func (t *Table) fork(ev *procevents.Event, at int64) {
+	start := Start{NS: at, Exact: true}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old := t.procs[ev.TGID]; old != nil {
@@ -287,7 +307,14 @@ func (t *Table) procErr(pid int32, err error) {
 //
 // Stale entries go before anything is inserted or linked, so that a new
 // process is never linked to an earlier holder of its parent's PID.
-func (t *Table) Merge(scan []ProcInfo, resync bool) {
+func (t *Table) Merge(scan []ProcInfo, resync bool) { t.MergeAt(scan, resync, 0) }
+
+// MergeAt is Merge for a scan that began at boottime scanStart (0: unknown).
+// Events stamped before scanStart are ignored from then on (counted as
+// Stale): the scan shows their effect already. Call it from the goroutine
+// that calls Apply.
+func (t *Table) MergeAt(scan []ProcInfo, resync bool, scanStart int64) {
+	t.scanStart = max(t.scanStart, scanStart)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if resync {

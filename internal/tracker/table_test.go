@@ -623,3 +623,56 @@ func TestForkEventLag(t *testing.T) {
 		t.Errorf("fork after a wrap did not replace the old holder: %+v", p)
 	}
 }
+
+// After a resync, events still queued from before the scan began are
+// ignored: the scan shows their effect already, and applied late they would
+// resurrect a process the scan saw gone, rename the new holder of a PID, or
+// remove it. The events go through their wire bytes.
+func TestResyncIgnoresEventsBeforeScan(t *testing.T) {
+	const scanStart = int64(100 * time.Second) // boottime
+	ms := int64(time.Millisecond)
+	apply := func(tb *Table, ev procevents.Event) {
+		ev.Timestamp = uint64(int64(ev.Timestamp) - offset) // boottime → monotonic
+		var got procevents.Event
+		if err := procevents.Decode(procevents.Encode(nil, &ev), &got); err != nil {
+			t.Fatal(err)
+		}
+		tb.Apply(&got)
+	}
+	procs := newFakeProcs()
+	procs.stat[1] = ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S'}
+	// 300 and 400 were reused shortly before the scan, in the tick of the
+	// earlier holders' last events.
+	procs.stat[300] = ProcInfo{PID: 300, PPID: 1, Start: FromTicks(uint64((scanStart - 5*ms) / Tick)), Comm: "python3", State: 'S'}
+	procs.stat[400] = ProcInfo{PID: 400, PPID: 1, Start: FromTicks(uint64((scanStart - 5*ms) / Tick)), Comm: "bash", State: 'S'}
+	tb := newTestTable(t, procs)
+	tb.MergeAt(must(procs.Scan()), true, scanStart)
+
+	var comm [16]byte
+	copy(comm[:], "claude")
+	// Queued before the scan: the fork of 200 (which exited, its exit lost
+	// in the overrun), the earlier 300's rename, an exec and
+	// the earlier 400's exit.
+	apply(tb, procevents.Event{Type: procevents.Fork, Timestamp: uint64(scanStart - 4*ms), ParentPID: 1, ParentTGID: 1, PID: 200, TGID: 200})
+	apply(tb, procevents.Event{Type: procevents.Comm, Timestamp: uint64(scanStart - 3*ms), PID: 300, TGID: 300, Comm: comm})
+	apply(tb, procevents.Event{Type: procevents.Exec, Timestamp: uint64(scanStart - 2*ms), PID: 400, TGID: 400})
+	apply(tb, procevents.Event{Type: procevents.Exit, Timestamp: uint64(scanStart - 1*ms), PID: 400, TGID: 400})
+	// After the scan began: applied.
+	apply(tb, procevents.Event{Type: procevents.Fork, Timestamp: uint64(scanStart + 1*ms), ParentPID: 1, ParentTGID: 1, PID: 500, TGID: 500})
+
+	if _, ok := tb.Lookup(200); ok {
+		t.Error("a fork from before the scan resurrected 200")
+	}
+	if p, ok := tb.Lookup(300); !ok || p.Comm != "python3" || tb.Queue().Len() != 0 {
+		t.Errorf("a rename from before the scan applied to the new 300: %+v", p)
+	}
+	if _, ok := tb.Lookup(400); !ok {
+		t.Error("an exit from before the scan removed the new 400")
+	}
+	if _, ok := tb.Lookup(500); !ok {
+		t.Error("a fork after the scan began was ignored")
+	}
+	if st := tb.Stats(); st.Stale != 4 {
+		t.Errorf("stale %d, want 4", st.Stale)
+	}
+}
