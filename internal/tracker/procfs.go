@@ -22,6 +22,10 @@ import (
 // field of /proc/PID/stat.
 const pfKthread = 0x00200000
 
+// pfExiting is PF_EXITING: set by exit_signals() at the start of do_exit,
+// before the exit event is sent and before the task becomes a zombie.
+const pfExiting = 0x00000004
+
 // ProcFS reads processes from a procfs mount.
 //
 // /proc/PID/stat, read for every process at start-up and after lost events
@@ -90,7 +94,8 @@ func ParseStat(b []byte) (ProcInfo, error) {
 	}
 	info := ProcInfo{PID: int32(pid), Comm: string(b[open+1 : close])}
 	// Fields after the comm, counted from 0: state, ppid, pgrp, session,
-	// tty_nr, tpgid, flags (6), ..., starttime (19).
+	// tty_nr, tpgid, flags (6), ..., num_threads (17), itrealvalue,
+	// starttime (19).
 	rest := b[close+2:]
 	for i := 0; i <= 19; i++ {
 		sp := bytes.IndexByte(rest, ' ')
@@ -115,6 +120,13 @@ func ParseStat(b []byte) (ProcInfo, error) {
 				return ProcInfo{}, fmt.Errorf("%w: /proc/PID/stat: flags: %w", procfs.ErrFileParse, err)
 			}
 			info.Kthread = v&pfKthread != 0
+			info.Exiting = v&pfExiting != 0
+		case 17:
+			v, err := strconv.ParseInt(string(f), 10, 32)
+			if err != nil {
+				return ProcInfo{}, fmt.Errorf("%w: /proc/PID/stat: num_threads: %w", procfs.ErrFileParse, err)
+			}
+			info.Threads = int(v)
 		case 19:
 			v, err := strconv.ParseUint(string(bytes.TrimSpace(f)), 10, 64)
 			if err != nil {

@@ -17,6 +17,7 @@ import (
 type fakeProcs struct {
 	stat    map[int32]ProcInfo
 	cmdline map[int32]string
+	reads   int // Stat calls
 }
 
 func newFakeProcs() *fakeProcs {
@@ -24,6 +25,7 @@ func newFakeProcs() *fakeProcs {
 }
 
 func (f *fakeProcs) Stat(pid int32) (ProcInfo, error) {
+	f.reads++
 	if i, ok := f.stat[pid]; ok {
 		return i, nil
 	}
@@ -472,12 +474,19 @@ func TestParseStat(t *testing.T) {
 	kt := []byte("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 1 0 0 20 0 1 0 7 0 0 18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n")
 	odd := []byte("4242 (a) (b c) Z 17 4242 4242 0 -1 4194560 90 0 0 0 0 0 0 0 20 0 1 0 123456 0 0\n")
 	got, err := ParseStat(kt)
-	if err != nil || got != (ProcInfo{PID: 2, PPID: 0, Comm: "kthreadd", State: 'S', Kthread: true, Start: FromTicks(7)}) {
+	if err != nil || got != (ProcInfo{PID: 2, PPID: 0, Comm: "kthreadd", State: 'S', Kthread: true, Threads: 1, Start: FromTicks(7)}) {
 		t.Errorf("kthreadd: %+v %v", got, err)
 	}
 	got, err = ParseStat(odd)
-	if err != nil || got != (ProcInfo{PID: 4242, PPID: 17, Comm: "a) (b c", State: 'Z', Start: FromTicks(123456)}) {
+	if err != nil || got != (ProcInfo{PID: 4242, PPID: 17, Comm: "a) (b c", State: 'Z', Threads: 1, Start: FromTicks(123456)}) {
 		t.Errorf("odd comm: %+v %v", got, err)
+	}
+	// A process whose leader called pthread_exit: zombie leader
+	// (PF_EXITING in flags 4194628), two threads left.
+	gone := []byte("77 (claude) Z 1 77 77 0 -1 4194628 0 0 0 0 0 0 0 0 20 0 3 0 900 0 0\n")
+	got, err = ParseStat(gone)
+	if err != nil || got != (ProcInfo{PID: 77, PPID: 1, Comm: "claude", State: 'Z', Exiting: true, Threads: 3, Start: FromTicks(900)}) || !got.Live() {
+		t.Errorf("leader gone: %+v %v", got, err)
 	}
 	for _, bad := range []string{"", "12 (x", "x (y) S 1 2", "1 (y) S 1 2 3 4 5 6", "1 (y) S z 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 5"} {
 		if _, err := ParseStat([]byte(bad)); err == nil {
@@ -674,5 +683,115 @@ func TestResyncIgnoresEventsBeforeScan(t *testing.T) {
 	}
 	if st := tb.Stats(); st.Stale != 4 {
 		t.Errorf("stale %d, want 4", st.Stale)
+	}
+}
+
+// The exit event of a thread-group leader is not the process's exit while
+// other threads run: pthread_exit in the leader, or execve in another
+// thread (de_thread kills the leader, the exec event follows).
+func TestLeaderExit(t *testing.T) {
+	procs := newFakeProcs()
+	procs.stat[1] = ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S', Threads: 1}
+	tb := newTestTable(t, procs)
+	tb.Merge(must(procs.Scan()), false)
+	tracked := func(pid int32) bool { _, ok := agents(tb)[pid]; return ok }
+	start := func(pid int32, ts uint64, threads ...int32) {
+		t.Helper()
+		tb.Apply(fork(1, pid, ts))
+		procs.stat[pid] = ProcInfo{PID: pid, PPID: 1, Start: FromTicks(500), Comm: "claude", State: 'S', Threads: 1}
+		tb.Apply(execEv(pid))
+		for _, th := range threads {
+			tb.Apply(threadFork(pid, th, ts+1))
+		}
+		if !tracked(pid) {
+			t.Fatalf("%d not an agent", pid)
+		}
+	}
+
+	// A single-threaded process's exit costs no /proc read.
+	start(150, 10)
+	reads := procs.reads
+	tb.Apply(exitEv(150, 150, 20))
+	if tracked(150) || procs.reads != reads {
+		t.Errorf("single-threaded exit: tracked %v, %d /proc reads", tracked(150), procs.reads-reads)
+	}
+
+	// pthread_exit in the leader of 200, threads 201 and 202 run on.
+	start(200, 10, 201, 202)
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 1, Start: FromTicks(500), Comm: "claude", State: 'Z', Exiting: true, Threads: 3}
+	tb.Apply(exitEv(200, 200, 20))
+	if !tracked(200) {
+		t.Fatal("leader exit dropped a process whose threads run on")
+	}
+	// 201 exits and is released before we look: 202 is left.
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 1, Start: FromTicks(500), Comm: "claude", State: 'Z', Exiting: true, Threads: 2}
+	tb.Apply(exitEv(201, 200, 30))
+	if !tracked(200) {
+		t.Fatal("dropped while thread 202 runs")
+	}
+	// 202, the last, exits; /proc still counts it (not yet released).
+	tb.Apply(exitEv(202, 200, 40))
+	if tracked(200) {
+		t.Error("still tracked after its last thread exited")
+	}
+	if _, ok := tb.Lookup(200); ok {
+		t.Error("still in the table after its last thread exited")
+	}
+
+	// execve in thread 301 of 300: de_thread kills the leader (exit event
+	// with pid == tgid), 301 takes PID 300 and its start, the exec event
+	// follows.
+	start(300, 10, 301)
+	procs.stat[300] = ProcInfo{PID: 300, PPID: 1, Start: FromTicks(500), Comm: "claude", State: 'R', Threads: 1}
+	tb.Apply(exitEv(300, 300, 20))
+	if !tracked(300) {
+		t.Fatal("a non-leader thread's exec dropped the process")
+	}
+	tb.Apply(execEv(300))
+	if p, _ := tb.Lookup(300); !tracked(300) || p.leaderGone || p.threads != 0 {
+		t.Errorf("after the exec: tracked %v, %+v", tracked(300), p)
+	}
+	reads = procs.reads
+	tb.Apply(exitEv(300, 300, 30))
+	if tracked(300) || procs.reads != reads {
+		t.Error("the exec'd process's own exit did not remove it at once")
+	}
+
+	// exit_group of a multi-threaded process: the leader's exit event
+	// comes while the others are still counted; their exits finish it.
+	start(400, 10, 401, 402)
+	procs.stat[400] = ProcInfo{PID: 400, PPID: 1, Start: FromTicks(500), Comm: "claude", State: 'R', Exiting: true, Threads: 3}
+	tb.Apply(exitEv(400, 400, 20))
+	tb.Apply(exitEv(401, 400, 20))
+	delete(procs.stat, 400) // reaped by its parent meanwhile
+	tb.Apply(exitEv(402, 400, 20))
+	if tracked(400) {
+		t.Error("exit_group left the process tracked")
+	}
+	// ... or the others were gone before the leader's event was read.
+	start(450, 10, 451)
+	tb.Apply(exitEv(451, 450, 20))
+	procs.stat[450] = ProcInfo{PID: 450, PPID: 1, Start: FromTicks(500), Comm: "claude", State: 'Z', Exiting: true, Threads: 1}
+	tb.Apply(exitEv(450, 450, 20))
+	if tracked(450) {
+		t.Error("exit after its threads left the process tracked")
+	}
+
+	// A scan finds a process whose leader is a zombie with a live thread:
+	// alive, and gone when that thread exits.
+	procs.stat[500] = ProcInfo{PID: 500, PPID: 1, Start: FromTicks(600), Comm: "claude", State: 'Z', Exiting: true, Threads: 2}
+	tb.Merge(must(procs.Scan()), true)
+	if !tracked(500) {
+		t.Fatal("scan dropped a process whose leader is a zombie but a thread runs")
+	}
+	tb.Apply(exitEv(501, 500, uint64(6*time.Second)))
+	if tracked(500) {
+		t.Error("still tracked after the last thread found by the scan exited")
+	}
+	// A zombie with no other thread is dead.
+	procs.stat[600] = ProcInfo{PID: 600, PPID: 1, Start: FromTicks(600), Comm: "claude", State: 'Z', Threads: 1}
+	tb.Merge(must(procs.Scan()), true)
+	if tracked(600) {
+		t.Error("a plain zombie tracked")
 	}
 }
