@@ -795,3 +795,17 @@ func TestLeaderExit(t *testing.T) {
 		t.Error("a plain zombie tracked")
 	}
 }
+
+// BenchmarkApplyThreads is a thread's fork and exit in a tracked process:
+// now counted (lock + lookup), where they used to be dropped at once.
+func BenchmarkApplyThreads(b *testing.B) {
+	procs := newFakeProcs()
+	procs.stat[1] = ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S', Threads: 1}
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{}})
+	tb.Merge(must(procs.Scan()), false)
+	evs := []procevents.Event{*threadFork(1, 2, 10), *exitEv(2, 1, 11)}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		tb.Apply(&evs[i&1])
+	}
+}
