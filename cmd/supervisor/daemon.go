@@ -301,7 +301,9 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	// up meanwhile: no process can fall in between.
 	d.source = cfg.Source
 	if d.source != "proc" {
-		d.conn, err = procevents.Dial(procevents.Config{ReadBuffer: cfg.NetlinkRcvbuf})
+		d.conn, err = procevents.Dial(procevents.Config{ReadBuffer: cfg.NetlinkRcvbuf, OnForged: func(port uint32) {
+			log.Warn("forged proc connector message dropped", zap.Uint32("sender_port", port))
+		}})
 		switch {
 		case err != nil && d.source == "netlink":
 			return fmt.Errorf("event source netlink: %w", err)
@@ -311,6 +313,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 			d.source = "proc"
 		default:
 			d.source = "netlink"
+			d.metrics.forged(d.conn)
 		}
 	}
 	t0 := time.Now()
@@ -479,12 +482,13 @@ func (d *daemon) eventLoop(ctx context.Context) {
 }
 
 func (d *daemon) resync() {
+	start := d.clock.Now() // events stamped before it are in the scan already
 	scan, err := d.procs.Scan()
 	if err != nil {
 		d.log.Error("resync: scan /proc", zap.Error(err))
 		return
 	}
-	d.table.Merge(scan, true)
+	d.table.MergeAt(scan, true, start)
 }
 
 // pollLoop rescans /proc every poll interval: the fallback when the proc

@@ -136,6 +136,7 @@ type healthView struct {
 	Overruns   uint64            `json:"overruns"`
 	Resyncs    uint64            `json:"resyncs"`
 	BadMsgs    uint64            `json:"bad_messages"`
+	Forged     uint64            `json:"forged"`
 	Rcvbuf     int               `json:"rcvbuf,omitempty"`
 	Realtime   bool              `json:"realtime_timer"`
 	DryRun     bool              `json:"dry_run"`
@@ -176,6 +177,7 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 	if d.conn != nil {
 		cs := d.conn.Stats()
 		h.EventsLost, h.Overruns, h.BadMsgs, h.Rcvbuf = cs.Lost, cs.Overruns, cs.Bad, d.conn.ReadBuffer()
+		h.Forged = cs.Forged
 	}
 	code := http.StatusOK
 	if !d.ready.Load() {

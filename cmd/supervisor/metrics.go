@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/health"
+	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/reap"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -84,6 +85,16 @@ var killSeries = [][2]string{
 
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// forged exports the count of proc connector datagrams dropped because the
+// kernel did not send them; registered once subscribed, so it reads 0 from
+// the start.
+func (m *metrics) forged(c *procevents.Conn) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "supervisor_events_forged_total",
+		Help: "Proc connector datagrams dropped because their sender was not the kernel.",
+	}, func() float64 { return float64(c.Stats().Forged) }))
 }
 
 func (m *metrics) kill(r reap.Result) {

@@ -8,7 +8,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -34,6 +36,10 @@ type Config struct {
 	// AckTimeout bounds the wait for the subscription's acknowledgement.
 	// Zero means 2s.
 	AckTimeout time.Duration
+	// OnForged, if set, is called once, from the reading goroutine, for the
+	// first datagram dropped because the kernel did not send it, with the
+	// sender's netlink port (for a user-space socket usually its PID).
+	OnForged func(senderPort uint32)
 }
 
 // Conn is a subscribed proc connector socket.
@@ -41,11 +47,17 @@ type Conn struct {
 	c      *netlink.Conn
 	buf    []byte
 	ev     Event // reused by read so the hot path does not allocate
+	from   unix.RawSockaddrNetlink
+	rc     syscall.RawConn
+	recv   func(fd uintptr) bool // c.recvOnce, bound once: a method value allocates
+	n      int                   // recvOnce's results
+	rerr   error
 	gaps   Gaps
 	rcvbuf int
 	// Counters are atomic so Stats may be read while another goroutine
 	// reads events.
-	lost, overrun, bad atomic.Uint64
+	lost, overrun, bad, forged atomic.Uint64
+	onForged                   func(senderPort uint32)
 }
 
 // Dial opens a NETLINK_CONNECTOR socket, joins CN_IDX_PROC, sets the receive
@@ -62,7 +74,12 @@ func Dial(cfg Config) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("procevents: dial netlink connector: %w", err)
 	}
-	c := &Conn{c: nc, buf: make([]byte, 64<<10)}
+	c := &Conn{c: nc, buf: make([]byte, 64<<10), onForged: cfg.OnForged}
+	c.recv = c.recvOnce
+	if c.rc, err = nc.SyscallConn(); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("procevents: raw conn: %w", err)
+	}
 	if err := c.setReadBuffer(cfg.ReadBuffer); err != nil {
 		nc.Close()
 		return nil, err
@@ -156,36 +173,29 @@ type Stats struct {
 	Lost     uint64 // messages the kernel dropped, from per-CPU sequence gaps
 	Overruns uint64 // ENOBUFS returned by recv
 	Bad      uint64 // messages that failed to decode
+	Forged   uint64 // datagrams dropped because the kernel did not send them
 }
 
 // Stats returns the counters.
 func (c *Conn) Stats() Stats {
-	return Stats{Lost: c.lost.Load(), Overruns: c.overrun.Load(), Bad: c.bad.Load()}
+	return Stats{Lost: c.lost.Load(), Overruns: c.overrun.Load(), Bad: c.bad.Load(), Forged: c.forged.Load()}
 }
 
 // Read blocks for one datagram and calls fn for each proc event in it; ev is
 // reused and must not be retained. It returns ErrOverrun when messages were
 // lost (ENOBUFS, or a gap in the kernel's sequence numbers): the caller
-// should resynchronise. Malformed messages are counted and skipped. Read does not
+// should resynchronise. Malformed messages are counted and skipped, and so
+// are datagrams the kernel did not send (see FromKernel). Read does not
 // allocate.
 func (c *Conn) Read(fn func(ev *Event)) error {
 	return c.read(fn)
 }
 
 func (c *Conn) read(fn func(ev *Event)) error {
-	rc, err := c.c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var n int
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, rerr = unix.Recvfrom(int(fd), c.buf, unix.MSG_DONTWAIT)
-		return !(rerr == unix.EAGAIN || rerr == unix.EINTR)
-	})
-	if err != nil {
+	if err := c.rc.Read(c.recv); err != nil {
 		return fmt.Errorf("procevents: receive: %w", err)
 	}
+	n, rerr := c.n, c.rerr
 	if rerr != nil {
 		if rerr == unix.ENOBUFS {
 			c.overrun.Add(1)
@@ -193,6 +203,15 @@ func (c *Conn) read(fn func(ev *Event)) error {
 			return ErrOverrun
 		}
 		return fmt.Errorf("procevents: receive: %w", rerr)
+	}
+	if !FromKernel(&c.from) {
+		// Dropped before decoding: a forged message must not move the
+		// sequence baseline (a fake gap would force a resync) nor count
+		// as the subscription's ack.
+		if c.forged.Add(1) == 1 && c.onForged != nil {
+			c.onForged(c.from.Pid)
+		}
+		return nil
 	}
 	ev := &c.ev
 	news := false
@@ -215,6 +234,39 @@ func (c *Conn) read(fn func(ev *Event)) error {
 		return ErrOverrun
 	}
 	return nil
+}
+
+// recvOnce is the body of c.rc.Read: one non-blocking receive, results in
+// c.n and c.rerr; false asks the runtime poller to wait for readiness.
+func (c *Conn) recvOnce(fd uintptr) bool {
+	c.n, c.rerr = c.recvfrom(int(fd))
+	return !(c.rerr == unix.EAGAIN || c.rerr == unix.EINTR)
+}
+
+// recvfrom is recvfrom(2) into c.buf with the source address in c.from.
+// unix.Recvfrom would return the address as a freshly allocated Sockaddr.
+func (c *Conn) recvfrom(fd int) (int, error) {
+	c.from = unix.RawSockaddrNetlink{}
+	alen := uint32(unix.SizeofSockaddrNetlink)
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd),
+		uintptr(unsafe.Pointer(&c.buf[0])), uintptr(len(c.buf)), unix.MSG_DONTWAIT,
+		uintptr(unsafe.Pointer(&c.from)), uintptr(unsafe.Pointer(&alen)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// FromKernel reports whether a datagram with source address from was sent
+// by the kernel. netlink_recvmsg (net/netlink/af_netlink.c) fills the source
+// address with nl_pid = NETLINK_CB(skb).portid; netlink_sendmsg sets that to
+// the sending socket's port, which is never 0 for a user-space socket (a
+// socket that sends unbound is autobound to a nonzero port first), while the
+// connector's own messages (cn_netlink_send_mult → netlink_broadcast from the
+// kernel socket) carry portid 0. Anyone with CAP_NET_ADMIN may multicast to
+// CN_IDX_PROC, so only the port tells the kernel's events from forgeries.
+func FromKernel(from *unix.RawSockaddrNetlink) bool {
+	return from.Family == unix.AF_NETLINK && from.Pid == 0
 }
 
 // Interrupt makes a blocked Read return os.ErrDeadlineExceeded (wrapped),

@@ -17,10 +17,11 @@ var (
 type Config struct {
 	ReadBuffer int
 	AckTimeout time.Duration
+	OnForged   func(senderPort uint32)
 }
 
 // Stats are counters kept by Conn.
-type Stats struct{ Lost, Overruns, Bad uint64 }
+type Stats struct{ Lost, Overruns, Bad, Forged uint64 }
 
 // Conn is not implemented outside Linux.
 type Conn struct{}

@@ -291,3 +291,45 @@ func (g *Gaps) Expect() {
 		g.expected[cpu] = true
 	}
 }
+
+// Encode appends to b the cn_msg and proc_event bytes that Decode reads back
+// as ev (Fork, Exec, Comm, Exit and None carry their payload; other types
+// only the header). The kernel never needs it from us; tests use it to forge
+// events the way any CAP_NET_ADMIN process can.
+func Encode(b []byte, ev *Event) []byte {
+	m := make([]byte, cnMsgLen+procEventSize)
+	le.PutUint32(m[0:4], cnIdxProc)
+	le.PutUint32(m[4:8], cnValProc)
+	le.PutUint32(m[8:12], ev.Seq)
+	le.PutUint32(m[12:16], ev.Ack)
+	le.PutUint16(m[16:18], procEventSize)
+	p := m[cnMsgLen:]
+	le.PutUint32(p[0:4], uint32(ev.Type))
+	le.PutUint32(p[4:8], ev.CPU)
+	le.PutUint64(p[8:16], ev.Timestamp)
+	d := p[procHdrLen:]
+	switch ev.Type {
+	case None:
+		le.PutUint32(d[0:4], ev.Err)
+	case Fork:
+		le.PutUint32(d[0:4], uint32(ev.ParentPID))
+		le.PutUint32(d[4:8], uint32(ev.ParentTGID))
+		le.PutUint32(d[8:12], uint32(ev.PID))
+		le.PutUint32(d[12:16], uint32(ev.TGID))
+	case Exec, SID:
+		le.PutUint32(d[0:4], uint32(ev.PID))
+		le.PutUint32(d[4:8], uint32(ev.TGID))
+	case Comm:
+		le.PutUint32(d[0:4], uint32(ev.PID))
+		le.PutUint32(d[4:8], uint32(ev.TGID))
+		copy(d[8:24], ev.Comm[:])
+	case Exit:
+		le.PutUint32(d[0:4], uint32(ev.PID))
+		le.PutUint32(d[4:8], uint32(ev.TGID))
+		le.PutUint32(d[8:12], ev.ExitCode)
+		le.PutUint32(d[12:16], ev.ExitSignal)
+		le.PutUint32(d[16:20], uint32(ev.ParentPID))
+		le.PutUint32(d[20:24], uint32(ev.ParentTGID))
+	}
+	return append(b, m...)
+}

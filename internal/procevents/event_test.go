@@ -128,6 +128,19 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// Encode writes back exactly the bytes the kernel's layout has.
+func TestEncode(t *testing.T) {
+	for _, b := range [][]byte{forkEvent, threadForkEvent, execEvent, commEvent, exitEvent, ackEvent} {
+		var ev Event
+		if err := Decode(b, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if got := Encode(nil, &ev); string(got) != string(b) {
+			t.Errorf("Encode(%s)\n got %x\nwant %x", ev.Type, got, b)
+		}
+	}
+}
+
 func nlmsg(payload []byte) []byte {
 	l := 16 + len(payload)
 	h := []byte{

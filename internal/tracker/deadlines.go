@@ -73,6 +73,22 @@ func (d *Deadlines) nextLocked() int64 {
 func (d *Deadlines) Add(a *Agent) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.addLocked(a)
+}
+
+// AddWith queues a with the deadline fn computes, under the queue's lock, and
+// returns it. Computed there, the deadline cannot be older than a Reschedule
+// that ran meanwhile: Reschedule and AddWith are ordered by the lock, and
+// whichever comes second sees the other's work.
+func (d *Deadlines) AddWith(a *Agent, fn func(*Agent) int64) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a.Deadline = fn(a)
+	d.addLocked(a)
+	return a.Deadline
+}
+
+func (d *Deadlines) addLocked(a *Agent) {
 	d.seq++
 	a.Seq = d.seq
 	heap.Push(&d.h, a)

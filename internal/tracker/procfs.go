@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
@@ -20,6 +21,10 @@ import (
 // pfKthread is PF_KTHREAD from include/linux/sched.h, reported in the flags
 // field of /proc/PID/stat.
 const pfKthread = 0x00200000
+
+// pfExiting is PF_EXITING: set by exit_signals() at the start of do_exit,
+// before the exit event is sent and before the task becomes a zombie.
+const pfExiting = 0x00000004
 
 // ProcFS reads processes from a procfs mount.
 //
@@ -89,7 +94,8 @@ func ParseStat(b []byte) (ProcInfo, error) {
 	}
 	info := ProcInfo{PID: int32(pid), Comm: string(b[open+1 : close])}
 	// Fields after the comm, counted from 0: state, ppid, pgrp, session,
-	// tty_nr, tpgid, flags (6), ..., starttime (19).
+	// tty_nr, tpgid, flags (6), ..., num_threads (17), itrealvalue,
+	// starttime (19).
 	rest := b[close+2:]
 	for i := 0; i <= 19; i++ {
 		sp := bytes.IndexByte(rest, ' ')
@@ -114,6 +120,13 @@ func ParseStat(b []byte) (ProcInfo, error) {
 				return ProcInfo{}, fmt.Errorf("%w: /proc/PID/stat: flags: %w", procfs.ErrFileParse, err)
 			}
 			info.Kthread = v&pfKthread != 0
+			info.Exiting = v&pfExiting != 0
+		case 17:
+			v, err := strconv.ParseInt(string(f), 10, 32)
+			if err != nil {
+				return ProcInfo{}, fmt.Errorf("%w: /proc/PID/stat: num_threads: %w", procfs.ErrFileParse, err)
+			}
+			info.Threads = int(v)
 		case 19:
 			v, err := strconv.ParseUint(string(bytes.TrimSpace(f)), 10, 64)
 			if err != nil {
@@ -140,7 +153,27 @@ func (p *ProcFS) Cmdline(pid int32) (string, error) {
 	if err != nil {
 		return "", gone(err)
 	}
-	return strings.Join(args, " "), nil
+	return CleanCmdline(strings.Join(args, " ")), nil
+}
+
+// MaxCmdline caps a command line, in bytes.
+const MaxCmdline = 4096
+
+// CleanCmdline makes s what every copy of a command line holds (the table,
+// /agents, the spool, PostgreSQL): valid UTF-8 (invalid bytes become U+FFFD;
+// PostgreSQL rejects them in text), NULs as spaces (text cannot hold NUL;
+// a process that rewrote its argv may leave some), at most MaxCmdline bytes,
+// cut at a rune boundary.
+func CleanCmdline(s string) string {
+	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", " "), "\uFFFD")
+	if len(s) <= MaxCmdline {
+		return s
+	}
+	n := MaxCmdline
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Scan reads every process. Processes that exit during the scan are left

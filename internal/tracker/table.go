@@ -16,9 +16,23 @@ type ProcInfo struct {
 	PID, PPID int32
 	Start     Start
 	Comm      string
-	State     byte // 'R', 'S', 'Z', ...
+	State     byte // 'R', 'S', 'Z', ...: of the thread-group leader
 	Kthread   bool // PF_KTHREAD: never an agent, never signalled
+	Exiting   bool // PF_EXITING: the leader thread is in do_exit
+	Threads   int  // num_threads: live threads, the leader counted while it is a zombie
 }
+
+// leaderDead reports whether the thread-group leader has exited or is
+// exiting. The process may live on in its other threads: after
+// pthread_exit in the leader, the leader stays a zombie (delay_group_leader
+// in kernel/exit.c) until the last thread exits.
+func (i *ProcInfo) leaderDead() bool {
+	return i.Exiting || i.State == 'Z' || i.State == 'X' || i.State == 'x'
+}
+
+// Live reports whether the process is alive: its leader is, or another of
+// its threads is.
+func (i *ProcInfo) Live() bool { return !i.leaderDead() || i.Threads > 1 }
 
 // ProcReader reads /proc. The table only calls it from the goroutine that
 // feeds it events. Errors for a vanished process must satisfy
@@ -70,6 +84,12 @@ type Proc struct {
 	agent                     *Agent
 	holds                     int
 	dead                      bool
+	// threads counts the threads other than the leader, from thread fork
+	// and exit events (and num_threads at a scan). leaderGone marks a
+	// process whose leader thread exited while others ran on: it stays
+	// until the last of them exits.
+	threads    int32
+	leaderGone bool
 }
 
 // Counters are cumulative counts kept by the table.
@@ -90,11 +110,23 @@ type Table struct {
 	c     Counters
 	log   *zap.Logger
 
-	maxAge atomic.Int64
-	events [5]atomic.Uint64
+	// scanStart is the boottime at which the last resync scan began: the
+	// scan shows the effect of every event stamped earlier, so such events,
+	// still queued in the socket, are stale. Used by the applying goroutine only.
+	scanStart int64
+
+	maxAge   atomic.Int64
+	events   [5]atomic.Uint64
+	deadline func(*Agent) int64 // agentDeadline, bound once
 
 	goneWaiters map[int32][]chan struct{} // WaitGone (gone.go), guarded by mu
 }
+
+// Test hooks for the orders in which a reload and a match can interleave.
+var (
+	testHookBeforeQueue   func() // matchLocked, between deciding and queueing
+	testHookBeforeResched func() // SetMaxAge, between storing and rescheduling
+)
 
 // NewTable returns an empty table.
 func NewTable(cfg Config) *Table {
@@ -106,6 +138,7 @@ func NewTable(cfg Config) *Table {
 	}
 	t := &Table{cfg: cfg, procs: make(map[int32]*Proc, 1024), log: cfg.Log}
 	t.maxAge.Store(int64(cfg.MaxAge))
+	t.deadline = t.agentDeadline
 	return t
 }
 
@@ -130,11 +163,19 @@ func (t *Table) SetRules(rules []Rule, under []Ancestor) {
 	}
 }
 
+func (t *Table) agentDeadline(a *Agent) int64 { return t.Deadline(a.Start) }
+
 // SetMaxAge changes the maximum age and recomputes every queued deadline
-// from its agent's own start: a reload never resets an agent's age.
+// from its agent's own start: a reload never resets an agent's age. An agent
+// being matched meanwhile gets the new deadline too: its deadline is computed
+// under the queue's lock (AddWith), so it is queued either after this store
+// or before this reschedule.
 func (t *Table) SetMaxAge(d time.Duration) {
 	t.maxAge.Store(int64(d))
-	t.cfg.Queue.Reschedule(func(a *Agent) int64 { return t.Deadline(a.Start) })
+	if testHookBeforeResched != nil {
+		testHookBeforeResched()
+	}
+	t.cfg.Queue.Reschedule(t.deadline)
 }
 
 func eventIndex(ty procevents.Type) int {
@@ -154,24 +195,43 @@ func eventIndex(ty procevents.Type) int {
 // Apply updates the table with one proc connector event.
 func (t *Table) Apply(ev *procevents.Event) {
 	t.events[eventIndex(ev.Type)].Add(1)
+	switch ev.Type {
+	case procevents.Fork, procevents.Exit:
+	case procevents.Exec, procevents.Comm:
+		if !ev.Leader() {
+			return // a thread's rename says nothing about the process
+		}
+	default:
+		return
+	}
+	at := int64(ev.Timestamp) + t.cfg.Clock.BootOffset()
+	if at < t.scanStart {
+		// Older than the resync scan, which already shows its effect: applied
+		// now, a fork could resurrect a process the scan saw gone, or link a
+		// child to an earlier holder of its parent's PID.
+		t.mu.Lock()
+		t.c.Stale++
+		t.mu.Unlock()
+		return
+	}
 	if !ev.Leader() {
-		// Threads: their fork/exit/comm events say nothing about processes.
+		t.thread(ev, at)
 		return
 	}
 	switch ev.Type {
 	case procevents.Fork:
-		t.fork(ev)
+		t.fork(ev, at)
 	case procevents.Exec:
 		t.exec(ev.TGID)
 	case procevents.Comm:
-		t.comm(ev.TGID, ev.Comm[:], int64(ev.Timestamp)+t.cfg.Clock.BootOffset())
+		t.comm(ev.TGID, ev.Comm[:], at)
 	case procevents.Exit:
-		t.exit(ev.TGID, int64(ev.Timestamp)+t.cfg.Clock.BootOffset())
+		t.exit(ev.TGID, at)
 	}
 }
 
-func (t *Table) fork(ev *procevents.Event) {
-	start := Start{NS: int64(ev.Timestamp) + t.cfg.Clock.BootOffset(), Exact: true}
+func (t *Table) fork(ev *procevents.Event, at int64) {
+	start := Start{NS: at, Exact: true}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old := t.procs[ev.TGID]; old != nil {
@@ -202,6 +262,57 @@ func (t *Table) fork(ev *procevents.Event) {
 	}
 }
 
+// thread counts a thread's fork or exit in its process. The exit of the
+// last thread of a process whose leader exited first is the process's exit.
+func (t *Table) thread(ev *procevents.Event, at int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.procs[ev.TGID]
+	if p == nil || p.Start.After(at) {
+		return // not tracked, or a thread of an earlier holder of the PID
+	}
+	if ev.Type == procevents.Fork {
+		p.threads++
+		return
+	}
+	if p.threads > 0 {
+		p.threads--
+	}
+	if p.leaderGone {
+		t.leaderExitLocked(p, true)
+	}
+}
+
+// leaderExitLocked handles the exit of p's leader thread (or, threadExit,
+// of another thread after it): p is removed unless /proc shows it alive in
+// other threads. The exit event is sent from do_exit before the thread is
+// released (exit_notify → release_task), so the exiting thread may still be
+// counted in num_threads; the event count tells whether it is the last.
+func (t *Table) leaderExitLocked(p *Proc, threadExit bool) {
+	info, err := t.cfg.Proc.Stat(p.PID)
+	if err != nil && !errors.Is(err, ErrGone) {
+		t.procErr(p.PID, err)
+		p.leaderGone = true // keep it: better a stale entry than a lost agent
+		return
+	}
+	alive := err == nil && p.Start.Same(info.Start) && info.Live()
+	if alive && threadExit && info.leaderDead() && p.threads == 0 && info.Threads <= 2 {
+		// The leader zombie and the exiting thread, which every event
+		// so far says is the last.
+		alive = false
+	}
+	if !alive {
+		t.removeLocked(p)
+		return
+	}
+	p.leaderGone = true
+	if threadExit && p.threads == 0 {
+		// More threads than the events showed (a count taken at a scan
+		// can be short): take /proc's, less the leader and this one.
+		p.threads = int32(max(info.Threads-2, 0))
+	}
+}
+
 func (t *Table) exec(pid int32) {
 	info, err := t.cfg.Proc.Stat(pid)
 	if err != nil {
@@ -221,6 +332,9 @@ func (t *Table) exec(pid int32) {
 			return
 		}
 	}
+	// Exec leaves one thread (de_thread), which takes the leader's PID
+	// when it was another thread that called execve.
+	p.threads, p.leaderGone = 0, false
 	p.Comm, p.Cmdline, p.Kthread = info.Comm, "", info.Kthread
 	t.matchLocked(p, true)
 }
@@ -254,6 +368,13 @@ func (t *Table) exit(pid int32, at int64) {
 		t.c.Stale++ // the exit of an earlier holder of this PID
 		return
 	}
+	if p.threads > 0 || p.leaderGone {
+		// The leader thread exited; other threads may run on (pthread_exit
+		// in the leader, or a non-leader thread's execve, whose de_thread
+		// kills the leader and takes its PID; the exec event follows).
+		t.leaderExitLocked(p, false)
+		return
+	}
 	t.removeLocked(p)
 }
 
@@ -273,7 +394,14 @@ func (t *Table) procErr(pid int32, err error) {
 //
 // Stale entries go before anything is inserted or linked, so that a new
 // process is never linked to an earlier holder of its parent's PID.
-func (t *Table) Merge(scan []ProcInfo, resync bool) {
+func (t *Table) Merge(scan []ProcInfo, resync bool) { t.MergeAt(scan, resync, 0) }
+
+// MergeAt is Merge for a scan that began at boottime scanStart (0: unknown).
+// Events stamped before scanStart are ignored from then on (counted as
+// Stale): the scan shows their effect already. Call it from the goroutine
+// that calls Apply.
+func (t *Table) MergeAt(scan []ProcInfo, resync bool, scanStart int64) {
+	t.scanStart = max(t.scanStart, scanStart)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if resync {
@@ -281,7 +409,7 @@ func (t *Table) Merge(scan []ProcInfo, resync bool) {
 	}
 	live := make(map[int32]*ProcInfo, len(scan))
 	for i := range scan {
-		if info := &scan[i]; info.State != 'Z' && info.State != 'X' && info.State != 'x' {
+		if info := &scan[i]; info.Live() {
 			live[info.PID] = info
 		}
 	}
@@ -293,10 +421,14 @@ func (t *Table) Merge(scan []ProcInfo, resync bool) {
 	var changed []*Proc
 	for pid, info := range live {
 		p := t.procs[pid]
+		if p != nil {
+			p.setThreads(info)
+		}
 		switch {
 		case p == nil:
 			p = t.newLocked(info.PID, info.PPID, info.Start)
 			p.Comm, p.Kthread = info.Comm, info.Kthread
+			p.setThreads(info)
 		case p.Comm != info.Comm:
 			p.Comm = info.Comm
 		default:
@@ -326,13 +458,20 @@ func (t *Table) linkParentLocked(p *Proc) {
 // insertLocked adds a process known from /proc, linked to its parent when
 // the parent is in the table.
 func (t *Table) insertLocked(info ProcInfo) *Proc {
-	if info.State == 'Z' || info.State == 'X' || info.State == 'x' {
+	if !info.Live() {
 		return nil
 	}
 	p := t.newLocked(info.PID, info.PPID, info.Start)
 	p.Comm, p.Kthread = info.Comm, info.Kthread
+	p.setThreads(&info)
 	t.linkParentLocked(p)
 	return p
+}
+
+// setThreads takes the thread count and leader state from /proc.
+func (p *Proc) setThreads(info *ProcInfo) {
+	p.threads = int32(max(info.Threads-1, 0))
+	p.leaderGone = info.leaderDead()
 }
 
 func (t *Table) newLocked(pid, ppid int32, s Start) *Proc {
@@ -443,15 +582,15 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 			return
 		}
 	}
-	a := &Agent{
-		PID: p.PID, Start: p.Start, Comm: p.Comm, Cmdline: p.Cmdline, Rule: rule,
-		Deadline: t.Deadline(p.Start), FD: fd, proc: p,
-	}
+	a := &Agent{PID: p.PID, Start: p.Start, Comm: p.Comm, Cmdline: p.Cmdline, Rule: rule, FD: fd, proc: p}
 	p.agent = a
 	p.holds++
-	t.cfg.Queue.Add(a)
+	if testHookBeforeQueue != nil {
+		testHookBeforeQueue()
+	}
+	deadline := t.cfg.Queue.AddWith(a, t.deadline)
 	t.log.Debug("agent", zap.Int32("pid", p.PID), zap.String("comm", p.Comm), zap.String("rule", rule),
-		zap.Int64("deadline_boot_ns", a.Deadline), zap.Int64("start_boot_ns", p.Start.NS), zap.Bool("start_exact", p.Start.Exact))
+		zap.Int64("deadline_boot_ns", deadline), zap.Int64("start_boot_ns", p.Start.NS), zap.Bool("start_exact", p.Start.Exact))
 }
 
 func (t *Table) ruleLocked(p *Proc, readCmdline bool) (string, bool) {

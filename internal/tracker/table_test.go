@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 )
@@ -15,6 +17,7 @@ import (
 type fakeProcs struct {
 	stat    map[int32]ProcInfo
 	cmdline map[int32]string
+	reads   int // Stat calls
 }
 
 func newFakeProcs() *fakeProcs {
@@ -22,6 +25,7 @@ func newFakeProcs() *fakeProcs {
 }
 
 func (f *fakeProcs) Stat(pid int32) (ProcInfo, error) {
+	f.reads++
 	if i, ok := f.stat[pid]; ok {
 		return i, nil
 	}
@@ -326,8 +330,11 @@ func TestStart(t *testing.T) {
 		{tick, FromTicks(100), true},
 		{tick, FromTicks(101), false},
 		{tick, Start{NS: 100*Tick + 5_000_000, Exact: true}, true},
-		{tick, Start{NS: 101*Tick + 1_000, Exact: true}, true}, // event stamped just after the tick ended
-		{tick, Start{NS: 102*Tick + 1, Exact: true}, false},
+		{tick, Start{NS: 101*Tick + 1_000, Exact: true}, true},                         // event stamped just after the tick ended
+		{tick, Start{NS: 101*Tick + 49*int64(time.Millisecond), Exact: true}, true},    // a fork event lagging under load
+		{tick, Start{NS: 101*Tick + forkSlack, Exact: true}, false},                    // beyond the bound
+		{tick, Start{NS: 100*Tick - 1, Exact: true}, false},                            // stamped before the tick began
+		{tick, Start{NS: 100*Tick + int64(1600*time.Millisecond), Exact: true}, false}, // the PID after a wrap
 		{Start{NS: 5, Exact: true}, Start{NS: 5, Exact: true}, true},
 		{Start{NS: 5, Exact: true}, Start{NS: 6, Exact: true}, false},
 	}
@@ -467,12 +474,19 @@ func TestParseStat(t *testing.T) {
 	kt := []byte("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 1 0 0 20 0 1 0 7 0 0 18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n")
 	odd := []byte("4242 (a) (b c) Z 17 4242 4242 0 -1 4194560 90 0 0 0 0 0 0 0 20 0 1 0 123456 0 0\n")
 	got, err := ParseStat(kt)
-	if err != nil || got != (ProcInfo{PID: 2, PPID: 0, Comm: "kthreadd", State: 'S', Kthread: true, Start: FromTicks(7)}) {
+	if err != nil || got != (ProcInfo{PID: 2, PPID: 0, Comm: "kthreadd", State: 'S', Kthread: true, Threads: 1, Start: FromTicks(7)}) {
 		t.Errorf("kthreadd: %+v %v", got, err)
 	}
 	got, err = ParseStat(odd)
-	if err != nil || got != (ProcInfo{PID: 4242, PPID: 17, Comm: "a) (b c", State: 'Z', Start: FromTicks(123456)}) {
+	if err != nil || got != (ProcInfo{PID: 4242, PPID: 17, Comm: "a) (b c", State: 'Z', Threads: 1, Start: FromTicks(123456)}) {
 		t.Errorf("odd comm: %+v %v", got, err)
+	}
+	// A process whose leader called pthread_exit: zombie leader
+	// (PF_EXITING in flags 4194628), two threads left.
+	gone := []byte("77 (claude) Z 1 77 77 0 -1 4194628 0 0 0 0 0 0 0 0 20 0 3 0 900 0 0\n")
+	got, err = ParseStat(gone)
+	if err != nil || got != (ProcInfo{PID: 77, PPID: 1, Comm: "claude", State: 'Z', Exiting: true, Threads: 3, Start: FromTicks(900)}) || !got.Live() {
+		t.Errorf("leader gone: %+v %v", got, err)
 	}
 	for _, bad := range []string{"", "12 (x", "x (y) S 1 2", "1 (y) S 1 2 3 4 5 6", "1 (y) S z 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 5"} {
 		if _, err := ParseStat([]byte(bad)); err == nil {
@@ -513,5 +527,285 @@ func BenchmarkScan(b *testing.B) {
 		if _, err := p.Scan(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestCleanCmdline(t *testing.T) {
+	long := strings.Repeat("a", MaxCmdline-1) + "é" // 2-byte rune across the cap
+	for _, c := range []struct{ in, want string }{
+		{"node /usr/bin/npm run agent", "node /usr/bin/npm run agent"},
+		{"a\x00b\x00", "a b "},
+		{"bad \xff\xfe utf8", "bad \uFFFD utf8"},
+		{long, strings.Repeat("a", MaxCmdline-1)},
+		{strings.Repeat("x", 10000), strings.Repeat("x", MaxCmdline)},
+	} {
+		got := CleanCmdline(c.in)
+		if got != c.want || !utf8.ValidString(got) || len(got) > MaxCmdline || strings.IndexByte(got, 0) >= 0 {
+			t.Errorf("CleanCmdline(%.40q) = %.40q (%d bytes), want %.40q", c.in, got, len(got), c.want)
+		}
+	}
+}
+
+// A reload racing a match: whichever order the steps of SetMaxAge (store,
+// reschedule) and of a match (decide, queue) interleave in, the agent ends
+// up on the new deadline.
+func TestSetMaxAgeRacingMatch(t *testing.T) {
+	const longer = 3 * time.Hour
+	for _, c := range []struct {
+		name  string
+		setup func(tb *Table, match func())
+	}{
+		// The reload runs entirely between the match's decision and its queueing.
+		{"reload inside match", func(tb *Table, match func()) {
+			testHookBeforeQueue = func() { testHookBeforeQueue = nil; tb.SetMaxAge(longer) }
+			match()
+		}},
+		// The match runs entirely between the reload's store and reschedule.
+		{"match inside reload", func(tb *Table, match func()) {
+			testHookBeforeResched = func() { testHookBeforeResched = nil; match() }
+			tb.SetMaxAge(longer)
+		}},
+		{"match then reload", func(tb *Table, match func()) { match(); tb.SetMaxAge(longer) }},
+		{"reload then match", func(tb *Table, match func()) { tb.SetMaxAge(longer); match() }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			defer func() { testHookBeforeQueue, testHookBeforeResched = nil, nil }()
+			procs := newFakeProcs()
+			procs.stat[9] = ProcInfo{PID: 9, Start: FromTicks(100), Comm: "node", State: 'S'}
+			tb := newTestTable(t, procs)
+			tb.Merge(must(procs.Scan()), false)
+			c.setup(tb, func() { tb.Apply(commEv(9, 9, "claude")) })
+			a, ok := agents(tb)[9]
+			if want := 101*Tick + int64(longer); !ok || a.Deadline != want {
+				t.Errorf("agent %+v (queued %v): deadline %d, want %d (start + the new max age)", a, ok, a.Deadline, want)
+			}
+		})
+	}
+}
+
+// A fork event lagging the kernel's start_boottime (its /proc tick) by up to
+// forkSlack is the same process, whichever the table saw first; a PID reused
+// after a wrap (1.6 s under a fork storm) is a new one.
+func TestForkEventLag(t *testing.T) {
+	const lag = 45 * time.Millisecond // past the end of the /proc tick
+	mono := func(boot int64) uint64 { return uint64(boot - offset) }
+
+	// Scan first, then the late fork event: the agent stays, with its
+	// deadline (no drop and re-add), and learns the exact start.
+	procs := newFakeProcs()
+	procs.stat[1] = ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S'}
+	procs.stat[500] = ProcInfo{PID: 500, PPID: 1, Start: FromTicks(1000), Comm: "claude", State: 'S'}
+	tb := newTestTable(t, procs)
+	tb.Merge(must(procs.Scan()), false)
+	before := agents(tb)[500]
+	tb.Apply(fork(1, 500, mono(1001*Tick+int64(lag))))
+	if p, _ := tb.Lookup(500); !p.Start.Exact || p.Comm != "claude" {
+		t.Errorf("late fork event replaced the scanned agent: %+v", p)
+	}
+	if a, ok := agents(tb)[500]; !ok || a.Seq != before.Seq {
+		t.Errorf("agent re-queued by a late fork event: %+v, was %+v", a, before)
+	}
+
+	// Fork event first, then exec reading /proc: the entry and its exact
+	// start stay.
+	ev := mono(2001*Tick + int64(lag))
+	tb.Apply(fork(1, 600, ev))
+	procs.stat[600] = ProcInfo{PID: 600, PPID: 1, Start: FromTicks(2000), Comm: "claude", State: 'S'}
+	tb.Apply(execEv(600))
+	a, ok := agents(tb)[600]
+	if !ok || !a.Start.Exact || a.Start.NS != int64(ev)+offset || a.Deadline != int64(ev)+offset+int64(age) {
+		t.Errorf("exec after a late fork event: %+v %v", a, ok)
+	}
+	if st := tb.Stats(); st.Stale != 0 {
+		t.Errorf("stale %d, want 0", st.Stale)
+	}
+
+	// PID 600 reused after a wrap: /proc at exec shows a start 1.6 s later.
+	procs.stat[600] = ProcInfo{PID: 600, PPID: 1, Start: FromTicks(2160), Comm: "claude", State: 'S'}
+	tb.Apply(execEv(600))
+	if a := agents(tb)[600]; a.Start != FromTicks(2160) {
+		t.Errorf("reused PID kept the old identity: %+v", a.Start)
+	}
+	// PID 500 reused: its new fork event is 1.6 s after the scanned tick.
+	tb.Apply(fork(1, 500, mono(1000*Tick+int64(1600*time.Millisecond))))
+	if p, _ := tb.Lookup(500); p.Comm != "init" || len(agents(tb)) != 1 {
+		t.Errorf("fork after a wrap did not replace the old holder: %+v", p)
+	}
+}
+
+// After a resync, events still queued from before the scan began are
+// ignored: the scan shows their effect already, and applied late they would
+// resurrect a process the scan saw gone, rename the new holder of a PID, or
+// remove it. The events go through their wire bytes.
+func TestResyncIgnoresEventsBeforeScan(t *testing.T) {
+	const scanStart = int64(100 * time.Second) // boottime
+	ms := int64(time.Millisecond)
+	apply := func(tb *Table, ev procevents.Event) {
+		ev.Timestamp = uint64(int64(ev.Timestamp) - offset) // boottime → monotonic
+		var got procevents.Event
+		if err := procevents.Decode(procevents.Encode(nil, &ev), &got); err != nil {
+			t.Fatal(err)
+		}
+		tb.Apply(&got)
+	}
+	procs := newFakeProcs()
+	procs.stat[1] = ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S'}
+	// 300 and 400 were reused shortly before the scan, in the tick of the
+	// earlier holders' last events.
+	procs.stat[300] = ProcInfo{PID: 300, PPID: 1, Start: FromTicks(uint64((scanStart - 5*ms) / Tick)), Comm: "python3", State: 'S'}
+	procs.stat[400] = ProcInfo{PID: 400, PPID: 1, Start: FromTicks(uint64((scanStart - 5*ms) / Tick)), Comm: "bash", State: 'S'}
+	tb := newTestTable(t, procs)
+	tb.MergeAt(must(procs.Scan()), true, scanStart)
+
+	var comm [16]byte
+	copy(comm[:], "claude")
+	// Queued before the scan: the fork of 200 (which exited, its exit lost
+	// in the overrun), the earlier 300's rename, an exec and
+	// the earlier 400's exit.
+	apply(tb, procevents.Event{Type: procevents.Fork, Timestamp: uint64(scanStart - 4*ms), ParentPID: 1, ParentTGID: 1, PID: 200, TGID: 200})
+	apply(tb, procevents.Event{Type: procevents.Comm, Timestamp: uint64(scanStart - 3*ms), PID: 300, TGID: 300, Comm: comm})
+	apply(tb, procevents.Event{Type: procevents.Exec, Timestamp: uint64(scanStart - 2*ms), PID: 400, TGID: 400})
+	apply(tb, procevents.Event{Type: procevents.Exit, Timestamp: uint64(scanStart - 1*ms), PID: 400, TGID: 400})
+	// After the scan began: applied.
+	apply(tb, procevents.Event{Type: procevents.Fork, Timestamp: uint64(scanStart + 1*ms), ParentPID: 1, ParentTGID: 1, PID: 500, TGID: 500})
+
+	if _, ok := tb.Lookup(200); ok {
+		t.Error("a fork from before the scan resurrected 200")
+	}
+	if p, ok := tb.Lookup(300); !ok || p.Comm != "python3" || tb.Queue().Len() != 0 {
+		t.Errorf("a rename from before the scan applied to the new 300: %+v", p)
+	}
+	if _, ok := tb.Lookup(400); !ok {
+		t.Error("an exit from before the scan removed the new 400")
+	}
+	if _, ok := tb.Lookup(500); !ok {
+		t.Error("a fork after the scan began was ignored")
+	}
+	if st := tb.Stats(); st.Stale != 4 {
+		t.Errorf("stale %d, want 4", st.Stale)
+	}
+}
+
+// The exit event of a thread-group leader is not the process's exit while
+// other threads run: pthread_exit in the leader, or execve in another
+// thread (de_thread kills the leader, the exec event follows).
+func TestLeaderExit(t *testing.T) {
+	procs := newFakeProcs()
+	procs.stat[1] = ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S', Threads: 1}
+	tb := newTestTable(t, procs)
+	tb.Merge(must(procs.Scan()), false)
+	tracked := func(pid int32) bool { _, ok := agents(tb)[pid]; return ok }
+	start := func(pid int32, ts uint64, threads ...int32) {
+		t.Helper()
+		tb.Apply(fork(1, pid, ts))
+		procs.stat[pid] = ProcInfo{PID: pid, PPID: 1, Start: FromTicks(500), Comm: "claude", State: 'S', Threads: 1}
+		tb.Apply(execEv(pid))
+		for _, th := range threads {
+			tb.Apply(threadFork(pid, th, ts+1))
+		}
+		if !tracked(pid) {
+			t.Fatalf("%d not an agent", pid)
+		}
+	}
+
+	// A single-threaded process's exit costs no /proc read.
+	start(150, 10)
+	reads := procs.reads
+	tb.Apply(exitEv(150, 150, 20))
+	if tracked(150) || procs.reads != reads {
+		t.Errorf("single-threaded exit: tracked %v, %d /proc reads", tracked(150), procs.reads-reads)
+	}
+
+	// pthread_exit in the leader of 200, threads 201 and 202 run on.
+	start(200, 10, 201, 202)
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 1, Start: FromTicks(500), Comm: "claude", State: 'Z', Exiting: true, Threads: 3}
+	tb.Apply(exitEv(200, 200, 20))
+	if !tracked(200) {
+		t.Fatal("leader exit dropped a process whose threads run on")
+	}
+	// 201 exits and is released before we look: 202 is left.
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 1, Start: FromTicks(500), Comm: "claude", State: 'Z', Exiting: true, Threads: 2}
+	tb.Apply(exitEv(201, 200, 30))
+	if !tracked(200) {
+		t.Fatal("dropped while thread 202 runs")
+	}
+	// 202, the last, exits; /proc still counts it (not yet released).
+	tb.Apply(exitEv(202, 200, 40))
+	if tracked(200) {
+		t.Error("still tracked after its last thread exited")
+	}
+	if _, ok := tb.Lookup(200); ok {
+		t.Error("still in the table after its last thread exited")
+	}
+
+	// execve in thread 301 of 300: de_thread kills the leader (exit event
+	// with pid == tgid), 301 takes PID 300 and its start, the exec event
+	// follows.
+	start(300, 10, 301)
+	procs.stat[300] = ProcInfo{PID: 300, PPID: 1, Start: FromTicks(500), Comm: "claude", State: 'R', Threads: 1}
+	tb.Apply(exitEv(300, 300, 20))
+	if !tracked(300) {
+		t.Fatal("a non-leader thread's exec dropped the process")
+	}
+	tb.Apply(execEv(300))
+	if p, _ := tb.Lookup(300); !tracked(300) || p.leaderGone || p.threads != 0 {
+		t.Errorf("after the exec: tracked %v, %+v", tracked(300), p)
+	}
+	reads = procs.reads
+	tb.Apply(exitEv(300, 300, 30))
+	if tracked(300) || procs.reads != reads {
+		t.Error("the exec'd process's own exit did not remove it at once")
+	}
+
+	// exit_group of a multi-threaded process: the leader's exit event
+	// comes while the others are still counted; their exits finish it.
+	start(400, 10, 401, 402)
+	procs.stat[400] = ProcInfo{PID: 400, PPID: 1, Start: FromTicks(500), Comm: "claude", State: 'R', Exiting: true, Threads: 3}
+	tb.Apply(exitEv(400, 400, 20))
+	tb.Apply(exitEv(401, 400, 20))
+	delete(procs.stat, 400) // reaped by its parent meanwhile
+	tb.Apply(exitEv(402, 400, 20))
+	if tracked(400) {
+		t.Error("exit_group left the process tracked")
+	}
+	// ... or the others were gone before the leader's event was read.
+	start(450, 10, 451)
+	tb.Apply(exitEv(451, 450, 20))
+	procs.stat[450] = ProcInfo{PID: 450, PPID: 1, Start: FromTicks(500), Comm: "claude", State: 'Z', Exiting: true, Threads: 1}
+	tb.Apply(exitEv(450, 450, 20))
+	if tracked(450) {
+		t.Error("exit after its threads left the process tracked")
+	}
+
+	// A scan finds a process whose leader is a zombie with a live thread:
+	// alive, and gone when that thread exits.
+	procs.stat[500] = ProcInfo{PID: 500, PPID: 1, Start: FromTicks(600), Comm: "claude", State: 'Z', Exiting: true, Threads: 2}
+	tb.Merge(must(procs.Scan()), true)
+	if !tracked(500) {
+		t.Fatal("scan dropped a process whose leader is a zombie but a thread runs")
+	}
+	tb.Apply(exitEv(501, 500, uint64(6*time.Second)))
+	if tracked(500) {
+		t.Error("still tracked after the last thread found by the scan exited")
+	}
+	// A zombie with no other thread is dead.
+	procs.stat[600] = ProcInfo{PID: 600, PPID: 1, Start: FromTicks(600), Comm: "claude", State: 'Z', Threads: 1}
+	tb.Merge(must(procs.Scan()), true)
+	if tracked(600) {
+		t.Error("a plain zombie tracked")
+	}
+}
+
+// BenchmarkApplyThreads is a thread's fork and exit in a tracked process:
+// now counted (lock + lookup), where they used to be dropped at once.
+func BenchmarkApplyThreads(b *testing.B) {
+	procs := newFakeProcs()
+	procs.stat[1] = ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S', Threads: 1}
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{}})
+	tb.Merge(must(procs.Scan()), false)
+	evs := []procevents.Event{*threadFork(1, 2, 10), *exitEv(2, 1, 11)}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		tb.Apply(&evs[i&1])
 	}
 }
