@@ -22,6 +22,12 @@ type Agent struct {
 	Deadline int64  // CLOCK_BOOTTIME ns; changed only under the queue lock
 	FD       int    // pidfd, or -1
 	Seq      uint64 // unique per queue, for alarms that need a key
+	// Reason is why it is queued: max_age for an agent, leftover for a
+	// session member that outlived its agent. Changed only under the queue
+	// lock, before the deadline fires.
+	Reason Reason
+	// Session is the session the process belongs to (the zero ID if none).
+	Session SessionID
 
 	// Set by the alarm when the agent is due, before it is handed on.
 	Fired   int64 // CLOCK_BOOTTIME ns of the first signal (or of the deadline firing, if none was sent)
@@ -53,6 +59,7 @@ type Deadlines struct {
 	h     agentHeap
 	seq   uint64
 	alarm Alarm
+	left  int // queued with ReasonLeftover
 }
 
 // SetAlarm connects the alarm. Call it before the first Add.
@@ -92,6 +99,7 @@ func (d *Deadlines) addLocked(a *Agent) {
 	d.seq++
 	a.Seq = d.seq
 	heap.Push(&d.h, a)
+	d.count(a, 1)
 	if d.alarm != nil {
 		d.alarm.Set(a, d.nextLocked())
 	}
@@ -113,6 +121,7 @@ func (d *Deadlines) Remove(a *Agent) bool {
 		return false
 	}
 	heap.Remove(&d.h, a.index)
+	d.count(a, -1)
 	return true
 }
 
@@ -125,6 +134,40 @@ func (d *Deadlines) Take(a *Agent) bool {
 		return false
 	}
 	heap.Remove(&d.h, a.index)
+	d.count(a, -1)
+	return true
+}
+
+// count keeps the number of queued leftovers.
+func (d *Deadlines) count(a *Agent, n int) {
+	if a.Reason == ReasonLeftover {
+		d.left += n
+	}
+}
+
+// Leftovers is the number of queued leftovers (the rest are agents).
+func (d *Deadlines) Leftovers() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.left
+}
+
+// Retarget gives a queued a new deadline and reason (a nested agent that
+// becomes a leftover before its own deadline). It reports false if a is no
+// longer queued.
+func (d *Deadlines) Retarget(a *Agent, deadline int64, reason Reason) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.queuedLocked(a) {
+		return false
+	}
+	d.count(a, -1)
+	a.Deadline, a.Reason = deadline, reason
+	d.count(a, 1)
+	heap.Fix(&d.h, a.index)
+	if d.alarm != nil {
+		d.alarm.Set(a, d.nextLocked())
+	}
 	return true
 }
 
@@ -141,7 +184,9 @@ func (d *Deadlines) PopDue(now int64, buf []*Agent) []*Agent {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for len(d.h) > 0 && d.h[0].Deadline <= now {
-		buf = append(buf, heap.Pop(&d.h).(*Agent))
+		a := heap.Pop(&d.h).(*Agent)
+		d.count(a, -1)
+		buf = append(buf, a)
 	}
 	if d.alarm != nil {
 		d.alarm.Set(nil, d.nextLocked())

@@ -156,6 +156,25 @@ func (p *ProcFS) Cmdline(pid int32) (string, error) {
 	return CleanCmdline(strings.Join(args, " ")), nil
 }
 
+// KeepMarker is the environment entry that exempts a process, and its
+// descendants, from leftover kills and max age: REAPER_KEEP=1 npm run dev &.
+const KeepMarker = "REAPER_KEEP=1"
+
+// KeepMarked reports whether /proc/PID/environ holds KeepMarker. The
+// environment is the one the process was started with (later setenv calls
+// do not show), which is what the idiom needs.
+func (p *ProcFS) KeepMarked(pid int32) (bool, error) {
+	pr, err := p.fs.Proc(int(pid))
+	if err != nil {
+		return false, gone(err)
+	}
+	env, err := pr.Environ()
+	if err != nil {
+		return false, gone(err)
+	}
+	return slices.Contains(env, KeepMarker), nil
+}
+
 // MaxCmdline caps a command line, in bytes.
 const MaxCmdline = 4096
 

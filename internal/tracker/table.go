@@ -40,6 +40,9 @@ func (i *ProcInfo) Live() bool { return !i.leaderDead() || i.Threads > 1 }
 type ProcReader interface {
 	Stat(pid int32) (ProcInfo, error)
 	Cmdline(pid int32) (string, error)
+	// KeepMarked reports whether the process's environment holds
+	// REAPER_KEEP=1.
+	KeepMarked(pid int32) (bool, error)
 	Scan() ([]ProcInfo, error)
 }
 
@@ -68,6 +71,13 @@ type Config struct {
 	Pin    Pinner // nil: agents get FD -1
 	Queue  *Deadlines
 	Log    *zap.Logger
+	// Leftovers: kill the members of a session still alive LeftoverGrace
+	// after its agent exited (false: keep them). Keep rules exempt
+	// processes (and their descendants) from leftover kills and, for
+	// agents, from max age; so does REAPER_KEEP=1 in the environment.
+	Leftovers     bool
+	LeftoverGrace time.Duration
+	Keep          []Rule
 }
 
 // Proc is one live process in the table. Its fields are guarded by the
@@ -90,6 +100,12 @@ type Proc struct {
 	// until the last of them exits.
 	threads    int32
 	leaderGone bool
+
+	// session is the session p belongs to (sessions.go); snext and sprev
+	// link its members. keep memoises whether p is exempt (keepYes/No).
+	session      *Session
+	snext, sprev *Proc
+	keep         int8
 }
 
 // Counters are cumulative counts kept by the table.
@@ -120,6 +136,15 @@ type Table struct {
 	deadline func(*Agent) int64 // agentDeadline, bound once
 
 	goneWaiters map[int32][]chan struct{} // WaitGone (gone.go), guarded by mu
+
+	// Sessions (sessions.go), guarded by mu.
+	sessions      map[SessionID]*Session
+	sessGen       uint64
+	members       int // live members of all sessions
+	leftovers     bool
+	leftoverGrace time.Duration
+	keep          []Rule
+	exitAt        int64 // the exit event's time while exit() removes a process
 }
 
 // Test hooks for the orders in which a reload and a match can interleave.
@@ -136,7 +161,8 @@ func NewTable(cfg Config) *Table {
 	if cfg.Queue == nil {
 		cfg.Queue = &Deadlines{}
 	}
-	t := &Table{cfg: cfg, procs: make(map[int32]*Proc, 1024), log: cfg.Log}
+	t := &Table{cfg: cfg, procs: make(map[int32]*Proc, 1024), log: cfg.Log,
+		sessions: map[SessionID]*Session{}, leftovers: cfg.Leftovers, leftoverGrace: cfg.LeftoverGrace, keep: cfg.Keep}
 	t.maxAge.Store(int64(cfg.MaxAge))
 	t.deadline = t.agentDeadline
 	return t
@@ -163,7 +189,14 @@ func (t *Table) SetRules(rules []Rule, under []Ancestor) {
 	}
 }
 
-func (t *Table) agentDeadline(a *Agent) int64 { return t.Deadline(a.Start) }
+// agentDeadline is an agent's deadline under the max age in force; other
+// reasons (a leftover's kill time) do not move with it.
+func (t *Table) agentDeadline(a *Agent) int64 {
+	if a.Reason != ReasonMaxAge {
+		return a.Deadline
+	}
+	return t.Deadline(a.Start)
+}
 
 // SetMaxAge changes the maximum age and recomputes every queued deadline
 // from its agent's own start: a reload never resets an agent's age. An agent
@@ -256,6 +289,7 @@ func (t *Table) fork(ev *procevents.Event, at int64) {
 		// A child starts with its parent's name and command line.
 		p.Comm, p.Cmdline, p.Kthread = parent.Comm, parent.Cmdline, parent.Kthread
 		t.linkLocked(p, parent)
+		t.inheritLocked(p, true)
 	}
 	if p.Comm != "" {
 		t.matchLocked(p, false)
@@ -372,10 +406,14 @@ func (t *Table) exit(pid int32, at int64) {
 		// The leader thread exited; other threads may run on (pthread_exit
 		// in the leader, or a non-leader thread's execve, whose de_thread
 		// kills the leader and takes its PID; the exec event follows).
+		t.exitAt = at
 		t.leaderExitLocked(p, false)
+		t.exitAt = 0
 		return
 	}
+	t.exitAt = at
 	t.removeLocked(p)
+	t.exitAt = 0
 }
 
 func (t *Table) procErr(pid int32, err error) {
@@ -440,6 +478,9 @@ func (t *Table) MergeAt(scan []ProcInfo, resync bool, scanStart int64) {
 		if p.parent == nil {
 			t.linkParentLocked(p)
 		}
+		if p.session == nil {
+			t.inheritLocked(p, false)
+		}
 	}
 	for _, p := range changed {
 		t.matchLocked(p, true)
@@ -465,6 +506,7 @@ func (t *Table) insertLocked(info ProcInfo) *Proc {
 	p.Comm, p.Kthread = info.Comm, info.Kthread
 	p.setThreads(&info)
 	t.linkParentLocked(p)
+	t.inheritLocked(p, false)
 	return p
 }
 
@@ -521,12 +563,19 @@ func (t *Table) removeLocked(p *Proc) {
 	}
 	p.dead = true
 	t.wakeGoneLocked(p.PID)
+	fired, root := false, false
 	if a := p.agent; a != nil {
 		p.agent = nil
 		if t.cfg.Queue.Remove(a) {
 			closeFD(a.FD)
 			p.holds--
+			root = a.Reason == ReasonLeftover
+		} else {
+			fired = true
 		}
+	}
+	if s := p.session; s != nil {
+		t.memberExitLocked(p, s, fired, root)
 	}
 	if p.holds == 0 {
 		t.freeLocked(p)
@@ -554,8 +603,8 @@ func (t *Table) freeLocked(p *Proc) {
 // matchLocked decides whether p is an agent and queues or unqueues it.
 // readCmdline forces a fresh read of the command line.
 func (t *Table) matchLocked(p *Proc, readCmdline bool) {
-	if a := p.agent; a != nil && !t.cfg.Queue.Queued(a) {
-		return // due and being reaped: leave it to the reaper
+	if a := p.agent; a != nil && (a.Reason == ReasonLeftover || !t.cfg.Queue.Queued(a)) {
+		return // a leftover to kill, or due and being reaped: leave it be
 	}
 	rule, ok := t.ruleLocked(p, readCmdline)
 	if a := p.agent; a != nil {
@@ -572,6 +621,12 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	if !ok || !t.underLocked(p) {
 		return
 	}
+	if p.session == nil {
+		t.newSessionLocked(p, rule)
+	}
+	if t.keptLocked(p, p.session) {
+		return // exempt from max age, with its descendants
+	}
 	fd := -1
 	if t.cfg.Pin != nil {
 		var err error
@@ -582,7 +637,8 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 			return
 		}
 	}
-	a := &Agent{PID: p.PID, Start: p.Start, Comm: p.Comm, Cmdline: p.Cmdline, Rule: rule, FD: fd, proc: p}
+	a := &Agent{PID: p.PID, Start: p.Start, Comm: p.Comm, Cmdline: p.Cmdline, Rule: rule, FD: fd, proc: p,
+		Reason: ReasonMaxAge, Session: p.session.ID}
 	p.agent = a
 	p.holds++
 	if testHookBeforeQueue != nil {
@@ -693,6 +749,8 @@ func (t *Table) Release(p *Proc) {
 type Stats struct {
 	Processes int
 	Agents    int
+	// Sessions and their live members; leftovers queued to be killed.
+	Sessions, SessionMembers, Leftovers int
 	Counters
 }
 
@@ -700,7 +758,9 @@ type Stats struct {
 func (t *Table) Stats() Stats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := Stats{Processes: len(t.procs), Agents: t.cfg.Queue.Len(), Counters: t.c}
+	st := Stats{Processes: len(t.procs), Agents: t.cfg.Queue.Len(), Counters: t.c,
+		Sessions: len(t.sessions), SessionMembers: t.members, Leftovers: t.cfg.Queue.Leftovers()}
+	st.Agents -= st.Leftovers
 	for i := range t.events {
 		st.Events[i] = t.events[i].Load()
 	}
@@ -717,5 +777,6 @@ func (t *Table) Lookup(pid int32) (Proc, bool) {
 	}
 	c := *p
 	c.parent, c.child, c.next, c.prev, c.agent = nil, nil, nil, nil, nil
+	c.session, c.snext, c.sprev = nil, nil, nil
 	return c, true
 }

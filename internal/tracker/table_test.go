@@ -17,11 +17,12 @@ import (
 type fakeProcs struct {
 	stat    map[int32]ProcInfo
 	cmdline map[int32]string
-	reads   int // Stat calls
+	keep    map[int32]bool // REAPER_KEEP=1 in the environment
+	reads   int            // Stat calls
 }
 
 func newFakeProcs() *fakeProcs {
-	return &fakeProcs{stat: map[int32]ProcInfo{}, cmdline: map[int32]string{}}
+	return &fakeProcs{stat: map[int32]ProcInfo{}, cmdline: map[int32]string{}, keep: map[int32]bool{}}
 }
 
 func (f *fakeProcs) Stat(pid int32) (ProcInfo, error) {
@@ -37,6 +38,13 @@ func (f *fakeProcs) Cmdline(pid int32) (string, error) {
 		return "", ErrGone
 	}
 	return f.cmdline[pid], nil
+}
+
+func (f *fakeProcs) KeepMarked(pid int32) (bool, error) {
+	if _, ok := f.stat[pid]; !ok {
+		return false, ErrGone
+	}
+	return f.keep[pid], nil
 }
 
 func (f *fakeProcs) Scan() ([]ProcInfo, error) {

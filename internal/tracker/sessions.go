@@ -1,0 +1,428 @@
+package tracker
+
+import (
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// SessionID names a session by its agent: PID and start time.
+type SessionID struct {
+	PID   int32 `json:"pid"`
+	Start Start `json:"start"`
+}
+
+// IsZero reports whether id names no session.
+func (id SessionID) IsZero() bool { return id.PID == 0 }
+
+// Session is an agent (a process matching an agent rule with no agent
+// ancestor) and every process descended from it by fork lineage as the
+// table saw it, including processes the kernel has since reparented to PID
+// 1 or a subreaper: membership is a tag on each process, given at fork, not
+// the table's tree, which an exiting parent rearranges. A nested agent
+// belongs to the outer session and keeps its own deadline.
+//
+// When the agent exits, every member still alive is a leftover. Each
+// leftover whose nearest live ancestor is not a member (a root: the
+// agent's children, a daemon that setsid and double-forked) is queued to be
+// killed, with its own descendants, at the agent's exit + the leftover
+// grace, through the same deadline queue as agents. A leftover that exits
+// during the grace is never signalled; its member children become roots
+// with the same deadline.
+type Session struct {
+	ID         SessionID
+	Comm, Rule string
+	// ExitedAt is the boottime of the agent's exit, 0 while it lives.
+	ExitedAt int64
+
+	agent   *Proc // nil once the agent exited
+	head    *Proc // members, linked through Proc.snext and Proc.sprev
+	members int
+	reaped  bool // its agent was fired by a policy: its tree is being killed
+}
+
+// addMemberLocked tags p as a member of s.
+func (t *Table) addMemberLocked(s *Session, p *Proc) {
+	if p.session == s {
+		return
+	}
+	if p.session != nil {
+		t.dropMemberLocked(p)
+	}
+	p.session = s
+	p.sprev, p.snext = nil, s.head
+	if s.head != nil {
+		s.head.sprev = p
+	}
+	s.head = p
+	s.members++
+	t.members++
+	t.sessGen++
+}
+
+// dropMemberLocked takes p out of its session, and forgets a session whose
+// agent has exited and that has no member left.
+func (t *Table) dropMemberLocked(p *Proc) {
+	s := p.session
+	if s == nil {
+		return
+	}
+	if p.sprev != nil {
+		p.sprev.snext = p.snext
+	} else {
+		s.head = p.snext
+	}
+	if p.snext != nil {
+		p.snext.sprev = p.sprev
+	}
+	p.session, p.snext, p.sprev = nil, nil, nil
+	s.members--
+	t.members--
+	t.sessGen++
+	if s.members == 0 && s.agent == nil {
+		delete(t.sessions, s.ID)
+	}
+}
+
+// newSessionLocked makes the agent p the head of a new session, with every
+// live process below it in the table: a process that turns into an agent
+// (exec, rename) after forking keeps what it forked.
+func (t *Table) newSessionLocked(p *Proc, rule string) *Session {
+	s := &Session{ID: SessionID{PID: p.PID, Start: p.Start}, Comm: p.Comm, Rule: rule, agent: p}
+	t.sessions[s.ID] = s
+	t.addMemberLocked(s, p)
+	var walk func(n *Proc)
+	walk = func(n *Proc) {
+		for c := n.child; c != nil; c = c.next {
+			if !c.dead && c.session == nil {
+				t.addMemberLocked(s, c)
+			}
+			walk(c)
+		}
+	}
+	walk(p)
+	return s
+}
+
+// inheritLocked makes p, just linked to its parent, a member of the
+// parent's session. A process first seen by a scan (polling, or a fork
+// event that was lost) joins only while the session's agent lives: seen
+// after the agent's exit, its lineage is unknown and it is left alone.
+func (t *Table) inheritLocked(p *Proc, forked bool) {
+	par := p.parent
+	if par == nil || par.session == nil || (!forked && par.session.agent == nil) {
+		return
+	}
+	t.addMemberLocked(par.session, p)
+	if par.keep == keepYes {
+		p.keep = keepYes
+	}
+}
+
+// memberExitLocked handles the exit of a member p of s. fired: p's own
+// deadline had fired (a policy is killing its tree); root: p was a leftover
+// queued to be killed, whose member children now take its place.
+func (t *Table) memberExitLocked(p *Proc, s *Session, fired, root bool) {
+	if s.agent == p {
+		s.agent = nil
+		s.reaped = fired
+		s.ExitedAt = t.exitAt
+		if s.ExitedAt == 0 {
+			s.ExitedAt = t.cfg.Clock.Now()
+		}
+		t.dropMemberLocked(p)
+		t.sessGen++
+		t.leftoversLocked(s, p)
+		return
+	}
+	t.dropMemberLocked(p)
+	if root && t.leftovers {
+		t.rootsBelowLocked(p, s)
+	}
+}
+
+// rootsBelowLocked queues the nearest live members of s below p (which
+// exited) as leftovers.
+func (t *Table) rootsBelowLocked(p *Proc, s *Session) {
+	for c := p.child; c != nil; c = c.next {
+		switch {
+		case c.dead:
+			t.rootsBelowLocked(c, s)
+		case c.session == s && !t.keptLocked(c, s):
+			t.queueLeftoverLocked(c, s)
+		}
+	}
+}
+
+// leftoversLocked queues the leftovers of s, whose agent has exited. A tree
+// being killed by a policy (the agent reaped at max age) leaves none of its
+// own to chase twice.
+func (t *Table) leftoversLocked(s *Session, agent *Proc) {
+	if !t.leftovers || s.ExitedAt == 0 {
+		return
+	}
+	for q := s.head; q != nil; q = q.snext {
+		if q.dead || (s.reaped && agent != nil && descendsFrom(q, agent)) {
+			continue
+		}
+		if t.keptLocked(q, s) || !isRoot(q, s) {
+			continue
+		}
+		t.queueLeftoverLocked(q, s)
+	}
+}
+
+// descendsFrom reports whether a is below p in the table.
+func descendsFrom(q, p *Proc) bool {
+	for a := q.parent; a != nil; a = a.parent {
+		if a == p {
+			return true
+		}
+	}
+	return false
+}
+
+// isRoot: q's nearest live ancestor in the table is not a member of s, so
+// no other leftover's tree kill reaches it.
+func isRoot(q *Proc, s *Session) bool {
+	a := q.parent
+	for a != nil && a.dead {
+		a = a.parent
+	}
+	return a == nil || a.session != s
+}
+
+// queueLeftoverLocked queues q to be killed at its session's agent exit +
+// the leftover grace. A nested agent keeps its own deadline if that comes
+// first.
+func (t *Table) queueLeftoverLocked(q *Proc, s *Session) {
+	deadline := s.ExitedAt + int64(t.leftoverGrace)
+	if a := q.agent; a != nil {
+		if a.Reason == ReasonLeftover || !t.cfg.Queue.Queued(a) || a.Deadline <= deadline {
+			return
+		}
+		t.cfg.Queue.Retarget(a, deadline, ReasonLeftover)
+		a.Session = s.ID
+		return
+	}
+	if q.Cmdline == "" {
+		if cl, err := t.cfg.Proc.Cmdline(q.PID); err == nil {
+			q.Cmdline = cl
+		} else {
+			t.procErr(q.PID, err)
+		}
+	}
+	fd := -1
+	if t.cfg.Pin != nil {
+		var err error
+		if fd, err = t.cfg.Pin(q.PID, q.Start); err != nil {
+			t.log.Debug("cannot pin leftover", zap.Int32("pid", q.PID), zap.Error(err))
+			return // gone (its exit follows) or reused
+		}
+	}
+	a := &Agent{PID: q.PID, Start: q.Start, Comm: q.Comm, Cmdline: q.Cmdline, Rule: s.Rule, FD: fd,
+		Reason: ReasonLeftover, Session: s.ID, Deadline: deadline, proc: q}
+	q.agent = a
+	q.holds++
+	t.cfg.Queue.Add(a)
+	t.log.Debug("leftover", zap.Int32("pid", q.PID), zap.String("comm", q.Comm), zap.Int32("session", s.ID.PID),
+		zap.Int64("deadline_boot_ns", deadline))
+}
+
+// Keep marks, memoised per process.
+const (
+	keepUnknown int8 = iota
+	keepYes
+	keepNo
+)
+
+// keptLocked reports whether q is exempt: it matches a keep rule, its
+// environment holds REAPER_KEEP=1, or its nearest live ancestor in the same
+// session is kept. The environment is read only here, for processes that
+// would otherwise be killed.
+func (t *Table) keptLocked(q *Proc, s *Session) bool {
+	if q.keep == keepUnknown {
+		q.keep = keepNo
+		if t.ownKeepLocked(q) {
+			q.keep = keepYes
+		} else {
+			a := q.parent
+			for a != nil && a.dead {
+				a = a.parent
+			}
+			if a != nil && a.session == s && t.keptLocked(a, s) {
+				q.keep = keepYes
+			}
+		}
+	}
+	return q.keep == keepYes
+}
+
+// ownKeepLocked: q itself is marked to be kept, by rule or environment.
+func (t *Table) ownKeepLocked(q *Proc) bool {
+	for _, r := range t.keep {
+		if !r.MatchComm(q.Comm) {
+			continue
+		}
+		if r.Text == "" {
+			return true
+		}
+		if q.Cmdline == "" {
+			if cl, err := t.cfg.Proc.Cmdline(q.PID); err == nil {
+				q.Cmdline = cl
+			}
+		}
+		if strings.Contains(q.Cmdline, r.Text) {
+			return true
+		}
+	}
+	keep, err := t.cfg.Proc.KeepMarked(q.PID)
+	if err != nil {
+		t.procErr(q.PID, err)
+	}
+	return keep
+}
+
+// SetLeftovers sets the leftover policy: kill (or keep) and the grace. A
+// change applies to agents that exit from now on.
+func (t *Table) SetLeftovers(kill bool, grace time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.leftovers, t.leftoverGrace = kill, grace
+}
+
+// SetKeep replaces the keep rules. Marks already taken stay.
+func (t *Table) SetKeep(rules []Rule) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.keep = rules
+}
+
+// LeftoverView is a leftover waiting for its kill.
+type LeftoverView struct {
+	PID    int32
+	Comm   string
+	Start  Start
+	KillAt int64 // boottime
+}
+
+// SessionView is what the table knows of one session.
+type SessionView struct {
+	ID         SessionID
+	Comm, Rule string
+	AgentAlive bool
+	ExitedAt   int64
+	Members    int // live members, the agent included while it lives
+	Leftovers  []LeftoverView
+}
+
+// Sessions returns every session, in no particular order.
+func (t *Table) Sessions() []SessionView {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]SessionView, 0, len(t.sessions))
+	for _, s := range t.sessions {
+		v := SessionView{ID: s.ID, Comm: s.Comm, Rule: s.Rule, AgentAlive: s.agent != nil, ExitedAt: s.ExitedAt, Members: s.members}
+		for q := s.head; q != nil; q = q.snext {
+			if a := q.agent; a != nil && a.Reason == ReasonLeftover {
+				v.Leftovers = append(v.Leftovers, LeftoverView{PID: q.PID, Comm: q.Comm, Start: q.Start, KillAt: a.Deadline})
+			}
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// SessionOf returns the session pid belongs to.
+func (t *Table) SessionOf(pid int32) (SessionID, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p := t.procs[pid]; p != nil && p.session != nil {
+		return p.session.ID, true
+	}
+	return SessionID{}, false
+}
+
+// MemberState is one session member as persisted across daemon restarts.
+type MemberState struct {
+	PID     int32     `json:"pid"`
+	Start   Start     `json:"start"`
+	Session SessionID `json:"session"`
+	Comm    string    `json:"session_comm"`
+	Rule    string    `json:"session_rule"`
+	// ExitedAt is the session agent's exit (boottime), 0 while it lived.
+	ExitedAt int64 `json:"agent_exited_at,omitempty"`
+	Keep     bool  `json:"keep,omitempty"`
+}
+
+// SessionGen changes whenever session membership changes, so a caller can
+// persist SessionState only when there is something new.
+func (t *Table) SessionGen() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.sessGen
+}
+
+// SessionState returns every live member of every session (agents
+// included), for persisting.
+func (t *Table) SessionState() []MemberState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []MemberState
+	for _, s := range t.sessions {
+		for q := s.head; q != nil; q = q.snext {
+			out = append(out, MemberState{PID: q.PID, Start: q.Start, Session: s.ID, Comm: s.Comm, Rule: s.Rule,
+				ExitedAt: s.ExitedAt, Keep: q.keep == keepYes})
+		}
+	}
+	return out
+}
+
+// RestoreSessions gives back the membership a previous run persisted, after
+// the start-up scan: a process the scan shows with the same start time
+// rejoins its session (the kernel no longer shows who forked a reparented
+// process). A session whose agent is gone has its leftovers queued at the
+// agent's exit + grace, the original time; an agent that exited while no
+// daemon ran is taken to have exited now (later, never early). It returns
+// how many members were restored.
+func (t *Table) RestoreSessions(state []MemberState) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.cfg.Clock.Now()
+	touched := map[*Session]bool{}
+	n := 0
+	for _, m := range state {
+		p := t.procs[m.PID]
+		if p == nil || !p.Start.Same(m.Start) {
+			continue
+		}
+		s := t.sessions[m.Session]
+		if s == nil {
+			s = &Session{ID: m.Session, Comm: m.Comm, Rule: m.Rule, ExitedAt: m.ExitedAt}
+			if ap := t.procs[m.Session.PID]; ap != nil && ap.Start.Same(m.Session.Start) {
+				s.agent, s.ExitedAt = ap, 0
+			} else if s.ExitedAt == 0 {
+				s.ExitedAt = now
+			}
+			t.sessions[s.ID] = s
+		}
+		if p.session != s {
+			t.addMemberLocked(s, p)
+			n++
+		}
+		if m.Keep {
+			p.keep = keepYes
+		}
+		touched[s] = true
+	}
+	for s := range touched {
+		if s.agent == nil {
+			t.leftoversLocked(s, nil)
+		}
+		if s.members == 0 && s.agent == nil {
+			delete(t.sessions, s.ID)
+		}
+	}
+	return n
+}

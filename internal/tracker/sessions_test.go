@@ -1,0 +1,214 @@
+package tracker
+
+import (
+	"testing"
+	"time"
+)
+
+const grace = 30 * time.Second
+
+// sessionTable: bash 100 (from a scan) forks the agent 200, which execs
+// claude.
+func sessionTable(t *testing.T) (*Table, *fakeProcs, *fakeClock) {
+	t.Helper()
+	procs := newFakeProcs()
+	clock := &fakeClock{now: offset + 1_000}
+	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock,
+		Leftovers: true, LeftoverGrace: grace, Keep: []Rule{must(ParseRule("keepme"))}})
+	tb.Merge(must(procs.Scan()), false)
+	tb.Apply(fork(100, 200, 1_000))
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	tb.Apply(execEv(200))
+	return tb, procs, clock
+}
+
+// spawn forks child from parent at ts and, if comm is given, execs it.
+func spawn(tb *Table, procs *fakeProcs, parent, child int32, ts uint64, comm string) {
+	tb.Apply(fork(parent, child, ts))
+	procs.stat[child] = ProcInfo{PID: child, PPID: parent, Start: FromTicks(500), Comm: comm, State: 'S'}
+	if comm != "" {
+		tb.Apply(execEv(child))
+	}
+}
+
+func leftovers(tb *Table) map[int32]Agent {
+	out := map[int32]Agent{}
+	for _, a := range tb.Queue().Snapshot() {
+		if a.Reason == ReasonLeftover {
+			out[a.PID] = a
+		}
+	}
+	return out
+}
+
+func TestSessionLeftovers(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	spawn(tb, procs, 200, 210, 2_000, "sleep") // child: a leftover root
+	spawn(tb, procs, 210, 220, 3_000, "sleep") // grandchild: dies with 210's tree
+	spawn(tb, procs, 220, 221, 3_500, "")      // setsid double-fork: 221 outlives 220
+	tb.Apply(exitEv(220, 220, 3_600))          // and is reparented away (in the table: to 210)
+	spawn(tb, procs, 200, 230, 4_000, "git")   // exits inside the grace
+	spawn(tb, procs, 200, 240, 5_000, "npm")   // REAPER_KEEP=1
+	procs.keep[240] = true
+	spawn(tb, procs, 240, 241, 5_500, "next-server")  // kept with its parent
+	spawn(tb, procs, 200, 250, 6_000, "keepme")       // --keep rule
+	spawn(tb, procs, 200, 260, 7_000, "claude")       // nested agent
+	spawn(tb, procs, 100, 300, 8_000, "orphan-maker") // not a member
+
+	sid, ok := tb.SessionOf(221)
+	if !ok || sid.PID != 200 {
+		t.Fatalf("double-forked grandchild: session %+v %v, want 200's", sid, ok)
+	}
+	if _, ok := tb.SessionOf(300); ok {
+		t.Fatal("bash's other child joined the agent's session")
+	}
+	if a := agents(tb)[260]; a.Reason != ReasonMaxAge || a.Session.PID != 200 {
+		t.Fatalf("nested agent %+v: want its own max-age deadline in 200's session", a)
+	}
+	st := tb.Stats()
+	if st.Sessions != 1 || st.SessionMembers != 8 || st.Agents != 2 {
+		t.Fatalf("stats %+v: want 1 session of 8 members (220 exited), 2 agents", st)
+	}
+
+	const exit = 10_000
+	tb.Apply(exitEv(200, 200, exit))
+	due := int64(exit) + offset + int64(grace)
+	lo := leftovers(tb)
+	want := []int32{210, 230, 260}
+	if len(lo) != len(want) {
+		t.Fatalf("leftovers %v, want roots %v", lo, want)
+	}
+	for _, pid := range want {
+		if a, ok := lo[pid]; !ok || a.Deadline != due || a.Session.PID != 200 {
+			t.Errorf("leftover %d: %+v, want deadline agent exit + grace = %d", pid, a, due)
+		}
+	}
+	// 230 exits inside the grace: never signalled. 210 exits: its member
+	// child 221 (and 220's orphan) takes its place, same time.
+	tb.Apply(exitEv(230, 230, exit+1_000))
+	tb.Apply(exitEv(210, 210, exit+2_000))
+	lo = leftovers(tb)
+	if _, ok := lo[230]; ok {
+		t.Error("a leftover that exited is still queued")
+	}
+	if a, ok := lo[221]; !ok || a.Deadline != due {
+		t.Errorf("orphaned member 221: %+v %v, want queued at %d", a, ok, due)
+	}
+	for _, pid := range []int32{240, 241, 250, 300} {
+		if _, ok := lo[pid]; ok {
+			t.Errorf("%d queued, but it is kept or not a member", pid)
+		}
+	}
+	if st := tb.Stats(); st.Leftovers != 2 || st.Agents != 0 {
+		t.Errorf("stats %+v: want 2 leftovers (221, 260), 0 agents", st)
+	}
+	// A fork by a leftover during the grace is a member (its tree dies with it).
+	spawn(tb, procs, 221, 222, uint64(exit+3_000), "")
+	if sid, ok := tb.SessionOf(222); !ok || sid.PID != 200 {
+		t.Errorf("fork of a leftover: session %+v %v", sid, ok)
+	}
+}
+
+func TestSessionLeftoversKeep(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	tb.SetLeftovers(false, grace)
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	tb.Apply(exitEv(200, 200, 10_000))
+	if lo := leftovers(tb); len(lo) != 0 {
+		t.Fatalf("--leftovers keep queued %v", lo)
+	}
+	if st := tb.Stats(); st.Sessions != 1 || st.SessionMembers != 1 {
+		t.Errorf("stats %+v: the session lives on with its member", st)
+	}
+	tb.Apply(exitEv(210, 210, 11_000))
+	if st := tb.Stats(); st.Sessions != 0 {
+		t.Errorf("stats %+v: a session with no agent and no member is forgotten", st)
+	}
+}
+
+// An agent reaped at max age: its tree is being killed, so its members are
+// not chased again as leftovers; a member outside its tree still is.
+func TestSessionReapedAgentLeavesNoLeftovers(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	fired := tb.Queue().PopDue(1<<62, nil) // the deadline fires: the reaper holds it
+	if len(fired) != 1 || fired[0].PID != 200 {
+		t.Fatalf("fired %v", fired)
+	}
+	tb.Apply(exitEv(200, 200, 10_000))
+	if lo := leftovers(tb); len(lo) != 0 {
+		t.Fatalf("the reaped tree's members were queued again: %v", lo)
+	}
+	tb.Release(fired[0].Proc())
+}
+
+// A kept agent is exempt from max age, with its descendants from leftovers.
+func TestSessionKeptAgent(t *testing.T) {
+	procs := newFakeProcs()
+	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{},
+		Leftovers: true, LeftoverGrace: grace})
+	tb.Merge(must(procs.Scan()), false)
+	tb.Apply(fork(100, 200, 1_000))
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	procs.keep[200] = true
+	tb.Apply(execEv(200))
+	if len(agents(tb)) != 0 {
+		t.Fatal("a REAPER_KEEP=1 agent was queued for max age")
+	}
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	tb.Apply(exitEv(200, 200, 10_000))
+	if lo := leftovers(tb); len(lo) != 0 {
+		t.Fatalf("a kept agent's descendants were queued: %v", lo)
+	}
+}
+
+// Restarts forget nothing: membership persisted and restored after a
+// scan puts the leftover back at its original kill time.
+func TestSessionRestore(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	tb.Apply(exitEv(200, 200, 10_000))
+	delete(procs.stat, 200)
+	want := leftovers(tb)[210].Deadline
+	state := tb.SessionState()
+
+	// The new daemon's scan sees 210 reparented to PID 1: no lineage.
+	procs.stat[210] = ProcInfo{PID: 210, PPID: 1, Start: FromTicks(500), Comm: "sleep", State: 'S'}
+	tb2 := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{now: offset + 50_000},
+		Leftovers: true, LeftoverGrace: grace})
+	tb2.Merge(must(procs.Scan()), false)
+	if n := tb2.RestoreSessions(state); n != 1 {
+		t.Fatalf("restored %d members, want 1", n)
+	}
+	if a, ok := leftovers(tb2)[210]; !ok || a.Deadline != want {
+		t.Fatalf("restored leftover %+v %v, want its original kill time %d", a, ok, want)
+	}
+}
+
+// Polling: lineage comes from the polls; a member first seen after its
+// agent died is unknown, and left alone.
+func TestSessionPolling(t *testing.T) {
+	procs := newFakeProcs()
+	clock := &fakeClock{now: offset + 1_000}
+	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(10), Comm: "claude", State: 'S'}
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock, Leftovers: true, LeftoverGrace: grace})
+	tb.Merge(must(procs.Scan()), false)
+	procs.stat[210] = ProcInfo{PID: 210, PPID: 200, Start: FromTicks(20), Comm: "sleep", State: 'S'}
+	tb.Merge(must(procs.Scan()), false)
+	if sid, ok := tb.SessionOf(210); !ok || sid.PID != 200 {
+		t.Fatalf("polled child: session %+v %v", sid, ok)
+	}
+	delete(procs.stat, 200)
+	procs.stat[220] = ProcInfo{PID: 220, PPID: 210, Start: FromTicks(30), Comm: "sleep", State: 'S'}
+	clock.now = offset + 2_000
+	tb.Merge(must(procs.Scan()), false)
+	if _, ok := tb.SessionOf(220); ok {
+		t.Error("a process first seen after its agent died joined the session")
+	}
+	if a, ok := leftovers(tb)[210]; !ok || a.Deadline != clock.now+int64(grace) {
+		t.Errorf("leftover 210 %+v %v, want the poll that saw the agent gone + grace", a, ok)
+	}
+}
