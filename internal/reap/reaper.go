@@ -61,6 +61,8 @@ type Result struct {
 	Comm        string
 	Cmdline     string
 	Rule        string
+	Reason      tracker.Reason    // why: max_age, leftover, ...
+	Session     tracker.SessionID // the session the process belonged to, if any
 	Start       tracker.Start
 	Deadline    int64
 	Signalled   int64 // when the first signal went out (or would have)
@@ -148,7 +150,7 @@ func New(cfg Config) *Reaper {
 // pidfds.
 func (r *Reaper) Fire(due []*tracker.Agent) {
 	for _, a := range due {
-		res := Result{Seq: a.Seq, PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Start: a.Start,
+		res := Result{Seq: a.Seq, PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Reason: a.Reason, Session: a.Session, Start: a.Start,
 			Deadline: a.Deadline, Signalled: a.Fired, DryRun: r.cfg.DryRun}
 		switch {
 		case !r.cfg.Guard.Allowed(a.PID, false):
@@ -484,6 +486,7 @@ func (r *Reaper) report(res Result) {
 		zap.Int32("pid", res.PID),
 		zap.String("comm", res.Comm),
 		zap.String("rule", res.Rule),
+		zap.String("reason", string(res.Reason)),
 		zap.Duration("age", age),
 		zap.Time("deadline", tracker.Time(res.Deadline, now)),
 		zap.Time("signalled_at", tracker.Time(res.Signalled, now)),
@@ -503,9 +506,15 @@ func (r *Reaper) report(res Result) {
 	if r.cfg.OnResult != nil {
 		r.cfg.OnResult(res)
 	}
-	if res.DryRun {
+	if res.Session.PID != 0 {
+		fields = append(fields, zap.Int32("session_pid", res.Session.PID), zap.Int64("session_start_boot_ns", res.Session.Start.NS))
+	}
+	switch {
+	case res.DryRun && res.Reason == tracker.ReasonLeftover:
+		r.log.Info("would kill leftover", fields...)
+	case res.DryRun:
 		r.log.Info("would kill", fields...)
-	} else {
+	default:
 		r.log.Info("kill", fields...)
 	}
 }
