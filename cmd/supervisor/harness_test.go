@@ -83,22 +83,56 @@ func fakeAgent(args []string) int {
 	exitAfter := fs.Duration("exit-after", 0, "exit by itself after this long")
 	termFile := fs.String("term-file", "", "on SIGTERM write CLOCK_BOOTTIME ns here, then exit 143")
 	zombies := fs.Int("zombies", 0, "children that exit at once and are never waited for")
+	label := fs.String("label", "", `also print "child PID LABEL", for tests that start several kinds of children`)
+	exitFile := fs.String("exit-file", "", "exit by itself (status 0) once this file exists")
+	var spawns []string
+	fs.Func("spawn", "start a child as SPEC says (see spawnChild); repeatable", func(v string) error {
+		spawns = append(spawns, v)
+		return nil
+	})
+	relay := fs.String("relay", "", "start the child SPEC describes and exit at once: the middle of a double fork")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *ignoreTerm {
-		signal.Ignore(syscall.SIGTERM)
+	if *relay != "" {
+		// Started with Setsid by the parent (setsid(2) in the child before
+		// exec): the child started here is in a new session, and when this
+		// process exits the kernel reparents it to the nearest subreaper or
+		// PID 1 (kernel/exit.c, find_new_reaper): the classic daemon.
+		if _, err := spawnChild(*relay); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
 	}
-	if *termFile != "" && !*ignoreTerm {
+	switch {
+	case *termFile != "":
+		// With -ignore-term the SIGTERM is recorded and otherwise ignored:
+		// only SIGKILL ends the process, and the test knows when SIGTERM came.
 		ch := make(chan os.Signal, 1)
 		signal.Notify(ch, syscall.SIGTERM)
 		go func() {
 			<-ch
 			os.WriteFile(*termFile, []byte(strconv.FormatInt(boottime(), 10)), 0o644)
-			os.Exit(143)
+			if !*ignoreTerm {
+				os.Exit(143)
+			}
 		}()
+	case *ignoreTerm:
+		signal.Ignore(syscall.SIGTERM)
 	}
 	fmt.Printf("pid %d\n", os.Getpid())
+	if *label != "" {
+		fmt.Printf("child %d %s\n", os.Getpid(), *label)
+	}
+	for _, spec := range spawns {
+		c, err := spawnChild(spec)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		go c.Wait() // reap it (the relay of a double fork exits at once)
+	}
 	for i := 0; i < *zombies; i++ {
 		// Started and never waited for: each stays a zombie until we exit.
 		c := exec.Command("/bin/true")
@@ -159,10 +193,79 @@ func fakeAgent(args []string) int {
 		time.Sleep(*exitAfter)
 		return 0
 	}
+	if *exitFile != "" {
+		for {
+			if _, err := os.Stat(*exitFile); err == nil {
+				return 0
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	for {
 		// Not select{}: without cgo the runtime would call that a deadlock.
 		time.Sleep(time.Hour)
 	}
+}
+
+// spawnChild starts a fake-agent child as spec says: comma-separated
+// items, each KEY=VALUE or a bare word.
+//
+//	label=NAME      the child prints "child PID NAME" (required)
+//	exe=PATH        run through PATH (a symlink to the test binary: the
+//	                child's comm is its name); default /proc/self/exe
+//	term=PATH       the child records when it got SIGTERM in PATH
+//	ignore-term     SIGTERM does not end it (recorded if term= is given)
+//	exit-file=PATH  the child exits by itself once PATH exists
+//	env=K=V         add K=V to the child's environment
+//	double-fork     start it through a relay that calls setsid, starts the
+//	                child and exits: the child is reparented away
+//
+// The child shares the caller's stdout, so its lines reach the test.
+func spawnChild(spec string) (*exec.Cmd, error) {
+	exe := "/proc/self/exe"
+	var args, env []string
+	var relay bool
+	for _, item := range strings.Split(spec, ",") {
+		k, v, _ := strings.Cut(item, "=")
+		switch k {
+		case "label":
+			args = append(args, "-label", v)
+		case "exe":
+			exe = v
+		case "term":
+			args = append(args, "-term-file", v)
+		case "ignore-term":
+			args = append(args, "-ignore-term")
+		case "exit-file":
+			args = append(args, "-exit-file", v)
+		case "env":
+			env = append(env, v)
+		case "double-fork":
+			relay = true
+		default:
+			return nil, fmt.Errorf("spawn %q: unknown item %q", spec, item)
+		}
+	}
+	var c *exec.Cmd
+	if relay {
+		// The relay gets the spec without double-fork.
+		var rest []string
+		for _, item := range strings.Split(spec, ",") {
+			if item != "double-fork" {
+				rest = append(rest, item)
+			}
+		}
+		c = exec.Command("/proc/self/exe", "-relay", strings.Join(rest, ","))
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	} else {
+		c = exec.Command(exe, args...)
+		c.Env = append(os.Environ(), env...)
+	}
+	c.Stdout, c.Stderr = os.Stdout, os.Stderr
+	if err := c.Start(); err != nil {
+		return nil, fmt.Errorf("spawn %q: %w", spec, err)
+	}
+	return c, nil
 }
 
 // setName renames the calling thread, as Node's process.title does for the
