@@ -21,6 +21,9 @@ type Config struct {
 	KillGrace       time.Duration
 	Agents          []tracker.Rule
 	Under           []tracker.Ancestor
+	Leftovers       string // kill or keep
+	LeftoverGrace   time.Duration
+	Keep            []tracker.Rule
 	SummaryInterval time.Duration
 	DatabaseURL     string
 	DatabaseURLFile string // where DatabaseURL was read from, if a file
@@ -100,6 +103,37 @@ var options = []option{
 				c.Under = append(c.Under, a)
 			}
 			return nil
+		}},
+	{flag: "leftovers", env: "REAPER_LEFTOVERS", def: "kill",
+		help: "what happens to a session's processes still alive --leftover-grace after its agent exited: kill or keep",
+		set: func(c *Config, v string, _ []string) error {
+			switch v {
+			case "kill", "keep":
+				c.Leftovers = v
+				return nil
+			}
+			return fmt.Errorf("invalid value %q (want kill or keep)", v)
+		}},
+	{flag: "leftover-grace", env: "REAPER_LEFTOVER_GRACE", def: "30s",
+		help: "how long a session's leftovers may outlive its agent",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.LeftoverGrace, err = durationIn(v, 0, maxMaxAge)
+			return
+		}},
+	{flag: "keep", env: "REAPER_KEEP", def: "", repeat: true,
+		help: "exempt processes matching this rule (agent rule syntax), with their descendants, from leftover kills and max age; repeatable. REAPER_KEEP=1 in a process's own environment does the same",
+		set: func(c *Config, _ string, many []string) (err error) {
+			c.Keep = nil
+			var rules []string
+			for _, s := range many {
+				if s = strings.TrimSpace(s); s != "" {
+					rules = append(rules, s)
+				}
+			}
+			if len(rules) > 0 {
+				c.Keep, err = tracker.ParseRules(rules)
+			}
+			return
 		}},
 	{flag: "summary-interval", env: "REAPER_SUMMARY_INTERVAL", def: "5m",
 		help: "health snapshot period (1s to 24h)",

@@ -85,7 +85,7 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 	d.table = tracker.NewTable(tracker.Config{
 		Rules: cfg.Agents, Under: cfg.Under, MaxAge: cfg.MaxAge,
 		Proc: procs, Clock: d.clock, Pin: pins.Pinner(), Queue: &tracker.Deadlines{},
-		Log: log.Named("tracker"),
+		Log: log.Named("tracker"), Leftovers: cfg.Leftovers == "kill", LeftoverGrace: cfg.LeftoverGrace, Keep: cfg.Keep,
 	})
 	d.reaper = reap.New(reap.Config{
 		Grace: cfg.KillGrace, DryRun: cfg.DryRun, Tree: d.table, Procs: procs,
@@ -246,6 +246,14 @@ func (d *daemon) applyReload(n *Config) {
 		d.reaper.SetGrace(n.KillGrace)
 		changed = append(changed, "kill-grace")
 	}
+	if n.Leftovers != old.Leftovers || n.LeftoverGrace != old.LeftoverGrace {
+		d.table.SetLeftovers(n.Leftovers == "kill", n.LeftoverGrace)
+		changed = append(changed, "leftovers")
+	}
+	if fmt.Sprint(n.Keep) != fmt.Sprint(old.Keep) {
+		d.table.SetKeep(n.Keep)
+		changed = append(changed, "keep")
+	}
 	if fmt.Sprint(n.Agents) != fmt.Sprint(old.Agents) || fmt.Sprint(n.Under) != fmt.Sprint(old.Under) {
 		d.table.SetRules(n.Agents, n.Under)
 		changed = append(changed, "agent", "under")
@@ -326,6 +334,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	st := d.table.Stats()
 	log.Info("initial scan", zap.Int("processes", st.Processes), zap.Int("agents", st.Agents),
 		zap.Duration("took", time.Since(t0)), zap.Duration("read", t1.Sub(t0)), zap.Duration("merge", time.Since(t1)))
+	d.restoreSessions()
 
 	// /healthz answers 503 until ready.
 	var web *httpServer
@@ -354,6 +363,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	})
 	sumDone := spawn(func() { d.summarise(intake) })
 	rateDone := spawn(func() { d.sampleRate(intake) })
+	persistDone := spawn(func() { d.persistSessions(intake) })
 	hupDone := d.reloadOnHUP(intake, reload)
 
 	d.ready.Store(true)
@@ -379,6 +389,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	<-loopDone
 	<-sumDone
 	<-rateDone
+	<-persistDone
 	<-hupDone
 	// 5. The store: what is spooled goes to PostgreSQL within a bound; what
 	// is not delivered stays in the spool for the next start.

@@ -186,30 +186,74 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, h)
 }
 
+// agentView is one entry of /agents: an agent waiting for its max age (with
+// its session's member count), or a session whose agent has exited, with
+// its leftovers and when each will be killed (Deadline is the first).
 type agentView struct {
+	PID         int32          `json:"pid"`
+	Comm        string         `json:"comm"`
+	Cmdline     string         `json:"cmdline"`
+	StartedAt   time.Time      `json:"started_at"`
+	Deadline    time.Time      `json:"deadline"`
+	SecondsLeft float64        `json:"seconds_left"`
+	Rule        string         `json:"rule"`
+	Reason      string         `json:"reason"`
+	SessionPID  int32          `json:"session_pid,omitempty"`
+	Members     int            `json:"members,omitempty"` // the session's live members, when this agent heads one
+	ExitedAt    *time.Time     `json:"exited_at,omitempty"`
+	Leftovers   []leftoverView `json:"leftovers,omitempty"`
+}
+
+type leftoverView struct {
 	PID         int32     `json:"pid"`
 	Comm        string    `json:"comm"`
-	Cmdline     string    `json:"cmdline"`
-	StartedAt   time.Time `json:"started_at"`
-	Deadline    time.Time `json:"deadline"`
+	KillAt      time.Time `json:"kill_at"`
 	SecondsLeft float64   `json:"seconds_left"`
-	Rule        string    `json:"rule"`
 }
 
 func (d *daemon) agents(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, d.agentViews())
+}
+
+func (d *daemon) agentViews() []agentView {
 	now := d.clock.Now()
-	list := d.table.Queue().Snapshot()
-	sort.Slice(list, func(i, j int) bool { return list[i].Deadline < list[j].Deadline })
-	out := make([]agentView, 0, len(list))
-	for _, a := range list {
-		out = append(out, agentView{
-			PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule,
+	sessions := d.table.Sessions()
+	heads := make(map[tracker.SessionID]int, len(sessions))
+	out := make([]agentView, 0, len(sessions))
+	for _, s := range sessions {
+		heads[s.ID] = s.Members
+		if s.AgentAlive || len(s.Leftovers) == 0 {
+			continue
+		}
+		sort.Slice(s.Leftovers, func(i, j int) bool { return s.Leftovers[i].KillAt < s.Leftovers[j].KillAt })
+		exited := tracker.Time(s.ExitedAt, now)
+		v := agentView{PID: s.ID.PID, Comm: s.Comm, Rule: s.Rule, Reason: string(tracker.ReasonLeftover),
+			SessionPID: s.ID.PID, Members: s.Members, StartedAt: tracker.Time(s.ID.Start.NS, now), ExitedAt: &exited,
+			Deadline: tracker.Time(s.Leftovers[0].KillAt, now), SecondsLeft: float64(s.Leftovers[0].KillAt-now) / 1e9}
+		for _, l := range s.Leftovers {
+			v.Leftovers = append(v.Leftovers, leftoverView{PID: l.PID, Comm: l.Comm,
+				KillAt: tracker.Time(l.KillAt, now), SecondsLeft: float64(l.KillAt-now) / 1e9})
+		}
+		out = append(out, v)
+	}
+	for _, a := range d.table.Queue().Snapshot() {
+		if a.Reason != tracker.ReasonMaxAge {
+			continue
+		}
+		v := agentView{
+			PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Reason: string(a.Reason),
+			SessionPID:  a.Session.PID,
 			StartedAt:   tracker.Time(a.Start.NS, now),
 			Deadline:    tracker.Time(a.Deadline, now),
 			SecondsLeft: float64(a.Deadline-now) / 1e9,
-		})
+		}
+		if a.Session.PID == a.PID {
+			v.Members = heads[a.Session]
+		}
+		out = append(out, v)
 	}
-	writeJSON(w, http.StatusOK, out)
+	sort.Slice(out, func(i, j int) bool { return out[i].Deadline.Before(out[j].Deadline) })
+	return out
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

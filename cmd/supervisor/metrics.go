@@ -7,6 +7,7 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/health"
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/reap"
+	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -16,11 +17,12 @@ import (
 // Counters the table and the socket keep already are read at scrape time;
 // kills and snapshots update theirs as they happen.
 type metrics struct {
-	reg      *prometheus.Registry
-	kills    *prometheus.CounterVec
-	lateness prometheus.Histogram
-	zombies  prometheus.Gauge
-	memory   *prometheus.GaugeVec
+	reg       *prometheus.Registry
+	kills     *prometheus.CounterVec
+	leftovers *prometheus.CounterVec
+	lateness  prometheus.Histogram
+	zombies   prometheus.Gauge
+	memory    *prometheus.GaugeVec
 }
 
 func newMetrics(d *daemon) *metrics {
@@ -28,8 +30,12 @@ func newMetrics(d *daemon) *metrics {
 		reg: prometheus.NewRegistry(),
 		kills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "supervisor_kills_total",
-			Help: "Reaped agents by final signal (TERM, KILL, none) and outcome.",
-		}, []string{"signal", "outcome"}),
+			Help: "Kills by reason (max_age, leftover, ...), final signal (TERM, KILL, none) and outcome.",
+		}, []string{"reason", "signal", "outcome"}),
+		leftovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "supervisor_leftovers_total",
+			Help: "Leftovers (session members that outlived their agent by the grace) killed, by outcome.",
+		}, []string{"outcome"}),
 		lateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "supervisor_kill_lateness_seconds",
 			Help:    "Time from an agent's deadline to its first signal.",
@@ -46,13 +52,18 @@ func newMetrics(d *daemon) *metrics {
 	}
 	// Every known series exists from the start, at 0: a series that only
 	// appears with the first kill breaks rate() and alerts on it.
+	for _, reason := range []tracker.Reason{tracker.ReasonMaxAge, tracker.ReasonLeftover} {
+		for _, c := range killSeries {
+			m.kills.WithLabelValues(string(reason), c[0], c[1])
+		}
+	}
 	for _, c := range killSeries {
-		m.kills.WithLabelValues(c[0], c[1])
+		m.leftovers.WithLabelValues(c[1])
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.kills, m.lateness, m.zombies, m.memory,
+		m.kills, m.leftovers, m.lateness, m.zombies, m.memory,
 		&daemonCollector{d: d},
 	)
 	return m
@@ -102,7 +113,10 @@ func (m *metrics) kill(r reap.Result) {
 	if sig == "" {
 		sig = "none"
 	}
-	m.kills.WithLabelValues(sig, r.Outcome).Inc()
+	m.kills.WithLabelValues(string(r.Reason), sig, r.Outcome).Inc()
+	if r.Reason == tracker.ReasonLeftover {
+		m.leftovers.WithLabelValues(r.Outcome).Inc()
+	}
 	m.lateness.Observe(r.Lateness().Seconds())
 }
 
@@ -136,6 +150,9 @@ var (
 	descPinDefer   = prometheus.NewDesc("supervisor_pins_deferred_total", "Agents queued without a pidfd (over the descriptor budget or a failed open), pinned when due.", nil, nil)
 	descPinFail    = prometheus.NewDesc("supervisor_pin_failures_total", "pidfd_open or /proc reads that failed for another reason than a vanished process (EMFILE, ENOMEM, ...); each is retried.", nil, nil)
 	descSigErrs    = prometheus.NewDesc("supervisor_signal_errors_total", "Signals refused (EPERM) or failed for another reason than a vanished process.", nil, nil)
+	descSessions   = prometheus.NewDesc("supervisor_sessions", "Sessions tracked: an agent and everything it started, until the last member exits.", nil, nil)
+	descMembers    = prometheus.NewDesc("supervisor_session_members", "Live processes in sessions, agents included.", nil, nil)
+	descLeftQueued = prometheus.NewDesc("supervisor_leftovers_pending", "Leftovers waiting for the end of their grace.", nil, nil)
 	descLastSnap   = prometheus.NewDesc("supervisor_last_snapshot_timestamp_seconds", "When the last health snapshot was taken.", nil, nil)
 )
 
@@ -144,7 +161,7 @@ type daemonCollector struct{ d *daemon }
 
 func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEvents, descLost, descResyncs, descProcesses, descAgents, descSpool, descSpoolDrops, descDBUp, descLastSnap,
-		descSpoolBad, descInFlight, descPinDefer, descPinFail, descSigErrs} {
+		descSpoolBad, descInFlight, descPinDefer, descPinFail, descSigErrs, descSessions, descMembers, descLeftQueued} {
 		ch <- d
 	}
 }
@@ -163,6 +180,9 @@ func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descResyncs, prometheus.CounterValue, float64(st.Resyncs))
 	ch <- prometheus.MustNewConstMetric(descProcesses, prometheus.GaugeValue, float64(st.Processes))
 	ch <- prometheus.MustNewConstMetric(descAgents, prometheus.GaugeValue, float64(st.Agents))
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(st.Sessions))
+	ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(st.SessionMembers))
+	ch <- prometheus.MustNewConstMetric(descLeftQueued, prometheus.GaugeValue, float64(st.Leftovers))
 	ch <- prometheus.MustNewConstMetric(descSpool, prometheus.GaugeValue, float64(d.store.Spool().Len()))
 	ch <- prometheus.MustNewConstMetric(descSpoolDrops, prometheus.CounterValue, float64(d.store.Spool().Dropped()))
 	ch <- prometheus.MustNewConstMetric(descSpoolBad, prometheus.CounterValue, float64(d.store.Spool().Bad()))

@@ -57,7 +57,8 @@ func TestIntegrationMetricsAndAgents(t *testing.T) {
 	for _, want := range []string{
 		`supervisor_events_total{type="fork"}`, `supervisor_events_total{type="exit"}`,
 		"supervisor_events_lost_total 0", "supervisor_resyncs_total", "supervisor_processes_tracked",
-		"supervisor_agents_tracked", `supervisor_kills_total{outcome="terminated",signal="TERM"} 1`,
+		"supervisor_agents_tracked", `supervisor_kills_total{outcome="terminated",reason="max_age",signal="TERM"} 1`,
+		"supervisor_sessions", "supervisor_session_members", "supervisor_leftovers_pending",
 		"supervisor_kill_lateness_seconds_bucket{le=\"0.0001\"}", "supervisor_kill_lateness_seconds_count 1",
 		"supervisor_zombies", `supervisor_memory_bytes{kind="available"}`, "supervisor_db_spool_rows",
 		"supervisor_last_snapshot_timestamp_seconds", "go_goroutines", "process_resident_memory_bytes",
@@ -287,7 +288,13 @@ func TestIntegrationMetricsFromStart(t *testing.T) {
 	d := startDaemon(t, "--max-age", "1h")
 	text := scrape(t, d)
 	for _, c := range killSeries {
-		want := fmt.Sprintf("supervisor_kills_total{outcome=%q,signal=%q} 0\n", c[1], c[0])
+		for _, reason := range []string{"max_age", "leftover"} {
+			want := fmt.Sprintf("supervisor_kills_total{outcome=%q,reason=%q,signal=%q} 0\n", c[1], reason, c[0])
+			if !strings.Contains(text, want) {
+				t.Errorf("/metrics of a fresh daemon lacks %s", strings.TrimSpace(want))
+			}
+		}
+		want := fmt.Sprintf("supervisor_leftovers_total{outcome=%q} 0\n", c[1])
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics of a fresh daemon lacks %s", strings.TrimSpace(want))
 		}

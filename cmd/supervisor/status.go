@@ -93,6 +93,19 @@ func printStatus(w io.Writer, addr string, h healthView, agents []agentView, now
 		fmt.Fprintln(w, clip(l))
 	}
 	fmt.Fprintln(w)
+	var live, ended []agentView
+	for _, a := range agents {
+		if a.ExitedAt == nil {
+			live = append(live, a)
+		} else {
+			ended = append(ended, a)
+		}
+	}
+	printAgents(w, live, now)
+	printLeftovers(w, ended, now)
+}
+
+func printAgents(w io.Writer, agents []agentView, now time.Time) {
 	if len(agents) == 0 {
 		fmt.Fprintln(w, "no agents tracked")
 		return
@@ -109,12 +122,35 @@ func printStatus(w io.Writer, addr string, h healthView, agents []agentView, now
 		const barLen = 24
 		n := int(frac*barLen + 0.5)
 		bar := "[" + strings.Repeat("#", n) + strings.Repeat(".", barLen-n) + "]"
-		comm := a.Comm
-		if len(comm) > 15 {
-			comm = comm[:15]
-		}
-		fmt.Fprintf(w, "%7d  %-15s %8s %8s  %s %3.0f%%\n", a.PID, comm, short(age), short(left), bar, frac*100)
+		fmt.Fprintf(w, "%7d  %-15s %8s %8s  %s %3.0f%%\n", a.PID, comm15(a.Comm), short(age), short(left), bar, frac*100)
 	}
+}
+
+// printLeftovers lists, per session whose agent has exited, the processes
+// that outlived it and the countdown to their kill.
+func printLeftovers(w io.Writer, sessions []agentView, now time.Time) {
+	if len(sessions) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "LEFTOVERS (their agent exited; killed when the leftover grace ends)")
+	fmt.Fprintf(w, "%7s  %-15s %7s  %-15s %9s %9s\n", "PID", "COMM", "SESSION", "AGENT", "EXITED", "KILL IN")
+	for _, s := range sessions {
+		exited := short(now.Sub(*s.ExitedAt)) + " ago"
+		for _, l := range s.Leftovers {
+			left := time.Duration(l.SecondsLeft * float64(time.Second))
+			fmt.Fprintf(w, "%7d  %-15s %7d  %-15s %9s %9s\n", l.PID, comm15(l.Comm), s.PID, comm15(s.Comm), clipTo(exited, 9), short(left))
+		}
+	}
+}
+
+func comm15(c string) string { return clipTo(c, 15) }
+
+func clipTo(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // short prints a duration in at most 8 characters: 1h52m, 8m05s, 4.2s.

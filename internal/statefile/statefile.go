@@ -1,0 +1,85 @@
+package statefile
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// ErrOtherBoot means the file was written before the last reboot.
+var ErrOtherBoot = errors.New("state from another boot")
+
+type envelope struct {
+	BootID string          `json:"boot_id"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// BootID is this boot's id, or "" where the kernel has none.
+func BootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// Save writes v as JSON to path, atomically and durably.
+func Save(path string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("statefile: encode %s: %w", path, err)
+	}
+	b, err := json.Marshal(envelope{BootID: BootID(), Data: data})
+	if err != nil {
+		return fmt.Errorf("statefile: encode %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("statefile: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("statefile: write %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Load reads path into v. A missing file is os.ErrNotExist (wrapped); a
+// file from another boot is ErrOtherBoot; a damaged one is an error naming
+// the file.
+func Load(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("statefile: %w", err)
+	}
+	var e envelope
+	if err := json.Unmarshal(b, &e); err != nil {
+		return fmt.Errorf("statefile: %s is damaged: %w", path, err)
+	}
+	if e.BootID != BootID() {
+		return fmt.Errorf("statefile: %s: %w", path, ErrOtherBoot)
+	}
+	if err := json.Unmarshal(e.Data, v); err != nil {
+		return fmt.Errorf("statefile: %s is damaged: %w", path, err)
+	}
+	return nil
+}
