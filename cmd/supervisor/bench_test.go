@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -545,4 +546,285 @@ func forkstatForks(path string) int64 {
 		}
 	}
 	return n
+}
+
+// sessForkerC builds sessions for the leftover benchmarks: `sessforker NAME
+// A C` forks A agents; each forks C children that ignore SIGTERM and
+// pause(), then renames itself NAME (so its children, forked first, keep
+// the helper's name and are no agents themselves) and pause()s. The agents
+// die with the helper (PR_SET_PDEATHSIG); their children must outlive them,
+// so the benchmark kills the whole process group at cleanup. Once every
+// agent is renamed it prints "ready". Then a line "exit STAGGER_US" on its
+// stdin sends SIGUSR1 (whose default action ends the agent) to each agent
+// in turn, STAGGER_US apart, printing "sent PID BOOTTIME_NS" just before
+// each: no agent exits before its line's time. It reaps them and prints
+// "done".
+const sessForkerC = `
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long boot(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+	if (argc != 4) {
+		fprintf(stderr, "usage: sessforker NAME AGENTS CHILDREN\n");
+		return 2;
+	}
+	int na = atoi(argv[2]), nc = atoi(argv[3]);
+	pid_t helper = getpid();
+	pid_t *agents = calloc(na, sizeof(pid_t));
+	int sync[2];
+	if (pipe(sync) < 0) { perror("pipe"); return 1; }
+	for (int i = 0; i < na; i++) {
+		pid_t a = fork();
+		if (a < 0) { perror("fork"); return 1; }
+		if (a == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+			if (getppid() != helper) _exit(0);
+			for (int j = 0; j < nc; j++) {
+				pid_t c = fork();
+				if (c < 0) { perror("fork"); _exit(1); }
+				if (c == 0) {
+					signal(SIGTERM, SIG_IGN);
+					for (;;) pause();
+				}
+			}
+			prctl(PR_SET_NAME, argv[1], 0, 0, 0);
+			if (write(sync[1], "x", 1) != 1) _exit(1);
+			for (;;) pause();
+		}
+		agents[i] = a;
+	}
+	close(sync[1]);
+	char b;
+	for (int i = 0; i < na; i++) {
+		if (read(sync[0], &b, 1) != 1) { fprintf(stderr, "an agent died\n"); return 1; }
+	}
+	printf("ready\n");
+	fflush(stdout);
+	long stagger;
+	if (scanf("exit %ld", &stagger) != 1) return 0;
+	for (int i = 0; i < na; i++) {
+		if (i > 0) usleep(stagger);
+		printf("sent %d %lld\n", agents[i], boot());
+		fflush(stdout);
+		kill(agents[i], SIGUSR1);
+	}
+	while (wait(NULL) > 0) {}
+	printf("done\n");
+	fflush(stdout);
+	return 0;
+}
+`
+
+var (
+	sessForkerOnce sync.Once
+	sessForkerPath string
+	sessForkerErr  error
+)
+
+func sessForker(t testing.TB) string {
+	t.Helper()
+	sessForkerOnce.Do(func() {
+		dir := filepath.Dir(supervisorBin) // removed by TestMain
+		src := filepath.Join(dir, "sessforker.c")
+		os.WriteFile(src, []byte(sessForkerC), 0o644)
+		sessForkerPath = filepath.Join(dir, "sessforker")
+		if out, err := exec.Command("cc", "-O2", "-o", sessForkerPath, src).CombinedOutput(); err != nil {
+			sessForkerErr = fmt.Errorf("cc: %w: %s", err, out)
+		}
+	})
+	if sessForkerErr != nil {
+		t.Fatalf("build the C session forker: %v", sessForkerErr)
+	}
+	return sessForkerPath
+}
+
+// sessions runs the session forker in a process group of its own (killed
+// at cleanup, leftovers included) and waits for "ready".
+type sessions struct {
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	lines *bufio.Scanner
+}
+
+func startSessions(b *testing.B, name string, agents, children int) *sessions {
+	c := exec.Command(sessForker(b), name, strconv.Itoa(agents), strconv.Itoa(children))
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	in, _ := c.StdinPipe()
+	out, _ := c.StdoutPipe()
+	c.Stderr = os.Stderr
+	if err := c.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { syscall.Kill(-c.Process.Pid, syscall.SIGKILL); c.Wait() })
+	s := &sessions{cmd: c, in: in, lines: bufio.NewScanner(out)}
+	if !s.lines.Scan() || s.lines.Text() != "ready" {
+		b.Fatalf("session forker: %q, want ready", s.lines.Text())
+	}
+	return s
+}
+
+// waitHealth polls /healthz until ok says so.
+func waitHealth(b *testing.B, d *testDaemon, timeout time.Duration, ok func(healthView) bool) healthView {
+	end := time.Now().Add(timeout)
+	for {
+		var h healthView
+		d.get(b, "/healthz", &h)
+		if ok(h) {
+			return h
+		}
+		if time.Now().After(end) {
+			b.Fatalf("health never reached the expected state: %+v", h)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// BenchmarkIntegrationLeftoverLateness: sessions of an agent and one
+// TERM-ignoring child; the agents exit one after another (20 ms apart) and
+// each child is killed as a leftover. Per leftover: first signal minus its
+// deadline (the agent's exit event + the grace), and "early": signalled
+// before the deadline, or before the helper sent the agent its fatal signal
+// + the grace (a bound that does not trust the daemon's clock reading).
+// Idle, and under the shell fork storm.
+func BenchmarkIntegrationLeftoverLateness(b *testing.B) {
+	for _, mode := range []string{"idle", "storm"} {
+		b.Run(mode, func(b *testing.B) { benchLeftoverLateness(b, mode) })
+	}
+}
+
+func benchLeftoverLateness(b *testing.B, mode string) {
+	needRoot(b)
+	n := scale(20, 100, 200)
+	const grace, killGrace, stagger = 2 * time.Second, time.Second, 20 * time.Millisecond
+	const name = "lo-agent"
+	for b.Loop() {
+		d := startDaemon(b, "--max-age", "1h", "--agent", name, "--log-level", "info",
+			"--leftover-grace", grace.String(), "--kill-grace", killGrace.String())
+		if mode == "storm" {
+			storm(b)
+		}
+		f0, t0 := forksSinceBoot(), time.Now()
+		s := startSessions(b, name, n, 1)
+		waitHealth(b, d, 30*time.Second, func(h healthView) bool { return h.Agents >= n })
+		fmt.Fprintf(s.in, "exit %d\n", stagger.Microseconds())
+		sent := map[int64]int64{} // agent pid → when its SIGUSR1 was sent
+		for s.lines.Scan() {
+			f := strings.Fields(s.lines.Text())
+			if len(f) == 3 && f[0] == "sent" {
+				pid, _ := strconv.ParseInt(f[1], 10, 64)
+				sent[pid], _ = strconv.ParseInt(f[2], 10, 64)
+			}
+			if len(f) == 1 && f[0] == "done" {
+				break
+			}
+		}
+		isLeftoverKill := func(m map[string]any) bool {
+			return m["msg"] == "kill" && m["reason"] == "leftover" && sent[num(m["session_pid"])] != 0
+		}
+		seen := 0
+		d.waitLog(b, grace+killGrace+60*time.Second, func(m map[string]any) bool {
+			if isLeftoverKill(m) {
+				seen++
+			}
+			return seen >= n
+		})
+		rate := float64(forksSinceBoot()-f0) / time.Since(t0).Seconds()
+		kills := d.findLogs(isLeftoverKill)
+		d.stop(b)
+		var late []float64
+		early, killed := 0, 0
+		sessionsKilled := map[int64]bool{}
+		for _, m := range kills {
+			sig, dl := num(m["signalled_boot_ns"]), num(m["deadline_boot_ns"])
+			late = append(late, float64(sig-dl)/1e6)
+			if sig < dl || sig < sent[num(m["session_pid"])]+int64(grace) {
+				early++
+			}
+			if m["outcome"] == "killed" {
+				killed++
+			}
+			sessionsKilled[num(m["session_pid"])] = true
+		}
+		p50, p99, pmax := pcts(late)
+		record(b, "leftover_lateness", map[string]any{"mode": mode, "sessions": n, "grace_ms": float64(grace) / 1e6,
+			"stagger_ms": float64(stagger) / 1e6, "forks_per_s": rate, "kills": len(kills), "killed": killed,
+			"lateness_p50_ms": p50, "lateness_p99_ms": p99, "lateness_max_ms": pmax, "early": early})
+		b.ReportMetric(p99, "late-p99-ms")
+		b.ReportMetric(pmax, "late-max-ms")
+		b.ReportMetric(float64(early), "early")
+		if len(kills) != n || len(sessionsKilled) != n || killed != n || early > 0 {
+			b.Errorf("%d kill lines for %d sessions of %d, %d SIGKILLed, %d early", len(kills), len(sessionsKilled), n, killed, early)
+		}
+	}
+}
+
+// BenchmarkIntegrationLineageCost: the daemon's CPU and RSS with many idle
+// processes, nearly all of them session members (agents × children), against
+// the same process tree under a name that is no agent (no session at all).
+// The processes are forked while the daemon runs, so lineage comes from the
+// fork events, as in production.
+func BenchmarkIntegrationLineageCost(b *testing.B) {
+	for _, mode := range []string{"sessions", "none"} {
+		b.Run(mode, func(b *testing.B) { benchLineageCost(b, mode) })
+	}
+}
+
+func benchLineageCost(b *testing.B, mode string) {
+	needRoot(b)
+	agents, children := scale(10, 10, 100), scale(10, 100, 100)
+	window := scale(2*time.Second, 5*time.Second, 30*time.Second)
+	name := "lin-agent"
+	if mode == "none" {
+		name = "lin-none"
+	}
+	for b.Loop() {
+		state := b.TempDir()
+		d := startDaemon(b, "--max-age", "1h", "--agent", "lin-agent", "--log-level", "info",
+			"--summary-interval", "1h", "--state-dir", state)
+		pid := d.cmd.Process.Pid
+		cs, rss0 := procCPU(pid)
+		t0 := time.Now()
+		startSessions(b, name, agents, children)
+		total := agents * (children + 1)
+		h0 := waitHealth(b, d, 60*time.Second, func(h healthView) bool { return h.Processes >= total })
+		var h healthView
+		if mode == "sessions" {
+			h = waitHealth(b, d, 30*time.Second, func(h healthView) bool { return h.Agents >= agents })
+		} else {
+			h = h0
+		}
+		settle := time.Since(t0)
+		time.Sleep(2 * time.Second) // past a persist of the new membership
+		c0, _ := procCPU(pid)
+		// Forks elsewhere on the machine reach the daemon too: say how many.
+		f0 := forksSinceBoot()
+		time.Sleep(window)
+		c1, rss := procCPU(pid)
+		bgForks := float64(forksSinceBoot()-f0) / window.Seconds()
+		var stateBytes int64
+		if fi, err := os.Stat(filepath.Join(state, "sessions.json")); err == nil {
+			stateBytes = fi.Size()
+		}
+		d.stop(b)
+		record(b, "lineage_cost", map[string]any{"mode": mode, "agents": agents, "children_each": children,
+			"processes_held": total, "processes_tracked": h.Processes, "agents_tracked": h.Agents,
+			"settle_ms": float64(settle) / 1e6, "settle_cpu_s": c0 - cs, "background_forks_per_s": bgForks,
+			"idle_cpu_pct": 100 * (c1 - c0) / window.Seconds(),
+			"rss_mb": float64(rss) / (1 << 20), "rss_before_mb": float64(rss0) / (1 << 20), "state_bytes": stateBytes})
+		b.ReportMetric(100*(c1-c0)/window.Seconds(), "idle-cpu-%")
+		b.ReportMetric(float64(rss)/(1<<20), "rss-MB")
+	}
 }

@@ -260,6 +260,57 @@ func main() {
 		}
 	}
 
+	// 6. Sessions and leftovers.
+	leftovers := false
+	for _, r := range rs {
+		if r.s("scenario") != "leftover_lateness" {
+			continue
+		}
+		if !leftovers {
+			leftovers = true
+			w("\n## 6. Sessions and leftovers\n\n")
+			w("Leftover kill lateness: sessions of an agent and one TERM-ignoring child, forked by a C helper; the agents are ended one after another, ")
+			w("%s apart, and each child is killed as a leftover when the grace has passed since its agent's exit. ", ms(r.f("stagger_ms")))
+			w("Lateness is the first signal minus the leftover's deadline (the agent's exit event + the grace, from the kill line). ")
+			w("\"Early\" counts signals before that deadline or before the helper sent the agent its fatal signal + the grace (a bound that does not rely on the daemon's clock reading). ")
+			w("\"Storm\" is the shell fork storm of section 1.\n\n")
+			w("| load | sessions | grace | forks/s | kills (SIGKILLed) | lateness p50 | p99 | max | early |\n|---|---|---|---|---|---|---|---|---|\n")
+		}
+		w("| %s | %.0f | %s | %.0f | %.0f (%.0f) | %s | %s | %s | %.0f |\n", r.s("mode"), r.f("sessions"), ms(r.f("grace_ms")), r.f("forks_per_s"),
+			r.f("kills"), r.f("killed"), ms(r.f("lateness_p50_ms")), ms(r.f("lateness_p99_ms")), ms(r.f("lateness_max_ms")), r.f("early"))
+		if r.f("sessions") >= 100 {
+			targets = append(targets, [3]string{fmt.Sprintf("leftovers (%s): none killed before agent exit + grace, all killed", r.s("mode")),
+				fmt.Sprintf("%.0f early, %.0f of %.0f killed, max %s late", r.f("early"), r.f("kills"), r.f("sessions"), ms(r.f("lateness_max_ms"))),
+				verdict(r.f("early") == 0 && r.f("kills") == r.f("sessions"))})
+		}
+	}
+	lineage := false
+	for _, r := range rs {
+		if r.s("scenario") != "lineage_cost" {
+			continue
+		}
+		if !lineage {
+			lineage = true
+			w("\nCost of lineage tracking: the same idle process tree (agents × children, forked while the daemon runs, so lineage comes from fork events) ")
+			w("under an agent name (every process a session member) and under a name that is no agent (no session). ")
+			w("Settle: from the fork of the first process until /healthz counts them all; settle CPU: the daemon's CPU from then until 2 s later (fork events, matching, persisting). ")
+			w("Idle CPU over the idle window as in section 4, with the machine's other forks in that window (the daemon sees every fork on the host); ")
+			w("the state file is `sessions.json` in the state dir after the membership was persisted.\n\n")
+			w("| processes | sessions | members | settle | settle CPU | idle CPU | other forks/s | RSS | state file |\n|---|---|---|---|---|---|---|---|---|\n")
+		}
+		sess, members := "none", "0"
+		if r.s("mode") == "sessions" {
+			sess = fmt.Sprintf("%.0f", r.f("agents"))
+			members = fmt.Sprintf("%.0f", r.f("processes_held"))
+		}
+		w("| %.0f | %s | %s | %s | %.2f s | %.2f %% | %.0f | %.1f MB | %.0f kB |\n", r.f("processes_held"), sess, members, ms(r.f("settle_ms")),
+			r.f("settle_cpu_s"), r.f("idle_cpu_pct"), r.f("background_forks_per_s"), r.f("rss_mb"), r.f("state_bytes")/1024)
+		if r.s("mode") == "sessions" && r.f("processes_held") >= 10000 {
+			targets = append(targets, [3]string{"10,000 session members: idle CPU ≤ 0.1 %, RSS ≤ 30 MB",
+				fmt.Sprintf("%.2f %%, %.1f MB", r.f("idle_cpu_pct"), r.f("rss_mb")), verdict(r.f("idle_cpu_pct") <= 0.1+1e-9 && r.f("rss_mb") <= 30)})
+		}
+	}
+
 	w("\n## Targets\n\n| target | measured | |\n|---|---|---|\n")
 	for _, t := range targets {
 		w("| %s | %s | %s |\n", t[0], t[1], t[2])
