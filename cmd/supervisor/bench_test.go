@@ -822,8 +822,8 @@ func benchLineageCost(b *testing.B, mode string) {
 		record(b, "lineage_cost", map[string]any{"mode": mode, "agents": agents, "children_each": children,
 			"processes_held": total, "processes_tracked": h.Processes, "agents_tracked": h.Agents,
 			"settle_ms": float64(settle) / 1e6, "settle_cpu_s": c0 - cs, "background_forks_per_s": bgForks,
-			"idle_cpu_pct": 100 * (c1 - c0) / window.Seconds(),
-			"rss_mb":       float64(rss) / (1 << 20), "rss_before_mb": float64(rss0) / (1 << 20), "state_bytes": stateBytes})
+			"idle_cpu_pct": 100 * (c1 - c0) / window.Seconds(), "rss_mb": float64(rss) / (1 << 20),
+			"rss_before_mb": float64(rss0) / (1 << 20), "state_bytes": stateBytes})
 		b.ReportMetric(100*(c1-c0)/window.Seconds(), "idle-cpu-%")
 		b.ReportMetric(float64(rss)/(1<<20), "rss-MB")
 	}
