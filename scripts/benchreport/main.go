@@ -293,7 +293,7 @@ func main() {
 			lineage = true
 			w("\nCost of lineage tracking: the same idle process tree (agents × children, forked while the daemon runs, so lineage comes from fork events) ")
 			w("under an agent name (every process a session member) and under a name that is no agent (no session). ")
-			w("Settle: from the fork of the first process until /healthz counts them all; settle CPU: the daemon's CPU from then until 2 s later (fork events, matching, persisting). ")
+			w("Settle: from the fork of the first process until /healthz counts them all; settle CPU: the daemon's CPU from the first fork until 2 s after settling (fork events, matching, persisting). ")
 			w("Idle CPU over the idle window as in section 4, with the machine's other forks in that window (the daemon sees every fork on the host); ")
 			w("the state file is `sessions.json` in the state dir after the membership was persisted.\n\n")
 			w("| processes | sessions | members | settle | settle CPU | idle CPU | other forks/s | RSS | state file |\n|---|---|---|---|---|---|---|---|---|\n")
