@@ -252,17 +252,25 @@ func (p *Postgres) Insert(ctx context.Context, recs []Record) error {
 			if desc == nil {
 				desc = []int32{}
 			}
+			reason := k.Reason
+			if reason == "" {
+				reason = DefaultReason
+			}
 			b.Queue(`INSERT INTO tel.agent_kills (id, host, pid, comm, cmdline, rule, started_at, deadline,
-					signalled_at, exited_at, lateness_ms, final_signal, outcome, descendants, dry_run, created_at)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+					signalled_at, exited_at, lateness_ms, final_signal, outcome, descendants, dry_run, created_at,
+					reason, session_pid, session_started_at)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 					ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, comm = EXCLUDED.comm,
 						cmdline = EXCLUDED.cmdline, rule = EXCLUDED.rule, started_at = EXCLUDED.started_at,
 						deadline = EXCLUDED.deadline, signalled_at = EXCLUDED.signalled_at, exited_at = EXCLUDED.exited_at,
 						lateness_ms = EXCLUDED.lateness_ms, final_signal = EXCLUDED.final_signal, outcome = EXCLUDED.outcome,
-						descendants = EXCLUDED.descendants, dry_run = EXCLUDED.dry_run, created_at = EXCLUDED.created_at
+						descendants = EXCLUDED.descendants, dry_run = EXCLUDED.dry_run, created_at = EXCLUDED.created_at,
+						reason = EXCLUDED.reason, session_pid = EXCLUDED.session_pid,
+						session_started_at = EXCLUDED.session_started_at
 					WHERE tel.agent_kills.outcome = 'pending'`,
 				r.ID, r.Host, k.PID, k.Comm, k.Cmdline, k.Rule, k.StartedAt, k.Deadline, k.SignalledAt,
-				k.ExitedAt, k.LatenessMS, final, k.Outcome, desc, k.DryRun, r.Created)
+				k.ExitedAt, k.LatenessMS, final, k.Outcome, desc, k.DryRun, r.Created,
+				reason, k.SessionPID, k.SessionStartedAt)
 		default:
 			return &RowError{Index: len(b.QueuedQueries), Err: fmt.Errorf("record %d: %w", r.Seq, errNotARow)}
 		}
