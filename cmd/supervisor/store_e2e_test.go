@@ -430,8 +430,8 @@ func TestIntegrationTwoHostsAndRetention(t *testing.T) {
 	}
 	var migrations int
 	conn.QueryRow(ctx, "SELECT count(*) FROM tel.supervisor_migrations").Scan(&migrations)
-	if migrations != 1 {
-		t.Errorf("%d migration rows, want 1", migrations)
+	if migrations != 2 {
+		t.Errorf("%d migration rows, want 2 (one per embedded file)", migrations)
 	}
 }
 

@@ -149,6 +149,9 @@ func decodeRecord(line []byte) (Record, bool) {
 	case KindSnapshot:
 		return r, r.Snapshot != nil && r.Kill == nil
 	case KindKill:
+		if r.Kill != nil && r.Kill.Reason == "" {
+			r.Kill.Reason = DefaultReason // a line from before reasons existed
+		}
 		return r, r.Kill != nil && r.Snapshot == nil
 	}
 	return r, false
