@@ -61,7 +61,8 @@ type daemon struct {
 
 	mu           sync.Mutex
 	live         *Config           // the configuration in force: cfg, or the last SIGHUP's
-	killed       []int32           // PIDs killed since the last snapshot
+	killed       []int32           // agents killed since the last snapshot
+	leftovers    []int32           // leftovers killed since the last snapshot
 	pending      map[uint64]string // kill row ids of reaps in flight, by agent Seq
 	lastSnapshot time.Time
 	results      []reap.Result // kept by `once` for its output
@@ -148,7 +149,7 @@ func (d *daemon) snapshot() (health.Snapshot, error) {
 	st := d.table.Stats()
 	hd := health.Daemon{Source: d.source, Processes: st.Processes, Agents: st.Agents,
 		Resyncs: st.Resyncs, MaxAge: d.table.MaxAge(),
-		SpoolRows: d.store.Spool().Len(), SpoolDropped: d.store.Spool().Dropped()}
+		SpoolRows: d.store.Spool().Len(), SpoolDropped: d.store.Spool().Dropped(), Sessions: st.Sessions}
 	for _, n := range st.Events {
 		hd.EventsReceived += n
 	}
@@ -157,15 +158,20 @@ func (d *daemon) snapshot() (health.Snapshot, error) {
 	}
 	boot := d.clock.Now()
 	for _, a := range d.table.Queue().Snapshot() {
+		if a.Reason != tracker.ReasonMaxAge {
+			continue
+		}
 		hd.OldestAgentAge = max(hd.OldestAgentAge, time.Duration(boot-a.Start.NS))
 	}
 	d.mu.Lock()
 	hd.KilledPIDs, d.killed = d.killed, nil
+	hd.LeftoverPIDs, d.leftovers = d.leftovers, nil
 	d.mu.Unlock()
 	snap, err := d.collector.Collect(now, hd)
 	if err != nil {
 		d.mu.Lock()
 		d.killed = append(hd.KilledPIDs, d.killed...) // they go in the next one
+		d.leftovers = append(hd.LeftoverPIDs, d.leftovers...)
 		d.mu.Unlock()
 		return snap, err
 	}
@@ -183,7 +189,8 @@ func (d *daemon) snapshot() (health.Snapshot, error) {
 	d.mu.Unlock()
 	d.log.Info("snapshot", zap.Duration("took", time.Since(now)), zap.String("status", snap.Status), zap.Int("zombies", snap.ZombieCount),
 		zap.Int64("free_mem_mb", snap.FreeMemMB), zap.Float64("swap_fraction", snap.SwapFraction),
-		zap.Int("killed", len(hd.KilledPIDs)), zap.Int("agents", hd.Agents))
+		zap.Int("killed", len(hd.KilledPIDs)), zap.Int("leftovers_killed", len(hd.LeftoverPIDs)),
+		zap.Int("agents", hd.Agents), zap.Int("sessions", hd.Sessions))
 	return snap, nil
 }
 

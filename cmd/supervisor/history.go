@@ -52,9 +52,13 @@ func history(ctx context.Context, cfg *Config, since time.Duration, asJSON bool,
 		return enc.Encode(recs)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tHOST\tKIND\tSUMMARY")
+	fmt.Fprintln(tw, "TIME\tHOST\tKIND\tREASON\tSUMMARY")
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Created.Local().Format("2006-01-02 15:04:05"), r.Host, r.Kind, summary(r))
+		reason := "-"
+		if r.Kill != nil {
+			reason = r.Kill.Reason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Created.Local().Format("2006-01-02 15:04:05"), r.Host, r.Kind, reason, summary(r))
 	}
 	if len(recs) == 0 {
 		fmt.Fprintf(tw, "(nothing since %s)\n", from.Local().Format("2006-01-02 15:04:05"))
@@ -71,6 +75,9 @@ func summary(r store.Record) string {
 		s += fmt.Sprintf(", %.2f ms late", k.LatenessMS)
 		if len(k.Descendants) > 0 {
 			s += fmt.Sprintf(", %d descendants", len(k.Descendants))
+		}
+		if k.SessionPID != nil {
+			s += fmt.Sprintf(", session of pid %d", *k.SessionPID)
 		}
 		return s
 	}
@@ -116,8 +123,19 @@ func dbHistory(ctx context.Context, dsn string, from time.Time) ([]store.Record,
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	// A database not yet migrated to 002 (a new binary reading before its
+	// daemon migrated) has no reason: every kill there was at max age.
+	var sessions bool
+	if err := conn.QueryRow(cctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
+		WHERE attrelid = to_regclass('tel.agent_kills') AND attname = 'reason' AND NOT attisdropped)`).Scan(&sessions); err != nil {
+		return nil, err
+	}
+	cols := "'" + store.DefaultReason + "', NULL::integer, NULL::timestamptz"
+	if sessions {
+		cols = "reason, session_pid, session_started_at"
+	}
 	rows, err = conn.Query(cctx, `SELECT id::text, host, created_at, pid, comm, cmdline, rule, started_at, deadline,
-		signalled_at, exited_at, lateness_ms, coalesce(final_signal, ''), outcome, descendants, dry_run
+		signalled_at, exited_at, lateness_ms, coalesce(final_signal, ''), outcome, descendants, dry_run, `+cols+`
 		FROM tel.agent_kills WHERE created_at >= $1`, from)
 	if err != nil {
 		return nil, err
@@ -126,7 +144,8 @@ func dbHistory(ctx context.Context, dsn string, from time.Time) ([]store.Record,
 		k := &store.KillRow{}
 		r := store.Record{Kind: store.KindKill, Kill: k}
 		if err := rows.Scan(&r.ID, &r.Host, &r.Created, &k.PID, &k.Comm, &k.Cmdline, &k.Rule, &k.StartedAt, &k.Deadline,
-			&k.SignalledAt, &k.ExitedAt, &k.LatenessMS, &k.FinalSignal, &k.Outcome, &k.Descendants, &k.DryRun); err != nil {
+			&k.SignalledAt, &k.ExitedAt, &k.LatenessMS, &k.FinalSignal, &k.Outcome, &k.Descendants, &k.DryRun,
+			&k.Reason, &k.SessionPID, &k.SessionStartedAt); err != nil {
 			return nil, err
 		}
 		out = append(out, r)

@@ -130,6 +130,9 @@ type healthView struct {
 	Source     string            `json:"source"`
 	Processes  int               `json:"processes"`
 	Agents     int               `json:"agents"`
+	Sessions   int               `json:"sessions"`
+	Members    int               `json:"session_members"`
+	Leftovers  int               `json:"leftovers_pending"`
 	Events     uint64            `json:"events"`
 	ByType     map[string]uint64 `json:"events_by_type"`
 	EventsLost uint64            `json:"events_lost"`
@@ -154,6 +157,7 @@ type healthView struct {
 func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 	st := d.table.Stats()
 	h := healthView{Status: "ok", Source: d.source, Processes: st.Processes, Agents: st.Agents,
+		Sessions: st.Sessions, Members: st.SessionMembers, Leftovers: st.Leftovers,
 		Resyncs: st.Resyncs, Realtime: d.timer.RT(), DryRun: d.cfg.DryRun, Database: "none",
 		SpoolRows: d.store.Spool().Len(), Dropped: d.store.Spool().Dropped(), SpoolBad: d.store.Spool().Bad(),
 		InFlight: d.reaper.Stats().InFlight, Host: d.cfg.HostID,

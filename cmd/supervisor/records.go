@@ -17,7 +17,11 @@ func (d *daemon) killRow(r reap.Result) (*store.KillRow, time.Time) {
 		PID: r.PID, Comm: r.Comm, Cmdline: r.Cmdline, Rule: r.Rule,
 		StartedAt: wall(r.Start.NS), Deadline: wall(r.Deadline), SignalledAt: wall(r.Signalled),
 		LatenessMS: float64(r.Lateness()) / 1e6, FinalSignal: r.FinalSignal, Outcome: r.Outcome,
-		Descendants: r.Descendants, DryRun: r.DryRun,
+		Descendants: r.Descendants, DryRun: r.DryRun, Reason: string(r.Reason),
+	}
+	if !r.Session.IsZero() {
+		pid, started := r.Session.PID, wall(r.Session.Start.NS)
+		k.SessionPID, k.SessionStartedAt = &pid, &started
 	}
 	if r.Exited != 0 {
 		t := wall(r.Exited)
@@ -64,8 +68,12 @@ func (d *daemon) onResult(r reap.Result) {
 		d.log.Error("spool kill record", zap.Error(err), zap.Int32("pid", r.PID))
 	}
 	d.mu.Lock()
-	if !r.DryRun && r.Outcome != reap.OutcomeRefused {
-		d.killed = append(d.killed, r.PID)
+	switch {
+	case r.DryRun || r.Outcome == reap.OutcomeRefused:
+	case r.Reason == tracker.ReasonLeftover:
+		d.leftovers = append(d.leftovers, r.PID)
+	default:
+		d.killed = append(d.killed, r.PID) // the seed's stale_processes_killed: agents
 	}
 	if d.keepResults {
 		d.results = append(d.results, r)

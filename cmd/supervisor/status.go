@@ -83,7 +83,8 @@ func printStatus(w io.Writer, addr string, h healthView, agents []agentView, now
 	lines := []string{
 		fmt.Sprintf("supervisor at %s  source %s  %.0f events/s  %d lost  %d resyncs",
 			addr, h.Source, h.Rate, h.EventsLost, h.Resyncs),
-		fmt.Sprintf("max age %s  processes %d  agents %d", maxAge, h.Processes, h.Agents),
+		fmt.Sprintf("max age %s  processes %d  agents %d  sessions %d (%d processes)  leftovers %d",
+			maxAge, h.Processes, h.Agents, h.Sessions, h.Members, h.Leftovers),
 		fmt.Sprintf("%s  last snapshot %s", db, last),
 	}
 	if h.DryRun {

@@ -176,7 +176,7 @@ func TestIntegrationNonUTF8Cmdline(t *testing.T) {
 
 // TestIntegrationLeastPrivilege: `supervisor migrate` as the owner, then
 // `run` as a role with only USAGE on the schema and
-// SELECT/INSERT/UPDATE/DELETE on the tables: rows arrive and the daemon
+// SELECT/INSERT/DELETE on the tables (no UPDATE): rows arrive and the daemon
 // issues no DDL (an event trigger refuses any from that role, and the role
 // has no CREATE anywhere). With a migration missing, the log says exactly
 // that, once.
@@ -192,7 +192,7 @@ func TestIntegrationLeastPrivilege(t *testing.T) {
 	role, pw := randName("sv_role_"), randName("pw")
 	if _, err := conn.Exec(ctx, `CREATE ROLE `+role+` LOGIN PASSWORD '`+pw+`';
 		GRANT USAGE ON SCHEMA tel TO `+role+`;
-		GRANT SELECT, INSERT, UPDATE, DELETE ON tel.system_health, tel.agent_kills TO `+role+`;
+		GRANT SELECT, INSERT, DELETE ON tel.system_health, tel.agent_kills TO `+role+`;
 		GRANT SELECT ON tel.supervisor_migrations TO `+role+`;
 		GRANT USAGE ON SEQUENCE tel.system_health_id_seq TO `+role+`;
 		CREATE FUNCTION public.sv_no_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
@@ -242,7 +242,7 @@ func TestIntegrationLeastPrivilege(t *testing.T) {
 	if _, err := conn.Exec(ctx, "DROP EVENT TRIGGER sv_no_ddl; DELETE FROM tel.supervisor_migrations"); err != nil {
 		t.Fatal(err)
 	}
-	want := "schema tel is not current (missing migrations 001_tel.sql) and this role cannot create it: run `supervisor migrate` with an owner role"
+	want := "schema tel is not current (missing migrations 001_tel.sql, 002_sessions.sql) and this role cannot create it: run `supervisor migrate` with an owner role"
 	d = startDaemon(t, "--max-age", "1h", "--database-url", roleURL, "--host-id", "lp-host")
 	d.waitLog(t, 20*time.Second, func(m map[string]any) bool { return m["msg"] == want })
 	// Retries at 1 s, 2 s, 4 s of backoff: wait for two more attempts'

@@ -42,9 +42,15 @@ type Daemon struct {
 	EventsLost     uint64
 	Resyncs        uint64
 	MaxAge         time.Duration
-	KilledPIDs     []int32 // since the last snapshot
-	SpoolRows      int
-	SpoolDropped   uint64
+	// KilledPIDs are the agents killed at max age (reason max_age) since
+	// the last snapshot: the seed's stale processes. LeftoverPIDs are the
+	// leftovers killed (reason leftover) since the last snapshot, kept
+	// apart so stale_processes_killed keeps the seed's meaning.
+	KilledPIDs   []int32
+	LeftoverPIDs []int32
+	Sessions     int // sessions tracked now
+	SpoolRows    int
+	SpoolDropped uint64
 }
 
 // Snapshot is one health reading.
@@ -261,6 +267,9 @@ func readBytes(path string) (int64, error) {
 // Details returns the details object of the row: the seed's keys first
 // (zombie_count, zombie_threshold, free_mem_mb, swap_used_mb, swap_pct,
 // stale_processes_killed, max_age_minutes), then the new ones.
+// stale_processes_killed counts agents killed at max age only, as in the
+// seed; leftovers_killed counts the leftovers killed since the last
+// snapshot.
 func (s Snapshot) Details() map[string]any {
 	d := map[string]any{
 		"zombie_count":           s.ZombieCount,
@@ -288,6 +297,9 @@ func (s Snapshot) Details() map[string]any {
 		"events_lost":              s.Daemon.EventsLost,
 		"resyncs":                  s.Daemon.Resyncs,
 		"killed_pids":              nonNil(s.Daemon.KilledPIDs),
+		"leftovers_killed":         len(s.Daemon.LeftoverPIDs),
+		"leftover_pids":            nonNil(s.Daemon.LeftoverPIDs),
+		"sessions":                 s.Daemon.Sessions,
 		"spool_rows":               s.Daemon.SpoolRows,
 		"spool_dropped":            s.Daemon.SpoolDropped,
 	}
@@ -301,15 +313,33 @@ func nonNil(p []int32) []int32 {
 	return p
 }
 
-// ActionTaken is the seed's action_taken: "Killed PIDs: 1, 2", or nil.
+// ActionTaken is the seed's action_taken, "Killed PIDs: 1, 2" for agents
+// killed at max age, followed by "; leftover PIDs: 3, 4" when leftovers
+// were killed too ("Killed leftover PIDs: 3, 4" when only they were), or
+// nil when nothing was killed.
 func (s Snapshot) ActionTaken() *string {
-	if len(s.Daemon.KilledPIDs) == 0 {
+	var parts []string
+	if len(s.Daemon.KilledPIDs) > 0 {
+		parts = append(parts, "Killed PIDs: "+pidList(s.Daemon.KilledPIDs))
+	}
+	if len(s.Daemon.LeftoverPIDs) > 0 {
+		prefix := "leftover PIDs: "
+		if len(parts) == 0 {
+			prefix = "Killed leftover PIDs: "
+		}
+		parts = append(parts, prefix+pidList(s.Daemon.LeftoverPIDs))
+	}
+	if len(parts) == 0 {
 		return nil
 	}
-	parts := make([]string, len(s.Daemon.KilledPIDs))
-	for i, p := range s.Daemon.KilledPIDs {
+	a := strings.Join(parts, "; ")
+	return &a
+}
+
+func pidList(pids []int32) string {
+	parts := make([]string, len(pids))
+	for i, p := range pids {
 		parts[i] = strconv.Itoa(int(p))
 	}
-	a := "Killed PIDs: " + strings.Join(parts, ", ")
-	return &a
+	return strings.Join(parts, ", ")
 }

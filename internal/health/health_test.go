@@ -83,3 +83,60 @@ func TestCollect(t *testing.T) {
 		t.Errorf("snapshot %+v", s)
 	}
 }
+
+// TestDetailsLeftoversApart: leftovers killed are counted in their own key
+// and never in stale_processes_killed (agents at max age, the seed's
+// meaning); every key of the previous version is still there.
+func TestDetailsLeftoversApart(t *testing.T) {
+	s := Snapshot{Daemon: Daemon{KilledPIDs: []int32{7}, LeftoverPIDs: []int32{11, 12, 13}, Sessions: 4, MaxAge: time.Hour}}
+	b, _ := json.Marshal(s.Details())
+	var d map[string]any
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"stale_processes_killed": 1, "leftovers_killed": 3, "sessions": 4}
+	for k, v := range want {
+		if d[k] != v {
+			t.Errorf("%s = %v, want %v", k, d[k], v)
+		}
+	}
+	if got := fmtJSON(d["killed_pids"]); got != "[7]" {
+		t.Errorf("killed_pids %s, want only the agent: [7]", got)
+	}
+	if got := fmtJSON(d["leftover_pids"]); got != "[11,12,13]" {
+		t.Errorf("leftover_pids %s", got)
+	}
+	for _, k := range []string{"zombie_count", "zombie_threshold", "free_mem_mb", "swap_used_mb", "swap_pct",
+		"stale_processes_killed", "max_age_minutes", "zombie_parents", "mem_available_mb", "mem_total_mb",
+		"swap_total_mb", "psi_memory_some_avg10", "psi_memory_full_avg10", "cgroup", "cgroup_memory_current_mb",
+		"cgroup_memory_max_mb", "event_source", "processes_tracked", "agents_tracked", "oldest_agent_age_seconds",
+		"events_received", "events_lost", "resyncs", "killed_pids", "spool_rows", "spool_dropped"} {
+		if _, ok := d[k]; !ok {
+			t.Errorf("key %s lost", k)
+		}
+	}
+	if a := s.ActionTaken(); a == nil || *a != "Killed PIDs: 7; leftover PIDs: 11, 12, 13" {
+		t.Errorf("action_taken %v", deref(a))
+	}
+	s.Daemon.KilledPIDs = nil
+	if a := s.ActionTaken(); a == nil || *a != "Killed leftover PIDs: 11, 12, 13" {
+		t.Errorf("action_taken, leftovers only: %v", deref(a))
+	}
+	b, _ = json.Marshal(Snapshot{}.Details())
+	json.Unmarshal(b, &d)
+	if d["leftovers_killed"] != 0.0 || d["sessions"] != 0.0 || fmtJSON(d["leftover_pids"]) != "[]" {
+		t.Errorf("no kills: leftovers_killed %v, sessions %v, leftover_pids %v", d["leftovers_killed"], d["sessions"], d["leftover_pids"])
+	}
+}
+
+func fmtJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func deref(s *string) any {
+	if s == nil {
+		return nil
+	}
+	return *s
+}

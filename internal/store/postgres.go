@@ -221,7 +221,8 @@ func Permanent(err error) bool {
 
 // Insert writes records in one transaction. A snapshot whose id is already
 // there is skipped, so delivering a record twice writes it once. A kill
-// row replaces a row with its id only while that row is pending: the
+// row replaces a row with its id only while that row is pending (DELETE
+// of the pending row, then INSERT ... DO NOTHING, in one transaction): the
 // complete row wins whether or not the pending one was delivered, and a
 // replayed pending row never undoes a complete one. A failing statement is
 // reported as a *RowError.
@@ -235,13 +236,15 @@ func (p *Postgres) Insert(ctx context.Context, recs []Record) error {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) // after Commit, a no-op
 	b := &pgx.Batch{}
-	for _, r := range recs {
+	var owner []int // the record of each queued statement
+	for i, r := range recs {
 		switch {
 		case r.Snapshot != nil:
 			s := r.Snapshot
 			b.Queue(`INSERT INTO tel.system_health (row_id, host, check_type, status, details, action_taken, created_at)
 					VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::timestamptz) ON CONFLICT (row_id) DO NOTHING`,
 				r.ID, r.Host, s.CheckType, s.Status, string(s.Details), s.ActionTaken, r.Created)
+			owner = append(owner, i)
 		case r.Kill != nil:
 			k := r.Kill
 			var final *string
@@ -252,23 +255,32 @@ func (p *Postgres) Insert(ctx context.Context, recs []Record) error {
 			if desc == nil {
 				desc = []int32{}
 			}
+			reason := k.Reason
+			if reason == "" {
+				reason = DefaultReason
+			}
+			if k.Outcome != OutcomePending {
+				// The complete row replaces a pending one by DELETE and
+				// INSERT, not ON CONFLICT DO UPDATE, which needs the UPDATE
+				// privilege: a role with INSERT, SELECT and DELETE suffices.
+				b.Queue(`DELETE FROM tel.agent_kills WHERE id = $1 AND outcome = 'pending'`, r.ID)
+				owner = append(owner, i)
+			}
 			b.Queue(`INSERT INTO tel.agent_kills (id, host, pid, comm, cmdline, rule, started_at, deadline,
-					signalled_at, exited_at, lateness_ms, final_signal, outcome, descendants, dry_run, created_at)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-					ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, comm = EXCLUDED.comm,
-						cmdline = EXCLUDED.cmdline, rule = EXCLUDED.rule, started_at = EXCLUDED.started_at,
-						deadline = EXCLUDED.deadline, signalled_at = EXCLUDED.signalled_at, exited_at = EXCLUDED.exited_at,
-						lateness_ms = EXCLUDED.lateness_ms, final_signal = EXCLUDED.final_signal, outcome = EXCLUDED.outcome,
-						descendants = EXCLUDED.descendants, dry_run = EXCLUDED.dry_run, created_at = EXCLUDED.created_at
-					WHERE tel.agent_kills.outcome = 'pending'`,
+					signalled_at, exited_at, lateness_ms, final_signal, outcome, descendants, dry_run, created_at,
+					reason, session_pid, session_started_at)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+					ON CONFLICT (id) DO NOTHING`,
 				r.ID, r.Host, k.PID, k.Comm, k.Cmdline, k.Rule, k.StartedAt, k.Deadline, k.SignalledAt,
-				k.ExitedAt, k.LatenessMS, final, k.Outcome, desc, k.DryRun, r.Created)
+				k.ExitedAt, k.LatenessMS, final, k.Outcome, desc, k.DryRun, r.Created,
+				reason, k.SessionPID, k.SessionStartedAt)
+			owner = append(owner, i)
 		default:
-			return &RowError{Index: len(b.QueuedQueries), Err: fmt.Errorf("record %d: %w", r.Seq, errNotARow)}
+			return &RowError{Index: i, Err: fmt.Errorf("record %d: %w", r.Seq, errNotARow)}
 		}
 	}
 	br := tx.SendBatch(ctx, b)
-	for i := range recs {
+	for _, i := range owner {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
 			return &RowError{Index: i, Err: err}

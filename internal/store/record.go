@@ -47,7 +47,20 @@ type KillRow struct {
 	Outcome     string     `json:"outcome"`
 	Descendants []int32    `json:"descendants"`
 	DryRun      bool       `json:"dry_run"`
+	// Reason is why the process was killed: a tracker.Reason ("max_age",
+	// "leftover", ...). Empty (a spool line written before reasons
+	// existed) is DefaultReason.
+	Reason string `json:"reason"`
+	// SessionPID and SessionStartedAt name the session's agent; nil when
+	// the process belonged to no session.
+	SessionPID       *int32     `json:"session_pid,omitempty"`
+	SessionStartedAt *time.Time `json:"session_started_at,omitempty"`
 }
+
+// DefaultReason is the reason of a kill row that has none: before reasons
+// existed (migration 002) every kill was an agent at its max age
+// (tracker.ReasonMaxAge).
+const DefaultReason = "max_age"
 
 // CheckType is the seed's check_type for health rows.
 const CheckType = "process_reaper"

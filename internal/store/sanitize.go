@@ -93,6 +93,10 @@ func sanitize(r *Record) {
 		c := *k
 		c.Comm, c.Rule, c.FinalSignal, c.Outcome = cleanText(c.Comm), cleanText(c.Rule), cleanText(c.FinalSignal), cleanText(c.Outcome)
 		c.Cmdline = capBytes(cleanText(c.Cmdline), MaxCmdline)
+		c.Reason = cleanText(c.Reason)
+		if c.Reason == "" {
+			c.Reason = DefaultReason
+		}
 		r.Kill = &c
 	}
 }

@@ -45,13 +45,10 @@ type Spool struct {
 
 	// Group commit (see Append). Tickets number written lines; all
 	// guarded by mu, except that syncMu serialises the fsyncs.
-	syncMu       sync.Mutex
-	waiting      []unsynced // written, not yet known durable, in ticket order
-	ticket       uint64     // last line written
-	syncedTicket uint64     // last line known durable
-	syncedSize   int64      // file size at that point
-	failedTicket uint64     // lines up to this one were cut back after a failed fsync
-	failErr      error
+	syncMu     sync.Mutex
+	waiting    []unsynced // written, not yet known durable, in ticket order
+	ticket     uint64     // last line written
+	syncedSize int64      // file size known durable
 }
 
 const (
@@ -152,6 +149,9 @@ func decodeRecord(line []byte) (Record, bool) {
 	case KindSnapshot:
 		return r, r.Snapshot != nil && r.Kill == nil
 	case KindKill:
+		if r.Kill != nil && r.Kill.Reason == "" {
+			r.Kill.Reason = DefaultReason // a line from before reasons existed
+		}
 		return r, r.Kill != nil && r.Snapshot == nil
 	}
 	return r, false
@@ -297,6 +297,14 @@ type unsynced struct {
 	r       Record
 	replace bool
 	ticket  uint64
+	st      *syncState
+}
+
+// syncState is how one append ended: settled (durable, or cut back with
+// err) by whichever fsync or rewrite covered its line. Guarded by mu.
+type syncState struct {
+	done bool
+	err  error
 }
 
 func (s *Spool) add(r Record, replace bool) (Record, error) {
@@ -327,48 +335,70 @@ func (s *Spool) add(r Record, replace bool) (Record, error) {
 	s.needNL = false
 	s.next++
 	s.ticket++
-	t := s.ticket
-	s.waiting = append(s.waiting, unsynced{r: r, replace: replace, ticket: t})
+	st := &syncState{}
+	s.waiting = append(s.waiting, unsynced{r: r, replace: replace, ticket: s.ticket, st: st})
 	s.mu.Unlock()
-	return r, s.syncTo(t)
+	return r, s.syncTo(st)
 }
 
-// syncTo returns once the line with ticket t is durable, fsyncing unless
-// another caller's fsync already covered it, or with the error of the fsync
-// that failed it.
-func (s *Spool) syncTo(t uint64) error {
+// syncTo returns once the append st stands for is settled: nil when its
+// line is durable, fsyncing unless another caller's fsync (or a rewrite)
+// already covered it; the error of the fsync that failed it otherwise.
+func (s *Spool) syncTo(st *syncState) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	s.mu.Lock()
-	switch {
-	case t <= s.syncedTicket:
-		s.mu.Unlock()
-		return nil
-	case t <= s.failedTicket:
-		err := s.failErr
+	if st.done {
+		err := st.err
 		s.mu.Unlock()
 		return err
 	}
 	upto, size, f := s.ticket, s.size, s.f
 	s.mu.Unlock()
-	err := f.Sync()
+	err := fsync(f)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if t <= s.syncedTicket { // a rewrite made it durable meanwhile
-		return nil
+	if st.done { // a rewrite settled it meanwhile
+		return st.err
 	}
 	if err != nil {
 		// Every line since the last good fsync may be lost: cut them all
-		// back; their writers all get this error.
+		// back; every writer still waiting gets this error.
 		s.size = s.syncedSize
-		s.failedTicket = s.ticket
-		s.failErr = s.failLocked("fsync", err)
-		s.waiting = nil
-		return s.failErr
+		ferr := s.failLocked("fsync", err)
+		s.needNL = s.endsMidLineLocked()
+		for _, w := range s.waiting {
+			w.st.done, w.st.err = true, ferr
+		}
+		clear(s.waiting)
+		s.waiting = s.waiting[:0]
+		return ferr
 	}
-	s.syncedTicket, s.syncedSize = upto, size
+	s.syncedSize = size
 	s.commitLocked(upto)
 	return nil
+}
+
+// waitingLen is the number of appends waiting for an fsync (tests).
+func (s *Spool) waitingLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.waiting)
+}
+
+// fsync is (*os.File).Sync; tests replace it to make an fsync fail, which a
+// healthy disk never does on demand.
+var fsync = (*os.File).Sync
+
+// endsMidLineLocked reports whether the file, s.size long, ends in a line
+// without a newline (a damaged last line kept at open).
+func (s *Spool) endsMidLineLocked() bool {
+	if s.size == 0 {
+		return false
+	}
+	var b [1]byte
+	_, err := s.f.ReadAt(b[:], s.size-1)
+	return err == nil && b[0] != '\n'
 }
 
 // commitLocked moves the durable records (tickets up to upto) into recs
@@ -404,6 +434,7 @@ func (s *Spool) takeLocked(upto uint64) int {
 		if len(s.recs) > s.max {
 			s.dropOldestLocked(false)
 		}
+		w.st.done = true
 	}
 	clear(s.waiting[:n])
 	s.waiting = s.waiting[n:]
@@ -556,14 +587,22 @@ func (s *Spool) Prune(t time.Time) (int, error) {
 	return n, s.compactLocked()
 }
 
-// compactLocked rewrites the file with the records held, including those
-// still waiting for an fsync: the rewrite makes them durable.
+// compactLocked rewrites the file with the records held and those still
+// waiting for an fsync: once the rewrite is durable, so are they, and only
+// then are they settled (if it fails, their writers fsync the old file).
 func (s *Spool) compactLocked() error {
-	s.takeLocked(s.ticket) // if the rewrite fails, their writers fsync the old file
 	var buf bytes.Buffer
 	w := bufio.NewWriter(&buf)
 	for _, r := range s.recs {
 		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		w.Write(b)
+		w.WriteByte('\n')
+	}
+	for _, u := range s.waiting {
+		b, err := json.Marshal(u.r)
 		if err != nil {
 			return err
 		}
@@ -584,7 +623,8 @@ func (s *Spool) compactLocked() error {
 	s.size = int64(buf.Len())
 	s.torn, s.needNL = false, false
 	s.garbage = 0
-	s.syncedTicket, s.syncedSize = s.ticket, s.size
+	s.syncedSize = s.size
+	s.takeLocked(s.ticket) // counts the lines its replaces supersede as garbage
 	return nil
 }
 

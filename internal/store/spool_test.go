@@ -1,8 +1,10 @@
 package store
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -180,4 +182,89 @@ func TestSpoolGroupCommit(t *testing.T) {
 	}
 	defer s.Close()
 	check(s.Records(), "after reopen")
+}
+
+// A failed fsync fails every append its line was waiting on, cuts their
+// lines back, and never tells anyone "durable" for a line that is gone:
+// every append that returned nil is in the spool after a reopen, and none
+// that returned an error is.
+func TestSpoolFailedFsyncSettlesEveryWaiter(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var calls atomic.Int32
+	fsync = func(f *os.File) error {
+		if calls.Add(1) == 1 {
+			<-release // the first fsync waits for the others to write, then fails
+			return errors.New("injected EIO")
+		}
+		return f.Sync()
+	}
+	defer func() { fsync = (*os.File).Sync }()
+
+	type result struct {
+		id  string
+		err error
+	}
+	results := make(chan result, 64)
+	now := time.Now().UTC()
+	go func() {
+		r, err := s.Append(rec(KindKill, now))
+		results <- result{r.ID, err}
+	}()
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond) // the first writer is inside its fsync
+	}
+	const more = 20
+	for range more {
+		go func() {
+			r, err := s.Append(rec(KindKill, now))
+			results <- result{r.ID, err}
+		}()
+	}
+	for s.waitingLen() < more+1 {
+		time.Sleep(time.Millisecond) // all written, waiting for the first fsync
+	}
+	close(release)
+	ok, failed := map[string]bool{}, 0
+	for range more + 1 {
+		r := <-results
+		if r.err == nil {
+			ok[r.id] = true
+		} else {
+			failed++
+		}
+	}
+	if failed < more+1 {
+		t.Errorf("%d of %d appends written before the failed fsync failed; all should", failed, more+1)
+	}
+	r, err := s.Append(rec(KindKill, now))
+	if err != nil {
+		t.Fatalf("append after the failure: %v", err)
+	}
+	ok[r.ID] = true
+	s.Close()
+	s, err = OpenSpool(dir, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := map[string]bool{}
+	for _, r := range s.Records() {
+		got[r.ID] = true
+		if !ok[r.ID] {
+			t.Errorf("record %s is in the spool, but its append failed", r.ID)
+		}
+	}
+	for id := range ok {
+		if !got[id] {
+			t.Errorf("record %s was reported durable and is gone", id)
+		}
+	}
+	if n, _ := s.LoadDamage(); n != 0 {
+		t.Errorf("%d damaged lines after the cut-back", n)
+	}
 }

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/store"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// TestIntegrationHistoryReasons: history shows each kill's reason, in the
+// REASON column and in --json, from PostgreSQL and from the spool; on a
+// database not yet migrated to 002 (no reason column) every kill reads as
+// max_age instead of failing.
+func TestIntegrationHistoryReasons(t *testing.T) {
+	db := testDatabase(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	state := t.TempDir()
+	sp, err := store.OpenSpool(state, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(store.Config{Spool: sp, Postgres: store.NewPostgres(pool), Host: "hist"})
+	now := time.Now().UTC()
+	kill := func(pid int32, reason string, session int32) *store.KillRow {
+		k := &store.KillRow{PID: pid, Comm: "node", Cmdline: "node", Rule: "claude", StartedAt: now.Add(-time.Minute),
+			Deadline: now, SignalledAt: now, FinalSignal: "TERM", Outcome: "terminated", Reason: reason}
+		if session != 0 {
+			start := now.Add(-time.Hour)
+			k.SessionPID, k.SessionStartedAt = &session, &start
+		}
+		return k
+	}
+	st.Add(store.KindKill, now, nil, kill(71001, "max_age", 71001))
+	st.Add(store.KindKill, now, nil, kill(71002, "leftover", 71001))
+	if err := st.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st.Add(store.KindKill, now, nil, kill(71003, "leftover", 71001)) // stays spooled
+	sp.Close()
+
+	cfg := &Config{DatabaseURL: db, StateDir: state}
+	run := func(asJSON bool) string {
+		t.Helper()
+		var out, errs bytes.Buffer
+		if err := history(ctx, cfg, time.Hour, asJSON, &out, &errs); err != nil {
+			t.Fatalf("history: %v (%s)", err, errs.String())
+		}
+		return out.String()
+	}
+	table := run(false)
+	if !strings.Contains(table, "REASON") {
+		t.Errorf("no REASON column:\n%s", table)
+	}
+	for pid, reason := range map[string]string{"71001": "max_age", "71002": "leftover", "71003": "leftover"} {
+		if !regexp.MustCompile(`(?m)\skill\s+` + reason + `\s+pid ` + pid + ` `).MatchString(table) {
+			t.Errorf("pid %s not listed with reason %s:\n%s", pid, reason, table)
+		}
+	}
+	var recs []store.Record
+	if err := json.Unmarshal([]byte(run(true)), &recs); err != nil {
+		t.Fatal(err)
+	}
+	got := map[int32]string{}
+	for _, r := range recs {
+		if r.Kill != nil {
+			got[r.Kill.PID] = r.Kill.Reason
+			if r.Kill.SessionPID == nil || *r.Kill.SessionPID != 71001 || r.Kill.SessionStartedAt == nil {
+				t.Errorf("pid %d: session %v %v, want 71001", r.Kill.PID, r.Kill.SessionPID, r.Kill.SessionStartedAt)
+			}
+		}
+	}
+	if got[71001] != "max_age" || got[71002] != "leftover" || got[71003] != "leftover" {
+		t.Errorf("--json reasons %v", got)
+	}
+
+	// Before migration 002: no such columns; kills read as max_age.
+	if _, err := pool.Exec(ctx, `DROP INDEX tel.agent_kills_reason_host_signalled;
+		ALTER TABLE tel.agent_kills DROP COLUMN reason, DROP COLUMN session_pid, DROP COLUMN session_started_at`); err != nil {
+		t.Fatal(err)
+	}
+	table = run(false)
+	if !regexp.MustCompile(`(?m)\skill\s+max_age\s+pid 71002 `).MatchString(table) {
+		t.Errorf("pre-002 database: pid 71002 not max_age:\n%s", table)
+	}
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+// status fits 80 columns and shows agents with their max-age bar and, for
+// sessions whose agent exited, each leftover with its countdown.
+func TestPrintStatusLeftovers(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	exited := now.Add(-12 * time.Second)
+	agents := []agentView{
+		{PID: 48211, Comm: "claude", StartedAt: now.Add(-112 * time.Minute), Deadline: now.Add(8 * time.Minute),
+			SecondsLeft: 480, Reason: "max_age", SessionPID: 48211, Members: 7},
+		{PID: 51977, Comm: "claude", StartedAt: now.Add(-time.Hour), Deadline: now.Add(18 * time.Second),
+			SecondsLeft: 18, Reason: "leftover", SessionPID: 51977, Members: 2, ExitedAt: &exited,
+			Leftovers: []leftoverView{
+				{PID: 51980, Comm: "next-server (v15.2.3)", KillAt: now.Add(18 * time.Second), SecondsLeft: 18},
+				{PID: 52011, Comm: "mcp-server-git", KillAt: now.Add(18 * time.Second), SecondsLeft: 18},
+			}},
+	}
+	var b bytes.Buffer
+	printStatus(&b, "127.0.0.1:9847", healthView{Source: "netlink", MaxAge: "2h0m0s", Database: "none"}, agents, now)
+	out := b.String()
+	for _, l := range strings.Split(out, "\n") {
+		if n := len([]rune(l)); n > statusWidth {
+			t.Errorf("line of %d columns: %q", n, l)
+		}
+	}
+	for _, want := range []string{"48211  claude", "LEFTOVERS", "51980  next-server (v1 ", "52011  mcp-server-git", "18.0s", "12.0s ago"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "51977") != 2 {
+		t.Errorf("the exited agent should appear once per leftover, not as an agent:\n%s", out)
+	}
+	t.Logf("\n%s", out)
+}
