@@ -126,7 +126,11 @@ var options = []option{
 			c.Keep = nil
 			var rules []string
 			for _, s := range many {
-				if s = strings.TrimSpace(s); s != "" {
+				// "1" is the REAPER_KEEP=1 marker of a process's own
+				// environment, inherited by a daemon started from a
+				// shell that exported it: not a rule for a process
+				// named "1".
+				if s = strings.TrimSpace(s); s != "" && s != "1" {
 					rules = append(rules, s)
 				}
 			}

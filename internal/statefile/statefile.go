@@ -75,7 +75,9 @@ func Load(path string, v any) error {
 	if err := json.Unmarshal(b, &e); err != nil {
 		return fmt.Errorf("statefile: %s is damaged: %w", path, err)
 	}
-	if e.BootID != BootID() {
+	// Without a boot id (the kernel has none) no file can be trusted to be
+	// from this boot.
+	if boot := BootID(); boot == "" || e.BootID != boot {
 		return fmt.Errorf("statefile: %s: %w", path, ErrOtherBoot)
 	}
 	if err := json.Unmarshal(e.Data, v); err != nil {

@@ -152,23 +152,30 @@ func (d *Deadlines) Leftovers() int {
 	return d.left
 }
 
-// Retarget gives a queued a new deadline and reason (a nested agent that
-// becomes a leftover before its own deadline). It reports false if a is no
-// longer queued.
-func (d *Deadlines) Retarget(a *Agent, deadline int64, reason Reason) bool {
+// RetargetEarlier gives a queued a the deadline and reason (and session)
+// if that deadline comes before its own; all read and written under the
+// queue lock, which Reschedule also holds.
+func (d *Deadlines) RetargetEarlier(a *Agent, deadline int64, reason Reason, s SessionID) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.queuedLocked(a) {
+	if !d.queuedLocked(a) || a.Deadline <= deadline {
 		return false
 	}
 	d.count(a, -1)
-	a.Deadline, a.Reason = deadline, reason
+	a.Deadline, a.Reason, a.Session = deadline, reason, s
 	d.count(a, 1)
 	heap.Fix(&d.h, a.index)
 	if d.alarm != nil {
 		d.alarm.Set(a, d.nextLocked())
 	}
 	return true
+}
+
+// DeadlineOf returns a's deadline and whether it is still queued.
+func (d *Deadlines) DeadlineOf(a *Agent) (int64, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return a.Deadline, d.queuedLocked(a)
 }
 
 // Queued reports whether a is still waiting for its deadline.

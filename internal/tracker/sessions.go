@@ -126,7 +126,7 @@ func (t *Table) inheritLocked(p *Proc, forked bool) {
 func (t *Table) memberExitLocked(p *Proc, s *Session, fired, root bool) {
 	if s.agent == p {
 		s.agent = nil
-		s.reaped = fired
+		s.reaped = fired && !t.cfg.DryRun
 		s.ExitedAt = t.exitAt
 		if s.ExitedAt == 0 {
 			s.ExitedAt = t.cfg.Clock.Now()
@@ -166,7 +166,7 @@ func (t *Table) leftoversLocked(s *Session, agent *Proc) {
 		if q.dead || (s.reaped && agent != nil && descendsFrom(q, agent)) {
 			continue
 		}
-		if t.keptLocked(q, s) || !isRoot(q, s) {
+		if !isRoot(q, s) || t.keptLocked(q, s) {
 			continue
 		}
 		t.queueLeftoverLocked(q, s)
@@ -199,11 +199,10 @@ func isRoot(q *Proc, s *Session) bool {
 func (t *Table) queueLeftoverLocked(q *Proc, s *Session) {
 	deadline := s.ExitedAt + int64(t.leftoverGrace)
 	if a := q.agent; a != nil {
-		if a.Reason == ReasonLeftover || !t.cfg.Queue.Queued(a) || a.Deadline <= deadline {
-			return
+		// A nested agent: its own deadline stands if it comes first.
+		if a.Reason != ReasonLeftover {
+			t.cfg.Queue.RetargetEarlier(a, deadline, ReasonLeftover, s.ID)
 		}
-		t.cfg.Queue.Retarget(a, deadline, ReasonLeftover)
-		a.Session = s.ID
 		return
 	}
 	if q.Cmdline == "" {
@@ -257,6 +256,16 @@ func (t *Table) keptLocked(q *Proc, s *Session) bool {
 		}
 	}
 	return q.keep == keepYes
+}
+
+// inheritedKeep is the keep mark a process starts from after an exec or a
+// rename: kept if its parent is (a descendant of a kept process is kept
+// whatever it becomes), else to be decided again.
+func (t *Table) inheritedKeep(p *Proc) int8 {
+	if p.parent != nil && !p.parent.dead && p.parent.keep == keepYes {
+		return keepYes
+	}
+	return keepUnknown
 }
 
 // ownKeepLocked: q itself is marked to be kept, by rule or environment.
@@ -326,7 +335,9 @@ func (t *Table) Sessions() []SessionView {
 		v := SessionView{ID: s.ID, Comm: s.Comm, Rule: s.Rule, AgentAlive: s.agent != nil, ExitedAt: s.ExitedAt, Members: s.members}
 		for q := s.head; q != nil; q = q.snext {
 			if a := q.agent; a != nil && a.Reason == ReasonLeftover {
-				v.Leftovers = append(v.Leftovers, LeftoverView{PID: q.PID, Comm: q.Comm, Start: q.Start, KillAt: a.Deadline})
+				if at, queued := t.cfg.Queue.DeadlineOf(a); queued {
+					v.Leftovers = append(v.Leftovers, LeftoverView{PID: q.PID, Comm: q.Comm, Start: q.Start, KillAt: at})
+				}
 			}
 		}
 		out = append(out, v)
@@ -398,9 +409,19 @@ func (t *Table) RestoreSessions(state []MemberState) int {
 			continue
 		}
 		s := t.sessions[m.Session]
+		ap := t.procs[m.Session.PID]
+		if ap != nil && !ap.Start.Same(m.Session.Start) {
+			ap = nil // the PID belongs to another process now
+		}
+		if s == nil && ap != nil && ap.session != nil && ap.session.agent == ap {
+			// The agent lives and the start-up scan made it a session
+			// again, under its /proc start time (the saved one is the
+			// fork event's): the same session.
+			s = ap.session
+		}
 		if s == nil {
 			s = &Session{ID: m.Session, Comm: m.Comm, Rule: m.Rule, ExitedAt: m.ExitedAt}
-			if ap := t.procs[m.Session.PID]; ap != nil && ap.Start.Same(m.Session.Start) {
+			if ap != nil {
 				s.agent, s.ExitedAt = ap, 0
 			} else if s.ExitedAt == 0 {
 				s.ExitedAt = now

@@ -212,3 +212,109 @@ func TestSessionPolling(t *testing.T) {
 		t.Errorf("leftover 210 %+v %v, want the poll that saw the agent gone + grace", a, ok)
 	}
 }
+
+// Review fixes: a kept process under a leftover survives its tree's kill;
+// the keep mark is decided again after exec; a grandchild first seen in the
+// same poll as its parent joins the session; an agent fired in a dry run
+// still leaves leftovers.
+func TestSessionKeptUnderLeftoverRoot(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	spawn(tb, procs, 200, 210, 2_000, "bash") // a live shell: the leftover root
+	tb.Apply(fork(210, 220, 3_000))           // forks with the shell's env,
+	procs.stat[220] = ProcInfo{PID: 220, PPID: 210, Start: FromTicks(500), Comm: "npm", State: 'S'}
+	procs.keep[220] = true // then execs REAPER_KEEP=1 npm run dev
+	tb.Apply(execEv(220))
+	spawn(tb, procs, 220, 221, 3_500, "next-server") // and its dev server
+	spawn(tb, procs, 210, 230, 4_000, "sleep")       // not kept
+	tb.Apply(exitEv(200, 200, 10_000))
+	root, ok := leftovers(tb)[210]
+	if !ok {
+		t.Fatalf("the shell is not a leftover: %v", leftovers(tb))
+	}
+	got := map[int32]bool{}
+	for _, d := range tb.Descendants(root.Proc(), nil) {
+		got[d.PID] = true
+	}
+	if !got[230] || got[220] || got[221] {
+		t.Errorf("the shell's kill would signal %v: want 230, never the kept 220 or its child 221", got)
+	}
+}
+
+func TestSessionKeepDecidedAfterExec(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	// The child starts as a copy of claude (an agent itself, not kept)...
+	procs.stat[210] = ProcInfo{PID: 210, PPID: 200, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	tb.Apply(fork(200, 210, 2_000))
+	if _, ok := agents(tb)[210]; !ok {
+		t.Fatal("the fork of claude is not tracked as an agent")
+	}
+	// ...then execs with REAPER_KEEP=1.
+	procs.stat[210] = ProcInfo{PID: 210, PPID: 200, Start: FromTicks(500), Comm: "npm", State: 'S'}
+	procs.keep[210] = true
+	tb.Apply(execEv(210))
+	tb.Apply(exitEv(200, 200, 10_000))
+	if lo := leftovers(tb); len(lo) != 0 {
+		t.Errorf("kept after exec, but queued: %v", lo)
+	}
+}
+
+func TestSessionPollingGrandchildren(t *testing.T) {
+	for range 20 { // map order varies from run to run
+		procs := newFakeProcs()
+		procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+		procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(10), Comm: "claude", State: 'S'}
+		tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{}, Leftovers: true, LeftoverGrace: grace})
+		tb.Merge(must(procs.Scan()), false)
+		for i := int32(0); i < 10; i++ { // a chain first seen in one poll
+			ppid := 300 + i - 1
+			if i == 0 {
+				ppid = 200
+			}
+			procs.stat[300+i] = ProcInfo{PID: 300 + i, PPID: ppid, Start: FromTicks(20), Comm: "sh", State: 'S'}
+		}
+		tb.Merge(must(procs.Scan()), false)
+		for i := int32(0); i < 10; i++ {
+			if _, ok := tb.SessionOf(300 + i); !ok {
+				t.Fatalf("process %d of a chain seen in one poll is not a member", 300+i)
+			}
+		}
+	}
+}
+
+func TestSessionDryRunLeavesLeftovers(t *testing.T) {
+	procs := newFakeProcs()
+	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{},
+		Leftovers: true, LeftoverGrace: grace, DryRun: true})
+	tb.Merge(must(procs.Scan()), false)
+	spawn(tb, procs, 100, 200, 1_000, "claude")
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	fired := tb.Queue().PopDue(1<<62, nil) // "would kill": nothing signalled
+	tb.Apply(exitEv(200, 200, 10_000))     // the agent exits by itself later
+	if _, ok := leftovers(tb)[210]; !ok {
+		t.Errorf("in a dry run the agent's child is not a leftover: %v", leftovers(tb))
+	}
+	for _, a := range fired {
+		tb.Release(a.Proc())
+	}
+}
+
+// A restart while the agent lives: the scan's session and the saved one
+// are the same session (its start from /proc vs the fork event's).
+func TestSessionRestoreLiveAgent(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	state := tb.SessionState()
+	procs.stat[210] = ProcInfo{PID: 210, PPID: 1, Start: FromTicks(500), Comm: "sleep", State: 'S'} // reparented
+	tb2 := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{now: offset + 50_000},
+		Leftovers: true, LeftoverGrace: grace})
+	tb2.Merge(must(procs.Scan()), false)
+	tb2.RestoreSessions(state)
+	if st := tb2.Stats(); st.Sessions != 1 || st.SessionMembers != 2 {
+		t.Fatalf("after restore: %+v, want one session of 2 (agent and reparented child)", st)
+	}
+	tb2.Apply(exitEv(200, 200, 60_000))
+	if _, ok := leftovers(tb2)[210]; !ok {
+		t.Errorf("the reparented child is not a leftover after the restored agent exits: %v", leftovers(tb2))
+	}
+}

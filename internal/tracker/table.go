@@ -78,6 +78,9 @@ type Config struct {
 	Leftovers     bool
 	LeftoverGrace time.Duration
 	Keep          []Rule
+	// DryRun: a fired deadline kills nothing, so an agent fired in a dry
+	// run still leaves leftovers when it exits.
+	DryRun bool
 }
 
 // Proc is one live process in the table. Its fields are guarded by the
@@ -370,6 +373,7 @@ func (t *Table) exec(pid int32) {
 	// when it was another thread that called execve.
 	p.threads, p.leaderGone = 0, false
 	p.Comm, p.Cmdline, p.Kthread = info.Comm, "", info.Kthread
+	p.keep = t.inheritedKeep(p) // a new environment: REAPER_KEEP=1 is decided again
 	t.matchLocked(p, true)
 }
 
@@ -387,6 +391,7 @@ func (t *Table) comm(pid int32, name []byte, at int64) {
 		return
 	}
 	p.Comm = procevents.CommString(name)
+	p.keep = t.inheritedKeep(p) // --keep rules match the new name
 	// process.title rewrites the command line too; read it again.
 	t.matchLocked(p, true)
 }
@@ -478,9 +483,28 @@ func (t *Table) MergeAt(scan []ProcInfo, resync bool, scanStart int64) {
 		if p.parent == nil {
 			t.linkParentLocked(p)
 		}
+	}
+	// Sessions pass from parent to child: a parent first seen in this
+	// scan must have its session before its children look at it.
+	pending := make(map[*Proc]bool, len(changed))
+	for _, p := range changed {
+		pending[p] = true
+	}
+	var inherit func(p *Proc)
+	inherit = func(p *Proc) {
+		if !pending[p] {
+			return
+		}
+		delete(pending, p)
+		if p.parent != nil {
+			inherit(p.parent)
+		}
 		if p.session == nil {
 			t.inheritLocked(p, false)
 		}
+	}
+	for _, p := range changed {
+		inherit(p)
 	}
 	for _, p := range changed {
 		t.matchLocked(p, true)
@@ -698,19 +722,24 @@ type Target struct {
 
 // Descendants appends to buf every live descendant of p, parents before
 // children, including processes forked since the last call. Entries of
-// processes that exited while held are walked through, not returned.
+// processes that exited while held are walked through, not returned. A
+// kept process (a --keep rule, REAPER_KEEP=1) is left out with everything
+// below it: whatever kills p's tree, what the user asked to keep survives.
+// Its environment is read here, only for processes about to be signalled.
 func (t *Table) Descendants(p *Proc, buf []Target) []Target {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var walk func(n *Proc)
 	walk = func(n *Proc) {
 		for c := n.child; c != nil; c = c.next {
-			if !c.dead {
+			if !c.dead && !t.keptLocked(c, c.session) {
 				buf = append(buf, Target{PID: c.PID, Start: c.Start, Comm: c.Comm, Kthread: c.Kthread})
 			}
 		}
 		for c := n.child; c != nil; c = c.next {
-			walk(c)
+			if c.dead || c.keep != keepYes {
+				walk(c) // a kept process is left alone with its descendants
+			}
 		}
 	}
 	walk(p)
