@@ -45,6 +45,7 @@ type Server struct {
 	sem  chan struct{}
 	wg   sync.WaitGroup
 	done chan struct{}
+	once sync.Once
 }
 
 // Listen creates the socket file and serves it until Close.
@@ -248,17 +249,19 @@ func writeResponse(w io.Writer, r Response) {
 
 // Close stops accepting, lets the connections in flight finish (each is
 // bounded by ReadTimeout) and removes the socket file if it is still the
-// one Listen made.
+// one Listen made. It may be called more than once.
 func (s *Server) Close() {
 	if s == nil {
 		return
 	}
-	s.ln.Close()
-	<-s.done
-	s.wg.Wait()
-	if fi, err := os.Lstat(s.cfg.Path); err == nil && os.SameFile(fi, s.info) {
-		os.Remove(s.cfg.Path)
-	}
+	s.once.Do(func() {
+		s.ln.Close()
+		<-s.done
+		s.wg.Wait()
+		if fi, err := os.Lstat(s.cfg.Path); err == nil && os.SameFile(fi, s.info) {
+			os.Remove(s.cfg.Path)
+		}
+	})
 }
 
 // Call sends r to the socket at path and returns the answer. ctx bounds

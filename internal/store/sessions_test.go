@@ -90,7 +90,7 @@ func TestIntegrationMigration002OldRows(t *testing.T) {
 	}
 	var versions string
 	owner.QueryRow(ctx, "SELECT string_agg(name, ',' ORDER BY version) FROM tel.supervisor_migrations").Scan(&versions)
-	if versions != "001_tel.sql,002_sessions.sql" {
+	if versions != "001_tel.sql,002_sessions.sql,003_requested_by.sql" {
 		t.Errorf("migrations recorded: %q", versions)
 	}
 	var index string
