@@ -65,7 +65,7 @@ func (c *controller) handle(p control.Peer, r control.Request) control.Response 
 	case control.CmdKeep:
 		res, err := c.table.Keep(r.PID, tracker.Start{})
 		if err != nil {
-			return control.Errorf("keep: %v", err)
+			return control.Errorf("%v", err)
 		}
 		msg := fmt.Sprintf("pid %d (%s) kept, with its descendants", res.PID, res.Comm)
 		if len(res.Dequeued) > 0 {
@@ -78,7 +78,7 @@ func (c *controller) handle(p control.Peer, r control.Request) control.Response 
 	case control.CmdUnkeep:
 		res, err := c.table.Unkeep(r.PID, tracker.Start{})
 		if err != nil {
-			return control.Errorf("unkeep: %v", err)
+			return control.Errorf("%v", err)
 		}
 		msg := fmt.Sprintf("pid %d (%s) is subject to the policies again", res.PID, res.Comm)
 		if len(res.Queued) > 0 {
@@ -88,10 +88,13 @@ func (c *controller) handle(p control.Peer, r control.Request) control.Response 
 	case control.CmdKill:
 		res, err := c.table.KillNow(r.PID, tracker.Start{}, r.Force, p.String(), c.allow)
 		if err != nil {
-			return control.Errorf("kill: %v", err)
+			return control.Errorf("%v", err)
 		}
 		what := fmt.Sprintf("pid %d (%s)", res.PID, res.Comm)
-		if !res.Session.IsZero() {
+		switch {
+		case res.Session.PID == res.PID:
+			what = fmt.Sprintf("the session of agent %d (%s)", res.PID, res.Comm)
+		case !res.Session.IsZero():
 			what = fmt.Sprintf("the session of agent %d (of %s)", res.Session.PID, what)
 		}
 		msg := what + " is being killed now (reason manual): " + pidList(res.Queued)
@@ -111,22 +114,22 @@ func (c *controller) extend(r control.Request) control.Response {
 	var err error
 	switch {
 	case r.Duration != "" && r.Until != "":
-		return control.Errorf("extend: give a duration or --until, not both")
+		return control.Errorf("give a duration or --until, not both")
 	case r.Until != "":
 		t, perr := time.Parse(time.RFC3339Nano, r.Until)
 		if perr != nil {
-			return control.Errorf("extend: --until %q: want an RFC 3339 time", r.Until)
+			return control.Errorf("--until %q: want an RFC 3339 time", r.Until)
 		}
 		res, err = c.table.ExtendUntil(r.PID, tracker.Start{}, c.clock.Now()+int64(time.Until(t)))
 	default:
 		d, perr := parseExtend(r.Duration)
 		if perr != nil {
-			return control.Errorf("extend: %v", perr)
+			return control.Errorf("%v", perr)
 		}
 		res, err = c.table.Extend(r.PID, tracker.Start{}, d)
 	}
 	if err != nil {
-		return control.Errorf("extend: %v", err)
+		return control.Errorf("%v", err)
 	}
 	now := c.clock.Now()
 	at := tracker.Time(res.Deadline, now)
