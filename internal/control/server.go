@@ -75,8 +75,19 @@ func (s *Server) Path() string { return s.cfg.Path }
 // an error naming it.
 func listen(path string, group int) (*net.UnixListener, os.FileInfo, error) {
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("control socket: %w", err)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("control socket: %w", err)
+		}
+		if group >= 0 {
+			// The group must reach the socket: search permission only.
+			if err := os.Lchown(dir, os.Geteuid(), group); err != nil {
+				return nil, nil, fmt.Errorf("control socket: %w", err)
+			}
+			if err := os.Chmod(dir, 0o710); err != nil {
+				return nil, nil, fmt.Errorf("control socket: %w", err)
+			}
+		}
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
