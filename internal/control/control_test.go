@@ -187,6 +187,16 @@ func TestServer(t *testing.T) {
 	if fi, _ := os.Lstat(path); fi.Mode().Perm() != 0o660 || fi.Sys().(*syscall.Stat_t).Gid != 4242 {
 		t.Errorf("with a group: mode %v gid %d, want 0660 and the group", fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Gid)
 	}
+	// A directory made for a group: the group may search it, no more.
+	gpath := filepath.Join(t.TempDir(), "grun", "control.sock")
+	s3, err := Listen(Config{Path: gpath, Group: 4242, Handler: func(Peer, Request) Response { return Response{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Close()
+	if fi, _ := os.Stat(filepath.Dir(gpath)); fi.Mode().Perm() != 0o710 || fi.Sys().(*syscall.Stat_t).Gid != 4242 {
+		t.Errorf("directory made for a group: mode %v gid %d, want 0710 and the group", fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Gid)
+	}
 	// Not a socket: refused.
 	plain := filepath.Join(dir, "plain")
 	os.WriteFile(plain, nil, 0o600)
