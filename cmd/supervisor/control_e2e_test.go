@@ -291,6 +291,23 @@ func TestIntegrationControlRefused(t *testing.T) {
 	if v := d.agentsFor(t, a.pid); len(v) != 1 || v[0].SecondsLeft < 3000 {
 		t.Errorf("agent after refused commands: %+v", v)
 	}
+
+	// A member of --control-group passes: nobody with the group "users"
+	// as a supplementary group only (SO_PEERGROUPS), the socket 0660 in
+	// that group.
+	d.stop(t)
+	d = startDaemon(t, "--max-age", "1h", "--control-socket", sock, "--control-group", "users")
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket with a control group: %v %v, want mode 0660", fi, err)
+	}
+	cmd := exec.Command("runuser", "-u", "nobody", "-g", "nogroup", "-G", "users", "--", supervisorBin, "reload", "--control-socket", sock)
+	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Errorf("a member of the control group: %v %q, want ok", err, out)
+	}
+	logged := d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "control command" })
+	if num(logged["uid"]) != 65534 {
+		t.Errorf("command logged as %v, want uid 65534", logged)
+	}
 }
 
 // `kill` of a process that is neither an agent nor a session member needs
