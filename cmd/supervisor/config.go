@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +41,11 @@ type Config struct {
 	Retention       time.Duration
 	SpoolMaxRows    int
 	ConfigFile      string
+	// The control socket (control.go): its path ("" disables it) and the
+	// group whose members may use it besides root (ControlGID -1: none).
+	ControlSocket string
+	ControlGroup  string
+	ControlGID    int
 
 	// The seed's warning thresholds (used by health snapshots).
 	ZombieWarnThreshold int
@@ -220,6 +227,22 @@ var options = []option{
 			}
 			c.Listen = v
 			return nil
+		}},
+	{flag: "control-socket", env: "REAPER_CONTROL_SOCKET", def: defaultControlSocket,
+		help: "unix socket for extend, keep, unkeep, kill and reload (root, or --control-group members); empty disables",
+		set: func(c *Config, v string, _ []string) error {
+			if v != "" && !filepath.IsAbs(v) {
+				return fmt.Errorf("%q is not an absolute path", v)
+			}
+			c.ControlSocket = v
+			return nil
+		}},
+	{flag: "control-group", env: "REAPER_CONTROL_GROUP", def: "",
+		help: "group (name or gid) whose members may use the control socket besides root (default: root only)",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.ControlGroup = v
+			c.ControlGID, err = lookupGroup(v)
+			return
 		}},
 	{flag: "source", env: "REAPER_SOURCE", def: "auto",
 		help: "event source: auto (netlink, else /proc polling), netlink or proc",
@@ -532,4 +555,28 @@ func printUsage(cmd string, w io.Writer, fs *flag.FlagSet) {
 			fmt.Fprintf(w, "  --%-20s %s (default %q)\n", f.Name, f.Usage, f.DefValue)
 		}
 	})
+}
+
+// defaultControlSocket is where the control socket lives unless told.
+const defaultControlSocket = "/run/agent-supervisor/control.sock"
+
+// lookupGroup resolves --control-group: a group name, or a gid. -1 when
+// none is given.
+func lookupGroup(v string) (int, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return -1, nil
+	}
+	if n, err := strconv.ParseUint(v, 10, 31); err == nil {
+		return int(n), nil // a gid needs no name in /etc/group
+	}
+	g, err := user.LookupGroup(v)
+	if err != nil {
+		return -1, fmt.Errorf("unknown group %q", v)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return -1, fmt.Errorf("group %q has gid %q, not a number", v, g.Gid)
+	}
+	return gid, nil
 }

@@ -283,6 +283,7 @@ func (d *daemon) applyReload(n *Config) {
 		"realtime": n.Realtime != old.Realtime, "netlink-rcvbuf": n.NetlinkRcvbuf != old.NetlinkRcvbuf,
 		"poll-interval": n.PollInterval != old.PollInterval, "retention": n.Retention != old.Retention,
 		"spool-max-rows": n.SpoolMaxRows != old.SpoolMaxRows, "log-level": n.LogLevel != old.LogLevel,
+		"control-socket": n.ControlSocket != old.ControlSocket, "control-group": n.ControlGID != old.ControlGID,
 	} {
 		if diff {
 			restart = append(restart, name)
@@ -338,11 +339,17 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 		return fmt.Errorf("initial /proc scan: %w", err)
 	}
 	t1 := time.Now()
+	d.loadLeases() // before the merge: an extended agent is never queued at its bare max age
 	d.table.Merge(scan, false)
 	st := d.table.Stats()
 	log.Info("initial scan", zap.Int("processes", st.Processes), zap.Int("agents", st.Agents),
 		zap.Duration("took", time.Since(t0)), zap.Duration("read", t1.Sub(t0)), zap.Duration("merge", time.Since(t1)))
 	d.restoreSessions()
+	ctl, err := d.serveControl(reload)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close() // on an early return; a no-op once closed
 
 	// /healthz answers 503 until ready.
 	var web *httpServer
@@ -382,6 +389,8 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	// 1. The endpoints: their handlers read the deadline thread, which
 	// Stop frees.
 	web.stop()
+	// Then the control socket: no command queues a kill past this point.
+	ctl.Close()
 	// 2. No deadline fires any more; agents already signalled are handed
 	// to the reaper.
 	d.timer.Stop()
@@ -439,13 +448,7 @@ func (d *daemon) reloadOnHUP(ctx context.Context, reload func() (*Config, error)
 			case <-ctx.Done():
 				return
 			case <-hup:
-				n, err := reload()
-				if err != nil {
-					// parseConfig's errors never hold a password.
-					d.log.Error("reload rejected; the old configuration stays in force", zap.String("error", err.Error()))
-					continue
-				}
-				d.applyReload(n)
+				_ = d.reloadNow(reload)
 			}
 		}
 	})

@@ -389,7 +389,7 @@ func TestIntegrationPIDNamespaceFallback(t *testing.T) {
 	term := filepath.Join(dir, "term")
 	// Inside the namespace the shell is PID 1: everything there is ours, so
 	// --under 1 scopes the daemon to this test.
-	script := fmt.Sprintf(`%s=1 %s -term-file %s & exec %s run --under 1 --listen 127.0.0.1:0 --max-age %s --poll-interval 200ms --state-dir %s --log-level debug`,
+	script := fmt.Sprintf(`%s=1 %s -term-file %s & exec %s run --under 1 --listen 127.0.0.1:0 --max-age %s --poll-interval 200ms --state-dir %s --log-level debug --control-socket ''`,
 		agentEnv, claude, term, supervisorBin, age, dir)
 	t0 := boottime()
 	cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c", script)

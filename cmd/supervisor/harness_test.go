@@ -416,7 +416,7 @@ func startDaemon(t testing.TB, args ...string) *testDaemon {
 	t.Helper()
 	return startDaemonCmd(t, exec.Command(supervisorBin, append([]string{"run",
 		"--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
-		"--state-dir", t.TempDir(), "--log-level", "debug"}, args...)...))
+		"--state-dir", t.TempDir(), "--log-level", "debug", "--control-socket", ""}, args...)...))
 }
 
 func startDaemonCmd(t testing.TB, cmd *exec.Cmd) *testDaemon {

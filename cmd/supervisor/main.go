@@ -19,7 +19,7 @@ import (
 
 var version = "dev"
 
-const commands = "run, once, status, history, migrate, version"
+const commands = "run, once, status, history, migrate, extend, keep, unkeep, kill, reload, version"
 
 const usage = `usage: supervisor COMMAND [flags]
 
@@ -32,6 +32,16 @@ commands:
             PostgreSQL when configured, else from the spool
   migrate   create or update the tables (--database-url) and exit; run it
             with an owner role so the daemon's role needs no DDL rights
+  extend PID DURATION | extend PID --until TIME
+            give an agent more time (a lease), kept across reloads and
+            restarts, ending with the process
+  keep PID  exempt a process and its descendants from every policy
+  unkeep PID  make it subject to the policies again
+  kill PID [--force]
+            kill that agent's session now (reason manual); --force for a
+            process that is neither an agent nor a session member
+  reload    what SIGHUP does; prints ok or the error
+            (these five talk to the daemon's --control-socket, root only)
   version   print the version
 
 run, once, history and migrate take the same flags:
@@ -61,6 +71,8 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		return 0
 	case "status":
 		return statusCmd(rest, getenv, stdout, stderr)
+	case "extend", "keep", "unkeep", "kill", "reload":
+		return controlCmd(cmd, rest, getenv, stdout, stderr)
 	case "history":
 		extra = func(fs *flag.FlagSet) {
 			fs.DurationVar(&since, "since", 24*time.Hour, "how far back")

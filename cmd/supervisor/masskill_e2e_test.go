@@ -189,7 +189,7 @@ func massKill(t testing.TB, n int, name string, grace, lead, bound time.Duration
 	maxAge := (time.Duration(boottime()-first) + lead).Round(time.Millisecond)
 	args := []string{"run", "--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
 		"--state-dir", t.TempDir(), "--log-level", "info", "--agent", name,
-		"--max-age", maxAge.String(), "--kill-grace", grace.String(), "--summary-interval", "1h"}
+		"--max-age", maxAge.String(), "--kill-grace", grace.String(), "--summary-interval", "1h", "--control-socket", ""}
 	var cmd *exec.Cmd
 	if len(wrap) > 0 {
 		cmd = exec.Command(wrap[0], append(append(wrap[1:], supervisorBin), args...)...)

@@ -40,6 +40,7 @@ func once(ctx context.Context, cfg *Config, stdout, logw io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("scan /proc: %w", err)
 	}
+	d.loadLeases() // an operator's extends and keeps hold here too
 	d.table.Merge(scan, false)
 	tc := reap.TimerConfig{Clock: d.clock, Guard: d.guard, DryRun: cfg.DryRun}
 	due := d.table.Queue().PopDue(d.clock.Now(), nil)

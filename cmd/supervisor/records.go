@@ -17,7 +17,7 @@ func (d *daemon) killRow(r reap.Result) (*store.KillRow, time.Time) {
 		PID: r.PID, Comm: r.Comm, Cmdline: r.Cmdline, Rule: r.Rule,
 		StartedAt: wall(r.Start.NS), Deadline: wall(r.Deadline), SignalledAt: wall(r.Signalled),
 		LatenessMS: float64(r.Lateness()) / 1e6, FinalSignal: r.FinalSignal, Outcome: r.Outcome,
-		Descendants: r.Descendants, DryRun: r.DryRun, Reason: string(r.Reason),
+		Descendants: r.Descendants, DryRun: r.DryRun, Reason: string(r.Reason), RequestedBy: r.RequestedBy,
 	}
 	if !r.Session.IsZero() {
 		pid, started := r.Session.PID, wall(r.Session.Start.NS)

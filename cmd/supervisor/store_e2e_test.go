@@ -237,7 +237,7 @@ func TestIntegrationOutage(t *testing.T) {
 	dsn := c.url(c.password)
 	conn := dbConn(t, dsn)
 	state := t.TempDir()
-	args := []string{"--max-age", maxAge.String(), "--database-url", dsn, "--summary-interval", "1s",
+	args := []string{"--control-socket", "", "--max-age", maxAge.String(), "--database-url", dsn, "--summary-interval", "1s",
 		"--host-id", "outage", "--state-dir", state}
 	d := startDaemonCmd(t, exec.Command(supervisorBin, append([]string{"run", "--listen", "127.0.0.1:0",
 		"--under", strconv.Itoa(os.Getpid())}, args...)...))
@@ -430,8 +430,8 @@ func TestIntegrationTwoHostsAndRetention(t *testing.T) {
 	}
 	var migrations int
 	conn.QueryRow(ctx, "SELECT count(*) FROM tel.supervisor_migrations").Scan(&migrations)
-	if migrations != 2 {
-		t.Errorf("%d migration rows, want 2 (one per embedded file)", migrations)
+	if migrations != 3 {
+		t.Errorf("%d migration rows, want 3 (one per embedded file)", migrations)
 	}
 }
 

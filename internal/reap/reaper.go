@@ -63,6 +63,7 @@ type Result struct {
 	Rule        string
 	Reason      tracker.Reason    // why: max_age, leftover, ...
 	Session     tracker.SessionID // the session the process belonged to, if any
+	RequestedBy string            // who asked for a manual kill ("uid 0 pid 1234"); empty otherwise
 	Start       tracker.Start
 	Deadline    int64
 	Signalled   int64 // when the first signal went out (or would have)
@@ -150,7 +151,7 @@ func New(cfg Config) *Reaper {
 // pidfds.
 func (r *Reaper) Fire(due []*tracker.Agent) {
 	for _, a := range due {
-		res := Result{Seq: a.Seq, PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Reason: a.Reason, Session: a.Session, Start: a.Start,
+		res := Result{Seq: a.Seq, PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Reason: a.Reason, Session: a.Session, Start: a.Start, RequestedBy: a.RequestedBy,
 			Deadline: a.Deadline, Signalled: a.Fired, DryRun: r.cfg.DryRun}
 		switch {
 		case !r.cfg.Guard.Allowed(a.PID, false):
@@ -508,6 +509,9 @@ func (r *Reaper) report(res Result) {
 	}
 	if res.Session.PID != 0 {
 		fields = append(fields, zap.Int32("session_pid", res.Session.PID), zap.Int64("session_start_boot_ns", res.Session.Start.NS))
+	}
+	if res.RequestedBy != "" {
+		fields = append(fields, zap.String("requested_by", res.RequestedBy))
 	}
 	switch {
 	case res.DryRun && res.Reason == tracker.ReasonLeftover:

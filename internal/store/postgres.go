@@ -259,6 +259,10 @@ func (p *Postgres) Insert(ctx context.Context, recs []Record) error {
 			if reason == "" {
 				reason = DefaultReason
 			}
+			var by *string
+			if k.RequestedBy != "" {
+				by = &k.RequestedBy
+			}
 			if k.Outcome != OutcomePending {
 				// The complete row replaces a pending one by DELETE and
 				// INSERT, not ON CONFLICT DO UPDATE, which needs the UPDATE
@@ -268,12 +272,12 @@ func (p *Postgres) Insert(ctx context.Context, recs []Record) error {
 			}
 			b.Queue(`INSERT INTO tel.agent_kills (id, host, pid, comm, cmdline, rule, started_at, deadline,
 					signalled_at, exited_at, lateness_ms, final_signal, outcome, descendants, dry_run, created_at,
-					reason, session_pid, session_started_at)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+					reason, session_pid, session_started_at, requested_by)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
 					ON CONFLICT (id) DO NOTHING`,
 				r.ID, r.Host, k.PID, k.Comm, k.Cmdline, k.Rule, k.StartedAt, k.Deadline, k.SignalledAt,
 				k.ExitedAt, k.LatenessMS, final, k.Outcome, desc, k.DryRun, r.Created,
-				reason, k.SessionPID, k.SessionStartedAt)
+				reason, k.SessionPID, k.SessionStartedAt, by)
 			owner = append(owner, i)
 		default:
 			return &RowError{Index: i, Err: fmt.Errorf("record %d: %w", r.Seq, errNotARow)}

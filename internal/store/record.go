@@ -55,6 +55,9 @@ type KillRow struct {
 	// the process belonged to no session.
 	SessionPID       *int32     `json:"session_pid,omitempty"`
 	SessionStartedAt *time.Time `json:"session_started_at,omitempty"`
+	// RequestedBy names who asked for a manual kill ("uid 0 pid 1234");
+	// empty (NULL) for every other reason.
+	RequestedBy string `json:"requested_by,omitempty"`
 }
 
 // DefaultReason is the reason of a kill row that has none: before reasons

@@ -28,6 +28,9 @@ type Agent struct {
 	Reason Reason
 	// Session is the session the process belongs to (the zero ID if none).
 	Session SessionID
+	// RequestedBy names who asked for a manual kill (ReasonManual), e.g.
+	// "uid 0 pid 1234". Changed only under the queue lock.
+	RequestedBy string
 
 	// Set by the alarm when the agent is due, before it is handed on.
 	Fired   int64 // CLOCK_BOOTTIME ns of the first signal (or of the deadline firing, if none was sent)
@@ -35,6 +38,9 @@ type Agent struct {
 
 	proc  *Proc
 	index int // in the heap; -1 once taken or removed
+	// extra and until are the process's lease (leases.go), under the
+	// queue lock: agentDeadline reads them.
+	extra, until int64
 }
 
 // Proc returns the table entry of the agent, which stays linked to its

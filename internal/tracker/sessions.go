@@ -197,7 +197,12 @@ func isRoot(q *Proc, s *Session) bool {
 // the leftover grace. A nested agent keeps its own deadline if that comes
 // first.
 func (t *Table) queueLeftoverLocked(q *Proc, s *Session) {
-	deadline := s.ExitedAt + int64(t.leftoverGrace)
+	t.queueLeftoverAtLocked(q, s, s.ExitedAt+int64(t.leftoverGrace))
+}
+
+// queueLeftoverAtLocked queues q as a leftover of s to be killed at
+// deadline.
+func (t *Table) queueLeftoverAtLocked(q *Proc, s *Session, deadline int64) {
 	if a := q.agent; a != nil {
 		// A nested agent: its own deadline stands if it comes first.
 		if a.Reason != ReasonLeftover {
@@ -241,6 +246,10 @@ const (
 // session is kept. The environment is read only here, for processes that
 // would otherwise be killed.
 func (t *Table) keptLocked(q *Proc, s *Session) bool {
+	if o := t.keepOverrideLocked(q); o != keepUnknown {
+		q.keep = o // keep or unkeep by the operator (leases.go)
+		return o == keepYes
+	}
 	if q.keep == keepUnknown {
 		q.keep = keepNo
 		if t.ownKeepLocked(q) {

@@ -148,6 +148,11 @@ type Table struct {
 	leftoverGrace time.Duration
 	keep          []Rule
 	exitAt        int64 // the exit event's time while exit() removes a process
+
+	// Leases and keeps given through the control socket (leases.go), by
+	// PID, guarded by mu.
+	leases   map[int32]*Lease
+	leaseGen uint64
 }
 
 // Test hooks for the orders in which a reload and a match can interleave.
@@ -192,13 +197,17 @@ func (t *Table) SetRules(rules []Rule, under []Ancestor) {
 	}
 }
 
-// agentDeadline is an agent's deadline under the max age in force; other
-// reasons (a leftover's kill time) do not move with it.
+// agentDeadline is an agent's deadline under the max age in force, plus
+// its lease (leases.go): a reload keeps the extends. Other reasons (a
+// leftover's kill time) do not move with it.
 func (t *Table) agentDeadline(a *Agent) int64 {
 	if a.Reason != ReasonMaxAge {
 		return a.Deadline
 	}
-	return t.Deadline(a.Start)
+	if a.until != 0 {
+		return a.until
+	}
+	return t.Deadline(a.Start) + a.extra
 }
 
 // SetMaxAge changes the maximum age and recomputes every queued deadline
@@ -587,6 +596,7 @@ func (t *Table) removeLocked(p *Proc) {
 	}
 	p.dead = true
 	t.wakeGoneLocked(p.PID)
+	t.endLeaseLocked(p)
 	fired, root := false, false
 	if a := p.agent; a != nil {
 		p.agent = nil
@@ -627,8 +637,8 @@ func (t *Table) freeLocked(p *Proc) {
 // matchLocked decides whether p is an agent and queues or unqueues it.
 // readCmdline forces a fresh read of the command line.
 func (t *Table) matchLocked(p *Proc, readCmdline bool) {
-	if a := p.agent; a != nil && (a.Reason == ReasonLeftover || !t.cfg.Queue.Queued(a)) {
-		return // a leftover to kill, or due and being reaped: leave it be
+	if a := p.agent; a != nil && (a.Reason != ReasonMaxAge || !t.cfg.Queue.Queued(a)) {
+		return // a leftover (or a manual kill) to come, or due and being reaped: leave it be
 	}
 	rule, ok := t.ruleLocked(p, readCmdline)
 	if a := p.agent; a != nil {
@@ -663,6 +673,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	}
 	a := &Agent{PID: p.PID, Start: p.Start, Comm: p.Comm, Cmdline: p.Cmdline, Rule: rule, FD: fd, proc: p,
 		Reason: ReasonMaxAge, Session: p.session.ID}
+	t.leaseAgentLocked(a)
 	p.agent = a
 	p.holds++
 	if testHookBeforeQueue != nil {
