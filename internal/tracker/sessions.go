@@ -202,8 +202,10 @@ func (t *Table) queueLeftoverLocked(q *Proc, s *Session) {
 		if a.Reason == ReasonLeftover || !t.cfg.Queue.Queued(a) || a.Deadline <= deadline {
 			return
 		}
-		t.cfg.Queue.Retarget(a, deadline, ReasonLeftover)
-		a.Session = s.ID
+		if t.cfg.Queue.Retarget(a, deadline, ReasonLeftover) {
+			a.Session = s.ID
+			t.notice(agentNotice(NoticeLeftover, a, deadline))
+		}
 		return
 	}
 	if q.Cmdline == "" {
@@ -226,6 +228,7 @@ func (t *Table) queueLeftoverLocked(q *Proc, s *Session) {
 	q.agent = a
 	q.holds++
 	t.cfg.Queue.Add(a)
+	t.notice(agentNotice(NoticeLeftover, a, deadline))
 	t.log.Debug("leftover", zap.Int32("pid", q.PID), zap.String("comm", q.Comm), zap.Int32("session", s.ID.PID),
 		zap.Int64("deadline_boot_ns", deadline))
 }
