@@ -39,6 +39,7 @@ type Config struct {
 	Retention       time.Duration
 	SpoolMaxRows    int
 	ConfigFile      string
+	EventBuffer     int // events each /events client may have waiting (a test knob)
 
 	// The seed's warning thresholds (used by health snapshots).
 	ZombieWarnThreshold int
@@ -260,6 +261,12 @@ var options = []option{
 				return nil
 			}
 			return fmt.Errorf("invalid level %q (want debug, info, warn or error)", v)
+		}},
+	{flag: "event-buffer", env: "REAPER_EVENT_BUFFER", def: "1024", hidden: true,
+		help: "events each /events client may have waiting before it is dropped as too slow (a test knob)",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.EventBuffer, err = integer(v, 1, 1<<20)
+			return
 		}},
 	{env: "REAPER_ZOMBIE_WARN_THRESHOLD", def: "500",
 		help: "status is warning above this many zombies",

@@ -157,9 +157,10 @@ type Snapshot struct {
 // Resync: the kernel dropped events and the table was rebuilt from /proc.
 type Resync struct {
 	Header
-	EventsLost uint64  `json:"events_lost"` // lost since the previous resync (as counted so far)
 	TookMS     float64 `json:"took_ms"`
-	Processes  int     `json:"processes"` // in the table after the rebuild
+	Processes  int     `json:"processes"`         // in the table after the rebuild
+	EventsLost uint64  `json:"events_lost_total"` // dropped since the daemon started, as counted so far
+	Resyncs    uint64  `json:"resyncs_total"`
 }
 
 // Pressure is reserved for the resource policies: the kernel reported

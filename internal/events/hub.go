@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,7 +80,22 @@ func (s *Sub) Close() {
 	h.recountLocked()
 }
 
-// Dropped reports whether s was dropped because its buffer was full.
+// Drop drops s as too slow, as a full buffer does: its channel is closed
+// and the drop counted. It does nothing if s is done already.
+func (s *Sub) Drop() {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.done {
+		return
+	}
+	s.dropped = true
+	h.removeLocked(s)
+	h.dropped.Add(1)
+	h.recountLocked()
+}
+
+// Dropped reports whether s was dropped as too slow.
 func (s *Sub) Dropped() bool {
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
@@ -195,7 +211,10 @@ const maxBatch = 64 << 10
 // flush (if set) whenever no more are waiting, so a reader sees each event
 // as it happens and a burst goes out in few writes. It returns nil when ctx
 // ends, ErrDropped or ErrClosed when s's channel closes, or the error of a
-// write. It unsubscribes s before returning.
+// write. A write or flush that fails with os.ErrDeadlineExceeded (a writer
+// that bounds each write) drops s as too slow. Either way, a write that
+// fails after s was dropped returns ErrDropped. It unsubscribes s before
+// returning.
 func Stream(ctx context.Context, s *Sub, w io.Writer, flush func() error) error {
 	defer s.Close()
 	var buf []byte
@@ -228,13 +247,18 @@ func Stream(ctx context.Context, s *Sub, w io.Writer, flush func() error) error 
 			}
 			ev, ok = <-s.C
 		}
-		if _, err := w.Write(buf); err != nil {
-			return err
+		_, err := w.Write(buf)
+		if err == nil && flush != nil {
+			err = flush()
 		}
-		if flush != nil {
-			if err := flush(); err != nil {
-				return err
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				s.Drop()
 			}
+			if s.Dropped() {
+				return ErrDropped
+			}
+			return err
 		}
 	}
 }

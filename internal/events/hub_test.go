@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -175,7 +176,7 @@ func TestJSON(t *testing.T) {
 		&Leftover{PID: 2, SessionPID: 1, KillAt: at},
 		&Kill{KillRow: store.KillRow{PID: 1, Comm: "claude", Outcome: "terminated", Reason: "max_age", Descendants: []int32{3}, SessionPID: &pid}},
 		&Snapshot{Status: "ok", Details: json.RawMessage(`{"zombies":0}`)},
-		&Resync{EventsLost: 3, TookMS: 1.5, Processes: 100},
+		&Resync{TookMS: 1.5, Processes: 100, EventsLost: 3, Resyncs: 1},
 		&Pressure{Resource: "memory", SomeAvg10: 12.5},
 		&Lost{Events: 3, Total: 9},
 	}
@@ -283,9 +284,28 @@ func TestStreamDropped(t *testing.T) {
 	if h.Dropped() != 1 {
 		t.Fatalf("dropped %d, want the stuck stream", h.Dropped())
 	}
-	pr.CloseWithError(errors.New("write deadline")) // what the HTTP server's deadline does
-	if err := <-errc; err == nil {
-		t.Error("stream returned nil after a failed write")
+	pr.CloseWithError(errors.New("connection reset"))
+	if err := <-errc; !errors.Is(err, ErrDropped) {
+		t.Errorf("stream of a dropped client returned %v, want ErrDropped", err)
+	}
+
+	// A write that times out drops the client too, buffer full or not.
+	pr, pw = io.Pipe()
+	s = h.Subscribe(All)
+	go func() { errc <- Stream(context.Background(), s, pw, nil) }()
+	h.Publish(lost(1))
+	pr.CloseWithError(os.ErrDeadlineExceeded) // what a write deadline does
+	if err := <-errc; !errors.Is(err, ErrDropped) || h.Dropped() != 2 || h.Clients() != 0 {
+		t.Errorf("stream whose write timed out: %v, dropped %d, clients %d; want ErrDropped, 2, 0", err, h.Dropped(), h.Clients())
+	}
+	// A client that goes away is not a drop.
+	pr, pw = io.Pipe()
+	s = h.Subscribe(All)
+	go func() { errc <- Stream(context.Background(), s, pw, nil) }()
+	pr.CloseWithError(errors.New("connection reset"))
+	h.Publish(lost(1))
+	if err := <-errc; err == nil || errors.Is(err, ErrDropped) || h.Dropped() != 2 {
+		t.Errorf("stream whose client left: %v, dropped %d; want the write's error, 2", err, h.Dropped())
 	}
 	goroutines(t, base)
 }
