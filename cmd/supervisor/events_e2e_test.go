@@ -327,6 +327,7 @@ func TestIntegrationEventsCommand(t *testing.T) {
 	// not wait for the streaming handlers.
 	t0 := time.Now()
 	d.stop(t)
+	t.Logf("stop took %s", time.Since(t0))
 	if took := time.Since(t0); took > 1900*time.Millisecond {
 		t.Errorf("the daemon took %s to stop with 3 streams open: the streams held it up", took)
 	}
