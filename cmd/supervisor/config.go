@@ -39,7 +39,7 @@ type Config struct {
 	Retention       time.Duration
 	SpoolMaxRows    int
 	ConfigFile      string
-	EventBuffer     int // events each /events client may have waiting (a test knob)
+	EventBuffer     int // events each /events client may have waiting
 
 	// The seed's warning thresholds (used by health snapshots).
 	ZombieWarnThreshold int
@@ -262,8 +262,8 @@ var options = []option{
 			}
 			return fmt.Errorf("invalid level %q (want debug, info, warn or error)", v)
 		}},
-	{flag: "event-buffer", env: "REAPER_EVENT_BUFFER", def: "1024", hidden: true,
-		help: "events each /events client may have waiting before it is dropped as too slow (a test knob)",
+	{flag: "event-buffer", env: "REAPER_EVENT_BUFFER", def: "1024",
+		help: "events each /events client may have waiting before it is dropped as too slow",
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.EventBuffer, err = integer(v, 1, 1<<20)
 			return

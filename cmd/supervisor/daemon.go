@@ -288,6 +288,7 @@ func (d *daemon) applyReload(n *Config) {
 		"realtime": n.Realtime != old.Realtime, "netlink-rcvbuf": n.NetlinkRcvbuf != old.NetlinkRcvbuf,
 		"poll-interval": n.PollInterval != old.PollInterval, "retention": n.Retention != old.Retention,
 		"spool-max-rows": n.SpoolMaxRows != old.SpoolMaxRows, "log-level": n.LogLevel != old.LogLevel,
+		"event-buffer": n.EventBuffer != old.EventBuffer,
 	} {
 		if diff {
 			restart = append(restart, name)
