@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -324,13 +325,12 @@ func TestIntegrationEventsCommand(t *testing.T) {
 	}
 
 	// Stopping the daemon ends every stream at once: the web server does
-	// not wait for the streaming handlers.
+	// not wait for the streaming handlers. Had they held it up, it would
+	// close their connections after its 2 s bound, and the clients would
+	// read a cut chunked body ("unexpected EOF"), not the end of the stream.
 	t0 := time.Now()
 	d.stop(t)
 	t.Logf("stop took %s", time.Since(t0))
-	if took := time.Since(t0); took > 1900*time.Millisecond {
-		t.Errorf("the daemon took %s to stop with 3 streams open: the streams held it up", took)
-	}
 	for _, c := range []struct {
 		cmd  *exec.Cmd
 		errb *strings.Builder
@@ -344,6 +344,76 @@ func TestIntegrationEventsCommand(t *testing.T) {
 		}
 		if code := c.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(c.errb.String(), "ended the stream") {
 			t.Errorf("supervisor events after the daemon stopped: exit %d, %q", code, c.errb.String())
+		}
+	}
+}
+
+// A reload that changes max age sends a deadline event for each agent; an
+// agent that exits leaving a child sends a leftover event, then the
+// child's kill record with reason leftover.
+func TestIntegrationEventsDeadlineAndLeftover(t *testing.T) {
+	needRoot(t)
+	conf := t.TempDir() + "/conf"
+	if err := os.WriteFile(conf, []byte("REAPER_MAX_AGE=1h\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "--config", conf, "--agent", "evdead", "--leftover-grace", "1s", "--kill-grace", "1s")
+	s := openEvents(t, d, "?types=agent,deadline,leftover,kill")
+
+	a := startAgent(t, "evdead")
+	var found map[string]any
+	for found == nil {
+		if m := s.next(t, 20*time.Second); m["type"] == "agent" && int(num(m["pid"])) == a.pid {
+			found = m
+		}
+	}
+	if err := os.WriteFile(conf, []byte("REAPER_MAX_AGE=2h\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	m := s.next(t, 20*time.Second)
+	if m["type"] != "deadline" || int(num(m["pid"])) != a.pid || m["cause"] != "reload" || m["reason"] != "max_age" {
+		t.Fatalf("after the reload: %v, want a deadline event for %d", m, a.pid)
+	}
+	start := eventTime(t, found, "started_at")
+	if got := eventTime(t, m, "previous").Sub(start); got < time.Hour-time.Millisecond || got > time.Hour+time.Millisecond {
+		t.Errorf("deadline event: previous %s after start, want 1h", got)
+	}
+	if got := eventTime(t, m, "deadline").Sub(start); got < 2*time.Hour-time.Millisecond || got > 2*time.Hour+time.Millisecond {
+		t.Errorf("deadline event: deadline %s after start, want 2h", got)
+	}
+
+	// An agent that exits at once, leaving its child.
+	b := startAgent(t, "evdead", "-children", "1", "-exit-after", "500ms")
+	b.waitExit(t, 10*time.Second)
+	var left map[string]any
+	end := time.Now().Add(30 * time.Second)
+	for {
+		m := s.next(t, time.Until(end))
+		if num(m["session_pid"]) != int64(b.pid) || int(num(m["pid"])) == b.pid {
+			continue // b's own agent event, or a's
+		}
+		switch m["type"] {
+		case "leftover":
+			left = m
+			if m["comm"] != "exe" || m["rule"] != "evdead" {
+				t.Errorf("leftover event %v", m)
+			}
+			// kill_at is the agent's exit + the leftover grace.
+			if d := eventTime(t, m, "kill_at").Sub(eventTime(t, m, "time")); d < 0 || d > 1100*time.Millisecond {
+				t.Errorf("leftover event: kill_at %s after it was queued, want within the 1s grace", d)
+			}
+			continue
+		case "kill":
+			if left == nil || num(m["pid"]) != num(left["pid"]) {
+				t.Fatalf("kill event %v before the leftover event of its process", m)
+			}
+			// Each event converts boottime to wall time anew: within a millisecond.
+			skew := eventTime(t, m, "deadline").Sub(eventTime(t, left, "kill_at")).Abs()
+			if m["reason"] != "leftover" || m["outcome"] != "terminated" || skew > time.Millisecond {
+				t.Errorf("leftover kill event %v, want reason leftover at the leftover event's kill_at", m)
+			}
+			return
 		}
 	}
 }
