@@ -46,6 +46,7 @@ type Config struct {
 	ControlSocket string
 	ControlGroup  string
 	ControlGID    int
+	EventBuffer   int // events each /events client may have waiting
 
 	// The seed's warning thresholds (used by health snapshots).
 	ZombieWarnThreshold int
@@ -287,6 +288,12 @@ var options = []option{
 				return nil
 			}
 			return fmt.Errorf("invalid level %q (want debug, info, warn or error)", v)
+		}},
+	{flag: "event-buffer", env: "REAPER_EVENT_BUFFER", def: "1024",
+		help: "events each /events client may have waiting before it is dropped as too slow",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.EventBuffer, err = integer(v, 1, 1<<20)
+			return
 		}},
 	{env: "REAPER_ZOMBIE_WARN_THRESHOLD", def: "500",
 		help: "status is warning above this many zombies",

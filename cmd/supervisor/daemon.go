@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/events"
 	"github.com/agent-supervisor/supervisor/internal/health"
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/reap"
@@ -52,7 +53,9 @@ type daemon struct {
 	pool      *pgxpool.Pool
 	collector *health.Collector
 	metrics   *metrics
-	unlock    func() // closes the spool and releases the state dir
+	events    *events.Hub // the /events stream (events.go)
+	lostSeen  uint64      // proc connector events lost, as last published (eventLoop only)
+	unlock    func()      // closes the spool and releases the state dir
 
 	source string
 	ready  atomic.Bool
@@ -81,13 +84,13 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 		return nil, err
 	}
 	d := &daemon{cfg: cfg, log: log, clock: tracker.SystemClock{}, procs: procs, guard: guard,
-		live: cfg, resum: make(chan time.Duration, 1)}
+		live: cfg, resum: make(chan time.Duration, 1), events: events.NewHub(cfg.EventBuffer)}
 	pins := reap.NewPins(procs, log.Named("reap"))
 	d.table = tracker.NewTable(tracker.Config{
 		Rules: cfg.Agents, Under: cfg.Under, MaxAge: cfg.MaxAge,
 		Proc: procs, Clock: d.clock, Pin: pins.Pinner(), Queue: &tracker.Deadlines{},
 		Log: log.Named("tracker"), Leftovers: cfg.Leftovers == "kill", LeftoverGrace: cfg.LeftoverGrace, Keep: cfg.Keep,
-		DryRun: cfg.DryRun,
+		DryRun: cfg.DryRun, OnNotice: d.onNotice,
 	})
 	d.reaper = reap.New(reap.Config{
 		Grace: cfg.KillGrace, DryRun: cfg.DryRun, Tree: d.table, Procs: procs,
@@ -134,6 +137,7 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 	}
 	d.store = store.New(scfg)
 	d.metrics = newMetrics(d)
+	d.metrics.eventHub(d.events)
 	return d, nil
 }
 
@@ -185,6 +189,7 @@ func (d *daemon) snapshot() (health.Snapshot, error) {
 		return snap, err
 	}
 	d.metrics.snapshot(snap)
+	d.publishSnapshot(row)
 	d.mu.Lock()
 	d.lastSnapshot = now
 	d.mu.Unlock()
@@ -284,6 +289,7 @@ func (d *daemon) applyReload(n *Config) {
 		"poll-interval": n.PollInterval != old.PollInterval, "retention": n.Retention != old.Retention,
 		"spool-max-rows": n.SpoolMaxRows != old.SpoolMaxRows, "log-level": n.LogLevel != old.LogLevel,
 		"control-socket": n.ControlSocket != old.ControlSocket, "control-group": n.ControlGID != old.ControlGID,
+		"event-buffer": n.EventBuffer != old.EventBuffer,
 	} {
 		if diff {
 			restart = append(restart, name)
@@ -387,7 +393,8 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	<-ctx.Done()
 	log.Info("shutting down")
 	// 1. The endpoints: their handlers read the deadline thread, which
-	// Stop frees.
+	// Stop frees. The event streams end first, or stop would wait for them.
+	d.events.Close()
 	web.stop()
 	// Then the control socket: no command queues a kill past this point.
 	ctl.Close()
@@ -482,12 +489,17 @@ func (d *daemon) eventLoop(ctx context.Context) {
 		err := d.conn.Read(apply)
 		switch {
 		case err == nil:
+			if d.events.Wants(events.TypeLost) {
+				d.publishLost() // a gap counted after an overrun's resync
+			}
 			continue
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, procevents.ErrOverrun):
 			t0 := time.Now()
+			d.publishLost()
 			d.resync()
+			d.publishResync(time.Since(t0))
 			resyncsSinceWarn++
 			if time.Since(lastWarn) > 10*time.Second {
 				st := d.conn.Stats()

@@ -26,6 +26,7 @@ func (d *daemon) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", d.healthz)
 	mux.HandleFunc("GET /agents", d.agents)
+	mux.HandleFunc("GET /events", d.serveEvents)
 	mux.Handle("GET /metrics", d.metrics.handler())
 	return mux
 }
@@ -65,6 +66,7 @@ func (d *daemon) serveHTTP(listen string) (*httpServer, error) {
 			}
 			routes.ServeHTTP(w, r)
 		}),
+		ConnContext:       withConn, // /events sizes its connection's send buffer
 		ReadHeaderTimeout: 5 * time.Second,
 		WriteTimeout:      10 * time.Second, // a stuck client cannot hold a handler for long
 	}

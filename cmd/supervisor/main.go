@@ -19,7 +19,7 @@ import (
 
 var version = "dev"
 
-const commands = "run, once, status, history, migrate, extend, keep, unkeep, kill, reload, version"
+const commands = "run, once, status, events, history, migrate, extend, keep, unkeep, kill, reload, version"
 
 const usage = `usage: supervisor COMMAND [flags]
 
@@ -28,6 +28,8 @@ commands:
   once      one scan, kill stale agents, one health row, the seed's JSON
             on stdout (a drop-in for the process-reaper.js cron job)
   status    ask the running daemon what it tracks (--listen ADDR)
+  events    follow the running daemon's event stream (--json, --types,
+            --listen ADDR)
   history   recent snapshots and kills (--since DUR, --json), from
             PostgreSQL when configured, else from the spool
   migrate   create or update the tables (--database-url) and exit; run it
@@ -73,6 +75,8 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		return statusCmd(rest, getenv, stdout, stderr)
 	case "extend", "keep", "unkeep", "kill", "reload":
 		return controlCmd(cmd, rest, getenv, stdout, stderr)
+	case "events":
+		return eventsCmd(rest, getenv, stdout, stderr)
 	case "history":
 		extra = func(fs *flag.FlagSet) {
 			fs.DurationVar(&since, "since", 24*time.Hour, "how far back")

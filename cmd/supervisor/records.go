@@ -67,6 +67,7 @@ func (d *daemon) onResult(r reap.Result) {
 	if err != nil {
 		d.log.Error("spool kill record", zap.Error(err), zap.Int32("pid", r.PID))
 	}
+	d.publishKill(k)
 	d.mu.Lock()
 	switch {
 	case r.DryRun || r.Outcome == reap.OutcomeRefused:

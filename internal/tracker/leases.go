@@ -190,13 +190,14 @@ func (t *Table) lease(pid int32, start Start, fn func(Lease) (Lease, error)) (Le
 	if err != nil {
 		return res, err
 	}
-	deadline, ok := t.cfg.Queue.setLease(a, int64(next.Extra), next.Until, t.deadline)
+	previous, deadline, ok := t.cfg.Queue.setLease(a, int64(next.Extra), next.Until, t.deadline)
 	if !ok {
 		res.Busy = []int32{p.PID}
 		return res, fmt.Errorf("pid %d (%s) is already being killed", p.PID, p.Comm)
 	}
 	*t.leaseLocked(p, true) = next
 	t.leaseGen++
+	t.noticeDeadlineLocked(a, previous, deadline, "extend")
 	res.Deadline, res.Extra = deadline, next.Extra
 	return res, nil
 }
@@ -444,20 +445,22 @@ func (t *Table) PruneLeases() int {
 }
 
 // setLease gives the queued agent a its lease and moves its deadline to
-// what fn says. It reports false if a is no longer queued (it fired).
-func (d *Deadlines) setLease(a *Agent, extra, until int64, fn func(*Agent) int64) (int64, bool) {
+// what fn says, returning the deadline before and after. It reports false
+// if a is no longer queued (it fired).
+func (d *Deadlines) setLease(a *Agent, extra, until int64, fn func(*Agent) int64) (int64, int64, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.queuedLocked(a) {
-		return 0, false
+		return 0, 0, false
 	}
+	previous := a.Deadline
 	a.extra, a.until = extra, until
 	a.Deadline = fn(a)
 	heap.Fix(&d.h, a.index)
 	if d.alarm != nil {
 		d.alarm.Set(a, d.nextLocked())
 	}
-	return a.Deadline, true
+	return previous, a.Deadline, true
 }
 
 // retargetManual makes the queued a due at deadline, reason manual,

@@ -81,6 +81,10 @@ type Config struct {
 	// DryRun: a fired deadline kills nothing, so an agent fired in a dry
 	// run still leaves leftovers when it exits.
 	DryRun bool
+	// OnNotice, if set, is told of agents found, deadlines moved and
+	// leftovers queued (notify.go). It may be called with the table's lock
+	// held: it must not block and must not call back into the table.
+	OnNotice func(Notice)
 }
 
 // Proc is one live process in the table. Its fields are guarded by the
@@ -220,7 +224,24 @@ func (t *Table) SetMaxAge(d time.Duration) {
 	if testHookBeforeResched != nil {
 		testHookBeforeResched()
 	}
-	t.cfg.Queue.Reschedule(t.deadline)
+	if t.cfg.OnNotice == nil {
+		t.cfg.Queue.Reschedule(t.deadline)
+		return
+	}
+	// The notices go out after the queue's lock is released.
+	var moved []Notice
+	t.cfg.Queue.Reschedule(func(a *Agent) int64 {
+		next := t.deadline(a)
+		if next != a.Deadline {
+			n := agentNotice(NoticeDeadline, a, next)
+			n.Previous, n.Cause = a.Deadline, "reload"
+			moved = append(moved, n)
+		}
+		return next
+	})
+	for _, n := range moved {
+		t.notice(n)
+	}
 }
 
 func eventIndex(ty procevents.Type) int {
@@ -680,6 +701,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 		testHookBeforeQueue()
 	}
 	deadline := t.cfg.Queue.AddWith(a, t.deadline)
+	t.notice(agentNotice(NoticeAgent, a, deadline))
 	t.log.Debug("agent", zap.Int32("pid", p.PID), zap.String("comm", p.Comm), zap.String("rule", rule),
 		zap.Int64("deadline_boot_ns", deadline), zap.Int64("start_boot_ns", p.Start.NS), zap.Bool("start_exact", p.Start.Exact))
 }
