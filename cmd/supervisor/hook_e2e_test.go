@@ -30,10 +30,13 @@ func startHookDaemon(t *testing.T, env []string, args ...string) *testDaemon {
 	return startDaemonCmd(t, cmd)
 }
 
-// recordingHook writes each run's stdin and environment to DIR/stdin.PID
-// and DIR/env.PID, PID being the killed process's.
+// recordingHook writes each run's stdin, environment and open descriptors
+// to DIR/stdin.PID, DIR/env.PID and DIR/fds.PID, PID being the killed
+// process's. The descriptors are listed by a child shell: the hook's own
+// holds a close-on-exec copy of stdout while it redirects (dash).
 func recordingHook(dir string) string {
-	return fmt.Sprintf(`cat > %[1]s/stdin.$REAPER_EVENT_PID.tmp; env > %[1]s/env.$REAPER_EVENT_PID; mv %[1]s/stdin.$REAPER_EVENT_PID.tmp %[1]s/stdin.$REAPER_EVENT_PID`, dir)
+	return fmt.Sprintf(`cat > %[1]s/stdin.$REAPER_EVENT_PID.tmp; env > %[1]s/env.$REAPER_EVENT_PID; sh -c 'ls /proc/$$/fd' > %[1]s/fds.$REAPER_EVENT_PID; `+
+		`mv %[1]s/stdin.$REAPER_EVENT_PID.tmp %[1]s/stdin.$REAPER_EVENT_PID`, dir)
 }
 
 // waitFile waits for path to exist and returns its content.
@@ -113,6 +116,12 @@ func TestIntegrationHookEveryKill(t *testing.T) {
 		}
 		if strings.Contains(string(envb), "hunter2") || strings.Contains(string(envb), "DATABASE_URL") || strings.Contains(string(envb), agentEnv) {
 			t.Errorf("the daemon's environment reached the hook: %q", vars)
+		}
+		// No descriptor of the daemon's (database connections, the proc
+		// connector socket, pidfds) leaks into the hook: all are O_CLOEXEC.
+		if fds, _ := os.ReadFile(filepath.Join(dir, "fds."+strconv.Itoa(a.pid))); strings.Fields(string(fds)) == nil ||
+			!slices.Equal(strings.Fields(string(fds)), []string{"0", "1", "2"}) {
+			t.Errorf("hook's descriptors %q, want 0 1 2", fds)
 		}
 
 		if db != "" {

@@ -223,6 +223,9 @@ func (r *Runner) exec(j job) (failed bool) {
 	if wait := time.Since(j.queued); wait > time.Millisecond {
 		fields = append(fields, zap.Duration("queued_for", wait))
 	}
+	if err := closeOnExec(); err != nil {
+		r.log.Warn("descriptors may leak into the hook", zap.Error(err))
+	}
 	start := time.Now()
 	if err := c.Start(); err != nil {
 		r.log.Error("hook failed to start", append(fields, zap.Error(err))...)

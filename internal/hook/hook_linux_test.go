@@ -304,3 +304,23 @@ func TestKillGroupGuard(t *testing.T) {
 		}
 	}
 }
+
+// TestNoInheritedDescriptors: a descriptor the daemon inherited without
+// close-on-exec does not reach the hook.
+func TestNoInheritedDescriptors(t *testing.T) {
+	fd, err := unix.Open("/dev/null", unix.O_RDONLY, 0) // no O_CLOEXEC, as a parent might leave one
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	dir := t.TempDir()
+	r, _ := newTest(t, Config{})
+	// A child shell lists them: dash itself holds a close-on-exec copy
+	// of stdout while it redirects.
+	r.Run(`sh -c 'ls /proc/$$/fd' > `+dir+`/fds`, ev(370))
+	until(t, 10*time.Second, "the hook ran", func() bool { return r.Stats().Runs == 1 })
+	b, _ := os.ReadFile(dir + "/fds")
+	if got := strings.Fields(string(b)); !slices.Equal(got, []string{"0", "1", "2"}) {
+		t.Errorf("hook's descriptors %q, want 0 1 2 (inherited: %d)", got, fd)
+	}
+}
