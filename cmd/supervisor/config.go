@@ -46,7 +46,9 @@ type Config struct {
 	ControlSocket string
 	ControlGroup  string
 	ControlGID    int
-	EventBuffer   int // events each /events client may have waiting
+	EventBuffer   int           // events each /events client may have waiting
+	OnKill        string        // shell command run after each finished kill; "" for none
+	HookTimeout   time.Duration // per hook run (a test knob)
 
 	// The seed's warning thresholds (used by health snapshots).
 	ZombieWarnThreshold int
@@ -277,6 +279,18 @@ var options = []option{
 		help: "proc connector receive buffer to request, bytes (the kernel doubles it)",
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.NetlinkRcvbuf, err = integer(v, 1024, 1<<30)
+			return
+		}},
+	{flag: "on-kill", env: "REAPER_ON_KILL", def: "",
+		help: "run this with /bin/sh -c after each finished kill, the kill record as JSON on stdin (see README); re-read on SIGHUP",
+		set: func(c *Config, v string, _ []string) error {
+			c.OnKill = strings.TrimSpace(v)
+			return nil
+		}},
+	{env: "REAPER_HOOK_TIMEOUT", def: "10s", hidden: true,
+		help: "test knob: how long an --on-kill run may take before its process group is killed",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.HookTimeout, err = durationIn(v, 10*time.Millisecond, time.Hour)
 			return
 		}},
 	{flag: "log-level", env: "REAPER_LOG_LEVEL", def: "info",
@@ -532,9 +546,18 @@ func readConfigFile(path string) (map[string]string, error) {
 		if !known[k] {
 			return nil, fmt.Errorf("%s:%d: unknown variable %q", path, i+1, scrubArg(k))
 		}
-		out[k] = strings.Trim(strings.TrimSpace(v), `"'`)
+		out[k] = unquote(strings.TrimSpace(v))
 	}
 	return out, nil
+}
+
+// unquote strips one pair of matching quotes around a config file value:
+// a command such as --on-kill's may end in a quote of its own.
+func unquote(v string) string {
+	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+		return v[1 : len(v)-1]
+	}
+	return v
 }
 
 func printUsage(cmd string, w io.Writer, fs *flag.FlagSet) {

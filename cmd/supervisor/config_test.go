@@ -99,6 +99,12 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	for _, o := range options {
+		if o.hidden { // test knobs
+			if strings.Contains(out.String(), o.env) {
+				t.Errorf("--help lists the hidden %s", o.env)
+			}
+			continue
+		}
 		if o.flag != "" && !strings.Contains(out.String(), "--"+o.flag) {
 			t.Errorf("--help lacks --%s", o.flag)
 		}

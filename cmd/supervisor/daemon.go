@@ -17,6 +17,7 @@ import (
 
 	"github.com/agent-supervisor/supervisor/internal/events"
 	"github.com/agent-supervisor/supervisor/internal/health"
+	"github.com/agent-supervisor/supervisor/internal/hook"
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/reap"
 	"github.com/agent-supervisor/supervisor/internal/store"
@@ -61,6 +62,7 @@ type daemon struct {
 	ready  atomic.Bool
 	rate   atomic.Uint64 // events per second over the last second, float64 bits
 	resum  chan time.Duration
+	hooks  *hook.Runner // --on-kill
 
 	mu           sync.Mutex
 	live         *Config           // the configuration in force: cfg, or the last SIGHUP's
@@ -136,6 +138,7 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 		scfg.Postgres = store.NewPostgres(d.pool)
 	}
 	d.store = store.New(scfg)
+	d.hooks = hook.New(hook.Config{Timeout: cfg.HookTimeout, Log: log.Named("hook")})
 	d.metrics = newMetrics(d)
 	d.metrics.eventHub(d.events)
 	return d, nil
@@ -275,6 +278,9 @@ func (d *daemon) applyReload(n *Config) {
 		d.collector.SetThresholds(health.Thresholds{Zombies: n.ZombieWarnThreshold, FreeMemMB: n.FreeMemWarnMB, SwapPct: n.SwapWarnPct})
 		changed = append(changed, "thresholds")
 	}
+	if n.OnKill != old.OnKill {
+		changed = append(changed, "on-kill") // onResult reads it from d.live
+	}
 	if n.SummaryInterval != old.SummaryInterval {
 		select {
 		case d.resum <- n.SummaryInterval:
@@ -405,6 +411,8 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	// 3. In-flight kills finish (half-killed trees help no one) while events
 	// still flow: the reaper waits for the table to see each tree's exits.
 	d.reaper.Wait()
+	// Their hooks get the rest of their timeout, at most hookStopBound.
+	d.hooks.Stop(hookStopBound)
 	// 4. Intake, snapshots, reloads.
 	stopIntake()
 	if d.conn != nil {
@@ -469,7 +477,7 @@ func (d *daemon) logReady(web *httpServer) {
 		zap.Stringers("agents", cfg.Agents), zap.Stringers("under", cfg.Under),
 		zap.Bool("dry_run", cfg.DryRun), zap.Int("pid", os.Getpid()), zap.String("host", cfg.HostID),
 		zap.Bool("database", cfg.DatabaseURL != ""), zap.String("state_dir", cfg.StateDir),
-		zap.Bool("realtime_timer", d.timer.RT()),
+		zap.Bool("realtime_timer", d.timer.RT()), zap.Bool("on_kill", cfg.OnKill != ""),
 	}
 	if web != nil {
 		fields[1] = zap.String("listen", web.addr)

@@ -47,6 +47,7 @@ func once(ctx context.Context, cfg *Config, stdout, logw io.Writer) error {
 	reap.SignalDue(&tc, due)
 	d.reaper.Fire(due)
 	d.reaper.Wait()
+	d.hooks.Stop(hookStopBound)
 
 	snap, err := d.snapshot()
 	if err != nil {

@@ -59,15 +59,17 @@ func (d *daemon) onResult(r reap.Result) {
 	delete(d.pending, r.Seq)
 	d.mu.Unlock()
 	var err error
+	var rec store.Record
 	if ok {
-		_, err = d.store.Replace(id, store.KindKill, at, nil, k)
+		rec, err = d.store.Replace(id, store.KindKill, at, nil, k)
 	} else {
-		_, err = d.store.Add(store.KindKill, at, nil, k)
+		rec, err = d.store.Add(store.KindKill, at, nil, k)
 	}
 	if err != nil {
 		d.log.Error("spool kill record", zap.Error(err), zap.Int32("pid", r.PID))
 	}
 	d.publishKill(k)
+	d.runHook(rec.ID, k)
 	d.mu.Lock()
 	switch {
 	case r.DryRun || r.Outcome == reap.OutcomeRefused:
