@@ -306,7 +306,9 @@ var options = []option{
 	{flag: "event-buffer", env: "REAPER_EVENT_BUFFER", def: "1024",
 		help: "events each /events client may have waiting before it is dropped as too slow",
 		set: func(c *Config, v string, _ []string) (err error) {
-			c.EventBuffer, err = integer(v, 1, 1<<20)
+			// At most 64 clients (events.MaxSubscribers): 64 x 65536
+			// buffered events is the most a reader can make us hold.
+			c.EventBuffer, err = integer(v, 1, 1<<16)
 			return
 		}},
 	{env: "REAPER_ZOMBIE_WARN_THRESHOLD", def: "500",

@@ -62,6 +62,17 @@ func (c *controller) handle(p control.Peer, r control.Request) control.Response 
 		return control.Response{Message: "ok"}
 	case control.CmdExtend:
 		return c.extend(r)
+	case control.CmdKeep, control.CmdUnkeep, control.CmdKill:
+		if !c.allow(r.PID, false) {
+			// Keeping PID 1 or an ancestor of ours would exempt every
+			// process on the host: the same never-touch rule as kills.
+			return control.Errorf("pid %d is protected: never PID 1, the daemon, its ancestors or a kernel thread", r.PID)
+		}
+		if r.Force && p.UID != 0 {
+			return control.Errorf("--force is for root only: a --control-group member may kill agents and their sessions, not any process")
+		}
+	}
+	switch r.Cmd {
 	case control.CmdKeep:
 		res, err := c.table.Keep(r.PID, tracker.Start{})
 		if err != nil {
@@ -119,6 +130,9 @@ func (c *controller) extend(r control.Request) control.Response {
 		t, perr := time.Parse(time.RFC3339Nano, r.Until)
 		if perr != nil {
 			return control.Errorf("--until %q: want an RFC 3339 time", r.Until)
+		}
+		if time.Until(t) > maxExtend {
+			return control.Errorf("--until %s is more than %s away", r.Until, maxExtend)
 		}
 		res, err = c.table.ExtendUntil(r.PID, tracker.Start{}, c.clock.Now()+int64(time.Until(t)))
 	default:
@@ -330,10 +344,10 @@ func controlCmd(cmd string, args []string, getenv func(string) string, stdout, s
 		fmt.Fprintf(stderr, "supervisor: %s: %s: %v\n", cmd, path, err)
 		return 1
 	case resp.Error != "":
-		fmt.Fprintf(stderr, "supervisor: %s: %s\n", cmd, resp.Error)
+		fmt.Fprintf(stderr, "supervisor: %s: %s\n", cmd, printable(resp.Error))
 		return 1
 	}
-	fmt.Fprintln(stdout, resp.Message)
+	fmt.Fprintln(stdout, printable(resp.Message))
 	return 0
 }
 

@@ -59,8 +59,22 @@ func TestControllerHandle(t *testing.T) {
 	saves, reloads := 0, 0
 	var saveErr, reloadErr error
 	c := &controller{table: tb, clock: fixedClock{1e12}, save: func() error { saves++; return saveErr },
-		reload: func() error { reloads++; return reloadErr }}
+		reload: func() error { reloads++; return reloadErr }, allow: func(pid int32, _ bool) bool { return pid != 1 }}
 	peer := control.Peer{UID: 0, PID: 4321}
+
+	// Never PID 1 (the guard's rule), for keep too: keeping it would exempt
+	// the whole host. --force is root's alone.
+	for _, cmd := range []string{"keep", "unkeep", "kill"} {
+		if r := c.handle(peer, control.Request{Cmd: cmd, PID: 1}); !strings.Contains(r.Error, "protected") {
+			t.Errorf("%s 1: %+v", cmd, r)
+		}
+	}
+	if r := c.handle(control.Peer{UID: 1000, PID: 4322}, control.Request{Cmd: "kill", PID: 41, Force: true}); !strings.Contains(r.Error, "root only") {
+		t.Errorf("kill --force by uid 1000: %+v", r)
+	}
+	if r := c.handle(peer, control.Request{Cmd: "extend", PID: 12, Until: time.Now().AddDate(5, 0, 0).Format(time.RFC3339)}); r.Error == "" {
+		t.Errorf("--until five years away accepted: %+v", r)
+	}
 
 	r := c.handle(peer, control.Request{Cmd: "extend", PID: 12, Duration: "90m"})
 	if r.Error != "" || !strings.Contains(r.Message, "pid 12 (claude): deadline") || !strings.Contains(r.Message, "1h30m0s in all") ||

@@ -104,6 +104,10 @@ func (m *metrics) eventHub(h *events.Hub) {
 			Name: "supervisor_event_clients_dropped_total",
 			Help: "/events clients dropped because they fell a whole buffer of events behind.",
 		}, func() float64 { return float64(h.Dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "supervisor_event_clients_refused_total",
+			Help: "/events clients refused (503) because the most allowed were connected.",
+		}, func() float64 { return float64(h.Refused()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "supervisor_event_clients",
 			Help: "/events clients connected.",
@@ -145,7 +149,11 @@ func (d *daemon) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	// Subscribed before the response starts: a client that has the
 	// headers misses nothing that happens after.
-	sub := d.events.Subscribe(types)
+	sub, err := d.events.Subscribe(types)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("too many /events clients (at most %d)", events.MaxSubscribers), http.StatusServiceUnavailable)
+		return
+	}
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "application/x-ndjson")
@@ -307,7 +315,7 @@ type wireEvent struct {
 func formatEvent(line []byte) string {
 	var e wireEvent
 	if err := json.Unmarshal(line, &e); err != nil || e.Type == "" {
-		return string(line)
+		return printable(string(line))
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %-8s", e.Time.Local().Format("15:04:05.000"), e.Type)
@@ -377,7 +385,7 @@ func formatEvent(line []byte) string {
 		kv("full_avg10", e.FullAvg10)
 		session()
 	default:
-		return string(line)
+		return printable(string(line))
 	}
-	return b.String()
+	return printable(b.String())
 }

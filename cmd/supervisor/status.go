@@ -145,7 +145,7 @@ func printLeftovers(w io.Writer, sessions []agentView, now time.Time) {
 	}
 }
 
-func comm15(c string) string { return clipTo(c, 15) }
+func comm15(c string) string { return clipTo(printable(c), 15) }
 
 func clipTo(s string, n int) string {
 	if len(s) > n {

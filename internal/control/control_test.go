@@ -204,3 +204,24 @@ func TestServer(t *testing.T) {
 		t.Errorf("over a regular file: %v", err)
 	}
 }
+
+// The socket's directory must be ours alone: a symlink, a directory another
+// user owns or one anyone may write to is refused before anything is
+// created, chmodded or removed in it.
+func TestListenRefusesUnsafeDir(t *testing.T) {
+	base := t.TempDir()
+	open := filepath.Join(base, "open")
+	os.Mkdir(open, 0o777)
+	os.Chmod(open, 0o777) // past the umask
+	link := filepath.Join(base, "link")
+	os.Symlink(open, link)
+	for _, dir := range []string{open, link} {
+		if ln, _, err := listen(filepath.Join(dir, "control.sock"), -1); err == nil {
+			ln.Close()
+			t.Errorf("listen in %s: no error", dir)
+		}
+	}
+	if ents, _ := os.ReadDir(open); len(ents) != 0 {
+		t.Errorf("files created in the refused directory: %v", ents)
+	}
+}

@@ -89,6 +89,14 @@ func listen(path string, group int) (*net.UnixListener, os.FileInfo, error) {
 			}
 		}
 	}
+	// Everything below (a temporary name, chmod, chown, rename, removing a
+	// stale socket) goes by path: safe only in a directory that no one but
+	// us can change. A directory another user may write to (or a symlink
+	// to one) would let them swap names under us and have root chmod or
+	// remove a file of their choosing.
+	if err := checkDir(dir); err != nil {
+		return nil, nil, fmt.Errorf("control socket: %w", err)
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, nil, fmt.Errorf("control socket: %s exists and is not a socket", path)
@@ -138,6 +146,25 @@ func listen(path string, group int) (*net.UnixListener, os.FileInfo, error) {
 		return fail(err)
 	}
 	return ln, info, nil
+}
+
+// checkDir refuses a socket directory that is a symlink, is not owned by
+// us, or can be written by group or others.
+func checkDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory (a symlink?)", dir)
+	case !ok || int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%s is not owned by uid %d: another user could replace the socket", dir, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("%s is writable by group or others (mode %#o): another user could replace the socket", dir, fi.Mode().Perm())
+	}
+	return nil
 }
 
 func (s *Server) serve() {

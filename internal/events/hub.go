@@ -20,9 +20,10 @@ const DefaultBuffer = 1024
 type Hub struct {
 	size int
 
-	mu     sync.Mutex
-	subs   []*Sub
-	closed bool
+	mu      sync.Mutex
+	subs    []*Sub
+	closed  bool
+	refused uint64 // subscribers turned away past MaxSubscribers
 
 	want    atomic.Uint32 // the union of the subscribers' types: Publish's fast path
 	clients atomic.Int64
@@ -38,6 +39,13 @@ func NewHub(size int) *Hub {
 	return &Hub{size: size}
 }
 
+// Refused counts subscribers turned away past MaxSubscribers.
+func (h *Hub) Refused() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.refused
+}
+
 // Sub is one subscriber. Its events arrive on C, which is closed when the
 // subscriber is dropped for being too slow, unsubscribes, or the hub closes.
 type Sub struct {
@@ -50,21 +58,33 @@ type Sub struct {
 	done, dropped bool
 }
 
-// Subscribe adds a subscriber for the given types. On a closed hub the
-// subscriber's channel is closed at once.
-func (h *Hub) Subscribe(types Types) *Sub {
-	s := &Sub{c: make(chan Event, h.size), types: types, hub: h}
-	s.C = s.c
+// MaxSubscribers bounds the subscribers at once: each holds a buffer and
+// costs every Publish a send, and /events is open to every local user.
+const MaxSubscribers = 64
+
+// ErrTooMany is Subscribe's answer past MaxSubscribers.
+var ErrTooMany = errors.New("events: too many subscribers")
+
+// Subscribe adds a subscriber for the given types, or returns ErrTooMany
+// when MaxSubscribers are connected. On a closed hub the subscriber's
+// channel is closed at once.
+func (h *Hub) Subscribe(types Types) (*Sub, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if !h.closed && len(h.subs) >= MaxSubscribers {
+		h.refused++
+		return nil, ErrTooMany
+	}
+	s := &Sub{c: make(chan Event, h.size), types: types, hub: h}
+	s.C = s.c
 	if h.closed {
 		s.done = true
 		close(s.c)
-		return s
+		return s, nil
 	}
 	h.subs = append(h.subs, s)
 	h.recountLocked()
-	return s
+	return s, nil
 }
 
 // Close unsubscribes s and closes its channel; events still buffered stay

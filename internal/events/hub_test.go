@@ -21,7 +21,7 @@ func lost(n uint64) *Lost { return &Lost{Events: n, Total: n} }
 
 func TestFanOut(t *testing.T) {
 	h := NewHub(100)
-	subs := []*Sub{h.Subscribe(All), h.Subscribe(All), h.Subscribe(All)}
+	subs := []*Sub{must(h.Subscribe(All)), must(h.Subscribe(All)), must(h.Subscribe(All))}
 	if h.Clients() != 3 {
 		t.Fatalf("clients %d, want 3", h.Clients())
 	}
@@ -46,8 +46,8 @@ func TestFilter(t *testing.T) {
 	if h.Wants(TypeKill) {
 		t.Fatal("no subscriber, yet the hub wants kills")
 	}
-	kills := h.Subscribe(must(ParseTypes("kill")))
-	both := h.Subscribe(must(ParseTypes("kill, leftover")))
+	kills := must(h.Subscribe(must(ParseTypes("kill"))))
+	both := must(h.Subscribe(must(ParseTypes("kill, leftover"))))
 	if !h.Wants(TypeKill) || !h.Wants(TypeLeftover) || h.Wants(TypeAgent) {
 		t.Fatalf("wants: kill %v leftover %v agent %v", h.Wants(TypeKill), h.Wants(TypeLeftover), h.Wants(TypeAgent))
 	}
@@ -89,8 +89,8 @@ func TestParseTypes(t *testing.T) {
 func TestSlowClientDropped(t *testing.T) {
 	const size, n = 16, 5000
 	h := NewHub(size)
-	slow := h.Subscribe(All)
-	fast := h.Subscribe(All)
+	slow := must(h.Subscribe(All))
+	fast := must(h.Subscribe(All))
 	for i := uint64(1); i <= n; i++ {
 		h.Publish(lost(i))
 		// The fast client reads each event before the next: it is never
@@ -127,7 +127,7 @@ func TestSlowClientDropped(t *testing.T) {
 func TestPublishNeverBlocks(t *testing.T) {
 	h := NewHub(4)
 	for i := 0; i < 8; i++ {
-		h.Subscribe(All) // never read
+		_ = must(h.Subscribe(All)) // never read
 	}
 	done := make(chan struct{})
 	go func() {
@@ -148,7 +148,7 @@ func TestPublishNeverBlocks(t *testing.T) {
 
 func TestCloseHub(t *testing.T) {
 	h := NewHub(4)
-	s := h.Subscribe(All)
+	s := must(h.Subscribe(All))
 	h.Publish(lost(1))
 	h.Close()
 	if ev, ok := <-s.C; !ok || ev.(*Lost).Events != 1 {
@@ -160,7 +160,7 @@ func TestCloseHub(t *testing.T) {
 	if s.Dropped() || h.Dropped() != 0 {
 		t.Error("a close counted as a drop")
 	}
-	late := h.Subscribe(All)
+	late := must(h.Subscribe(All))
 	if _, ok := <-late.C; ok {
 		t.Error("subscribing to a closed hub gave an open channel")
 	}
@@ -182,7 +182,7 @@ func TestJSON(t *testing.T) {
 		&Lost{Events: 3, Total: 9},
 	}
 	h := NewHub(len(evs))
-	s := h.Subscribe(All)
+	s := must(h.Subscribe(All))
 	for _, ev := range evs {
 		ev.header().Time = at
 		h.Publish(ev)
@@ -236,7 +236,7 @@ func TestStream(t *testing.T) {
 	// Until the context ends: every event as a line, flushed.
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	s := h.Subscribe(All)
+	s := must(h.Subscribe(All))
 	var flushes int
 	errc := make(chan error, 1)
 	go func() { errc <- Stream(ctx, s, pw, func() error { flushes++; return nil }) }()
@@ -260,7 +260,7 @@ func TestStream(t *testing.T) {
 	}
 
 	// Until the hub closes.
-	s = h.Subscribe(All)
+	s = must(h.Subscribe(All))
 	go func() { errc <- Stream(context.Background(), s, io.Discard, nil) }()
 	h.Close()
 	if err := <-errc; !errors.Is(err, ErrClosed) {
@@ -276,7 +276,7 @@ func TestStreamDropped(t *testing.T) {
 	base := runtime.NumGoroutine()
 	h := NewHub(8)
 	pr, pw := io.Pipe() // nobody reads: the first write blocks
-	s := h.Subscribe(All)
+	s := must(h.Subscribe(All))
 	errc := make(chan error, 1)
 	go func() { errc <- Stream(context.Background(), s, pw, nil) }()
 	for i := uint64(1); i <= 100; i++ {
@@ -292,7 +292,7 @@ func TestStreamDropped(t *testing.T) {
 
 	// A write that times out drops the client too, buffer full or not.
 	pr, pw = io.Pipe()
-	s = h.Subscribe(All)
+	s = must(h.Subscribe(All))
 	go func() { errc <- Stream(context.Background(), s, pw, nil) }()
 	h.Publish(lost(1))
 	pr.CloseWithError(os.ErrDeadlineExceeded) // what a write deadline does
@@ -301,7 +301,7 @@ func TestStreamDropped(t *testing.T) {
 	}
 	// A client that goes away is not a drop.
 	pr, pw = io.Pipe()
-	s = h.Subscribe(All)
+	s = must(h.Subscribe(All))
 	go func() { errc <- Stream(context.Background(), s, pw, nil) }()
 	pr.CloseWithError(errors.New("connection reset"))
 	h.Publish(lost(1))
@@ -334,7 +334,7 @@ func TestConcurrent(t *testing.T) {
 	}
 	var readers sync.WaitGroup
 	for i := 0; i < 50; i++ {
-		s := h.Subscribe(All)
+		s := must(h.Subscribe(All))
 		if i%2 == 0 {
 			readers.Add(1)
 			go func() {
@@ -372,7 +372,7 @@ func BenchmarkPublish(b *testing.B) {
 		b.Run(strconv.Itoa(n)+"subs", func(b *testing.B) {
 			h := NewHub(1 << 20)
 			for range n {
-				s := h.Subscribe(All)
+				s := must(h.Subscribe(All))
 				go func() {
 					for range s.C {
 					}
@@ -385,5 +385,22 @@ func BenchmarkPublish(b *testing.B) {
 			b.ReportMetric(float64(h.Dropped()), "dropped")
 			h.Close()
 		})
+	}
+}
+
+// /events is open to every local user: past MaxSubscribers a subscriber is
+// refused and counted, and a place frees up when one leaves.
+func TestSubscriberCap(t *testing.T) {
+	h := NewHub(1)
+	var subs []*Sub
+	for range MaxSubscribers {
+		subs = append(subs, must(h.Subscribe(All)))
+	}
+	if _, err := h.Subscribe(All); !errors.Is(err, ErrTooMany) || h.Refused() != 1 {
+		t.Fatalf("subscriber %d: %v, refused %d; want ErrTooMany, 1", MaxSubscribers+1, err, h.Refused())
+	}
+	subs[0].Close()
+	if _, err := h.Subscribe(All); err != nil {
+		t.Fatalf("after one left: %v", err)
 	}
 }

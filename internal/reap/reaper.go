@@ -14,7 +14,9 @@ import (
 
 // Tree is what the reaper needs of the process table.
 type Tree interface {
-	Descendants(p *tracker.Proc, buf []tracker.Target) []tracker.Target
+	// Descendants lists p's live descendants to signal; why p is killed
+	// decides whether kept processes are left out (all but manual kills).
+	Descendants(p *tracker.Proc, why tracker.Reason, buf []tracker.Target) []tracker.Target
 	// WaitGone waits until the table has seen the exit of p and of every
 	// target, or until deadline, and reports whether it has; a process's
 	// forks reach the table before its exit does.
@@ -364,7 +366,7 @@ func (k *kill) sweep(sig unix.Signal) int {
 	r := k.r
 	r.sem <- struct{}{}
 	defer func() { <-r.sem }()
-	k.buf = r.cfg.Tree.Descendants(k.a.Proc(), k.buf[:0])
+	k.buf = r.cfg.Tree.Descendants(k.a.Proc(), k.res.Reason, k.buf[:0])
 	added := 0
 	for _, t := range k.buf {
 		if m, ok := k.known[t.PID]; ok && m.Start.Same(t.Start) {

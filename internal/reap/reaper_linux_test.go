@@ -17,9 +17,11 @@ import (
 // the reaper's logic on one real process.
 type leafTree struct{}
 
-func (leafTree) Descendants(*tracker.Proc, []tracker.Target) []tracker.Target { return nil }
-func (leafTree) WaitGone(time.Time, *tracker.Proc, []tracker.Target) bool     { return true }
-func (leafTree) Release(*tracker.Proc)                                        {}
+func (leafTree) Descendants(*tracker.Proc, tracker.Reason, []tracker.Target) []tracker.Target {
+	return nil
+}
+func (leafTree) WaitGone(time.Time, *tracker.Proc, []tracker.Target) bool { return true }
+func (leafTree) Release(*tracker.Proc)                                    {}
 
 type recorder struct {
 	mu       sync.Mutex

@@ -22,7 +22,7 @@ func TestWaitGone(t *testing.T) {
 		t.Fatalf("%d agents due, want 1", len(due))
 	}
 	p := due[0].Proc()
-	child := tb.Descendants(p, nil)
+	child := tb.Descendants(p, ReasonMaxAge, nil)
 	if len(child) != 1 || child[0].PID != 300 {
 		t.Fatalf("descendants %+v", child)
 	}

@@ -347,7 +347,7 @@ func (t *Table) KillNow(pid int32, start Start, force bool, by string, allow fun
 		}
 	} else {
 		r, ok := t.ruleLocked(p, false)
-		if !ok && !force {
+		if (!ok || !t.underLocked(p)) && !force {
 			return res, fmt.Errorf("pid %d (%s) is %w: refused without --force", p.PID, p.Comm, ErrNotAgent)
 		}
 		rule = r

@@ -232,11 +232,19 @@ func TestSessionKeptUnderLeftoverRoot(t *testing.T) {
 		t.Fatalf("the shell is not a leftover: %v", leftovers(tb))
 	}
 	got := map[int32]bool{}
-	for _, d := range tb.Descendants(root.Proc(), nil) {
+	for _, d := range tb.Descendants(root.Proc(), ReasonLeftover, nil) {
 		got[d.PID] = true
 	}
 	if !got[230] || got[220] || got[221] {
 		t.Errorf("the shell's kill would signal %v: want 230, never the kept 220 or its child 221", got)
+	}
+	// A manual kill is an order: what is kept dies with the rest.
+	got = map[int32]bool{}
+	for _, d := range tb.Descendants(root.Proc(), ReasonManual, nil) {
+		got[d.PID] = true
+	}
+	if !got[230] || !got[220] || !got[221] {
+		t.Errorf("a manual kill of the shell would signal %v: want 220, 221 and 230", got)
 	}
 }
 

@@ -759,18 +759,19 @@ type Target struct {
 // kept process (a --keep rule, REAPER_KEEP=1) is left out with everything
 // below it: whatever kills p's tree, what the user asked to keep survives.
 // Its environment is read here, only for processes about to be signalled.
-func (t *Table) Descendants(p *Proc, buf []Target) []Target {
+func (t *Table) Descendants(p *Proc, why Reason, buf []Target) []Target {
+	spare := why != ReasonManual // kill is an order: what is kept dies too
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var walk func(n *Proc)
 	walk = func(n *Proc) {
 		for c := n.child; c != nil; c = c.next {
-			if !c.dead && !t.keptLocked(c, c.session) {
+			if !c.dead && (!spare || !t.keptLocked(c, c.session)) {
 				buf = append(buf, Target{PID: c.PID, Start: c.Start, Comm: c.Comm, Kthread: c.Kthread})
 			}
 		}
 		for c := n.child; c != nil; c = c.next {
-			if c.dead || c.keep != keepYes {
+			if c.dead || !spare || c.keep != keepYes {
 				walk(c) // a kept process is left alone with its descendants
 			}
 		}

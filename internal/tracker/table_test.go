@@ -255,7 +255,7 @@ func TestUnderAndDescendants(t *testing.T) {
 	if ag.agent == nil || ag.agent.Start != (Start{NS: offset + 1, Exact: true}) {
 		t.Fatalf("agent 20: %+v", ag.agent)
 	}
-	got := tb.Descendants(ag, nil)
+	got := tb.Descendants(ag, ReasonMaxAge, nil)
 	if len(got) != 1 || got[0].PID != 40 {
 		t.Errorf("descendants %+v, want [40]", got)
 	}
@@ -267,7 +267,7 @@ func TestUnderAndDescendants(t *testing.T) {
 		t.Fatal("agent not queued")
 	}
 	tb.Apply(exitEv(20, 20, 6))
-	got = tb.Descendants(ag, nil)
+	got = tb.Descendants(ag, ReasonMaxAge, nil)
 	if len(got) != 2 {
 		t.Errorf("descendants of the exited, held agent: %+v", got)
 	}
@@ -409,7 +409,7 @@ func TestMergeDoesNotAdoptIntoStaleParent(t *testing.T) {
 	procs.stat[500] = ProcInfo{PID: 500, PPID: 1, Start: FromTicks(900), Comm: "bash", State: 'S'}
 	procs.stat[50] = ProcInfo{PID: 50, PPID: 500, Start: FromTicks(901), Comm: "vim", State: 'S'}
 	tb.Merge([]ProcInfo{procs.stat[50], procs.stat[100], procs.stat[500]}, true)
-	if got := tb.Descendants(tb.procs[100], nil); len(got) != 0 {
+	if got := tb.Descendants(tb.procs[100], ReasonMaxAge, nil); len(got) != 0 {
 		t.Errorf("agent 100 adopted %+v", got)
 	}
 	if p := tb.procs[50]; p.parent == nil || p.parent.PID != 500 || p.parent.Comm != "bash" {
