@@ -218,6 +218,12 @@ func (s *Server) handle(c *net.UnixConn) {
 		return
 	}
 	line, err := readLine(c)
+	if err != nil && len(line) == 0 && errors.Is(err, io.EOF) {
+		// Connected and closed without a word: another daemon checking
+		// whether this socket is live before it would replace it.
+		log.Debug("control: connection closed without a request", zap.Uint32("uid", p.UID), zap.Int32("pid", p.PID))
+		return
+	}
 	if err != nil {
 		log.Warn("control: bad request", zap.Uint32("uid", p.UID), zap.Int32("pid", p.PID), zap.Error(err))
 		writeResponse(c, Errorf("%v", err))
