@@ -412,7 +412,8 @@ func (in *Init) forward(sig syscall.Signal) {
 		return
 	}
 	var err error
-	if in.cfg.Forward == ForwardGroup {
+	if in.cfg.Forward == ForwardGroup || in.cmdFD < 0 {
+		// CMD is unreaped (fwdMu): its PID, and the group id, are ours.
 		err = unix.Kill(in.cfg.Forward.target(in.cmdPID), sig)
 	} else {
 		err = unix.PidfdSendSignal(in.cmdFD, sig, nil, 0)
