@@ -153,6 +153,14 @@ func Start(cfg Config) (*Init, error) {
 		in.stopSignals()
 		return nil, fmt.Errorf("start %q: %w", path, err)
 	}
+	if sys.Foreground {
+		// Now in the background of the terminal, our own writes to it
+		// (the log on stderr) would stop us with SIGTTOU under `stty
+		// tostop`, and Go leaves SIGTTOU at its default action unless it
+		// is caught. Ignored, as tini does; only after the fork, so that
+		// CMD starts with the default action.
+		signal.Ignore(unix.SIGTTIN, unix.SIGTTOU)
+	}
 	in.log.Info("command started", zap.Int("pid", in.cmdPID), zap.Strings("argv", cfg.Argv),
 		zap.Bool("pid1", in.pid1), zap.Bool("foreground", sys.Foreground), zap.Stringer("forward_to", cfg.Forward))
 	in.loops.Add(2)
@@ -418,8 +426,10 @@ func (in *Init) forward(sig syscall.Signal) {
 	} else {
 		err = unix.PidfdSendSignal(in.cmdFD, sig, nil, 0)
 	}
-	if err != nil && !errors.Is(err, unix.ESRCH) {
-		in.log.Warn("forward signal", zap.String("signal", unix.SignalName(sig)), zap.Error(err))
+	if err != nil {
+		if !errors.Is(err, unix.ESRCH) { // ESRCH: CMD has exited, or its group is empty
+			in.log.Warn("forward signal", zap.String("signal", unix.SignalName(sig)), zap.Error(err))
+		}
 		return
 	}
 	in.forwarded.Add(1)
