@@ -81,6 +81,9 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := procs.CheckOwn(); err != nil {
+		return nil, err
+	}
 	guard, err := reap.NewGuard(procs)
 	if err != nil {
 		return nil, err

@@ -76,6 +76,7 @@ type Init struct {
 	onExit atomic.Pointer[func(pid int32)]
 
 	chld, fwd  chan os.Signal
+	tty        chan os.Signal // SIGTTIN, SIGTTOU: caught and dropped
 	cmdExited  chan struct{} // CMD reaped
 	done       chan struct{} // CMD reaped and what it left ended
 	stop       chan struct{}
@@ -111,10 +112,10 @@ func Start(cfg Config) (*Init, error) {
 		if errors.Is(err, exec.ErrNotFound) {
 			err = fmt.Errorf("%w: %w", errNotFound, err)
 		}
-		return nil, fmt.Errorf("command %q: %w", cfg.Argv[0], err)
+		return nil, &StartError{Err: fmt.Errorf("command %q: %w", cfg.Argv[0], err)}
 	}
 	in := &Init{cfg: cfg, log: cfg.Log, self: os.Getpid(), owned: map[int]chan struct{}{},
-		chld: make(chan os.Signal, 1), fwd: make(chan os.Signal, 64),
+		chld: make(chan os.Signal, 1), fwd: make(chan os.Signal, 64), tty: make(chan os.Signal, 1),
 		cmdExited: make(chan struct{}), done: make(chan struct{}), stop: make(chan struct{}), cmdFD: -1}
 	in.pid1 = in.self == 1
 	// /proc/self names us by the PID the procfs's namespace gives us: ours
@@ -151,15 +152,16 @@ func Start(cfg Config) (*Init, error) {
 	})
 	if err != nil {
 		in.stopSignals()
-		return nil, fmt.Errorf("start %q: %w", path, err)
+		return nil, &StartError{Err: fmt.Errorf("start %q: %w", path, err)}
 	}
 	if sys.Foreground {
 		// Now in the background of the terminal, our own writes to it
 		// (the log on stderr) would stop us with SIGTTOU under `stty
 		// tostop`, and Go leaves SIGTTOU at its default action unless it
-		// is caught. Ignored, as tini does; only after the fork, so that
-		// CMD starts with the default action.
-		signal.Ignore(unix.SIGTTIN, unix.SIGTTOU)
+		// is caught. Caught and dropped (tini ignores them; an ignored
+		// signal would stay ignored in every child we start later, the
+		// --on-kill hooks; a caught one is reset by exec).
+		signal.Notify(in.tty, unix.SIGTTIN, unix.SIGTTOU)
 	}
 	in.log.Info("command started", zap.Int("pid", in.cmdPID), zap.Strings("argv", cfg.Argv),
 		zap.Bool("pid1", in.pid1), zap.Bool("foreground", sys.Foreground), zap.Stringer("forward_to", cfg.Forward))
@@ -224,6 +226,7 @@ func (in *Init) Close() {
 func (in *Init) stopSignals() {
 	signal.Stop(in.chld)
 	signal.Stop(in.fwd)
+	signal.Stop(in.tty)
 }
 
 // Own runs start, which starts a child and returns its PID, and registers

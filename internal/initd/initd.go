@@ -66,11 +66,22 @@ func ExitCode(ws unix.WaitStatus) int {
 // not found, 126 when it is found but cannot be run, as a shell (and
 // docker) report them.
 func StartCode(err error) int {
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, errNotFound) {
+	var se *StartError
+	switch {
+	case !errors.As(err, &se):
+		return 1 // init itself could not start (prctl, /proc): not CMD's fault
+	case errors.Is(err, unix.ENOENT) || errors.Is(err, errNotFound):
 		return 127
 	}
 	return 126
 }
+
+// StartError is a failure to run CMD itself (not found, not executable),
+// as a shell reports it: 127 or 126.
+type StartError struct{ Err error }
+
+func (e *StartError) Error() string { return e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
 
 var errNotFound = errors.New("not found in PATH")
 

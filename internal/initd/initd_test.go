@@ -55,14 +55,17 @@ func TestExitCode(t *testing.T) {
 }
 
 func TestStartCode(t *testing.T) {
-	if got := StartCode(fmt.Errorf("command %q: %w: %w", "nope", errNotFound, exec.ErrNotFound)); got != 127 {
+	if got := StartCode(&StartError{fmt.Errorf("command %q: %w: %w", "nope", errNotFound, exec.ErrNotFound)}); got != 127 {
 		t.Errorf("not found: %d", got)
 	}
-	if got := StartCode(fmt.Errorf("start: %w", unix.ENOENT)); got != 127 {
+	if got := StartCode(&StartError{fmt.Errorf("start: %w", unix.ENOENT)}); got != 127 {
 		t.Errorf("ENOENT: %d", got)
 	}
-	if got := StartCode(fmt.Errorf("start: %w", unix.EACCES)); got != 126 {
+	if got := StartCode(&StartError{fmt.Errorf("start: %w", unix.EACCES)}); got != 126 {
 		t.Errorf("EACCES: %d", got)
+	}
+	if got := StartCode(fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", unix.EINVAL)); got != 1 {
+		t.Errorf("init's own failure: %d, want 1 (not CMD's 126)", got)
 	}
 }
 
