@@ -49,6 +49,23 @@ func NewProcFS(root string) (*ProcFS, error) {
 	return &ProcFS{fs: f, root: root, buf: make([]byte, 1024)}, nil
 }
 
+// CheckOwn reports an error unless this procfs is the one of our own PID
+// namespace: /proc/self names us by the PID its namespace gives us. A /proc
+// mounted for another namespace (unshare --pid without --mount-proc)
+// shows other processes under PIDs that, in ours, belong to someone else:
+// matching them, or checking a pidfd's start time there, would aim at the
+// wrong process.
+func (p *ProcFS) CheckOwn() error {
+	self, err := os.Readlink(p.root + "/self")
+	if err != nil {
+		return fmt.Errorf("read %s/self: %w", p.root, err)
+	}
+	if self != strconv.Itoa(os.Getpid()) {
+		return fmt.Errorf("%s belongs to another PID namespace (it calls us %s, we are %d): mount one for ours (e.g. unshare --pid --fork --mount-proc)", p.root, self, os.Getpid())
+	}
+	return nil
+}
+
 // gone maps the errors of a process that exited between listing and reading
 // to ErrGone, as node_exporter does.
 func gone(err error) error {
