@@ -211,12 +211,13 @@ type initRun struct {
 func startInit(t testing.TB, ns bool, args []string, script string) *initRun {
 	t.Helper()
 	argv := append(append([]string{supervisorBin}, args...), "--", "sh", "-c", script)
-	return startInitArgv(t, ns, argv, true)
+	return startInitArgv(t, ns, argv, supervisorBin)
 }
 
-// startInitArgv runs argv (in a fresh PID namespace when ns is set).
-// isInit says argv is a supervisor init (whose PID and pidfd are found).
-func startInitArgv(t testing.TB, ns bool, argv []string, isInit bool) *initRun {
+// startInitArgv runs argv (in a fresh PID namespace when ns is set). When
+// exe is set, argv runs an init whose executable is exe: its PID and a
+// pidfd are found.
+func startInitArgv(t testing.TB, ns bool, argv []string, exe string) *initRun {
 	t.Helper()
 	if ns {
 		// --kill-child: if unshare dies (the cleanup SIGKILLs it), so does
@@ -317,8 +318,8 @@ func startInitArgv(t testing.TB, ns bool, argv []string, isInit bool) *initRun {
 			unix.Close(r.pidfd)
 		}
 	})
-	if isInit {
-		r.findInit(t)
+	if exe != "" {
+		r.findInit(t, exe)
 	}
 	return r
 }
@@ -328,7 +329,7 @@ func startInitArgv(t testing.TB, ns bool, argv []string, isInit bool) *initRun {
 // (/proc/PID/task/TID/children) and proved by its parent after the pidfd
 // is open: unshare forks once, so a process whose parent is unshare is
 // init (and unshare, our unreaped child, keeps its PID).
-func (r *initRun) findInit(t testing.TB) {
+func (r *initRun) findInit(t testing.TB, exe string) {
 	t.Helper()
 	if !r.ns {
 		r.pid = r.cmd.Process.Pid
@@ -340,7 +341,7 @@ func (r *initRun) findInit(t testing.TB) {
 		return
 	}
 	u := r.cmd.Process.Pid
-	bin, _ := filepath.EvalSymlinks(supervisorBin)
+	bin, _ := filepath.EvalSymlinks(exe)
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", u, u))
 		f := strings.Fields(string(b))
@@ -363,7 +364,7 @@ func (r *initRun) findInit(t testing.TB) {
 			}
 			if time.Now().After(end) || pidfdDead(fd, 0) {
 				unix.Close(fd)
-				t.Fatalf("unshare's child %d never became supervisor", pid)
+				t.Fatalf("unshare's child %d never became %s", pid, exe)
 			}
 		}
 		r.pid, r.pidfd = pid, fd
@@ -555,7 +556,7 @@ func TestIntegrationInitReapsOrphans(t *testing.T) {
 	t.Run("control: PID 1 that does not reap", func(t *testing.T) {
 		// The script runs in the background and PID 1 becomes sleep.
 		argv := []string{"sh", "-c", fmt.Sprintf(`sh -c '%s' & exec sleep 60`, fmt.Sprintf(script, 1500))}
-		r := startInitArgv(t, true, argv, false)
+		r := startInitArgv(t, true, argv, "")
 		_, init, _ := zombieLine(t, r.waitOut(t, 20*time.Second, "zombies").text)
 		if init < 20 {
 			t.Errorf("a non-reaping PID 1 holds %d zombies; expected nearly 30: the check would not catch a non-reaping init", init)
