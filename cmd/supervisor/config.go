@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/initd"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 )
 
@@ -48,6 +49,7 @@ type Config struct {
 	ControlGID    int
 	EventBuffer   int           // events each /events client may have waiting
 	OnKill        string        // shell command run after each finished kill; "" for none
+	ForwardTo     initd.Forward // supervisor init: where forwarded signals go
 	HookTimeout   time.Duration // per hook run (a test knob)
 
 	// The seed's warning thresholds (used by health snapshots).
@@ -286,6 +288,12 @@ var options = []option{
 		set: func(c *Config, v string, _ []string) error {
 			c.OnKill = strings.TrimSpace(v)
 			return nil
+		}},
+	{flag: "forward-to", env: "REAPER_FORWARD_TO", def: "child",
+		help: "supervisor init: send the forwarded signals to the command alone (child) or to its process group (group)",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.ForwardTo, err = initd.ParseForward(strings.TrimSpace(v))
+			return
 		}},
 	{env: "REAPER_HOOK_TIMEOUT", def: "10s", hidden: true,
 		help: "test knob: how long an --on-kill run may take before its process group is killed",

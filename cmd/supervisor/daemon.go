@@ -295,7 +295,7 @@ func (d *daemon) applyReload(n *Config) {
 		"poll-interval": n.PollInterval != old.PollInterval, "retention": n.Retention != old.Retention,
 		"spool-max-rows": n.SpoolMaxRows != old.SpoolMaxRows, "log-level": n.LogLevel != old.LogLevel,
 		"control-socket": n.ControlSocket != old.ControlSocket, "control-group": n.ControlGID != old.ControlGID,
-		"event-buffer": n.EventBuffer != old.EventBuffer,
+		"event-buffer": n.EventBuffer != old.EventBuffer, "forward-to": n.ForwardTo != old.ForwardTo,
 	} {
 		if diff {
 			restart = append(restart, name)
@@ -306,7 +306,9 @@ func (d *daemon) applyReload(n *Config) {
 		zap.Duration("max_age", n.MaxAge), zap.Duration("kill_grace", n.KillGrace), zap.Stringers("agents", n.Agents))
 }
 
-func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Config, error)) error {
+// run is the daemon. attach, if given, is called once the event source is
+// known and before the first scan (supervisor init wires itself in there).
+func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Config, error), attach ...func(*daemon)) error {
 	log := newLogger(cfg.LogLevel, logw)
 	defer log.Sync()
 
@@ -344,6 +346,9 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 			d.source = "netlink"
 			d.metrics.forged(d.conn)
 		}
+	}
+	for _, f := range attach {
+		f(d)
 	}
 	t0 := time.Now()
 	scan, err := d.procs.Scan()

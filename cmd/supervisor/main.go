@@ -19,12 +19,16 @@ import (
 
 var version = "dev"
 
-const commands = "run, once, status, events, history, migrate, extend, keep, unkeep, kill, reload, version"
+const commands = "run, init, once, status, events, history, migrate, extend, keep, unkeep, kill, reload, version"
 
 const usage = `usage: supervisor COMMAND [flags]
 
 commands:
   run       start the daemon
+  init [flags] -- CMD [ARGS...]
+            the daemon as a container's init: run CMD as its child, reap
+            every orphan, forward signals (--forward-to child|group), end
+            what CMD left when it exits, exit with CMD's status
   once      one scan, kill stale agents, one health row, the seed's JSON
             on stdout (a drop-in for the process-reaper.js cron job)
   status    ask the running daemon what it tracks (--listen ADDR)
@@ -46,7 +50,7 @@ commands:
             (these five talk to the daemon's --control-socket, root only)
   version   print the version
 
-run, once, history and migrate take the same flags:
+run, init, once, history and migrate take the same flags:
 
 `
 
@@ -73,6 +77,9 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		return 0
 	case "status":
 		return statusCmd(rest, getenv, stdout, stderr)
+	case "init":
+		// Signals are forwarded, not obeyed: init stops when CMD exits.
+		return initCmd(rest, getenv, stdout, stderr)
 	case "extend", "keep", "unkeep", "kill", "reload":
 		return controlCmd(cmd, rest, getenv, stdout, stderr)
 	case "events":

@@ -61,12 +61,25 @@ type job struct {
 	queued time.Time
 }
 
+// Registry is told of every hook process. Under `supervisor init` the
+// daemon is PID 1 (or a child subreaper) and reaps every child it has with
+// waitid(2) (internal/initd); a hook's shell is one of them, but exec.Cmd
+// must reap it itself (its exit status, and the zombie that keeps its
+// process group id ours until then). Own runs start, which forks the child
+// and returns its PID, such that the reaper cannot take the child before it
+// is registered; Disown ends the registration once exec.Cmd has reaped it.
+type Registry interface {
+	Own(start func() (pid int, err error)) error
+	Disown(pid int)
+}
+
 // Runner runs hooks in the background, bounded.
 type Runner struct {
 	cfg  Config
 	log  *zap.Logger
 	halt context.Context // done when Stop's bound has passed
 	kill context.CancelFunc
+	reg  Registry // guarded by mu
 
 	mu      sync.Mutex
 	queue   []job
@@ -177,6 +190,35 @@ func (r *Runner) Stop(bound time.Duration) {
 	r.kill()
 }
 
+// SetRegistry makes every hook process started from now on registered with
+// reg (nil: none).
+func (r *Runner) SetRegistry(reg Registry) {
+	r.mu.Lock()
+	r.reg = reg
+	r.mu.Unlock()
+}
+
+// start starts c, registered with the registry if there is one.
+func (r *Runner) start(c *exec.Cmd) (disown func(), err error) {
+	r.mu.Lock()
+	reg := r.reg
+	r.mu.Unlock()
+	if reg == nil {
+		return func() {}, c.Start()
+	}
+	err = reg.Own(func() (int, error) {
+		if err := c.Start(); err != nil {
+			return 0, err
+		}
+		return c.Process.Pid, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	pid := c.Process.Pid
+	return func() { reg.Disown(pid) }, nil
+}
+
 // Stats returns the counters.
 func (r *Runner) Stats() Stats {
 	r.mu.Lock()
@@ -227,10 +269,12 @@ func (r *Runner) exec(j job) (failed bool) {
 		r.log.Warn("descriptors may leak into the hook", zap.Error(err))
 	}
 	start := time.Now()
-	if err := c.Start(); err != nil {
+	disown, err := r.start(c)
+	if err != nil {
 		r.log.Error("hook failed to start", append(fields, zap.Error(err))...)
 		return true
 	}
+	defer disown() // after Wait has reaped it
 	pgid := c.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- waitExited(pgid) }()
@@ -259,7 +303,7 @@ func (r *Runner) exec(j job) (failed bool) {
 		t := context.AfterFunc(ctx, func() { _ = c.Process.Kill() })
 		defer t()
 	}
-	err := c.Wait()
+	err = c.Wait()
 	took := time.Since(start)
 	fields = append(fields, zap.Duration("took", took), zap.Int("exit", c.ProcessState.ExitCode()),
 		zap.String("status", c.ProcessState.String()), zap.String("output", out.String()))

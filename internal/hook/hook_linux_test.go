@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -323,4 +324,75 @@ func TestNoInheritedDescriptors(t *testing.T) {
 	if got := strings.Fields(string(b)); !slices.Equal(got, []string{"0", "1", "2"}) {
 		t.Errorf("hook's descriptors %q, want 0 1 2 (inherited: %d)", got, fd)
 	}
+}
+
+// regRecorder is a Registry that records what it is told, and checks that
+// a child is registered while it is still unreaped (as the init reaper
+// needs: it must never see the child unregistered).
+type regRecorder struct {
+	mu      sync.Mutex
+	owned   map[int]bool
+	disowns []int
+	bad     []string
+}
+
+func (r *regRecorder) Own(start func() (int, error)) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pid, err := start()
+	if err != nil {
+		return err
+	}
+	if r.owned == nil {
+		r.owned = map[int]bool{}
+	}
+	r.owned[pid] = true
+	return nil
+}
+
+func (r *regRecorder) Disown(pid int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.owned[pid] {
+		r.bad = append(r.bad, "disown of an unregistered pid "+strconv.Itoa(pid))
+	}
+	// os/exec has reaped it by now: no zombie of that pid is ours.
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err == nil {
+		r.bad = append(r.bad, "disowned before it was reaped: "+strconv.Itoa(pid))
+	}
+	delete(r.owned, pid)
+	r.disowns = append(r.disowns, pid)
+}
+
+// Under init every hook process is registered before the reaper can see
+// it and disowned once exec.Cmd has reaped it; a hook that cannot start is
+// never registered.
+func TestRegistry(t *testing.T) {
+	reg := &regRecorder{}
+	r, logs := newTest(t, Config{})
+	r.SetRegistry(reg)
+	r.Run("exit 0", ev(1))
+	r.Run("exit 3", ev(2))
+	until(t, 10*time.Second, "two hooks run", func() bool { return r.Stats().Runs == 2 })
+	until(t, 5*time.Second, "two disowns", func() bool {
+		reg.mu.Lock()
+		defer reg.mu.Unlock()
+		return len(reg.disowns) == 2
+	})
+	reg.mu.Lock()
+	if len(reg.owned) != 0 || len(reg.bad) != 0 {
+		t.Errorf("owned %v, problems %v", reg.owned, reg.bad)
+	}
+	reg.mu.Unlock()
+	r2, _ := newTest(t, Config{Shell: "/nonexistent/sh"})
+	r2.SetRegistry(reg)
+	r2.Run("true", ev(3))
+	until(t, 5*time.Second, "failed start counted", func() bool { return r2.Stats().Failures == 1 })
+	reg.mu.Lock()
+	if len(reg.disowns) != 2 || len(reg.owned) != 0 {
+		t.Errorf("a hook that never started: owned %v, disowns %v", reg.owned, reg.disowns)
+	}
+	reg.mu.Unlock()
+	_ = logs
 }

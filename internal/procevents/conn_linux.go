@@ -70,6 +70,11 @@ func Dial(cfg Config) (*Conn, error) {
 	if cfg.AckTimeout == 0 {
 		cfg.AckTimeout = 2 * time.Second
 	}
+	if ns, known := namespace(); known && ns != "" {
+		// No ack will come: say so now rather than after the timeout
+		// (a container's init waits for it before its first scan).
+		return nil, fmt.Errorf("%w: this process is in a non-initial %s namespace", ErrNotAcknowledged, ns)
+	}
 	nc, err := netlink.Dial(unix.NETLINK_CONNECTOR, &netlink.Config{Groups: cnIdxProc})
 	if err != nil {
 		return nil, fmt.Errorf("procevents: dial netlink connector: %w", err)
@@ -89,6 +94,32 @@ func Dial(cfg Config) (*Conn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// The initial namespaces' inode numbers are fixed (PROC_PID_INIT_INO and
+// PROC_USER_INIT_INO in include/linux/proc_ns.h, Linux 3.8).
+const (
+	initPIDNamespaceIno  = 0xEFFFFFFC
+	initUserNamespaceIno = 0xEFFFFFFD
+)
+
+// namespace names the namespace ("pid" or "user") that keeps the proc
+// connector from acknowledging us, or "" if we are in the initial ones;
+// known is false when /proc/self/ns cannot tell.
+func namespace() (ns string, known bool) {
+	for _, n := range []struct {
+		name string
+		ino  uint64
+	}{{"pid", initPIDNamespaceIno}, {"user", initUserNamespaceIno}} {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/self/ns/"+n.name, &st); err != nil {
+			return "", false
+		}
+		if st.Ino != n.ino {
+			return n.name, true
+		}
+	}
+	return "", true
 }
 
 // setReadBuffer uses SO_RCVBUFFORCE (root) so net.core.rmem_max does not cap

@@ -157,6 +157,10 @@ type Table struct {
 	// PID, guarded by mu.
 	leases   map[int32]*Lease
 	leaseGen uint64
+
+	// exited holds the exits Exited was told of (exited.go), by PID, until
+	// a scan no longer shows them; guarded by mu.
+	exited map[int32]Start
 }
 
 // Test hooks for the orders in which a reload and a match can interleave.
@@ -482,10 +486,11 @@ func (t *Table) MergeAt(scan []ProcInfo, resync bool, scanStart int64) {
 	}
 	live := make(map[int32]*ProcInfo, len(scan))
 	for i := range scan {
-		if info := &scan[i]; info.Live() {
+		if info := &scan[i]; info.Live() && !t.exitedLocked(info) {
 			live[info.PID] = info
 		}
 	}
+	t.pruneExitedLocked(scan)
 	for pid, p := range t.procs {
 		if info, ok := live[pid]; !ok || !p.Start.Same(info.Start) {
 			t.removeLocked(p)

@@ -1,0 +1,427 @@
+//go:build linux
+
+package initd
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/agent-supervisor/supervisor/internal/reap"
+	"github.com/agent-supervisor/supervisor/internal/tracker"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// Procs reads /proc: one process, or all of them.
+type Procs interface {
+	Stat(pid int32) (tracker.ProcInfo, error)
+	Scan() ([]tracker.ProcInfo, error)
+}
+
+// Config configures Start.
+type Config struct {
+	Argv    []string // CMD and its arguments; Argv[0] is looked up in PATH
+	Env     []string // nil: ours
+	Forward Forward
+	// Grace is the time between SIGTERM and SIGKILL for what is left when
+	// CMD exits, read then (a reload may have changed it).
+	Grace func() time.Duration
+	Procs Procs
+	Log   *zap.Logger
+	// Root is the procfs mount (default /proc): it must be our PID
+	// namespace's own for PIDs read there to be ours.
+	Root string
+}
+
+// Stats are init's counters.
+type Stats struct {
+	Reaped     uint64 // children reaped, CMD included
+	Forwarded  uint64 // signals passed on to CMD
+	Terminated uint64 // processes signalled when CMD exited
+}
+
+// Init is a running init: CMD, the reaper and the forwarder.
+type Init struct {
+	cfg   Config
+	log   *zap.Logger
+	guard *reap.Guard
+	self  int  // our PID, which is also the PID /proc shows for us when ownProc
+	pid1  bool // PID 1 of our namespace: every process we see is ours to end
+	// ownProc: the procfs is our namespace's, so PIDs read there are
+	// PIDs we can signal and wait for. Otherwise nothing is read there.
+	ownProc bool
+
+	cmdPID int
+	cmdFD  int // pidfd of CMD, from CLONE_PIDFD
+
+	// fwdMu orders forwarding against reaping CMD: a group signal goes to
+	// -PID only while CMD is unreaped (its PID, the group id, is then
+	// still ours).
+	fwdMu     sync.Mutex
+	cmdReaped bool
+	status    int
+
+	mu    sync.Mutex
+	owned map[int]chan struct{} // children os/exec waits for (Own)
+
+	onExit atomic.Pointer[func(pid int32)]
+
+	chld, fwd  chan os.Signal
+	cmdExited  chan struct{} // CMD reaped
+	done       chan struct{} // CMD reaped and what it left ended
+	stop       chan struct{}
+	loops      sync.WaitGroup
+	stopOnce   sync.Once
+	reaped     atomic.Uint64
+	forwarded  atomic.Uint64
+	terminated atomic.Uint64
+}
+
+// Start catches the forwarded signals and SIGCHLD, becomes a child
+// subreaper unless it is PID 1, starts CMD and the loops that reap and
+// forward. A CMD that cannot be started is an error (StartCode gives the
+// exit status); nothing is left running then.
+func Start(cfg Config) (*Init, error) {
+	if err := cmdlineArgs(cfg.Argv); err != nil {
+		return nil, err
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Grace == nil {
+		cfg.Grace = func() time.Duration { return 5 * time.Second }
+	}
+	if cfg.Root == "" {
+		cfg.Root = "/proc"
+	}
+	if cfg.Env == nil {
+		cfg.Env = os.Environ()
+	}
+	path, err := exec.LookPath(cfg.Argv[0])
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			err = fmt.Errorf("%w: %w", errNotFound, err)
+		}
+		return nil, fmt.Errorf("command %q: %w", cfg.Argv[0], err)
+	}
+	in := &Init{cfg: cfg, log: cfg.Log, self: os.Getpid(), owned: map[int]chan struct{}{},
+		chld: make(chan os.Signal, 1), fwd: make(chan os.Signal, 64),
+		cmdExited: make(chan struct{}), done: make(chan struct{}), stop: make(chan struct{}), cmdFD: -1}
+	in.pid1 = in.self == 1
+	// /proc/self names us by the PID the procfs's namespace gives us: ours
+	// only when it is our namespace's mount (unshare --mount-proc, a
+	// container's own /proc).
+	if s, err := os.Readlink(cfg.Root + "/self"); err == nil {
+		in.ownProc = s == strconv.Itoa(in.self)
+	}
+	if !in.ownProc {
+		in.log.Warn("/proc is not this PID namespace's own mount: leftovers are not looked for there when the command exits (mount a fresh /proc, e.g. unshare --mount-proc)")
+	}
+	if in.guard, err = reap.NewGuard(cfg.Procs); err != nil && in.ownProc {
+		return nil, err
+	}
+
+	// Caught before CMD exists: nothing it or its children do is missed.
+	// SIGCHLD coalesces, so one slot is enough (every wake-up reaps until
+	// nothing is left); the forwarded signals have room for a burst.
+	signal.Notify(in.chld, unix.SIGCHLD)
+	signal.Notify(in.fwd, Forwarded...)
+	if !in.pid1 {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			in.stopSignals()
+			return nil, fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
+		}
+	}
+
+	sys := &syscall.SysProcAttr{Setpgid: true, PidFD: &in.cmdFD}
+	if foreground() {
+		sys.Foreground, sys.Ctty = true, 0
+	}
+	in.cmdPID, err = syscall.ForkExec(path, cfg.Argv, &syscall.ProcAttr{
+		Env: cfg.Env, Files: []uintptr{0, 1, 2}, Sys: sys,
+	})
+	if err != nil {
+		in.stopSignals()
+		return nil, fmt.Errorf("start %q: %w", path, err)
+	}
+	in.log.Info("command started", zap.Int("pid", in.cmdPID), zap.Strings("argv", cfg.Argv),
+		zap.Bool("pid1", in.pid1), zap.Bool("foreground", sys.Foreground), zap.Stringer("forward_to", cfg.Forward))
+	in.loops.Add(2)
+	go in.reapLoop()
+	go in.forwardLoop()
+	return in, nil
+}
+
+// foreground reports whether stdin is a terminal whose foreground process
+// group is ours: then CMD's group takes it over.
+func foreground() bool {
+	pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP) // ENOTTY: not our controlling terminal
+	return err == nil && pgrp == unix.Getpgrp()
+}
+
+// PID is CMD's PID.
+func (in *Init) PID() int { return in.cmdPID }
+
+// Exited is closed when CMD has been reaped.
+func (in *Init) Exited() <-chan struct{} { return in.cmdExited }
+
+// Done is closed when CMD has exited and everything it left has been
+// ended and reaped.
+func (in *Init) Done() <-chan struct{} { return in.done }
+
+// Status is CMD's exit status (ExitCode), once Exited is closed.
+func (in *Init) Status() int {
+	in.fwdMu.Lock()
+	defer in.fwdMu.Unlock()
+	return in.status
+}
+
+// Stats returns the counters.
+func (in *Init) Stats() Stats {
+	return Stats{Reaped: in.reaped.Load(), Forwarded: in.forwarded.Load(), Terminated: in.terminated.Load()}
+}
+
+// SetOnExit sets f to be told of each child's exit before it is reaped
+// (the zombie still holds its PID); nil: no one.
+func (in *Init) SetOnExit(f func(pid int32)) {
+	if f == nil {
+		in.onExit.Store(nil)
+		return
+	}
+	in.onExit.Store(&f)
+}
+
+// Close stops the loops and gives the signals back to their defaults. Call
+// it last: nothing is reaped after it.
+func (in *Init) Close() {
+	in.stopOnce.Do(func() {
+		close(in.stop)
+		in.loops.Wait()
+		in.stopSignals()
+		if in.cmdFD >= 0 {
+			unix.Close(in.cmdFD)
+		}
+	})
+}
+
+func (in *Init) stopSignals() {
+	signal.Stop(in.chld)
+	signal.Stop(in.fwd)
+}
+
+// Own runs start, which starts a child and returns its PID, and registers
+// the child as one the reaper leaves to its owner until Disown. The lock is
+// held across the fork, so the reaper cannot see the child unregistered.
+func (in *Init) Own(start func() (int, error)) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	pid, err := start()
+	if err != nil {
+		return err
+	}
+	in.owned[pid] = make(chan struct{})
+	return nil
+}
+
+// Disown ends the registration of pid, once its owner has reaped it.
+func (in *Init) Disown(pid int) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if ch, ok := in.owned[pid]; ok {
+		close(ch)
+		delete(in.owned, pid)
+	}
+}
+
+// ownedBy returns the channel closed when pid is disowned, or nil if no one
+// owns it.
+func (in *Init) ownedBy(pid int) chan struct{} {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.owned[pid]
+}
+
+func (in *Init) reapLoop() {
+	defer in.loops.Done()
+	tick := time.NewTicker(time.Second) // in case: a lost wake-up costs at most this
+	defer tick.Stop()
+	for {
+		in.reapAll()
+		select {
+		case <-in.stop:
+			return
+		case <-in.chld:
+		case <-tick.C:
+		}
+	}
+}
+
+// unionOffset is where siginfo_t's union starts: after si_signo, si_errno
+// and si_code, aligned for the pointers the union holds.
+var unionOffset = (3*unsafe.Sizeof(int32(0)) + unsafe.Sizeof(uintptr(0)) - 1) &^ (unsafe.Sizeof(uintptr(0)) - 1)
+
+// peek returns the PID of an exited child without reaping it, 0 if none
+// has exited, or an error (ECHILD: no children at all).
+func peek() (int, error) {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT|unix.WALL, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		// WNOHANG and no exited child: waitid(2) zeroes si_pid.
+		return int(*(*int32)(unsafe.Add(unsafe.Pointer(&info), unionOffset))), nil
+	}
+}
+
+// exitedChild reports whether pid is an exited child of ours not yet
+// reaped.
+func exitedChild(pid int) bool {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT|unix.WALL, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return err == nil && *(*int32)(unsafe.Add(unsafe.Pointer(&info), unionOffset)) == int32(pid)
+	}
+}
+
+// reapAll reaps every exited child that os/exec does not own, until none
+// is left.
+func (in *Init) reapAll() {
+	for {
+		pid, err := peek()
+		if err != nil {
+			if !errors.Is(err, unix.ECHILD) {
+				in.log.Error("waitid", zap.Error(err))
+			}
+			return
+		}
+		if pid == 0 {
+			return
+		}
+		if ch := in.ownedBy(pid); ch != nil {
+			// waitid(P_ALL) would report it again and again until its
+			// owner reaps it, which it does at once; the others are
+			// found in /proc meanwhile.
+			in.sweep()
+			select {
+			case <-ch:
+			case <-time.After(10 * time.Millisecond):
+			case <-in.stop:
+				return
+			}
+			continue
+		}
+		in.reap(pid)
+	}
+}
+
+// reap reports pid's exit and reaps it; pid has exited and no one else
+// may reap it.
+func (in *Init) reap(pid int) {
+	if !exitedChild(pid) {
+		return // reaped meanwhile: an os/exec child whose start failed
+	}
+	if f := in.onExit.Load(); f != nil {
+		(*f)(int32(pid))
+	}
+	isCmd := pid == in.cmdPID
+	if isCmd {
+		in.fwdMu.Lock()
+		defer in.fwdMu.Unlock()
+	}
+	var ws unix.WaitStatus
+	for {
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || got != pid {
+			in.log.Debug("reap", zap.Int("pid", pid), zap.Int("got", got), zap.Error(err))
+			return
+		}
+		break
+	}
+	in.reaped.Add(1)
+	if !isCmd {
+		return
+	}
+	in.cmdReaped, in.status = true, ExitCode(ws)
+	in.log.Info("command exited", zap.Int("pid", pid), zap.Int("status", in.status), zap.String("wait_status", waitString(ws)))
+	close(in.cmdExited)
+	go in.finish()
+}
+
+func waitString(ws unix.WaitStatus) string {
+	if ws.Signaled() {
+		return "killed by " + unix.SignalName(ws.Signal())
+	}
+	return "exit " + strconv.Itoa(ws.ExitStatus())
+}
+
+// sweep reaps the exited children /proc shows (state Z, our PID as parent)
+// that no one owns: while an owned zombie stands first in waitid's way.
+func (in *Init) sweep() {
+	if !in.ownProc {
+		return
+	}
+	procs, err := in.cfg.Procs.Scan()
+	if err != nil {
+		in.log.Warn("scan /proc for exited children", zap.Error(err))
+		return
+	}
+	for _, p := range procs {
+		if p.State == 'Z' && int(p.PPID) == in.self && in.ownedBy(int(p.PID)) == nil {
+			in.reap(int(p.PID))
+		}
+	}
+}
+
+func (in *Init) forwardLoop() {
+	defer in.loops.Done()
+	for {
+		select {
+		case <-in.stop:
+			return
+		case s := <-in.fwd:
+			in.forward(s.(syscall.Signal))
+		}
+	}
+}
+
+// forward passes sig on to CMD or its process group while CMD is unreaped.
+func (in *Init) forward(sig syscall.Signal) {
+	in.fwdMu.Lock()
+	defer in.fwdMu.Unlock()
+	if in.cmdReaped {
+		in.log.Debug("signal not forwarded: the command has exited", zap.String("signal", unix.SignalName(sig)))
+		return
+	}
+	var err error
+	if in.cfg.Forward == ForwardGroup || in.cmdFD < 0 {
+		// CMD is unreaped (fwdMu): its PID, and the group id, are ours.
+		err = unix.Kill(in.cfg.Forward.target(in.cmdPID), sig)
+	} else {
+		err = unix.PidfdSendSignal(in.cmdFD, sig, nil, 0)
+	}
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		in.log.Warn("forward signal", zap.String("signal", unix.SignalName(sig)), zap.Error(err))
+		return
+	}
+	in.forwarded.Add(1)
+	in.log.Debug("signal forwarded", zap.String("signal", unix.SignalName(sig)), zap.Stringer("to", in.cfg.Forward))
+}
