@@ -324,7 +324,7 @@ func main() {
 			w("(double forks whose grandchild exits once reparented) at a fixed rate, which the init must reap. ")
 			w("CPU is the init's utime + stime (`/proc/PID/stat`, 10 ms ticks) over the window; RSS from the same line, peak from `VmHWM`. ")
 			w("The supervisor runs its whole daemon there (/proc polling every second, health snapshots, spool) with `--log-level info`; ")
-			w("zombies left: orphans of PID 1 still zombies or alive 10 s after the storm ended (must be 0).\n\n")
+			w("zombies left: orphans of PID 1 still zombies or alive when the storm is over (the helper waits up to 10 s for none; must be 0).\n\n")
 			w("| init | idle CPU | storm: orphans/s | storm CPU | CPU per 1,000 orphans | RSS idle | RSS storm | peak RSS | zombies left |\n|---|---|---|---|---|---|---|---|---|\n")
 		}
 		initRows++
