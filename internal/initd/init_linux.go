@@ -77,8 +77,8 @@ type Init struct {
 
 	chld, fwd  chan os.Signal
 	tty        chan os.Signal // SIGTTIN, SIGTTOU: caught and dropped
-	cmdExited  chan struct{} // CMD reaped
-	done       chan struct{} // CMD reaped and what it left ended
+	cmdExited  chan struct{}  // CMD reaped
+	done       chan struct{}  // CMD reaped and what it left ended
 	stop       chan struct{}
 	loops      sync.WaitGroup
 	stopOnce   sync.Once
