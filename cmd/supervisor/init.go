@@ -63,6 +63,7 @@ func (m *initMode) attach(d *daemon) {
 }
 
 func initCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	initd.CatchEarly()
 	flags, argv, dashes := splitInit(args)
 	cfg, err := parseConfig("init", flags, getenv, stdout)
 	if errors.Is(err, errHelp) {

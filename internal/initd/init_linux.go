@@ -115,7 +115,7 @@ func Start(cfg Config) (*Init, error) {
 		return nil, &StartError{Err: fmt.Errorf("command %q: %w", cfg.Argv[0], err)}
 	}
 	in := &Init{cfg: cfg, log: cfg.Log, self: os.Getpid(), owned: map[int]chan struct{}{},
-		chld: make(chan os.Signal, 1), fwd: make(chan os.Signal, 64), tty: make(chan os.Signal, 1),
+		chld: make(chan os.Signal, 1), fwd: early, tty: make(chan os.Signal, 1),
 		cmdExited: make(chan struct{}), done: make(chan struct{}), stop: make(chan struct{}), cmdFD: -1}
 	in.pid1 = in.self == 1
 	// /proc/self names us by the PID the procfs's namespace gives us: ours
@@ -222,6 +222,20 @@ func (in *Init) Close() {
 		}
 	})
 }
+
+// early receives the forwarded signals from CatchEarly on, so that one
+// sent while the configuration is still being read is forwarded once CMD
+// runs, not lost.
+var early = make(chan os.Signal, 64)
+
+// CatchEarly installs the handlers for the forwarded signals at once. Call
+// it first thing in init mode: until a Go program catches SIGTERM, the
+// runtime's default action re-raises it, which PID 1 of a namespace ignores
+// (the kernel drops signals to a namespace's init that it has no handler
+// for), and the runtime then exits 2 — CMD dies with the namespace, without
+// its signal or a grace. A signal in the microseconds before this call is
+// still lost, as under tini.
+func CatchEarly() { signal.Notify(early, Forwarded...) }
 
 func (in *Init) stopSignals() {
 	signal.Stop(in.chld)
