@@ -163,10 +163,7 @@ func (t *Table) lease(pid int32, start Start, fn func(Lease) (Lease, error)) (Le
 	if err != nil {
 		return LeaseResult{}, err
 	}
-	res := LeaseResult{PID: p.PID, Comm: p.Comm, Start: p.Start}
-	if p.session != nil {
-		res.Session = p.session.ID
-	}
+	res := leaseResult(p)
 	a := p.agent
 	if a == nil || a.Reason != ReasonMaxAge {
 		what := "not an agent waiting for its max age"
@@ -202,6 +199,24 @@ func (t *Table) lease(pid int32, start Start, fn func(Lease) (Lease, error)) (Le
 	return res, nil
 }
 
+// leaseResult is what every lease command answers about p.
+func leaseResult(p *Proc) LeaseResult {
+	res := LeaseResult{PID: p.PID, Comm: p.Comm, Start: p.Start}
+	if p.session != nil {
+		res.Session = p.session.ID
+	}
+	return res
+}
+
+// eachBelow calls f for p and every process below it in the table, dead
+// (held) entries included, parents first.
+func eachBelow(p *Proc, f func(*Proc)) {
+	f(p)
+	for c := p.child; c != nil; c = c.next {
+		eachBelow(c, f)
+	}
+}
+
 // Keep exempts pid and its descendants from every policy, as REAPER_KEEP=1
 // in its environment does: a queued max-age deadline or leftover kill of
 // any of them is taken back.
@@ -212,33 +227,26 @@ func (t *Table) Keep(pid int32, start Start) (LeaseResult, error) {
 	if err != nil {
 		return LeaseResult{}, err
 	}
-	res := LeaseResult{PID: p.PID, Comm: p.Comm, Start: p.Start}
-	if p.session != nil {
-		res.Session = p.session.ID
-	}
+	res := leaseResult(p)
 	t.leaseLocked(p, true).Keep = LeaseKeep
 	t.leaseGen++
 	t.sessGen++ // the keep marks are persisted with the sessions
-	var walk func(q *Proc)
-	walk = func(q *Proc) {
-		if !q.dead {
-			q.keep = keepYes
-			if a := q.agent; a != nil {
-				if t.cfg.Queue.Remove(a) {
-					q.agent = nil
-					closeFD(a.FD)
-					q.holds--
-					res.Dequeued = append(res.Dequeued, q.PID)
-				} else {
-					res.Busy = append(res.Busy, q.PID)
-				}
+	eachBelow(p, func(q *Proc) {
+		if q.dead {
+			return
+		}
+		q.keep = keepYes
+		if a := q.agent; a != nil {
+			if t.cfg.Queue.Remove(a) {
+				q.agent = nil
+				closeFD(a.FD)
+				q.holds--
+				res.Dequeued = append(res.Dequeued, q.PID)
+			} else {
+				res.Busy = append(res.Busy, q.PID)
 			}
 		}
-		for c := q.child; c != nil; c = c.next {
-			walk(c)
-		}
-	}
-	walk(p)
+	})
 	return res, nil
 }
 
@@ -254,33 +262,18 @@ func (t *Table) Unkeep(pid int32, start Start) (LeaseResult, error) {
 	if err != nil {
 		return LeaseResult{}, err
 	}
-	res := LeaseResult{PID: p.PID, Comm: p.Comm, Start: p.Start}
-	if p.session != nil {
-		res.Session = p.session.ID
-	}
+	res := leaseResult(p)
 	t.leaseLocked(p, true).Keep = LeaseUnkeep
 	t.leaseGen++
 	t.sessGen++
 	// Forget the marks below p: they may have come from p.
-	var reset func(q *Proc)
-	reset = func(q *Proc) {
-		q.keep = keepUnknown
-		for c := q.child; c != nil; c = c.next {
-			reset(c)
-		}
-	}
-	reset(p)
+	eachBelow(p, func(q *Proc) { q.keep = keepUnknown })
 	now := t.cfg.Clock.Now()
-	var walk func(q *Proc)
-	walk = func(q *Proc) {
+	eachBelow(p, func(q *Proc) {
 		if !q.dead {
 			t.candidateLocked(q, now, &res)
 		}
-		for c := q.child; c != nil; c = c.next {
-			walk(c)
-		}
-	}
-	walk(p)
+	})
 	return res, nil
 }
 
@@ -329,7 +322,7 @@ func (t *Table) KillNow(pid int32, start Start, force bool, by string, allow fun
 	if err != nil {
 		return LeaseResult{}, err
 	}
-	res := LeaseResult{PID: p.PID, Comm: p.Comm, Start: p.Start}
+	res := leaseResult(p)
 	if allow != nil && !allow(p.PID, p.Kthread) {
 		return res, fmt.Errorf("pid %d (%s) is protected: never PID 1, the daemon, its ancestors or a kernel thread", p.PID, p.Comm)
 	}
