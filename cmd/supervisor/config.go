@@ -32,6 +32,7 @@ type Config struct {
 	DatabaseURLFile string // where DatabaseURL was read from, if a file
 	StateDir        string
 	Listen          string
+	MetricsListen   string // /metrics and /healthz alone, for a Prometheus elsewhere (metricslisten.go)
 	Source          string
 	PollInterval    time.Duration
 	DryRun          bool
@@ -231,6 +232,17 @@ var options = []option{
 				}
 			}
 			c.Listen = v
+			return nil
+		}},
+	{flag: "metrics-listen", env: "REAPER_METRICS_LISTEN", def: "",
+		help: "a second HTTP address serving only /metrics and /healthz (no process names, no command lines), e.g. the node's IP for a Prometheus elsewhere; empty disables",
+		set: func(c *Config, v string, _ []string) error {
+			if v != "" {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return fmt.Errorf("invalid address %q: %v", v, err)
+				}
+			}
+			c.MetricsListen = v
 			return nil
 		}},
 	{flag: "control-socket", env: "REAPER_CONTROL_SOCKET", def: defaultControlSocket,

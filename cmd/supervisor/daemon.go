@@ -298,7 +298,7 @@ func (d *daemon) applyReload(n *Config) {
 		"poll-interval": n.PollInterval != old.PollInterval, "retention": n.Retention != old.Retention,
 		"spool-max-rows": n.SpoolMaxRows != old.SpoolMaxRows, "log-level": n.LogLevel != old.LogLevel,
 		"control-socket": n.ControlSocket != old.ControlSocket, "control-group": n.ControlGID != old.ControlGID,
-		"event-buffer": n.EventBuffer != old.EventBuffer, "forward-to": n.ForwardTo != old.ForwardTo,
+		"event-buffer": n.EventBuffer != old.EventBuffer, "forward-to": n.ForwardTo != old.ForwardTo, "metrics-listen": n.MetricsListen != old.MetricsListen,
 	} {
 		if diff {
 			restart = append(restart, name)
@@ -373,7 +373,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 
 	// /healthz answers 503 until ready.
 	var web *httpServer
-	if cfg.Listen != "" {
+	if cfg.Listen != "" || cfg.MetricsListen != "" {
 		if web, err = d.serveHTTP(cfg.Listen); err != nil {
 			return err
 		}

@@ -35,25 +35,45 @@ func (d *daemon) routes() http.Handler {
 // read the deadline thread's state, so run must not free it before every
 // handler has returned.
 type httpServer struct {
-	srv      *http.Server
+	srv      *http.Server // nil when --listen is empty
 	addr     string
 	inflight sync.WaitGroup
 	done     chan struct{}
+	metrics  *httpServer // --metrics-listen (metricslisten.go), stopped with this one
 }
 
-// serveHTTP listens on listen and serves the endpoints until stop.
+// serveHTTP serves the endpoints on listen, and /metrics and /healthz alone
+// on --metrics-listen; either address may be empty.
 func (d *daemon) serveHTTP(listen string) (*httpServer, error) {
+	h := &httpServer{}
+	if listen != "" {
+		var err error
+		if h, err = d.serveOn(listen, d.routes(), true); err != nil {
+			return nil, err
+		}
+	}
+	m, err := d.serveMetricsListen()
+	if err != nil {
+		h.stop()
+		return nil, err
+	}
+	h.metrics = m
+	return h, nil
+}
+
+// serveOn listens on listen and serves routes until stop. warn: say so when
+// the address is not loopback (the full endpoints show command lines).
+func (d *daemon) serveOn(listen string, routes http.Handler, warn bool) (*httpServer, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", listen, err)
 	}
 	h := &httpServer{addr: ln.Addr().String(), done: make(chan struct{})}
-	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+	if ip := ln.Addr().(*net.TCPAddr).IP; warn && !ip.IsLoopback() {
 		d.log.Warn("--listen is not a loopback address: /agents and /metrics show process names and command lines to whoever reaches it",
 			zap.String("listen", h.addr))
 	}
 	listenHost, _, _ := net.SplitHostPort(listen)
-	routes := d.routes()
 	h.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h.inflight.Add(1)
@@ -83,6 +103,10 @@ func (d *daemon) serveHTTP(listen string) (*httpServer, error) {
 // then closes what is left and waits until no handler runs.
 func (h *httpServer) stop() {
 	if h == nil {
+		return
+	}
+	h.metrics.stop()
+	if h.srv == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

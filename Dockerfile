@@ -1,0 +1,37 @@
+# The agent supervisor's image: the daemon built with cgo (the deadline
+# thread is C, internal/reap/alarm.c) on the Go release go.mod names, run on
+# Debian slim of the same release as the build image, so the binary's glibc
+# is the one it was linked against.
+#
+#   docker build -t agent-supervisor .
+#
+# Its entrypoint is the supervisor; the default command is `run` (the daemon:
+# hostPID and host network, README "Running in Docker" and "Running on
+# Kubernetes"). As a container's init: `supervisor init -- CMD`, or copy the
+# binary into an agent image:
+#   COPY --from=agent-supervisor /usr/local/bin/supervisor /usr/local/bin/supervisor
+#   ENTRYPOINT ["supervisor", "init", "--"]
+
+FROM golang:1.26.8-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY cmd ./cmd
+COPY internal ./internal
+# The C deadline thread needs cgo; without it the build falls back to a Go
+# thread whose lateness under load is tens of milliseconds (README
+# "Measurements").
+ENV CGO_ENABLED=1
+# The flags scripts/supervisor builds with.
+RUN go build -o /out/supervisor ./cmd/supervisor
+
+FROM debian:bookworm-slim
+# ca-certificates: PostgreSQL over TLS (sslmode=verify-full). Nothing else:
+# the daemon reads /proc and the cgroup files itself, and --on-kill hooks get
+# the image's /bin/sh.
+RUN apt-get update \
+	&& apt-get install -y --no-install-recommends ca-certificates \
+	&& rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/supervisor /usr/local/bin/supervisor
+ENTRYPOINT ["/usr/local/bin/supervisor"]
+CMD ["run"]

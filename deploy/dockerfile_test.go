@@ -1,0 +1,213 @@
+package deploy
+
+import (
+	"encoding/json"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// instruction is one Dockerfile instruction: its keyword (upper case) and
+// the rest, continuation lines joined.
+type instruction struct {
+	cmd, args string
+}
+
+// parseDockerfile splits a Dockerfile into instructions: comments and
+// blank lines dropped, backslash continuations joined (the default escape
+// character; the file sets no other).
+func parseDockerfile(text string) []instruction {
+	var out []instruction
+	var cur strings.Builder
+	for _, line := range strings.Split(text, "\n") {
+		t := strings.TrimSpace(line)
+		if cur.Len() == 0 && (t == "" || strings.HasPrefix(t, "#")) {
+			continue
+		}
+		if cur.Len() > 0 && strings.HasPrefix(t, "#") {
+			continue // a comment inside a continued instruction
+		}
+		if strings.HasSuffix(t, "\\") {
+			cur.WriteString(strings.TrimSuffix(t, "\\") + " ")
+			continue
+		}
+		cur.WriteString(t)
+		cmd, args, _ := strings.Cut(cur.String(), " ")
+		out = append(out, instruction{strings.ToUpper(cmd), strings.TrimSpace(args)})
+		cur.Reset()
+	}
+	return out
+}
+
+// stage is one FROM and what follows it.
+type stage struct {
+	from, name string
+	ins        []instruction
+}
+
+func stages(ins []instruction) []stage {
+	var out []stage
+	for _, in := range ins {
+		if in.cmd == "FROM" {
+			f := strings.Fields(in.args)
+			s := stage{from: f[len(f)-1]}
+			if len(f) >= 3 && strings.EqualFold(f[len(f)-2], "AS") {
+				s.from, s.name = f[len(f)-3], f[len(f)-1]
+			}
+			out = append(out, s)
+			continue
+		}
+		if len(out) > 0 {
+			out[len(out)-1].ins = append(out[len(out)-1].ins, in)
+		}
+	}
+	return out
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// dockerImageName is the image name the Dockerfile's header says to build
+// (`docker build -t NAME .`), without a tag.
+func dockerImageName(t *testing.T) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^#\s+docker build -t (\S+) \.$`).FindStringSubmatch(readFile(t, "../Dockerfile"))
+	if m == nil {
+		t.Fatal("the Dockerfile's header does not say `docker build -t NAME .`")
+	}
+	name := m[1]
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		name = name[:i]
+	}
+	return name
+}
+
+// goBuildFlags returns the flags of the `go build` in text, without -o and
+// its argument and without the package.
+func goBuildFlags(text string) ([]string, bool) {
+	m := regexp.MustCompile(`go build((?:\s+\S+)*?)\s+\./cmd/supervisor`).FindStringSubmatch(text)
+	if m == nil {
+		return nil, false
+	}
+	var flags []string
+	f := strings.Fields(m[1])
+	for i := 0; i < len(f); i++ {
+		if f[i] == "-o" {
+			i++
+			continue
+		}
+		flags = append(flags, f[i])
+	}
+	return flags, true
+}
+
+func TestDockerfile(t *testing.T) {
+	ss := stages(parseDockerfile(readFile(t, "../Dockerfile")))
+	if len(ss) < 2 {
+		t.Fatalf("%d stages: want a multi-stage build", len(ss))
+	}
+	build, final := ss[0], ss[len(ss)-1]
+
+	// The build stage: the Go release go.mod names, cgo on, built as
+	// scripts/supervisor builds.
+	goVersion := regexp.MustCompile(`(?m)^go (\S+)$`).FindStringSubmatch(readFile(t, "../go.mod"))
+	if goVersion == nil {
+		t.Fatal("no go directive in go.mod")
+	}
+	if !strings.HasPrefix(build.from, "golang:"+goVersion[1]+"-") && build.from != "golang:"+goVersion[1] {
+		t.Errorf("build stage FROM %s: want golang:%s (go.mod's go version)", build.from, goVersion[1])
+	}
+	cgo, built := false, false
+	for _, in := range build.ins {
+		if (in.cmd == "ENV" || in.cmd == "ARG") && regexp.MustCompile(`\bCGO_ENABLED=1\b`).MatchString(in.args) {
+			cgo = true
+		}
+		if in.cmd == "RUN" && strings.Contains(in.args, "CGO_ENABLED=0") {
+			t.Errorf("RUN %s: the C deadline thread needs cgo", in.args)
+		}
+		if in.cmd == "RUN" && strings.Contains(in.args, "go build") {
+			built = true
+			got, ok := goBuildFlags(in.args)
+			want, wok := goBuildFlags(readFile(t, "../scripts/supervisor"))
+			if !ok || !wok || !slices.Equal(got, want) {
+				t.Errorf("go build flags %q, scripts/supervisor builds with %q", got, want)
+			}
+		}
+	}
+	if !cgo {
+		t.Error("the build stage does not set CGO_ENABLED=1")
+	}
+	if !built {
+		t.Error("the build stage runs no `go build ... ./cmd/supervisor`")
+	}
+
+	// The final stage: slim Debian of the build image's release (glibc),
+	// the binary from the build stage, the supervisor as entrypoint.
+	if final.from != "debian:bookworm-slim" {
+		t.Errorf("final stage FROM %s: want debian:bookworm-slim", final.from)
+	}
+	if !strings.Contains(build.from, "bookworm") {
+		t.Errorf("build stage FROM %s: build on bookworm too, so the cgo binary's glibc matches the runtime's", build.from)
+	}
+	var entry, cmd []string
+	copied := false
+	for _, in := range final.ins {
+		switch in.cmd {
+		case "ENTRYPOINT":
+			if err := json.Unmarshal([]byte(in.args), &entry); err != nil {
+				t.Errorf("ENTRYPOINT %s: want the exec (JSON) form, so signals reach the daemon: %v", in.args, err)
+			}
+		case "CMD":
+			if err := json.Unmarshal([]byte(in.args), &cmd); err != nil {
+				t.Errorf("CMD %s: want the exec (JSON) form: %v", in.args, err)
+			}
+		case "COPY":
+			if strings.Contains(in.args, "--from="+build.name) && strings.HasSuffix(in.args, "/usr/local/bin/supervisor") {
+				copied = true
+			}
+		case "RUN":
+			if m := regexp.MustCompile(`apt-get install((?:\s+\S+)+?)\s*(?:&&|$)`).FindStringSubmatch(in.args); m != nil {
+				for _, p := range strings.Fields(m[1]) {
+					if !strings.HasPrefix(p, "-") && p != "ca-certificates" {
+						t.Errorf("the final stage installs %s: only what the daemon needs (ca-certificates for PostgreSQL over TLS)", p)
+					}
+				}
+			}
+		}
+	}
+	if !copied {
+		t.Errorf("the final stage does not COPY --from=%s the binary to /usr/local/bin/supervisor", build.name)
+	}
+	if len(entry) != 1 || entry[0] != "/usr/local/bin/supervisor" {
+		t.Errorf("ENTRYPOINT %q: want [/usr/local/bin/supervisor]", entry)
+	}
+	if len(cmd) == 0 || cmd[0] != "run" {
+		t.Errorf("CMD %q: want [run]", cmd)
+	}
+
+	// .dockerignore keeps the context to what the build copies.
+	ign := readFile(t, "../.dockerignore")
+	for _, p := range []string{".git", "bin", "deploy"} {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(p) + `$`).MatchString(ign) {
+			t.Errorf(".dockerignore does not exclude %s", p)
+		}
+	}
+}
+
+func TestParseDockerfile(t *testing.T) {
+	ss := stages(parseDockerfile("# c\nFROM a:1 AS b\nRUN x \\\n  # inside\n  y\nFROM c\nENTRYPOINT [\"e\"]\n"))
+	if len(ss) != 2 || ss[0].from != "a:1" || ss[0].name != "b" || ss[0].ins[0].args != "x  y" || ss[1].from != "c" || ss[1].ins[0].cmd != "ENTRYPOINT" {
+		t.Errorf("parsed %+v", ss)
+	}
+	if f, ok := goBuildFlags("go build -trimpath -o bin/supervisor ./cmd/supervisor"); !ok || !slices.Equal(f, []string{"-trimpath"}) {
+		t.Errorf("goBuildFlags: %q %v", f, ok)
+	}
+}

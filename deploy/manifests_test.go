@@ -1,0 +1,514 @@
+package deploy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+)
+
+// The manifests' fixed points.
+const (
+	namespace   = "agent-supervisor"
+	stateDirKey = "REAPER_STATE_DIR"
+)
+
+// capabilities are exactly what the daemon needs (README "Running on
+// Kubernetes" says what for).
+var capabilities = []string{"DAC_READ_SEARCH", "KILL", "NET_ADMIN", "SYS_NICE", "SYS_PTRACE"}
+
+// notDaemonEnv are the DaemonSet's environment variables that are not the
+// daemon's settings: inputs of $(VAR) expansion and the Go runtime's.
+var notDaemonEnv = map[string]bool{"NODE_IP": true, "GOMEMLIMIT": true}
+
+// object is one decoded manifest document.
+type object struct {
+	file string
+	obj  any
+}
+
+// newObject returns an empty object of the API type for apiVersion and kind.
+func newObject(apiVersion, kind string) (any, error) {
+	switch apiVersion + " " + kind {
+	case "v1 Namespace":
+		return &corev1.Namespace{}, nil
+	case "v1 ServiceAccount":
+		return &corev1.ServiceAccount{}, nil
+	case "v1 ConfigMap":
+		return &corev1.ConfigMap{}, nil
+	case "v1 Secret":
+		return &corev1.Secret{}, nil
+	case "apps/v1 DaemonSet":
+		return &appsv1.DaemonSet{}, nil
+	}
+	return nil, fmt.Errorf("unknown kind %q of apiVersion %q: add its API type to the test", kind, apiVersion)
+}
+
+var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
+
+// decodeStrict decodes every document of a manifest file into its API type;
+// a field the type does not have is an error.
+func decodeStrict(file string, b []byte) ([]object, error) {
+	var out []object
+	for i, doc := range docSep.Split(string(b), -1) {
+		if !hasContent(doc) {
+			continue
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &tm); err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", file, i+1, err)
+		}
+		obj, err := newObject(tm.APIVersion, tm.Kind)
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", file, i+1, err)
+		}
+		if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
+			return nil, fmt.Errorf("%s: document %d (%s): %w", file, i+1, tm.Kind, err)
+		}
+		// yaml.UnmarshalStrict decodes with encoding/json, which matches
+		// field names case-insensitively: hostPid would pass for hostPID,
+		// and the API server would then drop it. Kubernetes decodes case-
+		// sensitively (sigs.k8s.io/json); so does this second pass.
+		j, err := yaml.YAMLToJSONStrict([]byte(doc))
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d (%s): %w", file, i+1, tm.Kind, err)
+		}
+		strict, err := kjson.UnmarshalStrict(j, obj)
+		if err == nil {
+			err = errors.Join(strict...)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d (%s): %w", file, i+1, tm.Kind, err)
+		}
+		out = append(out, object{file, obj})
+	}
+	return out, nil
+}
+
+// hasContent: a document of comments and blank lines alone is no object.
+func hasContent(doc string) bool {
+	for _, l := range strings.Split(doc, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			return true
+		}
+	}
+	return false
+}
+
+// manifests decodes every YAML file under kubernetes/, examples included.
+func manifests(t *testing.T) []object {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir("kubernetes", func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && (strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")) {
+			files = append(files, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no manifests under kubernetes/")
+	}
+	var objs []object
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := decodeStrict(f, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, o...)
+	}
+	return objs
+}
+
+// one returns the single object of type T, failing unless there is exactly one.
+func one[T any](t *testing.T, objs []object) (T, string) {
+	t.Helper()
+	var found []object
+	for _, o := range objs {
+		if _, ok := o.obj.(T); ok {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		var zero T
+		t.Fatalf("want exactly one %T, found %d", zero, len(found))
+	}
+	return found[0].obj.(T), found[0].file
+}
+
+func TestDecodeStrictRejects(t *testing.T) {
+	for name, doc := range map[string]string{
+		"unknown field": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndatta: {}\n",
+		"unknown kind":  "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n",
+		"nested field":  "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: x}\nspec: {template: {spec: {hostPid: true}}}\n",
+		"duplicate key": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\ndata: {c: d}\n",
+	} {
+		if _, err := decodeStrict(name, []byte(doc)); err == nil {
+			t.Errorf("%s: decoded without an error", name)
+		}
+	}
+	objs, err := decodeStrict("two", []byte("# c\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n"))
+	if err != nil || len(objs) != 2 {
+		t.Errorf("two documents: %d objects, %v", len(objs), err)
+	}
+}
+
+// parseConf reads the daemon's KEY=VALUE config file format (cmd/supervisor
+// readConfigFile): blank lines and # comments skipped, "export " allowed,
+// one pair of matching quotes around a value removed.
+func parseConf(text string) (map[string]string, error) {
+	out := map[string]string{}
+	for i, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("line %d: want KEY=VALUE", i+1)
+		}
+		k = strings.TrimSpace(strings.TrimPrefix(k, "export "))
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("line %d: %s given twice", i+1, k)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// knownVars are the variables the README's configuration table documents
+// (README.md is the authoritative list of the daemon's settings), plus the
+// seed's minutes variable.
+func knownVars(t *testing.T) map[string]bool {
+	t.Helper()
+	f, err := os.Open("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	known := map[string]bool{"REAPER_MAX_AGENT_AGE_MINUTES": true}
+	in := false
+	tick := regexp.MustCompile("`([A-Z][A-Z0-9_]+)`")
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := sc.Text()
+		switch {
+		case l == "## Configuration":
+			in = true
+		case strings.HasPrefix(l, "## "):
+			in = false
+		case in && strings.HasPrefix(l, "|"):
+			cells := strings.Split(l, "|")
+			if len(cells) > 2 {
+				for _, m := range tick.FindAllStringSubmatch(cells[2], -1) { // the env column
+					known[m[1]] = true
+				}
+			}
+		}
+	}
+	if len(known) < 20 {
+		t.Fatalf("found only %d variables in README.md's configuration table: has its layout changed?", len(known))
+	}
+	return known
+}
+
+// envOf returns the container's environment variable name.
+func envOf(c corev1.Container, name string) *corev1.EnvVar {
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			return &c.Env[i]
+		}
+	}
+	return nil
+}
+
+// mountFor returns the volume mounted at the directory holding file, and
+// the file's name in it.
+func mountFor(t *testing.T, ps corev1.PodSpec, c corev1.Container, file string) (corev1.Volume, corev1.VolumeMount, string) {
+	t.Helper()
+	dir, base := path.Split(file)
+	dir = strings.TrimSuffix(dir, "/")
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == dir {
+			for _, v := range ps.Volumes {
+				if v.Name == m.Name {
+					return v, m, base
+				}
+			}
+			t.Fatalf("volume mount %s names no volume %q", dir, m.Name)
+		}
+	}
+	t.Fatalf("nothing is mounted at %s (for %s)", dir, file)
+	return corev1.Volume{}, corev1.VolumeMount{}, ""
+}
+
+func TestManifests(t *testing.T) {
+	objs := manifests(t)
+	ds, dsFile := one[*appsv1.DaemonSet](t, objs)
+	cm, _ := one[*corev1.ConfigMap](t, objs)
+	sa, _ := one[*corev1.ServiceAccount](t, objs)
+	ns, _ := one[*corev1.Namespace](t, objs)
+	secret, _ := one[*corev1.Secret](t, objs)
+
+	// Everything in one namespace, which admits what the DaemonSet needs.
+	if ns.Name != namespace || ns.Labels["pod-security.kubernetes.io/enforce"] != "privileged" {
+		t.Errorf("namespace %q labels %v: want %s with pod-security enforce=privileged (hostPID, hostNetwork, hostPath)", ns.Name, ns.Labels, namespace)
+	}
+	for _, o := range objs {
+		if m, ok := o.obj.(metav1.Object); ok {
+			if _, isNS := o.obj.(*corev1.Namespace); !isNS && m.GetNamespace() != namespace {
+				t.Errorf("%s: %s in namespace %q, want %q", o.file, m.GetName(), m.GetNamespace(), namespace)
+			}
+		}
+	}
+
+	ps := ds.Spec.Template.Spec
+	if !ps.HostPID || !ps.HostNetwork {
+		t.Errorf("%s: hostPID %v hostNetwork %v: the proc connector needs both", dsFile, ps.HostPID, ps.HostNetwork)
+	}
+	if ps.ServiceAccountName != sa.Name {
+		t.Errorf("serviceAccountName %q, want %q", ps.ServiceAccountName, sa.Name)
+	}
+	if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken ||
+		ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken {
+		t.Error("the daemon never calls the API: automountServiceAccountToken must be false on the account and the pod")
+	}
+	if ps.PriorityClassName != "system-node-critical" {
+		t.Errorf("priorityClassName %q", ps.PriorityClassName)
+	}
+	if !slices.ContainsFunc(ps.Tolerations, func(tl corev1.Toleration) bool {
+		return tl.Key == "" && tl.Operator == corev1.TolerationOpExists && tl.Effect == ""
+	}) {
+		t.Errorf("tolerations %v: want one tolerating every taint (operator Exists, no key, no effect)", ps.Tolerations)
+	}
+	if len(ps.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(ps.Containers))
+	}
+	c := ps.Containers[0]
+
+	// The security context: exactly the five capabilities, nothing more.
+	sc := c.SecurityContext
+	if sc == nil {
+		t.Fatal("the container has no securityContext")
+	}
+	if sc.Privileged == nil || *sc.Privileged {
+		t.Error("privileged must be set to false")
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("allowPrivilegeEscalation must be set to false")
+	}
+	if sc.RunAsUser == nil || *sc.RunAsUser != 0 {
+		t.Error("runAsUser must be 0")
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Error("readOnlyRootFilesystem must be true")
+	}
+	if sc.Capabilities == nil {
+		t.Fatal("no capabilities")
+	}
+	if len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
+		t.Errorf("capabilities drop %v, want [ALL]", sc.Capabilities.Drop)
+	}
+	var add []string
+	for _, c := range sc.Capabilities.Add {
+		add = append(add, string(c))
+	}
+	sort.Strings(add)
+	if !slices.Equal(add, capabilities) {
+		t.Errorf("capabilities add %v, want exactly %v", add, capabilities)
+	}
+	if ps.SecurityContext != nil && ps.SecurityContext.RunAsNonRoot != nil && *ps.SecurityContext.RunAsNonRoot {
+		t.Error("pod runAsNonRoot contradicts runAsUser 0")
+	}
+
+	// The config file: the ConfigMap's key, mounted where REAPER_CONFIG says.
+	cfgEnv := envOf(c, "REAPER_CONFIG")
+	if cfgEnv == nil || cfgEnv.Value == "" {
+		t.Fatal("REAPER_CONFIG is not set: the ConfigMap's file is not read")
+	}
+	vol, _, key := mountFor(t, ps, c, cfgEnv.Value)
+	if vol.ConfigMap == nil || vol.ConfigMap.Name != cm.Name {
+		t.Fatalf("%s is not on the ConfigMap %q", cfgEnv.Value, cm.Name)
+	}
+	text, ok := cm.Data[key]
+	if !ok {
+		t.Fatalf("ConfigMap %s has no key %q", cm.Name, key)
+	}
+	conf, err := parseConf(text)
+	if err != nil {
+		t.Fatalf("ConfigMap %s %s: %v", cm.Name, key, err)
+	}
+	known := knownVars(t)
+	for k := range conf {
+		if !known[k] {
+			t.Errorf("ConfigMap %s: %s is not a variable README's configuration table documents (the daemon refuses unknown ones)", cm.Name, k)
+		}
+	}
+	if got := conf["REAPER_UNDER"]; got != "cgroup:/kubepods*" {
+		t.Errorf("REAPER_UNDER=%q, want cgroup:/kubepods* (only processes in pods)", got)
+	}
+	if _, ok := conf["DATABASE_URL"]; ok {
+		t.Error("the ConfigMap holds DATABASE_URL: the URL belongs in the Secret, through DATABASE_URL_FILE")
+	}
+
+	// The environment: the daemon's variables there win over the file, so
+	// the ConfigMap must not set the same ones; all must be known.
+	for _, e := range c.Env {
+		if notDaemonEnv[e.Name] {
+			continue
+		}
+		if !known[e.Name] {
+			t.Errorf("env %s is not a variable of the daemon", e.Name)
+		}
+		if _, dup := conf[e.Name]; dup {
+			t.Errorf("%s is set in the environment and in the ConfigMap: the environment wins, the file's line is dead", e.Name)
+		}
+		if e.Name == "DATABASE_URL" {
+			t.Error("DATABASE_URL in the environment: use the Secret file")
+		}
+	}
+	host := envOf(c, "REAPER_HOST_ID")
+	if host == nil || host.ValueFrom == nil || host.ValueFrom.FieldRef == nil || host.ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+		t.Errorf("REAPER_HOST_ID must come from the downward API's spec.nodeName: %+v", host)
+	}
+
+	// State on the node: a hostPath at the state dir the config names.
+	stateDir := conf[stateDirKey]
+	if stateDir == "" {
+		t.Fatalf("the ConfigMap does not set %s", stateDirKey)
+	}
+	sv := volumeAt(t, ps, c, stateDir)
+	if sv.HostPath == nil {
+		t.Errorf("the state dir %s is on volume %q, which is not a hostPath: the spool would not survive the pod", stateDir, sv.Name)
+	}
+
+	// The database URL: a Secret file that DATABASE_URL_FILE names.
+	urlFile := conf["DATABASE_URL_FILE"]
+	if urlFile == "" {
+		t.Fatal("the ConfigMap does not set DATABASE_URL_FILE")
+	}
+	dv, _, dkey := mountFor(t, ps, c, urlFile)
+	if dv.Secret == nil {
+		t.Fatalf("%s is on volume %q, not a Secret", urlFile, dv.Name)
+	}
+	if dv.Secret.SecretName != secret.Name {
+		t.Errorf("the database volume mounts Secret %q; the example Secret is %q", dv.Secret.SecretName, secret.Name)
+	}
+	if _, ok := secret.StringData[dkey]; !ok {
+		if _, ok := secret.Data[dkey]; !ok {
+			t.Errorf("the example Secret has no key %q (DATABASE_URL_FILE=%s)", dkey, urlFile)
+		}
+	}
+	if m := dv.Secret.DefaultMode; m == nil || *m&0o077 != 0 {
+		t.Errorf("the Secret's files must be readable by their owner only (defaultMode 0400 or 0600)")
+	}
+	for _, v := range secret.StringData {
+		if !strings.Contains(v, "CHANGE-ME") {
+			t.Errorf("the example Secret must hold a placeholder password (CHANGE-ME), not a real URL")
+		}
+	}
+
+	// Probes on /healthz at the loopback listener the config sets.
+	listen := conf["REAPER_LISTEN"]
+	lhost, lport, err := net.SplitHostPort(listen)
+	if err != nil || !net.ParseIP(lhost).IsLoopback() {
+		t.Fatalf("REAPER_LISTEN=%q: want a loopback address (the full endpoints show command lines)", listen)
+	}
+	for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		if p == nil || p.HTTPGet == nil {
+			t.Errorf("no %s httpGet probe", name)
+			continue
+		}
+		g := p.HTTPGet
+		if g.Path != "/healthz" || g.Host != lhost || g.Port.String() != lport {
+			t.Errorf("%s probe %s:%s%s, want %s:%s/healthz", name, g.Host, g.Port.String(), g.Path, lhost, lport)
+		}
+	}
+
+	// Scraping: the annotations name the --metrics-listen port, which is
+	// on the node's IP.
+	ann := ds.Spec.Template.Annotations
+	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/path"] != "/metrics" {
+		t.Errorf("scrape annotations %v", ann)
+	}
+	ml := envOf(c, "REAPER_METRICS_LISTEN")
+	nodeIP := envOf(c, "NODE_IP")
+	if ml == nil || nodeIP == nil || nodeIP.ValueFrom == nil || nodeIP.ValueFrom.FieldRef == nil ||
+		nodeIP.ValueFrom.FieldRef.FieldPath != "status.hostIP" || !strings.HasPrefix(ml.Value, "$(NODE_IP):") {
+		t.Fatalf("REAPER_METRICS_LISTEN must be $(NODE_IP):PORT with NODE_IP from status.hostIP: %+v %+v", ml, nodeIP)
+	}
+	if slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "NODE_IP" }) >
+		slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "REAPER_METRICS_LISTEN" }) {
+		t.Error("NODE_IP must come before REAPER_METRICS_LISTEN: $(VAR) only expands earlier variables")
+	}
+	mport := strings.TrimPrefix(ml.Value, "$(NODE_IP):")
+	if ann["prometheus.io/port"] != mport {
+		t.Errorf("prometheus.io/port %q, but the metrics listener is on port %s", ann["prometheus.io/port"], mport)
+	}
+	if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return fmt.Sprint(p.ContainerPort) == mport }) {
+		t.Errorf("no container port %s for the metrics listener", mport)
+	}
+
+	// Resources from the measured RSS; no CPU limit (throttling stalls
+	// event intake).
+	r := c.Resources
+	if r.Requests.Memory().IsZero() || r.Limits.Memory().IsZero() || r.Requests.Cpu().IsZero() {
+		t.Errorf("resources %+v: want memory request and limit and a CPU request", r)
+	}
+	if _, ok := r.Limits[corev1.ResourceCPU]; ok {
+		t.Error("a CPU limit: CFS throttling stalls event intake and the kills; leave it out")
+	}
+
+	// The image: the name the Dockerfile says to build.
+	want := dockerImageName(t)
+	img := c.Image
+	if i := strings.LastIndex(img, ":"); i > strings.LastIndex(img, "/") {
+		img = img[:i]
+	}
+	if img != want && !strings.HasSuffix(img, "/"+want) {
+		t.Errorf("image %q: the Dockerfile builds %q", c.Image, want)
+	}
+	if len(c.Command) != 0 || len(c.Args) == 0 || c.Args[0] != "run" {
+		t.Errorf("command %v args %v: want the image's entrypoint with args [run ...]", c.Command, c.Args)
+	}
+}
+
+// volumeAt returns the volume mounted exactly at dir.
+func volumeAt(t *testing.T, ps corev1.PodSpec, c corev1.Container, dir string) corev1.Volume {
+	t.Helper()
+	for _, m := range c.VolumeMounts {
+		if path.Clean(m.MountPath) == path.Clean(dir) {
+			for _, v := range ps.Volumes {
+				if v.Name == m.Name {
+					return v
+				}
+			}
+		}
+	}
+	t.Fatalf("nothing is mounted at %s", dir)
+	return corev1.Volume{}
+}
