@@ -308,10 +308,10 @@ func grafanaMacros(sql string, from, to time.Time) string {
 func TestDashboardPromNames(t *testing.T) {
 	for expr, want := range map[string]string{
 		`sum by (instance, type) (rate(supervisor_events_total{instance=~"$instance"}[$__rate_interval]))`: "supervisor_events_total",
-		`histogram_quantile(0.99, sum by (le) (rate(x_bucket{a="b,}c", d='e'}[5m])))`:                  "x_bucket",
-		`max by (instance) (process_resident_memory_bytes{i=~"${i}"}) and on (instance) a:b_c`:           "process_resident_memory_bytes a:b_c",
-		`time() - max without (job) (m offset 5m) > bool 1e3`:                                            "m",
-		`sum(rate(s_sum[1m])) / ignoring (x) group_left (y) sum(rate(s_count[1m]))`:                      "s_sum s_count",
+		`histogram_quantile(0.99, sum by (le) (rate(x_bucket{a="b,}c", d='e'}[5m])))`:                      "x_bucket",
+		`max by (instance) (process_resident_memory_bytes{i=~"${i}"}) and on (instance) a:b_c`:             "process_resident_memory_bytes a:b_c",
+		`time() - max without (job) (m offset 5m) > bool 1e3`:                                              "m",
+		`sum(rate(s_sum[1m])) / ignoring (x) group_left (y) sum(rate(s_count[1m]))`:                        "s_sum s_count",
 		`vector(1)`: "",
 	} {
 		got, err := promNames(expr)
