@@ -129,3 +129,45 @@ func TestIntegrationFleetView(t *testing.T) {
 		t.Errorf("kills-only: last %v status %v kills %v", k.Last, deref(k.Status), k.Kills)
 	}
 }
+
+// TestIntegrationFleetViewSeedTable: over a tel.system_health the seed's
+// users created (created_at without time zone, varchar status), the view
+// is created and reads the daemon's rows; the seed's own rows (no host)
+// are not in it.
+func TestIntegrationFleetViewSeedTable(t *testing.T) {
+	db := testDB(t)
+	pool := testPool(t, db)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `CREATE SCHEMA tel;
+		CREATE TABLE tel.system_health (
+			id SERIAL PRIMARY KEY,
+			check_type VARCHAR(50) NOT NULL,
+			status VARCHAR(20) NOT NULL,
+			details JSONB,
+			action_taken TEXT,
+			created_at TIMESTAMP DEFAULT NOW());
+		INSERT INTO tel.system_health (check_type, status, details)
+			VALUES ('process_reaper', 'ok', '{"zombie_count": 0, "free_mem_mb": 100}')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewPostgres(pool).Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO tel.system_health (check_type, status, details, host, created_at)
+		VALUES ('process_reaper', 'warning', '{"summary_interval_s": 60, "zombie_count": 7, "free_mem_mb": 10, "agents_tracked": 1}',
+		'seedbox', now())`); err != nil {
+		t.Fatal(err)
+	}
+	var host, status string
+	var silent bool
+	var zombies int64
+	var ageS float64
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) OVER (), host, status, silent, zombies, extract(epoch FROM now() - last_snapshot)
+		FROM tel.fleet`).Scan(&n, &host, &status, &silent, &zombies, &ageS); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || host != "seedbox" || status != "warning" || silent || zombies != 7 || ageS < -1 || ageS > 60 {
+		t.Errorf("%d rows; %s %s silent %v zombies %d, %.1f s old", n, host, status, silent, zombies, ageS)
+	}
+}
