@@ -159,7 +159,7 @@ func (d *daemon) snapshot() (health.Snapshot, error) {
 	now := time.Now()
 	st := d.table.Stats()
 	hd := health.Daemon{Source: d.source, Processes: st.Processes, Agents: st.Agents,
-		Resyncs: st.Resyncs, MaxAge: d.table.MaxAge(),
+		Resyncs: st.Resyncs, MaxAge: d.table.MaxAge(), SummaryInterval: d.summaryInterval(),
 		SpoolRows: d.store.Spool().Len(), SpoolDropped: d.store.Spool().Dropped(), Sessions: st.Sessions}
 	for _, n := range st.Events {
 		hd.EventsReceived += n

@@ -84,8 +84,9 @@ func TestIntegrationHistoryReasons(t *testing.T) {
 		t.Errorf("--json reasons %v", got)
 	}
 
-	// Before migration 002: no such columns; kills read as max_age.
-	if _, err := pool.Exec(ctx, `DROP INDEX tel.agent_kills_reason_host_signalled;
+	// Before migration 002: no such columns (nor the later view over
+	// them); kills read as max_age.
+	if _, err := pool.Exec(ctx, `DROP VIEW IF EXISTS tel.fleet; DROP INDEX tel.agent_kills_reason_host_signalled;
 		ALTER TABLE tel.agent_kills DROP COLUMN reason, DROP COLUMN session_pid, DROP COLUMN session_started_at`); err != nil {
 		t.Fatal(err)
 	}

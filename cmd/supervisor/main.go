@@ -19,7 +19,7 @@ import (
 
 var version = "dev"
 
-const commands = "run, init, once, status, events, history, migrate, extend, keep, unkeep, kill, reload, version"
+const commands = "run, init, once, status, events, history, fleet, migrate, extend, keep, unkeep, kill, reload, version"
 
 const usage = `usage: supervisor COMMAND [flags]
 
@@ -36,6 +36,9 @@ commands:
             --listen ADDR)
   history   recent snapshots and kills (--since DUR, --json), from
             PostgreSQL when configured, else from the spool
+  fleet     one line per host from PostgreSQL (tel.fleet): last snapshot,
+            status, agents, zombies, free memory, kills in 24 h; SILENT
+            after 3 summary intervals without a snapshot (--json)
   migrate   create or update the tables (--database-url) and exit; run it
             with an owner role so the daemon's role needs no DDL rights
   extend PID DURATION | extend PID --until TIME
@@ -50,7 +53,7 @@ commands:
             (these five talk to the daemon's --control-socket, root only)
   version   print the version
 
-run, init, once, history and migrate take the same flags:
+run, init, once, history, fleet and migrate take the same flags:
 
 `
 
@@ -84,6 +87,8 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		return controlCmd(cmd, rest, getenv, stdout, stderr)
 	case "events":
 		return eventsCmd(rest, getenv, stdout, stderr)
+	case "fleet":
+		return fleetCmd(rest, getenv, stdout, stderr)
 	case "history":
 		extra = func(fs *flag.FlagSet) {
 			fs.DurationVar(&since, "since", 24*time.Hour, "how far back")

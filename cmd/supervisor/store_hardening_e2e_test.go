@@ -242,7 +242,12 @@ func TestIntegrationLeastPrivilege(t *testing.T) {
 	if _, err := conn.Exec(ctx, "DROP EVENT TRIGGER sv_no_ddl; DELETE FROM tel.supervisor_migrations"); err != nil {
 		t.Fatal(err)
 	}
-	want := "schema tel is not current (missing migrations 001_tel.sql, 002_sessions.sql, 003_requested_by.sql) and this role cannot create it: run `supervisor migrate` with an owner role"
+	files, _ := filepath.Glob(filepath.Join("..", "..", "internal", "store", "migrations", "*.sql"))
+	var names []string // every embedded migration, in name order
+	for _, f := range files {
+		names = append(names, filepath.Base(f))
+	}
+	want := "schema tel is not current (missing migrations " + strings.Join(names, ", ") + ") and this role cannot create it: run `supervisor migrate` with an owner role"
 	d = startDaemon(t, "--max-age", "1h", "--database-url", roleURL, "--host-id", "lp-host")
 	d.waitLog(t, 20*time.Second, func(m map[string]any) bool { return m["msg"] == want })
 	// Retries at 1 s, 2 s, 4 s of backoff: wait for two more attempts'

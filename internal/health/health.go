@@ -51,6 +51,11 @@ type Daemon struct {
 	Sessions     int // sessions tracked now
 	SpoolRows    int
 	SpoolDropped uint64
+	// SummaryInterval is how often this daemon takes a snapshot (for
+	// `once`, how often cron is expected to run it): readers of the rows
+	// (the tel.fleet view, `supervisor fleet`) call a host silent after
+	// three intervals without one. Zero when unknown.
+	SummaryInterval time.Duration
 }
 
 // Snapshot is one health reading.
@@ -302,8 +307,20 @@ func (s Snapshot) Details() map[string]any {
 		"sessions":                 s.Daemon.Sessions,
 		"spool_rows":               s.Daemon.SpoolRows,
 		"spool_dropped":            s.Daemon.SpoolDropped,
+		"summary_interval_s":       intervalSeconds(s.Daemon.SummaryInterval),
 	}
 	return d
+}
+
+// intervalSeconds is the summary interval in seconds, nil when unknown (a
+// reader then falls back to its default rather than calling every host
+// silent at once).
+func intervalSeconds(d time.Duration) *float64 {
+	if d <= 0 {
+		return nil
+	}
+	v := d.Seconds()
+	return &v
 }
 
 func nonNil(p []int32) []int32 {

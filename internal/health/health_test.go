@@ -140,3 +140,20 @@ func deref(s *string) any {
 	}
 	return *s
 }
+
+// TestDetailsSummaryInterval: each row says how often its host takes one,
+// so a reader can tell a quiet host from a slow one; null when unknown.
+func TestDetailsSummaryInterval(t *testing.T) {
+	for _, tc := range []struct {
+		iv   time.Duration
+		want any
+	}{{5 * time.Minute, 300.0}, {1500 * time.Millisecond, 1.5}, {0, nil}} {
+		b, _ := json.Marshal(Snapshot{Daemon: Daemon{SummaryInterval: tc.iv}}.Details())
+		var d map[string]any
+		json.Unmarshal(b, &d)
+		v, ok := d["summary_interval_s"]
+		if !ok || v != tc.want {
+			t.Errorf("interval %s: summary_interval_s %v (present %v), want %v", tc.iv, v, ok, tc.want)
+		}
+	}
+}
