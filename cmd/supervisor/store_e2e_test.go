@@ -476,6 +476,11 @@ func TestIntegrationPasswordNeverPrinted(t *testing.T) {
 			t.Errorf("history via %s: exit %d, stderr %s", name, code, errs)
 		}
 		noPassword("history via "+name, out+errs)
+		out, errs, code = runCLIEnv(t, src.env, append([]string{"fleet"}, src.args...)...)
+		if code != 1 || !strings.Contains(errs, "database") {
+			t.Errorf("fleet via %s: exit %d, stderr %s", name, code, errs)
+		}
+		noPassword("fleet via "+name, out+errs)
 	}
 
 	// run, reading the file, then reloads: a malformed URL in the config
