@@ -75,7 +75,7 @@ func TestIntegrationMigration002OldRows(t *testing.T) {
 	})
 	err := NewPostgres(restricted).Migrate(ctx)
 	var se *SchemaError
-	if !errors.As(err, &se) || fmt.Sprint(se.Missing) != "[002_sessions.sql 003_requested_by.sql]" {
+	if !errors.As(err, &se) || fmt.Sprint(se.Missing) != "[002_sessions.sql 003_requested_by.sql 005_attribution.sql]" {
 		t.Fatalf("restricted role, 002 missing: %v, want a SchemaError naming 002_sessions.sql and the later 003 only", err)
 	}
 
@@ -90,7 +90,7 @@ func TestIntegrationMigration002OldRows(t *testing.T) {
 	}
 	var versions string
 	owner.QueryRow(ctx, "SELECT string_agg(name, ',' ORDER BY version) FROM tel.supervisor_migrations").Scan(&versions)
-	if versions != "001_tel.sql,002_sessions.sql,003_requested_by.sql" {
+	if versions != "001_tel.sql,002_sessions.sql,003_requested_by.sql,005_attribution.sql" {
 		t.Errorf("migrations recorded: %q", versions)
 	}
 	var index string
