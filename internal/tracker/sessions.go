@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
-
 	"go.uber.org/zap"
 )
 
@@ -337,9 +336,9 @@ type SessionView struct {
 	Comm, Rule string
 	AgentAlive bool
 	ExitedAt   int64
-	Cgroup     cgroupinfo.Info // the agent's
-	Members    int             // live members, the agent included while it lives
+	Members    int // live members, the agent included while it lives
 	Leftovers  []LeftoverView
+	Cgroup     cgroupinfo.Info // the agent's
 }
 
 // Sessions returns every session, in no particular order.
