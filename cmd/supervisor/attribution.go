@@ -1,8 +1,8 @@
 package main
 
 import (
-	"golang.org/x/sys/unix"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // initCgroupNamespaceIno is PROC_CGROUP_INIT_INO (include/linux/proc_ns.h):
