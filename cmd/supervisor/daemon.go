@@ -493,6 +493,7 @@ func (d *daemon) logReady(web *httpServer) {
 	if d.conn != nil {
 		fields = append(fields, zap.Int("rcvbuf", d.conn.ReadBuffer()))
 	}
+	d.warnCgroupNamespace()
 	d.log.Info("ready", fields...)
 }
 

@@ -50,13 +50,13 @@ func (d *daemon) onNotice(n tracker.Notice) {
 	switch kind {
 	case events.TypeAgent:
 		d.events.Publish(&events.Agent{PID: n.PID, Comm: n.Comm, Cmdline: n.Cmdline, Rule: n.Rule,
-			StartedAt: wall(n.Start.NS), Deadline: wall(n.Deadline), SessionPID: n.Session.PID})
+			StartedAt: wall(n.Start.NS), Deadline: wall(n.Deadline), SessionPID: n.Session.PID, Info: n.Cgroup})
 	case events.TypeDeadline:
 		d.events.Publish(&events.Deadline{PID: n.PID, Comm: n.Comm, Rule: n.Rule, Reason: string(n.Reason), Cause: n.Cause,
 			Previous: wall(n.Previous), Deadline: wall(n.Deadline), SessionPID: n.Session.PID})
 	case events.TypeLeftover:
 		d.events.Publish(&events.Leftover{PID: n.PID, Comm: n.Comm, Cmdline: n.Cmdline, Rule: n.Rule,
-			SessionPID: n.Session.PID, KillAt: wall(n.Deadline)})
+			SessionPID: n.Session.PID, KillAt: wall(n.Deadline), Info: n.Cgroup})
 	}
 }
 

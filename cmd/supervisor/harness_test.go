@@ -91,8 +91,15 @@ func fakeAgent(args []string) int {
 		return nil
 	})
 	relay := fs.String("relay", "", "start the child SPEC describes and exit at once: the middle of a double fork")
+	cgroup := fs.String("cgroup", "", "first join this cgroup v2 directory, as a container runtime does before exec (cgroup_helpers_test.go)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *cgroup != "" {
+		if err := joinCgroup(*cgroup); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	if *relay != "" {
 		// Started with Setsid by the parent (setsid(2) in the child before

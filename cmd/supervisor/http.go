@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"go.uber.org/zap"
 )
@@ -232,6 +233,8 @@ type agentView struct {
 	Members     int            `json:"members,omitempty"` // the session's live members, when this agent heads one
 	ExitedAt    *time.Time     `json:"exited_at,omitempty"`
 	Leftovers   []leftoverView `json:"leftovers,omitempty"`
+	// cgroup, container_id, pod_uid: where it runs, where known.
+	cgroupinfo.Info
 }
 
 type leftoverView struct {
@@ -239,6 +242,7 @@ type leftoverView struct {
 	Comm        string    `json:"comm"`
 	KillAt      time.Time `json:"kill_at"`
 	SecondsLeft float64   `json:"seconds_left"`
+	cgroupinfo.Info
 }
 
 func (d *daemon) agents(w http.ResponseWriter, r *http.Request) {
@@ -259,10 +263,11 @@ func (d *daemon) agentViews() []agentView {
 		exited := tracker.Time(s.ExitedAt, now)
 		v := agentView{PID: s.ID.PID, Comm: s.Comm, Rule: s.Rule, Reason: string(tracker.ReasonLeftover),
 			SessionPID: s.ID.PID, Members: s.Members, StartedAt: tracker.Time(s.ID.Start.NS, now), ExitedAt: &exited,
-			Deadline: tracker.Time(s.Leftovers[0].KillAt, now), SecondsLeft: float64(s.Leftovers[0].KillAt-now) / 1e9}
+			Deadline: tracker.Time(s.Leftovers[0].KillAt, now), SecondsLeft: float64(s.Leftovers[0].KillAt-now) / 1e9,
+			Info: s.Cgroup}
 		for _, l := range s.Leftovers {
 			v.Leftovers = append(v.Leftovers, leftoverView{PID: l.PID, Comm: l.Comm,
-				KillAt: tracker.Time(l.KillAt, now), SecondsLeft: float64(l.KillAt-now) / 1e9})
+				KillAt: tracker.Time(l.KillAt, now), SecondsLeft: float64(l.KillAt-now) / 1e9, Info: l.Cgroup})
 		}
 		out = append(out, v)
 	}
@@ -276,6 +281,7 @@ func (d *daemon) agentViews() []agentView {
 			StartedAt:   tracker.Time(a.Start.NS, now),
 			Deadline:    tracker.Time(a.Deadline, now),
 			SecondsLeft: float64(a.Deadline-now) / 1e9,
+			Info:        a.Cgroup,
 		}
 		if a.Session.PID == a.PID {
 			v.Members = heads[a.Session]

@@ -18,6 +18,7 @@ func (d *daemon) killRow(r reap.Result) (*store.KillRow, time.Time) {
 		StartedAt: wall(r.Start.NS), Deadline: wall(r.Deadline), SignalledAt: wall(r.Signalled),
 		LatenessMS: float64(r.Lateness()) / 1e6, FinalSignal: r.FinalSignal, Outcome: r.Outcome,
 		Descendants: r.Descendants, DryRun: r.DryRun, Reason: string(r.Reason), RequestedBy: r.RequestedBy,
+		Cgroup: r.Cgroup.Path, ContainerID: r.Cgroup.ContainerID, PodUID: r.Cgroup.PodUID,
 	}
 	if !r.Session.IsZero() {
 		pid, started := r.Session.PID, wall(r.Session.Start.NS)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
 	"github.com/agent-supervisor/supervisor/internal/store"
 )
 
@@ -112,6 +113,8 @@ type Agent struct {
 	StartedAt  time.Time `json:"started_at"`
 	Deadline   time.Time `json:"deadline"`
 	SessionPID int32     `json:"session_pid,omitempty"` // the session's agent: itself, or an outer agent for a nested one
+	// cgroup, container_id, pod_uid: where it runs, where known.
+	cgroupinfo.Info
 }
 
 // Deadline: a queued deadline moved.
@@ -137,6 +140,7 @@ type Leftover struct {
 	Rule       string    `json:"rule"` // the session agent's rule
 	SessionPID int32     `json:"session_pid"`
 	KillAt     time.Time `json:"kill_at"`
+	cgroupinfo.Info
 }
 
 // Kill: a reap finished. The fields are the kill record's, as stored in

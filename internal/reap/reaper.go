@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -74,6 +75,7 @@ type Result struct {
 	Outcome     string
 	Descendants []int32
 	DryRun      bool
+	Cgroup      cgroupinfo.Info // where the process ran, as read when it was queued
 }
 
 // Lateness is how long after its deadline the agent was signalled.
@@ -154,7 +156,7 @@ func New(cfg Config) *Reaper {
 func (r *Reaper) Fire(due []*tracker.Agent) {
 	for _, a := range due {
 		res := Result{Seq: a.Seq, PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Reason: a.Reason, Session: a.Session, Start: a.Start, RequestedBy: a.RequestedBy,
-			Deadline: a.Deadline, Signalled: a.Fired, DryRun: r.cfg.DryRun}
+			Deadline: a.Deadline, Signalled: a.Fired, DryRun: r.cfg.DryRun, Cgroup: a.Cgroup}
 		switch {
 		case !r.cfg.Guard.Allowed(a.PID, false):
 			res.Outcome = OutcomeRefused
@@ -515,6 +517,7 @@ func (r *Reaper) report(res Result) {
 	if res.RequestedBy != "" {
 		fields = append(fields, zap.String("requested_by", res.RequestedBy))
 	}
+	fields = appendCgroup(fields, res.Cgroup)
 	switch {
 	case res.DryRun && res.Reason == tracker.ReasonLeftover:
 		r.log.Info("would kill leftover", fields...)
@@ -523,4 +526,19 @@ func (r *Reaper) report(res Result) {
 	default:
 		r.log.Info("kill", fields...)
 	}
+}
+
+// appendCgroup adds the attribution that is known: cgroup, container_id,
+// pod_uid.
+func appendCgroup(fields []zap.Field, c cgroupinfo.Info) []zap.Field {
+	if c.Path != "" {
+		fields = append(fields, zap.String("cgroup", c.Path))
+	}
+	if c.ContainerID != "" {
+		fields = append(fields, zap.String("container_id", c.ContainerID))
+	}
+	if c.PodUID != "" {
+		fields = append(fields, zap.String("pod_uid", c.PodUID))
+	}
+	return fields
 }

@@ -272,12 +272,13 @@ func (p *Postgres) Insert(ctx context.Context, recs []Record) error {
 			}
 			b.Queue(`INSERT INTO tel.agent_kills (id, host, pid, comm, cmdline, rule, started_at, deadline,
 					signalled_at, exited_at, lateness_ms, final_signal, outcome, descendants, dry_run, created_at,
-					reason, session_pid, session_started_at, requested_by)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+					reason, session_pid, session_started_at, requested_by, cgroup, container_id, pod_uid)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+						$21, $22, $23)
 					ON CONFLICT (id) DO NOTHING`,
 				r.ID, r.Host, k.PID, k.Comm, k.Cmdline, k.Rule, k.StartedAt, k.Deadline, k.SignalledAt,
 				k.ExitedAt, k.LatenessMS, final, k.Outcome, desc, k.DryRun, r.Created,
-				reason, k.SessionPID, k.SessionStartedAt, by)
+				reason, k.SessionPID, k.SessionStartedAt, by, nullText(k.Cgroup), nullText(k.ContainerID), nullText(k.PodUID))
 			owner = append(owner, i)
 		default:
 			return &RowError{Index: i, Err: fmt.Errorf("record %d: %w", r.Seq, errNotARow)}
@@ -320,3 +321,11 @@ var (
 	errNoDatabase = errors.New("no database configured")
 	errNotARow    = errors.New("neither snapshot nor kill")
 )
+
+// nullText is s, or NULL when it is empty (unknown).
+func nullText(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

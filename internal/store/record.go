@@ -58,6 +58,12 @@ type KillRow struct {
 	// RequestedBy names who asked for a manual kill ("uid 0 pid 1234");
 	// empty (NULL) for every other reason.
 	RequestedBy string `json:"requested_by,omitempty"`
+	// Cgroup, ContainerID and PodUID say where the process ran (its
+	// cgroup v2 path and the container and Kubernetes pod it names, see
+	// internal/cgroupinfo); empty (NULL) when unknown.
+	Cgroup      string `json:"cgroup,omitempty"`
+	ContainerID string `json:"container_id,omitempty"`
+	PodUID      string `json:"pod_uid,omitempty"`
 }
 
 // DefaultReason is the reason of a kill row that has none: before reasons

@@ -94,6 +94,7 @@ func sanitize(r *Record) {
 		c.Comm, c.Rule, c.FinalSignal, c.Outcome = cleanText(c.Comm), cleanText(c.Rule), cleanText(c.FinalSignal), cleanText(c.Outcome)
 		c.Cmdline = capBytes(cleanText(c.Cmdline), MaxCmdline)
 		c.Reason = cleanText(c.Reason)
+		c.Cgroup, c.ContainerID, c.PodUID = cleanText(c.Cgroup), cleanText(c.ContainerID), cleanText(c.PodUID)
 		if c.Reason == "" {
 			c.Reason = DefaultReason
 		}

@@ -3,6 +3,8 @@ package tracker
 import (
 	"container/heap"
 	"sync"
+
+	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
 )
 
 // Agent is a tracked process that matched a rule and has a deadline.
@@ -31,6 +33,10 @@ type Agent struct {
 	// RequestedBy names who asked for a manual kill (ReasonManual), e.g.
 	// "uid 0 pid 1234". Changed only under the queue lock.
 	RequestedBy string
+	// Cgroup is where the process runs (cgroup.go): read when it was
+	// queued, again on a resync. Changed only under the queue lock
+	// (Deadlines.SetCgroup), and only while queued.
+	Cgroup cgroupinfo.Info
 
 	// Set by the alarm when the agent is due, before it is handed on.
 	Fired   int64 // CLOCK_BOOTTIME ns of the first signal (or of the deadline firing, if none was sent)

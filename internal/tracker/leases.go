@@ -340,7 +340,7 @@ func (t *Table) KillNow(pid int32, start Start, force bool, by string, allow fun
 		}
 	} else {
 		r, ok := t.ruleLocked(p, false)
-		if (!ok || !t.underLocked(p)) && !force {
+		if (!ok || !t.underLocked(p, t.cgroupLocked(p))) && !force {
 			return res, fmt.Errorf("pid %d (%s) is %w: refused without --force", p.PID, p.Comm, ErrNotAgent)
 		}
 		rule = r
@@ -371,7 +371,7 @@ func (t *Table) KillNow(pid int32, start Start, force bool, by string, allow fun
 			}
 		}
 		a := &Agent{PID: q.PID, Start: q.Start, Comm: q.Comm, Cmdline: q.Cmdline, Rule: rule, FD: fd,
-			Reason: ReasonManual, Session: res.Session, Deadline: now, RequestedBy: by, proc: q}
+			Reason: ReasonManual, Session: res.Session, Deadline: now, RequestedBy: by, proc: q, Cgroup: t.cgroupLocked(q)}
 		q.agent = a
 		q.holds++
 		t.cfg.Queue.Add(a)

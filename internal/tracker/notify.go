@@ -1,5 +1,7 @@
 package tracker
 
+import "github.com/agent-supervisor/supervisor/internal/cgroupinfo"
+
 // NoticeKind says what a Notice reports.
 type NoticeKind uint8
 
@@ -33,6 +35,8 @@ type Notice struct {
 	// moved it ("reload", "extend", ...).
 	Previous int64
 	Cause    string
+	// Cgroup is where the process runs, as read when it was queued.
+	Cgroup cgroupinfo.Info
 }
 
 // notice hands n to Config.OnNotice. It may run with the table's lock held
@@ -46,7 +50,7 @@ func (t *Table) notice(n Notice) {
 
 func agentNotice(kind NoticeKind, a *Agent, deadline int64) Notice {
 	return Notice{Kind: kind, PID: a.PID, Start: a.Start, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule,
-		Reason: a.Reason, Session: a.Session, Deadline: deadline}
+		Reason: a.Reason, Session: a.Session, Deadline: deadline, Cgroup: a.Cgroup}
 }
 
 // noticeDeadlineLocked reports that a's deadline moved from previous to

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
 )
 
 // Rule says which processes are agents: Comm matches the process name
@@ -86,18 +88,31 @@ func (r Rule) MatchComm(comm string) bool {
 	return comm == r.Comm
 }
 
-// Ancestor limits agents to descendants of a process: by PID when PID > 0,
-// else by comm. Its textual form is a number or a name.
+// Ancestor limits agents to descendants of a process, by PID when PID > 0,
+// else by comm; or, when Cgroup is set, to processes whose own cgroup v2
+// path matches the glob. Its textual form is a number, a name, or
+// cgroup:GLOB.
 type Ancestor struct {
-	PID  int32
-	Comm string
+	PID    int32
+	Comm   string
+	Cgroup cgroupinfo.Glob
 }
 
-// ParseAncestor parses a PID or a process name.
+// cgroupPrefix marks a cgroup ancestor: cgroup:/kubepods*.
+const cgroupPrefix = "cgroup:"
+
+// ParseAncestor parses a PID, a process name or cgroup:GLOB.
 func ParseAncestor(s string) (Ancestor, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return Ancestor{}, errors.New("empty ancestor")
+	}
+	if glob, ok := strings.CutPrefix(s, cgroupPrefix); ok {
+		g, err := cgroupinfo.ParseGlob(glob)
+		if err != nil {
+			return Ancestor{}, fmt.Errorf("ancestor %q: %w", s, err)
+		}
+		return Ancestor{Cgroup: g}, nil
 	}
 	if n, err := strconv.ParseInt(s, 10, 32); err == nil {
 		if n <= 0 {
@@ -112,7 +127,10 @@ func ParseAncestor(s string) (Ancestor, error) {
 }
 
 func (a Ancestor) String() string {
-	if a.PID > 0 {
+	switch {
+	case a.Cgroup.String() != "":
+		return cgroupPrefix + a.Cgroup.String()
+	case a.PID > 0:
 		return strconv.Itoa(int(a.PID))
 	}
 	return a.Comm

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
 	"go.uber.org/zap"
 )
 
@@ -35,6 +36,8 @@ type Session struct {
 	Comm, Rule string
 	// ExitedAt is the boottime of the agent's exit, 0 while it lives.
 	ExitedAt int64
+	// Cgroup is where the agent ran, read when it was matched (cgroup.go).
+	Cgroup cgroupinfo.Info
 
 	agent   *Proc // nil once the agent exited
 	head    *Proc // members, linked through Proc.snext and Proc.sprev
@@ -226,7 +229,7 @@ func (t *Table) queueLeftoverAtLocked(q *Proc, s *Session, deadline int64) {
 		}
 	}
 	a := &Agent{PID: q.PID, Start: q.Start, Comm: q.Comm, Cmdline: q.Cmdline, Rule: s.Rule, FD: fd,
-		Reason: ReasonLeftover, Session: s.ID, Deadline: deadline, proc: q}
+		Reason: ReasonLeftover, Session: s.ID, Deadline: deadline, proc: q, Cgroup: t.cgroupLocked(q)}
 	q.agent = a
 	q.holds++
 	t.cfg.Queue.Add(a)
@@ -324,6 +327,7 @@ type LeftoverView struct {
 	Comm   string
 	Start  Start
 	KillAt int64 // boottime
+	Cgroup cgroupinfo.Info
 }
 
 // SessionView is what the table knows of one session.
@@ -334,6 +338,7 @@ type SessionView struct {
 	ExitedAt   int64
 	Members    int // live members, the agent included while it lives
 	Leftovers  []LeftoverView
+	Cgroup     cgroupinfo.Info // the agent's
 }
 
 // Sessions returns every session, in no particular order.
@@ -342,11 +347,12 @@ func (t *Table) Sessions() []SessionView {
 	defer t.mu.Unlock()
 	out := make([]SessionView, 0, len(t.sessions))
 	for _, s := range t.sessions {
-		v := SessionView{ID: s.ID, Comm: s.Comm, Rule: s.Rule, AgentAlive: s.agent != nil, ExitedAt: s.ExitedAt, Members: s.members}
+		v := SessionView{ID: s.ID, Comm: s.Comm, Rule: s.Rule, AgentAlive: s.agent != nil, ExitedAt: s.ExitedAt, Members: s.members,
+			Cgroup: s.Cgroup}
 		for q := s.head; q != nil; q = q.snext {
 			if a := q.agent; a != nil && a.Reason == ReasonLeftover {
 				if at, queued := t.cfg.Queue.DeadlineOf(a); queued {
-					v.Leftovers = append(v.Leftovers, LeftoverView{PID: q.PID, Comm: q.Comm, Start: q.Start, KillAt: at})
+					v.Leftovers = append(v.Leftovers, LeftoverView{PID: q.PID, Comm: q.Comm, Start: q.Start, KillAt: at, Cgroup: a.Cgroup})
 				}
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"go.uber.org/zap"
 )
@@ -43,6 +44,8 @@ type ProcReader interface {
 	// KeepMarked reports whether the process's environment holds
 	// REAPER_KEEP=1.
 	KeepMarked(pid int32) (bool, error)
+	// Cgroup reads /proc/PID/cgroup (cgroup.go: when, and what it costs).
+	Cgroup(pid int32) (cgroupinfo.Info, error)
 	Scan() ([]ProcInfo, error)
 }
 
@@ -496,6 +499,9 @@ func (t *Table) MergeAt(scan []ProcInfo, resync bool, scanStart int64) {
 			t.removeLocked(p)
 		}
 	}
+	if resync {
+		t.refreshCgroupsLocked()
+	}
 	var changed []*Proc
 	for pid, info := range live {
 		p := t.procs[pid]
@@ -678,11 +684,15 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 		closeFD(a.FD)
 		p.holds--
 	}
-	if !ok || !t.underLocked(p) {
+	if !ok {
+		return
+	}
+	cg := t.cgroupLocked(p)
+	if !t.underLocked(p, cg) {
 		return
 	}
 	if p.session == nil {
-		t.newSessionLocked(p, rule)
+		t.newSessionLocked(p, rule).Cgroup = cg
 	}
 	if t.keptLocked(p, p.session) {
 		return // exempt from max age, with its descendants
@@ -698,7 +708,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 		}
 	}
 	a := &Agent{PID: p.PID, Start: p.Start, Comm: p.Comm, Cmdline: p.Cmdline, Rule: rule, FD: fd, proc: p,
-		Reason: ReasonMaxAge, Session: p.session.ID}
+		Reason: ReasonMaxAge, Session: p.session.ID, Cgroup: cg}
 	t.leaseAgentLocked(a)
 	p.agent = a
 	p.holds++
@@ -734,15 +744,22 @@ func (t *Table) ruleLocked(p *Proc, readCmdline bool) (string, bool) {
 	return "", false
 }
 
-// underLocked reports whether p descends from a process matching one of
-// the Under ancestors (always true when there are none).
-func (t *Table) underLocked(p *Proc) bool {
+// underLocked reports whether p is in scope: it descends from a process
+// matching one of the PID or name Under ancestors, or its own cgroup (cg,
+// as read at this match) matches one of the cgroup globs. Always true when
+// there are none.
+func (t *Table) underLocked(p *Proc, cg cgroupinfo.Info) bool {
 	if len(t.cfg.Under) == 0 {
 		return true
 	}
+	for _, u := range t.cfg.Under {
+		if u.Cgroup.String() != "" && cg.Path != "" && u.Cgroup.Match(cg.Path) {
+			return true
+		}
+	}
 	for a := p.parent; a != nil; a = a.parent {
 		for _, u := range t.cfg.Under {
-			if (u.PID > 0 && a.PID == u.PID) || (u.PID == 0 && a.Comm == u.Comm) {
+			if (u.PID > 0 && a.PID == u.PID) || (u.PID == 0 && u.Comm != "" && a.Comm == u.Comm) {
 				return true
 			}
 		}

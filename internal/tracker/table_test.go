@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 )
 
@@ -19,10 +20,12 @@ type fakeProcs struct {
 	cmdline map[int32]string
 	keep    map[int32]bool // REAPER_KEEP=1 in the environment
 	reads   int            // Stat calls
+	cgroup  map[int32]string
+	cgReads int // Cgroup calls
 }
 
 func newFakeProcs() *fakeProcs {
-	return &fakeProcs{stat: map[int32]ProcInfo{}, cmdline: map[int32]string{}, keep: map[int32]bool{}}
+	return &fakeProcs{stat: map[int32]ProcInfo{}, cmdline: map[int32]string{}, keep: map[int32]bool{}, cgroup: map[int32]string{}}
 }
 
 func (f *fakeProcs) Stat(pid int32) (ProcInfo, error) {
@@ -45,6 +48,19 @@ func (f *fakeProcs) KeepMarked(pid int32) (bool, error) {
 		return false, ErrGone
 	}
 	return f.keep[pid], nil
+}
+
+// Cgroup parses the content set in f.cgroup ("0::/" if none).
+func (f *fakeProcs) Cgroup(pid int32) (cgroupinfo.Info, error) {
+	f.cgReads++
+	if _, ok := f.stat[pid]; !ok {
+		return cgroupinfo.Info{}, ErrGone
+	}
+	c, ok := f.cgroup[pid]
+	if !ok {
+		c = "0::/\n"
+	}
+	return cgroupinfo.Parse([]byte(c))
 }
 
 func (f *fakeProcs) Scan() ([]ProcInfo, error) {
