@@ -132,8 +132,10 @@ func TestIntegrationKillRows(t *testing.T) {
 	a.waitLine(t, "pid", 10*time.Second)
 	child, _ := strconv.Atoi(strings.Fields(a.waitLine(t, "pid", 10*time.Second))[1])
 	m := d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))
-	if waitCount(t, conn, 20*time.Second, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1", a.pid) != 1 {
-		t.Fatal("no kill row")
+	// The row is spooled pending at the first signal and replaced by the
+	// complete one when the tree is gone: wait for the complete one.
+	if waitCount(t, conn, 20*time.Second, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", a.pid) != 1 {
+		t.Fatal("no complete kill row")
 	}
 	var (
 		host, comm, cmdline, rule, outcome string
