@@ -52,6 +52,8 @@ func newObject(apiVersion, kind string) (any, error) {
 		return &corev1.ConfigMap{}, nil
 	case "v1 Secret":
 		return &corev1.Secret{}, nil
+	case "v1 ResourceQuota":
+		return &corev1.ResourceQuota{}, nil
 	case "apps/v1 DaemonSet":
 		return &appsv1.DaemonSet{}, nil
 	}
@@ -297,6 +299,14 @@ func TestManifests(t *testing.T) {
 		ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken {
 		t.Error("the daemon never calls the API: automountServiceAccountToken must be false on the account and the pod")
 	}
+	// Where critical priority classes need a quota in the namespace, the
+	// quota must name the DaemonSet's class.
+	rq, _ := one[*corev1.ResourceQuota](t, objs)
+	if sel := rq.Spec.ScopeSelector; sel == nil || len(sel.MatchExpressions) != 1 ||
+		sel.MatchExpressions[0].ScopeName != corev1.ResourceQuotaScopePriorityClass ||
+		!slices.Contains(sel.MatchExpressions[0].Values, ps.PriorityClassName) {
+		t.Errorf("ResourceQuota %s must be scoped to the priority class %q: %+v", rq.Name, ps.PriorityClassName, rq.Spec.ScopeSelector)
+	}
 	if ps.PriorityClassName != "system-node-critical" {
 		t.Errorf("priorityClassName %q", ps.PriorityClassName)
 	}
@@ -458,14 +468,14 @@ func TestManifests(t *testing.T) {
 	ml := envOf(c, "REAPER_METRICS_LISTEN")
 	nodeIP := envOf(c, "NODE_IP")
 	if ml == nil || nodeIP == nil || nodeIP.ValueFrom == nil || nodeIP.ValueFrom.FieldRef == nil ||
-		nodeIP.ValueFrom.FieldRef.FieldPath != "status.hostIP" || !strings.HasPrefix(ml.Value, "$(NODE_IP):") {
-		t.Fatalf("REAPER_METRICS_LISTEN must be $(NODE_IP):PORT with NODE_IP from status.hostIP: %+v %+v", ml, nodeIP)
+		nodeIP.ValueFrom.FieldRef.FieldPath != "status.hostIP" || !strings.HasPrefix(ml.Value, "[$(NODE_IP)]:") {
+		t.Fatalf("REAPER_METRICS_LISTEN must be [$(NODE_IP)]:PORT (brackets, for an IPv6 node address) with NODE_IP from status.hostIP: %+v %+v", ml, nodeIP)
 	}
 	if slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "NODE_IP" }) >
 		slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "REAPER_METRICS_LISTEN" }) {
 		t.Error("NODE_IP must come before REAPER_METRICS_LISTEN: $(VAR) only expands earlier variables")
 	}
-	mport := strings.TrimPrefix(ml.Value, "$(NODE_IP):")
+	mport := strings.TrimPrefix(ml.Value, "[$(NODE_IP)]:")
 	if ann["prometheus.io/port"] != mport {
 		t.Errorf("prometheus.io/port %q, but the metrics listener is on port %s", ann["prometheus.io/port"], mport)
 	}

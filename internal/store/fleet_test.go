@@ -31,14 +31,18 @@ func TestIntegrationFleetView(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	kill := func(host, reason string, ago time.Duration, dry bool) {
+	killOutcome := func(host, reason string, ago time.Duration, dry bool, outcome string) {
 		t.Helper()
 		if _, err := pool.Exec(ctx, `INSERT INTO tel.agent_kills (id, host, pid, comm, cmdline, rule, started_at, deadline,
 			signalled_at, lateness_ms, outcome, descendants, dry_run, reason)
 			VALUES (gen_random_uuid(), $1, 42, 'claude', 'claude', 'claude', now() - interval '3 hours', now() - $2::interval,
-			now() - $2::interval, 0.1, 'terminated', '{}', $3, $4)`, host, ago.String(), dry, reason); err != nil {
+			now() - $2::interval, 0.1, $5, '{}', $3, $4)`, host, ago.String(), dry, reason, outcome); err != nil {
 			t.Fatal(err)
 		}
+	}
+	kill := func(host, reason string, ago time.Duration, dry bool) {
+		t.Helper()
+		killOutcome(host, reason, ago, dry, "terminated")
 	}
 	// live: says 60 s, last row 10 s ago; an older row with other numbers.
 	snap("live", time.Hour, "warning", `{"summary_interval_s": 60, "agents_tracked": 9, "zombie_count": 900, "free_mem_mb": 1}`)
@@ -58,6 +62,9 @@ func TestIntegrationFleetView(t *testing.T) {
 	kill("live", "leftover", time.Minute, false)
 	kill("live", "max_age", 25*time.Hour, false) // older than a day
 	kill("live", "manual", time.Minute, true)    // a dry run kills nothing
+	// Rows that signalled nothing: refused by the guard, gone before the signal.
+	killOutcome("live", "manual", time.Minute, false, "refused")
+	killOutcome("live", "max_age", time.Minute, false, "already_gone")
 	kill("kills-only", "manual", time.Minute, false)
 
 	type row struct {

@@ -14,7 +14,9 @@
 --   zombies        zombie_count of the newest row
 --   free_mem_mb    free_mem_mb of the newest row
 --   kills_24h      {"reason": count} of the host's kill rows signalled in
---                  the last 24 h, dry runs not counted; {} when none
+--                  the last 24 h; dry runs and rows that signalled nothing
+--                  (refused by the guard, already_gone before the signal)
+--                  not counted; {} when none
 --
 -- Rows with host NULL (written by the seed's cron job, which had no host
 -- column) are left out: they cannot be told apart by host, and once the
@@ -81,6 +83,7 @@ CROSS JOIN LATERAL (
 	FROM (SELECT a.reason, count(*) AS n
 	      FROM tel.agent_kills a
 	      WHERE a.host = h.host AND a.signalled_at > now() - interval '24 hours' AND NOT a.dry_run
+	        AND a.outcome NOT IN ('refused', 'already_gone')
 	      GROUP BY a.reason) r
 ) k
 ORDER BY h.host;
