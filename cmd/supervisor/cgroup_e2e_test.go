@@ -162,6 +162,10 @@ func TestIntegrationUnderCgroup(t *testing.T) {
 	if !da.alive() {
 		t.Fatal("the docker container's agent died with the pod's")
 	}
+	// It was seen and judged out of scope (not merely never noticed).
+	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
+		return m["msg"] == "out of scope" && num(m["pid"]) == int64(da.pid) && m["cgroup"] == want[dock].Path
+	})
 	// Past the docker agent's own max age (plus a margin for a kill that
 	// would be late): still alive, never listed, never killed.
 	if wait := time.Duration(da.t0+int64(age)-boottime()) + 2*time.Second; wait > 0 {

@@ -689,6 +689,10 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	}
 	cg := t.cgroupLocked(p)
 	if !t.underLocked(p, cg) {
+		// Debug only: says the process was seen and judged, which a test
+		// of scope needs to tell "left alone" from "never noticed".
+		t.log.Debug("out of scope", zap.Int32("pid", p.PID), zap.String("comm", p.Comm), zap.String("rule", rule),
+			zap.String("cgroup", cg.Path))
 		return
 	}
 	if p.session == nil {
