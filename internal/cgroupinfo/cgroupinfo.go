@@ -47,7 +47,10 @@ func Parse(data []byte) (Info, error) {
 		seen = true
 		switch {
 		case string(id) == "0" && len(ctrl) == 0:
-			info.Path = string(path)
+			// proc_cgroup_show (kernel/cgroup/cgroup.c) appends " (deleted)"
+			// for a task whose cgroup was removed (an exiting task): the
+			// cgroup's own path is what names its container.
+			info.Path = strings.TrimSuffix(string(path), " (deleted)")
 		case string(ctrl) == "name=systemd":
 			v1 = append([][]byte{path}, v1...)
 		default:
@@ -81,8 +84,8 @@ func names(path string) (container, pod string) {
 	comps := strings.Split(path, "/")
 	kubepods := false // a "kubepods…" component came before
 	for i, c := range comps {
-		if strings.Contains(c, "kubepods") {
-			kubepods = true // kubepods, kubepods.slice, kubelet-kubepods.slice (kind)
+		if isKubepods(c) {
+			kubepods = true
 		}
 		if id := containerID(c, comps[:i], pod != ""); id != "" {
 			container = id
@@ -92,6 +95,18 @@ func names(path string) (container, pod string) {
 		}
 	}
 	return container, pod
+}
+
+// isKubepods reports whether c is the kubelet's pods cgroup or one of its
+// QoS or pod slices: kubepods (cgroupfs driver), kubepods.slice,
+// kubepods-burstable.slice, kubelet-kubepods.slice (kind). A component
+// merely containing the word (my-kubepods-x) is not.
+func isKubepods(c string) bool {
+	if c == "kubepods" {
+		return true
+	}
+	s, ok := strings.CutSuffix(c, ".slice")
+	return ok && (s == "kubepods" || strings.HasPrefix(s, "kubepods-") || strings.Contains(s, "-kubepods"))
 }
 
 // containerPrefixes are the runtimes' "<prefix><id>[.scope]" names.
