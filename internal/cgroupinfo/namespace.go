@@ -4,6 +4,7 @@ import (
 	"path"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Cgroup namespaces (cgroup_namespaces(7), Linux 4.6). A process in a
@@ -83,6 +84,8 @@ type NamespaceState struct {
 	Err  error
 	// Depth is Root's depth; Dirs the directories looked at to find it.
 	Depth, Dirs int
+	// At is when it was looked up.
+	At time.Time
 }
 
 // State returns what is known (the host's namespace for a nil or zero

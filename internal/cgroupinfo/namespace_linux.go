@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -61,7 +62,7 @@ func FindRoot(cfg FindConfig) NamespaceState {
 	if err := unix.Stat(cfg.Proc+"/self/ns/cgroup", &st); err != nil || st.Ino == initCgroupNamespaceIno {
 		return NamespaceState{Root: "/"} // no cgroup namespaces (before Linux 4.6), or the host's
 	}
-	s := NamespaceState{Private: true}
+	s := NamespaceState{Private: true, At: time.Now()}
 	s.Root, s.Depth, s.Dirs, s.Err = findRoot(cfg)
 	return s
 }

@@ -99,6 +99,9 @@ func (p *ProcFS) Cgroup(pid int32) (cgroupinfo.Info, error) {
 // read; ns is consulted (atomically) at each read.
 func (p *ProcFS) SetCgroupNamespace(ns *cgroupinfo.Namespace) { p.cgns = ns }
 
+// CgroupNamespace returns what SetCgroupNamespace set (nil: the host's).
+func (p *ProcFS) CgroupNamespace() *cgroupinfo.Namespace { return p.cgns }
+
 // cgroupLocked reads p's cgroup; unknown (zero) when the read fails.
 func (t *Table) cgroupLocked(p *Proc) cgroupinfo.Info {
 	info, err := t.cfg.Proc.Cgroup(p.PID)
