@@ -22,7 +22,7 @@ func (d *daemon) warnCgroupNamespace() {
 	}
 	if s.Root != "" {
 		d.log.Info("the daemon runs in a private cgroup namespace; its root was found on the host: cgroup paths are host paths",
-			zap.String("namespace_root", s.Root), zap.Int("depth", s.Depth), zap.Int("dirs", s.Dirs),
+			zap.String("namespace_root", s.Root), zap.Int("depth", s.Depth), zap.Int("dirs", s.Dirs), zap.Duration("took", s.Took),
 			zap.String("host_cgroup_root", d.cfg.HostCgroupRoot))
 		return
 	}

@@ -41,6 +41,6 @@ func (d *daemon) retryCgroupNamespace() {
 	ns.Set(n)
 	if n.Root != "" {
 		d.log.Info("cgroup namespace root found: cgroup paths are host paths from now on",
-			zap.String("namespace_root", n.Root), zap.Int("depth", n.Depth), zap.Int("dirs", n.Dirs))
+			zap.String("namespace_root", n.Root), zap.Int("depth", n.Depth), zap.Int("dirs", n.Dirs), zap.Duration("took", n.Took))
 	}
 }

@@ -84,8 +84,9 @@ type NamespaceState struct {
 	Err  error
 	// Depth is Root's depth; Dirs the directories looked at to find it.
 	Depth, Dirs int
-	// At is when it was looked up.
-	At time.Time
+	// At is when it was looked up, Took how long that took.
+	At   time.Time
+	Took time.Duration
 }
 
 // State returns what is known (the host's namespace for a nil or zero

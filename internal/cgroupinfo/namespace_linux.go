@@ -64,6 +64,7 @@ func FindRoot(cfg FindConfig) NamespaceState {
 	}
 	s := NamespaceState{Private: true, At: time.Now()}
 	s.Root, s.Depth, s.Dirs, s.Err = findRoot(cfg)
+	s.Took = time.Since(s.At)
 	return s
 }
 
