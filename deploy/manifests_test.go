@@ -416,6 +416,28 @@ func TestManifests(t *testing.T) {
 		t.Errorf("the state dir %s is on volume %q, which is not a hostPath: the spool would not survive the pod", stateDir, sv.Name)
 	}
 
+	// The node's cgroup hierarchy, for a daemon in its own cgroup
+	// namespace: a read-only hostPath of /sys/fs/cgroup where
+	// REAPER_HOST_CGROUP_ROOT says, not over the container's own
+	// /sys/fs/cgroup (the health snapshot reads the daemon's memory limit
+	// there, by the path the daemon's namespace gives it).
+	hostCg := conf["REAPER_HOST_CGROUP_ROOT"]
+	if hostCg == "" || path.Clean(hostCg) == "/sys/fs/cgroup" {
+		t.Fatalf("REAPER_HOST_CGROUP_ROOT=%q: want the node's /sys/fs/cgroup mounted elsewhere (the container has a cgroup namespace of its own)", hostCg)
+	}
+	cv := volumeAt(t, ps, c, hostCg)
+	if cv.HostPath == nil || path.Clean(cv.HostPath.Path) != "/sys/fs/cgroup" {
+		t.Errorf("REAPER_HOST_CGROUP_ROOT=%s is on volume %q, not a hostPath of /sys/fs/cgroup", hostCg, cv.Name)
+	}
+	for _, m := range c.VolumeMounts {
+		if m.Name == cv.Name && !m.ReadOnly {
+			t.Errorf("the node's cgroup hierarchy is mounted writable at %s: the daemon only reads it", m.MountPath)
+		}
+		if path.Clean(m.MountPath) == "/sys/fs/cgroup" || strings.HasPrefix(path.Clean(m.MountPath), "/sys/fs/cgroup/") {
+			t.Errorf("volume %q is mounted over the container's own /sys/fs/cgroup", m.Name)
+		}
+	}
+
 	// The database URL: a Secret file that DATABASE_URL_FILE names.
 	urlFile := conf["DATABASE_URL_FILE"]
 	if urlFile == "" {

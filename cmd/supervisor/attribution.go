@@ -2,33 +2,40 @@ package main
 
 import (
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 )
 
-// initCgroupNamespaceIno is PROC_CGROUP_INIT_INO (include/linux/proc_ns.h):
-// the initial cgroup namespace's fixed inode number.
-const initCgroupNamespaceIno = 0xEFFFFFFB
-
-// warnCgroupNamespace warns when the daemon runs in a private cgroup
-// namespace (the default of Docker and Podman on cgroup v2): the kernel
-// then shows every other process's cgroup relative to the daemon's own
-// ("/../../system.slice/docker-<id>.scope", cgroup_namespaces(7)), so
-// --under cgroup:GLOB globs, written for host paths, would match nothing
-// and the cgroup column would hold relative paths. Container IDs and pod
-// UIDs are still recognised.
+// warnCgroupNamespace says at start whether the daemon runs in a private
+// cgroup namespace (containerd, CRI-O, and Docker and Podman on cgroup v2,
+// give every non-privileged container one) and, if so, whether the host
+// path of its root was found (cgns.go): the kernel shows every other
+// process's cgroup relative to that root ("/../../system.slice/docker-<id>.scope",
+// cgroup_namespaces(7)). Found, every path is turned into the host's;
+// not found, paths stay relative, a relative path matches no --under
+// cgroup: glob (the daemon reaps nothing by cgroup: the safe failure), and
+// the warning names why and what to mount. Container IDs and pod UIDs are
+// still recognised in relative paths (but not the cgroupfs driver's bare
+// IDs, which need the kubepods component above them).
 func (d *daemon) warnCgroupNamespace() {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/cgroup", &st); err != nil || st.Ino == initCgroupNamespaceIno {
-		return // no cgroup namespaces (before Linux 4.6), or the host's
+	s := d.procs.CgroupNamespace().State()
+	if !s.Private {
+		return
+	}
+	if s.Root != "" {
+		d.log.Info("the daemon runs in a private cgroup namespace; its root was found on the host: cgroup paths are host paths",
+			zap.String("namespace_root", s.Root), zap.Int("depth", s.Depth), zap.Int("dirs", s.Dirs), zap.Duration("took", s.Took),
+			zap.String("host_cgroup_root", d.cfg.HostCgroupRoot))
+		return
 	}
 	cgroupUnder := false
 	for _, u := range d.cfg.Under {
 		cgroupUnder = cgroupUnder || u.Cgroup.String() != ""
 	}
-	msg := "the daemon runs in a private cgroup namespace: cgroup paths are relative to it; run it in the host's (docker run --cgroupns=host)"
+	msg := "the daemon runs in a private cgroup namespace and could not find its root on the host: cgroup paths stay relative (\"/../..\") and match no --under cgroup: glob; " +
+		"mount the host's /sys/fs/cgroup read-only and name it in --host-cgroup-root (REAPER_HOST_CGROUP_ROOT), or run in the host's cgroup namespace (docker run --cgroupns=host)"
+	fields := []zap.Field{zap.Error(s.Err), zap.String("host_cgroup_root", d.cfg.HostCgroupRoot)}
 	if cgroupUnder {
-		d.log.Warn(msg+"; --under cgroup: globs see those relative paths", zap.Stringers("under", d.cfg.Under))
+		d.log.Warn(msg, append(fields, zap.Stringers("under", d.cfg.Under))...)
 		return
 	}
-	d.log.Info(msg)
+	d.log.Warn(msg, fields...)
 }

@@ -24,6 +24,7 @@ type Config struct {
 	KillGrace       time.Duration
 	Agents          []tracker.Rule
 	Under           []tracker.Ancestor
+	HostCgroupRoot  string // the host's cgroup hierarchy, read in a private cgroup namespace (cgns.go)
 	Leftovers       string // kill or keep
 	LeftoverGrace   time.Duration
 	Keep            []tracker.Rule
@@ -115,6 +116,15 @@ var options = []option{
 				}
 				c.Under = append(c.Under, a)
 			}
+			return nil
+		}},
+	{flag: "host-cgroup-root", env: "REAPER_HOST_CGROUP_ROOT", def: "",
+		help: "where the host's /sys/fs/cgroup is mounted, to turn the cgroup paths a daemon in a private cgroup namespace reads into host paths (default: host PID 1's, via /proc/1/root); read at start",
+		set: func(c *Config, v string, _ []string) error {
+			if v != "" && !filepath.IsAbs(v) {
+				return fmt.Errorf("%q is not an absolute path", v)
+			}
+			c.HostCgroupRoot = v
 			return nil
 		}},
 	{flag: "leftovers", env: "REAPER_LEFTOVERS", def: "kill",

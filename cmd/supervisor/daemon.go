@@ -84,6 +84,7 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 	if err := procs.CheckOwn(); err != nil {
 		return nil, err
 	}
+	findCgroupNamespace(procs, cfg) // cgns.go
 	guard, err := reap.NewGuard(procs)
 	if err != nil {
 		return nil, err
@@ -534,6 +535,7 @@ func (d *daemon) eventLoop(ctx context.Context) {
 
 func (d *daemon) resync() {
 	start := d.clock.Now() // events stamped before it are in the scan already
+	d.retryCgroupNamespace()
 	scan, err := d.procs.Scan()
 	if err != nil {
 		d.log.Error("resync: scan /proc", zap.Error(err))

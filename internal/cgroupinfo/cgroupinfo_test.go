@@ -241,7 +241,8 @@ func FuzzGlob(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if got, want := g.Match(path), matchRef(glob, path); got != want {
+		// A relative path matches nothing (namespace.go).
+		if got, want := g.Match(path), matchRef(glob, path) && !Relative(path); got != want {
 			t.Fatalf("%q.Match(%q) = %v, reference says %v", glob, path, got, want)
 		}
 	})

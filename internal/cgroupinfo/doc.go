@@ -1,14 +1,18 @@
 // Package cgroupinfo says where a process runs from the contents of its
 // /proc/PID/cgroup: its cgroup v2 path, the container that path names (if
-// any) and the Kubernetes pod (if any). It parses and matches only; reading
-// the file is the caller's (tracker.ProcFS).
+// any) and the Kubernetes pod (if any). It parses and matches; reading the
+// file is the caller's (tracker.ProcFS). The one thing it reads itself is
+// the host's cgroup hierarchy, once, to find where a private cgroup
+// namespace's root lies (FindRoot, namespace_linux.go).
 //
 // /proc/PID/cgroup (cgroups(7)) has one line per hierarchy,
 // "hierarchy-ID:controller-list:path". The cgroup v2 line is "0::path"; on
 // a hybrid host (v1 controllers plus the unified hierarchy mounted at
-// /sys/fs/cgroup/unified) it is the unified hierarchy's. Paths are relative
-// to the reader's cgroup namespace root: a daemon in a private cgroup
-// namespace sees other containers as "/../../..", so run it in the host's.
+// /sys/fs/cgroup/unified) it is the unified hierarchy's. Paths are
+// relative to the reader's cgroup namespace root: a daemon in a private
+// cgroup namespace sees other containers as "/../../…". Namespace turns
+// them into host paths once the root's host path is known (namespace.go);
+// until then a relative path matches no Glob.
 //
 // Container runtimes name a container's cgroup after its ID, a 64-digit
 // lowercase hex string:

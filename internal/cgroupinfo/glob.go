@@ -38,9 +38,12 @@ func (g Glob) String() string { return g.pattern }
 
 // Match reports whether the whole of path matches. Greedy matching of each
 // literal part at its first occurrence is exact for a '*'-only glob and
-// linear in the path's length.
+// linear in the path's length. A relative path ("/../..", read in a cgroup
+// namespace whose root could not be resolved, namespace.go) matches
+// nothing, not even "*": where it lies on the host is unknown, and a glob
+// is written for host paths.
 func (g Glob) Match(path string) bool {
-	if g.parts == nil {
+	if g.parts == nil || Relative(path) {
 		return false
 	}
 	first, last := g.parts[0], g.parts[len(g.parts)-1]

@@ -45,6 +45,12 @@ import (
 // path read at the match, so only processes that match an agent rule are
 // read, never every fork. Like the other ancestors it is decided when a
 // process becomes an agent.
+//
+// Namespaces. In a private cgroup namespace (the DaemonSet's container)
+// the kernel shows paths relative to the namespace's root; Cgroup joins
+// them onto its host path (SetCgroupNamespace, cgroupinfo.FindRoot), a
+// string join per read. While that root is unknown the relative path is
+// kept and matches no glob.
 
 // cgroupBuf is the first size tried: a hybrid host's file is under 1 KiB.
 const cgroupBuf = 4096
@@ -79,8 +85,22 @@ func (p *ProcFS) Cgroup(pid int32) (cgroupinfo.Info, error) {
 		// A zombie's (or an exiting process's) file is empty.
 		return cgroupinfo.Info{}, gone(&fs.PathError{Op: "read", Path: path, Err: unix.ESRCH})
 	}
-	return cgroupinfo.Parse(buf[:n])
+	info, err := cgroupinfo.Parse(buf[:n])
+	if err != nil {
+		return info, err
+	}
+	return p.cgns.Resolve(info), nil
 }
+
+// SetCgroupNamespace makes Cgroup return host paths when the daemon runs
+// in a private cgroup namespace (cgroupinfo.FindRoot): every path read is
+// joined onto the namespace root's host path, so /agents, kill rows,
+// events and --under cgroup: all see host paths. Set it before the first
+// read; ns is consulted (atomically) at each read.
+func (p *ProcFS) SetCgroupNamespace(ns *cgroupinfo.Namespace) { p.cgns = ns }
+
+// CgroupNamespace returns what SetCgroupNamespace set (nil: the host's).
+func (p *ProcFS) CgroupNamespace() *cgroupinfo.Namespace { return p.cgns }
 
 // cgroupLocked reads p's cgroup; unknown (zero) when the read fails.
 func (t *Table) cgroupLocked(p *Proc) cgroupinfo.Info {

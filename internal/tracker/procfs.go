@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"unicode/utf8"
 
+	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
@@ -38,6 +39,7 @@ type ProcFS struct {
 	root string
 	mu   sync.Mutex // guards buf, Stat's buffer
 	buf  []byte
+	cgns *cgroupinfo.Namespace // resolves cgroup paths read in a private cgroup namespace (cgroup.go)
 }
 
 // NewProcFS opens the procfs mounted at root ("/proc" normally).
