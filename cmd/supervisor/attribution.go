@@ -1,7 +1,11 @@
 package main
 
 import (
+	"os"
+
 	"go.uber.org/zap"
+
+	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
 )
 
 // warnCgroupNamespace says at start whether the daemon runs in a private
@@ -16,6 +20,7 @@ import (
 // still recognised in relative paths (but not the cgroupfs driver's bare
 // IDs, which need the kubepods component above them).
 func (d *daemon) warnCgroupNamespace() {
+	d.warnNoUnified()
 	s := d.procs.CgroupNamespace().State()
 	if !s.Private {
 		return
@@ -38,4 +43,28 @@ func (d *daemon) warnCgroupNamespace() {
 		return
 	}
 	d.log.Warn(msg, fields...)
+}
+
+// warnNoUnified warns when a --under cgroup: glob is set on a host whose
+// processes have no cgroup v2 path (no "0::" line in /proc/1/cgroup: a
+// cgroup v1 only host): the glob matches the v2 path only, so it would
+// scope in nothing, silently.
+func (d *daemon) warnNoUnified() {
+	var globs []string
+	for _, u := range d.cfg.Under {
+		if g := u.Cgroup.String(); g != "" {
+			globs = append(globs, g)
+		}
+	}
+	if len(globs) == 0 {
+		return
+	}
+	b, err := os.ReadFile("/proc/1/cgroup")
+	if err != nil {
+		return
+	}
+	if info, err := cgroupinfo.Parse(b); err == nil && info.Path == "" {
+		d.log.Warn("--under cgroup: globs match cgroup v2 paths, and this host's processes have none (cgroup v1 only): the globs scope in nothing; scope by agent names or a PID/name ancestor instead",
+			zap.Strings("globs", globs))
+	}
 }
