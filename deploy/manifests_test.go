@@ -289,6 +289,9 @@ func TestManifests(t *testing.T) {
 	}
 
 	ps := ds.Spec.Template.Spec
+	if ps.HostUsers != nil && !*ps.HostUsers {
+		t.Errorf("%s: hostUsers false: the proc connector answers only in the initial user namespace", dsFile)
+	}
 	if !ps.HostPID || !ps.HostNetwork {
 		t.Errorf("%s: hostPID %v hostNetwork %v: the proc connector needs both", dsFile, ps.HostPID, ps.HostNetwork)
 	}

@@ -71,7 +71,7 @@ func (d *daemon) serveOn(listen string, routes http.Handler, warn bool) (*httpSe
 	}
 	h := &httpServer{addr: ln.Addr().String(), done: make(chan struct{})}
 	if ip := ln.Addr().(*net.TCPAddr).IP; warn && !ip.IsLoopback() {
-		d.log.Warn("--listen is not a loopback address: /agents and /metrics show process names and command lines to whoever reaches it",
+		d.log.Warn("--listen is not a loopback address: /agents and /events show process names and command lines to whoever reaches it",
 			zap.String("listen", h.addr))
 	}
 	listenHost, _, _ := net.SplitHostPort(listen)
