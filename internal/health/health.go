@@ -53,8 +53,8 @@ type Daemon struct {
 	// sample; LargestSession is the largest of them (nil: no session).
 	SessionsMemoryBytes int64
 	LargestSession      *SessionMemory
-	SpoolRows    int
-	SpoolDropped uint64
+	SpoolRows           int
+	SpoolDropped        uint64
 }
 
 // Snapshot is one health reading.

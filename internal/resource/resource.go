@@ -109,10 +109,10 @@ type Sampler struct {
 	// Sample's own state, one Sample at a time (sampleMu).
 	sampleMu sync.Mutex
 	buf      []tracker.Member
-	sums     []uint64             // per session of this sample: its members' ticks
-	sigs     []uint64             // per session of this sample: membership signature
-	prev     map[memberKey]seen   // each member at the previous sample
-	next     map[memberKey]seen   // ... at this one
+	sums     []uint64           // per session of this sample: its members' ticks
+	sigs     []uint64           // per session of this sample: membership signature
+	prev     map[memberKey]seen // each member at the previous sample
+	next     map[memberKey]seen // ... at this one
 	sessions map[tracker.SessionID]*state
 	lastAt   int64
 	gen      uint64 // samples taken

@@ -11,7 +11,9 @@ import (
 
 type fakeMembers struct{ m []tracker.Member }
 
-func (f *fakeMembers) SessionMembers(buf []tracker.Member) []tracker.Member { return append(buf, f.m...) }
+func (f *fakeMembers) SessionMembers(buf []tracker.Member) []tracker.Member {
+	return append(buf, f.m...)
+}
 
 type fakeReader map[int32]Usage
 

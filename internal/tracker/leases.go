@@ -421,4 +421,3 @@ func (d *Deadlines) setLease(a *Agent, extra, until int64, fn func(*Agent) int64
 	}
 	return previous, a.Deadline, true
 }
-
