@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -228,15 +229,36 @@ func (d *daemon) resourceHealth(hd *health.Daemon) {
 	}
 }
 
-// resourcesByPID indexes the latest sample by session PID, for /agents.
-func (d *daemon) resourcesByPID() map[tracker.SessionID]resource.Session {
-	latest := d.latestResources()
-	out := make(map[tracker.SessionID]resource.Session, len(latest))
-	for _, s := range latest {
-		out[s.ID] = s
-	}
-	return out
+// sessionFigures are a session's figures in /agents.
+type sessionFigures struct {
+	MemoryBytes int64   `json:"memory_bytes"`
+	Procs       int     `json:"procs"`
+	CPUSeconds  float64 `json:"cpu_seconds"`
+	CPUPercent  float64 `json:"cpu_percent"`
+	IdleSeconds float64 `json:"idle_seconds"`
 }
+
+// addFigures gives each /agents entry that heads a session its figures
+// from the latest sample.
+func (d *daemon) addFigures(views []agentView) {
+	latest := d.latestResources()
+	if len(latest) == 0 {
+		return
+	}
+	by := make(map[int32]*resource.Session, len(latest))
+	for i := range latest {
+		by[latest[i].ID.PID] = &latest[i]
+	}
+	for i := range views {
+		v := &views[i]
+		if s := by[v.PID]; s != nil && v.SessionPID == v.PID {
+			v.sessionFigures = &sessionFigures{MemoryBytes: s.MemoryBytes, Procs: s.Procs,
+				CPUSeconds: round3(s.CPUSeconds), CPUPercent: round3(s.CPUPercent), IdleSeconds: round3(s.IdleSeconds)}
+		}
+	}
+}
+
+func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
 
 // sessionMemoryCollector is supervisor_session_memory_bytes: a histogram
 // over the sessions of the latest sample (no per-session labels).
