@@ -210,7 +210,7 @@ type agentView struct {
 	Leftovers   []leftoverView `json:"leftovers,omitempty"`
 	// The session's resource figures at the latest sample, on the entry
 	// that heads a session (resources.go); absent before the first sample.
-	*sessionFigures
+	*SessionFigures
 }
 
 type leftoverView struct {

@@ -229,8 +229,8 @@ func (d *daemon) resourceHealth(hd *health.Daemon) {
 	}
 }
 
-// sessionFigures are a session's figures in /agents.
-type sessionFigures struct {
+// SessionFigures are a session's figures in /agents.
+type SessionFigures struct {
 	MemoryBytes int64   `json:"memory_bytes"`
 	Procs       int     `json:"procs"`
 	CPUSeconds  float64 `json:"cpu_seconds"`
@@ -252,7 +252,7 @@ func (d *daemon) addFigures(views []agentView) {
 	for i := range views {
 		v := &views[i]
 		if s := by[v.PID]; s != nil && v.SessionPID == v.PID {
-			v.sessionFigures = &sessionFigures{MemoryBytes: s.MemoryBytes, Procs: s.Procs,
+			v.SessionFigures = &SessionFigures{MemoryBytes: s.MemoryBytes, Procs: s.Procs,
 				CPUSeconds: round3(s.CPUSeconds), CPUPercent: round3(s.CPUPercent), IdleSeconds: round3(s.IdleSeconds)}
 		}
 	}

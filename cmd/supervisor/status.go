@@ -124,7 +124,7 @@ func printAgents(w io.Writer, agents []agentView, now time.Time) {
 		n := int(frac*barLen + 0.5)
 		bar := "[" + strings.Repeat("#", n) + strings.Repeat(".", barLen-n) + "]"
 		mem, procs, cpu := "-", "-", "-"
-		if f := a.sessionFigures; f != nil {
+		if f := a.SessionFigures; f != nil {
 			mem, procs, cpu = bytesShort(f.MemoryBytes), fmt.Sprint(f.Procs), fmt.Sprintf("%.0f", f.CPUPercent)
 		}
 		fmt.Fprintf(w, "%7d  %-15s %8s %8s %6s %5s %5s  %s %3.0f%%\n", a.PID, comm15(a.Comm), short(age), short(left),

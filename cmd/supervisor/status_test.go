@@ -15,10 +15,10 @@ func TestPrintStatusLeftovers(t *testing.T) {
 	agents := []agentView{
 		{PID: 48211, Comm: "claude", StartedAt: now.Add(-112 * time.Minute), Deadline: now.Add(8 * time.Minute),
 			SecondsLeft: 480, Reason: "max_age", SessionPID: 48211, Members: 7,
-			sessionFigures: &sessionFigures{MemoryBytes: 1536 << 20, Procs: 1234, CPUPercent: 187.4}},
+			SessionFigures: &SessionFigures{MemoryBytes: 1536 << 20, Procs: 1234, CPUPercent: 187.4}},
 		{PID: 9999999, Comm: "npm run agent:r", StartedAt: now.Add(-500 * time.Hour), Deadline: now.Add(-4 * time.Hour),
 			SecondsLeft: -4 * 3600, Reason: "max_age", SessionPID: 9999999, Members: 99999,
-			sessionFigures: &sessionFigures{MemoryBytes: 999 << 30, Procs: 99999, CPUPercent: 12345}},
+			SessionFigures: &SessionFigures{MemoryBytes: 999 << 30, Procs: 99999, CPUPercent: 12345}},
 		{PID: 51977, Comm: "claude", StartedAt: now.Add(-time.Hour), Deadline: now.Add(18 * time.Second),
 			SecondsLeft: 18, Reason: "leftover", SessionPID: 51977, Members: 2, ExitedAt: &exited,
 			Leftovers: []leftoverView{
