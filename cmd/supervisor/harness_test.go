@@ -249,7 +249,7 @@ func spawnChild(spec string) (*exec.Cmd, error) {
 			env = append(env, v)
 		case "double-fork":
 			relay = true
-		case "hold-mb", "sleepers", "cgroup-procs":
+		case "hold-mb", "sleepers", "cgroup-procs", "holding":
 			args = append(args, "-"+k, v)
 		case "spin", "bomb":
 			args = append(args, "-"+k)

@@ -52,7 +52,7 @@ func (d *daemon) resources() *resourceGuard {
 		g := &resourceGuard{d: d, log: d.log.Named("resource"), reset: make(chan time.Duration, 1),
 			interval: cfg.ResourceInterval, reported: map[dryKey]bool{},
 			limits: resource.Limits{MaxMemory: cfg.SessionMaxMemory, MaxProcs: cfg.SessionMaxProcs, Idle: cfg.SessionIdle}}
-		g.sampler = resource.NewSampler(d.table, resource.NewProcReader("/proc", resource.AnonRSS), d.clock)
+		g.sampler = resource.NewSampler(d.table, resource.NewProcReader("/proc"), d.clock)
 		d.table.SetProcsLimit(cfg.SessionMaxProcs)
 		d.metrics.reg.MustRegister(&sessionMemoryCollector{g: g})
 		for _, r := range []tracker.Reason{tracker.ReasonMemory, tracker.ReasonProcs, tracker.ReasonIdle} {

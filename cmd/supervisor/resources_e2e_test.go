@@ -24,6 +24,7 @@ type fakeResources struct {
 	spin     *bool
 	bomb     *bool
 	cgroup   *string
+	holding  *string
 }
 
 func resourceFlags(fs *flag.FlagSet) *fakeResources {
@@ -33,6 +34,7 @@ func resourceFlags(fs *flag.FlagSet) *fakeResources {
 		spin:     fs.Bool("spin", false, "burn CPU on one thread"),
 		bomb:     fs.Bool("bomb", false, "fork `sleep` children without end (bound it with cgroup-procs)"),
 		cgroup:   fs.String("cgroup-procs", "", "first write our PID to this cgroup.procs"),
+		holding:  fs.String("holding", "", "write CLOCK_BOOTTIME ns here just before -hold-mb touches its memory"),
 	}
 }
 
@@ -46,6 +48,9 @@ func (r *fakeResources) start() error {
 		}
 	}
 	if n := *r.holdMB; n > 0 {
+		if *r.holding != "" {
+			_ = os.WriteFile(*r.holding, []byte(strconv.FormatInt(boottime(), 10)), 0o644)
+		}
 		held = make([]byte, n<<20)
 		for i := 0; i < len(held); i += 4096 {
 			held[i] = 1 // touched: anonymous pages now resident

@@ -25,7 +25,7 @@ func TestProcReaderReal(t *testing.T) {
 	}
 	st, _ := ParseStat(raw)
 	start := tracker.FromTicks(st.StartTicks)
-	r := NewProcReader("/proc", AnonRSS)
+	r := NewProcReader("/proc")
 	u0, err := r.Read(pid, start)
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +44,14 @@ func TestProcReaderReal(t *testing.T) {
 	}
 	if _, err := r.Read(pid, tracker.Start{NS: start.NS + int64(time.Second)}); !errors.Is(err, tracker.ErrGone) {
 		t.Errorf("wrong start: %v", err)
+	}
+	if u.CPUNanos == 0 || r.Held() != 1 {
+		t.Errorf("cpu %d ns, %d descriptors held", u.CPUNanos, r.Held())
+	}
+	r.Sweep()
+	r.Sweep() // not read since the last one: closed
+	if r.Held() != 0 {
+		t.Errorf("%d descriptors held after a sweep", r.Held())
 	}
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()

@@ -8,17 +8,13 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 )
 
-// TicksPerSecond is USER_HZ, the unit of utime and stime in /proc/PID/stat:
-// 100 on every Linux ABI (include/asm-generic/param.h).
-const TicksPerSecond = 100
-
 // Usage is what one read says about one process.
 type Usage struct {
 	// MemoryBytes is the process's memory by the chosen measure (anon RSS
 	// for ProcReader: see its doc).
 	MemoryBytes int64
-	// Ticks is utime + stime of all its threads, in clock ticks.
-	Ticks uint64
+	// CPUNanos is the CPU time all its threads used, in nanoseconds.
+	CPUNanos uint64
 }
 
 // Reader reads one process's usage. A process that is gone, or whose PID
@@ -26,6 +22,9 @@ type Usage struct {
 // satisfying errors.Is(err, tracker.ErrGone).
 type Reader interface {
 	Read(pid int32, start tracker.Start) (Usage, error)
+	// Sweep is called after each sample: what the reader keeps for
+	// processes it was not asked about since the last Sweep can go.
+	Sweep()
 }
 
 // Members is what the sampler needs of the table.
@@ -72,16 +71,16 @@ type memberKey struct {
 	start int64
 }
 
-// seen is a member at a sample: its ticks and its session.
+// seen is a member at a sample: its cpu and its session.
 type seen struct {
-	ticks   uint64
+	cpu     uint64 // CPU ns
 	session tracker.SessionID
 }
 
 // state is what the sampler remembers of one session between samples.
 type state struct {
-	carried    uint64 // ticks of members that exited, as of their last sample
-	last       uint64 // the session's ticks at the previous sample, carried included
+	carried    uint64 // CPU ns of members that exited, as of their last sample
+	last       uint64 // the session's cpu at the previous sample, carried included
 	lastActive int64  // boottime of the last sample that showed activity
 	sampled    uint64 // the last sample (Sampler.gen) that saw the session
 	sig        uint64 // membership signature at the previous sample
@@ -90,14 +89,14 @@ type state struct {
 
 // Sampler keeps every session's figures, refreshed by Sample.
 //
-// Idleness: a session is active at a sample if any member's CPU ticks grew
+// Idleness: a session is active at a sample if any member's CPU cpu grew
 // since the previous sample, or its membership changed (a fork or an exit
 // is activity; an exiting member takes its CPU time with it). Its last
 // activity is then the time of that sample, which is at or after the real
 // last use of CPU: the idle time reported is never more than the real one,
 // so an idle limit never fires early. A session first seen counts as active
-// then. The unit is the clock tick (10 ms): a session whose members use
-// less than one tick of CPU in all its idle time counts as idle.
+// then. CPU time is counted in nanoseconds (ProcReader): any use of CPU,
+// however short (a timer's wake-up), is activity.
 type Sampler struct {
 	members Members
 	read    Reader
@@ -109,7 +108,7 @@ type Sampler struct {
 	// Sample's own state, one Sample at a time (sampleMu).
 	sampleMu sync.Mutex
 	buf      []tracker.Member
-	sums     []uint64           // per session of this sample: its members' ticks
+	sums     []uint64           // per session of this sample: its members' cpu
 	sigs     []uint64           // per session of this sample: membership signature
 	prev     map[memberKey]seen // each member at the previous sample
 	next     map[memberKey]seen // ... at this one
@@ -163,22 +162,22 @@ func (s *Sampler) Sample() ([]Session, int) {
 			if !errors.Is(err, tracker.ErrGone) {
 				failed++
 				if p, ok := s.prev[k]; ok {
-					s.next[k] = p // not read, not gone: keep its ticks, carry nothing
-					s.sums[n] += p.ticks
+					s.next[k] = p // not read, not gone: keep its cpu, carry nothing
+					s.sums[n] += p.cpu
 				}
 			}
 			continue
 		}
 		cur.MemoryBytes += u.MemoryBytes
-		s.sums[n] += u.Ticks
-		s.next[k] = seen{ticks: u.Ticks, session: m.Session}
+		s.sums[n] += u.CPUNanos
+		s.next[k] = seen{cpu: u.CPUNanos, session: m.Session}
 	}
-	// Members gone since the previous sample carry their ticks then into
+	// Members gone since the previous sample carry their cpu then into
 	// their session's total, so that it never goes back.
 	for k, p := range s.prev {
 		if _, ok := s.next[k]; !ok {
 			if st := s.sessions[p.session]; st != nil {
-				st.carried += p.ticks
+				st.carried += p.cpu
 			}
 		}
 	}
@@ -195,6 +194,7 @@ func (s *Sampler) Sample() ([]Session, int) {
 			delete(s.sessions, id) // no member left
 		}
 	}
+	s.read.Sweep()
 	s.prev, s.next = s.next, s.prev
 	s.lastAt = now
 	sort.Slice(out, func(i, j int) bool { return out[i].ID.PID < out[j].ID.PID })
@@ -205,17 +205,17 @@ func (s *Sampler) Sample() ([]Session, int) {
 }
 
 // finish completes one session's figures: CPU, activity, idleness.
-func (s *Sampler) finish(cur *Session, st *state, ticks, sig uint64, now int64) {
-	total := st.carried + ticks
+func (s *Sampler) finish(cur *Session, st *state, cpu, sig uint64, now int64) {
+	total := st.carried + cpu
 	active := st.fresh || sig != st.sig || total > st.last
 	if !st.fresh && now > s.lastAt && total >= st.last {
-		cur.CPUPercent = float64(total-st.last) / TicksPerSecond / (float64(now-s.lastAt) / 1e9) * 100
+		cur.CPUPercent = float64(total-st.last) / float64(now-s.lastAt) * 100
 	}
 	if active {
 		st.lastActive = now
 	}
 	st.last, st.sig, st.sampled, st.fresh = max(total, st.last), sig, s.gen, false
-	cur.CPUSeconds = float64(st.last) / TicksPerSecond
+	cur.CPUSeconds = float64(st.last) / 1e9
 	cur.IdleSeconds = float64(now-st.lastActive) / 1e9
 }
 

@@ -17,6 +17,8 @@ func (f *fakeMembers) SessionMembers(buf []tracker.Member) []tracker.Member {
 
 type fakeReader map[int32]Usage
 
+func (f fakeReader) Sweep() {}
+
 func (f fakeReader) Read(pid int32, _ tracker.Start) (Usage, error) {
 	u, ok := f[pid]
 	if !ok {
@@ -36,7 +38,7 @@ func member(sess, pid int32) tracker.Member {
 
 func TestSamplerFigures(t *testing.T) {
 	mem := &fakeMembers{m: []tracker.Member{member(10, 10), member(10, 11), member(20, 20)}}
-	rd := fakeReader{10: {MemoryBytes: 100, Ticks: 50}, 11: {MemoryBytes: 200, Ticks: 50}, 20: {MemoryBytes: 7, Ticks: 0}}
+	rd := fakeReader{10: {MemoryBytes: 100, CPUNanos: 5e8}, 11: {MemoryBytes: 200, CPUNanos: 5e8}, 20: {MemoryBytes: 7, CPUNanos: 0}}
 	clk := &fakeClock{now: int64(time.Hour)}
 	s := NewSampler(mem, rd, clk)
 	out, failed := s.Sample()
@@ -48,7 +50,7 @@ func TestSamplerFigures(t *testing.T) {
 	}
 	// 2 s later: 10 used 1 s of CPU (100 ticks), 20 none.
 	clk.now += int64(2 * time.Second)
-	rd[10] = Usage{MemoryBytes: 100, Ticks: 150}
+	rd[10] = Usage{MemoryBytes: 100, CPUNanos: 15e8}
 	out, _ = s.Sample()
 	if a := out[0]; a.CPUSeconds != 2 || a.CPUPercent != 50 || a.IdleSeconds != 0 {
 		t.Errorf("session 10 busy: %+v", a)
@@ -92,6 +94,7 @@ func TestSamplerFigures(t *testing.T) {
 type errReader struct{}
 
 func (errReader) Read(int32, tracker.Start) (Usage, error) { return Usage{}, errors.New("EACCES") }
+func (errReader) Sweep()                                   {}
 
 func TestSamplerReadErrors(t *testing.T) {
 	s := NewSampler(&fakeMembers{m: []tracker.Member{member(10, 10)}}, errReader{}, &fakeClock{now: 1})
