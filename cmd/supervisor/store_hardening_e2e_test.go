@@ -242,7 +242,7 @@ func TestIntegrationLeastPrivilege(t *testing.T) {
 	if _, err := conn.Exec(ctx, "DROP EVENT TRIGGER sv_no_ddl; DELETE FROM tel.supervisor_migrations"); err != nil {
 		t.Fatal(err)
 	}
-	want := "schema tel is not current (missing migrations 001_tel.sql, 002_sessions.sql, 003_requested_by.sql) and this role cannot create it: run `supervisor migrate` with an owner role"
+	want := "schema tel is not current (missing migrations 001_tel.sql, 002_sessions.sql, 003_requested_by.sql, 004_resources.sql) and this role cannot create it: run `supervisor migrate` with an owner role"
 	d = startDaemon(t, "--max-age", "1h", "--database-url", roleURL, "--host-id", "lp-host")
 	d.waitLog(t, 20*time.Second, func(m map[string]any) bool { return m["msg"] == want })
 	// Retries at 1 s, 2 s, 4 s of backoff: wait for two more attempts'

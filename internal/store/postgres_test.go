@@ -265,10 +265,10 @@ func TestIntegrationMigrateChecksFirst(t *testing.T) {
 	}
 	err := NewPostgres(restricted).Migrate(ctx)
 	var se *SchemaError
-	if !errors.As(err, &se) || len(se.Missing) != 3 || se.Missing[0] != "001_tel.sql" || se.Missing[1] != "002_sessions.sql" || se.Missing[2] != "003_requested_by.sql" {
+	if !errors.As(err, &se) || len(se.Missing) != 4 || se.Missing[0] != "001_tel.sql" || se.Missing[1] != "002_sessions.sql" || se.Missing[2] != "003_requested_by.sql" || se.Missing[3] != "004_resources.sql" {
 		t.Fatalf("restricted role, schema not current: %v, want a SchemaError", err)
 	}
-	if !strings.Contains(err.Error(), "schema tel is not current (missing migrations 001_tel.sql, 002_sessions.sql, 003_requested_by.sql) and this role cannot create it") {
+	if !strings.Contains(err.Error(), "schema tel is not current (missing migrations 001_tel.sql, 002_sessions.sql, 003_requested_by.sql, 004_resources.sql) and this role cannot create it") {
 		t.Errorf("message: %v", err)
 	}
 }

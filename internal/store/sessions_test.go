@@ -75,8 +75,8 @@ func TestIntegrationMigration002OldRows(t *testing.T) {
 	})
 	err := NewPostgres(restricted).Migrate(ctx)
 	var se *SchemaError
-	if !errors.As(err, &se) || fmt.Sprint(se.Missing) != "[002_sessions.sql 003_requested_by.sql]" {
-		t.Fatalf("restricted role, 002 missing: %v, want a SchemaError naming 002_sessions.sql and the later 003 only", err)
+	if !errors.As(err, &se) || fmt.Sprint(se.Missing) != "[002_sessions.sql 003_requested_by.sql 004_resources.sql]" {
+		t.Fatalf("restricted role, 002 missing: %v, want a SchemaError naming 002_sessions.sql and the later ones only", err)
 	}
 
 	if err := NewPostgres(owner).Migrate(ctx); err != nil {
@@ -90,7 +90,7 @@ func TestIntegrationMigration002OldRows(t *testing.T) {
 	}
 	var versions string
 	owner.QueryRow(ctx, "SELECT string_agg(name, ',' ORDER BY version) FROM tel.supervisor_migrations").Scan(&versions)
-	if versions != "001_tel.sql,002_sessions.sql,003_requested_by.sql" {
+	if versions != "001_tel.sql,002_sessions.sql,003_requested_by.sql,004_resources.sql" {
 		t.Errorf("migrations recorded: %q", versions)
 	}
 	var index string
