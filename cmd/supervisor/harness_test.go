@@ -92,6 +92,7 @@ func fakeAgent(args []string) int {
 	})
 	relay := fs.String("relay", "", "start the child SPEC describes and exit at once: the middle of a double fork")
 	cgroup := fs.String("cgroup", "", "first join this cgroup v2 directory, as a container runtime does before exec (cgroup_helpers_test.go)")
+	res := resourceFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -100,6 +101,10 @@ func fakeAgent(args []string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+	}
+	if err := res.start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	if *relay != "" {
 		// Started with Setsid by the parent (setsid(2) in the child before
@@ -226,6 +231,8 @@ func fakeAgent(args []string) int {
 //	env=K=V         add K=V to the child's environment
 //	double-fork     start it through a relay that calls setsid, starts the
 //	                child and exits: the child is reparented away
+//	hold-mb=N, sleepers=N, spin, bomb, cgroup-procs=PATH: the resource
+//	                flags (resources_e2e_test.go)
 //
 // The child shares the caller's stdout, so its lines reach the test.
 func spawnChild(spec string) (*exec.Cmd, error) {
@@ -249,6 +256,10 @@ func spawnChild(spec string) (*exec.Cmd, error) {
 			env = append(env, v)
 		case "double-fork":
 			relay = true
+		case "hold-mb", "sleepers", "cgroup-procs", "holding":
+			args = append(args, "-"+k, v)
+		case "spin", "bomb":
+			args = append(args, "-"+k)
 		default:
 			return nil, fmt.Errorf("spawn %q: unknown item %q", spec, item)
 		}

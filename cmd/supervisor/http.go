@@ -235,6 +235,9 @@ type agentView struct {
 	Leftovers   []leftoverView `json:"leftovers,omitempty"`
 	// cgroup, container_id, pod_uid: where it runs, where known.
 	cgroupinfo.Info
+	// The session's resource figures at the latest sample, on the entry
+	// that heads a session (resources.go); absent before the first sample.
+	*SessionFigures
 }
 
 type leftoverView struct {
@@ -288,6 +291,7 @@ func (d *daemon) agentViews() []agentView {
 		}
 		out = append(out, v)
 	}
+	d.addFigures(out)
 	sort.Slice(out, func(i, j int) bool { return out[i].Deadline.Before(out[j].Deadline) })
 	return out
 }

@@ -49,8 +49,12 @@ type Daemon struct {
 	KilledPIDs   []int32
 	LeftoverPIDs []int32
 	Sessions     int // sessions tracked now
-	SpoolRows    int
-	SpoolDropped uint64
+	// SessionsMemoryBytes sums the sessions' memory at the latest resource
+	// sample; LargestSession is the largest of them (nil: no session).
+	SessionsMemoryBytes int64
+	LargestSession      *SessionMemory
+	SpoolRows           int
+	SpoolDropped        uint64
 	// SummaryInterval is how often this daemon takes a snapshot (for
 	// `once`, how often cron is expected to run it): readers of the rows
 	// (the tel.fleet view, `supervisor fleet`) call a host silent after
@@ -309,6 +313,12 @@ func (s Snapshot) Details() map[string]any {
 		"spool_dropped":            s.Daemon.SpoolDropped,
 		"summary_interval_s":       intervalSeconds(s.Daemon.SummaryInterval),
 	}
+	d["sessions_memory_mb"] = s.Daemon.SessionsMemoryBytes >> 20
+	if l := s.Daemon.LargestSession; l != nil {
+		d["largest_session"] = map[string]any{"pid": l.PID, "comm": l.Comm, "memory_mb": l.MemoryBytes >> 20}
+	} else {
+		d["largest_session"] = nil
+	}
 	return d
 }
 
@@ -321,6 +331,13 @@ func intervalSeconds(d time.Duration) *float64 {
 	}
 	v := d.Seconds()
 	return &v
+}
+
+// SessionMemory names a session and its memory.
+type SessionMemory struct {
+	PID         int32
+	Comm        string
+	MemoryBytes int64
 }
 
 func nonNil(p []int32) []int32 {

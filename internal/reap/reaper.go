@@ -67,6 +67,7 @@ type Result struct {
 	Reason      tracker.Reason    // why: max_age, leftover, ...
 	Session     tracker.SessionID // the session the process belonged to, if any
 	RequestedBy string            // who asked for a manual kill ("uid 0 pid 1234"); empty otherwise
+	Figures     tracker.Figures   // the session's resource figures at the decision (resource policies)
 	Start       tracker.Start
 	Deadline    int64
 	Signalled   int64 // when the first signal went out (or would have)
@@ -155,7 +156,7 @@ func New(cfg Config) *Reaper {
 // pidfds.
 func (r *Reaper) Fire(due []*tracker.Agent) {
 	for _, a := range due {
-		res := Result{Seq: a.Seq, PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Reason: a.Reason, Session: a.Session, Start: a.Start, RequestedBy: a.RequestedBy,
+		res := Result{Seq: a.Seq, PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Reason: a.Reason, Session: a.Session, Start: a.Start, RequestedBy: a.RequestedBy, Figures: a.Figures,
 			Deadline: a.Deadline, Signalled: a.Fired, DryRun: r.cfg.DryRun, Cgroup: a.Cgroup}
 		switch {
 		case !r.cfg.Guard.Allowed(a.PID, false):
@@ -518,6 +519,9 @@ func (r *Reaper) report(res Result) {
 		fields = append(fields, zap.String("requested_by", res.RequestedBy))
 	}
 	fields = appendCgroup(fields, res.Cgroup)
+	if f := res.Figures; f.Known() {
+		fields = append(fields, zap.Int64("memory_bytes", f.MemoryBytes), zap.Int("procs", f.Procs), zap.Any("details", f.Details))
+	}
 	switch {
 	case res.DryRun && res.Reason == tracker.ReasonLeftover:
 		r.log.Info("would kill leftover", fields...)

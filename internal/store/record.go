@@ -64,6 +64,12 @@ type KillRow struct {
 	Cgroup      string `json:"cgroup,omitempty"`
 	ContainerID string `json:"container_id,omitempty"`
 	PodUID      string `json:"pod_uid,omitempty"`
+	// MemoryBytes and Procs are the session's figures when a resource
+	// policy decided to kill it, Details the policy's own ("limit", ...);
+	// nil (NULL) when unknown: every other reason.
+	MemoryBytes *int64             `json:"memory_bytes,omitempty"`
+	Procs       *int32             `json:"procs,omitempty"`
+	Details     map[string]float64 `json:"details,omitempty"`
 }
 
 // DefaultReason is the reason of a kill row that has none: before reasons

@@ -37,6 +37,10 @@ type Agent struct {
 	// queued, again on a resync. Changed only under the queue lock
 	// (Deadlines.SetCgroup), and only while queued.
 	Cgroup cgroupinfo.Info
+	// Figures are the session's resource figures when a policy decided to
+	// kill it (resources.go); zero for max age and leftovers. Changed only
+	// under the queue lock, before the deadline fires.
+	Figures Figures
 
 	// Set by the alarm when the agent is due, before it is handed on.
 	Fired   int64 // CLOCK_BOOTTIME ns of the first signal (or of the deadline firing, if none was sent)

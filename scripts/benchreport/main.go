@@ -341,6 +341,36 @@ func main() {
 		w("\ntini is not installed (`apt-get install tini` failed): no comparison in this run.\n")
 	}
 
+	// 8. Resource guard.
+	resRows := 0
+	for _, r := range rs {
+		switch r.s("scenario") {
+		case "resource_cost":
+			if resRows == 0 {
+				w("\n## 8. Resource guard\n\n")
+			}
+			if resRows == 0 || resRows == -1 {
+				w("Sampling cost: sessions of paused C processes (every one a session member), the daemon's CPU with `--resource-interval 2s` (the default) ")
+				w("minus its CPU with the same sessions sampled once an hour, over the window of section 4.\n\n")
+				w("| sessions | members | sampling CPU | per member per sample |\n|---|---|---|---|\n")
+			}
+			resRows++
+			w("| %.0f | %.0f | %.2f %% of a core | %.1f µs |\n", r.f("sessions"), r.f("members"), r.f("cost_cpu_pct"), r.f("us_per_member"))
+			if r.f("members") >= 2000 && r.f("members") < 5000 {
+				targets = append(targets, [3]string{"resource sampling at 100 sessions × 20 members, every 2 s: < 0.5 % of a core",
+					fmt.Sprintf("%.2f %%", r.f("cost_cpu_pct")), verdict(r.f("cost_cpu_pct") < 0.5)})
+			}
+		case "resource_latency":
+			if resRows == 0 {
+				w("\n## 8. Resource guard\n\n")
+				resRows = -1
+			}
+			w("\nFrom crossing a limit to the first signal: %.0f sessions whose child touches 200 MB under `--session-max-memory 100MiB`, ", r.f("agents"))
+			w("from the child's clock reading just before it starts touching (the crossing is later) to the SIGTERM in the kill line. ")
+			w("Bounded by the interval (%s): p50 %s, p99 %s, max %s.\n", r.s("interval"), ms(r.f("p50_ms")), ms(r.f("p99_ms")), ms(r.f("max_ms")))
+		}
+	}
+
 	w("\n## Targets\n\n| target | measured | |\n|---|---|---|\n")
 	for _, t := range targets {
 		w("| %s | %s | %s |\n", t[0], t[1], t[2])
