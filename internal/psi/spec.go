@@ -93,3 +93,9 @@ func (s Spec) String() string {
 func (s Spec) Kernel() string {
 	return fmt.Sprintf("%s %d %d", s.Kind(), s.Stall.Microseconds(), s.Window.Microseconds())
 }
+
+// Unprivileged reports whether a process without CAP_SYS_RESOURCE may
+// register this trigger: since Linux 6.4 such triggers are served by the
+// 2-second averaging work rather than the real-time poller, so their
+// window must be a multiple of 2 s (psi.rst, psi_trigger_create).
+func (s Spec) Unprivileged() bool { return s.Window%(2*time.Second) == 0 }

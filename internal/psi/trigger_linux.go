@@ -3,6 +3,7 @@
 package psi
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -42,6 +43,9 @@ func Open(path string, spec Spec) (*Trigger, error) {
 	line := append([]byte(spec.Kernel()), 0)
 	if _, err := unix.Write(fd, line); err != nil {
 		unix.Close(fd)
+		if errors.Is(err, unix.EINVAL) && !spec.Unprivileged() && !Privileged() {
+			return nil, fmt.Errorf("register psi trigger %q on %s: %w: %w", spec.Kernel(), path, err, ErrWindow)
+		}
 		return nil, fmt.Errorf("register psi trigger %q on %s: %w", spec.Kernel(), path, err)
 	}
 	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
@@ -118,4 +122,21 @@ func (t *Trigger) Close() error {
 	err := unix.Close(t.fd)
 	unix.Close(t.wake)
 	return err
+}
+
+// capSysResource is CAP_SYS_RESOURCE (include/uapi/linux/capability.h).
+const capSysResource = 24
+
+// Privileged reports whether this process may register triggers of any
+// window: psi_trigger_create asks for CAP_SYS_RESOURCE in the effective
+// set of whoever opened the file (Linux 6.4+); without it the window must
+// be a multiple of 2 s. Containers commonly drop this capability, root or
+// not (Docker's default set does).
+func Privileged() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[0].Effective&(1<<capSysResource) != 0
 }

@@ -20,3 +20,6 @@ func (t *Trigger) Spec() Spec              { return Spec{} }
 func (t *Trigger) Wait() error             { return ErrClosed }
 func (t *Trigger) Read() (Pressure, error) { return Pressure{}, ErrNoPSI }
 func (t *Trigger) Close() error            { return nil }
+
+// Privileged is false: PSI is Linux only.
+func Privileged() bool { return false }
