@@ -16,6 +16,7 @@ type Candidate struct {
 	Comm        string
 	Started     int64 // the agent's start, CLOCK_BOOTTIME ns
 	MemoryBytes int64 // the session's memory at the last sample
+	Procs       int   // its live processes at the last sample
 	Exempt      bool  // --keep or REAPER_KEEP=1: never killed for resources
 }
 
@@ -38,6 +39,7 @@ type PolicyConfig struct {
 	Killer   Killer
 	Now      func() int64 // CLOCK_BOOTTIME ns, the clock Started counts on
 	Log      *zap.Logger
+	DryRun   bool // the Killer only reports: the log says "would kill"
 	// Quiet is how often "no candidate" is logged at most (default 1m):
 	// under sustained pressure the trigger fires every window.
 	Quiet time.Duration
@@ -152,9 +154,13 @@ func (p *Policy) Trigger(pr Pressure) Decision {
 			continue
 		}
 		p.lastKill, p.victims[c.ID] = now, true
-		p.cfg.Log.Warn("memory pressure: killing the largest session",
+		msg := "memory pressure: killing the largest session"
+		if p.cfg.DryRun {
+			msg = "memory pressure: would kill the largest session (dry run)"
+		}
+		p.cfg.Log.Warn(msg,
 			append(psiFields, zap.Int32("session_pid", c.ID.PID), zap.String("comm", c.Comm),
-				zap.Int64("memory_bytes", c.MemoryBytes), zap.Duration("age", time.Duration(now-c.Started)),
+				zap.Int64("memory_bytes", c.MemoryBytes), zap.Int("procs", c.Procs), zap.Duration("age", time.Duration(now-c.Started)),
 				zap.Int("candidates", len(cands)), zap.Int("triggers_in_last_cooldown", p.cooled),
 				zap.Duration("cooldown", p.cfg.Cooldown))...)
 		p.cooled = 0
