@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/user"
@@ -52,6 +53,12 @@ type Config struct {
 	OnKill        string        // shell command run after each finished kill; "" for none
 	ForwardTo     initd.Forward // supervisor init: where forwarded signals go
 	HookTimeout   time.Duration // per hook run (a test knob)
+
+	// The resource guard (resources.go): limits per session, 0 is off.
+	SessionMaxMemory int64 // bytes
+	SessionMaxProcs  int
+	SessionIdle      time.Duration
+	ResourceInterval time.Duration
 
 	// The seed's warning thresholds (used by health snapshots).
 	ZombieWarnThreshold int
@@ -302,6 +309,30 @@ var options = []option{
 			c.ForwardTo, err = initd.ParseForward(strings.TrimSpace(v))
 			return
 		}},
+	{flag: "session-max-memory", env: "REAPER_SESSION_MAX_MEMORY", def: "0",
+		help: "kill a session whose members' memory (anon RSS) exceeds this size, e.g. 8GiB (KiB/MiB/GiB, KB/MB/GB, or bytes); 0 is off",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.SessionMaxMemory, err = parseSize(v)
+			return
+		}},
+	{flag: "session-max-procs", env: "REAPER_SESSION_MAX_PROCS", def: "0",
+		help: "kill a session with more live processes than this (checked at every fork too); 0 is off",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.SessionMaxProcs, err = integer(v, 0, 1<<22)
+			return
+		}},
+	{flag: "session-idle", env: "REAPER_SESSION_IDLE", def: "0",
+		help: "kill a session none of whose processes used CPU for this long (hung on a prompt, a pager, a dead socket); 0 is off",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.SessionIdle, err = durationIn(v, 0, maxMaxAge)
+			return
+		}},
+	{flag: "resource-interval", env: "REAPER_RESOURCE_INTERVAL", def: "2s",
+		help: "how often sessions' memory, processes and CPU are sampled (100ms to 1h)",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.ResourceInterval, err = durationIn(v, 100*time.Millisecond, time.Hour)
+			return
+		}},
 	{env: "REAPER_HOOK_TIMEOUT", def: "10s", hidden: true,
 		help: "test knob: how long an --on-kill run may take before its process group is killed",
 		set: func(c *Config, v string, _ []string) (err error) {
@@ -374,6 +405,39 @@ var options = []option{
 			c.SwapWarnPct = f
 			return nil
 		}},
+}
+
+// sizeUnits are the suffixes parseSize knows: binary (KiB) and decimal
+// (KB) multiples, and bytes.
+var sizeUnits = []struct {
+	suffix string
+	mult   float64
+}{
+	{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40},
+	{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12}, {"b", 1},
+}
+
+// parseSize parses a memory size: a number, optionally with a unit
+// (KiB/MiB/GiB/TiB, KB/MB/GB/TB, B; case-insensitive), e.g. 8GiB, 1.5GB,
+// 200000000. 0 is off.
+func parseSize(v string) (int64, error) {
+	s := strings.ToLower(strings.TrimSpace(v))
+	mult := 1.0
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 8GiB, 500MB or bytes)", v)
+	}
+	n := f * mult
+	if n >= 1<<62 {
+		return 0, fmt.Errorf("size %q is too large", v)
+	}
+	return int64(n), nil
 }
 
 // maxMaxAge bounds --max-age (and the seed's minutes variable).

@@ -72,6 +72,9 @@ type daemon struct {
 	lastSnapshot time.Time
 	results      []reap.Result // kept by `once` for its output
 	keepResults  bool
+
+	res     *resourceGuard // resources.go
+	resOnce sync.Once
 }
 
 // newDaemon builds the parts `run` and `once` share: /proc, the guard, the
@@ -164,6 +167,7 @@ func (d *daemon) snapshot() (health.Snapshot, error) {
 	for _, n := range st.Events {
 		hd.EventsReceived += n
 	}
+	d.resourceHealth(&hd)
 	if d.conn != nil {
 		hd.EventsLost = d.conn.Stats().Lost
 	}
@@ -281,6 +285,7 @@ func (d *daemon) applyReload(n *Config) {
 		d.collector.SetThresholds(health.Thresholds{Zombies: n.ZombieWarnThreshold, FreeMemMB: n.FreeMemWarnMB, SwapPct: n.SwapWarnPct})
 		changed = append(changed, "thresholds")
 	}
+	changed = append(changed, d.resources().reload(n, old)...)
 	if n.OnKill != old.OnKill {
 		changed = append(changed, "on-kill") // onResult reads it from d.live
 	}
@@ -399,6 +404,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	sumDone := spawn(func() { d.summarise(intake) })
 	rateDone := spawn(func() { d.sampleRate(intake) })
 	persistDone := spawn(func() { d.persistSessions(intake) })
+	resDone := d.startResources(intake)
 	hupDone := d.reloadOnHUP(intake, reload)
 
 	d.ready.Store(true)
@@ -430,6 +436,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	<-sumDone
 	<-rateDone
 	<-persistDone
+	<-resDone
 	<-hupDone
 	// 5. The store: what is spooled goes to PostgreSQL within a bound; what
 	// is not delivered stays in the spool for the next start.

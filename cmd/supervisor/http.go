@@ -208,6 +208,9 @@ type agentView struct {
 	Members     int            `json:"members,omitempty"` // the session's live members, when this agent heads one
 	ExitedAt    *time.Time     `json:"exited_at,omitempty"`
 	Leftovers   []leftoverView `json:"leftovers,omitempty"`
+	// The session's resource figures at the latest sample, on the entry
+	// that heads a session (resources.go); absent before the first sample.
+	*sessionFigures
 }
 
 type leftoverView struct {
@@ -258,6 +261,7 @@ func (d *daemon) agentViews() []agentView {
 		}
 		out = append(out, v)
 	}
+	d.addFigures(out)
 	sort.Slice(out, func(i, j int) bool { return out[i].Deadline.Before(out[j].Deadline) })
 	return out
 }

@@ -23,6 +23,14 @@ func (d *daemon) killRow(r reap.Result) (*store.KillRow, time.Time) {
 		pid, started := r.Session.PID, wall(r.Session.Start.NS)
 		k.SessionPID, k.SessionStartedAt = &pid, &started
 	}
+	if f := r.Figures; f.Known() {
+		if f.MemoryBytes >= 0 {
+			mem := f.MemoryBytes
+			k.MemoryBytes = &mem
+		}
+		procs := int32(f.Procs)
+		k.Procs, k.Details = &procs, f.Details
+	}
 	if r.Exited != 0 {
 		t := wall(r.Exited)
 		k.ExitedAt = &t

@@ -111,7 +111,7 @@ func printAgents(w io.Writer, agents []agentView, now time.Time) {
 		fmt.Fprintln(w, "no agents tracked")
 		return
 	}
-	fmt.Fprintf(w, "%7s  %-15s %8s %8s  %s\n", "PID", "COMM", "AGE", "LEFT", "MAX AGE USED")
+	fmt.Fprintf(w, "%7s  %-15s %8s %8s %6s %5s %5s  %s\n", "PID", "COMM", "AGE", "LEFT", "MEM", "PROCS", "CPU%", "MAX AGE USED")
 	for _, a := range agents {
 		age := now.Sub(a.StartedAt)
 		total := a.Deadline.Sub(a.StartedAt)
@@ -120,10 +120,15 @@ func printAgents(w io.Writer, agents []agentView, now time.Time) {
 		if total > 0 {
 			frac = min(max(float64(age)/float64(total), 0), 1)
 		}
-		const barLen = 24
+		const barLen = 10
 		n := int(frac*barLen + 0.5)
 		bar := "[" + strings.Repeat("#", n) + strings.Repeat(".", barLen-n) + "]"
-		fmt.Fprintf(w, "%7d  %-15s %8s %8s  %s %3.0f%%\n", a.PID, comm15(a.Comm), short(age), short(left), bar, frac*100)
+		mem, procs, cpu := "-", "-", "-"
+		if f := a.sessionFigures; f != nil {
+			mem, procs, cpu = bytesShort(f.MemoryBytes), fmt.Sprint(f.Procs), fmt.Sprintf("%.0f", f.CPUPercent)
+		}
+		fmt.Fprintf(w, "%7d  %-15s %8s %8s %6s %5s %5s  %s %3.0f%%\n", a.PID, comm15(a.Comm), short(age), short(left),
+			mem, clipTo(procs, 5), clipTo(cpu, 5), bar, frac*100)
 	}
 }
 
@@ -177,4 +182,18 @@ func clip(s string) string {
 		return s[:statusWidth-1] + "…"
 	}
 	return s
+}
+
+// bytesShort prints a size in at most 6 characters: 512K, 150M, 1.2G.
+func bytesShort(b int64) string {
+	switch {
+	case b >= 100<<30:
+		return fmt.Sprintf("%dG", b>>30)
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%dM", b>>20)
+	default:
+		return fmt.Sprintf("%dK", b>>10)
+	}
 }

@@ -49,8 +49,12 @@ type Daemon struct {
 	KilledPIDs   []int32
 	LeftoverPIDs []int32
 	Sessions     int // sessions tracked now
-	SpoolRows    int
-	SpoolDropped uint64
+	// SessionsMemoryBytes sums the sessions' memory at the latest resource
+	// sample; LargestSession is the largest of them (nil: no session).
+	SessionsMemoryBytes int64
+	LargestSession      *SessionMemory
+	SpoolRows           int
+	SpoolDropped        uint64
 }
 
 // Snapshot is one health reading.
@@ -303,7 +307,20 @@ func (s Snapshot) Details() map[string]any {
 		"spool_rows":               s.Daemon.SpoolRows,
 		"spool_dropped":            s.Daemon.SpoolDropped,
 	}
+	d["sessions_memory_mb"] = s.Daemon.SessionsMemoryBytes >> 20
+	if l := s.Daemon.LargestSession; l != nil {
+		d["largest_session"] = map[string]any{"pid": l.PID, "comm": l.Comm, "memory_mb": l.MemoryBytes >> 20}
+	} else {
+		d["largest_session"] = nil
+	}
 	return d
+}
+
+// SessionMemory names a session and its memory.
+type SessionMemory struct {
+	PID         int32
+	Comm        string
+	MemoryBytes int64
 }
 
 func nonNil(p []int32) []int32 {

@@ -66,6 +66,7 @@ type Result struct {
 	Reason      tracker.Reason    // why: max_age, leftover, ...
 	Session     tracker.SessionID // the session the process belonged to, if any
 	RequestedBy string            // who asked for a manual kill ("uid 0 pid 1234"); empty otherwise
+	Figures     tracker.Figures   // the session's resource figures at the decision (resource policies)
 	Start       tracker.Start
 	Deadline    int64
 	Signalled   int64 // when the first signal went out (or would have)
@@ -153,7 +154,7 @@ func New(cfg Config) *Reaper {
 // pidfds.
 func (r *Reaper) Fire(due []*tracker.Agent) {
 	for _, a := range due {
-		res := Result{Seq: a.Seq, PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Reason: a.Reason, Session: a.Session, Start: a.Start, RequestedBy: a.RequestedBy,
+		res := Result{Seq: a.Seq, PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Reason: a.Reason, Session: a.Session, Start: a.Start, RequestedBy: a.RequestedBy, Figures: a.Figures,
 			Deadline: a.Deadline, Signalled: a.Fired, DryRun: r.cfg.DryRun}
 		switch {
 		case !r.cfg.Guard.Allowed(a.PID, false):
@@ -514,6 +515,9 @@ func (r *Reaper) report(res Result) {
 	}
 	if res.RequestedBy != "" {
 		fields = append(fields, zap.String("requested_by", res.RequestedBy))
+	}
+	if f := res.Figures; f.Known() {
+		fields = append(fields, zap.Int64("memory_bytes", f.MemoryBytes), zap.Int("procs", f.Procs), zap.Any("details", f.Details))
 	}
 	switch {
 	case res.DryRun && res.Reason == tracker.ReasonLeftover:

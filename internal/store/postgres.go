@@ -3,9 +3,11 @@ package store
 import (
 	"context"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -272,12 +274,13 @@ func (p *Postgres) Insert(ctx context.Context, recs []Record) error {
 			}
 			b.Queue(`INSERT INTO tel.agent_kills (id, host, pid, comm, cmdline, rule, started_at, deadline,
 					signalled_at, exited_at, lateness_ms, final_signal, outcome, descendants, dry_run, created_at,
-					reason, session_pid, session_started_at, requested_by)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+					reason, session_pid, session_started_at, requested_by, memory_bytes, procs, details)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+					$21, $22, $23::jsonb)
 					ON CONFLICT (id) DO NOTHING`,
 				r.ID, r.Host, k.PID, k.Comm, k.Cmdline, k.Rule, k.StartedAt, k.Deadline, k.SignalledAt,
 				k.ExitedAt, k.LatenessMS, final, k.Outcome, desc, k.DryRun, r.Created,
-				reason, k.SessionPID, k.SessionStartedAt, by)
+				reason, k.SessionPID, k.SessionStartedAt, by, k.MemoryBytes, k.Procs, detailsJSON(k.Details))
 			owner = append(owner, i)
 		default:
 			return &RowError{Index: i, Err: fmt.Errorf("record %d: %w", r.Seq, errNotARow)}
@@ -320,3 +323,23 @@ var (
 	errNoDatabase = errors.New("no database configured")
 	errNotARow    = errors.New("neither snapshot nor kill")
 )
+
+// detailsJSON is a kill's details as jsonb text, nil (NULL) when there are
+// none. Non-finite numbers, which JSON cannot hold, are left out.
+func detailsJSON(d map[string]float64) *string {
+	if len(d) == 0 {
+		return nil
+	}
+	clean := make(map[string]float64, len(d))
+	for k, v := range d {
+		if !math.IsNaN(v) && !math.IsInf(v, 0) {
+			clean[k] = v
+		}
+	}
+	b, err := json.Marshal(clean)
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	return &s
+}

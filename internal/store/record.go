@@ -58,6 +58,12 @@ type KillRow struct {
 	// RequestedBy names who asked for a manual kill ("uid 0 pid 1234");
 	// empty (NULL) for every other reason.
 	RequestedBy string `json:"requested_by,omitempty"`
+	// MemoryBytes and Procs are the session's figures when a resource
+	// policy decided to kill it, Details the policy's own ("limit", ...);
+	// nil (NULL) when unknown: every other reason.
+	MemoryBytes *int64             `json:"memory_bytes,omitempty"`
+	Procs       *int32             `json:"procs,omitempty"`
+	Details     map[string]float64 `json:"details,omitempty"`
 }
 
 // DefaultReason is the reason of a kill row that has none: before reasons

@@ -31,6 +31,10 @@ type Agent struct {
 	// RequestedBy names who asked for a manual kill (ReasonManual), e.g.
 	// "uid 0 pid 1234". Changed only under the queue lock.
 	RequestedBy string
+	// Figures are the session's resource figures when a policy decided to
+	// kill it (resources.go); zero for max age and leftovers. Changed only
+	// under the queue lock, before the deadline fires.
+	Figures Figures
 
 	// Set by the alarm when the agent is due, before it is handed on.
 	Fired   int64 // CLOCK_BOOTTIME ns of the first signal (or of the deadline firing, if none was sent)

@@ -330,14 +330,7 @@ func (t *Table) KillNow(pid int32, start Start, force bool, by string, allow fun
 	var rule string
 	if s := p.session; s != nil {
 		res.Session, rule = s.ID, s.Rule
-		if s.agent != nil {
-			roots = append(roots, s.agent)
-		}
-		for q := s.head; q != nil; q = q.snext {
-			if q != s.agent && !q.dead && isRoot(q, s) {
-				roots = append(roots, q)
-			}
-		}
+		roots = sessionRootsLocked(s)
 	} else {
 		r, ok := t.ruleLocked(p, false)
 		if (!ok || !t.underLocked(p)) && !force {
@@ -346,36 +339,9 @@ func (t *Table) KillNow(pid int32, start Start, force bool, by string, allow fun
 		rule = r
 		roots = append(roots, p)
 	}
-	now := t.cfg.Clock.Now()
-	for _, q := range roots {
-		if allow != nil && !allow(q.PID, q.Kthread) {
-			continue
-		}
-		if a := q.agent; a != nil {
-			if t.cfg.Queue.retargetManual(a, now, by) {
-				res.Queued = append(res.Queued, q.PID)
-			} else {
-				res.Busy = append(res.Busy, q.PID)
-			}
-			continue
-		}
-		if q.Cmdline == "" {
-			if cl, err := t.cfg.Proc.Cmdline(q.PID); err == nil {
-				q.Cmdline = cl
-			}
-		}
-		fd := -1
-		if t.cfg.Pin != nil {
-			if fd, err = t.cfg.Pin(q.PID, q.Start); err != nil {
-				continue // gone (its exit follows) or reused
-			}
-		}
-		a := &Agent{PID: q.PID, Start: q.Start, Comm: q.Comm, Cmdline: q.Cmdline, Rule: rule, FD: fd,
-			Reason: ReasonManual, Session: res.Session, Deadline: now, RequestedBy: by, proc: q}
-		q.agent = a
-		q.holds++
-		t.cfg.Queue.Add(a)
-		res.Queued = append(res.Queued, q.PID)
+	t.killRootsLocked(roots, rule, kill{why: ReasonManual, by: by}, allow, &res)
+	if s := p.session; s != nil && len(res.Queued) > 0 {
+		s.killing = ReasonManual
 	}
 	if len(res.Queued) == 0 && len(res.Busy) == 0 {
 		return res, fmt.Errorf("pid %d (%s): nothing left to kill", p.PID, p.Comm)
@@ -454,22 +420,4 @@ func (d *Deadlines) setLease(a *Agent, extra, until int64, fn func(*Agent) int64
 		d.alarm.Set(a, d.nextLocked())
 	}
 	return previous, a.Deadline, true
-}
-
-// retargetManual makes the queued a due at deadline, reason manual,
-// requested by by. It reports false if a is no longer queued.
-func (d *Deadlines) retargetManual(a *Agent, deadline int64, by string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.queuedLocked(a) {
-		return false
-	}
-	d.count(a, -1)
-	a.Deadline, a.Reason, a.RequestedBy = deadline, ReasonManual, by
-	d.count(a, 1)
-	heap.Fix(&d.h, a.index)
-	if d.alarm != nil {
-		d.alarm.Set(a, d.nextLocked())
-	}
-	return true
 }

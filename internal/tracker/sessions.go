@@ -39,7 +39,8 @@ type Session struct {
 	agent   *Proc // nil once the agent exited
 	head    *Proc // members, linked through Proc.snext and Proc.sprev
 	members int
-	reaped  bool // its agent was fired by a policy: its tree is being killed
+	reaped  bool   // its agent was fired by a policy: its tree is being killed
+	killing Reason // the whole session was queued to be killed now (resources.go), and why
 }
 
 // addMemberLocked tags p as a member of s.

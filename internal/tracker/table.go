@@ -158,6 +158,9 @@ type Table struct {
 	leases   map[int32]*Lease
 	leaseGen uint64
 
+	// maxProcs is the session process limit checked at fork (resources.go).
+	maxProcs int
+
 	// exited holds the exits Exited was told of (exited.go), by PID, until
 	// a scan no longer shows them; guarded by mu.
 	exited map[int32]Start
@@ -327,6 +330,7 @@ func (t *Table) fork(ev *procevents.Event, at int64) {
 		p.Comm, p.Cmdline, p.Kthread = parent.Comm, parent.Cmdline, parent.Kthread
 		t.linkLocked(p, parent)
 		t.inheritLocked(p, true)
+		t.forkLimitLocked(p)
 	}
 	if p.Comm != "" {
 		t.matchLocked(p, false)

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/health"
+	"github.com/agent-supervisor/supervisor/internal/reap"
+	"github.com/agent-supervisor/supervisor/internal/resource"
+	"github.com/agent-supervisor/supervisor/internal/tracker"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// resourceGuard samples every session each --resource-interval and kills
+// a session that crosses a limit (--session-max-memory, --session-max-procs,
+// --session-idle) at once, through the table's KillSession. In a dry run it
+// reports each session and reason once instead.
+type resourceGuard struct {
+	d       *daemon
+	log     *zap.Logger
+	sampler *resource.Sampler
+	reset   chan time.Duration
+
+	mu       sync.Mutex
+	limits   resource.Limits
+	interval time.Duration
+	reported map[dryKey]bool // dry run: what was reported already
+	lastWarn time.Time       // read errors, rate-limited
+}
+
+type dryKey struct {
+	id     tracker.SessionID
+	reason tracker.Reason
+}
+
+// startResources builds the guard and runs its loop until ctx ends.
+func (d *daemon) startResources(ctx context.Context) <-chan struct{} {
+	g := d.resources()
+	return spawn(func() { g.run(ctx) })
+}
+
+// resources returns the daemon's guard, built on first use (`run` starts
+// it; the HTTP handlers and snapshots read its latest sample).
+func (d *daemon) resources() *resourceGuard {
+	d.resOnce.Do(func() {
+		cfg := d.cfg
+		g := &resourceGuard{d: d, log: d.log.Named("resource"), reset: make(chan time.Duration, 1),
+			interval: cfg.ResourceInterval, reported: map[dryKey]bool{},
+			limits: resource.Limits{MaxMemory: cfg.SessionMaxMemory, MaxProcs: cfg.SessionMaxProcs, Idle: cfg.SessionIdle}}
+		g.sampler = resource.NewSampler(d.table, resource.NewProcReader("/proc", resource.AnonRSS), d.clock)
+		d.table.SetProcsLimit(cfg.SessionMaxProcs)
+		d.metrics.reg.MustRegister(&sessionMemoryCollector{g: g})
+		for _, r := range []tracker.Reason{tracker.ReasonMemory, tracker.ReasonProcs, tracker.ReasonIdle} {
+			for _, c := range killSeries {
+				d.metrics.kills.WithLabelValues(string(r), c[0], c[1])
+			}
+		}
+		d.res = g
+	})
+	return d.res
+}
+
+// latestResources is the last sample (nil before the first).
+func (d *daemon) latestResources() []resource.Session {
+	return d.resources().sampler.Latest()
+}
+
+func (g *resourceGuard) run(ctx context.Context) {
+	g.mu.Lock()
+	iv := g.interval
+	g.mu.Unlock()
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		g.tick()
+		select {
+		case <-ctx.Done():
+			return
+		case iv := <-g.reset:
+			t.Reset(iv)
+		case <-t.C:
+		}
+	}
+}
+
+// tick takes one sample and acts on the limits.
+func (g *resourceGuard) tick() {
+	t0 := time.Now()
+	out, failed := g.sampler.Sample()
+	if failed > 0 {
+		g.mu.Lock()
+		warn := time.Since(g.lastWarn) > time.Minute
+		if warn {
+			g.lastWarn = time.Now()
+		}
+		g.mu.Unlock()
+		if warn {
+			g.log.Warn("resource sample: reads failed (not a vanished process)", zap.Int("failed", failed))
+		}
+	}
+	g.log.Debug("resource sample", zap.Int("sessions", len(out)), zap.Duration("took", time.Since(t0)))
+	g.mu.Lock()
+	limits, dry := g.limits, g.d.cfg.DryRun
+	g.mu.Unlock()
+	if !limits.Any() {
+		return
+	}
+	for i := range out {
+		s := &out[i]
+		if s.Killing {
+			continue
+		}
+		crossed := limits.Check(s)
+		if len(crossed) == 0 {
+			continue
+		}
+		if dry {
+			for _, c := range crossed {
+				g.wouldKill(s, c)
+			}
+			continue
+		}
+		c := crossed[0]
+		res, err := g.d.table.KillSession(s.ID, c.Reason, c.Figures)
+		fields := []zap.Field{zap.Int32("session_pid", s.ID.PID), zap.String("comm", s.Comm),
+			zap.String("reason", string(c.Reason)), zap.Int64("memory_bytes", s.MemoryBytes), zap.Int("procs", s.Procs),
+			zap.Float64("idle_seconds", s.IdleSeconds), zap.Float64("limit", c.Figures.Details["limit"])}
+		switch {
+		case errors.Is(err, tracker.ErrKilling), errors.Is(err, tracker.ErrExempt), errors.Is(err, tracker.ErrNoSession):
+			g.log.Debug("session over a limit, not queued", append(fields, zap.Error(err))...)
+		case err != nil:
+			g.log.Warn("session over a limit, nothing to kill", append(fields, zap.Error(err))...)
+		default:
+			g.log.Info("session over its limit: killing it", append(fields, zap.Int32s("queued", res.Queued))...)
+		}
+	}
+	g.forget(out)
+}
+
+// wouldKill reports, once per session and reason, what a limit would kill
+// in a dry run: a log line and a dry-run kill row, as a dry run at max age
+// gives.
+func (g *resourceGuard) wouldKill(s *resource.Session, c resource.Crossing) {
+	k := dryKey{s.ID, c.Reason}
+	g.mu.Lock()
+	done := g.reported[k]
+	g.reported[k] = true
+	g.mu.Unlock()
+	if done {
+		return
+	}
+	now := g.d.clock.Now()
+	r := reap.Result{PID: s.ID.PID, Comm: s.Comm, Reason: c.Reason, Session: s.ID, Start: s.ID.Start,
+		Deadline: now, Signalled: now, Outcome: reap.OutcomeDryRun, DryRun: true, Figures: c.Figures,
+		Descendants: []int32{}}
+	if p, ok := g.d.table.Lookup(s.ID.PID); ok && p.Start.Same(s.ID.Start) {
+		r.Cmdline = p.Cmdline
+	}
+	for _, v := range g.d.table.Sessions() {
+		if v.ID == s.ID {
+			r.Rule = v.Rule
+		}
+	}
+	g.d.onResult(r)
+	g.log.Info("would kill session", zap.Int32("session_pid", s.ID.PID), zap.String("comm", s.Comm),
+		zap.String("reason", string(c.Reason)), zap.Int64("memory_bytes", s.MemoryBytes), zap.Int("procs", s.Procs),
+		zap.Float64("idle_seconds", s.IdleSeconds), zap.Float64("limit", c.Figures.Details["limit"]), zap.Bool("dry_run", true))
+}
+
+// forget drops the dry-run reports of sessions that ended.
+func (g *resourceGuard) forget(out []resource.Session) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.reported) == 0 {
+		return
+	}
+	live := make(map[tracker.SessionID]bool, len(out))
+	for i := range out {
+		live[out[i].ID] = true
+	}
+	for k := range g.reported {
+		if !live[k.id] {
+			delete(g.reported, k)
+		}
+	}
+}
+
+// reload applies new limits and interval; it returns the names changed.
+func (g *resourceGuard) reload(n, old *Config) []string {
+	var changed []string
+	g.mu.Lock()
+	if n.SessionMaxMemory != old.SessionMaxMemory || n.SessionMaxProcs != old.SessionMaxProcs || n.SessionIdle != old.SessionIdle {
+		g.limits = resource.Limits{MaxMemory: n.SessionMaxMemory, MaxProcs: n.SessionMaxProcs, Idle: n.SessionIdle}
+		changed = append(changed, "session-limits")
+	}
+	if n.ResourceInterval != old.ResourceInterval {
+		g.interval = n.ResourceInterval
+		select {
+		case g.reset <- n.ResourceInterval:
+		default:
+		}
+		changed = append(changed, "resource-interval")
+	}
+	g.mu.Unlock()
+	if n.SessionMaxProcs != old.SessionMaxProcs {
+		g.d.table.SetProcsLimit(n.SessionMaxProcs)
+	}
+	return changed
+}
+
+// resourceHealth puts the sessions' memory in a health snapshot.
+func (d *daemon) resourceHealth(hd *health.Daemon) {
+	var big *resource.Session
+	latest := d.latestResources()
+	for i := range latest {
+		s := &latest[i]
+		hd.SessionsMemoryBytes += s.MemoryBytes
+		if big == nil || s.MemoryBytes > big.MemoryBytes {
+			big = s
+		}
+	}
+	if big != nil {
+		hd.LargestSession = &health.SessionMemory{PID: big.ID.PID, Comm: big.Comm, MemoryBytes: big.MemoryBytes}
+	}
+}
+
+// sessionFigures are a session's figures in /agents.
+type sessionFigures struct {
+	MemoryBytes int64   `json:"memory_bytes"`
+	Procs       int     `json:"procs"`
+	CPUSeconds  float64 `json:"cpu_seconds"`
+	CPUPercent  float64 `json:"cpu_percent"`
+	IdleSeconds float64 `json:"idle_seconds"`
+}
+
+// addFigures gives each /agents entry that heads a session its figures
+// from the latest sample.
+func (d *daemon) addFigures(views []agentView) {
+	latest := d.latestResources()
+	if len(latest) == 0 {
+		return
+	}
+	by := make(map[int32]*resource.Session, len(latest))
+	for i := range latest {
+		by[latest[i].ID.PID] = &latest[i]
+	}
+	for i := range views {
+		v := &views[i]
+		if s := by[v.PID]; s != nil && v.SessionPID == v.PID {
+			v.sessionFigures = &sessionFigures{MemoryBytes: s.MemoryBytes, Procs: s.Procs,
+				CPUSeconds: round3(s.CPUSeconds), CPUPercent: round3(s.CPUPercent), IdleSeconds: round3(s.IdleSeconds)}
+		}
+	}
+}
+
+func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+// sessionMemoryCollector is supervisor_session_memory_bytes: a histogram
+// over the sessions of the latest sample (no per-session labels).
+type sessionMemoryCollector struct{ g *resourceGuard }
+
+var (
+	descSessionMemory = prometheus.NewDesc("supervisor_session_memory_bytes",
+		"Sessions by memory (anon RSS of their members) at the latest resource sample.", nil, nil)
+	sessionMemoryBuckets = []float64{16 << 20, 64 << 20, 256 << 20, 512 << 20, 1 << 30, 2 << 30, 4 << 30, 8 << 30, 16 << 30, 32 << 30}
+)
+
+func (c *sessionMemoryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descSessionMemory }
+
+func (c *sessionMemoryCollector) Collect(ch chan<- prometheus.Metric) {
+	latest := c.g.sampler.Latest()
+	counts := make(map[float64]uint64, len(sessionMemoryBuckets))
+	var sum float64
+	mem := make([]float64, len(latest))
+	for i := range latest {
+		mem[i] = float64(latest[i].MemoryBytes)
+		sum += mem[i]
+	}
+	sort.Float64s(mem)
+	j := 0
+	for _, b := range sessionMemoryBuckets {
+		for j < len(mem) && mem[j] <= b {
+			j++
+		}
+		counts[b] = uint64(j) // cumulative
+	}
+	ch <- prometheus.MustNewConstHistogram(descSessionMemory, uint64(len(mem)), sum, counts)
+}

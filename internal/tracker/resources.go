@@ -1,0 +1,233 @@
+package tracker
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+
+	"go.uber.org/zap"
+)
+
+// Figures are a session's resource figures when a policy decided to kill
+// it, carried by the Agent to the kill record and the log line.
+type Figures struct {
+	// MemoryBytes is the session's memory at the decision; -1 when unknown
+	// (a procs limit crossed at fork, before any sample).
+	MemoryBytes int64
+	// Procs is the number of live members; 0 when unknown (no figures).
+	Procs int
+	// Details holds the policy's own figures for the record: "limit",
+	// "idle_seconds", "psi_some_avg10", ...
+	Details map[string]float64
+}
+
+// Known reports whether f holds figures at all (max age and leftover kills
+// have none).
+func (f Figures) Known() bool { return f.Procs > 0 || f.MemoryBytes > 0 || len(f.Details) > 0 }
+
+// ErrExempt means the session's agent is kept (a --keep rule, REAPER_KEEP=1,
+// a keep through the control socket): no policy kills it for resources.
+var ErrExempt = errors.New("session exempt: its agent is kept")
+
+// ErrKilling means the session is already being killed.
+var ErrKilling = errors.New("session already being killed")
+
+// ErrNoSession means the table holds no session with that ID.
+var ErrNoSession = errors.New("no such session")
+
+// kill is one order to kill processes now: why, who asked, with what
+// figures.
+type kill struct {
+	why Reason
+	by  string
+	fig Figures
+}
+
+// KillSession queues the whole session id to be killed now, through the
+// deadline queue, with reason why and the figures fig: its agent if it
+// lives and every member whose nearest live ancestor is not a member, each
+// with its tree, exactly as KillNow does for an operator. Unlike an
+// operator's kill, what is kept inside the session (a --keep child,
+// REAPER_KEEP=1) is left alone with its descendants, and a session whose
+// agent is kept is refused with ErrExempt. A session already queued or
+// being killed is not queued twice (ErrKilling).
+func (t *Table) KillSession(id SessionID, why Reason, fig Figures) (LeaseResult, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.sessions[id]
+	if s == nil {
+		return LeaseResult{PID: id.PID, Start: id.Start}, fmt.Errorf("session %d: %w", id.PID, ErrNoSession)
+	}
+	return t.killSessionLocked(s, kill{why: why, fig: fig})
+}
+
+func (t *Table) killSessionLocked(s *Session, k kill) (LeaseResult, error) {
+	res := LeaseResult{PID: s.ID.PID, Start: s.ID.Start, Comm: s.Comm, Session: s.ID}
+	if s.killing != "" {
+		return res, fmt.Errorf("session %d (%s), %s: %w", s.ID.PID, s.Comm, s.killing, ErrKilling)
+	}
+	if t.exemptLocked(s) {
+		return res, fmt.Errorf("session %d (%s): %w", s.ID.PID, s.Comm, ErrExempt)
+	}
+	t.killRootsLocked(sessionRootsLocked(s), s.Rule, k, nil, &res)
+	switch {
+	case len(res.Queued) > 0:
+		s.killing = k.why
+	case len(res.Busy) > 0:
+		s.killing = k.why
+		return res, fmt.Errorf("session %d (%s): %w", s.ID.PID, s.Comm, ErrKilling)
+	default:
+		return res, fmt.Errorf("session %d (%s): nothing left to kill", s.ID.PID, s.Comm)
+	}
+	return res, nil
+}
+
+// exemptLocked: the session's agent lives and is kept.
+func (t *Table) exemptLocked(s *Session) bool {
+	return s.agent != nil && !s.agent.dead && t.keptLocked(s.agent, s)
+}
+
+// sessionRootsLocked returns what kills the whole session: its agent, if it
+// lives, and every live member whose nearest live ancestor is not a member
+// (each one's tree kill takes the rest).
+func sessionRootsLocked(s *Session) []*Proc {
+	var roots []*Proc
+	if s.agent != nil {
+		roots = append(roots, s.agent)
+	}
+	for q := s.head; q != nil; q = q.snext {
+		if q != s.agent && !q.dead && isRoot(q, s) {
+			roots = append(roots, q)
+		}
+	}
+	return roots
+}
+
+// killRootsLocked queues each root to be killed now with k, or retargets
+// its queued deadline to now. Roots that allow refuses are skipped, and so,
+// for every reason but manual (an order), are kept ones.
+func (t *Table) killRootsLocked(roots []*Proc, rule string, k kill, allow func(pid int32, kthread bool) bool, res *LeaseResult) {
+	now := t.cfg.Clock.Now()
+	for _, q := range roots {
+		if allow != nil && !allow(q.PID, q.Kthread) {
+			continue
+		}
+		if k.why != ReasonManual && q.session != nil && t.keptLocked(q, q.session) {
+			continue
+		}
+		if a := q.agent; a != nil {
+			if t.cfg.Queue.retargetNow(a, now, k) {
+				res.Queued = append(res.Queued, q.PID)
+			} else {
+				res.Busy = append(res.Busy, q.PID)
+			}
+			continue
+		}
+		if q.Cmdline == "" {
+			if cl, err := t.cfg.Proc.Cmdline(q.PID); err == nil {
+				q.Cmdline = cl
+			}
+		}
+		fd := -1
+		if t.cfg.Pin != nil {
+			var err error
+			if fd, err = t.cfg.Pin(q.PID, q.Start); err != nil {
+				continue // gone (its exit follows) or reused
+			}
+		}
+		a := &Agent{PID: q.PID, Start: q.Start, Comm: q.Comm, Cmdline: q.Cmdline, Rule: rule, FD: fd,
+			Reason: k.why, Session: res.Session, Deadline: now, RequestedBy: k.by, Figures: k.fig, proc: q}
+		q.agent = a
+		q.holds++
+		t.cfg.Queue.Add(a)
+		res.Queued = append(res.Queued, q.PID)
+	}
+}
+
+// retargetNow makes the queued a due at deadline for k. It reports false if
+// a is no longer queued.
+func (d *Deadlines) retargetNow(a *Agent, deadline int64, k kill) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.queuedLocked(a) {
+		return false
+	}
+	d.count(a, -1)
+	a.Deadline, a.Reason, a.RequestedBy, a.Figures = deadline, k.why, k.by, k.fig
+	d.count(a, 1)
+	heap.Fix(&d.h, a.index)
+	if d.alarm != nil {
+		d.alarm.Set(a, d.nextLocked())
+	}
+	return true
+}
+
+// SetProcsLimit sets the session process limit checked at every fork (0:
+// none): a session that keeps forking is queued to be killed (reason procs)
+// by the fork that takes it past n, not a sample later. The resource
+// sampler checks the same limit at each sample. In a dry run the fork check
+// is off: the sampler reports.
+func (t *Table) SetProcsLimit(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.maxProcs = n
+}
+
+// forkLimitLocked checks the procs limit of the session p just joined.
+func (t *Table) forkLimitLocked(p *Proc) {
+	s := p.session
+	if t.maxProcs <= 0 || s == nil || s.members <= t.maxProcs || s.killing != "" || t.cfg.DryRun {
+		return
+	}
+	fig := Figures{MemoryBytes: -1, Procs: s.members,
+		Details: map[string]float64{"limit": float64(t.maxProcs), "at_fork": 1}}
+	res, err := t.killSessionLocked(s, kill{why: ReasonProcs, fig: fig})
+	switch {
+	case errors.Is(err, ErrExempt):
+		return
+	case err != nil:
+		t.log.Debug("procs limit at fork", zap.Int32("session_pid", s.ID.PID), zap.Error(err))
+		return
+	}
+	t.log.Info("session over its procs limit at fork: killing it", zap.Int32("session_pid", s.ID.PID),
+		zap.String("comm", s.Comm), zap.Int("procs", s.members), zap.Int("limit", t.maxProcs),
+		zap.Int32s("queued", res.Queued))
+}
+
+// Member is one live member of a session, with what the resource sampler
+// needs of its session.
+type Member struct {
+	Session SessionID
+	PID     int32
+	Start   Start
+	// Comm is the session's (its agent's) name.
+	Comm string
+	// Exempt: the session's agent is kept; AgentAlive: it lives.
+	Exempt, AgentAlive bool
+	// Killing: the session is queued or being killed as a whole.
+	Killing bool
+}
+
+// SessionMembers appends every live member of every session to buf, the
+// members of one session next to each other, agent first while it lives.
+// It holds the table's lock for one pass over the members.
+func (t *Table) SessionMembers(buf []Member) []Member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range t.sessions {
+		m := Member{Session: s.ID, Comm: s.Comm, Exempt: t.exemptLocked(s), AgentAlive: s.agent != nil,
+			Killing: s.killing != "" || s.reaped}
+		if a := s.agent; a != nil && !a.dead {
+			m.PID, m.Start = a.PID, a.Start
+			buf = append(buf, m)
+		}
+		for q := s.head; q != nil; q = q.snext {
+			if q == s.agent || q.dead {
+				continue
+			}
+			m.PID, m.Start = q.PID, q.Start
+			buf = append(buf, m)
+		}
+	}
+	return buf
+}
