@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -292,5 +294,82 @@ func TestIntegrationPressure(t *testing.T) {
 	}
 	if v := metricValue(t, d, `supervisor_pressure_events_total{outcome="no_candidate"}`); v < 1 {
 		t.Errorf(`supervisor_pressure_events_total{outcome="no_candidate"} = %v; want at least 1`, v)
+	}
+}
+
+// Without CAP_SYS_RESOURCE (a container's root) the kernel refuses a window
+// that is not a multiple of 2 s: the daemon does not start, and says why.
+func TestIntegrationPressureWindowRefused(t *testing.T) {
+	needRoot(t)
+	needPSI(t)
+	if psi.Privileged() {
+		t.Skip("this process has CAP_SYS_RESOURCE: every window is allowed")
+	}
+	out, err := exec.Command(supervisorBin, "run", "--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
+		"--state-dir", t.TempDir(), "--control-socket", "", "--pressure", "some 100ms 1s").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "CAP_SYS_RESOURCE") || !strings.Contains(string(out), "some 100ms 1s") {
+		t.Fatalf("daemon with a 1s window without CAP_SYS_RESOURCE: %v\n%s", err, out)
+	}
+}
+
+// SIGHUP turns the trigger on, re-registers it when the spec changes, and
+// removes it; the limits change without touching the trigger.
+func TestIntegrationPressureReload(t *testing.T) {
+	needRoot(t)
+	needPSI(t)
+	conf := filepath.Join(t.TempDir(), "supervisor.conf")
+	os.WriteFile(conf, []byte("REAPER_MAX_AGE=1h\n"), 0o644)
+	d := startDaemon(t, "--config", conf)
+	reload := func(body string) {
+		t.Helper()
+		os.WriteFile(conf, []byte(body), 0o644)
+		d.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	registered := func(spec string) func(map[string]any) bool {
+		return func(m map[string]any) bool {
+			return m["msg"] == "memory pressure trigger registered" && m["trigger"] == spec
+		}
+	}
+	reload("REAPER_PRESSURE=full 10s 10s\n")
+	d.waitLog(t, 10*time.Second, registered("full 10s 10s"))
+	reload("REAPER_PRESSURE=full 8s 10s\nREAPER_PRESSURE_COOLDOWN=3s\n")
+	d.waitLog(t, 10*time.Second, registered("full 8s 10s"))
+	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
+		return m["msg"] == "memory pressure limits reloaded" && m["cooldown"] == "3s"
+	})
+	reload("REAPER_PRESSURE=full 8s 11s\n") // bad: rejected as a whole
+	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
+		return m["msg"] == "reload rejected; the old configuration stays in force" && strings.Contains(fmt.Sprint(m["error"]), "REAPER_PRESSURE")
+	})
+	reload("")
+	d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "memory pressure trigger removed" })
+	if n := len(d.findLogs(func(m map[string]any) bool { return m["msg"] == "memory pressure trigger registered" })); n != 2 {
+		t.Errorf("trigger registered %d times; want 2", n)
+	}
+}
+
+// In a dry run the pressure policy reports what it would kill, in order,
+// one per cooldown, and signals nothing.
+func TestIntegrationPressureDryRun(t *testing.T) {
+	needRoot(t)
+	needPSI(t)
+	d := startDaemon(t, "--agent", "presshold", "--max-age", "1h", "--dry-run",
+		"--pressure", pressureSpec(t), "--pressure-min-age", "1s", "--pressure-cooldown", "3s", "--resource-interval", "500ms")
+	big := startHolder(t, "presshold", 200)
+	small := startHolder(t, "presshold", 100)
+	waitFigures(t, d, big, small)
+	startPressureRig(t)
+	would := func(pid int) func(map[string]any) bool {
+		return func(m map[string]any) bool {
+			return m["msg"] == "would kill session" && m["reason"] == "pressure" && num(m["session_pid"]) == int64(pid)
+		}
+	}
+	first := d.waitLog(t, 90*time.Second, func(m map[string]any) bool { return m["msg"] == "would kill session" })
+	if num(first["session_pid"]) != int64(big.pid) {
+		t.Fatalf("first dry-run report: %v; want session %d", first, big.pid)
+	}
+	d.waitLog(t, 90*time.Second, would(small.pid))
+	if !big.alive() || !small.alive() || big.termAt() != 0 || small.termAt() != 0 {
+		t.Fatal("a dry run signalled a session")
 	}
 }
