@@ -178,8 +178,15 @@ func (w *pressureWatch) fire(tr *psi.Trigger) {
 	}
 	dec := w.policy.Trigger(p)
 	w.events.WithLabelValues(dec.Outcome.String()).Inc()
-	w.log.Debug("memory pressure trigger fired", zap.Int64("woke_boot_ns", woke), zap.String("outcome", dec.Outcome.String()),
-		zap.Float64("some_avg10", p.Some.Avg10), zap.Float64("full_avg10", p.Full.Avg10), zap.Int32("session_pid", dec.Victim.ID.PID))
+	// At info when it killed (one line a cooldown at most): the bench
+	// measures wake-up to first signal from woke_boot_ns.
+	level := zap.DebugLevel
+	if dec.Outcome == psi.Killed {
+		level = zap.InfoLevel
+	}
+	w.log.Log(level, "memory pressure trigger fired", zap.Int64("woke_boot_ns", woke), zap.String("outcome", dec.Outcome.String()),
+		zap.Float64("some_avg10", p.Some.Avg10), zap.Float64("full_avg10", p.Full.Avg10), zap.Int32("session_pid", dec.Victim.ID.PID),
+		zap.Uint64("fired_total", w.fired.Load()))
 	if w.d.events.Wants(events.TypePressure) {
 		w.d.events.Publish(&events.Pressure{Resource: "memory", SomeAvg10: p.Some.Avg10, FullAvg10: p.Full.Avg10,
 			SessionPID: dec.Victim.ID.PID})

@@ -56,7 +56,7 @@ type holder struct {
 
 // startHolder starts a holder of mb MiB as comm (a symlink to the test
 // binary), with extra environment.
-func startHolder(t *testing.T, comm string, mb int, env ...string) *holder {
+func startHolder(t testing.TB, comm string, mb int, env ...string) *holder {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, comm)
@@ -141,7 +141,7 @@ func needPSI(t testing.TB) {
 
 // waitFigures waits until /agents shows each holder's session with at
 // least 90 % of what it holds.
-func waitFigures(t *testing.T, d *testDaemon, hs ...*holder) {
+func waitFigures(t testing.TB, d *testDaemon, hs ...*holder) {
 	t.Helper()
 	end := time.Now().Add(30 * time.Second)
 	for {
