@@ -253,6 +253,10 @@ func TestIntegrationPressure(t *testing.T) {
 		if m["resource"] != "memory" {
 			t.Fatalf("pressure event: %v", m)
 		}
+		if n == 0 {
+			b, _ := json.Marshal(m)
+			t.Logf("first pressure event: %s", b)
+		}
 		if p := num(m["session_pid"]); p != 0 {
 			victims[p] = true
 		}
