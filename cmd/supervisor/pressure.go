@@ -33,8 +33,9 @@ type pressureWatch struct {
 	mu      sync.Mutex
 	trig    *psi.Trigger // nil while off
 	spec    *psi.Spec
-	loops   sync.WaitGroup
+	loops   sync.WaitGroup // the waiting goroutine(s) and a re-registration in progress
 	stopped bool
+	quit    chan struct{} // closed by stopPressure
 	fired   atomic.Uint64
 }
 
@@ -45,7 +46,7 @@ var pressureOutcomes = []psi.Outcome{psi.Killed, psi.Cooling, psi.NoCandidate, p
 // An error (no PSI on this host, a window the kernel refuses) stops the
 // daemon before it is ready.
 func (d *daemon) startPressure() error {
-	w := &pressureWatch{d: d, log: d.log.Named("pressure")}
+	w := &pressureWatch{d: d, log: d.log.Named("pressure"), quit: make(chan struct{})}
 	w.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "supervisor_pressure_events_total",
 		Help: "Memory pressure (PSI trigger) wake-ups, by what the policy did: killed, cooling (within the cooldown), no_candidate, failed.",
@@ -122,6 +123,7 @@ func (d *daemon) stopPressure() {
 	w.mu.Lock()
 	w.stopped = true
 	w.mu.Unlock()
+	close(w.quit)
 	w.disarm()
 	w.loops.Wait()
 }
@@ -140,11 +142,16 @@ func (w *pressureWatch) loop(tr *psi.Trigger) {
 			// The cgroup whose file we watched was removed (a
 			// container runtime reshuffling): choose again.
 			w.log.Warn("memory pressure file went away; registering the trigger again", zap.String("file", tr.Path()))
+			w.loops.Add(1)
 			go w.rearm(tr)
 			return
 		default:
 			w.log.Error("memory pressure trigger", zap.Error(err))
-			time.Sleep(time.Second) // not a loop of failures at full speed
+			select { // not a loop of failures at full speed
+			case <-w.quit:
+				return
+			case <-time.After(time.Second):
+			}
 		}
 	}
 }
@@ -152,6 +159,7 @@ func (w *pressureWatch) loop(tr *psi.Trigger) {
 // rearm registers the trigger again after its file went away, retrying
 // every 10 s while that fails and the trigger is still wanted.
 func (w *pressureWatch) rearm(gone *psi.Trigger) {
+	defer w.loops.Done()
 	for {
 		w.mu.Lock()
 		cur, spec, stopped := w.trig, w.spec, w.stopped
@@ -164,7 +172,11 @@ func (w *pressureWatch) rearm(gone *psi.Trigger) {
 			return
 		}
 		w.log.Error("memory pressure trigger not registered again; retrying in 10s", zap.Error(err))
-		time.Sleep(10 * time.Second)
+		select {
+		case <-w.quit:
+			return
+		case <-time.After(10 * time.Second):
+		}
 	}
 }
 
