@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/initd"
+	"github.com/agent-supervisor/supervisor/internal/psi"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 )
 
@@ -65,6 +66,12 @@ type Config struct {
 	ZombieWarnThreshold int
 	FreeMemWarnMB       int
 	SwapWarnPct         float64
+
+	// Memory pressure (pressure.go): the PSI trigger (nil: off), the
+	// minimum age of a session it may kill and the pause after each kill.
+	Pressure         *psi.Spec
+	PressureMinAge   time.Duration
+	PressureCooldown time.Duration
 }
 
 // defaultListen is loopback: the endpoints are for the host's operators and
@@ -352,6 +359,32 @@ var options = []option{
 		help: "test knob: how long an --on-kill run may take before its process group is killed",
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.HookTimeout, err = durationIn(v, 10*time.Millisecond, time.Hour)
+			return
+		}},
+	{flag: "pressure", env: "REAPER_PRESSURE", def: "",
+		help: `on memory pressure ("some|full STALL WINDOW", e.g. "some 150ms 1s": a PSI trigger) kill the largest session; off by default`,
+		set: func(c *Config, v string, _ []string) error {
+			c.Pressure = nil
+			if strings.TrimSpace(v) == "" {
+				return nil
+			}
+			sp, err := psi.ParseSpec(v)
+			if err != nil {
+				return err
+			}
+			c.Pressure = &sp
+			return nil
+		}},
+	{flag: "pressure-min-age", env: "REAPER_PRESSURE_MIN_AGE", def: "1m",
+		help: "memory pressure kills only sessions at least this old",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.PressureMinAge, err = durationIn(v, 0, maxMaxAge)
+			return
+		}},
+	{flag: "pressure-cooldown", env: "REAPER_PRESSURE_COOLDOWN", def: "10s",
+		help: "after a pressure kill, triggers are only counted for this long (0 to 1h)",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.PressureCooldown, err = durationIn(v, 0, time.Hour)
 			return
 		}},
 	{flag: "log-level", env: "REAPER_LOG_LEVEL", def: "info",

@@ -199,6 +199,7 @@ func (d *daemon) reloadNow(reload func() (*Config, error)) error {
 		return err
 	}
 	d.applyReload(n)
+	d.reloadPressure(n) // pressure.go
 	return nil
 }
 

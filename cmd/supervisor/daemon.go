@@ -75,6 +75,8 @@ type daemon struct {
 
 	res     *resourceGuard // resources.go
 	resOnce sync.Once
+
+	pressure *pressureWatch // pressure.go
 }
 
 // newDaemon builds the parts `run` and `once` share: /proc, the guard, the
@@ -385,6 +387,9 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 		}
 		defer web.stop() // on an early return; a no-op once stopped
 	}
+	if err := d.startPressure(); err != nil { // pressure.go: the PSI trigger
+		return err
+	}
 	// Every goroutine run starts is joined before it returns, in the
 	// order of the shutdown below.
 	timerDone := spawn(d.timer.Run)
@@ -419,6 +424,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	web.stop()
 	// Then the control socket: no command queues a kill past this point.
 	ctl.Close()
+	d.stopPressure() // nor any memory pressure trigger
 	// 2. No deadline fires any more; agents already signalled are handed
 	// to the reaper.
 	d.timer.Stop()

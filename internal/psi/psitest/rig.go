@@ -1,0 +1,211 @@
+//go:build linux
+
+// Package psitest makes real memory pressure for tests: a memory cgroup
+// with a small limit and processes re-reading, in a loop, a file larger
+// than the limit that was written from inside it. Its page cache is
+// charged to the cgroup, so every pass reclaims and refaults pages and the
+// readers stall in memory reclaim, which PSI counts — in the cgroup and in
+// /proc/pressure/memory. Nothing else on the machine is squeezed, and
+// there is no anonymous memory to OOM-kill.
+package psitest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options shape the rig. The zero value is the measured recipe: 20 MiB
+// limit, a 30 MiB file, two readers.
+type Options struct {
+	LimitMiB, FileMiB, Readers int
+}
+
+// Rig is a running pressure rig.
+type Rig struct {
+	Cgroup string // the cgroup directory
+	V2     bool   // a cgroup v2 group (else v1 memory controller)
+	cmd    *exec.Cmd
+	file   string
+}
+
+var seq atomic.Int64
+
+// Start makes the cgroup and starts the readers in it; t.Cleanup kills
+// them (their own process group, led by a child this test has not yet
+// reaped, so the group id cannot have been reused), deletes the file and
+// removes the cgroup. It skips (fails under CI) when not root or when the
+// host has no memory cgroup.
+func Start(t testing.TB, o Options) *Rig {
+	t.Helper()
+	if o.LimitMiB == 0 {
+		o.LimitMiB = 20
+	}
+	if o.FileMiB == 0 {
+		o.FileMiB = 30
+	}
+	if o.Readers == 0 {
+		o.Readers = 2
+	}
+	skip := func(format string, a ...any) {
+		t.Helper()
+		if os.Getenv("CI") != "" {
+			t.Fatalf(format, a...)
+		}
+		t.Skipf(format, a...)
+	}
+	if os.Geteuid() != 0 {
+		skip("pressure rig: needs root to create a memory cgroup")
+	}
+	if _, err := os.Stat("/proc/pressure/memory"); err != nil {
+		skip("pressure rig: no /proc/pressure/memory (kernel without PSI): %v", err)
+	}
+	dir := dataDir(t)
+	name := fmt.Sprintf("psi-rig-%d-%d", os.Getpid(), seq.Add(1))
+	r := &Rig{file: filepath.Join(dir, "pressure.dat")}
+	limit := strconv.Itoa(o.LimitMiB << 20)
+	switch {
+	case exists("/sys/fs/cgroup/cgroup.controllers"):
+		// Pure v2: the memory controller must be enabled for the
+		// children of the root.
+		r.V2, r.Cgroup = true, filepath.Join("/sys/fs/cgroup", name)
+		if err := enableMemory("/sys/fs/cgroup"); err != nil {
+			skip("pressure rig: %v", err)
+		}
+		if err := os.Mkdir(r.Cgroup, 0o755); err != nil {
+			t.Fatalf("pressure rig: %v", err)
+		}
+		t.Cleanup(func() { r.removeCgroup(t) })
+		write(t, filepath.Join(r.Cgroup, "memory.max"), limit)
+	case exists("/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+		r.Cgroup = filepath.Join("/sys/fs/cgroup/memory", name)
+		if err := os.Mkdir(r.Cgroup, 0o755); err != nil {
+			t.Fatalf("pressure rig: %v", err)
+		}
+		t.Cleanup(func() { r.removeCgroup(t) })
+		write(t, filepath.Join(r.Cgroup, "memory.limit_in_bytes"), limit)
+	default:
+		skip("pressure rig: no memory cgroup controller under /sys/fs/cgroup (neither v2 memory.max nor v1 memory/)")
+	}
+	// The shell joins the cgroup before it writes the file, so the file's
+	// page cache is charged there (pages cached before a process joins
+	// stay charged where they were and cause no pressure).
+	script := fmt.Sprintf(`echo $$ > %s/cgroup.procs || exit 1
+dd if=/dev/urandom of=%s bs=1M count=%d status=none || exit 1
+i=0; while [ $i -lt %d ]; do (while :; do cat %s > /dev/null; done) & i=$((i+1)); done
+wait`, r.Cgroup, r.file, o.FileMiB, o.Readers, r.file)
+	r.cmd = exec.Command("/bin/sh", "-c", script)
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	r.cmd.Stderr = os.Stderr
+	if err := r.cmd.Start(); err != nil {
+		t.Fatalf("pressure rig: start readers: %v", err)
+	}
+	t.Cleanup(r.stop) // runs before removeCgroup (cleanups run last first)
+	return r
+}
+
+// stop kills the readers' process group and reaps its leader.
+func (r *Rig) stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// Stop ends the pressure early (the cleanup still removes the cgroup).
+func (r *Rig) Stop() { r.stop() }
+
+func (r *Rig) removeCgroup(t testing.TB) {
+	_ = os.Remove(r.file) // frees its page cache
+	procs := filepath.Join(r.Cgroup, "cgroup.procs")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// The readers were SIGKILLed; orphans among them are reaped by
+		// init, which may take a second or two here.
+		err := os.Remove(r.Cgroup)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(procs)
+			t.Errorf("pressure rig: cgroup %s not removed: %v (procs: %q)", r.Cgroup, err, strings.TrimSpace(string(b)))
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Procs lists the PIDs in the rig's cgroup (for asserting they are never
+// signalled by the daemon under test).
+func (r *Rig) Procs() []int {
+	b, _ := os.ReadFile(filepath.Join(r.Cgroup, "cgroup.procs"))
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// enableMemory turns on the memory controller for root's children, as
+// systemd does on most v2 hosts already.
+func enableMemory(root string) error {
+	b, err := os.ReadFile(filepath.Join(root, "cgroup.subtree_control"))
+	if err != nil {
+		return err
+	}
+	for _, c := range strings.Fields(string(b)) {
+		if c == "memory" {
+			return nil
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "cgroup.subtree_control"), []byte("+memory"), 0); err != nil {
+		return fmt.Errorf("enable the memory controller in %s/cgroup.subtree_control: %w", root, err)
+	}
+	return nil
+}
+
+// dataDir is a directory on a disk file system: a file on tmpfs is shmem,
+// which without swap cannot be reclaimed and would be OOM-killed instead.
+func dataDir(t testing.TB) string {
+	for _, d := range []string{t.TempDir(), "/var/tmp"} {
+		var st unix.Statfs_t
+		if unix.Statfs(d, &st) == nil && st.Type != unix.TMPFS_MAGIC {
+			if d == "/var/tmp" {
+				var err error
+				if d, err = os.MkdirTemp(d, "psi-rig-"); err != nil {
+					continue
+				}
+				t.Cleanup(func() { os.RemoveAll(d) })
+			}
+			return d
+		}
+	}
+	t.Fatal("pressure rig: no disk-backed directory for the data file (TMPDIR and /var/tmp are tmpfs)")
+	return ""
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func write(t testing.TB, p, v string) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte(v), 0); err != nil {
+		t.Fatalf("pressure rig: write %s: %v", p, err)
+	}
+}
