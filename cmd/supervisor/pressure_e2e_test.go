@@ -27,7 +27,7 @@ const (
 	holderTermEnv = "SUPERVISOR_TEST_HOLD_TERM"
 )
 
-var held []byte
+var holderMem []byte
 
 func init() {
 	if os.Getenv(holderEnv) != "1" {
@@ -37,9 +37,9 @@ func init() {
 	term := os.Getenv(holderTermEnv)
 	ch := make(chan os.Signal, 1)
 	signalNotifyTerm(ch)
-	held = make([]byte, mb<<20)
-	for i := 0; i < len(held); i += 4096 {
-		held[i] = 1 // a byte a page: resident, not just reserved
+	holderMem = make([]byte, mb<<20)
+	for i := 0; i < len(holderMem); i += 4096 {
+		holderMem[i] = 1 // a byte a page: resident, not just reserved
 	}
 	fmt.Printf("held %d\n", mb)
 	<-ch
