@@ -34,6 +34,17 @@ import (
 // is read by PID first, then statm: a statm read that succeeds after it
 // proves the PID still belonged to the member when the clock was read.
 //
+// Idle members cost only the clock: a process's anon RSS grows only by its
+// own page faults, which its own CPU time pays for, so a held member whose
+// CPU clock has not moved since the last read keeps the memory it had then;
+// statm is read again when the clock moved, or after refreshEvery reads
+// regardless (reclaim can shrink an idle process: swap, KSM). Most members
+// of an agent session sit idle between samples (MCP servers, shells,
+// watchers): this halves their cost, and it is what keeps sampling under
+// 0.5 % of a core at 100 sessions of 20 (BENCHMARKS.md). A PID reused by a
+// process with the very same CPU nanoseconds would read the old figure
+// once; the table drops the member at its exit event anyway.
+//
 // Descriptors are held for at most a quarter of RLIMIT_NOFILE (the kill
 // protocol's pidfds have half); beyond that a member is read by opening
 // its files each time. ProcReader is not safe for concurrent use.
@@ -45,12 +56,25 @@ type ProcReader struct {
 	held    map[memberKey]*heldFD
 	maxHeld int
 	gen     uint64
+	// refreshEvery bounds how many reads in a row an idle member's memory
+	// is taken from its last statm read; 0 reads statm every time.
+	refreshEvery uint8
 }
 
 type heldFD struct {
 	fd  int
 	gen uint64 // the last Sweep generation that read it
+	// The last statm read: the CPU clock then, the memory, and how many
+	// reads since took it as it was (idle).
+	cpu    uint64
+	mem    int64
+	skips  uint8
+	cached bool
 }
+
+// defaultRefresh: an idle member's statm is read at least every 15th
+// sample (30 s at the default 2 s interval).
+const defaultRefresh = 15
 
 // NewProcReader returns a reader of the procfs at root ("/proc").
 func NewProcReader(root string) *ProcReader {
@@ -60,7 +84,7 @@ func NewProcReader(root string) *ProcReader {
 		maxHeld = int(min(rl.Cur/4, 1<<20))
 	}
 	return &ProcReader{root: root, page: int64(os.Getpagesize()), buf: make([]byte, 512),
-		path: make([]byte, 0, len(root)+32), held: map[memberKey]*heldFD{}, maxHeld: maxHeld}
+		path: make([]byte, 0, len(root)+32), held: map[memberKey]*heldFD{}, maxHeld: maxHeld, refreshEvery: defaultRefresh}
 }
 
 // cpuClock is the clock id of pid's process CPU-time clock.
@@ -89,6 +113,11 @@ func (r *ProcReader) Read(pid int32, start tracker.Start) (Usage, error) {
 		r.drop(k)
 		return Usage{}, gone(fmt.Sprintf("cpu clock of %d", pid), "clock_gettime", err)
 	}
+	cpu := uint64(ts.Nano())
+	if h.cached && cpu == h.cpu && h.skips < r.refreshEvery {
+		h.skips++
+		return Usage{CPUNanos: cpu, MemoryBytes: h.mem}, nil
+	}
 	n, err := preadRetry(h.fd, r.buf)
 	if err != nil {
 		r.drop(k)
@@ -98,7 +127,8 @@ func (r *ProcReader) Read(pid int32, start tracker.Start) (Usage, error) {
 	if err != nil {
 		return Usage{}, err
 	}
-	return Usage{CPUNanos: uint64(ts.Nano()), MemoryBytes: max(resident-shared, 0) * r.page}, nil
+	h.cpu, h.mem, h.skips, h.cached = cpu, max(resident-shared, 0)*r.page, 0, true
+	return Usage{CPUNanos: cpu, MemoryBytes: h.mem}, nil
 }
 
 // open opens pid's statm through /proc/PID, checked to be the process that

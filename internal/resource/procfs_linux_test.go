@@ -2,6 +2,7 @@ package resource
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
@@ -41,6 +42,36 @@ func TestProcReaderReal(t *testing.T) {
 	}
 	if u.MemoryBytes < 35<<20 || u.MemoryBytes <= u0.MemoryBytes {
 		t.Fatalf("anon RSS %d after touching 40 MB (before: %d)", u.MemoryBytes, u0.MemoryBytes)
+	}
+	// Now idle (sh waits for sleep): the clock alone, statm again every
+	// refreshEvery+1 reads. Wait for the CPU clock to stand still first.
+	r.refreshEvery = 2
+	h := r.held[memberKey{pid, start.NS}]
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		before := h.cpu
+		if _, err := r.Read(pid, start); err != nil {
+			t.Fatal(err)
+		}
+		if h.cpu == before && h.skips > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the process never went idle")
+		}
+	}
+	var skips []uint8
+	for range 4 {
+		v, err := r.Read(pid, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.MemoryBytes < 35<<20 {
+			t.Fatalf("idle read: anon RSS %d", v.MemoryBytes)
+		}
+		skips = append(skips, h.skips)
+	}
+	if got := fmt.Sprint(skips); got != "[2 0 1 2]" && got != "[0 1 2 0]" {
+		t.Errorf("idle reads: skips %s, want statm read again every 3rd read", got)
 	}
 	if _, err := r.Read(pid, tracker.Start{NS: start.NS + int64(time.Second)}); !errors.Is(err, tracker.ErrGone) {
 		t.Errorf("wrong start: %v", err)

@@ -56,8 +56,19 @@ func BenchmarkReadProcess(b *testing.B) {
 	for i, p := range pids {
 		starts[i] = startOf(b, p)
 	}
+	// Idle members (these are): the clock alone, statm every 15th read.
+	b.Run("chosen_idle_member", func(b *testing.B) {
+		r := NewProcReader("/proc")
+		for i := 0; b.Loop(); i++ {
+			if _, err := r.Read(pids[i%len(pids)], starts[i%len(pids)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// Busy members: the clock moved, statm is read every time.
 	b.Run("chosen_cpuclock_statm_held", func(b *testing.B) {
 		r := NewProcReader("/proc")
+		r.refreshEvery = 0
 		for i := 0; b.Loop(); i++ {
 			if _, err := r.Read(pids[i%len(pids)], starts[i%len(pids)]); err != nil {
 				b.Fatal(err)
