@@ -130,6 +130,11 @@ func pressureSpec(t testing.TB) string {
 	return "some 200ms 2s"
 }
 
+// pressureTestMinAge is --pressure-min-age in the pressure tests: longer
+// than starting the holders and seeing their figures takes, so a trigger
+// fired by pressure from elsewhere before then finds no candidate.
+const pressureTestMinAge = "10s"
+
 func needPSI(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat("/proc/pressure/memory"); err != nil {
@@ -180,8 +185,11 @@ func TestIntegrationPressure(t *testing.T) {
 	dsn := testDatabase(t)
 	const cooldown = 5 * time.Second
 	spec := pressureSpec(t)
+	// The minimum age keeps every holder out of reach until the test has
+	// seen their figures: pressure from elsewhere on the box (another
+	// package's rig, run in parallel by go test) may fire first.
 	d := startDaemon(t, "--agent", "presshold", "--max-age", "1h", "--kill-grace", "2s",
-		"--pressure", spec, "--pressure-min-age", "1s", "--pressure-cooldown", cooldown.String(),
+		"--pressure", spec, "--pressure-min-age", pressureTestMinAge, "--pressure-cooldown", cooldown.String(),
 		"--resource-interval", "500ms", "--database-url", dsn)
 	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
 		return m["msg"] == "memory pressure trigger registered" && m["file"] == "/proc/pressure/memory"
@@ -379,7 +387,7 @@ func TestIntegrationPressureDryRun(t *testing.T) {
 	needRoot(t)
 	needPSI(t)
 	d := startDaemon(t, "--agent", "presshold", "--max-age", "1h", "--dry-run",
-		"--pressure", pressureSpec(t), "--pressure-min-age", "1s", "--pressure-cooldown", "3s", "--resource-interval", "500ms")
+		"--pressure", pressureSpec(t), "--pressure-min-age", pressureTestMinAge, "--pressure-cooldown", "3s", "--resource-interval", "500ms")
 	big := startHolder(t, "presshold", 200)
 	small := startHolder(t, "presshold", 100)
 	waitFigures(t, d, big, small)
