@@ -69,7 +69,12 @@ type Config struct {
 
 	// Memory pressure (pressure.go): the PSI trigger (nil: off), the
 	// minimum age of a session it may kill and the pause after each kill.
-	Pressure         *psi.Spec
+	Pressure     *psi.Spec
+	PressureFile string // --pressure-file: the pressure file, not chosen by psi.Locate
+	// InitPID is supervisor init's command (set by initCmd, no flag): its
+	// cgroup decides whether the daemon's memory limit is the sessions'
+	// too (psi.Locate). 0 under run.
+	InitPID          int
 	PressureMinAge   time.Duration
 	PressureCooldown time.Duration
 }
@@ -373,6 +378,15 @@ var options = []option{
 				return err
 			}
 			c.Pressure = &sp
+			return nil
+		}},
+	{flag: "pressure-file", env: "REAPER_PRESSURE_FILE", def: "",
+		help: "the memory pressure file for --pressure (default: /proc/pressure/memory, or under supervisor init the memory.pressure of the cgroup limiting the daemon and its command)",
+		set: func(c *Config, v string, _ []string) error {
+			if v != "" && !filepath.IsAbs(v) {
+				return fmt.Errorf("%q is not an absolute path", v)
+			}
+			c.PressureFile = v
 			return nil
 		}},
 	{flag: "pressure-min-age", env: "REAPER_PRESSURE_MIN_AGE", def: "1m",

@@ -95,6 +95,7 @@ func initCmd(args []string, getenv func(string) string, stdout, stderr io.Writer
 		return initd.StartCode(err)
 	}
 	defer m.in.Close()
+	cfg.InitPID = m.in.PID() // the sessions' cgroup, for the pressure file (pressure.go)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -30,9 +30,12 @@ type pressureWatch struct {
 	policy *psi.Policy
 	events *prometheus.CounterVec // supervisor_pressure_events_total{outcome}
 
+	members []int // processes standing for the sessions (supervisor init's command): psi.Locate
+
 	mu      sync.Mutex
 	trig    *psi.Trigger // nil while off
 	spec    *psi.Spec
+	file    string         // --pressure-file in force ("": psi.Locate chooses)
 	loops   sync.WaitGroup // the waiting goroutine(s) and a re-registration in progress
 	stopped bool
 	quit    chan struct{} // closed by stopPressure
@@ -46,7 +49,10 @@ var pressureOutcomes = []psi.Outcome{psi.Killed, psi.Cooling, psi.NoCandidate, p
 // An error (no PSI on this host, a window the kernel refuses) stops the
 // daemon before it is ready.
 func (d *daemon) startPressure() error {
-	w := &pressureWatch{d: d, log: d.log.Named("pressure"), quit: make(chan struct{})}
+	w := &pressureWatch{d: d, log: d.log.Named("pressure"), quit: make(chan struct{}), file: d.cfg.PressureFile}
+	if d.cfg.InitPID > 0 {
+		w.members = []int{d.cfg.InitPID}
+	}
 	w.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "supervisor_pressure_events_total",
 		Help: "Memory pressure (PSI trigger) wake-ups, by what the policy did: killed, cooling (within the cooldown), no_candidate, failed.",
@@ -67,15 +73,37 @@ func (d *daemon) startPressure() error {
 	if d.cfg.Pressure == nil {
 		return nil
 	}
-	return w.arm(*d.cfg.Pressure)
+	return w.arm(*d.cfg.Pressure, w.file)
+}
+
+// locate is the pressure file: the operator's (--pressure-file), else
+// psi.Locate's choice. The rule is psi.Locate's: a cgroup's
+// memory.pressure only when the cgroup limiting the daemon's memory also
+// holds the sessions — under supervisor init, its command's cgroup is
+// checked; under run the sessions may be anywhere (the DaemonSet's pod
+// limit, a unit's MemoryMax= bound the daemon alone), so the system-wide
+// file.
+func (w *pressureWatch) locate(file string) (psi.Location, error) {
+	if file != "" {
+		loc, err := psi.At(file)
+		if err != nil {
+			return loc, fmt.Errorf("--pressure-file: %w", err)
+		}
+		return loc, nil
+	}
+	loc, err := psi.Locate("/proc", "/sys/fs/cgroup", w.members)
+	if err != nil {
+		return loc, fmt.Errorf("--pressure: %w", err)
+	}
+	return loc, nil
 }
 
 // arm locates the pressure file, registers spec on it and starts waiting,
 // replacing the trigger in force, if any.
-func (w *pressureWatch) arm(spec psi.Spec) error {
-	loc, err := psi.Locate("/proc", "/sys/fs/cgroup")
+func (w *pressureWatch) arm(spec psi.Spec, file string) error {
+	loc, err := w.locate(file)
 	if err != nil {
-		return fmt.Errorf("--pressure: %w", err)
+		return err
 	}
 	tr, err := psi.Open(loc.Path, spec)
 	if err != nil {
@@ -88,7 +116,7 @@ func (w *pressureWatch) arm(spec psi.Spec) error {
 		return nil
 	}
 	old := w.trig
-	w.trig, w.spec = tr, &spec
+	w.trig, w.spec, w.file = tr, &spec, file
 	w.loops.Add(1)
 	w.mu.Unlock()
 	if old != nil {
@@ -97,7 +125,7 @@ func (w *pressureWatch) arm(spec psi.Spec) error {
 	go w.loop(tr)
 	w.log.Info("memory pressure trigger registered", zap.String("trigger", spec.String()), zap.String("kernel", spec.Kernel()),
 		zap.String("file", loc.Path), zap.String("cgroup", loc.Cgroup), zap.Int64("cgroup_limit_bytes", loc.Limit),
-		zap.String("why", loc.Why))
+		zap.Bool("shared_with_sessions", loc.Shared), zap.String("why", loc.Why))
 	return nil
 }
 
@@ -128,13 +156,45 @@ func (d *daemon) stopPressure() {
 	w.loops.Wait()
 }
 
+// failLogEvery is how often a failure that keeps repeating is logged again
+// (with the count in a row): the first one at once, then one line a
+// minute, not one a second.
+const failLogEvery = time.Minute
+
+// failLog rate-limits the lines about a failure that repeats.
+type failLog struct {
+	n      uint64    // failures in a row
+	logged time.Time // when the last line about them was logged
+}
+
+// fail counts a failure at now and reports whether to log it.
+func (f *failLog) fail(now time.Time) bool {
+	f.n++
+	if f.logged.IsZero() || now.Sub(f.logged) >= failLogEvery {
+		f.logged = now
+		return true
+	}
+	return false
+}
+
+// ok ends a run of failures, returning its length (0: there was none).
+func (f *failLog) ok() uint64 {
+	n := f.n
+	*f = failLog{}
+	return n
+}
+
 // loop waits for tr to fire until it is closed.
 func (w *pressureWatch) loop(tr *psi.Trigger) {
 	defer w.loops.Done()
+	var fails failLog
 	for {
 		err := tr.Wait()
 		switch {
 		case err == nil:
+			if n := fails.ok(); n > 0 {
+				w.log.Info("memory pressure trigger waits again", zap.Uint64("failures_in_a_row", n))
+			}
 			w.fire(tr)
 		case errors.Is(err, psi.ErrClosed):
 			return
@@ -146,7 +206,13 @@ func (w *pressureWatch) loop(tr *psi.Trigger) {
 			go w.rearm(tr)
 			return
 		default:
-			w.log.Error("memory pressure trigger", zap.Error(err))
+			// poll(2) has no documented failure here but ENOMEM; should
+			// one persist, it is one line a minute with the count, not
+			// one a second.
+			if fails.fail(time.Now()) {
+				w.log.Error("memory pressure trigger: wait failed; retrying every second", zap.Error(err),
+					zap.Uint64("failures_in_a_row", fails.n), zap.Duration("logged_every", failLogEvery))
+			}
 			select { // not a loop of failures at full speed
 			case <-w.quit:
 				return
@@ -160,18 +226,22 @@ func (w *pressureWatch) loop(tr *psi.Trigger) {
 // every 10 s while that fails and the trigger is still wanted.
 func (w *pressureWatch) rearm(gone *psi.Trigger) {
 	defer w.loops.Done()
+	var fails failLog
 	for {
 		w.mu.Lock()
-		cur, spec, stopped := w.trig, w.spec, w.stopped
+		cur, spec, file, stopped := w.trig, w.spec, w.file, w.stopped
 		w.mu.Unlock()
 		if stopped || cur != gone || spec == nil {
 			return // removed, replaced by a reload, or shut down meanwhile
 		}
-		err := w.arm(*spec)
+		err := w.arm(*spec, file)
 		if err == nil {
 			return
 		}
-		w.log.Error("memory pressure trigger not registered again; retrying in 10s", zap.Error(err))
+		if fails.fail(time.Now()) {
+			w.log.Error("memory pressure trigger not registered again; retrying every 10s", zap.Error(err),
+				zap.Uint64("failures_in_a_row", fails.n), zap.Duration("logged_every", failLogEvery))
+		}
 		select {
 		case <-w.quit:
 			return
@@ -219,13 +289,13 @@ func (d *daemon) reloadPressure(n *Config) {
 		w.log.Info("memory pressure limits reloaded", zap.Duration("min_age", n.PressureMinAge), zap.Duration("cooldown", n.PressureCooldown))
 	}
 	w.mu.Lock()
-	cur := w.spec
+	cur, file := w.spec, w.file
 	w.mu.Unlock()
 	switch {
 	case n.Pressure == nil && cur != nil:
 		w.disarm()
-	case n.Pressure != nil && (cur == nil || *cur != *n.Pressure):
-		if err := w.arm(*n.Pressure); err != nil {
+	case n.Pressure != nil && (cur == nil || *cur != *n.Pressure || file != n.PressureFile):
+		if err := w.arm(*n.Pressure, n.PressureFile); err != nil {
 			w.log.Error("reload: memory pressure trigger not changed", zap.Error(err))
 		}
 	}

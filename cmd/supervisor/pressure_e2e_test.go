@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -129,6 +130,11 @@ func pressureSpec(t testing.TB) string {
 	return "some 200ms 2s"
 }
 
+// pressureTestMinAge is --pressure-min-age in the pressure tests: longer
+// than starting the holders and seeing their figures takes, so a trigger
+// fired by pressure from elsewhere before then finds no candidate.
+const pressureTestMinAge = "10s"
+
 func needPSI(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat("/proc/pressure/memory"); err != nil {
@@ -179,8 +185,11 @@ func TestIntegrationPressure(t *testing.T) {
 	dsn := testDatabase(t)
 	const cooldown = 5 * time.Second
 	spec := pressureSpec(t)
+	// The minimum age keeps every holder out of reach until the test has
+	// seen their figures: pressure from elsewhere on the box (another
+	// package's rig, run in parallel by go test) may fire first.
 	d := startDaemon(t, "--agent", "presshold", "--max-age", "1h", "--kill-grace", "2s",
-		"--pressure", spec, "--pressure-min-age", "1s", "--pressure-cooldown", cooldown.String(),
+		"--pressure", spec, "--pressure-min-age", pressureTestMinAge, "--pressure-cooldown", cooldown.String(),
 		"--resource-interval", "500ms", "--database-url", dsn)
 	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
 		return m["msg"] == "memory pressure trigger registered" && m["file"] == "/proc/pressure/memory"
@@ -303,17 +312,37 @@ func TestIntegrationPressure(t *testing.T) {
 
 // Without CAP_SYS_RESOURCE (a container's root) the kernel refuses a window
 // that is not a multiple of 2 s: the daemon does not start, and says why.
+// The daemon runs through the capability dropper (pressure_caps_test.go),
+// so this holds on a runner that has the capability too; one that started
+// anyway would be stopped by the context and fail the test.
 func TestIntegrationPressureWindowRefused(t *testing.T) {
 	needRoot(t)
 	needPSI(t)
-	if psi.Privileged() {
-		t.Skip("this process has CAP_SYS_RESOURCE: every window is allowed")
+	t.Logf("this process has CAP_SYS_RESOURCE: %v (the daemon runs without it)", psi.Privileged())
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
 	}
-	out, err := exec.Command(supervisorBin, "run", "--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
-		"--state-dir", t.TempDir(), "--control-socket", "", "--pressure", "some 100ms 1s").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "CAP_SYS_RESOURCE") || !strings.Contains(string(out), "some 100ms 1s") {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, self, supervisorBin, "run", "--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
+		"--state-dir", t.TempDir(), "--control-socket", "", "--pressure", "some 100ms 1s")
+	cmd.Env = append(os.Environ(), dropSysResourceEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("the daemon started with a 1s window without CAP_SYS_RESOURCE (was the capability dropped?)\n%s", out)
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() == 126 || !strings.Contains(string(out), "CAP_SYS_RESOURCE") || !strings.Contains(string(out), "some 100ms 1s") {
 		t.Fatalf("daemon with a 1s window without CAP_SYS_RESOURCE: %v\n%s", err, out)
 	}
+	t.Logf("refused: %s", lastLine(out))
+}
+
+// lastLine is b's last non-empty line.
+func lastLine(b []byte) string {
+	l := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return l[len(l)-1]
 }
 
 // SIGHUP turns the trigger on, re-registers it when the spec changes, and
@@ -358,7 +387,7 @@ func TestIntegrationPressureDryRun(t *testing.T) {
 	needRoot(t)
 	needPSI(t)
 	d := startDaemon(t, "--agent", "presshold", "--max-age", "1h", "--dry-run",
-		"--pressure", pressureSpec(t), "--pressure-min-age", "1s", "--pressure-cooldown", "3s", "--resource-interval", "500ms")
+		"--pressure", pressureSpec(t), "--pressure-min-age", pressureTestMinAge, "--pressure-cooldown", "3s", "--resource-interval", "500ms")
 	big := startHolder(t, "presshold", 200)
 	small := startHolder(t, "presshold", 100)
 	waitFigures(t, d, big, small)

@@ -22,7 +22,10 @@
 // until the kernel wakes it: there is no polling loop.
 //
 // Locate chooses the file: the memory.pressure of the cgroup v2 group that
-// limits the daemon's memory when there is one, else /proc/pressure/memory.
+// limits the daemon's memory only when the sessions live under that limit
+// too (supervisor init, its command inside the group), else
+// /proc/pressure/memory, which is system-wide in every namespace. At takes
+// the operator's file (--pressure-file) instead.
 //
 // Policy (policy.go) is what the daemon does with a trigger: kill the one
 // session most to blame, then wait out a cooldown. It is pure logic over

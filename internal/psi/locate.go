@@ -14,9 +14,13 @@ import (
 
 // Location is the pressure file a trigger watches and why it was chosen.
 type Location struct {
-	Path   string // the memory pressure file
-	Cgroup string // the cgroup whose limit made it the choice; "" for the system-wide file
-	Limit  int64  // that cgroup's memory limit in bytes; 0 for the system-wide file
+	Path string // the memory pressure file
+	// Cgroup is the cgroup whose memory limit bounds the daemon ("" when
+	// none does), Limit that limit in bytes; they are reported whether or
+	// not its memory.pressure was chosen (Shared says which).
+	Cgroup string
+	Limit  int64
+	Shared bool   // Path is Cgroup's memory.pressure: the sessions live under that limit too
 	Why    string // one line for the log
 }
 
@@ -26,40 +30,124 @@ var ErrNoPSI = errors.New("no pressure stall information on this host (the kerne
 // Locate chooses the memory pressure file for the daemon (proc is the /proc
 // mount, cgroup the cgroup mount, normally /proc and /sys/fs/cgroup).
 //
-// When the daemon's memory is limited by a cgroup — its own or an
-// ancestor's memory.max is not "max" (cgroup v2), or on a hybrid host the v1
-// memory controller's memory.limit_in_bytes is below the root's — the
-// pressure that matters is the one that limit causes, which the system-wide
-// file dilutes over the whole machine: the limiting group's memory.pressure
-// (it counts every task below it, the agents beside the daemon included).
-// On a hybrid host that file lives in the unified hierarchy under the same
-// path, if systemd or the container runtime made one there. Otherwise the
-// system-wide /proc/pressure/memory. The file is read once to prove PSI is
-// there.
-func Locate(proc, cgroup string) (Location, error) {
-	loc, err := choose(proc, cgroup)
+// The rule: a cgroup's memory.pressure only when the cgroup whose limit
+// bounds the daemon also holds the sessions it supervises; else the
+// system-wide /proc/pressure/memory.
+//
+// A limit bounds the daemon when its own cgroup's or an ancestor's
+// memory.max is not "max" (cgroup v2), or on a hybrid host the v1 memory
+// controller's memory.limit_in_bytes is below the root's. Whether the
+// sessions are under it too is not something the daemon can know in
+// general: under `supervisor run` they can be anywhere on the host (a
+// systemd unit's MemoryMax=, a Kubernetes pod's limits.memory bound the
+// daemon alone, and that file would measure only the daemon's own stalls),
+// so with no members Locate always picks the system-wide file. members
+// are processes that stand for the sessions (`supervisor init`: its
+// command, whose descendants are the sessions): the limiting cgroup's file
+// is chosen only when every member's cgroup (its /proc/PID/cgroup) is that
+// cgroup or below it. On a hybrid host that file is the unified
+// hierarchy's for the same path, if systemd or the container runtime made
+// one there.
+//
+// /proc/pressure/memory is the same file in every container: the kernel
+// serves it from the system-wide group whatever the reader's PID or cgroup
+// namespace (psi_memory_show and psi_write use psi_system,
+// kernel/sched/psi.c), and it counts the stalls that cgroup limits cause
+// too. The file is read once to prove PSI is there.
+func Locate(proc, cgroup string, members []int) (Location, error) {
+	loc, err := choose(proc, cgroup, members)
 	if err != nil {
 		return Location{}, err
 	}
+	return loc, check(loc)
+}
+
+// At is the operator's choice (--pressure-file): path as given, read once
+// to prove it is a pressure file.
+func At(path string) (Location, error) {
+	loc := Location{Path: path, Why: "--pressure-file"}
+	return loc, check(loc)
+}
+
+func check(loc Location) error {
 	b, err := os.ReadFile(loc.Path)
 	if err != nil {
 		// ENOENT without CONFIG_PSI; EOPNOTSUPP when PSI is disabled at boot.
-		return Location{}, fmt.Errorf("%w: %v", ErrNoPSI, err)
+		return fmt.Errorf("%w: %v", ErrNoPSI, err)
 	}
 	if _, err := Parse(b); err != nil {
-		return Location{}, fmt.Errorf("%s: %w", loc.Path, err)
+		return fmt.Errorf("%s: %w", loc.Path, err)
 	}
-	return loc, nil
+	return nil
 }
 
-func choose(proc, cgroup string) (Location, error) {
-	system := Location{Path: filepath.Join(proc, "pressure/memory"), Why: "the daemon's memory is not limited by a cgroup: system-wide pressure"}
+// limit is the cgroup bounding the daemon's memory.
+type limit struct {
+	path  string // cgroup path, as /proc/self/cgroup names it
+	bytes int64
+	file  string // its memory.pressure, "" when it has none
+	v1    bool   // found in the v1 memory controller
+}
+
+func choose(proc, cgroup string, members []int) (Location, error) {
+	system := Location{Path: filepath.Join(proc, "pressure/memory")}
+	lim, err := daemonLimit(proc, cgroup)
+	if err != nil {
+		return Location{}, err
+	}
+	if lim.path == "" {
+		system.Why = "the daemon's memory is not limited by a cgroup: system-wide pressure"
+		return system, nil
+	}
+	system.Cgroup, system.Limit = lim.path, lim.bytes
+	if len(members) == 0 {
+		system.Why = "a cgroup limits the daemon's memory, but the sessions may be anywhere on the host: system-wide pressure"
+		return system, nil
+	}
+	for _, pid := range members {
+		b, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(pid), "cgroup"))
+		if err != nil {
+			system.Why = fmt.Sprintf("a cgroup limits the daemon's memory, but the cgroup of process %d is unknown (%v): system-wide pressure", pid, err)
+			return system, nil
+		}
+		unified, memory := ParseCgroupFile(b)
+		p := unified
+		if lim.v1 {
+			p = memory
+		}
+		if p == "" || !under(p, lim.path) {
+			system.Why = fmt.Sprintf("a cgroup limits the daemon's memory, but process %d is outside it (in %q): system-wide pressure", pid, p)
+			return system, nil
+		}
+	}
+	if lim.file == "" {
+		if !lim.v1 {
+			return Location{}, fmt.Errorf("%w: cgroup %s limits memory but has no memory.pressure", ErrNoPSI, lim.path)
+		}
+		system.Why = "the sessions share the daemon's v1 memory cgroup, which has no memory.pressure in the unified hierarchy: system-wide pressure (it counts the stalls this limit causes too)"
+		return system, nil
+	}
+	why := "the sessions share the daemon's memory-limited cgroup (memory.max): its pressure"
+	if lim.v1 {
+		why = "the sessions share the daemon's memory-limited cgroup (v1 memory.limit_in_bytes): the unified hierarchy's pressure for the same path"
+	}
+	return Location{Path: lim.file, Cgroup: lim.path, Limit: lim.bytes, Shared: true, Why: why}, nil
+}
+
+// under reports whether cgroup path p is dir or below it.
+func under(p, dir string) bool {
+	return dir == "/" || p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+// daemonLimit finds the nearest cgroup (the daemon's own or an ancestor)
+// that limits the daemon's memory; path "" when none does.
+func daemonLimit(proc, cgroup string) (limit, error) {
 	self, err := os.ReadFile(filepath.Join(proc, "self/cgroup"))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return system, nil // a kernel without cgroups
+			return limit{}, nil // a kernel without cgroups
 		}
-		return Location{}, fmt.Errorf("read own cgroup: %w", err)
+		return limit{}, fmt.Errorf("read own cgroup: %w", err)
 	}
 	unifiedPath, memoryPath := ParseCgroupFile(self)
 
@@ -81,13 +169,12 @@ func choose(proc, cgroup string) (Location, error) {
 		for p := unifiedPath; ; p = path.Dir(p) {
 			v, err := os.ReadFile(filepath.Join(unified, p, "memory.max"))
 			if s := strings.TrimSpace(string(v)); err == nil && s != "max" {
-				limit, _ := strconv.ParseInt(s, 10, 64)
-				f := filepath.Join(unified, p, "memory.pressure")
-				if !exists(f) {
-					return Location{}, fmt.Errorf("%w: cgroup %s limits memory but has no memory.pressure", ErrNoPSI, p)
+				n, _ := strconv.ParseInt(s, 10, 64)
+				l := limit{path: p, bytes: n}
+				if f := filepath.Join(unified, p, "memory.pressure"); exists(f) {
+					l.file = f
 				}
-				return Location{Path: f, Cgroup: p, Limit: limit,
-					Why: "the daemon's memory is limited by this cgroup (memory.max): its pressure"}, nil
+				return l, nil
 			}
 			if p == "/" {
 				break
@@ -96,27 +183,25 @@ func choose(proc, cgroup string) (Location, error) {
 	case v1 != "" && memoryPath != "":
 		root, err := readInt(filepath.Join(v1, "memory.limit_in_bytes"))
 		if err != nil {
-			return Location{}, fmt.Errorf("cgroup v1 memory controller: %w", err)
+			return limit{}, fmt.Errorf("cgroup v1 memory controller: %w", err)
 		}
 		for p := memoryPath; p != "/"; p = path.Dir(p) {
 			// The root's value is "no limit" (PAGE_COUNTER_MAX pages,
 			// rounded to the page size): anything below it is a limit.
-			limit, err := readInt(filepath.Join(v1, p, "memory.limit_in_bytes"))
-			if err != nil || limit >= root {
+			n, err := readInt(filepath.Join(v1, p, "memory.limit_in_bytes"))
+			if err != nil || n >= root {
 				continue
 			}
+			l := limit{path: p, bytes: n, v1: true}
 			if unified != "" {
 				if f := filepath.Join(unified, p, "memory.pressure"); exists(f) {
-					return Location{Path: f, Cgroup: p, Limit: limit,
-						Why: "the daemon's memory is limited by this cgroup (v1 memory.limit_in_bytes): the unified hierarchy's pressure for the same path"}, nil
+					l.file = f
 				}
 			}
-			system.Cgroup, system.Limit = p, limit
-			system.Why = "the daemon's memory is limited by this v1 cgroup, which has no memory.pressure in the unified hierarchy: system-wide pressure (it counts the stalls this limit causes too)"
-			return system, nil
+			return l, nil
 		}
 	}
-	return system, nil
+	return limit{}, nil
 }
 
 // ParseCgroupFile reads /proc/PID/cgroup ("ID:CONTROLLERS:PATH" lines) and

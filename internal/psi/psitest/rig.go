@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -79,7 +80,7 @@ func Start(t testing.TB, o Options) *Rig {
 		// Pure v2: the memory controller must be enabled for the
 		// children of the root.
 		r.V2, r.Cgroup = true, filepath.Join("/sys/fs/cgroup", name)
-		if err := enableMemory("/sys/fs/cgroup"); err != nil {
+		if err := enableMemory(t, "/sys/fs/cgroup"); err != nil {
 			skip("pressure rig: %v", err)
 		}
 		if err := os.Mkdir(r.Cgroup, 0o755); err != nil {
@@ -160,22 +161,68 @@ func (r *Rig) Procs() []int {
 	return out
 }
 
+// enabled counts this process's rigs that rely on the memory controller
+// this package turned on in the root's subtree_control; enabledMu guards
+// it and the write.
+var (
+	enabledMu sync.Mutex
+	enabled   int
+)
+
 // enableMemory turns on the memory controller for root's children, as
-// systemd does on most v2 hosts already.
-func enableMemory(root string) error {
-	b, err := os.ReadFile(filepath.Join(root, "cgroup.subtree_control"))
+// systemd does on most v2 hosts already. If it had to, a cleanup (which
+// runs after the rig's cgroup is removed) turns it off again once this
+// process's last rig is done — unless another child of the root has set a
+// memory limit meanwhile (a concurrent test run, or the host's own use):
+// disabling would silently drop that limit, so it is left on and the test
+// log says so.
+func enableMemory(t testing.TB, root string) error {
+	enabledMu.Lock()
+	defer enabledMu.Unlock()
+	ctl := filepath.Join(root, "cgroup.subtree_control")
+	if enabled > 0 {
+		enabled++
+		t.Cleanup(func() { disableMemory(t, root) })
+		return nil
+	}
+	b, err := os.ReadFile(ctl)
 	if err != nil {
 		return err
 	}
 	for _, c := range strings.Fields(string(b)) {
 		if c == "memory" {
-			return nil
+			return nil // on already: not ours to turn off
 		}
 	}
-	if err := os.WriteFile(filepath.Join(root, "cgroup.subtree_control"), []byte("+memory"), 0); err != nil {
-		return fmt.Errorf("enable the memory controller in %s/cgroup.subtree_control: %w", root, err)
+	if err := os.WriteFile(ctl, []byte("+memory"), 0); err != nil {
+		return fmt.Errorf("enable the memory controller in %s: %w", ctl, err)
 	}
+	enabled++
+	t.Cleanup(func() { disableMemory(t, root) })
 	return nil
+}
+
+// disableMemory undoes enableMemory for one rig (see there).
+func disableMemory(t testing.TB, root string) {
+	enabledMu.Lock()
+	defer enabledMu.Unlock()
+	if enabled--; enabled > 0 {
+		return
+	}
+	ents, _ := os.ReadDir(root)
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		v, err := os.ReadFile(filepath.Join(root, e.Name(), "memory.max"))
+		if err == nil && strings.TrimSpace(string(v)) != "max" {
+			t.Logf("pressure rig: leaving the memory controller on in %s/cgroup.subtree_control: %s has a memory limit", root, e.Name())
+			return
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "cgroup.subtree_control"), []byte("-memory"), 0); err != nil {
+		t.Errorf("pressure rig: turn the memory controller it enabled off again in %s/cgroup.subtree_control: %v", root, err)
+	}
 }
 
 // dataDir is a directory on a disk file system: a file on tmpfs is shmem,
