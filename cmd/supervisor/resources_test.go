@@ -17,7 +17,7 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "x", "-1GiB", "8XB", "GiB", "NaN", "1e30GiB", "0.4", "0.5B", "1e-9GiB"} {
+	for _, bad := range []string{"", "x", "-1GiB", "8XB", "GiB", "NaN", "1e30GiB", "0.4", "0.5B", "1e-10GiB"} {
 		if _, err := parseSize(bad); err == nil {
 			t.Errorf("parseSize(%q) accepted", bad)
 		}
