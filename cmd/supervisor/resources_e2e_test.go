@@ -25,16 +25,29 @@ type fakeResources struct {
 	bomb     *bool
 	cgroup   *string
 	holding  *string
+	// busyAfter, busyFor: one burst of CPU at a known moment, whose end is
+	// printed (burst-end BOOTTIME_NS); pulse: a short burst every period.
+	busyAfter, busyFor, pulse *time.Duration
 }
 
 func resourceFlags(fs *flag.FlagSet) *fakeResources {
 	return &fakeResources{
-		holdMB:   fs.Int("hold-mb", 0, "allocate and touch this many MB and keep them"),
-		sleepers: fs.Int("sleepers", 0, "start this many `sleep` children"),
-		spin:     fs.Bool("spin", false, "burn CPU on one thread"),
-		bomb:     fs.Bool("bomb", false, "fork `sleep` children without end (bound it with cgroup-procs)"),
-		cgroup:   fs.String("cgroup-procs", "", "first write our PID to this cgroup.procs"),
-		holding:  fs.String("holding", "", "write CLOCK_BOOTTIME ns here just before -hold-mb touches its memory"),
+		holdMB:    fs.Int("hold-mb", 0, "allocate and touch this many MB and keep them"),
+		sleepers:  fs.Int("sleepers", 0, "start this many `sleep` children"),
+		spin:      fs.Bool("spin", false, "burn CPU on one thread"),
+		bomb:      fs.Bool("bomb", false, "fork `sleep` children without end (bound it with cgroup-procs)"),
+		cgroup:    fs.String("cgroup-procs", "", "first write our PID to this cgroup.procs"),
+		holding:   fs.String("holding", "", "write CLOCK_BOOTTIME ns here just before -hold-mb touches its memory"),
+		busyAfter: fs.Duration("busy-after", 0, "with -busy-for: wait this long, then burn CPU"),
+		busyFor:   fs.Duration("busy-for", 0, "burn CPU this long after -busy-after, then print burst-end and the boottime"),
+		pulse:     fs.Duration("pulse", 0, "burn CPU for 20ms every this long"),
+	}
+}
+
+// burn uses CPU on this thread until end.
+func burn(end time.Time) {
+	for x := 0; time.Now().Before(end); x++ {
+		_ = x * x
 	}
 }
 
@@ -75,6 +88,24 @@ func (r *fakeResources) start() error {
 			}
 		}()
 		fmt.Printf("spinning %d\n", os.Getpid())
+	}
+	if *r.busyFor > 0 {
+		go func() {
+			time.Sleep(*r.busyAfter)
+			burn(time.Now().Add(*r.busyFor))
+			// The last CPU use but this line's: the boottime is taken after
+			// the burst, the write follows within microseconds.
+			fmt.Printf("burst-end %d\n", boottime())
+		}()
+	}
+	if *r.pulse > 0 {
+		go func() {
+			for {
+				time.Sleep(*r.pulse)
+				burn(time.Now().Add(20 * time.Millisecond))
+			}
+		}()
+		fmt.Printf("pulsing %d\n", os.Getpid())
 	}
 	if *r.bomb {
 		fmt.Printf("bombing %d\n", os.Getpid())
@@ -169,9 +200,13 @@ func TestIntegrationResourceProcs(t *testing.T) {
 		AND outcome <> 'pending' AND procs > 50`, big.pid)
 }
 
-// An idle session is killed after --session-idle, never before: its kill
-// comes at least that long after the last sample that saw it use CPU
-// (which is no earlier than its real last use); a busy one survives.
+// An idle session is killed after --session-idle, never before: the quiet
+// agent burns CPU for a second at a known moment, after which it and its
+// child never run again, and its kill's first signal must come at least
+// --session-idle after that burst's end (an implementation that counts
+// idleness from the agent's start or from its first sample fails here). A
+// busy session survives, and so does one that goes quiet and resumes
+// before --session-idle, again and again.
 func TestIntegrationResourceIdle(t *testing.T) {
 	needRoot(t)
 	const idle = 3 * time.Second
@@ -180,17 +215,23 @@ func TestIntegrationResourceIdle(t *testing.T) {
 	in := "-cgroup-procs=" + filepath.Join(pidsCgroup(t, 1000), "cgroup.procs")
 	busy := startAgent(t, "claude", in, "-spin")
 	busy.waitLine(t, "spinning", 30*time.Second)
-	quiet := startAgent(t, "claude", in, "-spawn", "label=child")
-	quiet.waitLine(t, "child", 30*time.Second)
+	pulse := startAgent(t, "claude", in, "-pulse", "1s")
+	pulse.waitLine(t, "pulsing", 30*time.Second)
+	quiet := startAgent(t, "claude", in, "-spawn", "label=child", "-busy-after", "2s", "-busy-for", "1s")
+	line := quiet.waitLine(t, "burst-end", 30*time.Second)
+	burstEnd, err := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+	if err != nil {
+		t.Fatalf("line %q: %v", line, err)
+	}
 	m := waitGone(t, quiet, d, 60*time.Second)
 	if m["reason"] != "idle" {
 		t.Fatalf("kill: %v; want reason idle", m)
 	}
-	// The agent's own CPU use ends after it started its child: it can
-	// have used CPU no later than the "child" line came (its stdout).
 	signalled := num(m["signalled_boot_ns"])
-	if age := time.Duration(signalled - quiet.t0); age < idle {
-		t.Errorf("idle kill %s after the agent started, before --session-idle %s", age, idle)
+	if after := time.Duration(signalled - burstEnd); after < idle {
+		t.Errorf("idle kill %s after the agent's last CPU use, before --session-idle %s", after, idle)
+	} else {
+		t.Logf("idle kill %s after the last CPU use (--session-idle %s, --resource-interval 200ms)", after, idle)
 	}
 	details, _ := m["details"].(map[string]any)
 	if s, _ := details["idle_seconds"].(float64); s < idle.Seconds() {
@@ -198,6 +239,9 @@ func TestIntegrationResourceIdle(t *testing.T) {
 	}
 	if !busy.alive() {
 		t.Fatal("the busy session was killed for idleness")
+	}
+	if !pulse.alive() {
+		t.Fatal("a session using CPU every second was killed for idleness under --session-idle 3s")
 	}
 }
 
