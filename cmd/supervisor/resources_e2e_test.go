@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -145,13 +146,24 @@ func waitGone(t *testing.T, a *agent, d *testDaemon, timeout time.Duration) map[
 }
 
 // A session of two children holding 150 MB each is killed under a 200 MiB
-// limit, with its figures in the kill row; a 60 MB session is not.
+// limit, with its figures in the kill row; a 60 MB session is not. Kept
+// processes do not count: a session whose kept child holds 150 MB and
+// whose other child holds 10 MB is under the limit (each fake agent, a
+// test binary, has tens of MB of its own: the whole session is well over
+// 200 MiB), and a session whose
+// agent is kept (250 MB) is exempt — both shown in /agents, by session.
 func TestIntegrationResourceMemory(t *testing.T) {
 	needRoot(t)
 	dsn := testDatabase(t)
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", "1s", "--resource-interval", "200ms",
-		"--session-max-memory", "200MiB", "--database-url", dsn)
+		"--session-max-memory", "200MiB", "--keep", "claude:label=kept", "--database-url", dsn)
 	in := "-cgroup-procs=" + filepath.Join(pidsCgroup(t, 1000), "cgroup.procs") // cleaned up with what is left
+	mixed := startAgent(t, "claude", in, "-spawn", "label=mk,hold-mb=150,env=REAPER_KEEP=1", "-spawn", "label=mm,hold-mb=10")
+	exempt := startAgent(t, "claude", in, "-spawn", "label=kept,hold-mb=250")
+	for range 2 {
+		mixed.waitLine(t, "held", 30*time.Second)
+	}
+	exempt.waitLine(t, "held", 30*time.Second)
 	big := startAgent(t, "claude", in, "-spawn", "label=a,hold-mb=150", "-spawn", "label=b,hold-mb=150")
 	small := startAgent(t, "claude", in, "-spawn", "label=c,hold-mb=60")
 	small.waitLine(t, "held", 30*time.Second)
@@ -159,21 +171,51 @@ func TestIntegrationResourceMemory(t *testing.T) {
 	if m["reason"] != "memory" || num(m["memory_bytes"]) <= 200<<20 || num(m["procs"]) != 3 {
 		t.Errorf("kill: %v; want reason memory, memory_bytes > 200 MiB, procs 3", m)
 	}
-	// The small session survives several samples after the big one died.
+	// The others survive several samples after the big one died.
 	d.waitSamples(t, 5)
-	if !small.alive() {
-		t.Fatal("the 60 MB session was killed under a 200 MiB limit")
+	for _, a := range []struct {
+		a    *agent
+		what string
+	}{{small, "the 60 MB session"}, {mixed, "the session of 10 MB + a kept 150 MB"}, {exempt, "the kept 250 MB session"}} {
+		if !a.a.alive() {
+			t.Errorf("%s was killed under a 200 MiB limit", a.what)
+		}
 	}
 	var agents []agentView
 	d.get(t, "/agents", &agents)
+	seen := map[int]bool{}
 	for _, v := range agents {
-		if v.PID == int32(small.pid) && (v.SessionFigures == nil || v.MemoryBytes < 55<<20 || v.Procs != 2) {
-			t.Errorf("/agents for the small session: %+v", v)
+		f := v.SessionFigures
+		switch int(v.PID) {
+		case small.pid:
+			if f == nil || f.MemoryBytes < 55<<20 || f.Procs != 2 {
+				t.Errorf("/agents for the small session: %+v", v)
+			}
+		case mixed.pid:
+			if f == nil || f.MemoryBytes < 10<<20 || f.MemoryBytes > 200<<20 || f.Procs != 2 || f.KeptProcs != 1 ||
+				f.KeptMemoryBytes < 145<<20 || f.Exempt {
+				t.Errorf("/agents for the session with a kept child: %+v %+v", v, f)
+			}
+		case exempt.pid:
+			if f == nil || !f.Exempt || f.Procs != 0 || f.KeptProcs != 2 || f.KeptMemoryBytes < 245<<20 || v.Reason != "" {
+				t.Errorf("/agents for the exempt session: %+v %+v", v, f)
+			}
+		default:
+			continue
 		}
+		seen[int(v.PID)] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("/agents lacks sessions (%v of %d, %d, %d): %+v", seen, small.pid, mixed.pid, exempt.pid, agents)
 	}
 	conn := dbConn(t, dsn)
 	waitCount(t, conn, 30*time.Second, 1, `SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND reason = 'memory'
 		AND outcome <> 'pending' AND memory_bytes > 209715200 AND procs = 3 AND (details->>'limit')::float8 = 209715200`, big.pid)
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM tel.agent_kills WHERE session_pid = ANY($1)`,
+		[]int32{int32(small.pid), int32(mixed.pid), int32(exempt.pid)}).Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d kill rows for the sessions under the limit (%v)", n, err)
+	}
 }
 
 // A session forking 80 sleepers is killed under a limit of 50; one with 10
