@@ -132,7 +132,8 @@ func printAgents(w io.Writer, agents []agentView, now time.Time) {
 		}
 		mem, procs, cpu := "-", "-", "-"
 		if f := a.SessionFigures; f != nil {
-			mem, procs, cpu = bytesShort(f.MemoryBytes), fmt.Sprint(f.Procs), fmt.Sprintf("%.0f", f.CPUPercent)
+			// The whole session's, kept members included.
+			mem, procs, cpu = bytesShort(f.MemoryBytes+f.KeptMemoryBytes), fmt.Sprint(f.Procs+f.KeptProcs), fmt.Sprintf("%.0f", f.CPUPercent)
 		}
 		fmt.Fprintf(w, "%7d  %-15s %8s %8s %6s %5s %5s  %s\n", a.PID, comm15(a.Comm), short(age), leftS,
 			mem, clipTo(procs, 5), clipTo(cpu, 5), barS)
