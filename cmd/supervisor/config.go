@@ -163,7 +163,7 @@ var options = []option{
 			return
 		}},
 	{flag: "keep", env: "REAPER_KEEP", def: "", repeat: true,
-		help: "exempt processes matching this rule (agent rule syntax), with their descendants, from leftover kills and max age; repeatable. REAPER_KEEP=1 in a process's own environment does the same",
+		help: "exempt processes matching this rule (agent rule syntax), with their descendants, from leftover kills, max age, resource limits and memory pressure (they do not count toward their session's limits); repeatable. REAPER_KEEP=1 in a process's own environment does the same",
 		set: func(c *Config, _ string, many []string) (err error) {
 			c.Keep = nil
 			var rules []string
@@ -337,13 +337,13 @@ var options = []option{
 			return
 		}},
 	{flag: "session-max-memory", env: "REAPER_SESSION_MAX_MEMORY", def: "0",
-		help: "kill a session whose members' memory (anon RSS) exceeds this size, e.g. 8GiB (KiB/MiB/GiB, KB/MB/GB, or bytes); 0 is off",
+		help: "kill a session whose members' memory (anon RSS; kept members not counted) exceeds this size, e.g. 8GiB (KiB/MiB/GiB, KB/MB/GB, or bytes); 0 is off, a size below one byte an error",
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.SessionMaxMemory, err = parseSize(v)
 			return
 		}},
 	{flag: "session-max-procs", env: "REAPER_SESSION_MAX_PROCS", def: "0",
-		help: "kill a session with more live processes than this (checked at every fork too); 0 is off",
+		help: "kill a session with more live processes than this (processes, not threads; zombies and kept members not counted; checked at every fork too); 0 is off",
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.SessionMaxProcs, err = integer(v, 0, 1<<22)
 			return
@@ -472,6 +472,10 @@ func parseSize(v string) (int64, error) {
 	n := f * mult
 	if n >= 1<<62 {
 		return 0, fmt.Errorf("size %q is too large", v)
+	}
+	if f != 0 && n < 1 {
+		// "0.4" must not turn a limit off by rounding: only a zero says off.
+		return 0, fmt.Errorf("size %q is less than one byte (0 alone turns the limit off)", v)
 	}
 	return int64(n), nil
 }

@@ -576,13 +576,16 @@ func (d *testDaemon) get(t testing.TB, path string, v any) {
 	}
 }
 
-// agents returns the /agents entries for pid.
+// agentsFor returns pid's /agents entries for something queued (an agent or
+// a session's leftovers).
 func (d *testDaemon) agentsFor(t testing.TB, pid int) []agentView {
 	var all []agentView
 	d.get(t, "/agents", &all)
 	var out []agentView
 	for _, a := range all {
-		if int(a.PID) == pid {
+		// Entries with no reason are a session's figures alone (exempt,
+		// being killed): nothing queued.
+		if int(a.PID) == pid && a.Reason != "" {
 			out = append(out, a)
 		}
 	}

@@ -238,6 +238,8 @@ type agentView struct {
 	// The session's resource figures at the latest sample, on the entry
 	// that heads a session (resources.go); absent before the first sample.
 	*SessionFigures
+
+	session tracker.SessionID // the session this entry heads or belongs to
 }
 
 type leftoverView struct {
@@ -267,7 +269,7 @@ func (d *daemon) agentViews() []agentView {
 		v := agentView{PID: s.ID.PID, Comm: s.Comm, Rule: s.Rule, Reason: string(tracker.ReasonLeftover),
 			SessionPID: s.ID.PID, Members: s.Members, StartedAt: tracker.Time(s.ID.Start.NS, now), ExitedAt: &exited,
 			Deadline: tracker.Time(s.Leftovers[0].KillAt, now), SecondsLeft: float64(s.Leftovers[0].KillAt-now) / 1e9,
-			Info: s.Cgroup}
+			Info: s.Cgroup, session: s.ID}
 		for _, l := range s.Leftovers {
 			v.Leftovers = append(v.Leftovers, leftoverView{PID: l.PID, Comm: l.Comm,
 				KillAt: tracker.Time(l.KillAt, now), SecondsLeft: float64(l.KillAt-now) / 1e9, Info: l.Cgroup})
@@ -285,14 +287,21 @@ func (d *daemon) agentViews() []agentView {
 			Deadline:    tracker.Time(a.Deadline, now),
 			SecondsLeft: float64(a.Deadline-now) / 1e9,
 			Info:        a.Cgroup,
+			session:     a.Session,
 		}
 		if a.Session.PID == a.PID {
 			v.Members = heads[a.Session]
 		}
 		out = append(out, v)
 	}
-	d.addFigures(out)
-	sort.Slice(out, func(i, j int) bool { return out[i].Deadline.Before(out[j].Deadline) })
+	out = d.addFigures(out, sessions, now)
+	sort.SliceStable(out, func(i, j int) bool { // entries with no deadline (exempt...) last
+		a, b := out[i].Deadline, out[j].Deadline
+		if a.IsZero() || b.IsZero() {
+			return !a.IsZero() && b.IsZero()
+		}
+		return a.Before(b)
+	})
 	return out
 }
 

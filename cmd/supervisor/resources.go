@@ -31,6 +31,9 @@ type resourceGuard struct {
 	interval time.Duration
 	reported map[dryKey]bool // dry run: what was reported already
 	lastWarn time.Time       // read errors, rate-limited
+	// nothing: sessions over a limit with nothing to kill, when last
+	// logged at Warn (once a minute each).
+	nothing map[tracker.SessionID]time.Time
 }
 
 type dryKey struct {
@@ -50,7 +53,7 @@ func (d *daemon) resources() *resourceGuard {
 	d.resOnce.Do(func() {
 		cfg := d.cfg
 		g := &resourceGuard{d: d, log: d.log.Named("resource"), reset: make(chan time.Duration, 1),
-			interval: cfg.ResourceInterval, reported: map[dryKey]bool{},
+			interval: cfg.ResourceInterval, reported: map[dryKey]bool{}, nothing: map[tracker.SessionID]time.Time{},
 			limits: resource.Limits{MaxMemory: cfg.SessionMaxMemory, MaxProcs: cfg.SessionMaxProcs, Idle: cfg.SessionIdle}}
 		g.sampler = resource.NewSampler(d.table, resource.NewProcReader("/proc"), d.clock)
 		d.table.SetProcsLimit(cfg.SessionMaxProcs)
@@ -134,7 +137,11 @@ func (g *resourceGuard) tick() {
 		case errors.Is(err, tracker.ErrKilling), errors.Is(err, tracker.ErrExempt), errors.Is(err, tracker.ErrNoSession):
 			g.log.Debug("session over a limit, not queued", append(fields, zap.Error(err))...)
 		case err != nil:
-			g.log.Warn("session over a limit, nothing to kill", append(fields, zap.Error(err))...)
+			if g.warnNothing(s.ID) {
+				g.log.Warn("session over a limit, nothing to kill", append(fields, zap.Error(err))...)
+			} else {
+				g.log.Debug("session over a limit, nothing to kill", append(fields, zap.Error(err))...)
+			}
 		default:
 			g.log.Info("session over its limit: killing it", append(fields, zap.Int32s("queued", res.Queued))...)
 		}
@@ -172,11 +179,24 @@ func (g *resourceGuard) wouldKill(s *resource.Session, c resource.Crossing) {
 		zap.Float64("idle_seconds", s.IdleSeconds), zap.Float64("limit", c.Figures.Details["limit"]), zap.Bool("dry_run", true))
 }
 
-// forget drops the dry-run reports of sessions that ended.
+// warnNothing reports whether "nothing to kill" for session id is due at
+// Warn: once a minute per session (the members that are left may all have
+// been pinned in vain, at every sample).
+func (g *resourceGuard) warnNothing(id tracker.SessionID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if last, ok := g.nothing[id]; ok && time.Since(last) < time.Minute {
+		return false
+	}
+	g.nothing[id] = time.Now()
+	return true
+}
+
+// forget drops the dry-run reports and warnings of sessions that ended.
 func (g *resourceGuard) forget(out []resource.Session) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.reported) == 0 {
+	if len(g.reported) == 0 && len(g.nothing) == 0 {
 		return
 	}
 	live := make(map[tracker.SessionID]bool, len(out))
@@ -186,6 +206,11 @@ func (g *resourceGuard) forget(out []resource.Session) {
 	for k := range g.reported {
 		if !live[k.id] {
 			delete(g.reported, k)
+		}
+	}
+	for id := range g.nothing {
+		if !live[id] {
+			delete(g.nothing, id)
 		}
 	}
 }
@@ -216,46 +241,88 @@ func (g *resourceGuard) reload(n, old *Config) []string {
 // resourceHealth puts the sessions' memory in a health snapshot.
 func (d *daemon) resourceHealth(hd *health.Daemon) {
 	var big *resource.Session
+	var bigMem int64
 	latest := d.latestResources()
 	for i := range latest {
 		s := &latest[i]
-		hd.SessionsMemoryBytes += s.MemoryBytes
-		if big == nil || s.MemoryBytes > big.MemoryBytes {
-			big = s
+		m := s.MemoryBytes + s.KeptMemoryBytes // the box's memory: kept members too
+		hd.SessionsMemoryBytes += m
+		if big == nil || m > bigMem {
+			big, bigMem = s, m
 		}
 	}
 	if big != nil {
-		hd.LargestSession = &health.SessionMemory{PID: big.ID.PID, Comm: big.Comm, MemoryBytes: big.MemoryBytes}
+		hd.LargestSession = &health.SessionMemory{PID: big.ID.PID, Comm: big.Comm, MemoryBytes: bigMem}
 	}
 }
 
-// SessionFigures are a session's figures in /agents.
+// SessionFigures are a session's figures in /agents. MemoryBytes and
+// Procs leave out kept members (what the limits and the pressure policy
+// judge); KeptMemoryBytes and KeptProcs are theirs.
 type SessionFigures struct {
-	MemoryBytes int64   `json:"memory_bytes"`
-	Procs       int     `json:"procs"`
-	CPUSeconds  float64 `json:"cpu_seconds"`
-	CPUPercent  float64 `json:"cpu_percent"`
-	IdleSeconds float64 `json:"idle_seconds"`
+	MemoryBytes     int64   `json:"memory_bytes"`
+	Procs           int     `json:"procs"`
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	CPUPercent      float64 `json:"cpu_percent"`
+	IdleSeconds     float64 `json:"idle_seconds"`
+	KeptMemoryBytes int64   `json:"kept_memory_bytes,omitempty"`
+	KeptProcs       int     `json:"kept_procs,omitempty"`
+	// Exempt: no limit or pressure kill touches the session (its agent is
+	// kept, or every member left is).
+	Exempt bool `json:"exempt,omitempty"`
+}
+
+func figuresOf(s *resource.Session) *SessionFigures {
+	return &SessionFigures{MemoryBytes: s.MemoryBytes, Procs: s.Procs, CPUSeconds: round3(s.CPUSeconds),
+		CPUPercent: round3(s.CPUPercent), IdleSeconds: round3(s.IdleSeconds), KeptMemoryBytes: s.KeptMemoryBytes,
+		KeptProcs: s.KeptProcs, Exempt: s.Exempt}
 }
 
 // addFigures gives each /agents entry that heads a session its figures
-// from the latest sample.
-func (d *daemon) addFigures(views []agentView) {
+// from the latest sample, matched by session ID (PID and start: a PID
+// reused by a newer agent never shows an older session's figures). A
+// sampled session with no entry — an exempt one (no deadline: often the
+// largest), one being killed, leftovers under --leftovers keep — gets an
+// entry of its own with its figures, no deadline and no reason.
+func (d *daemon) addFigures(views []agentView, sessions []tracker.SessionView, now int64) []agentView {
 	latest := d.latestResources()
 	if len(latest) == 0 {
-		return
+		return views
 	}
-	by := make(map[int32]*resource.Session, len(latest))
+	by := make(map[tracker.SessionID]*resource.Session, len(latest))
 	for i := range latest {
-		by[latest[i].ID.PID] = &latest[i]
+		by[latest[i].ID] = &latest[i]
 	}
+	shown := make(map[tracker.SessionID]bool, len(views))
 	for i := range views {
 		v := &views[i]
-		if s := by[v.PID]; s != nil && v.SessionPID == v.PID {
-			v.SessionFigures = &SessionFigures{MemoryBytes: s.MemoryBytes, Procs: s.Procs,
-				CPUSeconds: round3(s.CPUSeconds), CPUPercent: round3(s.CPUPercent), IdleSeconds: round3(s.IdleSeconds)}
+		if s := by[v.session]; s != nil && v.SessionPID == v.PID && v.session.PID == v.PID {
+			v.SessionFigures = figuresOf(s)
+			shown[s.ID] = true
 		}
 	}
+	info := make(map[tracker.SessionID]*tracker.SessionView, len(sessions))
+	for i := range sessions {
+		info[sessions[i].ID] = &sessions[i]
+	}
+	for i := range latest {
+		s := &latest[i]
+		tv := info[s.ID]
+		if shown[s.ID] || tv == nil {
+			continue
+		}
+		v := agentView{PID: s.ID.PID, Comm: s.Comm, Rule: tv.Rule, SessionPID: s.ID.PID, Members: tv.Members,
+			StartedAt: tracker.Time(s.ID.Start.NS, now), Info: tv.Cgroup, SessionFigures: figuresOf(s), session: s.ID}
+		if p, ok := d.table.Lookup(s.ID.PID); ok && tv.AgentAlive && p.Start.Same(s.ID.Start) {
+			v.Cmdline = p.Cmdline
+		}
+		if !tv.AgentAlive {
+			exited := tracker.Time(tv.ExitedAt, now)
+			v.ExitedAt = &exited
+		}
+		views = append(views, v)
+	}
+	return views
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
@@ -266,7 +333,7 @@ type sessionMemoryCollector struct{ g *resourceGuard }
 
 var (
 	descSessionMemory = prometheus.NewDesc("supervisor_session_memory_bytes",
-		"Sessions by memory (anon RSS of their members) at the latest resource sample.", nil, nil)
+		"Sessions by memory (anon RSS of their members, kept ones included) at the latest resource sample.", nil, nil)
 	sessionMemoryBuckets = []float64{16 << 20, 64 << 20, 256 << 20, 512 << 20, 1 << 30, 2 << 30, 4 << 30, 8 << 30, 16 << 30, 32 << 30}
 )
 
@@ -278,7 +345,7 @@ func (c *sessionMemoryCollector) Collect(ch chan<- prometheus.Metric) {
 	var sum float64
 	mem := make([]float64, len(latest))
 	for i := range latest {
-		mem[i] = float64(latest[i].MemoryBytes)
+		mem[i] = float64(latest[i].MemoryBytes + latest[i].KeptMemoryBytes)
 		sum += mem[i]
 	}
 	sort.Float64s(mem)

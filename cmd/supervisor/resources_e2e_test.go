@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,16 +26,29 @@ type fakeResources struct {
 	bomb     *bool
 	cgroup   *string
 	holding  *string
+	// busyAfter, busyFor: one burst of CPU at a known moment, whose end is
+	// printed (burst-end BOOTTIME_NS); pulse: a short burst every period.
+	busyAfter, busyFor, pulse *time.Duration
 }
 
 func resourceFlags(fs *flag.FlagSet) *fakeResources {
 	return &fakeResources{
-		holdMB:   fs.Int("hold-mb", 0, "allocate and touch this many MB and keep them"),
-		sleepers: fs.Int("sleepers", 0, "start this many `sleep` children"),
-		spin:     fs.Bool("spin", false, "burn CPU on one thread"),
-		bomb:     fs.Bool("bomb", false, "fork `sleep` children without end (bound it with cgroup-procs)"),
-		cgroup:   fs.String("cgroup-procs", "", "first write our PID to this cgroup.procs"),
-		holding:  fs.String("holding", "", "write CLOCK_BOOTTIME ns here just before -hold-mb touches its memory"),
+		holdMB:    fs.Int("hold-mb", 0, "allocate and touch this many MB and keep them"),
+		sleepers:  fs.Int("sleepers", 0, "start this many `sleep` children"),
+		spin:      fs.Bool("spin", false, "burn CPU on one thread"),
+		bomb:      fs.Bool("bomb", false, "fork `sleep` children without end (bound it with cgroup-procs)"),
+		cgroup:    fs.String("cgroup-procs", "", "first write our PID to this cgroup.procs"),
+		holding:   fs.String("holding", "", "write CLOCK_BOOTTIME ns here just before -hold-mb touches its memory"),
+		busyAfter: fs.Duration("busy-after", 0, "with -busy-for: wait this long, then burn CPU"),
+		busyFor:   fs.Duration("busy-for", 0, "burn CPU this long after -busy-after, then print burst-end and the boottime"),
+		pulse:     fs.Duration("pulse", 0, "burn CPU for 20ms every this long"),
+	}
+}
+
+// burn uses CPU on this thread until end.
+func burn(end time.Time) {
+	for x := 0; time.Now().Before(end); x++ {
+		_ = x * x
 	}
 }
 
@@ -76,6 +90,24 @@ func (r *fakeResources) start() error {
 		}()
 		fmt.Printf("spinning %d\n", os.Getpid())
 	}
+	if *r.busyFor > 0 {
+		go func() {
+			time.Sleep(*r.busyAfter)
+			burn(time.Now().Add(*r.busyFor))
+			// The last CPU use but this line's: the boottime is taken after
+			// the burst, the write follows within microseconds.
+			fmt.Printf("burst-end %d\n", boottime())
+		}()
+	}
+	if *r.pulse > 0 {
+		go func() {
+			for {
+				time.Sleep(*r.pulse)
+				burn(time.Now().Add(20 * time.Millisecond))
+			}
+		}()
+		fmt.Printf("pulsing %d\n", os.Getpid())
+	}
 	if *r.bomb {
 		fmt.Printf("bombing %d\n", os.Getpid())
 		go func() {
@@ -114,13 +146,24 @@ func waitGone(t *testing.T, a *agent, d *testDaemon, timeout time.Duration) map[
 }
 
 // A session of two children holding 150 MB each is killed under a 200 MiB
-// limit, with its figures in the kill row; a 60 MB session is not.
+// limit, with its figures in the kill row; a 60 MB session is not. Kept
+// processes do not count: a session whose kept child holds 150 MB and
+// whose other child holds 10 MB is under the limit (each fake agent, a
+// test binary, has tens of MB of its own: the whole session is well over
+// 200 MiB), and a session whose
+// agent is kept (250 MB) is exempt — both shown in /agents, by session.
 func TestIntegrationResourceMemory(t *testing.T) {
 	needRoot(t)
 	dsn := testDatabase(t)
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", "1s", "--resource-interval", "200ms",
-		"--session-max-memory", "200MiB", "--database-url", dsn)
+		"--session-max-memory", "200MiB", "--keep", "claude:label=kept", "--database-url", dsn)
 	in := "-cgroup-procs=" + filepath.Join(pidsCgroup(t, 1000), "cgroup.procs") // cleaned up with what is left
+	mixed := startAgent(t, "claude", in, "-spawn", "label=mk,hold-mb=150,env=REAPER_KEEP=1", "-spawn", "label=mm,hold-mb=10")
+	exempt := startAgent(t, "claude", in, "-spawn", "label=kept,hold-mb=250")
+	for range 2 {
+		mixed.waitLine(t, "held", 30*time.Second)
+	}
+	exempt.waitLine(t, "held", 30*time.Second)
 	big := startAgent(t, "claude", in, "-spawn", "label=a,hold-mb=150", "-spawn", "label=b,hold-mb=150")
 	small := startAgent(t, "claude", in, "-spawn", "label=c,hold-mb=60")
 	small.waitLine(t, "held", 30*time.Second)
@@ -128,21 +171,51 @@ func TestIntegrationResourceMemory(t *testing.T) {
 	if m["reason"] != "memory" || num(m["memory_bytes"]) <= 200<<20 || num(m["procs"]) != 3 {
 		t.Errorf("kill: %v; want reason memory, memory_bytes > 200 MiB, procs 3", m)
 	}
-	// The small session survives several samples after the big one died.
+	// The others survive several samples after the big one died.
 	d.waitSamples(t, 5)
-	if !small.alive() {
-		t.Fatal("the 60 MB session was killed under a 200 MiB limit")
+	for _, a := range []struct {
+		a    *agent
+		what string
+	}{{small, "the 60 MB session"}, {mixed, "the session of 10 MB + a kept 150 MB"}, {exempt, "the kept 250 MB session"}} {
+		if !a.a.alive() {
+			t.Errorf("%s was killed under a 200 MiB limit", a.what)
+		}
 	}
 	var agents []agentView
 	d.get(t, "/agents", &agents)
+	seen := map[int]bool{}
 	for _, v := range agents {
-		if v.PID == int32(small.pid) && (v.SessionFigures == nil || v.MemoryBytes < 55<<20 || v.Procs != 2) {
-			t.Errorf("/agents for the small session: %+v", v)
+		f := v.SessionFigures
+		switch int(v.PID) {
+		case small.pid:
+			if f == nil || f.MemoryBytes < 55<<20 || f.Procs != 2 {
+				t.Errorf("/agents for the small session: %+v", v)
+			}
+		case mixed.pid:
+			if f == nil || f.MemoryBytes < 10<<20 || f.MemoryBytes > 200<<20 || f.Procs != 2 || f.KeptProcs != 1 ||
+				f.KeptMemoryBytes < 145<<20 || f.Exempt {
+				t.Errorf("/agents for the session with a kept child: %+v %+v", v, f)
+			}
+		case exempt.pid:
+			if f == nil || !f.Exempt || f.Procs != 0 || f.KeptProcs != 2 || f.KeptMemoryBytes < 245<<20 || v.Reason != "" {
+				t.Errorf("/agents for the exempt session: %+v %+v", v, f)
+			}
+		default:
+			continue
 		}
+		seen[int(v.PID)] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("/agents lacks sessions (%v of %d, %d, %d): %+v", seen, small.pid, mixed.pid, exempt.pid, agents)
 	}
 	conn := dbConn(t, dsn)
 	waitCount(t, conn, 30*time.Second, 1, `SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND reason = 'memory'
 		AND outcome <> 'pending' AND memory_bytes > 209715200 AND procs = 3 AND (details->>'limit')::float8 = 209715200`, big.pid)
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM tel.agent_kills WHERE session_pid = ANY($1)`,
+		[]int32{int32(small.pid), int32(mixed.pid), int32(exempt.pid)}).Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d kill rows for the sessions under the limit (%v)", n, err)
+	}
 }
 
 // A session forking 80 sleepers is killed under a limit of 50; one with 10
@@ -169,9 +242,13 @@ func TestIntegrationResourceProcs(t *testing.T) {
 		AND outcome <> 'pending' AND procs > 50`, big.pid)
 }
 
-// An idle session is killed after --session-idle, never before: its kill
-// comes at least that long after the last sample that saw it use CPU
-// (which is no earlier than its real last use); a busy one survives.
+// An idle session is killed after --session-idle, never before: the quiet
+// agent burns CPU for a second at a known moment, after which it and its
+// child never run again, and its kill's first signal must come at least
+// --session-idle after that burst's end (an implementation that counts
+// idleness from the agent's start or from its first sample fails here). A
+// busy session survives, and so does one that goes quiet and resumes
+// before --session-idle, again and again.
 func TestIntegrationResourceIdle(t *testing.T) {
 	needRoot(t)
 	const idle = 3 * time.Second
@@ -180,17 +257,23 @@ func TestIntegrationResourceIdle(t *testing.T) {
 	in := "-cgroup-procs=" + filepath.Join(pidsCgroup(t, 1000), "cgroup.procs")
 	busy := startAgent(t, "claude", in, "-spin")
 	busy.waitLine(t, "spinning", 30*time.Second)
-	quiet := startAgent(t, "claude", in, "-spawn", "label=child")
-	quiet.waitLine(t, "child", 30*time.Second)
+	pulse := startAgent(t, "claude", in, "-pulse", "1s")
+	pulse.waitLine(t, "pulsing", 30*time.Second)
+	quiet := startAgent(t, "claude", in, "-spawn", "label=child", "-busy-after", "2s", "-busy-for", "1s")
+	line := quiet.waitLine(t, "burst-end", 30*time.Second)
+	burstEnd, err := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+	if err != nil {
+		t.Fatalf("line %q: %v", line, err)
+	}
 	m := waitGone(t, quiet, d, 60*time.Second)
 	if m["reason"] != "idle" {
 		t.Fatalf("kill: %v; want reason idle", m)
 	}
-	// The agent's own CPU use ends after it started its child: it can
-	// have used CPU no later than the "child" line came (its stdout).
 	signalled := num(m["signalled_boot_ns"])
-	if age := time.Duration(signalled - quiet.t0); age < idle {
-		t.Errorf("idle kill %s after the agent started, before --session-idle %s", age, idle)
+	if after := time.Duration(signalled - burstEnd); after < idle {
+		t.Errorf("idle kill %s after the agent's last CPU use, before --session-idle %s", after, idle)
+	} else {
+		t.Logf("idle kill %s after the last CPU use (--session-idle %s, --resource-interval 200ms)", after, idle)
 	}
 	details, _ := m["details"].(map[string]any)
 	if s, _ := details["idle_seconds"].(float64); s < idle.Seconds() {
@@ -198,6 +281,9 @@ func TestIntegrationResourceIdle(t *testing.T) {
 	}
 	if !busy.alive() {
 		t.Fatal("the busy session was killed for idleness")
+	}
+	if !pulse.alive() {
+		t.Fatal("a session using CPU every second was killed for idleness under --session-idle 3s")
 	}
 }
 

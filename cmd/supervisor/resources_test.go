@@ -10,14 +10,14 @@ import (
 
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{
-		"0": 0, "200000000": 200000000, "200MiB": 200 << 20, "8GiB": 8 << 30, "8 gib": 8 << 30,
+		"0": 0, "0GiB": 0, "0.0": 0, "1.4": 1, "200000000": 200000000, "200MiB": 200 << 20, "8GiB": 8 << 30, "8 gib": 8 << 30,
 		"512KiB": 512 << 10, "500MB": 500e6, "1.5GB": 1.5e9, "2KB": 2000, "3B": 3, "1TiB": 1 << 40,
 	} {
 		if got, err := parseSize(in); err != nil || got != want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "x", "-1GiB", "8XB", "GiB", "NaN", "1e30GiB"} {
+	for _, bad := range []string{"", "x", "-1GiB", "8XB", "GiB", "NaN", "1e30GiB", "0.4", "0.5B", "1e-10GiB"} {
 		if _, err := parseSize(bad); err == nil {
 			t.Errorf("parseSize(%q) accepted", bad)
 		}
@@ -42,6 +42,7 @@ func TestConfigResourceLimits(t *testing.T) {
 		name string
 	}{
 		{[]string{"--session-max-memory", "lots"}, nil, "--session-max-memory"},
+		{[]string{"--session-max-memory", "0.4"}, nil, "--session-max-memory"},
 		{nil, []string{"REAPER_SESSION_MAX_MEMORY", "8XB"}, "REAPER_SESSION_MAX_MEMORY"},
 		{[]string{"--session-max-procs", "-3"}, nil, "--session-max-procs"},
 		{nil, []string{"REAPER_SESSION_IDLE", "soon"}, "REAPER_SESSION_IDLE"},

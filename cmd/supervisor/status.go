@@ -123,12 +123,20 @@ func printAgents(w io.Writer, agents []agentView, now time.Time) {
 		const barLen = 10
 		n := int(frac*barLen + 0.5)
 		bar := "[" + strings.Repeat("#", n) + strings.Repeat(".", barLen-n) + "]"
+		leftS, barS := short(left), fmt.Sprintf("%s %3.0f%%", bar, frac*100)
+		if a.Deadline.IsZero() { // no deadline: an exempt session, or one being killed
+			leftS, barS = "-", "-"
+			if a.SessionFigures != nil && a.SessionFigures.Exempt {
+				leftS, barS = "kept", "exempt"
+			}
+		}
 		mem, procs, cpu := "-", "-", "-"
 		if f := a.SessionFigures; f != nil {
-			mem, procs, cpu = bytesShort(f.MemoryBytes), fmt.Sprint(f.Procs), fmt.Sprintf("%.0f", f.CPUPercent)
+			// The whole session's, kept members included.
+			mem, procs, cpu = bytesShort(f.MemoryBytes+f.KeptMemoryBytes), fmt.Sprint(f.Procs+f.KeptProcs), fmt.Sprintf("%.0f", f.CPUPercent)
 		}
-		fmt.Fprintf(w, "%7d  %-15s %8s %8s %6s %5s %5s  %s %3.0f%%\n", a.PID, comm15(a.Comm), short(age), short(left),
-			mem, clipTo(procs, 5), clipTo(cpu, 5), bar, frac*100)
+		fmt.Fprintf(w, "%7d  %-15s %8s %8s %6s %5s %5s  %s\n", a.PID, comm15(a.Comm), short(age), leftS,
+			mem, clipTo(procs, 5), clipTo(cpu, 5), barS)
 	}
 }
 

@@ -19,6 +19,8 @@ func TestPrintStatusLeftovers(t *testing.T) {
 		{PID: 9999999, Comm: "npm run agent:r", StartedAt: now.Add(-500 * time.Hour), Deadline: now.Add(-4 * time.Hour),
 			SecondsLeft: -4 * 3600, Reason: "max_age", SessionPID: 9999999, Members: 99999,
 			SessionFigures: &SessionFigures{MemoryBytes: 999 << 30, Procs: 99999, CPUPercent: 12345}},
+		{PID: 60001, Comm: "claude", StartedAt: now.Add(-3 * time.Hour), SessionPID: 60001, Members: 3,
+			SessionFigures: &SessionFigures{KeptMemoryBytes: 6 << 30, KeptProcs: 3, Exempt: true}},
 		{PID: 51977, Comm: "claude", StartedAt: now.Add(-time.Hour), Deadline: now.Add(18 * time.Second),
 			SecondsLeft: 18, Reason: "leftover", SessionPID: 51977, Members: 2, ExitedAt: &exited,
 			Leftovers: []leftoverView{
@@ -34,7 +36,7 @@ func TestPrintStatusLeftovers(t *testing.T) {
 			t.Errorf("line of %d columns: %q", n, l)
 		}
 	}
-	for _, want := range []string{"48211  claude", "MEM PROCS  CPU%", "1.5G  1234   187", "LEFTOVERS", "51980  next-server (v1 ", "52011  mcp-server-git", "18.0s", "12.0s ago"} {
+	for _, want := range []string{"48211  claude", "MEM PROCS  CPU%", "1.5G  1234   187", "LEFTOVERS", "51980  next-server (v1 ", "52011  mcp-server-git", "18.0s", "12.0s ago", "kept   6.0G     3     0  exempt"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

@@ -45,8 +45,12 @@ import (
 // process with the very same CPU nanoseconds would read the old figure
 // once; the table drops the member at its exit event anyway.
 //
-// Descriptors are held for at most a quarter of RLIMIT_NOFILE (the kill
-// protocol's pidfds have half); beyond that a member is read by opening
+// Descriptors are held for at most a quarter of RLIMIT_NOFILE, and only
+// with a number below half of it — the rule of the reaper's pidfds
+// (reap.Pins: the kernel hands out the lowest free descriptor, so a number
+// at or above that cap means every one below is in use): whatever the
+// sampler holds, the reaper keeps the upper half for a mass or tree kill
+// and its last eighth in reserve. Beyond that a member is read by opening
 // its files each time. ProcReader is not safe for concurrent use.
 type ProcReader struct {
 	root    string
@@ -55,6 +59,7 @@ type ProcReader struct {
 	path    []byte
 	held    map[memberKey]*heldFD
 	maxHeld int
+	fdCap   int // a statm descriptor numbered at or above it is not held
 	gen     uint64
 	// refreshEvery bounds how many reads in a row an idle member's memory
 	// is taken from its last statm read; 0 reads statm every time.
@@ -78,13 +83,14 @@ const defaultRefresh = 15
 
 // NewProcReader returns a reader of the procfs at root ("/proc").
 func NewProcReader(root string) *ProcReader {
-	maxHeld := 1024
+	limit := 1024
 	var rl unix.Rlimit
-	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
-		maxHeld = int(min(rl.Cur/4, 1<<20))
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil && rl.Cur > 0 && rl.Cur < 1<<30 {
+		limit = int(rl.Cur)
 	}
 	return &ProcReader{root: root, page: int64(os.Getpagesize()), buf: make([]byte, 512),
-		path: make([]byte, 0, len(root)+32), held: map[memberKey]*heldFD{}, maxHeld: maxHeld, refreshEvery: defaultRefresh}
+		path: make([]byte, 0, len(root)+32), held: map[memberKey]*heldFD{}, maxHeld: limit / 4,
+		fdCap: min(limit/2, 1<<16), refreshEvery: defaultRefresh}
 }
 
 // cpuClock is the clock id of pid's process CPU-time clock.
@@ -101,7 +107,7 @@ func (r *ProcReader) Read(pid int32, start tracker.Start) (Usage, error) {
 			return Usage{}, err
 		}
 		h = &heldFD{fd: fd}
-		if len(r.held) >= r.maxHeld {
+		if len(r.held) >= r.maxHeld || fd >= r.fdCap {
 			defer unix.Close(fd) // over the budget: not kept
 		} else {
 			r.held[k] = h

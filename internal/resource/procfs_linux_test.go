@@ -99,3 +99,30 @@ func appendInt(b []byte, v int64) []byte {
 	}
 	return append(b, byte('0'+v%10))
 }
+
+// A statm descriptor numbered at or above the cap (the reaper's rule) is
+// read once and closed, never held: the reaper's pidfds keep their room.
+func TestProcReaderDescriptorCap(t *testing.T) {
+	pid := int32(os.Getpid())
+	raw, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := ParseStat(raw)
+	start := tracker.FromTicks(st.StartTicks)
+	r := NewProcReader("/proc")
+	if r.fdCap <= 0 || r.fdCap > r.maxHeld*2+1 {
+		t.Fatalf("cap %d, max held %d", r.fdCap, r.maxHeld)
+	}
+	r.fdCap = 3 // every descriptor is at or above it
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	before := fds()
+	for range 3 {
+		if u, err := r.Read(pid, start); err != nil || u.CPUNanos == 0 {
+			t.Fatalf("read over the cap: %+v %v", u, err)
+		}
+	}
+	if r.Held() != 0 || fds() != before {
+		t.Errorf("over the cap: %d held, %d descriptors open (was %d)", r.Held(), fds(), before)
+	}
+}

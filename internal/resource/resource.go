@@ -42,10 +42,20 @@ type Session struct {
 	Comm string
 	// Started is the boottime (ns) of the agent's start.
 	Started int64
-	// MemoryBytes is the sum of the members' memory (anon RSS).
+	// MemoryBytes is the sum of the memory (anon RSS) of the members that
+	// are not kept: what the limits and the pressure policy judge, since a
+	// kill spares kept processes. While the session is being killed
+	// (Killing) it is the figure of the last sample before.
 	MemoryBytes int64
-	// Procs is the number of live members, the agent included.
+	// Procs is the number of live members that are not kept, the agent
+	// included unless it is kept.
 	Procs int
+	// KeptMemoryBytes and KeptProcs are the same for the kept members
+	// (a --keep rule, REAPER_KEEP=1, a control-socket keep, or below a kept
+	// process), which no limit counts: the session's whole figures are the
+	// sums.
+	KeptMemoryBytes int64
+	KeptProcs       int
 	// CPUSeconds is the CPU time the session's members used since the
 	// sampler first saw them, including members that exited since (up to
 	// their last sample).
@@ -54,7 +64,8 @@ type Session struct {
 	// used CPU or the membership had changed: never more than the real
 	// time since any member last ran (see Sampler).
 	IdleSeconds float64
-	// Exempt: the agent is kept (never killed for resources).
+	// Exempt: the agent is kept, or every live member is: nothing of the
+	// session is killed for resources.
 	Exempt bool
 	// AgentAlive: the session's agent still runs (else only leftovers).
 	AgentAlive bool
@@ -62,6 +73,8 @@ type Session struct {
 	// percent of one core.
 	CPUPercent float64
 	// Killing: the session is already queued or being killed as a whole.
+	// Its members are not read meanwhile (their held descriptors are
+	// closed): only the process counts are fresh.
 	Killing bool
 }
 
@@ -85,6 +98,7 @@ type state struct {
 	sampled    uint64 // the last sample (Sampler.gen) that saw the session
 	sig        uint64 // membership signature at the previous sample
 	fresh      bool   // not sampled before
+	mem, kept  int64  // memory and kept memory at the last sample that read it
 }
 
 // Sampler keeps every session's figures, refreshed by Sample.
@@ -95,8 +109,12 @@ type state struct {
 // activity is then the time of that sample, which is at or after the real
 // last use of CPU: the idle time reported is never more than the real one,
 // so an idle limit never fires early. A session first seen counts as active
-// then. CPU time is counted in nanoseconds (ProcReader): any use of CPU,
-// however short (a timer's wake-up), is activity.
+// then, and so does a session one of whose members could not be read for
+// another reason than its exit (EMFILE, EACCES): what it did is unknown, and
+// a failed read must never make a session look idle. CPU time is counted in
+// nanoseconds (ProcReader): any use of CPU, however short (a timer's
+// wake-up), is activity. Kept members' CPU counts too: a session is idle
+// only when none of its processes runs.
 type Sampler struct {
 	members Members
 	read    Reader
@@ -110,6 +128,7 @@ type Sampler struct {
 	buf      []tracker.Member
 	sums     []uint64           // per session of this sample: its members' cpu
 	sigs     []uint64           // per session of this sample: membership signature
+	unknown  []bool             // per session of this sample: a member's read failed
 	prev     map[memberKey]seen // each member at the previous sample
 	next     map[memberKey]seen // ... at this one
 	sessions map[tracker.SessionID]*state
@@ -142,7 +161,7 @@ func (s *Sampler) Sample() ([]Session, int) {
 	now := s.clock.Now()
 	s.gen++
 	out := make([]Session, 0, len(s.sessions)+1)
-	s.sums, s.sigs = s.sums[:0], s.sigs[:0]
+	s.sums, s.sigs, s.unknown = s.sums[:0], s.sigs[:0], s.unknown[:0]
 	clear(s.next)
 	failed := 0
 	for i := range s.buf {
@@ -150,17 +169,32 @@ func (s *Sampler) Sample() ([]Session, int) {
 		if n := len(out); n == 0 || out[n-1].ID != m.Session {
 			out = append(out, Session{ID: m.Session, Comm: m.Comm, Started: m.Session.Start.NS,
 				Exempt: m.Exempt, AgentAlive: m.AgentAlive, Killing: m.Killing})
-			s.sums, s.sigs = append(s.sums, 0), append(s.sigs, 0)
+			s.sums, s.sigs, s.unknown = append(s.sums, 0), append(s.sigs, 0), append(s.unknown, false)
 		}
 		n := len(out) - 1
 		cur := &out[n]
-		cur.Procs++
+		if m.Kept {
+			cur.KeptProcs++
+		} else {
+			cur.Procs++
+		}
 		k := memberKey{m.PID, m.Start.NS}
 		s.sigs[n] += mix(k)
+		if m.Killing {
+			// Being killed: the record has its figures already, and what
+			// dies needs no descriptor held (Sweep closes them). Keep each
+			// member's cpu so that nothing is carried twice.
+			if p, ok := s.prev[k]; ok {
+				s.next[k] = p
+				s.sums[n] += p.cpu
+			}
+			continue
+		}
 		u, err := s.read.Read(m.PID, m.Start)
 		if err != nil {
 			if !errors.Is(err, tracker.ErrGone) {
 				failed++
+				s.unknown[n] = true
 				if p, ok := s.prev[k]; ok {
 					s.next[k] = p // not read, not gone: keep its cpu, carry nothing
 					s.sums[n] += p.cpu
@@ -168,7 +202,11 @@ func (s *Sampler) Sample() ([]Session, int) {
 			}
 			continue
 		}
-		cur.MemoryBytes += u.MemoryBytes
+		if m.Kept {
+			cur.KeptMemoryBytes += u.MemoryBytes
+		} else {
+			cur.MemoryBytes += u.MemoryBytes
+		}
 		s.sums[n] += u.CPUNanos
 		s.next[k] = seen{cpu: u.CPUNanos, session: m.Session}
 	}
@@ -187,7 +225,16 @@ func (s *Sampler) Sample() ([]Session, int) {
 			st = &state{fresh: true}
 			s.sessions[out[i].ID] = st
 		}
-		s.finish(&out[i], st, s.sums[i], s.sigs[i], now)
+		cur := &out[i]
+		if cur.Killing {
+			cur.MemoryBytes, cur.KeptMemoryBytes = st.mem, st.kept
+		} else {
+			st.mem, st.kept = cur.MemoryBytes, cur.KeptMemoryBytes
+		}
+		// Nothing killable left (the agent gone, every member kept): as
+		// exempt as a kept agent, for the limits and the pressure policy.
+		cur.Exempt = cur.Exempt || cur.Procs == 0
+		s.finish(cur, st, s.sums[i], s.sigs[i], s.unknown[i], now)
 	}
 	for id, st := range s.sessions {
 		if st.sampled != s.gen {
@@ -205,9 +252,9 @@ func (s *Sampler) Sample() ([]Session, int) {
 }
 
 // finish completes one session's figures: CPU, activity, idleness.
-func (s *Sampler) finish(cur *Session, st *state, cpu, sig uint64, now int64) {
+func (s *Sampler) finish(cur *Session, st *state, cpu, sig uint64, unknown bool, now int64) {
 	total := st.carried + cpu
-	active := st.fresh || sig != st.sig || total > st.last
+	active := st.fresh || unknown || sig != st.sig || total > st.last
 	if !st.fresh && now > s.lastAt && total >= st.last {
 		cur.CPUPercent = float64(total-st.last) / float64(now-s.lastAt) * 100
 	}

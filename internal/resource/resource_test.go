@@ -103,6 +103,111 @@ func TestSamplerReadErrors(t *testing.T) {
 	}
 }
 
+// countingReader counts reads per pid and fails some with a given error.
+type countingReader struct {
+	fakeReader
+	reads map[int32]int
+	fail  map[int32]error
+}
+
+func (c *countingReader) Read(pid int32, start tracker.Start) (Usage, error) {
+	c.reads[pid]++
+	if err := c.fail[pid]; err != nil {
+		return Usage{}, err
+	}
+	return c.fakeReader.Read(pid, start)
+}
+
+// Kept members count apart: the limits and the pressure policy see only
+// the killable figures; a session with nothing killable is exempt.
+func TestSamplerKept(t *testing.T) {
+	kept := func(m tracker.Member) tracker.Member { m.Kept = true; return m }
+	mem := &fakeMembers{m: []tracker.Member{member(10, 10), kept(member(10, 11)), kept(member(10, 12))}}
+	rd := fakeReader{10: {MemoryBytes: 100}, 11: {MemoryBytes: 7 << 30}, 12: {MemoryBytes: 1 << 30}}
+	s := NewSampler(mem, rd, &fakeClock{now: 1})
+	out, _ := s.Sample()
+	if a := out[0]; a.MemoryBytes != 100 || a.Procs != 1 || a.KeptMemoryBytes != 8<<30 || a.KeptProcs != 2 || a.Exempt {
+		t.Fatalf("session with kept members: %+v", a)
+	}
+	if c := (Limits{MaxMemory: 6 << 30, MaxProcs: 1}).Check(&out[0]); len(c) != 0 {
+		t.Errorf("kept members crossed a limit: %+v", c)
+	}
+	// The agent exits; only kept members are left: exempt.
+	mem.m = mem.m[1:]
+	for i := range mem.m {
+		mem.m[i].AgentAlive = false
+	}
+	out, _ = s.Sample()
+	if a := out[0]; !a.Exempt || a.Procs != 0 || a.KeptProcs != 2 {
+		t.Fatalf("only kept members: %+v", a)
+	}
+	if c := (Limits{MaxMemory: 1, Idle: time.Nanosecond}).Check(&out[0]); len(c) != 0 {
+		t.Errorf("nothing killable crossed a limit: %+v", c)
+	}
+}
+
+// A session being killed is not read (only counted); its memory is the last
+// sample's, its CPU never counted twice when reading resumes.
+func TestSamplerKilling(t *testing.T) {
+	mem := &fakeMembers{m: []tracker.Member{member(10, 10), member(10, 11)}}
+	rd := &countingReader{fakeReader: fakeReader{10: {MemoryBytes: 100, CPUNanos: 1e9}, 11: {MemoryBytes: 200, CPUNanos: 1e9}},
+		reads: map[int32]int{}}
+	clk := &fakeClock{now: 1}
+	s := NewSampler(mem, rd, clk)
+	s.Sample()
+	for i := range mem.m {
+		mem.m[i].Killing = true
+	}
+	mem.m = append(mem.m, member(10, 13))
+	mem.m[2].Killing = true
+	rd.fakeReader[13] = Usage{MemoryBytes: 1 << 20, CPUNanos: 5e8}
+	clk.now += 2e9
+	out, _ := s.Sample()
+	if rd.reads[10] != 1 || rd.reads[11] != 1 || rd.reads[13] != 0 {
+		t.Errorf("members of a session being killed were read: %v", rd.reads)
+	}
+	if a := out[0]; !a.Killing || a.Procs != 3 || a.MemoryBytes != 300 || a.CPUSeconds != 2 {
+		t.Errorf("session being killed: %+v", a)
+	}
+	// The kill is over (13 survived, 10 and 11 are gone): read again, CPU
+	// counted once.
+	mem.m = []tracker.Member{member(10, 13)}
+	clk.now += 2e9
+	out, _ = s.Sample()
+	if a := out[0]; a.Killing || a.Procs != 1 || a.MemoryBytes != 1<<20 || a.CPUSeconds != 2.5 {
+		t.Errorf("after the kill: %+v", a)
+	}
+}
+
+// A member that cannot be read (not gone: EMFILE, EACCES) makes its session
+// active: a busy session is never idle-killed for a failed read.
+func TestSamplerUnknownIsActive(t *testing.T) {
+	mem := &fakeMembers{m: []tracker.Member{member(10, 10), member(10, 11)}}
+	rd := &countingReader{fakeReader: fakeReader{10: {CPUNanos: 1e9}, 11: {CPUNanos: 1e9}}, reads: map[int32]int{},
+		fail: map[int32]error{}}
+	clk := &fakeClock{now: 1}
+	s := NewSampler(mem, rd, clk)
+	s.Sample()
+	rd.fail[11] = fmt.Errorf("open /proc/11/statm: %w", errors.New("too many open files"))
+	for i := 0; i < 5; i++ {
+		clk.now += int64(time.Minute)
+		out, failed := s.Sample()
+		if failed != 1 || out[0].IdleSeconds != 0 {
+			t.Fatalf("sample %d: %+v failed %d; want active", i, out[0], failed)
+		}
+		if c := (Limits{Idle: time.Minute}).Check(&out[0]); len(c) != 0 {
+			t.Fatalf("idle crossing with an unreadable member: %+v", c)
+		}
+	}
+	delete(rd.fail, 11)
+	clk.now += int64(time.Minute)
+	s.Sample()
+	clk.now += int64(time.Minute)
+	if out, _ := s.Sample(); out[0].IdleSeconds != 120 { // quiet since the last unknown sample
+		t.Errorf("readable again and quiet: %+v", out[0])
+	}
+}
+
 func TestLimits(t *testing.T) {
 	l := Limits{MaxMemory: 200 << 20, MaxProcs: 50, Idle: time.Minute}
 	s := Session{MemoryBytes: 300 << 20, Procs: 80, IdleSeconds: 60}

@@ -241,6 +241,7 @@ func (t *Table) Keep(pid int32, start Start) (LeaseResult, error) {
 				q.agent = nil
 				closeFD(a.FD)
 				q.holds--
+				t.unpendLocked(q)
 				res.Dequeued = append(res.Dequeued, q.PID)
 			} else {
 				res.Busy = append(res.Busy, q.PID)
@@ -340,9 +341,6 @@ func (t *Table) KillNow(pid int32, start Start, force bool, by string, allow fun
 		roots = append(roots, p)
 	}
 	t.killRootsLocked(roots, rule, kill{why: ReasonManual, by: by}, allow, &res)
-	if s := p.session; s != nil && len(res.Queued) > 0 {
-		s.killing = ReasonManual
-	}
 	if len(res.Queued) == 0 && len(res.Busy) == 0 {
 		return res, fmt.Errorf("pid %d (%s): nothing left to kill", p.PID, p.Comm)
 	}

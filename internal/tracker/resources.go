@@ -63,7 +63,7 @@ func (t *Table) KillSession(id SessionID, why Reason, fig Figures) (LeaseResult,
 
 func (t *Table) killSessionLocked(s *Session, k kill) (LeaseResult, error) {
 	res := LeaseResult{PID: s.ID.PID, Start: s.ID.Start, Comm: s.Comm, Session: s.ID}
-	if s.killing != "" {
+	if s.pending > 0 {
 		return res, fmt.Errorf("session %d (%s), %s: %w", s.ID.PID, s.Comm, s.killing, ErrKilling)
 	}
 	if t.exemptLocked(s) {
@@ -72,14 +72,32 @@ func (t *Table) killSessionLocked(s *Session, k kill) (LeaseResult, error) {
 	t.killRootsLocked(sessionRootsLocked(s), s.Rule, k, nil, &res)
 	switch {
 	case len(res.Queued) > 0:
-		s.killing = k.why
 	case len(res.Busy) > 0:
-		s.killing = k.why
 		return res, fmt.Errorf("session %d (%s): %w", s.ID.PID, s.Comm, ErrKilling)
 	default:
 		return res, fmt.Errorf("session %d (%s): nothing left to kill", s.ID.PID, s.Comm)
 	}
 	return res, nil
+}
+
+// pendLocked counts p's kill toward s (Session.pending) until
+// unpendLocked: the session is being killed meanwhile, so neither a limit
+// nor the pressure policy queues it again.
+func (t *Table) pendLocked(p *Proc, s *Session) {
+	if p.killFor == nil && s != nil {
+		p.killFor = s
+		s.pending++
+	}
+}
+
+// unpendLocked ends p's count toward its session's kill: its agent left the
+// queue unfired (exit, keep) or the reaper released it. A session none of
+// whose kills is pending any more is judged again at the next sample.
+func (t *Table) unpendLocked(p *Proc) {
+	if s := p.killFor; s != nil {
+		s.pending--
+		p.killFor = nil
+	}
 }
 
 // exemptLocked: the session's agent lives and is kept.
@@ -118,8 +136,12 @@ func (t *Table) killRootsLocked(roots []*Proc, rule string, k kill, allow func(p
 		if a := q.agent; a != nil {
 			if t.cfg.Queue.retargetNow(a, now, k) {
 				res.Queued = append(res.Queued, q.PID)
+				t.pendKillLocked(q, k)
 			} else {
 				res.Busy = append(res.Busy, q.PID)
+				if q.holds > 0 {
+					t.pendKillLocked(q, k) // fired, being reaped: Release ends it
+				}
 			}
 			continue
 		}
@@ -141,6 +163,16 @@ func (t *Table) killRootsLocked(roots []*Proc, rule string, k kill, allow func(p
 		q.holds++
 		t.cfg.Queue.Add(a)
 		res.Queued = append(res.Queued, q.PID)
+		t.pendKillLocked(q, k)
+	}
+}
+
+// pendKillLocked counts q, just queued (or found being reaped) for k, toward
+// its session's kill.
+func (t *Table) pendKillLocked(q *Proc, k kill) {
+	if s := q.session; s != nil {
+		t.pendLocked(q, s)
+		s.killing = k.why
 	}
 }
 
@@ -173,13 +205,26 @@ func (t *Table) SetProcsLimit(n int) {
 	t.maxProcs = n
 }
 
-// forkLimitLocked checks the procs limit of the session p just joined.
+// forkLimitLocked checks the procs limit of the session p just joined. Kept
+// members (and their descendants) do not count: no policy kills them, so
+// they cannot take a session over a limit. A kept fork adds nothing to
+// count; the session's killable members are counted only when all of its
+// members are over the limit.
 func (t *Table) forkLimitLocked(p *Proc) {
 	s := p.session
-	if t.maxProcs <= 0 || s == nil || s.members <= t.maxProcs || s.killing != "" || t.cfg.DryRun {
+	if t.maxProcs <= 0 || s == nil || s.members <= t.maxProcs || s.pending > 0 || t.cfg.DryRun || p.keep == keepYes {
 		return
 	}
-	fig := Figures{MemoryBytes: -1, Procs: s.members,
+	n := 0
+	for q := s.head; q != nil; q = q.snext {
+		if !q.dead && !t.keptLocked(q, s) {
+			n++
+		}
+	}
+	if n <= t.maxProcs {
+		return
+	}
+	fig := Figures{MemoryBytes: -1, Procs: n,
 		Details: map[string]float64{"limit": float64(t.maxProcs), "at_fork": 1}}
 	res, err := t.killSessionLocked(s, kill{why: ReasonProcs, fig: fig})
 	switch {
@@ -190,7 +235,7 @@ func (t *Table) forkLimitLocked(p *Proc) {
 		return
 	}
 	t.log.Info("session over its procs limit at fork: killing it", zap.Int32("session_pid", s.ID.PID),
-		zap.String("comm", s.Comm), zap.Int("procs", s.members), zap.Int("limit", t.maxProcs),
+		zap.String("comm", s.Comm), zap.Int("procs", n), zap.Int("limit", t.maxProcs),
 		zap.Int32s("queued", res.Queued))
 }
 
@@ -204,8 +249,15 @@ type Member struct {
 	Comm string
 	// Exempt: the session's agent is kept; AgentAlive: it lives.
 	Exempt, AgentAlive bool
-	// Killing: the session is queued or being killed as a whole.
+	// Killing: processes of the session are queued to be killed now or
+	// being reaped (a resource, pressure or manual kill, or the agent's
+	// tree reaped at max age).
 	Killing bool
+	// Kept: this member is kept (a --keep rule, REAPER_KEEP=1, a keep
+	// through the control socket, or below a kept process): no policy but
+	// a manual kill touches it, so it does not count toward its session's
+	// limits.
+	Kept bool
 }
 
 // SessionMembers appends every live member of every session to buf, the
@@ -216,16 +268,18 @@ func (t *Table) SessionMembers(buf []Member) []Member {
 	defer t.mu.Unlock()
 	for _, s := range t.sessions {
 		m := Member{Session: s.ID, Comm: s.Comm, Exempt: t.exemptLocked(s), AgentAlive: s.agent != nil,
-			Killing: s.killing != "" || s.reaped}
+			Killing: s.pending > 0}
 		if a := s.agent; a != nil && !a.dead {
-			m.PID, m.Start = a.PID, a.Start
+			m.PID, m.Start, m.Kept = a.PID, a.Start, m.Exempt
 			buf = append(buf, m)
 		}
 		for q := s.head; q != nil; q = q.snext {
 			if q == s.agent || q.dead {
 				continue
 			}
-			m.PID, m.Start = q.PID, q.Start
+			// keptLocked is memoised per process: the environment is read
+			// once, at a member's first sample.
+			m.PID, m.Start, m.Kept = q.PID, q.Start, t.keptLocked(q, s)
 			buf = append(buf, m)
 		}
 	}

@@ -92,3 +92,147 @@ func TestProcsLimitAtFork(t *testing.T) {
 		t.Errorf("%d queued, want 1", n)
 	}
 }
+
+// killingOf reports the Killing flag of session id in the snapshot, and
+// whether the session has members at all.
+func killingOf(tb *Table, id SessionID) (killing, found bool) {
+	for _, m := range tb.SessionMembers(nil) {
+		if m.Session == id {
+			return m.Killing, true
+		}
+	}
+	return false, false
+}
+
+// Kept members are flagged in the snapshot (with what lies below them), so
+// that the sampler leaves them out of the session's figures.
+func TestSessionMembersKept(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	spawn(tb, procs, 200, 220, 2_100, "keepme")
+	spawn(tb, procs, 220, 221, 2_200, "node")
+	kept := map[int32]bool{}
+	for _, m := range tb.SessionMembers(nil) {
+		kept[m.PID] = m.Kept
+	}
+	want := map[int32]bool{200: false, 210: false, 220: true, 221: true}
+	for pid, k := range want {
+		if kept[pid] != k {
+			t.Errorf("pid %d: Kept %v, want %v (%v)", pid, kept[pid], k, kept)
+		}
+	}
+}
+
+// The agent queued for a resource kill exits before the kill fires: what
+// lies below it is queued at once with the same reason and figures (not as
+// leftovers a grace later, even with --leftovers keep), and the session is
+// no longer "being killed" once its kills are over.
+func TestKillSessionRootExitsFirst(t *testing.T) {
+	for _, keepLeftovers := range []bool{false, true} {
+		tb, procs, clock := sessionTable(t)
+		if keepLeftovers {
+			tb.SetLeftovers(false, grace)
+		}
+		spawn(tb, procs, 200, 210, 2_000, "sleep")
+		spawn(tb, procs, 210, 211, 2_100, "sleep")
+		spawn(tb, procs, 200, 220, 2_200, "keepme") // kept: never queued
+		id, _ := tb.SessionOf(200)
+		fig := Figures{MemoryBytes: 300 << 20, Procs: 3, Details: map[string]float64{"limit": 200 << 20}}
+		if _, err := tb.KillSession(id, ReasonMemory, fig); err != nil {
+			t.Fatal(err)
+		}
+		if k, _ := killingOf(tb, id); !k {
+			t.Fatal("session not killing after KillSession")
+		}
+		clock.now += 5
+		tb.Apply(exitEv(200, 200, 3_000)) // the OOM killer was first
+		q := agents(tb)
+		a, ok := q[210]
+		if len(q) != 1 || !ok || a.Reason != ReasonMemory || a.Deadline != clock.now || a.Figures.MemoryBytes != fig.MemoryBytes {
+			t.Fatalf("leftovers keep %v: queue after the agent's exit: %+v; want 210 for memory, now", keepLeftovers, q)
+		}
+		if k, _ := killingOf(tb, id); !k {
+			t.Fatal("session not killing with 210 queued")
+		}
+		if _, err := tb.KillSession(id, ReasonMemory, fig); !errors.Is(err, ErrKilling) {
+			t.Fatalf("KillSession while 210 is queued: %v, want ErrKilling", err)
+		}
+		// 210 exits before its kill fires too: 211 takes its place.
+		tb.Apply(exitEv(210, 210, 3_100))
+		if a, ok := agents(tb)[211]; !ok || a.Reason != ReasonMemory {
+			t.Fatalf("211 after 210's exit: %+v", agents(tb))
+		}
+		// 211's kill fires; while the reaper holds it the session is being
+		// killed, after Release it is judged again.
+		fired := tb.Queue().PopDue(1<<62, nil)
+		if len(fired) != 1 || fired[0].PID != 211 {
+			t.Fatalf("fired %v", fired)
+		}
+		if _, err := tb.KillSession(id, ReasonMemory, fig); !errors.Is(err, ErrKilling) {
+			t.Fatalf("KillSession while 211 is reaped: %v, want ErrKilling", err)
+		}
+		tb.Apply(exitEv(211, 211, 3_200))
+		if k, _ := killingOf(tb, id); !k {
+			t.Fatal("session not killing while the reaper holds 211")
+		}
+		tb.Release(fired[0].Proc())
+		if k, found := killingOf(tb, id); k || !found {
+			t.Fatalf("after Release: killing %v found %v; want judged again (220 lives)", k, found)
+		}
+		// Only the kept member is left: nothing to kill, never "killing".
+		if _, err := tb.KillSession(id, ReasonMemory, fig); err == nil || errors.Is(err, ErrKilling) {
+			t.Fatalf("KillSession with only a kept member: %v", err)
+		}
+		if k, _ := killingOf(tb, id); k {
+			t.Fatal("killing with nothing queued")
+		}
+	}
+}
+
+// A session whose max-age reap is over (with --leftovers keep) is judged
+// again for resources, not immune for good.
+func TestKillingEndsAfterReap(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	tb.SetLeftovers(false, grace)
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	spawn(tb, procs, 100, 300, 2_100, "") // not a member...
+	tb.Apply(fork(210, 211, 2_200))       // 211: a member double-forked away
+	procs.stat[211] = ProcInfo{PID: 211, PPID: 210, Start: FromTicks(500), State: 'S'}
+	id, _ := tb.SessionOf(200)
+	fired := tb.Queue().PopDue(1<<62, nil)
+	if len(fired) != 1 || fired[0].PID != 200 {
+		t.Fatalf("fired %v", fired)
+	}
+	tb.Apply(exitEv(200, 200, 10_000))
+	tb.Apply(exitEv(210, 210, 10_100))
+	if k, _ := killingOf(tb, id); !k {
+		t.Fatal("session not killing while its agent's tree is reaped")
+	}
+	tb.Release(fired[0].Proc())
+	if k, found := killingOf(tb, id); k || !found {
+		t.Fatalf("after the reap: killing %v found %v", k, found)
+	}
+	if _, err := tb.KillSession(id, ReasonIdle, Figures{Procs: 1}); err != nil {
+		t.Fatalf("KillSession after the reap: %v", err)
+	}
+	if a := agents(tb)[211]; a.Reason != ReasonIdle {
+		t.Fatalf("211: %+v", agents(tb))
+	}
+}
+
+// Kept members do not count toward the procs limit at fork.
+func TestProcsLimitAtForkKept(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	tb.SetProcsLimit(2)
+	spawn(tb, procs, 200, 220, 2_000, "keepme")
+	spawn(tb, procs, 220, 221, 2_100, "sleep") // kept with its parent
+	spawn(tb, procs, 220, 222, 2_200, "sleep")
+	spawn(tb, procs, 200, 210, 2_300, "sleep") // 2 killable: 200, 210
+	if a := agents(tb)[200]; a.Reason != ReasonMaxAge {
+		t.Fatalf("killed with 2 killable members, limit 2: %+v", a)
+	}
+	spawn(tb, procs, 210, 211, 2_400, "sleep") // the 3rd killable
+	if a := agents(tb)[200]; a.Reason != ReasonProcs || a.Figures.Procs != 3 {
+		t.Fatalf("after the 3rd killable member: %+v", a)
+	}
+}

@@ -42,8 +42,13 @@ type Session struct {
 	agent   *Proc // nil once the agent exited
 	head    *Proc // members, linked through Proc.snext and Proc.sprev
 	members int
-	reaped  bool   // its agent was fired by a policy: its tree is being killed
-	killing Reason // the whole session was queued to be killed now (resources.go), and why
+	reaped  bool // its agent was fired by a policy: its tree is being killed
+	// pending counts the session's processes queued to be killed now or
+	// being reaped (Proc.killFor): the session is being killed while it is
+	// above 0 (resources.go). killing is the reason of the latest such
+	// kill, for messages.
+	pending int
+	killing Reason
 }
 
 // addMemberLocked tags p as a member of s.
@@ -126,8 +131,11 @@ func (t *Table) inheritLocked(p *Proc, forked bool) {
 
 // memberExitLocked handles the exit of a member p of s. fired: p's own
 // deadline had fired (a policy is killing its tree); root: p was a leftover
-// queued to be killed, whose member children now take its place.
-func (t *Table) memberExitLocked(p *Proc, s *Session, fired, root bool) {
+// queued to be killed, whose member children now take its place; k: p was
+// queued to be killed now (KillSession, KillNow) and exited first: what its
+// kill would have taken is queued now with the same reason and figures —
+// not as leftovers a grace later, and whatever --leftovers says.
+func (t *Table) memberExitLocked(p *Proc, s *Session, fired, root bool, k *kill) {
 	if s.agent == p {
 		s.agent = nil
 		s.reaped = fired && !t.cfg.DryRun
@@ -137,26 +145,49 @@ func (t *Table) memberExitLocked(p *Proc, s *Session, fired, root bool) {
 		}
 		t.dropMemberLocked(p)
 		t.sessGen++
+		if k != nil {
+			t.killAgainLocked(sessionRootsLocked(s), s, *k)
+			return
+		}
 		t.leftoversLocked(s, p)
 		return
 	}
 	t.dropMemberLocked(p)
-	if root && t.leftovers {
-		t.rootsBelowLocked(p, s)
+	switch {
+	case k != nil:
+		t.killAgainLocked(t.rootsBelowLocked(p, s, nil), s, *k)
+	case root && t.leftovers:
+		for _, c := range t.rootsBelowLocked(p, s, nil) {
+			if !t.keptLocked(c, s) {
+				t.queueLeftoverLocked(c, s)
+			}
+		}
 	}
 }
 
-// rootsBelowLocked queues the nearest live members of s below p (which
-// exited) as leftovers.
-func (t *Table) rootsBelowLocked(p *Proc, s *Session) {
+// killAgainLocked queues roots of s to be killed now with k, in place of a
+// root of the same kill that exited before its deadline fired.
+func (t *Table) killAgainLocked(roots []*Proc, s *Session, k kill) {
+	res := LeaseResult{Session: s.ID}
+	t.killRootsLocked(roots, s.Rule, k, nil, &res)
+	if len(res.Queued) > 0 {
+		t.log.Debug("kill root exited before its deadline: queued below it", zap.Int32("session_pid", s.ID.PID),
+			zap.String("reason", string(k.why)), zap.Int32s("queued", res.Queued))
+	}
+}
+
+// rootsBelowLocked appends to buf the nearest live members of s below p
+// (which exited).
+func (t *Table) rootsBelowLocked(p *Proc, s *Session, buf []*Proc) []*Proc {
 	for c := p.child; c != nil; c = c.next {
 		switch {
 		case c.dead:
-			t.rootsBelowLocked(c, s)
-		case c.session == s && !t.keptLocked(c, s):
-			t.queueLeftoverLocked(c, s)
+			buf = t.rootsBelowLocked(c, s, buf)
+		case c.session == s:
+			buf = append(buf, c)
 		}
 	}
+	return buf
 }
 
 // leftoversLocked queues the leftovers of s, whose agent has exited. A tree

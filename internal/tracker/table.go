@@ -116,6 +116,10 @@ type Proc struct {
 	session      *Session
 	snext, sprev *Proc
 	keep         int8
+	// killFor is the session whose kill p's queued or fired agent counts
+	// toward (Session.pending), until the agent leaves the queue or the
+	// reaper releases p (resources.go).
+	killFor *Session
 }
 
 // Counters are cumulative counts kept by the table.
@@ -634,18 +638,36 @@ func (t *Table) removeLocked(p *Proc) {
 	t.wakeGoneLocked(p.PID)
 	t.endLeaseLocked(p)
 	fired, root := false, false
+	var k *kill
 	if a := p.agent; a != nil {
 		p.agent = nil
 		if t.cfg.Queue.Remove(a) {
 			closeFD(a.FD)
 			p.holds--
-			root = a.Reason == ReasonLeftover
+			switch a.Reason {
+			case ReasonMaxAge:
+			case ReasonLeftover:
+				root = true
+			default:
+				// A kill now (memory, procs, idle, pressure, manual) whose
+				// process exited before it fired: what it would have
+				// killed is killed now, for the same reason.
+				k = &kill{why: a.Reason, by: a.RequestedBy, fig: a.Figures}
+			}
 		} else {
 			fired = true
 		}
 	}
-	if s := p.session; s != nil {
-		t.memberExitLocked(p, s, fired, root)
+	s := p.session
+	if s != nil {
+		t.memberExitLocked(p, s, fired, root, k)
+	}
+	if fired && p.holds > 0 {
+		// The reaper chases p's tree until it releases p: the session is
+		// being killed until then.
+		t.pendLocked(p, s)
+	} else {
+		t.unpendLocked(p)
 	}
 	if p.holds == 0 {
 		t.freeLocked(p)
@@ -666,6 +688,7 @@ func (t *Table) freeLocked(p *Proc) {
 	}
 	p.child = nil
 	t.unlinkLocked(p)
+	t.unpendLocked(p)
 	*p = Proc{}
 	t.free = append(t.free, p)
 }
@@ -687,6 +710,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 		p.agent = nil
 		closeFD(a.FD)
 		p.holds--
+		t.unpendLocked(p)
 	}
 	if !ok {
 		return
@@ -833,6 +857,9 @@ func (t *Table) Release(p *Proc) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p.holds--
+	if p.holds == 0 {
+		t.unpendLocked(p) // the reaper is done with p's tree
+	}
 	if p.holds == 0 && p.dead {
 		t.freeLocked(p)
 	}
