@@ -597,6 +597,10 @@ int main(int argc, char **argv) {
 				if (c < 0) { perror("fork"); _exit(1); }
 				if (c == 0) {
 					signal(SIGTERM, SIG_IGN);
+					/* SESSFORKER_WAKE_MS: wake that often (a little CPU each
+					   time, as an idle server's timers), else sleep for good. */
+					const char *w = getenv("SESSFORKER_WAKE_MS");
+					if (w) for (;;) usleep(atol(w) * 1000);
 					for (;;) pause();
 				}
 			}
@@ -659,8 +663,9 @@ type sessions struct {
 	lines *bufio.Scanner
 }
 
-func startSessions(b *testing.B, name string, agents, children int) *sessions {
+func startSessions(b *testing.B, name string, agents, children int, env ...string) *sessions {
 	c := exec.Command(sessForker(b), name, strconv.Itoa(agents), strconv.Itoa(children))
+	c.Env = append(os.Environ(), env...)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	in, _ := c.StdinPipe()
 	out, _ := c.StdoutPipe()

@@ -180,7 +180,7 @@ func dialStuck(t *testing.T, addr, path string) net.Conn {
 	return c
 }
 
-func metricValue(t *testing.T, d *testDaemon, name string) float64 {
+func metricValue(t testing.TB, d *testDaemon, name string) float64 {
 	t.Helper()
 	for _, l := range strings.Split(scrape(t, d), "\n") {
 		if v, ok := strings.CutPrefix(l, name+" "); ok {

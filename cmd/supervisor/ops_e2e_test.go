@@ -82,7 +82,7 @@ func TestIntegrationMetricsAndAgents(t *testing.T) {
 	}
 }
 
-func scrape(t *testing.T, d *testDaemon) string {
+func scrape(t testing.TB, d *testDaemon) string {
 	t.Helper()
 	resp, err := http.Get("http://" + d.addr + "/metrics")
 	if err != nil {

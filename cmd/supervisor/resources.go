@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // resourceGuard samples every session each --resource-interval and kills
@@ -34,6 +36,13 @@ type resourceGuard struct {
 	// nothing: sessions over a limit with nothing to kill, when last
 	// logged at Warn (once a minute each).
 	nothing map[tracker.SessionID]time.Time
+
+	// What sampling costs, measured on the sampling thread itself
+	// (CLOCK_THREAD_CPUTIME_ID: its user and system time, the /proc reads
+	// included): supervisor_resource_sample_cpu_seconds_total and
+	// supervisor_resource_samples_total.
+	sampleCPU prometheus.Counter
+	samples   prometheus.Counter
 }
 
 type dryKey struct {
@@ -57,7 +66,11 @@ func (d *daemon) resources() *resourceGuard {
 			limits: resource.Limits{MaxMemory: cfg.SessionMaxMemory, MaxProcs: cfg.SessionMaxProcs, Idle: cfg.SessionIdle}}
 		g.sampler = resource.NewSampler(d.table, resource.NewProcReader("/proc"), d.clock)
 		d.table.SetProcsLimit(cfg.SessionMaxProcs)
-		d.metrics.reg.MustRegister(&sessionMemoryCollector{g: g})
+		g.sampleCPU = prometheus.NewCounter(prometheus.CounterOpts{Name: "supervisor_resource_sample_cpu_seconds_total",
+			Help: "CPU time (user and system) the resource sampler's thread spent taking samples."})
+		g.samples = prometheus.NewCounter(prometheus.CounterOpts{Name: "supervisor_resource_samples_total",
+			Help: "Resource samples taken (one per --resource-interval)."})
+		d.metrics.reg.MustRegister(&sessionMemoryCollector{g: g}, g.sampleCPU, g.samples)
 		for _, r := range []tracker.Reason{tracker.ReasonMemory, tracker.ReasonProcs, tracker.ReasonIdle} {
 			for _, c := range killSeries {
 				d.metrics.kills.WithLabelValues(string(r), c[0], c[1])
@@ -74,6 +87,10 @@ func (d *daemon) latestResources() []resource.Session {
 }
 
 func (g *resourceGuard) run(ctx context.Context) {
+	// One OS thread for the loop, so that its CPU-time clock is the
+	// sampling's cost (supervisor_resource_sample_cpu_seconds_total).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	g.mu.Lock()
 	iv := g.interval
 	g.mu.Unlock()
@@ -93,8 +110,12 @@ func (g *resourceGuard) run(ctx context.Context) {
 
 // tick takes one sample and acts on the limits.
 func (g *resourceGuard) tick() {
-	t0 := time.Now()
+	t0, c0 := time.Now(), threadCPU()
 	out, failed := g.sampler.Sample()
+	if c1 := threadCPU(); c1 >= c0 {
+		g.sampleCPU.Add(float64(c1-c0) / 1e9)
+	}
+	g.samples.Inc()
 	if failed > 0 {
 		g.mu.Lock()
 		warn := time.Since(g.lastWarn) > time.Minute
@@ -357,4 +378,14 @@ func (c *sessionMemoryCollector) Collect(ch chan<- prometheus.Metric) {
 		counts[b] = uint64(j) // cumulative
 	}
 	ch <- prometheus.MustNewConstHistogram(descSessionMemory, uint64(len(mem)), sum, counts)
+}
+
+// threadCPU is the calling thread's CPU time in nanoseconds (0 if the
+// clock cannot be read).
+func threadCPU() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
+		return 0
+	}
+	return ts.Nano()
 }

@@ -9,54 +9,62 @@ import (
 	"time"
 )
 
-// BenchmarkIntegrationResourceCost: the daemon's CPU with sessions of
-// paused C processes (agents × children, every one a session member),
-// sampled every 2 s (the default --resource-interval) against the same
-// sessions sampled once an hour: the difference is the sampling cost, in
-// percent of one core.
+// BenchmarkIntegrationResourceCost: what sampling costs, as the sampling
+// thread's own CPU time per sample (supervisor_resource_sample_cpu_seconds_total
+// over supervisor_resource_samples_total: CLOCK_THREAD_CPUTIME_ID around
+// each sample, the /proc reads and the table snapshot included), at the
+// default --resource-interval of 2 s, for sessions of C processes (agents ×
+// children, every one a session member). Two kinds of members: idle ones
+// (paused: their CPU clock never moves, so their statm figure is reused
+// between reads) and busy ones (each wakes every 500 ms, so every sample
+// finds its clock moved and reads statm).
 func BenchmarkIntegrationResourceCost(b *testing.B) {
 	for _, size := range scale([][2]int{{10, 20}}, [][2]int{{100, 20}, {100, 100}}, [][2]int{{100, 20}, {100, 100}}) {
-		b.Run(strconv.Itoa(size[0])+"x"+strconv.Itoa(size[1]), func(b *testing.B) { benchResourceCost(b, size[0], size[1]) })
+		for _, kind := range []string{"idle", "busy"} {
+			b.Run(strconv.Itoa(size[0])+"x"+strconv.Itoa(size[1])+"/"+kind, func(b *testing.B) { benchResourceCost(b, size[0], size[1], kind) })
+		}
 	}
 }
 
-func benchResourceCost(b *testing.B, agents, children int) {
+func benchResourceCost(b *testing.B, agents, children int, kind string) {
 	needRoot(b)
-	window := scale(2*time.Second, 10*time.Second, 30*time.Second)
+	window := scale(4*time.Second, 20*time.Second, 60*time.Second)
+	var env []string
+	if kind == "busy" {
+		env = append(env, "SESSFORKER_WAKE_MS=500")
+	}
 	for b.Loop() {
-		startSessions(b, "res-agent", agents, children)
+		startSessions(b, "res-agent", agents, children, env...)
 		total := agents * (children + 1)
-		cpu := map[string]float64{}
-		for _, iv := range []string{"1h", "2s"} {
-			d := startDaemon(b, "--max-age", "1h", "--agent", "res-agent", "--log-level", "info",
-				"--summary-interval", "1h", "--resource-interval", iv)
-			pid := d.cmd.Process.Pid
-			waitHealth(b, d, 60*time.Second, func(h healthView) bool { return h.Agents >= agents && h.Members >= total })
-			time.Sleep(2 * time.Second) // past start-up and the first sample
-			c0, _ := procCPU(pid)
-			time.Sleep(window)
-			c1, _ := procCPU(pid)
-			cpu[iv] = 100 * (c1 - c0) / window.Seconds()
-			if iv == "2s" {
-				// One sample timed from outside: /agents figures are fresh.
-				var agentsNow []agentView
-
-				d.get(b, "/agents", &agentsNow)
-
-				for _, v := range agentsNow {
-					if v.SessionFigures != nil && v.Procs != children+1 {
-						b.Errorf("session %d: %d procs sampled, want %d", v.PID, v.Procs, children+1)
-					}
-				}
-			}
-			d.stop(b)
+		d := startDaemon(b, "--max-age", "1h", "--agent", "res-agent", "--log-level", "info",
+			"--summary-interval", "1h", "--resource-interval", "2s")
+		waitHealth(b, d, 60*time.Second, func(h healthView) bool { return h.Agents >= agents && h.Members >= total })
+		// Past the first samples, which open every member's statm.
+		for metricValue(b, d, "supervisor_resource_samples_total") < 2 {
+			time.Sleep(100 * time.Millisecond)
 		}
-		cost := cpu["2s"] - cpu["1h"]
+		c0, n0 := metricValue(b, d, "supervisor_resource_sample_cpu_seconds_total"), metricValue(b, d, "supervisor_resource_samples_total")
+		time.Sleep(window)
+		c1, n1 := metricValue(b, d, "supervisor_resource_sample_cpu_seconds_total"), metricValue(b, d, "supervisor_resource_samples_total")
+		var agentsNow []agentView
+		d.get(b, "/agents", &agentsNow)
+		for _, v := range agentsNow {
+			if v.SessionFigures != nil && v.Procs != children+1 {
+				b.Errorf("session %d: %d procs sampled, want %d", v.PID, v.Procs, children+1)
+			}
+		}
+		d.stop(b)
+		if n1 <= n0 {
+			b.Fatalf("no sample in %s", window)
+		}
+		perSample := (c1 - c0) / (n1 - n0) // seconds of CPU
+		cost := 100 * perSample / 2         // % of a core at one sample per 2 s
+		usPer := perSample * 1e6 / float64(total)
 		record(b, "resource_cost", map[string]any{"sessions": agents, "members_each": children + 1,
-			"members": total, "interval": "2s", "cpu_pct_sampling": cpu["2s"], "cpu_pct_baseline": cpu["1h"],
-			"cost_cpu_pct": cost, "us_per_member": cost / 100 * 2e6 / float64(total)})
+			"members": total, "kind": kind, "interval": "2s", "samples": n1 - n0,
+			"ms_per_sample": perSample * 1e3, "cost_cpu_pct": cost, "us_per_member": usPer})
 		b.ReportMetric(cost, "sampling-cpu-%")
-		b.ReportMetric(cost/100*2e6/float64(total), "us/member")
+		b.ReportMetric(usPer, "us/member")
 	}
 }
 
