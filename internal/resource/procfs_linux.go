@@ -34,16 +34,22 @@ import (
 // is read by PID first, then statm: a statm read that succeeds after it
 // proves the PID still belonged to the member when the clock was read.
 //
-// Idle members cost only the clock: a process's anon RSS grows only by its
-// own page faults, which its own CPU time pays for, so a held member whose
-// CPU clock has not moved since the last read keeps the memory it had then;
-// statm is read again when the clock moved, or after refreshEvery reads
-// regardless (reclaim can shrink an idle process: swap, KSM). Most members
-// of an agent session sit idle between samples (MCP servers, shells,
-// watchers): this halves their cost, and it is what keeps sampling under
-// 0.5 % of a core at 100 sessions of 20 (BENCHMARKS.md). A PID reused by a
-// process with the very same CPU nanoseconds would read the old figure
-// once; the table drops the member at its exit event anyway.
+// Quiet members cost only the clock. A process's anon RSS grows only by
+// page faults in its own context (do_anonymous_page and friends, or
+// MAP_POPULATE/mlock faulting in for it), and that kernel time is charged
+// to its own CPU clock (sum_exec_runtime counts system time): every new
+// page costs at least the clearing of it. So while a member's CPU clock
+// has moved less than cpuSlack since its last statm read, its memory can
+// have grown by at most what clearing pages at memory bandwidth does in
+// cpuSlack — 250 µs at 30 GB/s (clear_huge_page, a fast machine) is under
+// 8 MB — and the last figure is kept; statm is read again past that, and
+// after refreshEvery reads regardless (reclaim can shrink a quiet process:
+// swap, KSM). Most members of an agent session are idle or nearly so
+// between samples (MCP servers, shells, watchers, timers): this halves
+// their cost, and it is what keeps sampling under 0.5 % of a core at 100
+// sessions of 20 (BENCHMARKS.md). A PID reused by a process whose CPU
+// clock happens to lie within cpuSlack of the old one would read the old
+// figure once; the table drops the member at its exit event anyway.
 //
 // Descriptors are held for at most a quarter of RLIMIT_NOFILE, and only
 // with a number below half of it — the rule of the reaper's pidfds
@@ -76,6 +82,10 @@ type heldFD struct {
 	skips  uint8
 	cached bool
 }
+
+// cpuSlack: CPU a member may use before its statm is read again (see
+// ProcReader).
+const cpuSlack = 250_000 // ns
 
 // defaultRefresh: an idle member's statm is read at least every 15th
 // sample (30 s at the default 2 s interval).
@@ -120,7 +130,7 @@ func (r *ProcReader) Read(pid int32, start tracker.Start) (Usage, error) {
 		return Usage{}, gone(fmt.Sprintf("cpu clock of %d", pid), "clock_gettime", err)
 	}
 	cpu := uint64(ts.Nano())
-	if h.cached && cpu == h.cpu && h.skips < r.refreshEvery {
+	if h.cached && cpu >= h.cpu && cpu-h.cpu < cpuSlack && h.skips < r.refreshEvery {
 		h.skips++
 		return Usage{CPUNanos: cpu, MemoryBytes: h.mem}, nil
 	}

@@ -56,7 +56,7 @@ func BenchmarkReadProcess(b *testing.B) {
 	for i, p := range pids {
 		starts[i] = startOf(b, p)
 	}
-	// Idle members (these are): the clock alone, statm every 15th read.
+	// Quiet members (these are): the clock alone, statm every 15th read.
 	b.Run("chosen_idle_member", func(b *testing.B) {
 		r := NewProcReader("/proc")
 		for i := 0; b.Loop(); i++ {
