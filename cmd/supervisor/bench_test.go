@@ -597,10 +597,18 @@ int main(int argc, char **argv) {
 				if (c < 0) { perror("fork"); _exit(1); }
 				if (c == 0) {
 					signal(SIGTERM, SIG_IGN);
-					/* SESSFORKER_WAKE_MS: wake that often (a little CPU each
-					   time, as an idle server's timers), else sleep for good. */
-					const char *w = getenv("SESSFORKER_WAKE_MS");
-					if (w) for (;;) usleep(atol(w) * 1000);
+					/* SESSFORKER_WAKE_MS: wake that often and burn
+					   SESSFORKER_BURN_US of CPU each time (a working process),
+					   else sleep for good. */
+					const char *w = getenv("SESSFORKER_WAKE_MS"), *u = getenv("SESSFORKER_BURN_US");
+					long burn = u ? atol(u) * 1000 : 0;
+					if (w) for (;;) {
+						usleep(atol(w) * 1000);
+						struct timespec t0, t1;
+						clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+						do clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+						while ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) < burn);
+					}
 					for (;;) pause();
 				}
 			}

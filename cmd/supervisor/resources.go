@@ -110,6 +110,21 @@ func (g *resourceGuard) run(ctx context.Context) {
 
 // tick takes one sample and acts on the limits.
 func (g *resourceGuard) tick() {
+	g.mu.Lock()
+	acting := g.limits.Any()
+	g.mu.Unlock()
+	if w := g.d.pressure; w != nil {
+		w.mu.Lock()
+		acting = acting || w.spec != nil
+		w.mu.Unlock()
+	}
+	// Keep marks matter only when a policy may kill by these figures: then
+	// up to keepResolve members' marks are read per sample (tracker).
+	if acting {
+		g.d.table.SetKeepResolve(keepResolve)
+	} else {
+		g.d.table.SetKeepResolve(0)
+	}
 	t0, c0 := time.Now(), threadCPU()
 	out, failed := g.sampler.Sample()
 	if c1 := threadCPU(); c1 >= c0 {
@@ -379,6 +394,11 @@ func (c *sessionMemoryCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstHistogram(descSessionMemory, uint64(len(mem)), sum, counts)
 }
+
+// keepResolve: members whose keep mark the table may resolve per sample
+// (reading /proc/PID/environ, ~60 µs each, under the table's lock): at most
+// ~16 ms of lock a sample for a session that gained thousands of members.
+const keepResolve = 256
 
 // threadCPU is the calling thread's CPU time in nanoseconds (0 if the
 // clock cannot be read).

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"golang.org/x/sys/unix"
@@ -43,8 +44,11 @@ import (
 // have grown by at most what clearing pages at memory bandwidth does in
 // cpuSlack — 250 µs at 30 GB/s (clear_huge_page, a fast machine) is under
 // 8 MB — and the last figure is kept; statm is read again past that, and
-// after refreshEvery reads regardless (reclaim can shrink a quiet process:
-// swap, KSM). Most members of an agent session are idle or nearly so
+// after refreshEvery reads or refreshAfter (10 s) regardless, whichever
+// comes first: reclaim can shrink a quiet process (swap, KSM), and a few
+// paths grow one without its own CPU (process_vm_writev or /proc/PID/mem
+// writes by another process, a userfaultfd monitor, khugepaged's collapse,
+// swapoff), so a quiet figure is at most that old. Most members of an agent session are idle or nearly so
 // between samples (MCP servers, shells, watchers, timers): this halves
 // their cost, and it is what keeps sampling under 0.5 % of a core at 100
 // sessions of 20 (BENCHMARKS.md). A PID reused by a process whose CPU
@@ -70,6 +74,10 @@ type ProcReader struct {
 	// refreshEvery bounds how many reads in a row an idle member's memory
 	// is taken from its last statm read; 0 reads statm every time.
 	refreshEvery uint8
+	// refreshAfter bounds, in time, how old a reused figure may be
+	// (monotonic ns; now reads the clock).
+	refreshAfter int64
+	now          func() int64
 }
 
 type heldFD struct {
@@ -80,6 +88,7 @@ type heldFD struct {
 	cpu    uint64
 	mem    int64
 	skips  uint8
+	at     int64 // when statm was read (now's clock)
 	cached bool
 }
 
@@ -100,7 +109,7 @@ func NewProcReader(root string) *ProcReader {
 	}
 	return &ProcReader{root: root, page: int64(os.Getpagesize()), buf: make([]byte, 512),
 		path: make([]byte, 0, len(root)+32), held: map[memberKey]*heldFD{}, maxHeld: limit / 4,
-		fdCap: min(limit/2, 1<<16), refreshEvery: defaultRefresh}
+		fdCap: min(limit/2, 1<<16), refreshEvery: defaultRefresh, refreshAfter: int64(10 * time.Second), now: monoNow}
 }
 
 // cpuClock is the clock id of pid's process CPU-time clock.
@@ -130,7 +139,8 @@ func (r *ProcReader) Read(pid int32, start tracker.Start) (Usage, error) {
 		return Usage{}, gone(fmt.Sprintf("cpu clock of %d", pid), "clock_gettime", err)
 	}
 	cpu := uint64(ts.Nano())
-	if h.cached && cpu >= h.cpu && cpu-h.cpu < cpuSlack && h.skips < r.refreshEvery {
+	now := r.now()
+	if h.cached && cpu >= h.cpu && cpu-h.cpu < cpuSlack && h.skips < r.refreshEvery && now-h.at < r.refreshAfter {
 		h.skips++
 		return Usage{CPUNanos: cpu, MemoryBytes: h.mem}, nil
 	}
@@ -143,7 +153,7 @@ func (r *ProcReader) Read(pid int32, start tracker.Start) (Usage, error) {
 	if err != nil {
 		return Usage{}, err
 	}
-	h.cpu, h.mem, h.skips, h.cached = cpu, max(resident-shared, 0)*r.page, 0, true
+	h.cpu, h.mem, h.skips, h.cached, h.at = cpu, max(resident-shared, 0)*r.page, 0, true, now
 	return Usage{CPUNanos: cpu, MemoryBytes: h.mem}, nil
 }
 
@@ -223,3 +233,8 @@ func gone(path, op string, err error) error {
 	}
 	return e
 }
+
+var monoStart = time.Now()
+
+// monoNow is a monotonic clock in nanoseconds.
+func monoNow() int64 { return int64(time.Since(monoStart)) }

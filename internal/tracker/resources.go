@@ -205,6 +205,16 @@ func (t *Table) SetProcsLimit(n int) {
 	t.maxProcs = n
 }
 
+// SetKeepResolve sets how many members' keep marks SessionMembers may
+// resolve per call by reading /proc (environment, command line) under the
+// table's lock; 0 reads none (no resource policy is on: the figures are
+// only shown). Members not resolved yet count as kept.
+func (t *Table) SetKeepResolve(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.keepBudget = n
+}
+
 // forkLimitLocked checks the procs limit of the session p just joined. Kept
 // members (and their descendants) do not count: no policy kills them, so
 // they cannot take a session over a limit. A kept fork adds nothing to
@@ -266,6 +276,7 @@ type Member struct {
 func (t *Table) SessionMembers(buf []Member) []Member {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	budget := t.keepBudget
 	for _, s := range t.sessions {
 		m := Member{Session: s.ID, Comm: s.Comm, Exempt: t.exemptLocked(s), AgentAlive: s.agent != nil,
 			Killing: s.pending > 0}
@@ -277,9 +288,27 @@ func (t *Table) SessionMembers(buf []Member) []Member {
 			if q == s.agent || q.dead {
 				continue
 			}
-			// keptLocked is memoised per process: the environment is read
-			// once, at a member's first sample.
-			m.PID, m.Start, m.Kept = q.PID, q.Start, t.keptLocked(q, s)
+			m.PID, m.Start = q.PID, q.Start
+			switch o := t.keepOverrideLocked(q); {
+			case o != keepUnknown:
+				m.Kept = o == keepYes
+			case q.keep != keepUnknown:
+				m.Kept = q.keep == keepYes
+			case budget > 0:
+				// Read under the lock (the environment, maybe the command
+				// line), memoised: a member costs this once. At most
+				// keepBudget a call, so that a session of thousands of new
+				// members does not hold the table for long.
+				budget--
+				m.Kept = t.keptLocked(q, s)
+			default:
+				// Not known yet: counted as kept, out of the killable
+				// figures, while policies act (keepBudget > 0) — a late
+				// kill, never one for a kept process's memory; with every
+				// resource policy off nothing is read and the figures are
+				// only shown.
+				m.Kept = t.keepBudget > 0
+			}
 			buf = append(buf, m)
 		}
 	}

@@ -111,15 +111,43 @@ func TestSessionMembersKept(t *testing.T) {
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
 	spawn(tb, procs, 200, 220, 2_100, "keepme")
 	spawn(tb, procs, 220, 221, 2_200, "node")
-	kept := map[int32]bool{}
-	for _, m := range tb.SessionMembers(nil) {
-		kept[m.PID] = m.Kept
-	}
-	want := map[int32]bool{200: false, 210: false, 220: true, 221: true}
-	for pid, k := range want {
-		if kept[pid] != k {
-			t.Errorf("pid %d: Kept %v, want %v (%v)", pid, kept[pid], k, kept)
+	check := func(what string, want map[int32]bool) {
+		t.Helper()
+		kept := map[int32]bool{}
+		for _, m := range tb.SessionMembers(nil) {
+			kept[m.PID] = m.Kept
 		}
+		for pid, k := range want {
+			if kept[pid] != k {
+				t.Errorf("%s: pid %d: Kept %v, want %v (%v)", what, pid, kept[pid], k, kept)
+			}
+		}
+	}
+	// No policy on: nothing read, the unknown marks shown as not kept.
+	check("no budget", map[int32]bool{200: false, 210: false, 220: false, 221: false})
+	// A budget of 1: one mark resolved a call (210 or 220 first, by list
+	// order); the unresolved count as kept meanwhile, never killable.
+	tb.SetKeepResolve(1)
+	tb.SessionMembers(nil)
+	tb.SessionMembers(nil)
+	tb.SessionMembers(nil)
+	check("resolved", map[int32]bool{200: false, 210: false, 220: true, 221: true})
+}
+
+// With a budget, a member whose mark is not resolved yet counts as kept.
+func TestSessionMembersKeptUnresolved(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	spawn(tb, procs, 200, 211, 2_001, "sleep")
+	tb.SetKeepResolve(1)
+	kept := 0
+	for _, m := range tb.SessionMembers(nil) {
+		if m.PID != 200 && m.Kept {
+			kept++
+		}
+	}
+	if kept != 1 {
+		t.Errorf("%d unresolved members counted as kept after one resolved, want 1", kept)
 	}
 }
 

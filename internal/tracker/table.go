@@ -166,7 +166,8 @@ type Table struct {
 	leaseGen uint64
 
 	// maxProcs is the session process limit checked at fork (resources.go).
-	maxProcs int
+	maxProcs   int
+	keepBudget int // SessionMembers: environments read per call (SetKeepResolve)
 
 	// exited holds the exits Exited was told of (exited.go), by PID, until
 	// a scan no longer shows them; guarded by mu.

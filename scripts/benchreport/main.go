@@ -353,14 +353,16 @@ func main() {
 				w("Sampling cost at the default `--resource-interval 2s`: the sampling thread's own CPU time per sample ")
 				w("(`supervisor_resource_sample_cpu_seconds_total` / `supervisor_resource_samples_total`: CLOCK_THREAD_CPUTIME_ID around each sample, ")
 				w("the table snapshot and every /proc read included), for sessions of C processes, every one a session member. ")
-				w("Idle members are paused (their CPU clock never moves: the last statm figure is reused, statm re-read every 15th sample); ")
-				w("busy members wake every 500 ms (every sample reads their statm).\n\n")
-				w("| sessions | members | members are | per sample | sampling CPU | per member per sample |\n|---|---|---|---|---|---|\n")
+				w("Idle members are paused (their CPU clock never moves: the last statm figure is reused, statm re-read every 10 s); ")
+				w("waking members wake every 500 ms for a few µs (under the 250 µs of CPU that makes a statm read); ")
+				w("busy members burn 300 µs every 500 ms (every sample reads their statm). ")
+				w("The daemon column is the whole process's CPU over the window (every thread, the members' own load on the machine around it): an upper bound.\n\n")
+				w("| sessions | members | members are | per sample | sampling CPU | per member per sample | whole daemon |\n|---|---|---|---|---|---|---|\n")
 				resRows = max(resRows, 0)
 			}
 			resRows++
-			w("| %.0f | %.0f | %s | %.2f ms | %.3f %% of a core | %.2f µs |\n", r.f("sessions"), r.f("members"), r.s("kind"),
-				r.f("ms_per_sample"), r.f("cost_cpu_pct"), r.f("us_per_member"))
+			w("| %.0f | %.0f | %s | %.2f ms | %.3f %% of a core | %.2f µs | %.2f %% |\n", r.f("sessions"), r.f("members"), r.s("kind"),
+				r.f("ms_per_sample"), r.f("cost_cpu_pct"), r.f("us_per_member"), r.f("daemon_cpu_pct"))
 			if r.f("members") >= 2000 && r.f("members") < 5000 {
 				targets = append(targets, [3]string{"resource sampling at 100 sessions × 20 members (" + r.s("kind") + "), every 2 s: < 0.5 % of a core",
 					fmt.Sprintf("%.3f %%", r.f("cost_cpu_pct")), verdict(r.f("cost_cpu_pct") < 0.5)})
