@@ -72,7 +72,7 @@ func benchResourceCost(b *testing.B, agents, children int, kind string) {
 			b.Fatalf("no sample in %s", window)
 		}
 		perSample := (c1 - c0) / (n1 - n0) // seconds of CPU
-		cost := 100 * perSample / 2         // % of a core at one sample per 2 s
+		cost := 100 * perSample / 2        // % of a core at one sample per 2 s
 		usPer := perSample * 1e6 / float64(total)
 		record(b, "resource_cost", map[string]any{"sessions": agents, "members_each": children + 1,
 			"members": total, "kind": kind, "interval": "2s", "samples": n1 - n0,
