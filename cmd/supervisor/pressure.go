@@ -71,6 +71,9 @@ func (d *daemon) startPressure() error {
 	})
 	d.pressure = w
 	if d.cfg.Pressure == nil {
+		if d.cfg.PressureFile != "" {
+			w.log.Warn("--pressure-file is set without --pressure: no trigger is registered", zap.String("pressure_file", d.cfg.PressureFile))
+		}
 		return nil
 	}
 	return w.arm(*d.cfg.Pressure, w.file)

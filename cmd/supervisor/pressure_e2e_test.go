@@ -406,3 +406,12 @@ func TestIntegrationPressureDryRun(t *testing.T) {
 		t.Fatal("a dry run signalled a session")
 	}
 }
+
+// --pressure-file alone registers nothing, and says so.
+func TestIntegrationPressureFileAlone(t *testing.T) {
+	needRoot(t)
+	d := startDaemon(t, "--max-age", "1h", "--pressure-file", "/proc/pressure/memory")
+	d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
+		return m["msg"] == "--pressure-file is set without --pressure: no trigger is registered" && m["pressure_file"] == "/proc/pressure/memory"
+	})
+}
