@@ -37,11 +37,13 @@ type fleetHost struct {
 var errNotMigrated = errors.New("the database has no view tel.fleet (its schema predates migration 006_fleet.sql): run `supervisor migrate` with an owner role, or start a daemon of this version that may")
 
 // fleetCmd prints one line per host from tel.fleet. Exit status: 2 for bad
-// flags or no database given, 1 when the database cannot be read.
+// flags or no database given, 1 when the database cannot be read, 3 with
+// --fail-silent when a host is SILENT (for a cron job or a monitoring check).
 func fleetCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	var asJSON bool
+	var asJSON, failSilent bool
 	cfg, err := parseConfig("fleet", args, getenv, stdout, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+		fs.BoolVar(&failSilent, "fail-silent", false, "exit 3 when a host is SILENT")
 	})
 	if errors.Is(err, errHelp) {
 		return 0
@@ -69,6 +71,13 @@ func fleetCmd(args []string, getenv func(string) string, stdout, stderr io.Write
 	if err != nil {
 		fmt.Fprintf(stderr, "supervisor: fleet: %v\n", err)
 		return 1
+	}
+	if failSilent {
+		for _, h := range hosts {
+			if h.Silent {
+				return 3
+			}
+		}
 	}
 	return 0
 }

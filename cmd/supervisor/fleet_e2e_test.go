@@ -129,6 +129,10 @@ func TestIntegrationFleet(t *testing.T) {
 	if !strings.Contains(lq, "SILENT") || ll == "" || strings.Contains(ll, "SILENT") || !strings.Contains(ll, "max_age 1") {
 		t.Errorf("table:\n%s", out)
 	}
+	// --fail-silent: exit 3 while a host is silent (a monitoring check).
+	if _, errs, code := runCLI(t, "fleet", "--fail-silent", "--database-url", db); code != 3 {
+		t.Errorf("fleet --fail-silent with a silent host: exit %d, want 3: %s", code, errs)
+	}
 
 	// Without a database: exit 2 naming what to give; unreachable: exit 1.
 	if _, errs, code := runCLIEnv(t, []string{"DATABASE_URL=", "DATABASE_URL_FILE="}, "fleet"); code != 2 || !strings.Contains(errs, "no database given") {
