@@ -39,11 +39,19 @@ func BenchmarkSampleReal(b *testing.B) {
 			ms = append(ms, tracker.Member{Session: id, PID: pid, Start: st, Comm: "claude", AgentAlive: true})
 		}
 	}
-	s := NewSampler(ms, NewProcReader("/proc"), &boot{})
-	s.Sample()
-	s.Sample()
-	for b.Loop() {
-		s.Sample()
+	for _, kind := range []string{"quiet", "busy"} {
+		b.Run(kind, func(b *testing.B) {
+			r := NewProcReader("/proc")
+			if kind == "busy" {
+				r.refreshEvery = 0 // as if every member used CPU: statm every read
+			}
+			s := NewSampler(ms, r, &boot{})
+			s.Sample()
+			s.Sample()
+			for b.Loop() {
+				s.Sample()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(ms)), "ns/member")
+		})
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(ms)), "ns/member")
 }
