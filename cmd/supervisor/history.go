@@ -79,6 +79,21 @@ func summary(r store.Record) string {
 		if k.SessionPID != nil {
 			s += fmt.Sprintf(", session of pid %d", *k.SessionPID)
 		}
+		if k.MemoryBytes != nil {
+			s += fmt.Sprintf(", session memory %.1f MiB", float64(*k.MemoryBytes)/(1<<20))
+		}
+		if k.Procs != nil {
+			s += fmt.Sprintf(" in %d processes", *k.Procs)
+		}
+		if k.RequestedBy != "" {
+			s += ", asked by " + printable(k.RequestedBy)
+		}
+		if id := k.ContainerID; id != "" {
+			s += ", container " + printable(id[:min(12, len(id))])
+		}
+		if k.PodUID != "" {
+			s += ", pod " + printable(k.PodUID)
+		}
 		return s
 	}
 	if sn := r.Snapshot; sn != nil {
@@ -123,17 +138,42 @@ func dbHistory(ctx context.Context, dsn string, from time.Time) ([]store.Record,
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	// A database not yet migrated to 002 (a new binary reading before its
-	// daemon migrated) has no reason: every kill there was at max age.
-	var sessions bool
-	if err := conn.QueryRow(cctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
-		WHERE attrelid = to_regclass('tel.agent_kills') AND attname = 'reason' AND NOT attisdropped)`).Scan(&sessions); err != nil {
+	// A database not yet migrated (a new binary reading before its daemon
+	// migrated) lacks the later columns: no reason (002) means every kill
+	// there was at max age; the others (003 requested_by, 004 memory_bytes
+	// and procs, 005 container_id and pod_uid) read as unknown.
+	have := map[string]bool{}
+	crows, err := conn.Query(cctx, `SELECT attname::text FROM pg_attribute
+		WHERE attrelid = to_regclass('tel.agent_kills') AND attnum > 0 AND NOT attisdropped`)
+	if err != nil {
 		return nil, err
 	}
-	cols := "'" + store.DefaultReason + "', NULL::integer, NULL::timestamptz"
-	if sessions {
-		cols = "reason, session_pid, session_started_at"
+	for crows.Next() {
+		var name string
+		if err := crows.Scan(&name); err != nil {
+			return nil, err
+		}
+		have[name] = true
 	}
+	if err := crows.Err(); err != nil {
+		return nil, err
+	}
+	col := func(name, expr, missing string) string {
+		if have[name] {
+			return expr
+		}
+		return missing
+	}
+	cols := strings.Join([]string{
+		col("reason", "reason", "'"+store.DefaultReason+"'"),
+		col("session_pid", "session_pid", "NULL::integer"),
+		col("session_started_at", "session_started_at", "NULL::timestamptz"),
+		col("requested_by", "coalesce(requested_by, '')", "''"),
+		col("memory_bytes", "memory_bytes", "NULL::bigint"),
+		col("procs", "procs", "NULL::integer"),
+		col("container_id", "coalesce(container_id, '')", "''"),
+		col("pod_uid", "coalesce(pod_uid, '')", "''"),
+	}, ", ")
 	rows, err = conn.Query(cctx, `SELECT id::text, host, created_at, pid, comm, cmdline, rule, started_at, deadline,
 		signalled_at, exited_at, lateness_ms, coalesce(final_signal, ''), outcome, descendants, dry_run, `+cols+`
 		FROM tel.agent_kills WHERE created_at >= $1`, from)
@@ -145,7 +185,8 @@ func dbHistory(ctx context.Context, dsn string, from time.Time) ([]store.Record,
 		r := store.Record{Kind: store.KindKill, Kill: k}
 		if err := rows.Scan(&r.ID, &r.Host, &r.Created, &k.PID, &k.Comm, &k.Cmdline, &k.Rule, &k.StartedAt, &k.Deadline,
 			&k.SignalledAt, &k.ExitedAt, &k.LatenessMS, &k.FinalSignal, &k.Outcome, &k.Descendants, &k.DryRun,
-			&k.Reason, &k.SessionPID, &k.SessionStartedAt); err != nil {
+			&k.Reason, &k.SessionPID, &k.SessionStartedAt, &k.RequestedBy, &k.MemoryBytes, &k.Procs,
+			&k.ContainerID, &k.PodUID); err != nil {
 			return nil, err
 		}
 		out = append(out, r)

@@ -43,6 +43,15 @@ func TestIntegrationHistoryReasons(t *testing.T) {
 	}
 	st.Add(store.KindKill, now, nil, kill(71001, "max_age", 71001))
 	st.Add(store.KindKill, now, nil, kill(71002, "leftover", 71001))
+	// A manual kill of a container's process and a memory kill: who asked,
+	// the session's figures and the container say so in the summary.
+	manual := kill(71004, "manual", 0)
+	manual.RequestedBy, manual.ContainerID, manual.PodUID = "uid 0 pid 4242", strings.Repeat("ab", 32), "0f3c1e2a-6b7d-4c8e-9f10-1a2b3c4d5e6f"
+	st.Add(store.KindKill, now, nil, manual)
+	memKill := kill(71005, "memory", 71005)
+	mem, procs := int64(300<<20), int32(3)
+	memKill.MemoryBytes, memKill.Procs = &mem, &procs
+	st.Add(store.KindKill, now, nil, memKill)
 	if err := st.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -67,12 +76,21 @@ func TestIntegrationHistoryReasons(t *testing.T) {
 			t.Errorf("pid %s not listed with reason %s:\n%s", pid, reason, table)
 		}
 	}
+	for _, want := range []string{"pid 71004 node: terminated by SIGTERM, 0.00 ms late, asked by uid 0 pid 4242, container abababababab, pod 0f3c1e2a-6b7d-4c8e-9f10-1a2b3c4d5e6f",
+		"pid 71005 node: terminated by SIGTERM, 0.00 ms late, session of pid 71005, session memory 300.0 MiB in 3 processes"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("history lacks %q:\n%s", want, table)
+		}
+	}
 	var recs []store.Record
 	if err := json.Unmarshal([]byte(run(true)), &recs); err != nil {
 		t.Fatal(err)
 	}
 	got := map[int32]string{}
 	for _, r := range recs {
+		if r.Kill != nil && (r.Kill.PID == 71004 || r.Kill.PID == 71005) {
+			continue // the summary checks above
+		}
 		if r.Kill != nil {
 			got[r.Kill.PID] = r.Kill.Reason
 			if r.Kill.SessionPID == nil || *r.Kill.SessionPID != 71001 || r.Kill.SessionStartedAt == nil {
