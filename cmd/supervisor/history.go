@@ -58,7 +58,10 @@ func history(ctx context.Context, cfg *Config, since time.Duration, asJSON bool,
 		if r.Kill != nil {
 			reason = r.Kill.Reason
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Created.Local().Format("2006-01-02 15:04:05"), r.Host, r.Kind, reason, summary(r))
+		// Names, hosts and reasons come from processes and from other
+		// machines' rows: escaped for the terminal.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Created.Local().Format("2006-01-02 15:04:05"), printable(r.Host), r.Kind,
+			printable(reason), summary(r))
 	}
 	if len(recs) == 0 {
 		fmt.Fprintf(tw, "(nothing since %s)\n", from.Local().Format("2006-01-02 15:04:05"))
@@ -68,7 +71,7 @@ func history(ctx context.Context, cfg *Config, since time.Duration, asJSON bool,
 
 func summary(r store.Record) string {
 	if k := r.Kill; k != nil {
-		s := fmt.Sprintf("pid %d %s: %s", k.PID, k.Comm, k.Outcome)
+		s := fmt.Sprintf("pid %d %s: %s", k.PID, printable(k.Comm), printable(k.Outcome))
 		if k.FinalSignal != "" {
 			s += " by SIG" + k.FinalSignal
 		}
@@ -104,7 +107,7 @@ func summary(r store.Record) string {
 		if sn.ActionTaken != nil {
 			s += " (" + strings.TrimPrefix(*sn.ActionTaken, "Killed ") + ")"
 		}
-		return s
+		return printable(s)
 	}
 	return ""
 }

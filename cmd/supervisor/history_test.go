@@ -52,6 +52,11 @@ func TestIntegrationHistoryReasons(t *testing.T) {
 	mem, procs := int64(300<<20), int32(3)
 	memKill.MemoryBytes, memKill.Procs = &mem, &procs
 	st.Add(store.KindKill, now, nil, memKill)
+	// Any user names a process: an escape sequence must reach the terminal
+	// escaped, not raw.
+	evil := kill(71006, "max_age", 0)
+	evil.Comm = "\x1b[2Jevil"
+	st.Add(store.KindKill, now, nil, evil)
 	if err := st.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -82,13 +87,16 @@ func TestIntegrationHistoryReasons(t *testing.T) {
 			t.Errorf("history lacks %q:\n%s", want, table)
 		}
 	}
+	if strings.Contains(table, "\x1b") || !strings.Contains(table, `pid 71006 \x1b[2Jevil: terminated`) {
+		t.Errorf("a process name with an escape sequence is not escaped:\n%q", table)
+	}
 	var recs []store.Record
 	if err := json.Unmarshal([]byte(run(true)), &recs); err != nil {
 		t.Fatal(err)
 	}
 	got := map[int32]string{}
 	for _, r := range recs {
-		if r.Kill != nil && (r.Kill.PID == 71004 || r.Kill.PID == 71005) {
+		if r.Kill != nil && (r.Kill.PID == 71004 || r.Kill.PID == 71005 || r.Kill.PID == 71006) {
 			continue // the summary checks above
 		}
 		if r.Kill != nil {
