@@ -785,8 +785,16 @@ while [ ! -e %s ]; do sleep 0.02; done; exit 7`, goFile)
 	cmdPID, _ := strconv.Atoi(strings.Fields(r.waitOut(t, 20*time.Second, "cmd ").text)[1])
 	orphan, _ := strconv.Atoi(strings.Fields(r.waitOut(t, 20*time.Second, "orphan ").text)[1])
 	ofd := pidfdOf(t, orphan) // ours: it carries this run's token
-	if _, comm := statField(orphan, 0); comm != "sleep" {
-		t.Fatalf("orphan %d is %q, not our sleep", orphan, comm)
+	// `$!` is the forked child, which may still be sh for a moment before
+	// it execs sleep: wait for the exec, bounded.
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, comm := statField(orphan, 0)
+		if comm == "sleep" {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("orphan %d is %q, not our sleep", orphan, comm)
+		}
 	}
 	// Wait until init's children are CMD and the long orphan, none a
 	// zombie: the 20 short orphans came to it, exited and were reaped.
