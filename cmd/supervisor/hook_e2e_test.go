@@ -237,7 +237,18 @@ func TestIntegrationHookFailsAndReload(t *testing.T) {
 	b := startAgent(t, "claude")
 	d.waitLog(t, maxAge+20*time.Second, killOf(b.pid))
 	waitFile(t, filepath.Join(dir, "stdin."+strconv.Itoa(b.pid)), 10*time.Second)
-	if s := scrape(t, d); !strings.Contains(s, "\nsupervisor_hook_failures_total 1\n") || !strings.Contains(s, "\nsupervisor_hook_runs_total 2\n") {
-		t.Error("/metrics: want 2 runs, 1 failure")
+	// The file is written while the hook runs; the run is counted when it
+	// ends: wait for the count, bounded.
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		s := scrape(t, d)
+		if strings.Contains(s, "\nsupervisor_hook_runs_total 2\n") {
+			if !strings.Contains(s, "\nsupervisor_hook_failures_total 1\n") {
+				t.Error("/metrics: want 2 runs, 1 failure")
+			}
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("/metrics: want 2 runs, 1 failure; runs never reached 2")
+		}
 	}
 }
