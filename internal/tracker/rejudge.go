@@ -59,13 +59,14 @@ func (t *Table) judgeLocked(rule, comm, cmdline string, kthread bool) (string, b
 	return "", false
 }
 
-// busyLocked: s is being killed, or its agent's deadline fired.
+// busyLocked: s is being killed (a kill queued now, or reaped), or its
+// agent's deadline fired and the reaper holds it.
 func (t *Table) busyLocked(s *Session) bool {
 	if s.pending > 0 {
 		return true
 	}
 	if ap := s.agent; ap != nil {
-		if a := ap.agent; a != nil && (a.Reason != ReasonMaxAge || !t.cfg.Queue.Queued(a)) {
+		if a := ap.agent; a != nil && !t.cfg.Queue.Queued(a) && ap.holds > 0 {
 			return true
 		}
 	}

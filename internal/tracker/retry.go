@@ -61,11 +61,10 @@ type retryState struct {
 	// retries themselves.
 	afterFunc func(time.Duration, func()) interface{ Stop() bool }
 
-	warned       bool
-	warnedAt     int64 // boottime of the last warning
-	failed       int   // reads failed since the last warning
-	dropped      int   // retries refused since the last warning (queue full)
-	droppedTotal uint64
+	warned   bool
+	warnedAt int64 // boottime of the last warning
+	failed   int   // reads failed since the last warning
+	dropped  int   // retries refused since the last warning (queue full)
 }
 
 // backoff is the delay before retry number tries+1.
@@ -83,11 +82,13 @@ func (t *Table) readFailLocked(pid int32, start Start, kind retryKind, err error
 	if errors.Is(err, ErrGone) {
 		return
 	}
-	t.procErr(pid, err)
 	t.retryLocked(pid, start, kind)
+	t.procErr(pid, err)
 }
 
-// retryLocked queues a retry of kind for pid (identity start).
+// retryLocked queues a retry of kind for pid (identity start). Call
+// procErr after it: the warning reports a retry refused because the queue
+// is full.
 func (t *Table) retryLocked(pid int32, start Start, kind retryKind) {
 	r := &t.retry
 	now := t.cfg.Clock.Now()
@@ -103,10 +104,7 @@ func (t *Table) retryLocked(pid int32, start Start, kind retryKind) {
 		delete(r.pending, pid) // an earlier holder of the PID: it is gone
 	}
 	if len(r.pending) >= maxRetries {
-		r.dropped++
-		r.droppedTotal++
-		t.log.Warn("too many /proc reads to retry: one dropped", zap.Int32("pid", pid), zap.Int("pending", len(r.pending)),
-			zap.Uint64("dropped_total", r.droppedTotal))
+		r.dropped++ // reported by the warning that follows (procErr)
 		return
 	}
 	if r.pending == nil {

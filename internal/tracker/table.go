@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -807,7 +808,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 		cg = cgroupinfo.Info{}
 	}
 	if !t.underLocked(p, cg) {
-		if cgErr != nil {
+		if cgErr != nil && t.cgroupScopeLocked() {
 			// A cgroup scope may be what the failed read would have shown.
 			t.readFailLocked(p.PID, p.Start, retryMatch, cgErr)
 			return
@@ -864,8 +865,9 @@ func (t *Table) queueAgentLocked(p *Proc, rule, comm, cmdline string, cg cgroupi
 		var err error
 		if fd, err = t.cfg.Pin(p.PID, p.Start); err != nil {
 			if !errors.Is(err, ErrGone) {
-				t.log.Warn("cannot pin agent: retrying", zap.Int32("pid", p.PID), zap.String("comm", p.Comm), zap.Error(err))
+				// EMFILE: as a failed read, retried and warned of.
 				t.retryLocked(p.PID, p.Start, retryMatch)
+				t.procErr(p.PID, fmt.Errorf("pin agent %d (%s): %w", p.PID, p.Comm, err))
 			}
 			return
 		}
@@ -934,6 +936,16 @@ func (t *Table) matchRuleLocked(p *Proc, readCmdline bool) (string, bool, error)
 		}
 	}
 	return "", false, nil
+}
+
+// cgroupScopeLocked: a cgroup glob is among the Under ancestors.
+func (t *Table) cgroupScopeLocked() bool {
+	for _, u := range t.cfg.Under {
+		if u.Cgroup.String() != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // underLocked reports whether p is in scope: it descends from a process
