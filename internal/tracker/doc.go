@@ -17,4 +17,10 @@
 // to the next clock tick), never from when the daemon first saw it: a daemon
 // restart never extends an agent's life and a deadline is never early.
 // Deadlines live in one min-heap (Deadlines) driven by a single timer.
+//
+// Agent status is sticky: a process's own renames and execs never take
+// its deadline or its session away (table.go, matchLocked); only root
+// does, by changing the rules or the scope (rejudge.go) or through the
+// control socket (leases.go). /proc reads that fail for another reason
+// than an exit are retried (retry.go).
 package tracker

@@ -34,6 +34,9 @@ func (id SessionID) IsZero() bool { return id.PID == 0 }
 type Session struct {
 	ID         SessionID
 	Comm, Rule string
+	// cmdline is the agent's command line when it was matched: with Comm,
+	// what a reload judges it on (rejudge.go).
+	cmdline string
 	// ExitedAt is the boottime of the agent's exit, 0 while it lives.
 	ExitedAt int64
 	// Cgroup is where the agent ran, read when it was matched (cgroup.go).
@@ -443,11 +446,15 @@ func (t *Table) SessionState() []MemberState {
 // rejoins its session (the kernel no longer shows who forked a reparented
 // process). A session whose agent is gone has its leftovers queued at the
 // agent's exit + grace, the original time; an agent that exited while no
-// daemon ran is taken to have exited now (later, never early). It returns
+// daemon ran is taken to have exited now (later, never early). A session
+// that does not stand under the rules and scope in force is dissolved
+// instead (restorableLocked); a live agent the scan no longer matches by
+// name (it renamed itself) is queued by the rule it matched. It returns
 // how many members were restored.
 func (t *Table) RestoreSessions(state []MemberState) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	state = t.restorableLocked(state) // rejudge.go: the rules may have changed
 	now := t.cfg.Clock.Now()
 	touched := map[*Session]bool{}
 	n := 0
@@ -488,6 +495,8 @@ func (t *Table) RestoreSessions(state []MemberState) int {
 	for s := range touched {
 		if s.agent == nil {
 			t.leftoversLocked(s, nil)
+		} else {
+			t.adoptRestoredLocked(s)
 		}
 		if s.members == 0 && s.agent == nil {
 			delete(t.sessions, s.ID)

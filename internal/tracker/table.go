@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,6 +111,11 @@ type Proc struct {
 	// until the last of them exits.
 	threads    int32
 	leaderGone bool
+	// forkCopy: p carries the name and command line its parent had at
+	// the fork, and has not exec'd or renamed since. An agent matched by
+	// them is one only until its first exec or rename says what it is
+	// (ownIdentityLocked); agent status is sticky from then on.
+	forkCopy bool
 
 	// session is the session p belongs to (sessions.go); snext and sprev
 	// link its members. keep memoises whether p is exempt (keepYes/No).
@@ -172,6 +178,10 @@ type Table struct {
 	// exited holds the exits Exited was told of (exited.go), by PID, until
 	// a scan no longer shows them; guarded by mu.
 	exited map[int32]Start
+
+	// retry holds /proc reads at fork, exec or rename that failed for
+	// another reason than an exit (retry.go), guarded by mu.
+	retry retryState
 }
 
 // Test hooks for the orders in which a reload and a match can interleave.
@@ -204,13 +214,14 @@ func (t *Table) Deadline(s Start) int64 { return s.Latest() + t.maxAge.Load() }
 // MaxAge is the current maximum age.
 func (t *Table) MaxAge() time.Duration { return time.Duration(t.maxAge.Load()) }
 
-// SetRules replaces the agent rules and ancestors and matches every process
-// again: new agents are queued (from their own start), processes that no
-// longer match leave the queue.
+// SetRules replaces the agent rules and ancestors and judges every process
+// again: agents that no longer match leave the queue and their sessions are
+// dissolved (rejudge.go), new agents are queued (from their own start).
 func (t *Table) SetRules(rules []Rule, under []Ancestor) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.cfg.Rules, t.cfg.Under = rules, under
+	t.rejudgeLocked()
 	for _, p := range t.procs {
 		t.matchLocked(p, false)
 	}
@@ -317,8 +328,11 @@ func (t *Table) fork(ev *procevents.Event, at int64) {
 	defer t.mu.Unlock()
 	if old := t.procs[ev.TGID]; old != nil {
 		if old.Start.Same(start) {
-			// Seen by a scan already; keep its lineage, learn the exact start.
+			// Seen by a scan already; keep its lineage, learn the exact start
+			// and join its parent's session as a fork does (a scan gives
+			// membership only while the session's agent lives).
 			old.Start = start
+			t.lateForkLocked(old, ev.ParentTGID)
 			return
 		}
 		if old.Start.After(start.NS) {
@@ -336,12 +350,40 @@ func (t *Table) fork(ev *procevents.Event, at int64) {
 	if parent != nil {
 		// A child starts with its parent's name and command line.
 		p.Comm, p.Cmdline, p.Kthread = parent.Comm, parent.Cmdline, parent.Kthread
+		p.forkCopy = true
 		t.linkLocked(p, parent)
 		t.inheritLocked(p, true)
 		t.forkLimitLocked(p)
 	}
 	if p.Comm != "" {
 		t.matchLocked(p, false)
+	}
+}
+
+// lateForkLocked handles the fork event of p, which a resync scan added
+// before the event arrived: the kernel names its parent, so it joins the
+// parent's session as a forked child does, whether or not the session's
+// agent still lives (a scan alone gives membership only while it does).
+// Its own children, if the scan saw them too, join by their fork events,
+// which follow.
+func (t *Table) lateForkLocked(p *Proc, ppid int32) {
+	if p.session != nil {
+		return
+	}
+	parent := t.procs[ppid]
+	if parent == nil || parent == p || parent.dead || parent.Start.StartedAfter(p.Start) {
+		return // not tracked, or a newer holder of the parent's PID
+	}
+	if p.parent != parent {
+		// The scan linked it under its parent of the moment (a reaper, if
+		// the parent had exited): the fork names the parent at fork.
+		t.unlinkLocked(p)
+		t.linkLocked(p, parent)
+		p.PPID = ppid
+	}
+	t.inheritLocked(p, true)
+	if p.session != nil {
+		t.forkLimitLocked(p)
 	}
 }
 
@@ -398,12 +440,23 @@ func (t *Table) leaderExitLocked(p *Proc, threadExit bool) {
 
 func (t *Table) exec(pid int32) {
 	info, err := t.cfg.Proc.Stat(pid)
-	if err != nil {
-		t.procErr(pid, err)
-		return
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if err != nil {
+		// Retried unless the process is gone (retry.go): a failed read here
+		// would leave an agent unmatched.
+		var start Start
+		if p := t.procs[pid]; p != nil {
+			start = p.Start
+		}
+		t.readFailLocked(pid, start, retryExec, err)
+		return
+	}
+	t.execLocked(pid, info)
+}
+
+// execLocked applies the exec of pid, which /proc shows as info.
+func (t *Table) execLocked(pid int32, info ProcInfo) {
 	p := t.procs[pid]
 	if p == nil || !p.Start.Same(info.Start) {
 		// The fork was lost or the PID was reused since: take /proc's word.
@@ -418,9 +471,22 @@ func (t *Table) exec(pid int32) {
 	// Exec leaves one thread (de_thread), which takes the leader's PID
 	// when it was another thread that called execve.
 	p.threads, p.leaderGone = 0, false
+	if a := p.agent; a != nil && a.Reason == ReasonMaxAge && p.Comm != info.Comm {
+		t.log.Debug("agent exec'd another program: stays an agent", zap.Int32("pid", p.PID), zap.String("comm", info.Comm),
+			zap.String("was", p.Comm), zap.String("rule", a.Rule))
+	}
 	p.Comm, p.Cmdline, p.Kthread = info.Comm, "", info.Kthread
-	p.keep = t.inheritedKeep(p) // a new environment: REAPER_KEEP=1 is decided again
+	t.execKeepLocked(p)
+	t.ownIdentityLocked(p, "exec")
 	t.matchLocked(p, true)
+}
+
+// execKeepLocked decides p's keep mark again after an exec: a new
+// environment, so REAPER_KEEP=1 is read again. A resync scan that shows a
+// process under a new name calls it too: the exec may be among the events
+// lost.
+func (t *Table) execKeepLocked(p *Proc) {
+	p.keep = t.inheritedKeep(p)
 }
 
 func (t *Table) comm(pid int32, name []byte, at int64) {
@@ -436,9 +502,14 @@ func (t *Table) comm(pid int32, name []byte, at int64) {
 		t.c.Stale++
 		return
 	}
+	if a := p.agent; a != nil && a.Reason == ReasonMaxAge {
+		t.log.Debug("agent renamed: stays an agent", zap.Int32("pid", p.PID), zap.String("comm", procevents.CommString(name)),
+			zap.String("was", p.Comm), zap.String("rule", a.Rule))
+	}
 	p.Comm = procevents.CommString(name)
 	p.keep = t.inheritedKeep(p) // --keep rules match the new name
 	// process.title rewrites the command line too; read it again.
+	t.ownIdentityLocked(p, "rename")
 	t.matchLocked(p, true)
 }
 
@@ -467,12 +538,15 @@ func (t *Table) exit(pid int32, at int64) {
 	t.exitAt = 0
 }
 
+// procErr counts and warns of a /proc read that failed for another reason
+// than the process's exit (rate-limited, retry.go). Call it with the
+// table's lock held.
 func (t *Table) procErr(pid int32, err error) {
 	if errors.Is(err, ErrGone) {
 		return // it exited already; its exit event follows
 	}
 	t.c.ProcErrs++
-	t.log.Debug("read /proc", zap.Int32("pid", pid), zap.Error(err))
+	t.warnReadLocked(pid, err)
 }
 
 // Merge reconciles the table with a /proc scan: processes the scan shows
@@ -524,6 +598,10 @@ func (t *Table) MergeAt(scan []ProcInfo, resync bool, scanStart int64) {
 			p.setThreads(info)
 		case p.Comm != info.Comm:
 			p.Comm = info.Comm
+			// An exec may hide behind the new name (its event lost, or
+			// polling): the mark is read again.
+			t.execKeepLocked(p)
+			t.ownIdentityLocked(p, "rename")
 		default:
 			continue
 		}
@@ -694,54 +772,112 @@ func (t *Table) freeLocked(p *Proc) {
 	t.free = append(t.free, p)
 }
 
-// matchLocked decides whether p is an agent and queues or unqueues it.
+// matchLocked decides whether p is an agent and queues it.
 // readCmdline forces a fresh read of the command line.
+//
+// Agent status is sticky: once queued (for its max age, as a leftover, for
+// a kill now), nothing p does to itself — a rename (prctl PR_SET_NAME,
+// process.title), an exec of another program — takes it off the queue or
+// out of its session, nor changes the rule it matched: the Agent keeps the
+// comm, command line and rule it was matched with. Only a reload that
+// changes the rules or the scope (SetRules, rejudge.go) and root's control
+// commands (leases.go) do. A process that becomes an agent by a rename or
+// an exec is adopted here.
 func (t *Table) matchLocked(p *Proc, readCmdline bool) {
-	if a := p.agent; a != nil && (a.Reason != ReasonMaxAge || !t.cfg.Queue.Queued(a)) {
-		return // a leftover (or a manual kill) to come, or due and being reaped: leave it be
+	if p.agent != nil {
+		return
 	}
-	rule, ok := t.ruleLocked(p, readCmdline)
-	if a := p.agent; a != nil {
-		if ok && a.Rule == rule {
-			return
+	if s := p.session; s != nil && s.agent == p {
+		// Its session's agent without a queued deadline: kept, or its pin
+		// failed. What it is was decided when it was matched.
+		if !t.keptLocked(p, s) {
+			t.queueAgentLocked(p, s.Rule, s.Comm, s.cmdline, s.Cgroup)
 		}
-		if !t.cfg.Queue.Remove(a) {
-			return // it fired meanwhile: the reaper has it
-		}
-		p.agent = nil
-		closeFD(a.FD)
-		p.holds--
-		t.unpendLocked(p)
+		return
+	}
+	rule, ok, err := t.matchRuleLocked(p, readCmdline)
+	if err != nil {
+		t.readFailLocked(p.PID, p.Start, retryMatch, err)
+		return
 	}
 	if !ok {
 		return
 	}
-	cg := t.cgroupLocked(p)
+	cg, cgErr := t.cfg.Proc.Cgroup(p.PID)
+	if cgErr != nil {
+		cg = cgroupinfo.Info{}
+	}
 	if !t.underLocked(p, cg) {
+		if cgErr != nil && t.cgroupScopeLocked() {
+			// A cgroup scope may be what the failed read would have shown.
+			t.readFailLocked(p.PID, p.Start, retryMatch, cgErr)
+			return
+		}
 		// Debug only: says the process was seen and judged, which a test
 		// of scope needs to tell "left alone" from "never noticed".
 		t.log.Debug("out of scope", zap.Int32("pid", p.PID), zap.String("comm", p.Comm), zap.String("rule", rule),
 			zap.String("cgroup", cg.Path))
 		return
 	}
+	if cgErr != nil {
+		t.procErr(p.PID, cgErr) // attribution only: the agent is in scope anyway
+	}
 	if p.session == nil {
-		t.newSessionLocked(p, rule).Cgroup = cg
+		s := t.newSessionLocked(p, rule)
+		s.Cgroup, s.cmdline = cg, p.Cmdline
 	}
 	if t.keptLocked(p, p.session) {
 		return // exempt from max age, with its descendants
 	}
+	t.queueAgentLocked(p, rule, p.Comm, p.Cmdline, cg)
+}
+
+// ownIdentityLocked handles the first exec or rename (cause) of a fork
+// copy: an agent queued at its fork by its parent's name (a nested copy
+// of its agent, which then execs git) stays an agent only if what it now
+// is matches a rule; if not, it leaves the queue, and a session it heads
+// is dissolved. It never escapes its parent's session, which it stays a
+// member of. A failed read keeps it queued.
+func (t *Table) ownIdentityLocked(p *Proc, cause string) {
+	if !p.forkCopy {
+		return
+	}
+	p.forkCopy = false
+	a := p.agent
+	if a == nil || a.Reason != ReasonMaxAge || !t.cfg.Queue.Queued(a) {
+		return
+	}
+	if _, ok, err := t.matchRuleLocked(p, true); ok || err != nil {
+		return
+	}
+	if s := p.session; s != nil && s.agent == p && !t.busyLocked(s) {
+		t.reviveLocked(t.dissolveLocked(s, cause, nil))
+		return
+	}
+	t.unqueueLocked(p)
+}
+
+// queueAgentLocked queues p for its max age as an agent of rule, matched
+// as comm and cmdline, in cgroup cg.
+func (t *Table) queueAgentLocked(p *Proc, rule, comm, cmdline string, cg cgroupinfo.Info) {
 	fd := -1
 	if t.cfg.Pin != nil {
 		var err error
 		if fd, err = t.cfg.Pin(p.PID, p.Start); err != nil {
 			if !errors.Is(err, ErrGone) {
-				t.log.Warn("cannot pin agent", zap.Int32("pid", p.PID), zap.String("comm", p.Comm), zap.Error(err))
+				// EMFILE: as a failed read, retried and warned of.
+				t.retryLocked(p.PID, p.Start, retryMatch)
+				t.procErr(p.PID, fmt.Errorf("pin agent %d (%s): %w", p.PID, p.Comm, err))
 			}
 			return
 		}
 	}
-	a := &Agent{PID: p.PID, Start: p.Start, Comm: p.Comm, Cmdline: p.Cmdline, Rule: rule, FD: fd, proc: p,
-		Reason: ReasonMaxAge, Session: p.session.ID, Cgroup: cg}
+	var sid SessionID
+	if p.session != nil {
+		sid = p.session.ID
+	}
+	a := &Agent{PID: p.PID, Start: p.Start, Comm: comm, Cmdline: cmdline, Rule: rule, FD: fd, proc: p,
+		Reason: ReasonMaxAge, Session: sid, Cgroup: cg}
 	t.leaseAgentLocked(a)
 	p.agent = a
 	p.holds++
@@ -750,13 +886,38 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	}
 	deadline := t.cfg.Queue.AddWith(a, t.deadline)
 	t.notice(agentNotice(NoticeAgent, a, deadline))
-	t.log.Debug("agent", zap.Int32("pid", p.PID), zap.String("comm", p.Comm), zap.String("rule", rule),
+	t.log.Debug("agent", zap.Int32("pid", p.PID), zap.String("comm", comm), zap.String("rule", rule),
 		zap.Int64("deadline_boot_ns", deadline), zap.Int64("start_boot_ns", p.Start.NS), zap.Bool("start_exact", p.Start.Exact))
 }
 
+// unqueueLocked takes p's queued agent (or leftover) off the queue. It
+// reports false if there is none or it fired already (the reaper has it).
+func (t *Table) unqueueLocked(p *Proc) bool {
+	a := p.agent
+	if a == nil || !t.cfg.Queue.Remove(a) {
+		return false
+	}
+	p.agent = nil
+	closeFD(a.FD)
+	p.holds--
+	t.unpendLocked(p)
+	return true
+}
+
 func (t *Table) ruleLocked(p *Proc, readCmdline bool) (string, bool) {
+	rule, ok, err := t.matchRuleLocked(p, readCmdline)
+	if err != nil {
+		t.procErr(p.PID, err)
+	}
+	return rule, ok
+}
+
+// matchRuleLocked returns the rule p matches now, reading its command line
+// if a rule's name matches and it is not known (or readCmdline). A failed
+// read is returned, not judged a mismatch.
+func (t *Table) matchRuleLocked(p *Proc, readCmdline bool) (string, bool, error) {
 	if p.Kthread {
-		return "", false
+		return "", false, nil
 	}
 	for _, r := range t.cfg.Rules {
 		if !r.MatchComm(p.Comm) {
@@ -765,16 +926,26 @@ func (t *Table) ruleLocked(p *Proc, readCmdline bool) (string, bool) {
 		if p.Cmdline == "" || readCmdline {
 			cl, err := t.cfg.Proc.Cmdline(p.PID)
 			if err != nil {
-				t.procErr(p.PID, err)
-				return "", false
+				return "", false, err
 			}
 			p.Cmdline = cl
+			readCmdline = false
 		}
 		if r.Text == "" || strings.Contains(p.Cmdline, r.Text) {
-			return r.String(), true
+			return r.String(), true, nil
 		}
 	}
-	return "", false
+	return "", false, nil
+}
+
+// cgroupScopeLocked: a cgroup glob is among the Under ancestors.
+func (t *Table) cgroupScopeLocked() bool {
+	for _, u := range t.cfg.Under {
+		if u.Cgroup.String() != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // underLocked reports whether p is in scope: it descends from a process

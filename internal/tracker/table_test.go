@@ -169,11 +169,16 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-func TestRenameMakesAndUnmakesAgent(t *testing.T) {
+// A rename makes an agent (process.title); a rename away does not unmake
+// it: agent status is sticky, with the rule, comm and command line it was
+// matched by.
+func TestRenameMakesAgentSticky(t *testing.T) {
 	procs := newFakeProcs()
 	tb := newTestTable(t, procs)
 	procs.stat[300] = ProcInfo{PID: 300, Start: FromTicks(100), Comm: "node", State: 'S'}
 	procs.cmdline[300] = "node /usr/bin/npm run agent:run:single"
+	procs.stat[301] = ProcInfo{PID: 301, Start: FromTicks(100), Comm: "node", State: 'S'}
+	procs.cmdline[301] = "npm install"
 	tb.Merge(must(procs.Scan()), false)
 	if len(agents(tb)) != 0 {
 		t.Fatal("node is not an agent")
@@ -188,14 +193,22 @@ func TestRenameMakesAndUnmakesAgent(t *testing.T) {
 	if want := 100*Tick + Tick + int64(age); a.Deadline != want {
 		t.Errorf("deadline %d, want %d", a.Deadline, want)
 	}
+	procs.cmdline[300] = "node"
 	tb.Apply(commEv(300, 300, "node"))
-	if len(agents(tb)) != 0 {
-		t.Error("renamed away but still an agent")
+	b, ok := agents(tb)[300]
+	if !ok || b.Seq != a.Seq || b.Deadline != a.Deadline || b.Rule != a.Rule || b.Comm != "npm run agent:r" ||
+		b.Cmdline != "node /usr/bin/npm run agent:run:single" {
+		t.Errorf("renamed away: %+v %v, want the agent as it was matched: %+v", b, ok, a)
+	}
+	if p, _ := tb.Lookup(300); p.Comm != "node" {
+		t.Errorf("the table's comm %q, want the current name node", p.Comm)
+	}
+	if sid, ok := tb.SessionOf(300); !ok || sid.PID != 300 {
+		t.Errorf("renamed away: session %+v %v, want its own", sid, ok)
 	}
 	// npm without "agent" in its command line is left alone.
-	procs.cmdline[300] = "npm install"
-	tb.Apply(commEv(300, 300, "npm install"))
-	if len(agents(tb)) != 0 {
+	tb.Apply(commEv(301, 301, "npm install"))
+	if _, ok := agents(tb)[301]; ok {
 		t.Error("npm install became an agent")
 	}
 }
