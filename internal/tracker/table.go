@@ -220,7 +220,7 @@ func (t *Table) SetRules(rules []Rule, under []Ancestor) {
 // its lease (leases.go): a reload keeps the extends. Other reasons (a
 // leftover's kill time) do not move with it.
 func (t *Table) agentDeadline(a *Agent) int64 {
-	if a.Reason != ReasonMaxAge {
+	if a.Reason != ReasonMaxAge || a.Attempt > 0 {
 		return a.Deadline
 	}
 	if a.until != 0 {
@@ -645,9 +645,13 @@ func (t *Table) removeLocked(p *Proc) {
 		if t.cfg.Queue.Remove(a) {
 			closeFD(a.FD)
 			p.holds--
-			switch a.Reason {
-			case ReasonMaxAge:
-			case ReasonLeftover:
+			switch {
+			case a.Attempt > 0:
+				// A retry of a failed kill whose process exited first:
+				// what lives below it is retried in its place (retry.go).
+				t.retryBelowLocked(p, a)
+			case a.Reason == ReasonMaxAge:
+			case a.Reason == ReasonLeftover:
 				root = true
 			default:
 				// A kill now (memory, procs, idle, pressure, manual) whose
@@ -697,6 +701,9 @@ func (t *Table) freeLocked(p *Proc) {
 // matchLocked decides whether p is an agent and queues or unqueues it.
 // readCmdline forces a fresh read of the command line.
 func (t *Table) matchLocked(p *Proc, readCmdline bool) {
+	if a := p.agent; a != nil && a.Attempt > 0 {
+		return // a failed kill being retried (retry.go): no rename or exec stops it
+	}
 	if a := p.agent; a != nil && (a.Reason != ReasonMaxAge || !t.cfg.Queue.Queued(a)) {
 		return // a leftover (or a manual kill) to come, or due and being reaped: leave it be
 	}
@@ -853,7 +860,8 @@ func (t *Table) Gone(p *Proc, targets []Target) bool {
 }
 
 // Release drops the reaper's hold on an agent's entry once it is done with
-// it.
+// it. A kill that failed has called Retry first: the entry of a process
+// still alive then holds its retry, not the fired agent.
 func (t *Table) Release(p *Proc) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
