@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -175,6 +176,7 @@ type healthView struct {
 	Dropped    uint64            `json:"spool_dropped"`
 	SpoolBad   uint64            `json:"spool_bad"`
 	InFlight   int64             `json:"kills_in_flight"`
+	Retrying   int               `json:"kills_retrying"`
 	Host       string            `json:"host"`
 	LastSnap   string            `json:"last_snapshot,omitempty"`
 	Rate       float64           `json:"events_per_second"`
@@ -187,7 +189,7 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 		Sessions: st.Sessions, Members: st.SessionMembers, Leftovers: st.Leftovers,
 		Resyncs: st.Resyncs, Realtime: d.timer.RT(), DryRun: d.cfg.DryRun, Database: "none",
 		SpoolRows: d.store.Spool().Len(), Dropped: d.store.Spool().Dropped(), SpoolBad: d.store.Spool().Bad(),
-		InFlight: d.reaper.Stats().InFlight, Host: d.cfg.HostID,
+		InFlight: d.reaper.Stats().InFlight, Retrying: d.table.Queue().Retrying(), Host: d.cfg.HostID,
 		Rate: math.Float64frombits(d.rate.Load()), MaxAge: d.table.MaxAge().String()}
 	switch {
 	case d.store.Up():
@@ -219,7 +221,10 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 
 // agentView is one entry of /agents: an agent waiting for its max age (with
 // its session's member count), or a session whose agent has exited, with
-// its leftovers and when each will be killed (Deadline is the first).
+// its leftovers and when each will be killed (Deadline is the first), or a
+// process whose kill failed and is tried again ("state": "retrying", for
+// any reason: Deadline is when it was first due, NextAttempt when it is
+// tried again).
 type agentView struct {
 	PID         int32          `json:"pid"`
 	Comm        string         `json:"comm"`
@@ -233,6 +238,12 @@ type agentView struct {
 	Members     int            `json:"members,omitempty"` // the session's live members, when this agent heads one
 	ExitedAt    *time.Time     `json:"exited_at,omitempty"`
 	Leftovers   []leftoverView `json:"leftovers,omitempty"`
+	// State is "retrying" for a process whose kill failed (retry.go in
+	// the tracker); Attempt is the retry's number (1 for the first),
+	// NextAttempt when it comes.
+	State       string     `json:"state,omitempty"`
+	Attempt     int        `json:"attempt,omitempty"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
 	// cgroup, container_id, pod_uid: where it runs, where known.
 	cgroupinfo.Info
 	// The session's resource figures at the latest sample, on the entry
@@ -254,13 +265,26 @@ func (d *daemon) agents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, d.agentViews())
 }
 
+// stateRetrying is the /agents state of a process whose kill failed and
+// is tried again.
+const stateRetrying = "retrying"
+
 func (d *daemon) agentViews() []agentView {
 	now := d.clock.Now()
+	queue := d.table.Queue().Snapshot()
+	retrying := map[int32]bool{}
+	for _, a := range queue {
+		if a.Attempt > 0 {
+			retrying[a.PID] = true
+		}
+	}
 	sessions := d.table.Sessions()
 	heads := make(map[tracker.SessionID]int, len(sessions))
 	out := make([]agentView, 0, len(sessions))
 	for _, s := range sessions {
 		heads[s.ID] = s.Members
+		// A leftover whose kill failed has an entry of its own.
+		s.Leftovers = slices.DeleteFunc(s.Leftovers, func(l tracker.LeftoverView) bool { return retrying[l.PID] })
 		if s.AgentAlive || len(s.Leftovers) == 0 {
 			continue
 		}
@@ -276,8 +300,8 @@ func (d *daemon) agentViews() []agentView {
 		}
 		out = append(out, v)
 	}
-	for _, a := range d.table.Queue().Snapshot() {
-		if a.Reason != tracker.ReasonMaxAge {
+	for _, a := range queue {
+		if a.Reason != tracker.ReasonMaxAge && a.Attempt == 0 {
 			continue
 		}
 		v := agentView{
@@ -291,6 +315,12 @@ func (d *daemon) agentViews() []agentView {
 		}
 		if a.Session.PID == a.PID {
 			v.Members = heads[a.Session]
+		}
+		if a.Attempt > 0 {
+			next := v.Deadline
+			v.State, v.Attempt, v.NextAttempt = stateRetrying, a.Attempt, &next
+			v.Deadline = tracker.Time(a.FirstDeadline, now)
+			v.SecondsLeft = float64(a.FirstDeadline-now) / 1e9
 		}
 		out = append(out, v)
 	}

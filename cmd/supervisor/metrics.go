@@ -20,6 +20,7 @@ type metrics struct {
 	reg       *prometheus.Registry
 	kills     *prometheus.CounterVec
 	leftovers *prometheus.CounterVec
+	retries   *prometheus.CounterVec
 	lateness  prometheus.Histogram
 	zombies   prometheus.Gauge
 	memory    *prometheus.GaugeVec
@@ -36,9 +37,13 @@ func newMetrics(d *daemon) *metrics {
 			Name: "supervisor_leftovers_total",
 			Help: "Leftovers (session members that outlived their agent by the grace) killed, by outcome.",
 		}, []string{"outcome"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "supervisor_kill_retries_total",
+			Help: "Processes queued to be killed again after their kill failed (EPERM, no pidfd, survived SIGKILL), by reason: one per process and attempt.",
+		}, []string{"reason"}),
 		lateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "supervisor_kill_lateness_seconds",
-			Help:    "Time from an agent's deadline to its first signal.",
+			Help:    "Time from an agent's deadline to its first signal (first attempts only: a retry is late by design).",
 			Buckets: latencyBuckets,
 		}),
 		zombies: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -60,10 +65,13 @@ func newMetrics(d *daemon) *metrics {
 	for _, c := range killSeries {
 		m.leftovers.WithLabelValues(c[1])
 	}
+	for _, reason := range tracker.Reasons {
+		m.retries.WithLabelValues(string(reason))
+	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.kills, m.leftovers, m.lateness, m.zombies, m.memory,
+		m.kills, m.leftovers, m.retries, m.lateness, m.zombies, m.memory,
 		&daemonCollector{d: d}, hookCollector{d.hooks},
 	)
 	return m
@@ -117,7 +125,14 @@ func (m *metrics) kill(r reap.Result) {
 	if r.Reason == tracker.ReasonLeftover {
 		m.leftovers.WithLabelValues(r.Outcome).Inc()
 	}
-	m.lateness.Observe(r.Lateness().Seconds())
+	if n := len(r.Retried); n > 0 {
+		m.retries.WithLabelValues(string(r.Reason)).Add(float64(n))
+	}
+	if r.Attempt == 0 {
+		// The deadline thread's precision; a retry's lateness is its
+		// backoff, and says nothing about it.
+		m.lateness.Observe(r.Lateness().Seconds())
+	}
 }
 
 func (m *metrics) snapshot(s health.Snapshot) {

@@ -35,6 +35,7 @@ func once(ctx context.Context, cfg *Config, stdout, logw io.Writer) error {
 	}
 	defer d.close()
 	d.source, d.keepResults = "proc", true
+	d.reaper.NoRetry() // nothing would fire a retry: once exits when its kills are over
 
 	scan, err := d.procs.Scan()
 	if err != nil {

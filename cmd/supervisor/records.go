@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/reap"
@@ -32,11 +33,38 @@ func (d *daemon) killRow(r reap.Result) (*store.KillRow, time.Time) {
 		procs := int32(f.Procs)
 		k.Procs, k.Details = &procs, f.Details
 	}
+	if r.Attempt > 0 || len(r.Retried) > 0 {
+		k.Details = retryDetails(k.Details, r, now)
+	}
 	if r.Exited != 0 {
 		t := wall(r.Exited)
 		k.ExitedAt = &t
 	}
 	return k, wall(r.Signalled)
+}
+
+// retryDetails adds to a kill row's details (a copy: the figures' map is
+// shared by every attempt) what a retry record says. Each attempt of a
+// failed kill is a row of its own, with the same reason, session and
+// deadline (the first kill's, so lateness_ms counts from when the process
+// was due): "attempt" is n on the n-th retry (absent on the first kill),
+// and a failed attempt whose processes are queued again says when, in
+// "retry_in_seconds", and how many, in "retried". So a process that
+// resisted twice has rows failed, failed (attempt 1), then killed or
+// terminated (attempt 2).
+func retryDetails(in map[string]float64, r reap.Result, now int64) map[string]float64 {
+	out := make(map[string]float64, len(in)+3)
+	for k, v := range in {
+		out[k] = v
+	}
+	if r.Attempt > 0 {
+		out["attempt"] = float64(r.Attempt)
+	}
+	if len(r.Retried) > 0 {
+		out["retried"] = float64(len(r.Retried))
+		out["retry_in_seconds"] = math.Round(float64(r.RetryAt-now)/1e6) / 1e3
+	}
+	return out
 }
 
 // onSignal spools the kill row as soon as the agent's first signal is
@@ -78,10 +106,15 @@ func (d *daemon) onResult(r reap.Result) {
 		d.log.Error("spool kill record", zap.Error(err), zap.Int32("pid", r.PID))
 	}
 	d.publishKill(k)
-	d.runHook(rec.ID, k)
+	again := r.Attempt > 0 && r.Outcome == reap.OutcomeFailed // a retry that failed again
+	if !again {
+		// The hook hears of the first failure and of how the retries
+		// end, not of every attempt in between (up to one a minute).
+		d.runHook(rec.ID, k)
+	}
 	d.mu.Lock()
 	switch {
-	case r.DryRun || r.Outcome == reap.OutcomeRefused:
+	case r.DryRun || r.Outcome == reap.OutcomeRefused || again:
 	case r.Reason == tracker.ReasonLeftover:
 		d.leftovers = append(d.leftovers, r.PID)
 	default:

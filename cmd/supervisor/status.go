@@ -80,12 +80,16 @@ func printStatus(w io.Writer, addr string, h healthView, agents []agentView, now
 	if d, err := time.ParseDuration(h.MaxAge); err == nil {
 		maxAge = short(d)
 	}
+	snap := fmt.Sprintf("%s  last snapshot %s", db, last)
+	if h.Retrying > 0 {
+		snap = fmt.Sprintf("%d kills retrying  %s", h.Retrying, snap)
+	}
 	lines := []string{
 		fmt.Sprintf("supervisor at %s  source %s  %.0f events/s  %d lost  %d resyncs",
 			addr, h.Source, h.Rate, h.EventsLost, h.Resyncs),
 		fmt.Sprintf("max age %s  processes %d  agents %d  sessions %d (%d processes)  leftovers %d",
 			maxAge, h.Processes, h.Agents, h.Sessions, h.Members, h.Leftovers),
-		fmt.Sprintf("%s  last snapshot %s", db, last),
+		snap,
 	}
 	if h.DryRun {
 		lines = append(lines, "DRY RUN: nothing is signalled")
@@ -124,7 +128,13 @@ func printAgents(w io.Writer, agents []agentView, now time.Time) {
 		n := int(frac*barLen + 0.5)
 		bar := "[" + strings.Repeat("#", n) + strings.Repeat(".", barLen-n) + "]"
 		leftS, barS := short(left), fmt.Sprintf("%s %3.0f%%", bar, frac*100)
-		if a.Deadline.IsZero() { // no deadline: an exempt session, or one being killed
+		switch {
+		case a.State == stateRetrying: // its kill failed: tried again, until it is gone
+			leftS, barS = stateRetrying, fmt.Sprintf("retry %d", a.Attempt)
+			if a.NextAttempt != nil {
+				barS += " in " + short(a.NextAttempt.Sub(now))
+			}
+		case a.Deadline.IsZero(): // no deadline: an exempt session, or one being killed
 			leftS, barS = "-", "-"
 			if a.SessionFigures != nil && a.SessionFigures.Exempt {
 				leftS, barS = "kept", "exempt"

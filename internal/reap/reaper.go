@@ -22,6 +22,10 @@ type Tree interface {
 	// target, or until deadline, and reports whether it has; a process's
 	// forks reach the table before its exit does.
 	WaitGone(deadline time.Time, p *tracker.Proc, targets []tracker.Target) bool
+	// Retry queues again the processes of a's tree still alive after its
+	// kill failed (tracker/retry.go) and returns the PIDs queued and when
+	// they are due (boottime); called before Release.
+	Retry(a *tracker.Agent, alive []tracker.Target) ([]int32, int64)
 	Release(p *tracker.Proc)
 }
 
@@ -44,6 +48,9 @@ type Config struct {
 	OnSignal func(Result)
 	// OnResult, if set, receives every finished reap.
 	OnResult func(Result)
+	// NoRetry: a failed kill is not queued again (`supervisor once`, which
+	// exits once its kills are over).
+	NoRetry bool
 }
 
 // Outcomes of a reap.
@@ -53,7 +60,7 @@ const (
 	OutcomeKilled     = "killed"       // SIGKILL was needed
 	OutcomeGone       = "already_gone" // the agent had exited before its signal
 	OutcomeDryRun     = "dry_run"      // nothing was signalled
-	OutcomeFailed     = "failed"       // a process of the tree survived SIGKILL or could not be signalled (EPERM)
+	OutcomeFailed     = "failed"       // a process of the tree survived SIGKILL or could not be signalled (EPERM); what lives is retried
 	OutcomeRefused    = "refused"      // the guard refused to signal the agent
 )
 
@@ -69,6 +76,8 @@ type Result struct {
 	RequestedBy string            // who asked for a manual kill ("uid 0 pid 1234"); empty otherwise
 	Figures     tracker.Figures   // the session's resource figures at the decision (resource policies)
 	Start       tracker.Start
+	// Deadline is when the process was due: for a retry too, its first
+	// kill's deadline, so that Lateness says how late it really is.
 	Deadline    int64
 	Signalled   int64 // when the first signal went out (or would have)
 	Exited      int64 // when the last process of the tree was seen gone; 0 if never
@@ -77,6 +86,13 @@ type Result struct {
 	Descendants []int32
 	DryRun      bool
 	Cgroup      cgroupinfo.Info // where the process ran, as read when it was queued
+	// Attempt is 0 for a first kill, n for the n-th retry of a failed one
+	// (tracker/retry.go).
+	Attempt int
+	// Retried lists the processes queued again after this attempt failed,
+	// due at RetryAt (boottime); empty when nothing is retried.
+	Retried []int32
+	RetryAt int64
 }
 
 // Lateness is how long after its deadline the agent was signalled.
@@ -132,6 +148,9 @@ func (r *Reaper) Stats() Stats {
 	return Stats{InFlight: r.inflight.Load(), PinStats: r.pins.Stats(), SignalErrors: r.sigErrs.Load()}
 }
 
+// NoRetry turns retries of failed kills off; call it before the first Fire.
+func (r *Reaper) NoRetry() { r.cfg.NoRetry = true }
+
 // SetGrace changes the time between SIGTERM and SIGKILL for reaps that
 // start from now on.
 func (r *Reaper) SetGrace(d time.Duration) { r.grace.Store(int64(d)) }
@@ -157,7 +176,10 @@ func New(cfg Config) *Reaper {
 func (r *Reaper) Fire(due []*tracker.Agent) {
 	for _, a := range due {
 		res := Result{Seq: a.Seq, PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Reason: a.Reason, Session: a.Session, Start: a.Start, RequestedBy: a.RequestedBy, Figures: a.Figures,
-			Deadline: a.Deadline, Signalled: a.Fired, DryRun: r.cfg.DryRun, Cgroup: a.Cgroup}
+			Deadline: a.Deadline, Signalled: a.Fired, DryRun: r.cfg.DryRun, Cgroup: a.Cgroup, Attempt: a.Attempt}
+		if a.Attempt > 0 && a.FirstDeadline != 0 {
+			res.Deadline = a.FirstDeadline
+		}
 		switch {
 		case !r.cfg.Guard.Allowed(a.PID, false):
 			res.Outcome = OutcomeRefused
@@ -200,6 +222,7 @@ type kill struct {
 	known map[int32]*member
 	buf   []tracker.Target
 	wake  chan struct{} // a watched member exited
+	err   error         // the first refusal, for the retry's warning
 }
 
 func (r *Reaper) finish(a *tracker.Agent, res Result) {
@@ -275,11 +298,53 @@ func (r *Reaper) finish(a *tracker.Agent, res Result) {
 	}
 	if !all || failed {
 		k.res.Outcome = OutcomeFailed
+		k.retry()
 	} else {
 		k.res.Exited = r.cfg.Clock.Now()
 	}
 	k.res.Descendants = pids(k.tree[1:])
 	r.report(k.res)
+	if len(k.res.Retried) > 0 {
+		k.warnRetry()
+	}
+}
+
+// retry queues again every process of the failed tree that may still be
+// alive: not seen exit, not protected. One the guard refused is never
+// retried, nor is anything in a dry run (which fails nothing).
+func (k *kill) retry() {
+	if k.r.cfg.NoRetry || k.res.DryRun {
+		return
+	}
+	var alive []tracker.Target
+	for _, m := range k.tree {
+		if !m.dead && !m.ignored {
+			alive = append(alive, m.Target)
+		}
+	}
+	if len(alive) > 0 {
+		k.res.Retried, k.res.RetryAt = k.r.cfg.Tree.Retry(k.a, alive)
+	}
+}
+
+// warnRetry logs, once per attempt, that a kill failed and when it is
+// tried again.
+func (k *kill) warnRetry() {
+	r := k.r
+	now := r.cfg.Clock.Now()
+	fields := []zap.Field{
+		zap.Int32("pid", k.res.PID), zap.String("comm", k.res.Comm), zap.String("reason", string(k.res.Reason)),
+		zap.Int("attempt", k.res.Attempt), zap.Int("next_attempt", k.res.Attempt+1),
+		zap.Int32s("retry_pids", k.res.Retried), zap.Duration("retry_in", time.Duration(k.res.RetryAt-now)),
+		zap.Time("retry_at", tracker.Time(k.res.RetryAt, now)), zap.Int64("retry_boot_ns", k.res.RetryAt),
+	}
+	if k.err != nil {
+		fields = append(fields, zap.Error(k.err))
+	}
+	if k.res.Session.PID != 0 {
+		fields = append(fields, zap.Int32("session_pid", k.res.Session.PID))
+	}
+	r.log.Warn("kill failed: retrying", fields...)
 }
 
 // pinFirst pins an agent that was queued without a pidfd and sends it
@@ -331,8 +396,15 @@ func (k *kill) watch(m *member) {
 func (k *kill) refused(m *member, err error) {
 	m.failed = true
 	k.r.sigErrs.Add(1)
-	k.r.log.Error("cannot signal a process of the tree", zap.Int32("pid", m.PID), zap.String("comm", m.Comm),
-		zap.Int32("agent", k.a.PID), zap.Error(err))
+	if k.err == nil {
+		k.err = err
+	}
+	lvl := zap.ErrorLevel
+	if k.a.Attempt > 0 {
+		lvl = zap.DebugLevel // a retry: its warning says so, once per attempt
+	}
+	k.r.log.Log(lvl, "cannot signal a process of the tree", zap.Int32("pid", m.PID), zap.String("comm", m.Comm),
+		zap.Int32("agent", k.a.PID), zap.Int("attempt", k.a.Attempt), zap.Error(err))
 }
 
 // send sends sig to m (SIGCONT first unless SIGKILL, so that a stopped
@@ -517,6 +589,12 @@ func (r *Reaper) report(res Result) {
 	}
 	if res.RequestedBy != "" {
 		fields = append(fields, zap.String("requested_by", res.RequestedBy))
+	}
+	if res.Attempt > 0 {
+		fields = append(fields, zap.Int("attempt", res.Attempt))
+	}
+	if len(res.Retried) > 0 {
+		fields = append(fields, zap.Int32s("retry_pids", res.Retried), zap.Int64("retry_boot_ns", res.RetryAt))
 	}
 	fields = appendCgroup(fields, res.Cgroup)
 	if f := res.Figures; f.Known() {

@@ -21,6 +21,7 @@ func (leafTree) Descendants(*tracker.Proc, tracker.Reason, []tracker.Target) []t
 	return nil
 }
 func (leafTree) WaitGone(time.Time, *tracker.Proc, []tracker.Target) bool { return true }
+func (leafTree) Retry(*tracker.Agent, []tracker.Target) ([]int32, int64)  { return nil, 0 }
 func (leafTree) Release(*tracker.Proc)                                    {}
 
 type recorder struct {

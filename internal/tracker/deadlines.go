@@ -42,6 +42,14 @@ type Agent struct {
 	// under the queue lock, before the deadline fires.
 	Figures Figures
 
+	// Attempt counts the failed kills before this one (retry.go): 0 for a
+	// first kill, n for the n-th retry of a process still alive after its
+	// kill failed. FirstDeadline is then the first kill's deadline, which
+	// the kill record keeps (Deadline is when this attempt is due). Changed
+	// only under the queue lock, while queued.
+	Attempt       int
+	FirstDeadline int64
+
 	// Set by the alarm when the agent is due, before it is handed on.
 	Fired   int64 // CLOCK_BOOTTIME ns of the first signal (or of the deadline firing, if none was sent)
 	FireErr error // error of that signal; ErrGone if the process had exited
@@ -76,6 +84,7 @@ type Deadlines struct {
 	seq   uint64
 	alarm Alarm
 	left  int // queued with ReasonLeftover
+	retry int // queued with Attempt > 0
 }
 
 // SetAlarm connects the alarm. Call it before the first Add.
@@ -154,11 +163,21 @@ func (d *Deadlines) Take(a *Agent) bool {
 	return true
 }
 
-// count keeps the number of queued leftovers.
+// count keeps the number of queued leftovers and retries.
 func (d *Deadlines) count(a *Agent, n int) {
 	if a.Reason == ReasonLeftover {
 		d.left += n
 	}
+	if a.Attempt > 0 {
+		d.retry += n
+	}
+}
+
+// Retrying is the number of queued retries of failed kills (retry.go).
+func (d *Deadlines) Retrying() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.retry
 }
 
 // Leftovers is the number of queued leftovers (the rest are agents).
@@ -170,11 +189,12 @@ func (d *Deadlines) Leftovers() int {
 
 // RetargetEarlier gives a queued a the deadline and reason (and session)
 // if that deadline comes before its own; all read and written under the
-// queue lock, which Reschedule also holds.
+// queue lock, which Reschedule also holds. A retry of a failed kill keeps
+// its reason and schedule (only an operator's kill moves it).
 func (d *Deadlines) RetargetEarlier(a *Agent, deadline int64, reason Reason, s SessionID) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.queuedLocked(a) || a.Deadline <= deadline {
+	if !d.queuedLocked(a) || a.Deadline <= deadline || a.Attempt > 0 {
 		return false
 	}
 	d.count(a, -1)

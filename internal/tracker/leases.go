@@ -165,9 +165,11 @@ func (t *Table) lease(pid int32, start Start, fn func(Lease) (Lease, error)) (Le
 	}
 	res := leaseResult(p)
 	a := p.agent
-	if a == nil || a.Reason != ReasonMaxAge {
+	if a == nil || a.Reason != ReasonMaxAge || a.Attempt > 0 {
 		what := "not an agent waiting for its max age"
 		switch {
+		case a != nil && a.Attempt > 0:
+			what = "being killed: its kill failed and is retried (kill it now, or keep it)"
 		case a != nil && a.Reason == ReasonLeftover:
 			what = "a leftover waiting for its kill (keep it instead)"
 		case a != nil:

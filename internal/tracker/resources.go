@@ -177,7 +177,8 @@ func (t *Table) pendKillLocked(q *Proc, k kill) {
 }
 
 // retargetNow makes the queued a due at deadline for k. It reports false if
-// a is no longer queued.
+// a is no longer queued. A retry of a failed kill (retry.go) becomes a
+// first kill of its own: a new order, with its own reason and deadline.
 func (d *Deadlines) retargetNow(a *Agent, deadline int64, k kill) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -186,6 +187,7 @@ func (d *Deadlines) retargetNow(a *Agent, deadline int64, k kill) bool {
 	}
 	d.count(a, -1)
 	a.Deadline, a.Reason, a.RequestedBy, a.Figures = deadline, k.why, k.by, k.fig
+	a.Attempt, a.FirstDeadline = 0, 0
 	d.count(a, 1)
 	heap.Fix(&d.h, a.index)
 	if d.alarm != nil {

@@ -1,225 +1,204 @@
 package tracker
 
 import (
-	"errors"
+	"container/heap"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
 )
 
-// Failed /proc reads. The table reads /proc at a process's exec (its stat)
-// and when it may be an agent (its command line, its cgroup for a cgroup
-// scope, a pidfd). A read that fails because the process exited needs
-// nothing: its exit event follows. Any other failure (EMFILE when the
-// daemon's descriptors run out, ENOMEM, EINTR through a FUSE /proc, ...)
-// would leave an agent unmatched for its whole life if it were dropped, so
-// the read is retried, with backoff, for as long as the process lives, and
-// warned of (rate-limited) and counted in Counters.ProcErrs.
+// Retrying failed kills. A kill fails when a process of its tree could not
+// be signalled (EPERM), could not be pinned within the reaper's bound
+// (EMFILE, ENOMEM), or outlived the SIGKILL rounds. None of that is final:
+// every process of the tree still alive is queued again (Retry), with the
+// kill's reason, session, requester and figures, and killed again with its
+// own tree after RetryDelay — 1 s after the first failure, doubling up to
+// a minute — for as long as it lives. The retry leaves the queue with the
+// process (its exit event, or a PID that a newer process holds); nothing
+// the process does to itself (a rename, an exec) takes it off. Only an
+// operator moves it: a kill (KillNow) makes it a new kill, due now; a keep
+// takes it back.
 //
-// The retries run from a timer, under the table's lock, like every other
-// read the table makes outside the applying goroutine (a reload's SetRules,
-// a control command). A retry redoes what the event would have done, with
-// what /proc shows then: an exec is applied from a fresh stat, a match is
-// made on the current name and command line.
+// A retry is an Agent with Attempt > 0 (the failed kills before it) and
+// FirstDeadline the first kill's deadline, which every attempt's record
+// keeps: lateness counts from when the process was due, not from when a
+// retry was.
 
-// retryKind says what a retry redoes.
-type retryKind uint8
-
+// Retry backoff bounds.
 const (
-	retryMatch retryKind = 1 << iota // matchLocked: command line, cgroup or pin failed
-	retryExec                        // the exec: its stat failed
+	RetryFirst = time.Second // after the first failed kill
+	RetryMax   = time.Minute // the longest wait between two attempts
 )
 
-const (
-	retryFirst = 20 * time.Millisecond // first retry after a failure
-	retryMax   = 5 * time.Second       // backoff cap
-	// maxRetries bounds the pending retries: far more live processes than
-	// a failing /proc would leave unmatched at once, a few hundred KiB.
-	maxRetries = 4096
-	// readWarnEvery rate-limits the warning of failed reads.
-	readWarnEvery = int64(10 * time.Second)
-)
-
-// procRetry is one process whose read is to be retried.
-type procRetry struct {
-	pid int32
-	// start is the process's identity when the read failed; zero for an
-	// exec of a process the table did not hold (its fork was lost).
-	start Start
-	kind  retryKind
-	tries int
-	due   int64 // boottime
-}
-
-// retryState is the table's retry queue and warning limiter, guarded by
-// the table's lock.
-type retryState struct {
-	pending map[int32]*procRetry
-	timer   interface{ Stop() bool }
-	armed   int64 // due time the timer is set for; 0: none
-	// afterFunc starts the timer (time.AfterFunc); tests replace it to run
-	// retries themselves.
-	afterFunc func(time.Duration, func()) interface{ Stop() bool }
-
-	warned   bool
-	warnedAt int64 // boottime of the last warning
-	failed   int   // reads failed since the last warning
-	dropped  int   // retries refused since the last warning (queue full)
-}
-
-// backoff is the delay before retry number tries+1.
-func backoff(tries int) int64 {
-	d := retryFirst
-	for i := 0; i < tries && d < retryMax; i++ {
+// RetryDelay is how long after its n-th failed kill (n >= 1) a process is
+// tried again: 1 s, 2 s, 4 s, ... at most RetryMax.
+func RetryDelay(n int) time.Duration {
+	d := RetryFirst
+	for i := 1; i < n && d < RetryMax; i++ {
 		d *= 2
 	}
-	return int64(min(d, retryMax))
+	return min(d, RetryMax)
 }
 
-// readFailLocked handles a failed read of pid (identity start) for kind:
-// nothing if the process is gone, else counted, warned and retried.
-func (t *Table) readFailLocked(pid int32, start Start, kind retryKind, err error) {
-	if errors.Is(err, ErrGone) {
-		return
+// Retry queues again, after the kill of a failed, the processes of its tree
+// still alive (alive, as the reaper last saw them; a's own process among
+// them if it survived): each one whose ancestors in the table are not
+// queued too (their tree kill takes it) becomes a kill root, due
+// RetryDelay(a.Attempt+1) from now. A process that has exited, or whose
+// PID a newer process holds, is not queued. Call it before Release. It
+// returns the PIDs queued and when they are due.
+func (t *Table) Retry(a *Agent, alive []Target) ([]int32, int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := a.Attempt + 1
+	at := t.cfg.Clock.Now() + int64(RetryDelay(n))
+	if t.cfg.DryRun {
+		return nil, 0 // nothing was signalled: nothing failed
 	}
-	t.retryLocked(pid, start, kind)
-	t.procErr(pid, err)
-}
-
-// retryLocked queues a retry of kind for pid (identity start). Call
-// procErr after it: the warning reports a retry refused because the queue
-// is full.
-func (t *Table) retryLocked(pid int32, start Start, kind retryKind) {
-	r := &t.retry
-	now := t.cfg.Clock.Now()
-	if q := r.pending[pid]; q != nil {
-		if q.start.NS == 0 || start.NS == 0 || q.start.Same(start) {
-			// The same process: one retry does both, on its own backoff.
-			q.kind |= kind
-			if start.NS != 0 {
-				q.start = start
+	first := a.FirstDeadline
+	if first == 0 {
+		first = a.Deadline
+	}
+	type cand struct {
+		q     *Proc
+		depth int
+	}
+	var cs []cand
+	seen := make(map[*Proc]bool, len(alive))
+	for _, tg := range alive {
+		q := t.procs[tg.PID]
+		if q == nil || q.dead || !q.Start.Same(tg.Start) || seen[q] {
+			continue
+		}
+		seen[q] = true
+		d := 0
+		for p := q.parent; p != nil; p = p.parent {
+			d++
+		}
+		cs = append(cs, cand{q, d})
+	}
+	// Parents first, so that a process below one already queued is left
+	// to that one's tree kill, and one below a process that could not be
+	// queued (it just exited) is queued itself.
+	slices.SortStableFunc(cs, func(x, y cand) int { return x.depth - y.depth })
+	handled := make(map[*Proc]bool, len(cs))
+	var queued []int32
+	for _, c := range cs {
+		if coveredBy(c.q, handled) {
+			continue
+		}
+		if ok, mine := t.retryLocked(c.q, a, n, first, at); ok {
+			handled[c.q] = true
+			if mine {
+				queued = append(queued, c.q.PID)
 			}
-			return
-		}
-		delete(r.pending, pid) // an earlier holder of the PID: it is gone
-	}
-	if len(r.pending) >= maxRetries {
-		r.dropped++ // reported by the warning that follows (procErr)
-		return
-	}
-	if r.pending == nil {
-		r.pending = map[int32]*procRetry{}
-	}
-	r.pending[pid] = &procRetry{pid: pid, start: start, kind: kind, due: now + backoff(0)}
-	t.armRetryLocked(now)
-}
-
-// warnReadLocked warns of a failed read: at once for the first, then at
-// most every readWarnEvery, with the count since the last warning.
-func (t *Table) warnReadLocked(pid int32, err error) {
-	r := &t.retry
-	r.failed++
-	now := t.cfg.Clock.Now()
-	if r.warned && now-r.warnedAt < readWarnEvery {
-		return
-	}
-	t.log.Warn("reading /proc failed, and not because the process exited", zap.Int32("pid", pid), zap.Error(err),
-		zap.Int("failures_since_last_warning", r.failed), zap.Int("retries_pending", len(r.pending)),
-		zap.Int("retries_dropped", r.dropped))
-	r.warned, r.warnedAt, r.failed, r.dropped = true, now, 0, 0
-}
-
-// armRetryLocked sets the timer for the earliest pending retry.
-func (t *Table) armRetryLocked(now int64) {
-	r := &t.retry
-	var next int64
-	for _, q := range r.pending {
-		if next == 0 || q.due < next {
-			next = q.due
 		}
 	}
-	if next == r.armed {
-		return
-	}
-	if r.timer != nil {
-		r.timer.Stop()
-		r.timer = nil
-	}
-	r.armed = next
-	if next == 0 {
-		return
-	}
-	after := r.afterFunc
-	if after == nil {
-		after = func(d time.Duration, f func()) interface{ Stop() bool } { return time.AfterFunc(d, f) }
-	}
-	r.timer = after(time.Duration(max(next-now, 0)), t.runRetries)
+	return queued, at
 }
 
-// runRetries runs the retries that are due.
-func (t *Table) runRetries() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	r := &t.retry
-	r.timer, r.armed = nil, 0
-	now := t.cfg.Clock.Now()
-	var due []*procRetry
-	for _, q := range r.pending {
-		if q.due <= now {
-			due = append(due, q)
+// coveredBy: a process above q in the table is in set.
+func coveredBy(q *Proc, set map[*Proc]bool) bool {
+	for p := q.parent; p != nil; p = p.parent {
+		if set[p] {
+			return true
 		}
 	}
-	for _, q := range due {
-		kind := q.kind
-		q.kind = 0 // a read failing again sets it back (retryLocked)
-		if kind&retryExec != 0 {
-			t.retryExecLocked(q)
+	return false
+}
+
+// retryLocked queues q to be killed at at as the n-th retry of the failed
+// kill a (first: its first deadline). ok: q's kill is queued or in flight;
+// mine: queued here. A process queued for something else (a nested agent's
+// max age, a leftover) later than at is moved to the retry; one already in
+// another kill's hands is left to it (that kill retries what it leaves).
+func (t *Table) retryLocked(q *Proc, a *Agent, n int, first, at int64) (ok, mine bool) {
+	if cur := q.agent; cur != nil && cur != a {
+		if t.cfg.Queue.toRetry(cur, a, n, first, at) {
+			t.pendRetryLocked(q, a.Reason)
+			return true, true
+		}
+		return true, false
+	}
+	fd := -1
+	if t.cfg.Pin != nil {
+		var err error
+		if fd, err = t.cfg.Pin(q.PID, q.Start); err != nil {
+			return false, false // gone (its exit follows) or reused: nothing of ours to kill
+		}
+	}
+	if q.Cmdline == "" {
+		if cl, err := t.cfg.Proc.Cmdline(q.PID); err == nil {
+			q.Cmdline = cl
 		} else {
-			t.retryMatchLocked(q)
-		}
-		switch {
-		case r.pending[q.pid] != q:
-			// Replaced by a newer holder of the PID.
-		case q.kind == 0:
-			delete(r.pending, q.pid)
-		default:
-			q.tries++
-			q.due = now + backoff(q.tries)
+			t.procErr(q.PID, err)
 		}
 	}
-	t.armRetryLocked(now)
+	cg := a.Cgroup
+	if q != a.proc {
+		cg = t.cgroupLocked(q)
+	}
+	// a's own process: a's hold stays until the reaper's Release, the
+	// retry takes one of its own.
+	r := &Agent{PID: q.PID, Start: q.Start, Comm: q.Comm, Cmdline: q.Cmdline, Rule: a.Rule, FD: fd, proc: q,
+		Reason: a.Reason, Session: a.Session, RequestedBy: a.RequestedBy, Figures: a.Figures, Cgroup: cg,
+		Deadline: at, Attempt: n, FirstDeadline: first}
+	q.agent = r
+	q.holds++
+	t.cfg.Queue.Add(r)
+	t.pendRetryLocked(q, a.Reason)
+	t.log.Debug("kill retry queued", zap.Int32("pid", q.PID), zap.String("comm", q.Comm),
+		zap.String("reason", string(a.Reason)), zap.Int("attempt", n), zap.Int64("deadline_boot_ns", at))
+	return true, true
 }
 
-// retryExecLocked applies an exec whose stat read failed, if the process
-// that exec'd still lives.
-func (t *Table) retryExecLocked(q *procRetry) {
-	info, err := t.cfg.Proc.Stat(q.pid)
-	if err != nil {
-		t.readFailLocked(q.pid, q.start, retryExec, err)
-		return
+// pendRetryLocked counts q's retry toward its session's kill: the session
+// is being killed until the retry is over.
+func (t *Table) pendRetryLocked(q *Proc, why Reason) {
+	if s := q.session; s != nil {
+		t.pendLocked(q, s)
+		s.killing = why
 	}
-	if q.start.NS != 0 {
-		if p := t.procs[q.pid]; p == nil || !p.Start.Same(q.start) || !info.Start.Same(q.start) {
-			return // it exited since
+}
+
+// retryBelowLocked queues, in place of the retry a of p, which exited
+// before it fired, the nearest live processes below p — what a's tree kill
+// would have taken — at a's time, as the same attempt. Kept ones stay
+// alone, as in Descendants, unless a is a manual kill.
+func (t *Table) retryBelowLocked(p *Proc, a *Agent) {
+	at := max(a.Deadline, t.cfg.Clock.Now())
+	var walk func(n *Proc)
+	walk = func(n *Proc) {
+		for c := n.child; c != nil; c = c.next {
+			switch {
+			case c.dead:
+				walk(c)
+			case a.Reason != ReasonManual && t.keptLocked(c, c.session):
+			default:
+				t.retryLocked(c, a, a.Attempt, a.FirstDeadline, at)
+			}
 		}
 	}
-	t.execLocked(q.pid, info)
+	walk(p)
 }
 
-// retryMatchLocked matches a process again whose match could not read
-// /proc, if it still lives.
-func (t *Table) retryMatchLocked(q *procRetry) {
-	p := t.procs[q.pid]
-	if p == nil || p.dead || !p.Start.Same(q.start) {
-		return
+// toRetry makes the queued a, if due after at, the n-th retry of the kill
+// from (first: its first deadline), due at at. It reports false if a is
+// not queued (fired: in another kill's hands) or due first anyway.
+func (d *Deadlines) toRetry(a, from *Agent, n int, first, at int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.queuedLocked(a) || a.Deadline <= at {
+		return false
 	}
-	t.matchLocked(p, true)
-}
-
-// RetriesPending is the number of processes whose /proc read waits to be
-// retried.
-func (t *Table) RetriesPending() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.retry.pending)
+	d.count(a, -1)
+	a.Deadline, a.Reason, a.Session, a.RequestedBy, a.Figures = at, from.Reason, from.Session, from.RequestedBy, from.Figures
+	a.Attempt, a.FirstDeadline = n, first
+	d.count(a, 1)
+	heap.Fix(&d.h, a.index)
+	if d.alarm != nil {
+		d.alarm.Set(a, d.nextLocked())
+	}
+	return true
 }

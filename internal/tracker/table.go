@@ -231,7 +231,7 @@ func (t *Table) SetRules(rules []Rule, under []Ancestor) {
 // its lease (leases.go): a reload keeps the extends. Other reasons (a
 // leftover's kill time) do not move with it.
 func (t *Table) agentDeadline(a *Agent) int64 {
-	if a.Reason != ReasonMaxAge {
+	if a.Reason != ReasonMaxAge || a.Attempt > 0 {
 		return a.Deadline
 	}
 	if a.until != 0 {
@@ -723,9 +723,13 @@ func (t *Table) removeLocked(p *Proc) {
 		if t.cfg.Queue.Remove(a) {
 			closeFD(a.FD)
 			p.holds--
-			switch a.Reason {
-			case ReasonMaxAge:
-			case ReasonLeftover:
+			switch {
+			case a.Attempt > 0:
+				// A retry of a failed kill whose process exited first:
+				// what lives below it is retried in its place (retry.go).
+				t.retryBelowLocked(p, a)
+			case a.Reason == ReasonMaxAge:
+			case a.Reason == ReasonLeftover:
 				root = true
 			default:
 				// A kill now (memory, procs, idle, pressure, manual) whose
@@ -866,7 +870,7 @@ func (t *Table) queueAgentLocked(p *Proc, rule, comm, cmdline string, cg cgroupi
 		if fd, err = t.cfg.Pin(p.PID, p.Start); err != nil {
 			if !errors.Is(err, ErrGone) {
 				// EMFILE: as a failed read, retried and warned of.
-				t.retryLocked(p.PID, p.Start, retryMatch)
+				t.readRetryLocked(p.PID, p.Start, retryMatch)
 				t.procErr(p.PID, fmt.Errorf("pin agent %d (%s): %w", p.PID, p.Comm, err))
 			}
 			return
@@ -1024,7 +1028,8 @@ func (t *Table) Gone(p *Proc, targets []Target) bool {
 }
 
 // Release drops the reaper's hold on an agent's entry once it is done with
-// it.
+// it. A kill that failed has called Retry first: the entry of a process
+// still alive then holds its retry, not the fired agent.
 func (t *Table) Release(p *Proc) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

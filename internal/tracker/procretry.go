@@ -1,0 +1,225 @@
+package tracker
+
+import (
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Failed /proc reads. The table reads /proc at a process's exec (its stat)
+// and when it may be an agent (its command line, its cgroup for a cgroup
+// scope, a pidfd). A read that fails because the process exited needs
+// nothing: its exit event follows. Any other failure (EMFILE when the
+// daemon's descriptors run out, ENOMEM, EINTR through a FUSE /proc, ...)
+// would leave an agent unmatched for its whole life if it were dropped, so
+// the read is retried, with backoff, for as long as the process lives, and
+// warned of (rate-limited) and counted in Counters.ProcErrs.
+//
+// The retries run from a timer, under the table's lock, like every other
+// read the table makes outside the applying goroutine (a reload's SetRules,
+// a control command). A retry redoes what the event would have done, with
+// what /proc shows then: an exec is applied from a fresh stat, a match is
+// made on the current name and command line.
+
+// retryKind says what a retry redoes.
+type retryKind uint8
+
+const (
+	retryMatch retryKind = 1 << iota // matchLocked: command line, cgroup or pin failed
+	retryExec                        // the exec: its stat failed
+)
+
+const (
+	retryFirst = 20 * time.Millisecond // first retry after a failure
+	retryMax   = 5 * time.Second       // backoff cap
+	// maxRetries bounds the pending retries: far more live processes than
+	// a failing /proc would leave unmatched at once, a few hundred KiB.
+	maxRetries = 4096
+	// readWarnEvery rate-limits the warning of failed reads.
+	readWarnEvery = int64(10 * time.Second)
+)
+
+// procRetry is one process whose read is to be retried.
+type procRetry struct {
+	pid int32
+	// start is the process's identity when the read failed; zero for an
+	// exec of a process the table did not hold (its fork was lost).
+	start Start
+	kind  retryKind
+	tries int
+	due   int64 // boottime
+}
+
+// retryState is the table's retry queue and warning limiter, guarded by
+// the table's lock.
+type retryState struct {
+	pending map[int32]*procRetry
+	timer   interface{ Stop() bool }
+	armed   int64 // due time the timer is set for; 0: none
+	// afterFunc starts the timer (time.AfterFunc); tests replace it to run
+	// retries themselves.
+	afterFunc func(time.Duration, func()) interface{ Stop() bool }
+
+	warned   bool
+	warnedAt int64 // boottime of the last warning
+	failed   int   // reads failed since the last warning
+	dropped  int   // retries refused since the last warning (queue full)
+}
+
+// backoff is the delay before retry number tries+1.
+func backoff(tries int) int64 {
+	d := retryFirst
+	for i := 0; i < tries && d < retryMax; i++ {
+		d *= 2
+	}
+	return int64(min(d, retryMax))
+}
+
+// readFailLocked handles a failed read of pid (identity start) for kind:
+// nothing if the process is gone, else counted, warned and retried.
+func (t *Table) readFailLocked(pid int32, start Start, kind retryKind, err error) {
+	if errors.Is(err, ErrGone) {
+		return
+	}
+	t.readRetryLocked(pid, start, kind)
+	t.procErr(pid, err)
+}
+
+// readRetryLocked queues a retry of kind for pid (identity start). Call
+// procErr after it: the warning reports a retry refused because the queue
+// is full.
+func (t *Table) readRetryLocked(pid int32, start Start, kind retryKind) {
+	r := &t.retry
+	now := t.cfg.Clock.Now()
+	if q := r.pending[pid]; q != nil {
+		if q.start.NS == 0 || start.NS == 0 || q.start.Same(start) {
+			// The same process: one retry does both, on its own backoff.
+			q.kind |= kind
+			if start.NS != 0 {
+				q.start = start
+			}
+			return
+		}
+		delete(r.pending, pid) // an earlier holder of the PID: it is gone
+	}
+	if len(r.pending) >= maxRetries {
+		r.dropped++ // reported by the warning that follows (procErr)
+		return
+	}
+	if r.pending == nil {
+		r.pending = map[int32]*procRetry{}
+	}
+	r.pending[pid] = &procRetry{pid: pid, start: start, kind: kind, due: now + backoff(0)}
+	t.armRetryLocked(now)
+}
+
+// warnReadLocked warns of a failed read: at once for the first, then at
+// most every readWarnEvery, with the count since the last warning.
+func (t *Table) warnReadLocked(pid int32, err error) {
+	r := &t.retry
+	r.failed++
+	now := t.cfg.Clock.Now()
+	if r.warned && now-r.warnedAt < readWarnEvery {
+		return
+	}
+	t.log.Warn("reading /proc failed, and not because the process exited", zap.Int32("pid", pid), zap.Error(err),
+		zap.Int("failures_since_last_warning", r.failed), zap.Int("retries_pending", len(r.pending)),
+		zap.Int("retries_dropped", r.dropped))
+	r.warned, r.warnedAt, r.failed, r.dropped = true, now, 0, 0
+}
+
+// armRetryLocked sets the timer for the earliest pending retry.
+func (t *Table) armRetryLocked(now int64) {
+	r := &t.retry
+	var next int64
+	for _, q := range r.pending {
+		if next == 0 || q.due < next {
+			next = q.due
+		}
+	}
+	if next == r.armed {
+		return
+	}
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+	r.armed = next
+	if next == 0 {
+		return
+	}
+	after := r.afterFunc
+	if after == nil {
+		after = func(d time.Duration, f func()) interface{ Stop() bool } { return time.AfterFunc(d, f) }
+	}
+	r.timer = after(time.Duration(max(next-now, 0)), t.runRetries)
+}
+
+// runRetries runs the retries that are due.
+func (t *Table) runRetries() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := &t.retry
+	r.timer, r.armed = nil, 0
+	now := t.cfg.Clock.Now()
+	var due []*procRetry
+	for _, q := range r.pending {
+		if q.due <= now {
+			due = append(due, q)
+		}
+	}
+	for _, q := range due {
+		kind := q.kind
+		q.kind = 0 // a read failing again sets it back (readRetryLocked)
+		if kind&retryExec != 0 {
+			t.retryExecLocked(q)
+		} else {
+			t.retryMatchLocked(q)
+		}
+		switch {
+		case r.pending[q.pid] != q:
+			// Replaced by a newer holder of the PID.
+		case q.kind == 0:
+			delete(r.pending, q.pid)
+		default:
+			q.tries++
+			q.due = now + backoff(q.tries)
+		}
+	}
+	t.armRetryLocked(now)
+}
+
+// retryExecLocked applies an exec whose stat read failed, if the process
+// that exec'd still lives.
+func (t *Table) retryExecLocked(q *procRetry) {
+	info, err := t.cfg.Proc.Stat(q.pid)
+	if err != nil {
+		t.readFailLocked(q.pid, q.start, retryExec, err)
+		return
+	}
+	if q.start.NS != 0 {
+		if p := t.procs[q.pid]; p == nil || !p.Start.Same(q.start) || !info.Start.Same(q.start) {
+			return // it exited since
+		}
+	}
+	t.execLocked(q.pid, info)
+}
+
+// retryMatchLocked matches a process again whose match could not read
+// /proc, if it still lives.
+func (t *Table) retryMatchLocked(q *procRetry) {
+	p := t.procs[q.pid]
+	if p == nil || p.dead || !p.Start.Same(q.start) {
+		return
+	}
+	t.matchLocked(p, true)
+}
+
+// RetriesPending is the number of processes whose /proc read waits to be
+// retried.
+func (t *Table) RetriesPending() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.retry.pending)
+}
