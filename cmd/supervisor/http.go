@@ -253,6 +253,7 @@ type agentView struct {
 type leftoverView struct {
 	PID         int32     `json:"pid"`
 	Comm        string    `json:"comm"`
+	StartedAt   time.Time `json:"started_at"` // for PID@START (control.go)
 	KillAt      time.Time `json:"kill_at"`
 	SecondsLeft float64   `json:"seconds_left"`
 	cgroupinfo.Info
@@ -279,7 +280,7 @@ func (d *daemon) agentViews() []agentView {
 			Deadline: tracker.Time(s.Leftovers[0].KillAt, now), SecondsLeft: float64(s.Leftovers[0].KillAt-now) / 1e9,
 			Info: s.Cgroup, session: s.ID}
 		for _, l := range s.Leftovers {
-			v.Leftovers = append(v.Leftovers, leftoverView{PID: l.PID, Comm: l.Comm,
+			v.Leftovers = append(v.Leftovers, leftoverView{PID: l.PID, Comm: l.Comm, StartedAt: tracker.Time(l.Start.NS, now),
 				KillAt: tracker.Time(l.KillAt, now), SecondsLeft: float64(l.KillAt-now) / 1e9, Info: l.Cgroup})
 		}
 		out = append(out, v)

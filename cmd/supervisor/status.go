@@ -78,8 +78,9 @@ func printStatus(w io.Writer, addr string, h healthView, agents []agentView, now
 		maxAge = short(d)
 	}
 	lines := []string{
-		fmt.Sprintf("supervisor at %s  source %s  %.0f events/s  %d lost  %d resyncs",
-			addr, h.Source, h.Rate, h.EventsLost, h.Resyncs),
+		// The socket's path last: a long one is what the clip cuts.
+		fmt.Sprintf("supervisor  source %s  %.0f events/s  %d lost  %d resyncs  at %s",
+			h.Source, h.Rate, h.EventsLost, h.Resyncs, addr),
 		fmt.Sprintf("max age %s  processes %d  agents %d  sessions %d (%d processes)  leftovers %d",
 			maxAge, h.Processes, h.Agents, h.Sessions, h.Members, h.Leftovers),
 		fmt.Sprintf("%s  last snapshot %s", db, last),
