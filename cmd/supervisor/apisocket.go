@@ -204,8 +204,17 @@ func (l *peerListener) Accept() (net.Conn, error) {
 }
 
 // admit takes a connection slot for a peer of uid (authorized: root or a
-// member of the group), or says why not.
+// member of the group), or says why not. release may be called more than
+// once.
 func (a *apiState) admit(uid uint32, authorized bool) (release func(), why string) {
+	release, why = a.admitSlot(uid, authorized)
+	if release != nil {
+		release = sync.OnceFunc(release)
+	}
+	return release, why
+}
+
+func (a *apiState) admitSlot(uid uint32, authorized bool) (release func(), why string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
