@@ -35,11 +35,13 @@ import (
 // space between: at the smallest limit the daemon is meant for, L = 512,
 // that is 448 - 256 = 192, with the daemon's own few descriptors (netlink,
 // epoll, spool, log, listeners) in it too. So the connections are capped
-// at 144 in all (below), whatever the limit: past a cap a connection is
-// accepted and closed at once, which holds no descriptor, and the idle and
-// read timeouts free what a silent client holds. No one but root can take
-// root's connections or /events streams, and no one without access takes
-// any from the permitted peers.
+// at 148 in all, the control socket's 16 included (below), whatever the
+// limit, which leaves a due tree at least 40 descriptors above them at
+// L = 512 (with the reserve untouched) and thousands at the usual limits.
+// Past a cap a connection is accepted and closed at once, which holds no
+// descriptor, and the idle and read timeouts free what a silent client
+// holds. No one but root can take root's connections or /events streams,
+// and no one without access takes any from the permitted peers.
 const (
 	// tcpMaxConns: --listen and --metrics-listen together. A probe or a
 	// scrape takes one for a few milliseconds; 64 leaves room for many
