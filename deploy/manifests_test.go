@@ -471,7 +471,7 @@ func TestManifests(t *testing.T) {
 	listen := conf["REAPER_LISTEN"]
 	lhost, lport, err := net.SplitHostPort(listen)
 	if err != nil || !net.ParseIP(lhost).IsLoopback() {
-		t.Fatalf("REAPER_LISTEN=%q: want a loopback address (the full endpoints show command lines)", listen)
+		t.Fatalf("REAPER_LISTEN=%q: want a loopback address (the probes' Host check)", listen)
 	}
 	for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
 		if p == nil || p.HTTPGet == nil {
@@ -482,6 +482,25 @@ func TestManifests(t *testing.T) {
 		if g.Path != "/healthz" || g.Host != lhost || g.Port.String() != lport {
 			t.Errorf("%s probe %s:%s%s, want %s:%s/healthz", name, g.Host, g.Port.String(), g.Path, lhost, lport)
 		}
+	}
+
+	// /agents and /events are on the API socket, beside the control
+	// socket (default /run/agent-supervisor): with a read-only root
+	// filesystem their directory must be on a writable volume, or the
+	// daemon cannot start (and kubectl exec ... supervisor status has
+	// nothing to read).
+	sockDir := "/run/agent-supervisor"
+	if v := conf["REAPER_CONTROL_SOCKET"]; v != "" {
+		sockDir = path.Dir(v)
+	}
+	if v := conf["REAPER_API_SOCKET"]; v != "" && v != "auto" {
+		sockDir = path.Dir(v)
+	}
+	if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+		mp := path.Clean(m.MountPath)
+		return !m.ReadOnly && (mp == sockDir || strings.HasPrefix(sockDir, mp+"/"))
+	}) {
+		t.Errorf("the API and control sockets' directory %s is on no writable volume (the root filesystem is read-only)", sockDir)
 	}
 
 	// Scraping: the annotations name the --metrics-listen port, which is

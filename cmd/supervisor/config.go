@@ -56,6 +56,10 @@ type Config struct {
 	ForwardTo     initd.Forward // supervisor init: where forwarded signals go
 	HookTimeout   time.Duration // per hook run (a test knob)
 
+	// APISocket serves /agents, /events, /healthz and /metrics to the
+	// control socket's peers (apisocket.go); "" disables it.
+	APISocket string
+
 	// The resource guard (resources.go): limits per session, 0 is off.
 	SessionMaxMemory int64 // bytes
 	SessionMaxProcs  int
@@ -253,7 +257,7 @@ var options = []option{
 			return nil
 		}},
 	{flag: "listen", env: "REAPER_LISTEN", def: defaultListen,
-		help: "HTTP address for /healthz and /agents; empty disables",
+		help: "HTTP address for /healthz and /metrics (only: /agents and /events are on --api-socket); empty disables",
 		set: func(c *Config, v string, _ []string) error {
 			if v != "" {
 				if _, _, err := net.SplitHostPort(v); err != nil {
@@ -264,7 +268,7 @@ var options = []option{
 			return nil
 		}},
 	{flag: "metrics-listen", env: "REAPER_METRICS_LISTEN", def: "",
-		help: "a second HTTP address serving only /metrics and /healthz (no process names, no command lines), e.g. the node's IP for a Prometheus elsewhere; empty disables",
+		help: "a second HTTP address serving /metrics and /healthz, as --listen does, e.g. the node's IP for a Prometheus elsewhere; empty disables",
 		set: func(c *Config, v string, _ []string) error {
 			if v != "" {
 				if _, _, err := net.SplitHostPort(v); err != nil {
@@ -284,11 +288,27 @@ var options = []option{
 			return nil
 		}},
 	{flag: "control-group", env: "REAPER_CONTROL_GROUP", def: "",
-		help: "group (name or gid) whose members may use the control socket besides root (default: root only)",
+		help: "group (name or gid) whose members may use the control socket and the API socket besides root (default: root only)",
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.ControlGroup = v
 			c.ControlGID, err = lookupGroup(v)
 			return
+		}},
+	{flag: "api-socket", env: "REAPER_API_SOCKET", def: apiSocketAuto,
+		help: "unix socket serving /agents, /events, /healthz and /metrics to root and --control-group members (status and events read it); " +
+			"auto: " + apiSocketName + " in --control-socket's directory, none when the control socket is disabled; empty disables",
+		set: func(c *Config, v string, _ []string) error {
+			switch {
+			case v == apiSocketAuto:
+				c.APISocket = apiSocketBeside(c.ControlSocket)
+				return nil
+			case v != "" && !filepath.IsAbs(v):
+				return fmt.Errorf("%q is not an absolute path", v)
+			case v != "" && filepath.Clean(v) == filepath.Clean(c.ControlSocket):
+				return fmt.Errorf("%q is the control socket", v)
+			}
+			c.APISocket = v
+			return nil
 		}},
 	{flag: "source", env: "REAPER_SOURCE", def: "auto",
 		help: "event source: auto (netlink, else /proc polling), netlink or proc",
@@ -736,6 +756,24 @@ func printUsage(cmd string, w io.Writer, fs *flag.FlagSet) {
 
 // defaultControlSocket is where the control socket lives unless told.
 const defaultControlSocket = "/run/agent-supervisor/control.sock"
+
+// apiSocketName is the API socket's file name beside the control socket,
+// and apiSocketAuto the --api-socket value that asks for it.
+const (
+	apiSocketName = "api.sock"
+	apiSocketAuto = "auto"
+)
+
+// apiSocketBeside is the API socket's path for a control socket: the same
+// directory, so that whoever may reach one reaches the other, and a client
+// that knows where the control socket is finds it (status, events). None
+// when the control socket is disabled.
+func apiSocketBeside(controlSocket string) string {
+	if controlSocket == "" {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(controlSocket), apiSocketName)
+}
 
 // lookupGroup resolves --control-group: a group name, or a gid. -1 when
 // none is given.

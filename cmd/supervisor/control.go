@@ -51,6 +51,50 @@ type controller struct {
 	reload func() error
 	save   func() error // persists the leases
 	dryRun bool
+	// stat reads a live process's start time (/proc), for PID@START.
+	stat func(pid int32) (tracker.ProcInfo, error)
+}
+
+// startTolerance is how far a PID@START's time may be from the live
+// process's start and still name it. The time is what /agents showed:
+// the start converted to the wall clock at that moment; here it is
+// converted back at another, so the two differ by the drift between the
+// wall clock and CLOCK_BOOTTIME in between (NTP slews at most 0.5 ms a
+// second), plus /proc's tick (the live start is read there) and the fork
+// event's lag behind it (tracker's forkSlack, 50 ms). A PID can only be
+// held by another process after its holder exited and the PID allocator
+// went all the way round, so a start this close to the live one's is that
+// process. A clock step in between makes the command refuse (the safe
+// failure): read /agents again.
+const startTolerance = 250 * time.Millisecond
+
+// identity is the start to hold a command's process to: the zero Start
+// (whichever process holds the PID) without a START, else the live
+// process's start as /proc has it, after checking it against START. The
+// table then checks its own entry against that (tracker.Start.Same), so a
+// command never acts on a process that started at another time.
+func (c *controller) identity(r control.Request) (tracker.Start, error) {
+	if r.Start == "" {
+		return tracker.Start{}, nil
+	}
+	want, err := time.Parse(time.RFC3339Nano, r.Start)
+	if err != nil {
+		return tracker.Start{}, fmt.Errorf("start %q: want an RFC 3339 time, as started_at in /agents", r.Start)
+	}
+	info, err := c.stat(r.PID)
+	switch {
+	case errors.Is(err, tracker.ErrGone):
+		return tracker.Start{}, fmt.Errorf("pid %d: no such process (the one that started at %s has exited)", r.PID, r.Start)
+	case err != nil:
+		return tracker.Start{}, fmt.Errorf("pid %d: cannot read its start time: %v", r.PID, err)
+	}
+	// /proc gives the tick the process started in: [live, live + Tick).
+	live := tracker.Time(info.Start.NS, c.clock.Now())
+	if d := want.Sub(live); d < -startTolerance || d > time.Duration(tracker.Tick)+startTolerance {
+		return tracker.Start{}, fmt.Errorf("pid %d is now a process that started at %s, not at %s: refused (another process holds the PID, or the clock was set since)",
+			r.PID, live.UTC().Format(time.RFC3339Nano), want.UTC().Format(time.RFC3339Nano))
+	}
+	return info.Start, nil
 }
 
 func (c *controller) handle(p control.Peer, r control.Request) control.Response {
@@ -60,8 +104,6 @@ func (c *controller) handle(p control.Peer, r control.Request) control.Response 
 			return control.Errorf("reload rejected; the old configuration stays in force: %v", err)
 		}
 		return control.Response{Message: "ok"}
-	case control.CmdExtend:
-		return c.extend(r)
 	case control.CmdKeep, control.CmdUnkeep, control.CmdKill:
 		if !c.allow(r.PID, false) {
 			// Keeping PID 1 or an ancestor of ours would exempt every
@@ -72,9 +114,15 @@ func (c *controller) handle(p control.Peer, r control.Request) control.Response 
 			return control.Errorf("--force is for root only: a --control-group member may kill agents and their sessions, not any process")
 		}
 	}
+	start, err := c.identity(r)
+	if err != nil {
+		return control.Errorf("%v", err)
+	}
 	switch r.Cmd {
+	case control.CmdExtend:
+		return c.extend(r, start)
 	case control.CmdKeep:
-		res, err := c.table.Keep(r.PID, tracker.Start{})
+		res, err := c.table.Keep(r.PID, start)
 		if err != nil {
 			return control.Errorf("%v", err)
 		}
@@ -87,7 +135,7 @@ func (c *controller) handle(p control.Peer, r control.Request) control.Response 
 		}
 		return c.saved(control.Response{Message: msg, PIDs: res.Dequeued})
 	case control.CmdUnkeep:
-		res, err := c.table.Unkeep(r.PID, tracker.Start{})
+		res, err := c.table.Unkeep(r.PID, start)
 		if err != nil {
 			return control.Errorf("%v", err)
 		}
@@ -97,7 +145,7 @@ func (c *controller) handle(p control.Peer, r control.Request) control.Response 
 		}
 		return c.saved(control.Response{Message: msg, PIDs: res.Queued})
 	case control.CmdKill:
-		res, err := c.table.KillNow(r.PID, tracker.Start{}, r.Force, p.String(), c.allow)
+		res, err := c.table.KillNow(r.PID, start, r.Force, p.String(), c.allow)
 		if err != nil {
 			return control.Errorf("%v", err)
 		}
@@ -120,7 +168,7 @@ func (c *controller) handle(p control.Peer, r control.Request) control.Response 
 	return control.Errorf("unknown command %q", r.Cmd)
 }
 
-func (c *controller) extend(r control.Request) control.Response {
+func (c *controller) extend(r control.Request, start tracker.Start) control.Response {
 	var res tracker.LeaseResult
 	var err error
 	switch {
@@ -134,13 +182,13 @@ func (c *controller) extend(r control.Request) control.Response {
 		if time.Until(t) > maxExtend {
 			return control.Errorf("--until %s is more than %s away", r.Until, maxExtend)
 		}
-		res, err = c.table.ExtendUntil(r.PID, tracker.Start{}, c.clock.Now()+int64(time.Until(t)))
+		res, err = c.table.ExtendUntil(r.PID, start, c.clock.Now()+int64(time.Until(t)))
 	default:
 		d, perr := parseExtend(r.Duration)
 		if perr != nil {
 			return control.Errorf("%v", perr)
 		}
-		res, err = c.table.Extend(r.PID, tracker.Start{}, d)
+		res, err = c.table.Extend(r.PID, start, d)
 	}
 	if err != nil {
 		return control.Errorf("%v", err)
@@ -240,7 +288,7 @@ func (d *daemon) serveControl(reload func() (*Config, error)) (*control.Server, 
 	if d.cfg.ControlSocket == "" {
 		return nil, nil
 	}
-	c := &controller{table: d.table, clock: d.clock, allow: d.guard.Allowed, dryRun: d.cfg.DryRun, save: d.saveLeases,
+	c := &controller{table: d.table, clock: d.clock, allow: d.guard.Allowed, dryRun: d.cfg.DryRun, save: d.saveLeases, stat: d.procs.Stat,
 		reload: func() error { return d.reloadNow(reload) }}
 	s, err := control.Listen(control.Config{Path: d.cfg.ControlSocket, Group: d.cfg.ControlGID, Handler: c.handle,
 		Log: d.log.Named("control")})
@@ -259,9 +307,9 @@ func controlCmd(cmd string, args []string, getenv func(string) string, stdout, s
 	until := fs.String("until", "", "extend: the new deadline (RFC 3339, YYYY-MM-DD HH:MM[:SS] or HH:MM[:SS] today, local time)")
 	force := fs.Bool("force", false, "kill: also a process that is neither an agent nor a session member")
 	usage := map[string]string{
-		control.CmdExtend: "extend PID DURATION | extend PID --until TIME",
-		control.CmdKeep:   "keep PID", control.CmdUnkeep: "unkeep PID",
-		control.CmdKill: "kill PID [--force]", control.CmdReload: "reload",
+		control.CmdExtend: "extend PID[@START] DURATION | extend PID[@START] --until TIME",
+		control.CmdKeep:   "keep PID[@START]", control.CmdUnkeep: "unkeep PID[@START]",
+		control.CmdKill: "kill PID[@START] [--force]", control.CmdReload: "reload",
 	}[cmd]
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "supervisor: %s: %s (usage: supervisor %s [--control-socket PATH])\n", cmd, fmt.Sprintf(format, a...), usage)
@@ -311,11 +359,11 @@ func controlCmd(cmd string, args []string, getenv func(string) string, stdout, s
 		return fail("want %d argument(s), got %d", want, len(pos))
 	}
 	if want > 0 {
-		pid, err := strconv.ParseInt(pos[0], 10, 32)
-		if err != nil || pid <= 0 {
-			return fail("invalid PID %q", scrubArg(pos[0]))
+		pid, start, err := parsePIDStart(pos[0])
+		if err != nil {
+			return fail("%v", err)
 		}
-		req.PID = int32(pid)
+		req.PID, req.Start = pid, start
 	}
 	if cmd == control.CmdExtend {
 		if given["until"] {
@@ -350,6 +398,26 @@ func controlCmd(cmd string, args []string, getenv func(string) string, stdout, s
 	}
 	fmt.Fprintln(stdout, printable(resp.Message))
 	return 0
+}
+
+// parsePIDStart reads PID or PID@START, START being the process's start
+// time as /agents shows it (started_at, RFC 3339): with it the daemon
+// refuses the command if PID now belongs to a process that started at
+// another time.
+func parsePIDStart(s string) (int32, string, error) {
+	p, st, withStart := strings.Cut(s, "@")
+	pid, err := strconv.ParseInt(p, 10, 32)
+	if err != nil || pid <= 0 {
+		return 0, "", fmt.Errorf("invalid PID %q (want PID or PID@START)", scrubArg(p))
+	}
+	if !withStart {
+		return int32(pid), "", nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, st)
+	if err != nil {
+		return 0, "", fmt.Errorf("invalid START %q: want the process's started_at as /agents shows it (RFC 3339, e.g. 2026-11-27T16:23:24.51621768Z)", scrubArg(st))
+	}
+	return int32(pid), t.Format(time.RFC3339Nano), nil
 }
 
 // parseUntil reads a deadline: RFC 3339, or local "YYYY-MM-DD HH:MM[:SS]",

@@ -58,6 +58,8 @@ type daemon struct {
 	lostSeen  uint64      // proc connector events lost, as last published (eventLoop only)
 	unlock    func()      // closes the spool and releases the state dir
 
+	api apiState // connections and streams per peer (apisocket.go)
+
 	source string
 	ready  atomic.Bool
 	rate   atomic.Uint64 // events per second over the last second, float64 bits
@@ -378,6 +380,12 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 		return err
 	}
 	defer ctl.Close() // on an early return; a no-op once closed
+	// /agents, /events and the rest for root and the control group.
+	api, err := d.serveAPI()
+	if err != nil {
+		return err
+	}
+	defer api.stop() // on an early return; a no-op once stopped
 
 	// /healthz answers 503 until ready.
 	var web *httpServer
@@ -414,7 +422,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	hupDone := d.reloadOnHUP(intake, reload)
 
 	d.ready.Store(true)
-	d.logReady(web)
+	d.logReady(web, api)
 
 	<-ctx.Done()
 	log.Info("shutting down")
@@ -422,6 +430,7 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	// Stop frees. The event streams end first, or stop would wait for them.
 	d.events.Close()
 	web.stop()
+	api.stop()
 	// Then the control socket: no command queues a kill past this point.
 	ctl.Close()
 	d.stopPressure() // nor any memory pressure trigger
@@ -491,7 +500,7 @@ func (d *daemon) reloadOnHUP(ctx context.Context, reload func() (*Config, error)
 	})
 }
 
-func (d *daemon) logReady(web *httpServer) {
+func (d *daemon) logReady(web, api *httpServer) {
 	cfg := d.cfg
 	fields := []zap.Field{
 		zap.String("source", d.source), zap.String("listen", ""),
@@ -503,6 +512,9 @@ func (d *daemon) logReady(web *httpServer) {
 	}
 	if web != nil {
 		fields[1] = zap.String("listen", web.addr)
+	}
+	if api != nil {
+		fields = append(fields, zap.String("api_socket", api.addr))
 	}
 	if d.conn != nil {
 		fields = append(fields, zap.Int("rcvbuf", d.conn.ReadBuffer()))

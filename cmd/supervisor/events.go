@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os/signal"
@@ -120,21 +119,12 @@ const (
 	// that stops reading is dropped by the hub within its buffer of
 	// events, and its handler returns within this.
 	eventWriteTimeout = 10 * time.Second
-	// eventSndbuf is the send buffer asked for an /events connection (the
-	// kernel doubles it, socket(7) SO_SNDBUF). Setting it turns off the
-	// kernel's send buffer autotuning, which on loopback grows to megabytes:
-	// a stuck client holds this much in the kernel plus its buffer of
-	// events in the hub, and is noticed that soon.
+	// eventSndbuf is the send buffer asked for an /events connection
+	// (socket(7) SO_SNDBUF; the kernel doubles it): a stuck client holds
+	// this much in the kernel plus its buffer of events in the hub, and is
+	// noticed that soon.
 	eventSndbuf = 64 << 10
 )
-
-// connKey is the context key of the request's connection (withConn).
-type connKey struct{}
-
-// withConn keeps each connection in its requests' context.
-func withConn(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, c)
-}
 
 // serveEvents streams events as NDJSON until the client goes away, falls
 // too far behind, or the daemon stops. ?types=kill,leftover filters.
@@ -144,8 +134,19 @@ func (d *daemon) serveEvents(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "types: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if c, ok := r.Context().Value(connKey{}).(*net.TCPConn); ok {
-		_ = c.SetWriteBuffer(eventSndbuf)
+	// Per peer: a --control-group member has a few streams, root has
+	// slots no one else can take (apisocket.go).
+	if pc := requestPeer(r); pc != nil {
+		release := d.api.stream(pc.peer.UID)
+		if release == nil {
+			d.api.warnRefusal(d.log, "event client refused: its uid has its most /events streams open",
+				zap.Uint32("uid", pc.peer.UID), zap.Int("max", apiStreamsPerUID))
+			http.Error(w, fmt.Sprintf("too many /events streams for uid %d (at most %d per user; root's are kept apart)",
+				pc.peer.UID, apiStreamsPerUID), http.StatusTooManyRequests)
+			return
+		}
+		defer release()
+		_ = pc.SetWriteBuffer(eventSndbuf)
 	}
 	// Subscribed before the response starts: a client that has the
 	// headers misses nothing that happens after.
@@ -165,7 +166,10 @@ func (d *daemon) serveEvents(w http.ResponseWriter, r *http.Request) {
 		sub.Close()
 		return
 	}
-	log := d.log.With(zap.String("remote", r.RemoteAddr), zap.Stringer("types", types))
+	log := d.log.With(zap.Stringer("types", types))
+	if pc := requestPeer(r); pc != nil {
+		log = log.With(zap.Uint32("uid", pc.peer.UID), zap.Int32("peer_pid", pc.peer.PID))
+	}
 	log.Debug("event client connected", zap.Int("clients", d.events.Clients()))
 	err = events.Stream(r.Context(), sub, deadlineWriter{w, rc}, rc.Flush)
 	switch {
@@ -191,29 +195,28 @@ func (dw deadlineWriter) Write(p []byte) (int, error) {
 	return dw.w.Write(p)
 }
 
-// eventsCmd follows the daemon's /events in a terminal: one line per event,
-// or the raw JSON lines with --json, until interrupted or the stream ends.
+// eventsCmd follows the daemon's /events (on its API socket) in a
+// terminal: one line per event, or the raw JSON lines with --json, until
+// interrupted or the stream ends.
 func eventsCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("events", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	def := getenv("REAPER_LISTEN")
-	if def == "" {
-		def = defaultListen
-	}
-	listen := fs.String("listen", def, "the daemon's --listen address")
+	af := addAPIFlags(fs)
 	asJSON := fs.Bool("json", false, "print each event as the daemon sends it, one JSON object per line")
 	typeList := fs.String("types", "", "only these event types, comma-separated ("+events.All.String()+")")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, "usage: supervisor events [--json] [--types %s] [--listen ADDR]\n"+
-				"  follows the daemon's event stream (GET /events); --listen defaults to REAPER_LISTEN or %s\n", events.All, defaultListen)
+			fmt.Fprintf(stdout, "usage: supervisor events [--json] [--types %s] %s\n"+
+				"  follows the daemon's event stream (GET /events on its API socket: env REAPER_API_SOCKET; default %s beside the control socket, %s)\n",
+				events.All, apiUsage, apiSocketName, defaultControlSocket)
 			return 0
 		}
 		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))
 		return 2
 	}
-	if fs.NArg() > 0 || *listen == "" {
-		fmt.Fprintf(stderr, "supervisor: events: want --listen ADDR and no arguments\n")
+	path := af.resolve(fs, "events", getenv, stderr)
+	if fs.NArg() > 0 || path == "" {
+		fmt.Fprintf(stderr, "supervisor: events: want %s and no arguments\n", apiUsage)
 		return 2
 	}
 	types, err := events.ParseTypes(*typeList)
@@ -223,7 +226,7 @@ func eventsCmd(args []string, getenv func(string) string, stdout, stderr io.Writ
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	u := "http://" + *listen + "/events"
+	u := apiURL("/events")
 	if types != events.All {
 		u += "?types=" + url.QueryEscape(types.String())
 	}
@@ -234,22 +237,17 @@ func eventsCmd(args []string, getenv func(string) string, stdout, stderr io.Writ
 	}
 	// No overall timeout: the stream lasts. Connecting and the first
 	// answer are bounded.
-	c := &http.Client{Transport: &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		ResponseHeaderTimeout: 5 * time.Second,
-	}}
-	resp, err := c.Do(req)
+	resp, err := apiHTTP(path, 0).Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0
 		}
-		fmt.Fprintf(stderr, "supervisor: events: no daemon answers at %s: %v\n(is it running? its address is --listen / REAPER_LISTEN)\n", *listen, err)
+		fmt.Fprintln(stderr, apiError("events", path, err))
 		return 1
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		fmt.Fprintf(stderr, "supervisor: events: %s answered %s: %s\n", *listen, resp.Status, strings.TrimSpace(string(b)))
+		fmt.Fprintf(stderr, "supervisor: events: %s answered %v\n", path, statusError(resp))
 		return 1
 	}
 	out := bufio.NewWriter(stdout)
@@ -271,10 +269,10 @@ func eventsCmd(args []string, getenv func(string) string, stdout, stderr io.Writ
 		return 0
 	}
 	if err := sc.Err(); err != nil {
-		fmt.Fprintf(stderr, "supervisor: events: reading the stream from %s: %v\n", *listen, err)
+		fmt.Fprintf(stderr, "supervisor: events: reading the stream from %s: %v\n", path, err)
 		return 1
 	}
-	fmt.Fprintf(stderr, "supervisor: events: the daemon at %s ended the stream (it is stopping, or this client fell too far behind and was dropped)\n", *listen)
+	fmt.Fprintf(stderr, "supervisor: events: the daemon at %s ended the stream (it is stopping, or this client fell too far behind and was dropped)\n", path)
 	return 1
 }
 

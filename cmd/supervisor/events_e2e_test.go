@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,7 +26,7 @@ type eventStream struct {
 
 func openEvents(t *testing.T, d *testDaemon, query string) *eventStream {
 	t.Helper()
-	resp, err := http.Get("http://" + d.addr + "/events" + query)
+	resp, err := d.apiClient(0).Get(d.url("/events" + query))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,9 +158,11 @@ func TestIntegrationEventsKills(t *testing.T) {
 	}
 }
 
-// dialStuck opens a connection to GET path that asks for the smallest
-// receive buffer and never reads: a client that stops reading.
-func dialStuck(t *testing.T, addr, path string) net.Conn {
+// dialStuck opens a connection to GET path on the API socket that asks
+// for the smallest receive buffer and never reads: a client that stops
+// reading (on a unix socket the daemon's send buffer, eventSndbuf, is
+// what fills).
+func dialStuck(t *testing.T, d *testDaemon, path string) net.Conn {
 	t.Helper()
 	dl := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
@@ -169,7 +172,7 @@ func dialStuck(t *testing.T, addr, path string) net.Conn {
 		}
 		return serr
 	}}
-	c, err := dl.Dial("tcp", addr)
+	c, err := dl.Dial("unix", d.api)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +209,7 @@ func TestIntegrationEventsSlowClientDropped(t *testing.T) {
 	if got := metricValue(t, d, "supervisor_event_clients_dropped_total"); got != 0 {
 		t.Fatalf("dropped %v before any client", got)
 	}
-	stuck := dialStuck(t, d.addr, "/events")
+	stuck := dialStuck(t, d, "/events")
 	fast := openEvents(t, d, "?types=kill")
 	waitClients(t, d, 2)
 	// Each agent's events carry its command line: 4 KB of padding make the
@@ -267,11 +270,9 @@ func waitClients(t *testing.T, d *testDaemon, n float64) {
 func TestIntegrationEventsCommand(t *testing.T) {
 	needRoot(t)
 	// No daemon: a clear message, exit 1.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	free := ln.Addr().String()
-	ln.Close()
-	_, errs, code := runCLI(t, "events", "--listen", free)
-	if code != 1 || !strings.Contains(errs, "no daemon answers at "+free) {
+	free := filepath.Join(t.TempDir(), "api.sock")
+	_, errs, code := runCLI(t, "events", "--api-socket", free)
+	if code != 1 || !strings.Contains(errs, "no daemon answers on "+free) {
 		t.Errorf("events without a daemon: exit %d, %q", code, errs)
 	}
 	if _, errs, code := runCLI(t, "events", "--types", "kill,bogus"); code != 2 || !strings.Contains(errs, `"bogus"`) {
@@ -279,7 +280,7 @@ func TestIntegrationEventsCommand(t *testing.T) {
 	}
 
 	d := startDaemon(t, "--summary-interval", "1s", "--agent", "evcmd")
-	resp, err := http.Get("http://" + d.addr + "/events?types=kill,bogus")
+	resp, err := d.apiClient(10 * time.Second).Get(d.url("/events?types=kill,bogus"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +299,7 @@ func TestIntegrationEventsCommand(t *testing.T) {
 
 	// The command, raw and readable, until the daemon stops.
 	follow := func(args ...string) (*exec.Cmd, *bufio.Scanner, *strings.Builder) {
-		cmd := exec.Command(supervisorBin, append([]string{"events", "--listen", d.addr}, args...)...)
+		cmd := exec.Command(supervisorBin, append([]string{"events", "--api-socket", d.api}, args...)...)
 		out, _ := cmd.StdoutPipe()
 		var errb strings.Builder
 		cmd.Stderr = &errb

@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -412,6 +414,7 @@ func (a *agent) termTime(t testing.TB) int64 {
 type testDaemon struct {
 	cmd  *exec.Cmd
 	addr string
+	api  string // the API socket: /agents, /events (and /healthz, /metrics)
 	mu   sync.Mutex
 	logs []map[string]any
 	cond *sync.Cond
@@ -441,6 +444,7 @@ func startDaemonCmd(t testing.TB, cmd *exec.Cmd) *testDaemon {
 	t.Helper()
 	d := &testDaemon{cmd: cmd, done: make(chan struct{})}
 	d.cond = sync.NewCond(&d.mu)
+	withAPISocket(t, cmd)
 	errp, _ := cmd.StderrPipe()
 	cmd.Stdout = os.Stdout
 	if err := cmd.Start(); err != nil {
@@ -478,7 +482,56 @@ func startDaemonCmd(t testing.TB, cmd *exec.Cmd) *testDaemon {
 	})
 	ready := d.waitLog(t, 30*time.Second, func(m map[string]any) bool { return m["msg"] == "ready" })
 	d.addr, _ = ready["listen"].(string)
+	d.api, _ = ready["api_socket"].(string)
 	return d
+}
+
+// withAPISocket gives a daemon run or init its own API socket, unless the
+// test chose one: never the default beside the default control socket,
+// which a real daemon on this machine may use. (A short directory: a unix
+// socket path has at most 107 bytes.)
+func withAPISocket(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
+	if cmd.Path != supervisorBin || len(cmd.Args) < 2 || (cmd.Args[1] != "run" && cmd.Args[1] != "init") {
+		return
+	}
+	for _, a := range cmd.Args {
+		if a == "--" {
+			break
+		}
+		if a == "--api-socket" || strings.HasPrefix(a, "--api-socket=") {
+			return
+		}
+	}
+	dir, err := os.MkdirTemp("", "sv-api-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cmd.Args = append([]string{cmd.Args[0], cmd.Args[1], "--api-socket", filepath.Join(dir, "api.sock")}, cmd.Args[2:]...)
+}
+
+// apiClient is an HTTP client that reaches the daemon's endpoints: on its
+// API socket, or on --listen (/healthz and /metrics only) without one.
+// timeout 0: none (a stream). Each request has a connection of its own,
+// closed after it: the daemon caps a peer's connections.
+func (d *testDaemon) apiClient(timeout time.Duration) *http.Client {
+	tr := &http.Transport{DisableKeepAlives: true}
+	if d.api != "" {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", d.api)
+		}
+	}
+	return &http.Client{Timeout: timeout, Transport: tr}
+}
+
+// url is the URL of an endpoint for apiClient.
+func (d *testDaemon) url(path string) string {
+	if d.api == "" {
+		return "http://" + d.addr + path
+	}
+	return "http://supervisor" + path
 }
 
 func (d *testDaemon) stop(t testing.TB) {
@@ -562,7 +615,7 @@ func num(v any) int64 {
 
 func (d *testDaemon) get(t testing.TB, path string, v any) {
 	t.Helper()
-	resp, err := http.Get("http://" + d.addr + path)
+	resp, err := d.apiClient(30 * time.Second).Get(d.url(path))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -20,16 +19,33 @@ import (
 )
 
 // The HTTP endpoints are read-only views for the host's operators: no
-// request changes any state. They show process names and command lines, so
-// they listen on loopback by default, and answer only requests that name
-// this machine (see allowedHost).
+// request changes any state. /agents and /events show process names and
+// command lines and are served on the API socket only (apisocket.go); the
+// TCP listeners serve /healthz and /metrics, on loopback by default, and
+// answer only requests that name this machine (see allowedHost).
 
+// routes are every endpoint: the API socket's.
 func (d *daemon) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", d.healthz)
 	mux.HandleFunc("GET /agents", d.agents)
 	mux.HandleFunc("GET /events", d.serveEvents)
 	mux.Handle("GET /metrics", d.metrics.handler())
+	return mux
+}
+
+// tcpRoutes are the TCP listeners' endpoints: what a probe and a scraper
+// need, no process names, no command lines.
+func (d *daemon) tcpRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", d.healthz)
+	mux.Handle("GET /metrics", d.metrics.handler())
+	moved := func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "404 not found: "+r.URL.Path+" is served on the daemon's API socket (--api-socket) to root and --control-group members only; "+
+			"use supervisor status or supervisor events", http.StatusNotFound)
+	}
+	mux.HandleFunc("GET /agents", moved)
+	mux.HandleFunc("GET /events", moved)
 	return mux
 }
 
@@ -44,13 +60,13 @@ type httpServer struct {
 	metrics  *httpServer // --metrics-listen (metricslisten.go), stopped with this one
 }
 
-// serveHTTP serves the endpoints on listen, and /metrics and /healthz alone
-// on --metrics-listen; either address may be empty.
+// serveHTTP serves /healthz and /metrics on listen and on --metrics-listen;
+// either address may be empty.
 func (d *daemon) serveHTTP(listen string) (*httpServer, error) {
 	h := &httpServer{}
 	if listen != "" {
 		var err error
-		if h, err = d.serveOn(listen, d.routes(), true); err != nil {
+		if h, err = d.serveTCP(listen); err != nil {
 			return nil, err
 		}
 	}
@@ -63,42 +79,34 @@ func (d *daemon) serveHTTP(listen string) (*httpServer, error) {
 	return h, nil
 }
 
-// serveOn listens on listen and serves routes until stop. warn: say so when
-// the address is not loopback (the full endpoints show command lines).
-func (d *daemon) serveOn(listen string, routes http.Handler, warn bool) (*httpServer, error) {
-	ln, err := net.Listen("tcp", listen)
+// serveTCP listens on listen and serves tcpRoutes until stop, within the
+// connection cap and timeouts (apisocket.go).
+func (d *daemon) serveTCP(listen string) (*httpServer, error) {
+	tl, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", listen, err)
 	}
-	h := &httpServer{addr: ln.Addr().String(), done: make(chan struct{})}
-	if ip := ln.Addr().(*net.TCPAddr).IP; warn && !ip.IsLoopback() {
-		d.log.Warn("--listen is not a loopback address: /agents and /events show process names and command lines to whoever reaches it",
-			zap.String("listen", h.addr))
-	}
+	ln := &limitListener{Listener: tl, n: &d.api.tcpConns, max: tcpMaxConns, refused: func() {
+		d.api.refusedTCP.Add(1)
+		d.api.warnRefusal(d.log, "http: connection closed: the TCP listeners have their most connections open",
+			zap.Int("max", tcpMaxConns))
+	}}
 	listenHost, _, _ := net.SplitHostPort(listen)
-	h.srv = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			h.inflight.Add(1)
-			defer h.inflight.Done()
-			local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-			if !allowedHost(r.Host, listenHost, local) {
-				http.Error(w, "forbidden: the Host header must be localhost, a loopback address or the --listen address (DNS rebinding protection)",
-					http.StatusForbidden)
-				return
-			}
-			routes.ServeHTTP(w, r)
-		}),
-		ConnContext:       withConn, // /events sizes its connection's send buffer
-		ReadHeaderTimeout: 5 * time.Second,
-		WriteTimeout:      10 * time.Second, // a stuck client cannot hold a handler for long
-	}
-	go func() {
-		defer close(h.done)
-		if err := h.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			d.log.Error("http server", zap.Error(err))
+	routes := d.tcpRoutes()
+	return d.serveListener(ln, tl.Addr().String(), func(w http.ResponseWriter, r *http.Request) {
+		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		if !allowedHost(r.Host, listenHost, local) {
+			http.Error(w, "forbidden: the Host header must be localhost, a loopback address or the --listen address (DNS rebinding protection)",
+				http.StatusForbidden)
+			return
 		}
-	}()
-	return h, nil
+		routes.ServeHTTP(w, r)
+	}, &http.Server{
+		ReadHeaderTimeout: tcpReadHeaderTimeout,
+		ReadTimeout:       tcpReadTimeout,
+		IdleTimeout:       tcpIdleTimeout,
+		WriteTimeout:      httpWriteTimeout,
+	}), nil
 }
 
 // stop closes the listener, lets requests in flight finish within a bound,
@@ -256,6 +264,7 @@ type agentView struct {
 type leftoverView struct {
 	PID         int32     `json:"pid"`
 	Comm        string    `json:"comm"`
+	StartedAt   time.Time `json:"started_at"` // for PID@START (control.go)
 	KillAt      time.Time `json:"kill_at"`
 	SecondsLeft float64   `json:"seconds_left"`
 	cgroupinfo.Info
@@ -295,7 +304,7 @@ func (d *daemon) agentViews() []agentView {
 			Deadline: tracker.Time(s.Leftovers[0].KillAt, now), SecondsLeft: float64(s.Leftovers[0].KillAt-now) / 1e9,
 			Info: s.Cgroup, session: s.ID}
 		for _, l := range s.Leftovers {
-			v.Leftovers = append(v.Leftovers, leftoverView{PID: l.PID, Comm: l.Comm,
+			v.Leftovers = append(v.Leftovers, leftoverView{PID: l.PID, Comm: l.Comm, StartedAt: tracker.Time(l.Start.NS, now),
 				KillAt: tracker.Time(l.KillAt, now), SecondsLeft: float64(l.KillAt-now) / 1e9, Info: l.Cgroup})
 		}
 		out = append(out, v)

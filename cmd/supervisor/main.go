@@ -31,9 +31,10 @@ commands:
             what CMD left when it exits, exit with CMD's status
   once      one scan, kill stale agents, one health row, the seed's JSON
             on stdout (a drop-in for the process-reaper.js cron job)
-  status    ask the running daemon what it tracks (--listen ADDR)
+  status    ask the running daemon what it tracks (its API socket:
+            --api-socket PATH, or beside --control-socket PATH)
   events    follow the running daemon's event stream (--json, --types,
-            --listen ADDR)
+            --api-socket PATH)
   history   recent snapshots and kills (--since DUR, --json), from
             PostgreSQL when configured, else from the spool
   fleet     one line per host from PostgreSQL (tel.fleet): last snapshot,
@@ -49,8 +50,13 @@ commands:
   kill PID [--force]
             kill that agent's session now (reason manual); --force for a
             process that is neither an agent nor a session member
+            (PID@START, START as /agents shows it, in place of PID in
+            extend, keep, unkeep and kill: refused if PID is now another
+            process)
   reload    what SIGHUP does; prints ok or the error
-            (these five talk to the daemon's --control-socket, root only)
+            (these five talk to the daemon's --control-socket, root only;
+            status and events read the API socket beside it, root or
+            --control-group)
   version   print the version
 
 run, init, once, history, fleet and migrate take the same flags:

@@ -72,7 +72,7 @@ func newMetrics(d *daemon) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.kills, m.leftovers, m.retries, m.lateness, m.zombies, m.memory,
-		&daemonCollector{d: d}, hookCollector{d.hooks},
+		&daemonCollector{d: d}, hookCollector{d.hooks}, apiCollector{&d.api},
 	)
 	return m
 }

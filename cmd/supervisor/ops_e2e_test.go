@@ -126,7 +126,7 @@ func TestIntegrationStatus(t *testing.T) {
 	for _, a := range agents {
 		d.waitTracked(t, a.pid)
 	}
-	out, errs, code := runCLI(t, "status", "--listen", d.addr)
+	out, errs, code := runCLI(t, "status", "--api-socket", d.api)
 	if code != 0 {
 		t.Fatalf("status exit %d: %s", code, errs)
 	}
@@ -150,7 +150,7 @@ func TestIntegrationStatus(t *testing.T) {
 	}
 	t.Logf("status:\n%s", out)
 
-	_, errs, code = runCLI(t, "status", "--listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	_, errs, code = runCLI(t, "status", "--api-socket", filepath.Join(t.TempDir(), "api.sock"))
 	if code != 1 || !strings.Contains(errs, "no daemon answers") {
 		t.Errorf("no daemon: exit %d, %q", code, errs)
 	}
@@ -342,16 +342,12 @@ func TestAllowedHost(t *testing.T) {
 }
 
 // TestIntegrationHTTPHostCheck: a request naming another host (a DNS
-// rebinding attack through the operator's browser) is refused with 403; a
-// non-loopback --listen is warned about at start.
+// rebinding attack through the operator's browser) is refused with 403;
+// the TCP listener serves /healthz and /metrics, and /agents and /events
+// are not there (the API socket has them), on loopback or not.
 func TestIntegrationHTTPHostCheck(t *testing.T) {
 	needRoot(t)
 	d := startDaemon(t, "--max-age", "1h")
-	if w := d.findLogs(func(m map[string]any) bool {
-		return m["level"] == "warn" && strings.Contains(fmt.Sprint(m["msg"]), "--listen")
-	}); len(w) > 0 {
-		t.Errorf("warning for a loopback --listen: %v", w)
-	}
 	_, port, _ := net.SplitHostPort(d.addr)
 	get := func(addr, host, path string) (int, string) {
 		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
@@ -364,26 +360,30 @@ func TestIntegrationHTTPHostCheck(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	for _, path := range []string{"/healthz", "/agents", "/metrics"} {
+	for _, path := range []string{"/healthz", "/agents", "/events", "/metrics"} {
 		if code, body := get(d.addr, "rebind.example:"+port, path); code != http.StatusForbidden || !strings.Contains(body, "Host") {
 			t.Errorf("GET %s with a foreign Host: %d %q, want 403", path, code, body)
 		}
+		want := http.StatusOK
+		if path == "/agents" || path == "/events" {
+			want = http.StatusNotFound
+		}
 		for _, host := range []string{d.addr, "localhost:" + port} {
-			if code, body := get(d.addr, host, path); code != http.StatusOK {
-				t.Errorf("GET %s with Host %s: %d %q, want 200", path, host, code, body)
+			if code, body := get(d.addr, host, path); code != want {
+				t.Errorf("GET %s with Host %s: %d %q, want %d", path, host, code, body, want)
 			}
 		}
 	}
 
 	wide := startDaemon(t, "--max-age", "1h", "--listen", "0.0.0.0:0")
-	wide.waitLog(t, 5*time.Second, func(m map[string]any) bool {
-		return m["level"] == "warn" && strings.Contains(fmt.Sprint(m["msg"]), "--listen is not a loopback address")
-	})
 	_, port, _ = net.SplitHostPort(wide.addr)
-	if code, _ := get("127.0.0.1:"+port, "rebind.example", "/agents"); code != http.StatusForbidden {
+	if code, _ := get("127.0.0.1:"+port, "rebind.example", "/healthz"); code != http.StatusForbidden {
 		t.Errorf("0.0.0.0: foreign Host got %d, want 403", code)
 	}
-	if code, _ := get("127.0.0.1:"+port, "127.0.0.1:"+port, "/agents"); code != http.StatusOK {
+	if code, _ := get("127.0.0.1:"+port, "127.0.0.1:"+port, "/healthz"); code != http.StatusOK {
 		t.Errorf("0.0.0.0: loopback Host got %d, want 200", code)
+	}
+	if code, _ := get("127.0.0.1:"+port, "127.0.0.1:"+port, "/agents"); code != http.StatusNotFound {
+		t.Errorf("0.0.0.0: /agents got %d, want 404", code)
 	}
 }

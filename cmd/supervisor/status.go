@@ -11,42 +11,39 @@ import (
 	"time"
 )
 
-// statusCmd asks the running daemon for /healthz and /agents and prints
-// them for a person: one header, then one line per agent with a bar of how
-// much of its max age is used. It fits 80 columns.
+// statusCmd asks the running daemon for /healthz and /agents on its API
+// socket and prints them for a person: one header, then one line per agent
+// with a bar of how much of its max age is used. It fits 80 columns.
 func statusCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	def := getenv("REAPER_LISTEN")
-	if def == "" {
-		def = defaultListen
-	}
-	listen := fs.String("listen", def, "the daemon's --listen address")
+	af := addAPIFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, "usage: supervisor status [--listen ADDR]  (env REAPER_LISTEN, default %s)\n", defaultListen)
+			fmt.Fprintf(stdout, "usage: supervisor status %s\n  reads the daemon's API socket (env REAPER_API_SOCKET; default %s beside the control socket, %s)\n",
+				apiUsage, apiSocketName, defaultControlSocket)
 			return 0
 		}
 		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))
 		return 2
 	}
-	if fs.NArg() > 0 || *listen == "" {
-		fmt.Fprintf(stderr, "supervisor: status: want --listen ADDR and no arguments\n")
+	path := af.resolve(fs, "status", getenv, stderr)
+	if fs.NArg() > 0 || path == "" {
+		fmt.Fprintf(stderr, "supervisor: status: want %s and no arguments\n", apiUsage)
 		return 2
 	}
-	c := &http.Client{Timeout: 5 * time.Second}
-	base := "http://" + *listen
+	c := apiHTTP(path, 5*time.Second)
 	var h healthView
 	var agents []agentView
-	if err := getJSON(c, base+"/healthz", &h); err != nil {
-		fmt.Fprintf(stderr, "supervisor: status: no daemon answers at %s: %v\n(is it running? its address is --listen / REAPER_LISTEN)\n", *listen, err)
+	if err := getJSON(c, apiURL("/healthz"), &h); err != nil {
+		fmt.Fprintln(stderr, apiError("status", path, err))
 		return 1
 	}
-	if err := getJSON(c, base+"/agents", &agents); err != nil {
-		fmt.Fprintf(stderr, "supervisor: status: %s/agents: %v\n", *listen, err)
+	if err := getJSON(c, apiURL("/agents"), &agents); err != nil {
+		fmt.Fprintf(stderr, "supervisor: status: %s: /agents: %v\n", path, err)
 		return 1
 	}
-	printStatus(stdout, *listen, h, agents, time.Now())
+	printStatus(stdout, path, h, agents, time.Now())
 	return 0
 }
 
@@ -57,7 +54,7 @@ func getJSON(c *http.Client, url string, v any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s", resp.Status)
+		return statusError(resp)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
 }
@@ -85,8 +82,9 @@ func printStatus(w io.Writer, addr string, h healthView, agents []agentView, now
 		snap = fmt.Sprintf("%d kills retrying  %s", h.Retrying, snap)
 	}
 	lines := []string{
-		fmt.Sprintf("supervisor at %s  source %s  %.0f events/s  %d lost  %d resyncs",
-			addr, h.Source, h.Rate, h.EventsLost, h.Resyncs),
+		// The socket's path last: a long one is what the clip cuts.
+		fmt.Sprintf("supervisor  source %s  %.0f events/s  %d lost  %d resyncs  at %s",
+			h.Source, h.Rate, h.EventsLost, h.Resyncs, addr),
 		fmt.Sprintf("max age %s  processes %d  agents %d  sessions %d (%d processes)  leftovers %d",
 			maxAge, h.Processes, h.Agents, h.Sessions, h.Members, h.Leftovers),
 		snap,

@@ -28,6 +28,11 @@ const (
 type Request struct {
 	Cmd string `json:"cmd"`
 	PID int32  `json:"pid,omitempty"`
+	// Start (extend, keep, unkeep, kill), RFC 3339, is when the process
+	// the caller means started, as /agents shows it (started_at): the
+	// command is refused if PID is now held by a process that started at
+	// another time. Empty: whichever process holds PID.
+	Start string `json:"start,omitempty"`
 	// Duration (extend) is a Go duration to add to the agent's allowance.
 	Duration string `json:"duration,omitempty"`
 	// Until (extend) is the new deadline, RFC 3339.
@@ -76,7 +81,15 @@ func DecodeRequest(line []byte) (Request, error) {
 		if r.PID <= 0 {
 			return r, fmt.Errorf("%s: a positive pid is required", r.Cmd)
 		}
+		if r.Start != "" {
+			if _, err := time.Parse(time.RFC3339Nano, r.Start); err != nil {
+				return r, fmt.Errorf("%s: start is not an RFC 3339 time", r.Cmd)
+			}
+		}
 	case CmdReload:
+		if r.Start != "" {
+			return r, errors.New("reload: takes no start")
+		}
 	case "":
 		return r, errors.New("malformed request: no cmd")
 	default:

@@ -58,7 +58,7 @@ func Listen(cfg Config) (*Server, error) {
 	}
 	ln, info, err := listen(cfg.Path, cfg.Group)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	s := &Server{cfg: cfg, ln: ln, info: info, sem: make(chan struct{}, maxConns), done: make(chan struct{})}
 	go s.serve()
@@ -77,15 +77,15 @@ func listen(path string, group int) (*net.UnixListener, os.FileInfo, error) {
 	dir := filepath.Dir(path)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, nil, fmt.Errorf("control socket: %w", err)
+			return nil, nil, err
 		}
 		if group >= 0 {
 			// The group must reach the socket: search permission only.
 			if err := os.Lchown(dir, os.Geteuid(), group); err != nil {
-				return nil, nil, fmt.Errorf("control socket: %w", err)
+				return nil, nil, err
 			}
 			if err := os.Chmod(dir, 0o710); err != nil {
-				return nil, nil, fmt.Errorf("control socket: %w", err)
+				return nil, nil, err
 			}
 		}
 	}
@@ -95,36 +95,36 @@ func listen(path string, group int) (*net.UnixListener, os.FileInfo, error) {
 	// to one) would let them swap names under us and have root chmod or
 	// remove a file of their choosing.
 	if err := checkDir(dir); err != nil {
-		return nil, nil, fmt.Errorf("control socket: %w", err)
+		return nil, nil, err
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, nil, fmt.Errorf("control socket: %s exists and is not a socket", path)
+			return nil, nil, fmt.Errorf("%s exists and is not a socket", path)
 		}
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
 			c.Close()
-			return nil, nil, fmt.Errorf("control socket: %s: another daemon is listening on it", path)
+			return nil, nil, fmt.Errorf("%s: another daemon is listening on it", path)
 		}
 		if !errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, nil, fmt.Errorf("control socket: %s exists and cannot be probed: %w", path, err)
+			return nil, nil, fmt.Errorf("%s exists and cannot be probed: %w", path, err)
 		}
 		// Nobody listens: a socket file its daemon left behind.
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, nil, fmt.Errorf("control socket: remove stale %s: %w", path, err)
+			return nil, nil, fmt.Errorf("remove stale %s: %w", path, err)
 		}
 	}
 	tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d.tmp", filepath.Base(path), os.Getpid()))
 	os.Remove(tmp)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
-		return nil, nil, fmt.Errorf("control socket: %w", err)
+		return nil, nil, err
 	}
 	ln.SetUnlinkOnClose(false) // Close removes path itself, if still ours
 	fail := func(err error) (*net.UnixListener, os.FileInfo, error) {
 		ln.Close()
 		os.Remove(tmp)
-		return nil, nil, fmt.Errorf("control socket: %w", err)
+		return nil, nil, err
 	}
 	mode := os.FileMode(0o600)
 	if group >= 0 {

@@ -1,0 +1,384 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/control"
+	"github.com/agent-supervisor/supervisor/internal/events"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// The endpoints and who may reach them. /agents and /events show every
+// user's command lines, cgroups and container IDs, so they are served on a
+// unix socket beside the control socket (--api-socket), to root and the
+// members of --control-group, as the control socket is: the file's mode is
+// one fence, the peer's credentials (SO_PEERCRED, taken by the kernel at
+// connect) the other. The TCP listeners (--listen, --metrics-listen) serve
+// /healthz and /metrics only — counts and states, no process names — for
+// the kubelet's probes and Prometheus.
+//
+// Nothing a local user does to either may starve the daemon. Every
+// connection costs a descriptor, and the descriptors are what kills need:
+// of RLIMIT_NOFILE L, the pidfds taken when an agent is found and the
+// resource sampler's held statm descriptors use numbers below L/2 (each
+// checks the number it got), and the reaper pins a due agent's tree with
+// numbers up to L - max(64, L/8) (reap.Pins). Connections take the lowest
+// free numbers like anything else, so all of them together must fit in the
+// space between: at the smallest limit the daemon is meant for, L = 512,
+// that is 448 - 256 = 192, with the daemon's own few descriptors (netlink,
+// epoll, spool, log, listeners) in it too. So the connections are capped
+// at 148 in all, the control socket's 16 included (below), whatever the
+// limit, which leaves a due tree at least 40 descriptors above them at
+// L = 512 (with the reserve untouched) and thousands at the usual limits.
+// Past a cap a connection is accepted and closed at once, which holds no
+// descriptor, and the idle and read timeouts free what a silent client
+// holds. No one but root can take root's connections or /events streams,
+// and no one without access takes any from the permitted peers.
+const (
+	// tcpMaxConns: --listen and --metrics-listen together. A probe or a
+	// scrape takes one for a few milliseconds; 64 leaves room for many
+	// scrapers, and a user holding all 64 is dropped by the timeouts.
+	tcpMaxConns = 64
+	// apiRootConns: root's connections to the API socket, which no other
+	// peer can use.
+	apiRootConns = 32
+	// apiGroupConns: the --control-group members' together, at most
+	// apiConnsPerUID each.
+	apiGroupConns  = 32
+	apiConnsPerUID = 8
+	// apiForbiddenConns: peers that are neither (possible only if the
+	// socket's mode was loosened): each is answered 403 and closed.
+	apiForbiddenConns = 4
+	// (The control socket takes up to 16 more: control.maxConns.)
+
+	// apiStreamsPerUID bounds a --control-group member's /events streams,
+	// and apiRootStreams of the hub's events.MaxSubscribers are root's
+	// alone: however many the members open, root gets its stream.
+	apiStreamsPerUID = 4
+	apiRootStreams   = 8
+
+	tcpReadHeaderTimeout = 2 * time.Second
+	tcpReadTimeout       = 5 * time.Second
+	tcpIdleTimeout       = 5 * time.Second
+	apiReadHeaderTimeout = 5 * time.Second
+	apiIdleTimeout       = 30 * time.Second
+	httpWriteTimeout     = 10 * time.Second // a stuck client cannot hold a handler for long
+)
+
+// apiState is the endpoints' accounting: connections per listener and per
+// peer, /events streams per peer, and what was refused. The zero value is
+// ready.
+type apiState struct {
+	tcpConns atomic.Int64
+
+	mu         sync.Mutex
+	rootConns  int
+	groupConns int
+	forbidden  int
+	uidConns   map[uint32]int
+	uidStreams map[uint32]int
+	streams    int // non-root streams
+
+	refusedTCP       atomic.Uint64 // past tcpMaxConns
+	refusedConns     atomic.Uint64 // API socket, past a peer's cap
+	refusedForbidden atomic.Uint64 // API socket, neither root nor a member
+	refusedStreams   atomic.Uint64 // /events, past a peer's stream cap
+
+	warned atomic.Int64 // unix ns of the last refusal warning
+}
+
+// warnRefusal logs a refusal at warn at most every 10 s: a flood of them
+// is one line, counted in the metrics.
+func (a *apiState) warnRefusal(log *zap.Logger, msg string, fields ...zap.Field) {
+	now := time.Now().UnixNano()
+	last := a.warned.Load()
+	if now-last < int64(10*time.Second) || !a.warned.CompareAndSwap(last, now) {
+		log.Debug(msg, fields...)
+		return
+	}
+	log.Warn(msg+" (further refusals within 10 s are logged at debug)", fields...)
+}
+
+// limitListener accepts at most max connections at once on l, counted in
+// n; past that it accepts and closes at once.
+type limitListener struct {
+	net.Listener
+	n       *atomic.Int64
+	max     int64
+	refused func()
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.n.Add(1) > l.max {
+			l.n.Add(-1)
+			c.Close()
+			l.refused()
+			continue
+		}
+		return &releaseConn{Conn: c, release: func() { l.n.Add(-1) }}, nil
+	}
+}
+
+// releaseConn gives its slot back when closed, once.
+type releaseConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *releaseConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// peerConn is a connection to the API socket and who made it.
+type peerConn struct {
+	*net.UnixConn
+	peer       control.Peer
+	authorized bool
+	once       sync.Once
+	release    func()
+}
+
+func (c *peerConn) Close() error {
+	err := c.UnixConn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// peerKey is the context key of a request's peerConn (API socket only).
+type peerKey struct{}
+
+// requestPeer is who made r, on the API socket; nil on TCP.
+func requestPeer(r *http.Request) *peerConn {
+	c, _ := r.Context().Value(peerKey{}).(*peerConn)
+	return c
+}
+
+// peerListener accepts on the API socket within the per-peer caps.
+type peerListener struct {
+	sock  *control.Socket
+	group int
+	api   *apiState
+	log   *zap.Logger
+}
+
+func (l *peerListener) Addr() net.Addr { return l.sock.Addr() }
+func (l *peerListener) Close() error   { return l.sock.Close() }
+
+func (l *peerListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.sock.AcceptUnix()
+		if err != nil {
+			return nil, err
+		}
+		p, err := control.PeerOf(c)
+		if err != nil {
+			l.api.refusedForbidden.Add(1)
+			l.log.Error("api socket: cannot read the peer's credentials; connection closed", zap.Error(err))
+			c.Close()
+			continue
+		}
+		ok := control.Authorized(p, l.group)
+		release, why := l.api.admit(p.UID, ok)
+		if release == nil {
+			l.api.warnRefusal(l.log, "api socket: connection closed: "+why,
+				zap.Uint32("uid", p.UID), zap.Int32("pid", p.PID))
+			c.Close()
+			continue
+		}
+		return &peerConn{UnixConn: c, peer: p, authorized: ok, release: release}, nil
+	}
+}
+
+// admit takes a connection slot for a peer of uid (authorized: root or a
+// member of the group), or says why not. release may be called more than
+// once.
+func (a *apiState) admit(uid uint32, authorized bool) (release func(), why string) {
+	release, why = a.admitSlot(uid, authorized)
+	if release != nil {
+		release = sync.OnceFunc(release)
+	}
+	return release, why
+}
+
+func (a *apiState) admitSlot(uid uint32, authorized bool) (release func(), why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case !authorized:
+		if a.forbidden >= apiForbiddenConns {
+			a.refusedForbidden.Add(1)
+			return nil, "too many connections from peers without access"
+		}
+		a.forbidden++
+		return func() { a.mu.Lock(); a.forbidden--; a.mu.Unlock() }, ""
+	case uid == 0:
+		if a.rootConns >= apiRootConns {
+			a.refusedConns.Add(1)
+			return nil, fmt.Sprintf("root has %d connections open", apiRootConns)
+		}
+		a.rootConns++
+		return func() { a.mu.Lock(); a.rootConns--; a.mu.Unlock() }, ""
+	}
+	if a.uidConns == nil {
+		a.uidConns = map[uint32]int{}
+	}
+	switch {
+	case a.uidConns[uid] >= apiConnsPerUID:
+		a.refusedConns.Add(1)
+		return nil, fmt.Sprintf("this uid has %d connections open", apiConnsPerUID)
+	case a.groupConns >= apiGroupConns:
+		a.refusedConns.Add(1)
+		return nil, fmt.Sprintf("the control group's members have %d connections open", apiGroupConns)
+	}
+	a.uidConns[uid]++
+	a.groupConns++
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.groupConns--
+		if a.uidConns[uid]--; a.uidConns[uid] <= 0 {
+			delete(a.uidConns, uid)
+		}
+	}, ""
+}
+
+// stream takes an /events stream slot for a peer of uid, or returns nil.
+// Root's are bounded by the hub alone.
+func (a *apiState) stream(uid uint32) (release func()) {
+	if uid == 0 {
+		return func() {}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.uidStreams == nil {
+		a.uidStreams = map[uint32]int{}
+	}
+	if a.uidStreams[uid] >= apiStreamsPerUID || a.streams >= events.MaxSubscribers-apiRootStreams {
+		a.refusedStreams.Add(1)
+		return nil
+	}
+	a.uidStreams[uid]++
+	a.streams++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			a.streams--
+			if a.uidStreams[uid]--; a.uidStreams[uid] <= 0 {
+				delete(a.uidStreams, uid)
+			}
+		})
+	}
+}
+
+// serveAPI serves every endpoint on --api-socket (nil when it is empty).
+func (d *daemon) serveAPI() (*httpServer, error) {
+	path := d.cfg.APISocket
+	if path == "" {
+		return nil, nil
+	}
+	sock, err := control.ListenSocket(path, d.cfg.ControlGID)
+	if err != nil {
+		return nil, fmt.Errorf("api socket: %w", err)
+	}
+	log := d.log.Named("api")
+	ln := &peerListener{sock: sock, group: d.cfg.ControlGID, api: &d.api, log: log}
+	routes := d.routes()
+	forbidden := "forbidden: the API socket is for root"
+	if d.cfg.ControlGID >= 0 {
+		forbidden += fmt.Sprintf(" and members of the daemon's --control-group (gid %d)", d.cfg.ControlGID)
+	}
+	h := d.serveListener(ln, path, func(w http.ResponseWriter, r *http.Request) {
+		if pc := requestPeer(r); pc == nil || !pc.authorized {
+			uid := uint32(1<<32 - 1)
+			if pc != nil {
+				uid = pc.peer.UID
+			}
+			d.api.warnRefusal(log, "api socket: request refused: not root nor a member of the control group",
+				zap.Uint32("uid", uid), zap.String("path", r.URL.Path))
+			w.Header().Set("Connection", "close")
+			http.Error(w, fmt.Sprintf("%s (you are uid %d)", forbidden, uid), http.StatusForbidden)
+			return
+		}
+		routes.ServeHTTP(w, r)
+	}, &http.Server{
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, peerKey{}, c)
+		},
+		ReadHeaderTimeout: apiReadHeaderTimeout,
+		IdleTimeout:       apiIdleTimeout,
+		WriteTimeout:      httpWriteTimeout, // /events sets a deadline per write instead
+	})
+	log.Info("api socket: /agents, /events, /healthz, /metrics", zap.String("path", path),
+		zap.String("group", d.cfg.ControlGroup))
+	return h, nil
+}
+
+// serveListener serves handler on ln with srv's settings until stop; addr
+// names it.
+func (d *daemon) serveListener(ln net.Listener, addr string, handler http.HandlerFunc, srv *http.Server) *httpServer {
+	h := &httpServer{addr: addr, done: make(chan struct{}), srv: srv}
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.inflight.Add(1)
+		defer h.inflight.Done()
+		handler(w, r)
+	})
+	if l, err := zap.NewStdLogAt(d.log.Named("http"), zap.WarnLevel); err == nil {
+		srv.ErrorLog = l
+	}
+	go func() {
+		defer close(h.done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("http server", zap.String("addr", addr), zap.Error(err))
+		}
+	}()
+	return h
+}
+
+// apiCollector exports the endpoints' accounting.
+type apiCollector struct{ a *apiState }
+
+var (
+	descHTTPConns   = prometheus.NewDesc("supervisor_http_connections", "Connections open to the endpoints: tcp (--listen and --metrics-listen) or api (--api-socket).", []string{"listener"}, nil)
+	descHTTPRefused = prometheus.NewDesc("supervisor_http_refused_total",
+		"Connections and streams refused: tcp_connections (past the TCP cap), api_connections (past a peer's cap on the API socket), api_forbidden (a peer neither root nor in --control-group), api_streams (past a peer's /events stream cap).",
+		[]string{"reason"}, nil)
+)
+
+func (c apiCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descHTTPConns
+	ch <- descHTTPRefused
+}
+
+func (c apiCollector) Collect(ch chan<- prometheus.Metric) {
+	a := c.a
+	a.mu.Lock()
+	api := a.rootConns + a.groupConns + a.forbidden
+	a.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descHTTPConns, prometheus.GaugeValue, float64(a.tcpConns.Load()), "tcp")
+	ch <- prometheus.MustNewConstMetric(descHTTPConns, prometheus.GaugeValue, float64(api), "api")
+	for _, r := range []struct {
+		reason string
+		n      *atomic.Uint64
+	}{{"tcp_connections", &a.refusedTCP}, {"api_connections", &a.refusedConns},
+		{"api_forbidden", &a.refusedForbidden}, {"api_streams", &a.refusedStreams}} {
+		ch <- prometheus.MustNewConstMetric(descHTTPRefused, prometheus.CounterValue, float64(r.n.Load()), r.reason)
+	}
+}

@@ -1,0 +1,583 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/tracker"
+)
+
+// Hostile local users against the daemon's endpoints (issue 17): a flood
+// of idle connections, reading other users' processes, hogging /events,
+// and control commands naming a process by PID alone.
+//
+// The hostile side is this test binary again, started as root with
+// SUPERVISOR_TEST_HOSTILE=MODE and SUPERVISOR_TEST_CRED=UID:GID[:GROUPS];
+// it drops to those credentials itself before doing anything (the binary
+// sits in a directory only root may enter, so it cannot be exec'd as the
+// user), then acts as an unprivileged local user would.
+
+const (
+	hostileEnv     = "SUPERVISOR_TEST_HOSTILE"
+	hostileCredEnv = "SUPERVISOR_TEST_CRED"
+	nobodyUID      = 65534
+	nobodyGID      = 65534
+)
+
+func init() {
+	mode := os.Getenv(hostileEnv)
+	if mode == "" {
+		return
+	}
+	if err := dropTo(os.Getenv(hostileCredEnv)); err != nil {
+		fmt.Fprintln(os.Stderr, "hostile helper:", err)
+		os.Exit(1)
+	}
+	os.Exit(hostileMain(mode, os.Args[1:]))
+}
+
+// dropTo sets this process's groups, gid and uid (all threads: Go's
+// syscall.Set* apply to every thread since Go 1.16).
+func dropTo(cred string) error {
+	f := strings.Split(cred, ":")
+	if len(f) < 2 {
+		return fmt.Errorf("bad %s %q", hostileCredEnv, cred)
+	}
+	uid, err1 := strconv.Atoi(f[0])
+	gid, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("bad %s %q", hostileCredEnv, cred)
+	}
+	groups := []int{}
+	if len(f) > 2 && f[2] != "" {
+		for _, g := range strings.Split(f[2], ",") {
+			n, err := strconv.Atoi(g)
+			if err != nil {
+				return fmt.Errorf("bad group %q", g)
+			}
+			groups = append(groups, n)
+		}
+	}
+	if err := syscall.Setgroups(groups); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("setgid: %w", err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("setuid: %w", err)
+	}
+	if os.Geteuid() != uid {
+		return fmt.Errorf("still uid %d", os.Geteuid())
+	}
+	return nil
+}
+
+// hostileMain is the helper's body. Modes:
+//
+//	flood ADDR N   hold N keep-alive connections to ADDR, each after one
+//	               GET /healthz; a connection the server closes is opened
+//	               again a second later. Prints "flooding N" once each has
+//	               been tried, then runs until stdin closes.
+//	get unix:PATH|tcp:ADDR URLPATH
+//	               one GET; prints "status CODE" and the body, or "error: ...".
+//	streams PATH N open N /events streams on the unix socket PATH, one
+//	               connection each, and keep the ones answered 200 open;
+//	               prints "streams OK" (how many were), then runs until
+//	               stdin closes.
+func hostileMain(mode string, args []string) int {
+	switch {
+	case mode == "flood" && len(args) == 2:
+		n, _ := strconv.Atoi(args[1])
+		flood(args[0], n)
+	case mode == "get" && len(args) == 2:
+		hostileGet(args[0], args[1])
+		return 0
+	case mode == "streams" && len(args) == 2:
+		n, _ := strconv.Atoi(args[1])
+		hostileStreams(args[0], n)
+	default:
+		fmt.Fprintf(os.Stderr, "hostile helper: bad mode %q %q\n", mode, args)
+		return 2
+	}
+	io.Copy(io.Discard, os.Stdin) // until the test closes it or kills us
+	return 0
+}
+
+func flood(addr string, n int) {
+	var first sync.WaitGroup
+	first.Add(n)
+	for range n {
+		go func() {
+			tried := sync.OnceFunc(first.Done)
+			for {
+				c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+				if err == nil {
+					io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+					tried()
+					io.Copy(io.Discard, c) // the answer, then idle until the server hangs up
+					c.Close()
+				}
+				tried()
+				time.Sleep(time.Second)
+			}
+		}()
+	}
+	first.Wait()
+	fmt.Printf("flooding %d\n", n)
+}
+
+func unixClient(path string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}
+}
+
+func hostileGet(target, path string) {
+	c, url := &http.Client{Timeout: 10 * time.Second}, ""
+	switch kind, where, _ := strings.Cut(target, ":"); kind {
+	case "unix":
+		c, url = unixClient(where), "http://supervisor"+path
+	default:
+		url = "http://" + where + path
+	}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Printf("error: %v\n", err)
+		return
+	}
+	defer resp.Body.Close()
+	// An /events stream that was let through never ends: its first
+	// bytes are enough.
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode == http.StatusOK && strings.HasSuffix(path, "/events") {
+		b = nil
+	}
+	fmt.Printf("status %d\n%s\n", resp.StatusCode, b)
+}
+
+func hostileStreams(sock string, n int) {
+	ok := 0
+	for range n {
+		tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}
+		resp, err := (&http.Client{Transport: tr}).Get("http://supervisor/events")
+		if err != nil {
+			fmt.Printf("stream: %v\n", err)
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			fmt.Printf("stream: %s %s\n", resp.Status, strings.TrimSpace(string(b)))
+			continue
+		}
+		ok++
+		go io.Copy(io.Discard, resp.Body) // a reading client: never dropped as slow
+	}
+	fmt.Printf("streams %d\n", ok)
+}
+
+// hostileProc is a running helper.
+type hostileProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan string
+	done  chan struct{}
+}
+
+// startHostile runs the helper as cred (UID:GID[:GROUPS]).
+func startHostile(t *testing.T, cred, mode string, args ...string) *hostileProc {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hostileProc{lines: make(chan string, 1000), done: make(chan struct{})}
+	h.cmd = exec.Command(self, args...)
+	h.cmd.Env = append(os.Environ(), hostileEnv+"="+mode, hostileCredEnv+"="+cred)
+	h.cmd.Stderr = os.Stderr
+	h.stdin, _ = h.cmd.StdinPipe()
+	out, _ := h.cmd.StdoutPipe()
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			select {
+			case h.lines <- sc.Text():
+			default:
+			}
+		}
+		close(h.lines)
+	}()
+	go func() {
+		h.cmd.Wait()
+		close(h.done)
+	}()
+	t.Cleanup(func() {
+		h.stdin.Close()
+		h.cmd.Process.Kill()
+		<-h.done
+	})
+	return h
+}
+
+// waitLine returns the helper's next line starting with prefix.
+func (h *hostileProc) waitLine(t *testing.T, prefix string, timeout time.Duration) string {
+	t.Helper()
+	tm := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-h.lines:
+			if !ok {
+				t.Fatalf("hostile helper ended without a %q line", prefix)
+			}
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		case <-tm:
+			t.Fatalf("hostile helper: no %q line within %s", prefix, timeout)
+		}
+	}
+}
+
+// hostileGetAs runs one GET as cred and returns the status code (0 when
+// the connection failed) and what the helper printed.
+func hostileGetAs(t *testing.T, cred, target, path string) (int, string) {
+	t.Helper()
+	self, _ := os.Executable()
+	cmd := exec.Command(self, target, path)
+	cmd.Env = append(os.Environ(), hostileEnv+"=get", hostileCredEnv+"="+cred)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("hostile get %s %s: %v\n%s", target, path, err, out)
+	}
+	s := string(out)
+	if v, ok := strings.CutPrefix(s, "status "); ok {
+		code, _ := strconv.Atoi(strings.Fields(v)[0])
+		return code, s
+	}
+	return 0, s
+}
+
+// apiDir is a short directory for a test's API socket, traversable by
+// everyone (0755) so that only the socket's own mode and the peer check
+// stand between another user and the daemon.
+func apiDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sv-hostile-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// healthzWithin asks the daemon's API socket for /healthz as root with a
+// deadline on the whole request, and fails the test if it is not answered
+// 200 in time.
+func healthzWithin(t *testing.T, d *testDaemon, bound time.Duration) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.url("/healthz"), nil)
+	t0 := time.Now()
+	resp, err := d.apiClient(0).Do(req)
+	if err != nil {
+		t.Fatalf("/healthz on the API socket, as root: %v (bound %s)", err, bound)
+	}
+	defer resp.Body.Close()
+	var h healthView
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil || resp.StatusCode != 200 || h.Status != "ok" {
+		t.Fatalf("/healthz on the API socket: %s %+v %v", resp.Status, h, err)
+	}
+	return time.Since(t0)
+}
+
+// openFDs counts pid's open descriptors.
+func openFDs(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// An unprivileged user holds 600 idle keep-alive connections to the TCP
+// listener of a daemon limited to 512 descriptors: the daemon's
+// descriptors stay bounded (the connection cap, accept-then-close), an
+// agent started during the flood is matched and killed on time, and root
+// gets /healthz on the API socket within 1 s. (Before, each connection
+// held a descriptor for good: the daemon ran out, its /proc read at exec
+// failed with EMFILE and the agent was never matched.)
+func TestIntegrationHostileHTTPFlood(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Fatal("prlimit (util-linux) is needed: ", err)
+	}
+	const age, limit, conns = 3 * time.Second, 512, 600
+	name := randName("fl")
+	sock := filepath.Join(apiDir(t), "api.sock")
+	d := startDaemonCmd(t, exec.Command("prlimit", fmt.Sprintf("--nofile=%d:%d", limit, limit), "--",
+		supervisorBin, "run", "--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
+		"--state-dir", t.TempDir(), "--log-level", "info", "--control-socket", "", "--api-socket", sock,
+		"--max-age", age.String(), "--kill-grace", "1s", "--agent", name))
+	pid := d.cmd.Process.Pid
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid)); err != nil || !strings.Contains(string(b), fmt.Sprintf("Max open files            %d                  %d", limit, limit)) {
+		t.Fatalf("the daemon's descriptor limit is not %d: %v\n%s", limit, err, b)
+	}
+	base := openFDs(t, pid)
+
+	fl := startHostile(t, fmt.Sprintf("%d:%d", nobodyUID, nobodyGID), "flood", d.addr, strconv.Itoa(conns))
+	fl.waitLine(t, "flooding ", 60*time.Second)
+	took := healthzWithin(t, d, time.Second)
+	t.Logf("flood of %d connections up: the daemon holds %d descriptors (%d before); /healthz on the API socket in %s",
+		conns, openFDs(t, pid), base, took)
+
+	a := startAgent(t, name)
+	m := d.waitLog(t, age+30*time.Second, killOf(a.pid))
+	a.waitExit(t, 10*time.Second)
+	checkKill(t, m, a, age)
+	if m["msg"] != "kill" || m["outcome"] != "terminated" {
+		t.Errorf("kill of the agent started during the flood: %v", m)
+	}
+	// The connections never reach into the half of the descriptors the
+	// reaper keeps for kills (reap.Pins: pidfds at match below limit/2).
+	if n := openFDs(t, pid); n >= limit/2 {
+		t.Errorf("the daemon holds %d descriptors under the flood, want fewer than %d", n, limit/2)
+	}
+	took = healthzWithin(t, d, time.Second)
+	t.Logf("after the kill: /healthz in %s, %d descriptors", took, openFDs(t, pid))
+	select {
+	case <-fl.done:
+		t.Fatal("the flood ended early: the test proved nothing")
+	default:
+	}
+	var refused float64
+	resp, err := d.apiClient(10 * time.Second).Get(d.url("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, `supervisor_http_refused_total{reason="tcp_connections"} `); ok {
+			refused, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	if refused == 0 {
+		t.Errorf("no TCP connection refused past the cap: the flood did not reach it\n%s", b)
+	}
+	t.Logf("TCP connections refused past the cap: %.0f", refused)
+}
+
+// An unprivileged user cannot read /agents or /events: the API socket's
+// file refuses it at connect(2); with the file's mode loosened the peer
+// check answers 403; the TCP listener has neither endpoint (404).
+// Before, any local user read every agent's command line over TCP.
+func TestIntegrationHostileAPIRefused(t *testing.T) {
+	needRoot(t)
+	name := randName("sec")
+	secret := randName("token-")
+	sock := filepath.Join(apiDir(t), "api.sock")
+	d := startDaemon(t, "--max-age", "1h", "--agent", name, "--api-socket", sock)
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("API socket %v %v: want mode 0600 without a control group", fi, err)
+	}
+	a := startAgent(t, name, "-label", secret) // its command line holds a secret
+	d.waitTracked(t, a.pid)
+	var root []agentView
+	d.get(t, "/agents", &root)
+	if len(root) != 1 || !strings.Contains(root[0].Cmdline, secret) {
+		t.Fatalf("root's /agents: %+v, want the agent with its command line", root)
+	}
+
+	nobody := fmt.Sprintf("%d:%d", nobodyUID, nobodyGID)
+	check := func(what, target, path string, want func(code int, out string) bool) {
+		t.Helper()
+		code, out := hostileGetAs(t, nobody, target, path)
+		if !want(code, out) || strings.Contains(out, secret) {
+			t.Errorf("nobody GET %s %s (%s): %q", target, path, what, out)
+		}
+	}
+	for _, path := range []string{"/agents", "/events", "/healthz"} {
+		check("the socket's mode", "unix:"+sock, path, func(code int, out string) bool {
+			return code == 0 && strings.Contains(out, "permission denied")
+		})
+	}
+	// The peer check alone.
+	if err := os.Chmod(sock, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/agents", "/events", "/healthz"} {
+		check("the peer check", "unix:"+sock, path, func(code int, out string) bool {
+			return code == http.StatusForbidden && strings.Contains(out, "the API socket is for root") && strings.Contains(out, "uid 65534")
+		})
+	}
+	refused := d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
+		return strings.HasPrefix(fmt.Sprint(m["msg"]), "api socket: request refused")
+	})
+	if num(refused["uid"]) != nobodyUID {
+		t.Errorf("refusal logged as %v, want uid %d", refused, nobodyUID)
+	}
+	// TCP: /healthz for anyone, never the processes.
+	for _, path := range []string{"/agents", "/events"} {
+		check("TCP", "tcp:"+d.addr, path, func(code int, out string) bool {
+			return code == http.StatusNotFound && strings.Contains(out, "--api-socket")
+		})
+	}
+	check("TCP", "tcp:"+d.addr, "/healthz", func(code int, _ string) bool { return code == http.StatusOK })
+	// And root still reads it all.
+	if v := d.agentsFor(t, a.pid); len(v) != 1 {
+		t.Errorf("root's /agents after the refusals: %+v", v)
+	}
+}
+
+// Members of --control-group may read the API socket, but together they
+// cannot take root's /events stream: at most a few streams per user and a
+// bounded share of the connections. Ten users in the group ask for six
+// streams each; then root opens eight. Before, anyone could hold all 64
+// /events slots over TCP.
+func TestIntegrationHostileAPIStreamLimit(t *testing.T) {
+	needRoot(t)
+	g, err := user.LookupGroup("users")
+	if err != nil {
+		t.Fatal("the group users is needed: ", err)
+	}
+	// The daemon makes the socket's directory 0710 and the socket 0660,
+	// both in the group: members get in by the file modes, not by chmod.
+	sock := filepath.Join(apiDir(t), "run", "api.sock")
+	d := startDaemon(t, "--max-age", "1h", "--api-socket", sock, "--control-group", "users", "--summary-interval", "1s")
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("API socket %v %v: want mode 0660 with a control group", fi, err)
+	}
+	const users, each = 10, 6
+	var helpers []*hostileProc
+	for i := range users {
+		helpers = append(helpers, startHostile(t, fmt.Sprintf("%d:%d:%s", 60100+i, nobodyGID, g.Gid), "streams", sock, strconv.Itoa(each)))
+	}
+	total := 0
+	for i, h := range helpers {
+		l := h.waitLine(t, "streams ", 60*time.Second)
+		n, _ := strconv.Atoi(strings.TrimPrefix(l, "streams "))
+		if n > apiStreamsPerUID {
+			t.Errorf("uid %d holds %d /events streams, want at most %d", 60100+i, n, apiStreamsPerUID)
+		}
+		total += n
+	}
+	if total == 0 || total > apiGroupConns {
+		t.Errorf("the group's members hold %d streams in all, want between 1 and %d", total, apiGroupConns)
+	}
+	t.Logf("%d members hold %d streams", users, total)
+	for i := range 8 {
+		s := openEvents(t, d, "?types=snapshot")
+		if m := s.next(t, 30*time.Second); m["type"] != "snapshot" {
+			t.Errorf("root's stream %d: %v", i, m)
+		}
+	}
+	if got := metricValue(t, d, `supervisor_http_refused_total{reason="api_streams"}`); got == 0 {
+		t.Errorf("no stream refused to the members")
+	}
+}
+
+// PID@START: a control command that names a process with a start time it
+// does not have is refused and changes nothing; with the start /agents
+// shows, it works. kill --force, which can name any process, too.
+func TestIntegrationHostilePIDStart(t *testing.T) {
+	needRoot(t)
+	sock := ctlSocket(t)
+	d := startDaemon(t, "--max-age", "1h", "--kill-grace", "1s", "--control-socket", sock)
+	a := startAgent(t, "claude")
+	d.waitTracked(t, a.pid)
+	// The start exactly as /agents shows it.
+	var raw []map[string]any
+	d.get(t, "/agents", &raw)
+	start := ""
+	for _, m := range raw {
+		if int(num(m["pid"])) == a.pid {
+			start, _ = m["started_at"].(string)
+		}
+	}
+	st, err := time.Parse(time.RFC3339Nano, start)
+	if err != nil {
+		t.Fatalf("started_at %q in /agents: %v", start, err)
+	}
+	id := func(t0 time.Time) string { return fmt.Sprintf("%d@%s", a.pid, t0.Format(time.RFC3339Nano)) }
+	stale := []string{id(st.Add(-time.Hour)), id(st.Add(2 * time.Second)), id(st.Add(-time.Second))}
+	for _, s := range stale {
+		for _, args := range [][]string{{"extend", s, "30m"}, {"keep", s}, {"kill", s}, {"kill", s, "--force"}} {
+			if _, errs, code := ctl(t, sock, args...); code != 1 || !strings.Contains(errs, "refused") || !strings.Contains(errs, "started at") {
+				t.Errorf("supervisor %s: exit %d %q, want refused for another start", strings.Join(args, " "), code, errs)
+			}
+		}
+	}
+	if _, errs, code := ctl(t, sock, "extend", fmt.Sprintf("%d@yesterday", a.pid), "30m"); code != 2 || !strings.Contains(errs, "START") {
+		t.Errorf("a START that is no time: exit %d %q, want a usage error", code, errs)
+	}
+	if v := d.agentsFor(t, a.pid); len(v) != 1 || v[0].SecondsLeft > 3600 || !a.alive() {
+		t.Fatalf("after refused commands: %+v alive %v, want the agent untouched", v, a.alive())
+	}
+	// The very string /agents shows, not id(st).
+	out := mustCtl(t, sock, "extend", fmt.Sprintf("%d@%s", a.pid, start), "30m")
+	if v := d.agentsFor(t, a.pid); len(v) != 1 || v[0].SecondsLeft < 3600+1700 {
+		t.Errorf("extend %d@%s: %q, /agents %+v, want 30 more minutes", a.pid, start, out, v)
+	}
+
+	// kill --force of a process that is no agent, named with the start
+	// /proc gives (as ps does): a stale one is refused, the right one kills.
+	other := startAgent(t, randName("idle"))
+	other.waitLine(t, "pid ", 10*time.Second)
+	procfs, err := tracker.NewProcFS("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := procfs.Stat(int32(other.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ost := tracker.Time(info.Start.NS, boottime())
+	oid := func(t0 time.Time) string { return fmt.Sprintf("%d@%s", other.pid, t0.Format(time.RFC3339Nano)) }
+	if _, errs, code := ctl(t, sock, "kill", oid(ost.Add(-time.Minute)), "--force"); code != 1 || !strings.Contains(errs, "refused") {
+		t.Errorf("kill --force with a stale start: exit %d %q, want refused", code, errs)
+	}
+	if !other.alive() {
+		t.Fatal("killed with a stale start")
+	}
+	mustCtl(t, sock, "kill", oid(ost), "--force")
+	other.waitExit(t, 20*time.Second)
+
+	// The agent itself, by the start /agents shows.
+	mustCtl(t, sock, "kill", fmt.Sprintf("%d@%s", a.pid, start))
+	m := d.waitLog(t, 20*time.Second, killOf(a.pid))
+	a.waitExit(t, 10*time.Second)
+	if m["reason"] != "manual" {
+		t.Errorf("kill %d@%s: %v, want reason manual", a.pid, start, m)
+	}
+}
