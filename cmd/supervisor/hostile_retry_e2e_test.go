@@ -107,8 +107,17 @@ func startDaemonNoKill(t *testing.T, args ...string) *testDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The harness gives a daemon it starts itself an API socket of its
+	// own; this one goes through the wrapper, so it is given here (a short
+	// path: a unix socket's is at most 107 bytes).
+	apiDir, err := os.MkdirTemp("", "sv-api-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(apiDir) })
 	cmd := exec.Command(self, append([]string{supervisorBin, "run",
 		"--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
+		"--api-socket", filepath.Join(apiDir, "api.sock"),
 		"--state-dir", t.TempDir(), "--log-level", "debug"}, args...)...)
 	cmd.Env = append(os.Environ(), noKillEnv+"=1")
 	d := startDaemonCmd(t, cmd)
