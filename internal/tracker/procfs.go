@@ -35,11 +35,13 @@ const pfExiting = 0x00000004
 // 380 ms (2-core VM), most of it allocation and fmt parsing. Everything
 // else (command lines, meminfo, PSI, cgroups) goes through procfs.
 type ProcFS struct {
-	fs   procfs.FS
-	root string
-	mu   sync.Mutex // guards buf, Stat's buffer
-	buf  []byte
-	cgns *cgroupinfo.Namespace // resolves cgroup paths read in a private cgroup namespace (cgroup.go)
+	fs     procfs.FS
+	root   string
+	mu     sync.Mutex // guards buf, Stat's buffer
+	buf    []byte
+	envMu  sync.Mutex // guards envBuf, KeepMarked's buffer
+	envBuf []byte
+	cgns   *cgroupinfo.Namespace // resolves cgroup paths read in a private cgroup namespace (cgroup.go)
 }
 
 // NewProcFS opens the procfs mounted at root ("/proc" normally).
@@ -175,23 +177,79 @@ func (p *ProcFS) Cmdline(pid int32) (string, error) {
 	return CleanCmdline(strings.Join(args, " ")), nil
 }
 
-// KeepMarker is the environment entry that exempts a process, and its
-// descendants, from leftover kills and max age: REAPER_KEEP=1 npm run dev &.
+// KeepMarker is the environment entry by which a process marks itself
+// and its descendants to outlive its agent: spared from leftover kills and
+// from its agent's tree kill at max age, nothing else (tracker's "Keep
+// marks"): REAPER_KEEP=1 npm run dev &.
 const KeepMarker = "REAPER_KEEP=1"
 
-// KeepMarked reports whether /proc/PID/environ holds KeepMarker. The
-// environment is the one the process was started with (later setenv calls
-// do not show), which is what the idiom needs.
+// MaxEnviron bounds how much of /proc/PID/environ KeepMarked reads: a
+// marker past it is not seen (the process is not marked). Environments
+// are a few KiB; a process cannot make the daemon read megabytes of one
+// under the table's lock.
+const MaxEnviron = 128 << 10
+
+// KeepMarked reports whether the first MaxEnviron bytes of
+// /proc/PID/environ hold KeepMarker as a whole entry. The environment is
+// the one the process was exec'd with (later setenv calls do not show),
+// which is what the idiom needs. An exiting process (a zombie) has no
+// environment left to read: that is ErrGone, not "not marked".
 func (p *ProcFS) KeepMarked(pid int32) (bool, error) {
-	pr, err := p.fs.Proc(int(pid))
-	if err != nil {
-		return false, gone(err)
+	p.envMu.Lock()
+	defer p.envMu.Unlock()
+	if p.envBuf == nil {
+		p.envBuf = make([]byte, MaxEnviron)
 	}
-	env, err := pr.Environ()
+	path := p.root + "/" + strconv.Itoa(int(pid)) + "/environ"
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return false, gone(err)
+		return false, gone(&fs.PathError{Op: "open", Path: path, Err: err})
 	}
-	return slices.Contains(env, KeepMarker), nil
+	n := 0
+	for n < len(p.envBuf) {
+		m, err := unix.Read(fd, p.envBuf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			unix.Close(fd)
+			return false, gone(&fs.PathError{Op: "read", Path: path, Err: err})
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	unix.Close(fd)
+	if n == 0 {
+		// Nothing: an empty environment (env -i), or a process past
+		// exit_mm with none left. Only the first is an answer.
+		info, err := p.Stat(pid)
+		if err != nil {
+			return false, err
+		}
+		if info.leaderDead() {
+			return false, fmt.Errorf("%w: pid %d is exiting: no environment left to read", ErrGone, pid)
+		}
+		return false, nil
+	}
+	return environHolds(p.envBuf[:n], KeepMarker), nil
+}
+
+// environHolds reports whether env (NUL-terminated entries, maybe cut at
+// the end) holds entry whole.
+func environHolds(env []byte, entry string) bool {
+	for len(env) > 0 {
+		i := bytes.IndexByte(env, 0)
+		if i < 0 {
+			return false // cut by the bound: not a whole entry
+		}
+		if string(env[:i]) == entry {
+			return true
+		}
+		env = env[i+1:]
+	}
+	return false
 }
 
 // MaxCmdline caps a command line, in bytes.

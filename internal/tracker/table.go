@@ -42,7 +42,8 @@ type ProcReader interface {
 	Stat(pid int32) (ProcInfo, error)
 	Cmdline(pid int32) (string, error)
 	// KeepMarked reports whether the process's environment holds
-	// REAPER_KEEP=1.
+	// REAPER_KEEP=1. An environment that cannot be read because the
+	// process is exiting (a zombie has none) satisfies ErrGone.
 	KeepMarked(pid int32) (bool, error)
 	// Cgroup reads /proc/PID/cgroup (cgroup.go: when, and what it costs).
 	Cgroup(pid int32) (cgroupinfo.Info, error)
@@ -75,12 +76,16 @@ type Config struct {
 	Queue  *Deadlines
 	Log    *zap.Logger
 	// Leftovers: kill the members of a session still alive LeftoverGrace
-	// after its agent exited (false: keep them). Keep rules exempt
-	// processes (and their descendants) from leftover kills and, for
-	// agents, from max age; so does REAPER_KEEP=1 in the environment.
+	// after its agent exited (false: keep them). Keep rules are root's
+	// word: they exempt processes (and their descendants) from every
+	// policy but a manual kill, max age included. REAPER_KEEP=1 in a
+	// process's environment only spares it (and its descendants) from
+	// leftover kills and from its agent's tree kill at max age; NoKeepEnv
+	// (--keep-env=false) ignores it. See sessions.go, "Keep marks".
 	Leftovers     bool
 	LeftoverGrace time.Duration
 	Keep          []Rule
+	NoKeepEnv     bool
 	// DryRun: a fired deadline kills nothing, so an agent fired in a dry
 	// run still leaves leftovers when it exits.
 	DryRun bool
@@ -112,10 +117,10 @@ type Proc struct {
 	leaderGone bool
 
 	// session is the session p belongs to (sessions.go); snext and sprev
-	// link its members. keep memoises whether p is exempt (keepYes/No).
+	// link its members. marks memoises p's keep marks (sessions.go).
 	session      *Session
 	snext, sprev *Proc
-	keep         int8
+	marks        keepMarks
 	// killFor is the session whose kill p's queued or fired agent counts
 	// toward (Session.pending), until the agent leaves the queue or the
 	// reaper releases p (resources.go).
@@ -158,6 +163,7 @@ type Table struct {
 	leftovers     bool
 	leftoverGrace time.Duration
 	keep          []Rule
+	keepEnv       bool  // REAPER_KEEP=1 is honoured (--keep-env)
 	exitAt        int64 // the exit event's time while exit() removes a process
 
 	// Leases and keeps given through the control socket (leases.go), by
@@ -167,7 +173,7 @@ type Table struct {
 
 	// maxProcs is the session process limit checked at fork (resources.go).
 	maxProcs   int
-	keepBudget int // SessionMembers: environments read per call (SetKeepResolve)
+	keepBudget int // SessionMembers: command lines read per call to decide keep rules (SetKeepResolve)
 
 	// exited holds the exits Exited was told of (exited.go), by PID, until
 	// a scan no longer shows them; guarded by mu.
@@ -189,7 +195,8 @@ func NewTable(cfg Config) *Table {
 		cfg.Queue = &Deadlines{}
 	}
 	t := &Table{cfg: cfg, procs: make(map[int32]*Proc, 1024), log: cfg.Log,
-		sessions: map[SessionID]*Session{}, leftovers: cfg.Leftovers, leftoverGrace: cfg.LeftoverGrace, keep: cfg.Keep}
+		sessions: map[SessionID]*Session{}, leftovers: cfg.Leftovers, leftoverGrace: cfg.LeftoverGrace, keep: cfg.Keep,
+		keepEnv: !cfg.NoKeepEnv}
 	t.maxAge.Store(int64(cfg.MaxAge))
 	t.deadline = t.agentDeadline
 	return t
@@ -419,7 +426,9 @@ func (t *Table) exec(pid int32) {
 	// when it was another thread that called execve.
 	p.threads, p.leaderGone = 0, false
 	p.Comm, p.Cmdline, p.Kthread = info.Comm, "", info.Kthread
-	p.keep = t.inheritedKeep(p) // a new environment: REAPER_KEEP=1 is decided again
+	// A new name, command line and environment: the keep rules and
+	// REAPER_KEEP=1 are decided again; what p descends from stays.
+	p.marks.rule, p.marks.env = keepUnknown, keepUnknown
 	t.matchLocked(p, true)
 }
 
@@ -437,7 +446,9 @@ func (t *Table) comm(pid int32, name []byte, at int64) {
 		return
 	}
 	p.Comm = procevents.CommString(name)
-	p.keep = t.inheritedKeep(p) // --keep rules match the new name
+	// --keep rules match the new name; the environment is the same (only
+	// exec changes it), so a REAPER_KEEP=1 read already stands.
+	p.marks.rule = keepUnknown
 	// process.title rewrites the command line too; read it again.
 	t.matchLocked(p, true)
 }
@@ -727,8 +738,10 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	if p.session == nil {
 		t.newSessionLocked(p, rule).Cgroup = cg
 	}
-	if t.keptLocked(p, p.session) {
-		return // exempt from max age, with its descendants
+	if t.rootKeptLocked(p, p.session, nil) == keepYes {
+		// Root's keep (a --keep rule, a control-socket keep) exempts an
+		// agent from max age; its own REAPER_KEEP=1 does not.
+		return
 	}
 	fd := -1
 	if t.cfg.Pin != nil {
@@ -811,23 +824,32 @@ type Target struct {
 // Descendants appends to buf every live descendant of p, parents before
 // children, including processes forked since the last call. Entries of
 // processes that exited while held are walked through, not returned. A
-// kept process (a --keep rule, REAPER_KEEP=1) is left out with everything
-// below it: whatever kills p's tree, what the user asked to keep survives.
-// Its environment is read here, only for processes about to be signalled.
+// process the kill for why spares (sparedLocked: root's keep for every
+// reason but manual; REAPER_KEEP=1 too for a leftover kill and an agent's
+// tree at max age) is left out with everything below it. Marks are read
+// here, only for processes about to be signalled.
 func (t *Table) Descendants(p *Proc, why Reason, buf []Target) []Target {
-	spare := why != ReasonManual // kill is an order: what is kept dies too
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var walk func(n *Proc)
 	walk = func(n *Proc) {
+		start := len(buf)
 		for c := n.child; c != nil; c = c.next {
-			if !c.dead && (!spare || !t.keptLocked(c, c.session)) {
+			if !c.dead && !t.sparedLocked(c, c.session, why) {
 				buf = append(buf, Target{PID: c.PID, Start: c.Start, Comm: c.Comm, Kthread: c.Kthread})
 			}
 		}
+		// Into the dead and the targets just taken, in the same order
+		// (buf[start:end]); a spared process is left alone with its
+		// descendants. Not asked twice: an unresolved mark may resolve.
+		j, end := start, len(buf)
 		for c := n.child; c != nil; c = c.next {
-			if c.dead || !spare || c.keep != keepYes {
-				walk(c) // a kept process is left alone with its descendants
+			switch {
+			case c.dead:
+				walk(c)
+			case j < end && buf[j].PID == c.PID && buf[j].Start == c.Start:
+				j++
+				walk(c)
 			}
 		}
 	}
