@@ -183,6 +183,11 @@ func (p *ProcFS) Cmdline(pid int32) (string, error) {
 // marks"): REAPER_KEEP=1 npm run dev &.
 const KeepMarker = "REAPER_KEEP=1"
 
+// ErrNoEnviron means a process's environment could not be read for now
+// (it is between execve and its new environment): not an answer, and not
+// a failure worth counting.
+var ErrNoEnviron = errors.New("no environment to read yet")
+
 // MaxEnviron bounds how much of /proc/PID/environ KeepMarked reads: a
 // marker past it is not seen (the process is not marked). Environments
 // are a few KiB; a process cannot make the daemon read megabytes of one
@@ -222,18 +227,43 @@ func (p *ProcFS) KeepMarked(pid int32) (bool, error) {
 	}
 	unix.Close(fd)
 	if n == 0 {
-		// Nothing: an empty environment (env -i), or a process past
-		// exit_mm with none left. Only the first is an answer.
-		info, err := p.Stat(pid)
-		if err != nil {
-			return false, err
-		}
-		if info.leaderDead() {
-			return false, fmt.Errorf("%w: pid %d is exiting: no environment left to read", ErrGone, pid)
-		}
-		return false, nil
+		return false, p.noEnviron(pid)
 	}
 	return environHolds(p.envBuf[:n], KeepMarker), nil
+}
+
+// noEnviron tells why /proc/PID/environ read nothing: an empty
+// environment (env -i: nil, an answer), no address space (exiting:
+// ErrGone), or one whose environment the kernel has not set up yet (a
+// read between execve's switch to the new address space and its new
+// environment: ErrNoEnviron). env_start and env_end are fields 50 and 51
+// of /proc/PID/stat (proc(5)).
+func (p *ProcFS) noEnviron(pid int32) error {
+	path := p.root + "/" + strconv.Itoa(int(pid)) + "/stat"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return gone(err)
+	}
+	info, err := ParseStat(b)
+	if err != nil {
+		return err
+	}
+	if info.leaderDead() {
+		return fmt.Errorf("%w: pid %d is exiting: no environment left to read", ErrGone, pid)
+	}
+	f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+1:])
+	// f[0] is field 3 (state): field N is f[N-3].
+	if len(f) < 49 {
+		return fmt.Errorf("%w: pid %d: no env_start/env_end in %s", ErrNoEnviron, pid, path)
+	}
+	start, end := string(f[47]), string(f[48])
+	if end == "0" {
+		return fmt.Errorf("%w: pid %d: its environment is not set up (in execve)", ErrNoEnviron, pid)
+	}
+	if start == end {
+		return nil
+	}
+	return fmt.Errorf("%w: pid %d: environ read nothing from a non-empty environment", ErrNoEnviron, pid)
 }
 
 // environHolds reports whether env (NUL-terminated entries, maybe cut at

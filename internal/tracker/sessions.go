@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -457,7 +458,9 @@ func (t *Table) envMarkedLocked(q *Proc, reads *int) int8 {
 	}
 	marked, err := t.cfg.Proc.KeepMarked(q.PID)
 	if err != nil {
-		t.procErr(q.PID, err)
+		if !errors.Is(err, ErrNoEnviron) {
+			t.procErr(q.PID, err)
+		}
 		return keepUnknown
 	}
 	q.marks.env = keepNo
