@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unicode/utf8"
 
 	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
@@ -206,10 +207,40 @@ func (p *ProcFS) KeepMarked(pid int32) (bool, error) {
 		p.envBuf = make([]byte, MaxEnviron)
 	}
 	path := p.root + "/" + strconv.Itoa(int(pid)) + "/environ"
+	for try := 1; ; try++ {
+		n, err := p.readEnviron(path)
+		if err != nil {
+			return false, err
+		}
+		if n > 0 {
+			return environHolds(p.envBuf[:n], KeepMarker), nil
+		}
+		err = p.noEnviron(pid)
+		if !errors.Is(err, ErrNoEnviron) || try == envTries {
+			return false, err
+		}
+		// In execve, between the new address space and its environment:
+		// microseconds of kernel work (the fork of a marked parent that
+		// exited, read as the child execs). Worth a short wait: the
+		// alternative is an unmarked child.
+		time.Sleep(envRetry)
+	}
+}
+
+// envTries and envRetry bound the wait for an environment execve has not
+// laid out yet: at most about a millisecond, on a rare race.
+const (
+	envTries = 20
+	envRetry = 50 * time.Microsecond
+)
+
+// readEnviron reads up to MaxEnviron bytes of path into envBuf.
+func (p *ProcFS) readEnviron(path string) (int, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return false, gone(&fs.PathError{Op: "open", Path: path, Err: err})
+		return 0, gone(&fs.PathError{Op: "open", Path: path, Err: err})
 	}
+	defer unix.Close(fd)
 	n := 0
 	for n < len(p.envBuf) {
 		m, err := unix.Read(fd, p.envBuf[n:])
@@ -217,19 +248,14 @@ func (p *ProcFS) KeepMarked(pid int32) (bool, error) {
 			continue
 		}
 		if err != nil {
-			unix.Close(fd)
-			return false, gone(&fs.PathError{Op: "read", Path: path, Err: err})
+			return 0, gone(&fs.PathError{Op: "read", Path: path, Err: err})
 		}
 		if m == 0 {
 			break
 		}
 		n += m
 	}
-	unix.Close(fd)
-	if n == 0 {
-		return false, p.noEnviron(pid)
-	}
-	return environHolds(p.envBuf[:n], KeepMarker), nil
+	return n, nil
 }
 
 // noEnviron tells why /proc/PID/environ read nothing: an empty
