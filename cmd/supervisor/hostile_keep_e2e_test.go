@@ -140,13 +140,15 @@ func TestIntegrationHostileKeepPressure(t *testing.T) {
 	}
 }
 
-// swarmC: `swarm N MIB` forks N children that rename themselves once a
-// second (prctl(PR_SET_NAME): a comm event each time), then allocates and
-// touches MIB MiB (after the forks: the children share none of it) and
-// renames itself once a second too. Every process dies with its parent
+// swarmC: `swarm N MIB FIFO` forks a holder, then N renamers, all
+// renaming themselves once a second (prctl(PR_SET_NAME): a comm event each
+// time). The holder, forked first, waits for a line on FIFO, then allocates
+// and touches MIB MiB. It prints "child PID holder" and, once the renamers
+// are forked, "renamers N". Every process dies with its parent
 // (PR_SET_PDEATHSIG).
 const swarmC = `
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,27 +162,43 @@ static void rename_loop(void) {
 	}
 }
 
+static void die_with_parent(pid_t parent) {
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (getppid() != parent) _exit(1);
+}
+
 int main(int argc, char **argv) {
-	if (argc != 3) { fprintf(stderr, "usage: swarm N MIB\n"); return 2; }
+	if (argc != 4) { fprintf(stderr, "usage: swarm N MIB FIFO\n"); return 2; }
 	int n = atoi(argv[1]);
 	long mib = atol(argv[2]);
-	pid_t parent = getppid();
-	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-	if (getppid() != parent) return 1;
+	die_with_parent(getppid());
+	pid_t self = getpid();
+	pid_t h = fork();
+	if (h < 0) { perror("fork"); return 1; }
+	if (h == 0) {
+		die_with_parent(self);
+		char c;
+		int fd = open(argv[3], O_RDONLY);
+		if (fd < 0 || read(fd, &c, 1) != 1) { perror("fifo"); _exit(1); }
+		size_t sz = (size_t)mib << 20;
+		char *m = malloc(sz);
+		if (!m) { perror("malloc"); _exit(1); }
+		for (size_t i = 0; i < sz; i += 4096) m[i] = 1;
+		printf("held %d\n", getpid());
+		fflush(stdout);
+		rename_loop();
+	}
+	printf("child %d holder\n", h);
+	fflush(stdout);
 	for (int i = 0; i < n; i++) {
 		pid_t p = fork();
 		if (p < 0) { perror("fork"); return 1; }
 		if (p == 0) {
-			prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-			if (getppid() == 1) _exit(1);
+			die_with_parent(self);
 			rename_loop();
 		}
 	}
-	size_t sz = (size_t)mib << 20;
-	char *m = malloc(sz);
-	if (!m) { perror("malloc"); return 1; }
-	for (size_t i = 0; i < sz; i += 4096) m[i] = 1;
-	printf("held %d\n", getpid());
+	printf("renamers %d\n", n);
 	fflush(stdout);
 	rename_loop();
 	return 0;
@@ -212,25 +230,33 @@ func swarmBin(t *testing.T) string {
 }
 
 // TestIntegrationHostileKeepSwarm: 300 members renaming themselves once a
-// second, in a session holding ~104 MiB (most of it in one member that
-// renames itself too) under an 80 MiB limit, at the default 2 s sample:
-// the session is killed for memory. Renames decide no keep mark again, and
-// a mark not decided counts as not kept, so the memory cannot hide (it
-// did: with 256 marks read a sample and the unread ones counted as kept,
-// the member holding the memory was never read).
+// second, in a session holding ~104 MiB (in one more member, renaming
+// itself too, forked before them) under an 80 MiB limit, at the default
+// 2 s sample: the session is killed for memory. Renames decide no keep mark
+// again, and a mark not decided counts as not kept, so the memory cannot
+// hide. (It did: with 256 marks read a sample, newest members first, and
+// the unread ones counted as kept, the holder was never read.)
 func TestIntegrationHostileKeepSwarm(t *testing.T) {
 	needRoot(t)
 	r := newRig(t)
 	comm := randName("hs")[:10]
+	if err := unix.Mkfifo(r.path("go"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	script := r.path(comm)
-	os.WriteFile(script, []byte(fmt.Sprintf("#!/bin/sh\n%s 300 104 &\necho \"child $! swarm\"\nwait\n", swarmBin(t))), 0o755)
-	a := startScript(t, script)
-	pids, fds := a.children(t, "swarm")
-	a.waitLine(t, "held", 60*time.Second)
-	// Started now, the daemon finds the session in its start-up scan; from
-	// then on every member renames itself at least twice a sample.
+	os.WriteFile(script, []byte(fmt.Sprintf("#!/bin/sh\n%s 300 104 %s &\nwait\n", swarmBin(t), r.path("go"))), 0o755)
 	d := startDaemon(t, "--agent", comm, "--max-age", "1h", "--kill-grace", "1s", "--resource-interval", "2s",
 		"--session-max-memory", "80MiB")
+	a := startScript(t, script)
+	pids, fds := a.children(t, "holder")
+	a.waitLine(t, "renamers", 60*time.Second)
+	// Now the memory.
+	f, err := os.OpenFile(r.path("go"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(f, "go\n")
+	f.Close()
 	over := d.waitLog(t, 120*time.Second, func(m map[string]any) bool {
 		return m["msg"] == "session over its limit: killing it" && num(m["session_pid"]) == int64(a.pid)
 	})
@@ -238,8 +264,8 @@ func TestIntegrationHostileKeepSwarm(t *testing.T) {
 		t.Errorf("limit line %v: want reason memory, memory_bytes over 80 MiB, procs over 300", over)
 	}
 	a.waitExit(t, 30*time.Second)
-	if !pidfdDead(fds["swarm"], 30*time.Second) {
-		t.Errorf("the swarm's memory holder (%d) survived its session's kill", pids["swarm"])
+	if !pidfdDead(fds["holder"], 30*time.Second) {
+		t.Errorf("the swarm's memory holder (%d) survived its session's kill", pids["holder"])
 	}
 }
 
