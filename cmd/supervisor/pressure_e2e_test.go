@@ -197,7 +197,7 @@ func TestIntegrationPressure(t *testing.T) {
 	big := startHolder(t, "presshold", 300)
 	mid := startHolder(t, "presshold", 150)
 	kept := startHolder(t, "presskept", 500) // root-kept (--keep): exempt
-	waitFigures(t, d, big, mid) // a kept agent has no deadline, so no /agents entry
+	waitFigures(t, d, big, mid)              // a kept agent has no deadline, so no /agents entry
 	ev := openEvents(t, d, "?types=pressure")
 
 	rig := startPressureRig(t)
