@@ -196,8 +196,10 @@ func TestIntegrationPressure(t *testing.T) {
 	})
 	big := startHolder(t, "presshold", 300)
 	mid := startHolder(t, "presshold", 150)
-	kept := startHolder(t, "presskept", 500) // root-kept (--keep): exempt
-	waitFigures(t, d, big, mid)              // a kept agent has no deadline, so no /agents entry
+	// Kept by --keep, root's word: exempt, however large. (REAPER_KEEP=1
+	// would not be: its memory counts.)
+	kept := startHolder(t, "presskept", 500)
+	waitFigures(t, d, big, mid) // a kept agent has no deadline, so no /agents entry
 	ev := openEvents(t, d, "?types=pressure")
 
 	rig := startPressureRig(t)
