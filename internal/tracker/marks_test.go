@@ -119,12 +119,22 @@ func TestMarkInheritedAtFork(t *testing.T) {
 	execAs(tb, procs, 231, "sleep", false)
 	tb.Apply(exitEv(230, 230, 4_200))
 
+	// Its exec unread too (it exited before the daemon read /proc): what
+	// it held from its parent at fork (an unmarked environment) is void.
+	tb.Apply(fork(200, 240, 5_000))
+	procs.stat[241] = ProcInfo{PID: 241, PPID: 240, Start: FromTicks(500), Comm: "sh", State: 'S'}
+	procs.keep[241] = true
+	tb.Apply(execEv(240)) // REAPER_KEEP=1 sh -c 'x & exit', gone already
+	tb.Apply(fork(240, 241, 5_100))
+	execAs(tb, procs, 241, "sleep", false)
+	tb.Apply(exitEv(240, 240, 5_200))
+
 	tb.Apply(exitEv(200, 200, 10_000))
 	lo := leftovers(tb)
 	if _, ok := lo[210]; !ok {
 		t.Errorf("the plain child is not a leftover: %v", lo)
 	}
-	for _, pid := range []int32{221, 222, 231} {
+	for _, pid := range []int32{221, 222, 231, 241} {
 		if _, ok := lo[pid]; ok {
 			t.Errorf("%d, forked by a marked parent that exited first, was queued as a leftover", pid)
 		}

@@ -408,6 +408,7 @@ func (t *Table) exec(pid int32) {
 	info, err := t.cfg.Proc.Stat(pid)
 	if err != nil {
 		t.procErr(pid, err)
+		t.execUnread(pid)
 		return
 	}
 	t.mu.Lock()
@@ -431,6 +432,19 @@ func (t *Table) exec(pid int32) {
 	// REAPER_KEEP=1 are decided again; what p descends from stays.
 	p.marks.rule, p.marks.env = keepUnknown, keepUnknown
 	t.matchLocked(p, true)
+}
+
+// execUnread forgets the keep marks of pid, whose exec could not be
+// read (it exited at once, as `REAPER_KEEP=1 sh -c 'x & exit'` does): its
+// environment and name changed, so what the table holds from before (a
+// copy of its parent's, taken at fork) no longer says anything. A fork it
+// made meanwhile then reads it again, or its child's copy.
+func (t *Table) execUnread(pid int32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p := t.procs[pid]; p != nil {
+		p.marks.rule, p.marks.env = keepUnknown, keepUnknown
+	}
 }
 
 func (t *Table) comm(pid int32, name []byte, at int64) {
