@@ -275,7 +275,9 @@ func TestIntegrationHostileKeepSwarm(t *testing.T) {
 // (as after sudo's reset). When the agent ends, the child is no leftover:
 // the mark passed to it at fork. A nested agent started after the marked
 // process exited is the sentinel: once it is tracked, the daemon has seen
-// the fork; its leftover kill shows the leftovers were dealt with.
+// the fork; its leftover kill shows the leftovers were dealt with. (It
+// prints its own PID once running: a PID read from a process still in
+// execve cannot be proven ours, its environment being half laid out.)
 func TestIntegrationHostileKeepParentExitsFirst(t *testing.T) {
 	needRoot(t)
 	r := newRig(t)
@@ -284,7 +286,8 @@ func TestIntegrationHostileKeepParentExitsFirst(t *testing.T) {
 	if err := os.Mkdir(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink("/bin/sleep", filepath.Join(bin, comm)); err != nil {
+	self, _ := os.Executable()
+	if err := os.Symlink(self, filepath.Join(bin, comm)); err != nil { // the sentinel: a fake agent
 		t.Fatal(err)
 	}
 	if err := unix.Mkfifo(r.path("go"), 0o600); err != nil {
@@ -298,8 +301,7 @@ exit 0
 	script := r.path(comm)
 	os.WriteFile(script, []byte(`#!/bin/sh
 REAPER_KEEP=1 "`+r.path("marked.sh")+`"
-"`+filepath.Join(bin, comm)+`" 1000 &
-echo "child $! sentinel"
+`+agentEnv+`=1 "`+filepath.Join(bin, comm)+`" -label sentinel &
 while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.05; done
 `), 0o755)
 	d := startDaemon(t, "--agent", comm, "--max-age", "1h", "--kill-grace", leftKillGrace.String(),

@@ -200,6 +200,14 @@ const MaxEnviron = 128 << 10
 // the one the process was exec'd with (later setenv calls do not show),
 // which is what the idiom needs. An exiting process (a zombie) has no
 // environment left to read: that is ErrGone, not "not marked".
+//
+// A read that races the process's execve can return a prefix of the old
+// environment, or nothing while the new one is laid out, with no error:
+// each read is checked against the environment's extent in
+// /proc/PID/stat (env_start and env_end, fields 50 and 51, proc(5)),
+// read after it, and an empty one is read again, for about a millisecond
+// at most; then ErrNoEnviron (not an answer), or for an environment empty
+// every time, not marked.
 func (p *ProcFS) KeepMarked(pid int32) (bool, error) {
 	p.envMu.Lock()
 	defer p.envMu.Unlock()
@@ -212,23 +220,30 @@ func (p *ProcFS) KeepMarked(pid int32) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if n > 0 {
-			return environHolds(p.envBuf[:n], KeepMarker), nil
-		}
-		err = p.noEnviron(pid)
-		if !errors.Is(err, ErrNoEnviron) || try == envTries {
+		size, err := p.environSize(pid)
+		if err != nil {
 			return false, err
 		}
-		// In execve, between the new address space and its environment:
-		// microseconds of kernel work (the fork of a marked parent that
-		// exited, read as the child execs). Worth a short wait: the
-		// alternative is an unmarked child.
+		whole := size == int64(n) || (n == len(p.envBuf) && size >= int64(n))
+		switch {
+		case whole && n > 0:
+			return environHolds(p.envBuf[:n], KeepMarker), nil
+		case whole && try == envTries:
+			// Empty every time: env -i. (execve also shows an empty one
+			// for a moment, between its two settings of env_end.)
+			return false, nil
+		case try == envTries:
+			return false, fmt.Errorf("%w: pid %d: read %d bytes of an environment of %d (in execve)", ErrNoEnviron, pid, n, size)
+		}
+		// In execve: microseconds of kernel work (the fork of a marked
+		// parent that exited, read as the child execs). Worth a short
+		// wait: the alternative is an unmarked child.
 		time.Sleep(envRetry)
 	}
 }
 
-// envTries and envRetry bound the wait for an environment execve has not
-// laid out yet: at most about a millisecond, on a rare race.
+// envTries and envRetry bound the wait for an environment execve is
+// replacing: at most about a millisecond, on a rare race.
 const (
 	envTries = 20
 	envRetry = 50 * time.Microsecond
@@ -258,38 +273,36 @@ func (p *ProcFS) readEnviron(path string) (int, error) {
 	return n, nil
 }
 
-// noEnviron tells why /proc/PID/environ read nothing: an empty
-// environment (env -i: nil, an answer), no address space (exiting:
-// ErrGone), or one whose environment the kernel has not set up yet (a
-// read between execve's switch to the new address space and its new
-// environment: ErrNoEnviron). env_start and env_end are fields 50 and 51
-// of /proc/PID/stat (proc(5)).
-func (p *ProcFS) noEnviron(pid int32) error {
+// environSize is env_end - env_start of pid: the size of its environment,
+// or -1 while execve has not laid the new one out (env_end 0). An exiting
+// process (no address space left) is ErrGone.
+func (p *ProcFS) environSize(pid int32) (int64, error) {
 	path := p.root + "/" + strconv.Itoa(int(pid)) + "/stat"
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return gone(err)
+		return 0, gone(err)
 	}
 	info, err := ParseStat(b)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if info.leaderDead() {
-		return fmt.Errorf("%w: pid %d is exiting: no environment left to read", ErrGone, pid)
+		return 0, fmt.Errorf("%w: pid %d is exiting: no environment left to read", ErrGone, pid)
 	}
 	f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+1:])
 	// f[0] is field 3 (state): field N is f[N-3].
 	if len(f) < 49 {
-		return fmt.Errorf("%w: pid %d: no env_start/env_end in %s", ErrNoEnviron, pid, path)
+		return 0, fmt.Errorf("%w: pid %d: no env_start/env_end in %s", ErrNoEnviron, pid, path)
 	}
-	start, end := string(f[47]), string(f[48])
-	if end == "0" {
-		return fmt.Errorf("%w: pid %d: its environment is not set up (in execve)", ErrNoEnviron, pid)
+	start, err1 := strconv.ParseInt(string(f[47]), 10, 64)
+	end, err2 := strconv.ParseInt(string(f[48]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("%w: %s: env_start/env_end: %q %q", procfs.ErrFileParse, path, f[47], f[48])
 	}
-	if start == end {
-		return nil
+	if end == 0 {
+		return -1, nil
 	}
-	return fmt.Errorf("%w: pid %d: environ read nothing from a non-empty environment", ErrNoEnviron, pid)
+	return end - start, nil
 }
 
 // environHolds reports whether env (NUL-terminated entries, maybe cut at
