@@ -365,8 +365,8 @@ func TestMarkRestore(t *testing.T) {
 }
 
 // KeepMarked on real processes: the marker as a whole entry, anywhere in
-// the first MaxEnviron bytes; an empty environment is an answer (not
-// marked), a zombie's missing one is ErrGone.
+// the first MaxEnviron bytes; an empty environment is no answer
+// (ErrNoEnviron), a zombie's missing one is ErrGone.
 func TestKeepMarkedProcFS(t *testing.T) {
 	p, err := NewProcFS("/proc")
 	if err != nil {
@@ -385,7 +385,7 @@ func TestKeepMarkedProcFS(t *testing.T) {
 		{"last", []string{"A=1", KeepMarker}, true},
 		{"not whole", []string{"XREAPER_KEEP=1", "REAPER_KEEP=10"}, false},
 		{"zero", []string{"REAPER_KEEP=0"}, false},
-		{"empty", []string{}, false},
+
 		{"past the bound", append(append([]string{}, big...), KeepMarker), false},
 		{"within the bound", append([]string{KeepMarker}, big...), true},
 	}
@@ -408,6 +408,17 @@ func TestKeepMarkedProcFS(t *testing.T) {
 	if n, err := p.environSize(int32(os.Getpid())); err != nil || n != int64(len(self)) {
 		t.Errorf("environSize of this process: %d, %v; want %d", n, err, len(self))
 	}
+	// An empty environment: no answer (execve shows one for a moment).
+	cmd0 := exec.Command("/bin/sleep", "60")
+	cmd0.Env = []string{}
+	if err := cmd0.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.KeepMarked(int32(cmd0.Process.Pid)); !errors.Is(err, ErrNoEnviron) {
+		t.Errorf("empty environment: KeepMarked %v, %v; want ErrNoEnviron", got, err)
+	}
+	cmd0.Process.Kill()
+	cmd0.Wait()
 	// A zombie: exited, not yet waited for.
 	cmd := exec.Command("/bin/true")
 	cmd.Env = []string{KeepMarker}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 	"unicode/utf8"
 
 	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
@@ -184,9 +183,10 @@ func (p *ProcFS) Cmdline(pid int32) (string, error) {
 // marks"): REAPER_KEEP=1 npm run dev &.
 const KeepMarker = "REAPER_KEEP=1"
 
-// ErrNoEnviron means a process's environment could not be read for now
-// (it is between execve and its new environment): not an answer, and not
-// a failure worth counting.
+// ErrNoEnviron means a process's environment gave no answer: it is being
+// replaced by execve, or it is empty (which execve also shows for a
+// moment). Not a failure worth counting; the process counts as not
+// marked.
 var ErrNoEnviron = errors.New("no environment to read yet")
 
 // MaxEnviron bounds how much of /proc/PID/environ KeepMarked reads: a
@@ -205,9 +205,9 @@ const MaxEnviron = 128 << 10
 // environment, or nothing while the new one is laid out, with no error:
 // each read is checked against the environment's extent in
 // /proc/PID/stat (env_start and env_end, fields 50 and 51, proc(5)),
-// read after it, and an empty one is read again, for about a millisecond
-// at most; then ErrNoEnviron (not an answer), or for an environment empty
-// every time, not marked.
+// read after it, and read again, envTries times in all; then
+// ErrNoEnviron (no answer, which counts as not marked). An empty
+// environment is no answer either.
 func (p *ProcFS) KeepMarked(pid int32) (bool, error) {
 	p.envMu.Lock()
 	defer p.envMu.Unlock()
@@ -224,30 +224,24 @@ func (p *ProcFS) KeepMarked(pid int32) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		whole := size == int64(n) || (n == len(p.envBuf) && size >= int64(n))
-		switch {
-		case whole && n > 0:
+		if n > 0 && (size == int64(n) || (n == len(p.envBuf) && size >= int64(n))) {
 			return environHolds(p.envBuf[:n], KeepMarker), nil
-		case whole && try == envTries:
-			// Empty every time: env -i. (execve also shows an empty one
-			// for a moment, between its two settings of env_end.)
-			return false, nil
-		case try == envTries:
-			return false, fmt.Errorf("%w: pid %d: read %d bytes of an environment of %d (in execve)", ErrNoEnviron, pid, n, size)
 		}
-		// In execve: microseconds of kernel work (the fork of a marked
-		// parent that exited, read as the child execs). Worth a short
-		// wait: the alternative is an unmarked child.
-		time.Sleep(envRetry)
+		if try == envTries {
+			// Torn or empty. An empty environment (env -i) is no answer
+			// either: execve shows one for a moment too, between its two
+			// settings of env_end. Neither is marked, so nothing is lost
+			// but the memo.
+			return false, fmt.Errorf("%w: pid %d: read %d bytes of an environment of %d", ErrNoEnviron, pid, n, size)
+		}
+		// In execve (microseconds of kernel work): read again at once.
+		// No waiting: this runs under the table's lock, and a process can
+		// fork and exec as often as it likes.
 	}
 }
 
-// envTries and envRetry bound the wait for an environment execve is
-// replacing: at most about a millisecond, on a rare race.
-const (
-	envTries = 20
-	envRetry = 50 * time.Microsecond
-)
+// envTries bounds the reads of an environment execve is replacing.
+const envTries = 3
 
 // readEnviron reads up to MaxEnviron bytes of path into envBuf.
 func (p *ProcFS) readEnviron(path string) (int, error) {

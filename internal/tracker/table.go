@@ -43,8 +43,8 @@ type ProcReader interface {
 	Cmdline(pid int32) (string, error)
 	// KeepMarked reports whether the process's environment holds
 	// REAPER_KEEP=1. An environment that cannot be read because the
-	// process is exiting (a zombie has none) satisfies ErrGone; one not
-	// laid out yet (in execve), ErrNoEnviron.
+	// process is exiting (a zombie has none) satisfies ErrGone; one that
+	// gives no answer (being replaced by execve, or empty), ErrNoEnviron.
 	KeepMarked(pid int32) (bool, error)
 	// Cgroup reads /proc/PID/cgroup (cgroup.go: when, and what it costs).
 	Cgroup(pid int32) (cgroupinfo.Info, error)
