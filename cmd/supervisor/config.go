@@ -30,6 +30,7 @@ type Config struct {
 	Leftovers       string // kill or keep
 	LeftoverGrace   time.Duration
 	Keep            []tracker.Rule
+	KeepEnv         bool // REAPER_KEEP=1 in a process's environment is honoured
 	SummaryInterval time.Duration
 	DatabaseURL     string
 	DatabaseURLFile string // where DatabaseURL was read from, if a file
@@ -167,7 +168,7 @@ var options = []option{
 			return
 		}},
 	{flag: "keep", env: "REAPER_KEEP", def: "", repeat: true,
-		help: "exempt processes matching this rule (agent rule syntax), with their descendants, from leftover kills, max age, resource limits and memory pressure (they do not count toward their session's limits); repeatable. REAPER_KEEP=1 in a process's own environment does the same",
+		help: "exempt processes matching this rule (agent rule syntax), with their descendants, from every policy but a manual kill: leftover kills, max age, resource limits and memory pressure (they do not count toward their session's limits); repeatable",
 		set: func(c *Config, _ string, many []string) (err error) {
 			c.Keep = nil
 			var rules []string
@@ -183,6 +184,12 @@ var options = []option{
 			if len(rules) > 0 {
 				c.Keep, err = tracker.ParseRules(rules)
 			}
+			return
+		}},
+	{flag: "keep-env", env: "REAPER_KEEP_ENV", def: "true",
+		help: "honour REAPER_KEEP=1 in a process's own environment: it and its descendants outlive their agent (no leftover kill, spared when the agent's tree is killed at max age) and nothing else (an agent's own max age, the resource limits and memory pressure still apply); false ignores the marker",
+		set: func(c *Config, v string, _ []string) (err error) {
+			c.KeepEnv, err = boolean(v)
 			return
 		}},
 	{flag: "summary-interval", env: "REAPER_SUMMARY_INTERVAL", def: "5m",

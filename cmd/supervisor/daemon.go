@@ -103,7 +103,7 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 		Rules: cfg.Agents, Under: cfg.Under, MaxAge: cfg.MaxAge,
 		Proc: procs, Clock: d.clock, Pin: pins.Pinner(), Queue: &tracker.Deadlines{},
 		Log: log.Named("tracker"), Leftovers: cfg.Leftovers == "kill", LeftoverGrace: cfg.LeftoverGrace, Keep: cfg.Keep,
-		DryRun: cfg.DryRun, OnNotice: d.onNotice,
+		NoKeepEnv: !cfg.KeepEnv, DryRun: cfg.DryRun, OnNotice: d.onNotice,
 	})
 	d.reaper = reap.New(reap.Config{
 		Grace: cfg.KillGrace, DryRun: cfg.DryRun, Tree: d.table, Procs: procs,
@@ -281,6 +281,10 @@ func (d *daemon) applyReload(n *Config) {
 	if fmt.Sprint(n.Keep) != fmt.Sprint(old.Keep) {
 		d.table.SetKeep(n.Keep)
 		changed = append(changed, "keep")
+	}
+	if n.KeepEnv != old.KeepEnv {
+		d.table.SetKeepEnv(n.KeepEnv)
+		changed = append(changed, "keep-env")
 	}
 	if fmt.Sprint(n.Agents) != fmt.Sprint(old.Agents) || fmt.Sprint(n.Under) != fmt.Sprint(old.Under) {
 		d.table.SetRules(n.Agents, n.Under)

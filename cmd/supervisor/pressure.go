@@ -304,7 +304,12 @@ func (d *daemon) reloadPressure(n *Config) {
 	}
 }
 
-// pressureSessions gives the policy the last resource sample.
+// pressureSessions gives the policy the last resource sample. A session's
+// memory there leaves out only its root-kept members (--keep, a
+// control-socket keep), which the kill would spare: a REAPER_KEEP=1
+// member's memory counts, and dies with the session, so a session cannot
+// hide what it holds behind the marker and have a well-behaved one killed
+// in its place.
 type pressureSessions struct{ d *daemon }
 
 func (s pressureSessions) Candidates() []psi.Candidate {

@@ -188,7 +188,7 @@ func TestIntegrationPressure(t *testing.T) {
 	// The minimum age keeps every holder out of reach until the test has
 	// seen their figures: pressure from elsewhere on the box (another
 	// package's rig, run in parallel by go test) may fire first.
-	d := startDaemon(t, "--agent", "presshold", "--max-age", "1h", "--kill-grace", "2s",
+	d := startDaemon(t, "--agent", "presshold", "--agent", "presskept", "--keep", "presskept", "--max-age", "1h", "--kill-grace", "2s",
 		"--pressure", spec, "--pressure-min-age", pressureTestMinAge, "--pressure-cooldown", cooldown.String(),
 		"--resource-interval", "500ms", "--database-url", dsn)
 	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
@@ -196,7 +196,9 @@ func TestIntegrationPressure(t *testing.T) {
 	})
 	big := startHolder(t, "presshold", 300)
 	mid := startHolder(t, "presshold", 150)
-	kept := startHolder(t, "presshold", 500, "REAPER_KEEP=1")
+	// Kept by --keep, root's word: exempt, however large. (REAPER_KEEP=1
+	// would not be: its memory counts.)
+	kept := startHolder(t, "presskept", 500)
 	waitFigures(t, d, big, mid) // a kept agent has no deadline, so no /agents entry
 	ev := openEvents(t, d, "?types=pressure")
 

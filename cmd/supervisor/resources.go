@@ -118,8 +118,10 @@ func (g *resourceGuard) tick() {
 		acting = acting || w.spec != nil
 		w.mu.Unlock()
 	}
-	// Keep marks matter only when a policy may kill by these figures: then
-	// up to keepResolve members' marks are read per sample (tracker).
+	// Keep rules matter only when a policy may kill by these figures: then
+	// up to keepResolve members' command lines may be read per sample to
+	// decide one with :TEXT (tracker). Environments are never read here:
+	// REAPER_KEEP=1 takes nothing out of the figures.
 	if acting {
 		g.d.table.SetKeepResolve(keepResolve)
 	} else {
@@ -293,8 +295,10 @@ func (d *daemon) resourceHealth(hd *health.Daemon) {
 }
 
 // SessionFigures are a session's figures in /agents. MemoryBytes and
-// Procs leave out kept members (what the limits and the pressure policy
-// judge); KeptMemoryBytes and KeptProcs are theirs.
+// Procs leave out root-kept members (a --keep rule, a control-socket keep:
+// what the limits and the pressure policy judge; REAPER_KEEP=1 members
+// are counted in them like any other); KeptMemoryBytes and KeptProcs are
+// the root-kept members'.
 type SessionFigures struct {
 	MemoryBytes     int64   `json:"memory_bytes"`
 	Procs           int     `json:"procs"`
@@ -304,7 +308,7 @@ type SessionFigures struct {
 	KeptMemoryBytes int64   `json:"kept_memory_bytes,omitempty"`
 	KeptProcs       int     `json:"kept_procs,omitempty"`
 	// Exempt: no limit or pressure kill touches the session (its agent is
-	// kept, or every member left is).
+	// root-kept, or every member left is).
 	Exempt bool `json:"exempt,omitempty"`
 }
 
@@ -395,9 +399,11 @@ func (c *sessionMemoryCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstHistogram(descSessionMemory, uint64(len(mem)), sum, counts)
 }
 
-// keepResolve: members whose keep mark the table may resolve per sample
-// (reading /proc/PID/environ, ~60 µs each, under the table's lock): at most
-// ~16 ms of lock a sample for a session that gained thousands of members.
+// keepResolve: command lines the table may read per sample to decide
+// whether a --keep rule with :TEXT matches a member (under the table's
+// lock; memoised until the member renames or execs): a bounded stretch of
+// lock a sample for a session that gained thousands of members. A member
+// not decided yet counts as not kept.
 const keepResolve = 256
 
 // threadCPU is the calling thread's CPU time in nanoseconds (0 if the

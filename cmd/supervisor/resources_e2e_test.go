@@ -146,8 +146,9 @@ func waitGone(t *testing.T, a *agent, d *testDaemon, timeout time.Duration) map[
 }
 
 // A session of two children holding 150 MB each is killed under a 200 MiB
-// limit, with its figures in the kill row; a 60 MB session is not. Kept
-// processes do not count: a session whose kept child holds 150 MB and
+// limit, with its figures in the kill row; a 60 MB session is not.
+// Processes root keeps (--keep) do not count: a session whose kept child
+// holds 150 MB and
 // whose other child holds 10 MB is under the limit (each fake agent, a
 // test binary, has tens of MB of its own: the whole session is well over
 // 200 MiB), and a session whose
@@ -156,9 +157,9 @@ func TestIntegrationResourceMemory(t *testing.T) {
 	needRoot(t)
 	dsn := testDatabase(t)
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", "1s", "--resource-interval", "200ms",
-		"--session-max-memory", "200MiB", "--keep", "claude:label=kept", "--database-url", dsn)
+		"--session-max-memory", "200MiB", "--keep", "claude:label=kept", "--keep", "exe:-label heldkept", "--database-url", dsn)
 	in := "-cgroup-procs=" + filepath.Join(pidsCgroup(t, 1000), "cgroup.procs") // cleaned up with what is left
-	mixed := startAgent(t, "claude", in, "-spawn", "label=mk,hold-mb=150,env=REAPER_KEEP=1", "-spawn", "label=mm,hold-mb=10")
+	mixed := startAgent(t, "claude", in, "-spawn", "label=heldkept,hold-mb=150", "-spawn", "label=mm,hold-mb=10")
 	exempt := startAgent(t, "claude", in, "-spawn", "label=kept,hold-mb=250")
 	for range 2 {
 		mixed.waitLine(t, "held", 30*time.Second)

@@ -17,7 +17,7 @@ type Candidate struct {
 	Started     int64 // the agent's start, CLOCK_BOOTTIME ns
 	MemoryBytes int64 // the session's memory at the last sample
 	Procs       int   // its live processes at the last sample
-	Exempt      bool  // --keep or REAPER_KEEP=1: never killed for resources
+	Exempt      bool  // root-kept (--keep, a control-socket keep; never REAPER_KEEP=1): never killed for resources
 }
 
 // Sessions gives the policy the sessions as last sampled.

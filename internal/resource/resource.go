@@ -43,15 +43,16 @@ type Session struct {
 	// Started is the boottime (ns) of the agent's start.
 	Started int64
 	// MemoryBytes is the sum of the memory (anon RSS) of the members that
-	// are not kept: what the limits and the pressure policy judge, since a
-	// kill spares kept processes. While the session is being killed
+	// are not root-kept (tracker.Member.Kept): what the limits and the
+	// pressure policy judge, since a kill spares root-kept processes. A
+	// REAPER_KEEP=1 member counts here like any other. While the session is being killed
 	// (Killing) it is the figure of the last sample before.
 	MemoryBytes int64
-	// Procs is the number of live members that are not kept, the agent
-	// included unless it is kept.
+	// Procs is the number of live members that are not root-kept, the
+	// agent included unless it is.
 	Procs int
-	// KeptMemoryBytes and KeptProcs are the same for the kept members
-	// (a --keep rule, REAPER_KEEP=1, a control-socket keep, or below a kept
+	// KeptMemoryBytes and KeptProcs are the same for the root-kept
+	// members (a --keep rule, a control-socket keep, or below such a
 	// process), which no limit counts: the session's whole figures are the
 	// sums.
 	KeptMemoryBytes int64
@@ -64,8 +65,8 @@ type Session struct {
 	// used CPU or the membership had changed: never more than the real
 	// time since any member last ran (see Sampler).
 	IdleSeconds float64
-	// Exempt: the agent is kept, or every live member is: nothing of the
-	// session is killed for resources.
+	// Exempt: the agent is root-kept, or every live member is: nothing of
+	// the session is killed for resources.
 	Exempt bool
 	// AgentAlive: the session's agent still runs (else only leftovers).
 	AgentAlive bool

@@ -16,7 +16,7 @@ import (
 
 // Keep overrides of a Lease.
 const (
-	LeaseKeep   = "keep"   // exempt, with its descendants, as REAPER_KEEP=1
+	LeaseKeep   = "keep"   // root-kept, with its descendants, as by a --keep rule
 	LeaseUnkeep = "unkeep" // a candidate again, whatever its environment or a keep rule says
 )
 
@@ -174,7 +174,7 @@ func (t *Table) lease(pid int32, start Start, fn func(Lease) (Lease, error)) (Le
 			what = "a leftover waiting for its kill (keep it instead)"
 		case a != nil:
 			what = "queued to be killed (" + string(a.Reason) + ")"
-		case p.keep == keepYes:
+		case rootMemo(p, t.keepOverrideLocked(p)) == keepYes:
 			what = "kept: no deadline to extend"
 		}
 		return res, fmt.Errorf("pid %d (%s) is %s", p.PID, p.Comm, what)
@@ -219,9 +219,9 @@ func eachBelow(p *Proc, f func(*Proc)) {
 	}
 }
 
-// Keep exempts pid and its descendants from every policy, as REAPER_KEEP=1
-// in its environment does: a queued max-age deadline or leftover kill of
-// any of them is taken back.
+// Keep exempts pid and its descendants from every policy but a manual
+// kill, as a --keep rule does (root-kept, sessions.go): a queued max-age
+// deadline or leftover kill of any of them is taken back.
 func (t *Table) Keep(pid int32, start Start) (LeaseResult, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -237,7 +237,9 @@ func (t *Table) Keep(pid int32, start Start) (LeaseResult, error) {
 		if q.dead {
 			return
 		}
-		q.keep = keepYes
+		if q != p {
+			q.marks.root = keepYes // p's own keep is its lease
+		}
 		if a := q.agent; a != nil {
 			if t.cfg.Queue.Remove(a) {
 				q.agent = nil
@@ -269,8 +271,9 @@ func (t *Table) Unkeep(pid int32, start Start) (LeaseResult, error) {
 	t.leaseLocked(p, true).Keep = LeaseUnkeep
 	t.leaseGen++
 	t.sessGen++
-	// Forget the marks below p: they may have come from p.
-	eachBelow(p, func(q *Proc) { q.keep = keepUnknown })
+	// Forget what the processes below p took from their ancestors: it may
+	// have come from p.
+	eachBelow(p, func(q *Proc) { q.marks.root, q.marks.envUp = keepUnknown, keepUnknown })
 	now := t.cfg.Clock.Now()
 	eachBelow(p, func(q *Proc) {
 		if !q.dead {
@@ -284,7 +287,7 @@ func (t *Table) Unkeep(pid int32, start Start) (LeaseResult, error) {
 // the policies say.
 func (t *Table) candidateLocked(q *Proc, now int64, res *LeaseResult) {
 	s := q.session
-	if s != nil && t.keptLocked(q, s) {
+	if s != nil && t.rootKeptLocked(q, s, nil) == keepYes {
 		return
 	}
 	had := q.agent
@@ -301,8 +304,11 @@ func (t *Table) candidateLocked(q *Proc, now int64, res *LeaseResult) {
 	for a != nil && a.dead {
 		a = a.parent
 	}
-	if a != nil && a.session == s && !t.keptLocked(a, s) {
+	if a != nil && a.session == s && !t.sparedLocked(a, s, ReasonLeftover) {
 		return
+	}
+	if t.sparedLocked(q, s, ReasonLeftover) {
+		return // its own environment (or a process above it) says REAPER_KEEP=1
 	}
 	deadline := max(s.ExitedAt+int64(t.leftoverGrace), now)
 	t.queueLeftoverAtLocked(q, s, deadline)

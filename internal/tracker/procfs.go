@@ -35,11 +35,13 @@ const pfExiting = 0x00000004
 // 380 ms (2-core VM), most of it allocation and fmt parsing. Everything
 // else (command lines, meminfo, PSI, cgroups) goes through procfs.
 type ProcFS struct {
-	fs   procfs.FS
-	root string
-	mu   sync.Mutex // guards buf, Stat's buffer
-	buf  []byte
-	cgns *cgroupinfo.Namespace // resolves cgroup paths read in a private cgroup namespace (cgroup.go)
+	fs     procfs.FS
+	root   string
+	mu     sync.Mutex // guards buf, Stat's buffer
+	buf    []byte
+	envMu  sync.Mutex // guards envBuf, KeepMarked's buffer
+	envBuf []byte
+	cgns   *cgroupinfo.Namespace // resolves cgroup paths read in a private cgroup namespace (cgroup.go)
 }
 
 // NewProcFS opens the procfs mounted at root ("/proc" normally).
@@ -175,23 +177,142 @@ func (p *ProcFS) Cmdline(pid int32) (string, error) {
 	return CleanCmdline(strings.Join(args, " ")), nil
 }
 
-// KeepMarker is the environment entry that exempts a process, and its
-// descendants, from leftover kills and max age: REAPER_KEEP=1 npm run dev &.
+// KeepMarker is the environment entry by which a process marks itself
+// and its descendants to outlive its agent: spared from leftover kills and
+// from its agent's tree kill at max age, nothing else (tracker's "Keep
+// marks"): REAPER_KEEP=1 npm run dev &.
 const KeepMarker = "REAPER_KEEP=1"
 
-// KeepMarked reports whether /proc/PID/environ holds KeepMarker. The
-// environment is the one the process was started with (later setenv calls
-// do not show), which is what the idiom needs.
+// ErrNoEnviron means a process's environment gave no answer: it is being
+// replaced by execve, or it is empty (which execve also shows for a
+// moment). Not a failure worth counting; the process counts as not
+// marked.
+var ErrNoEnviron = errors.New("no environment to read yet")
+
+// MaxEnviron bounds how much of /proc/PID/environ KeepMarked reads: a
+// marker past it is not seen (the process is not marked). Environments
+// are a few KiB; a process cannot make the daemon read megabytes of one
+// under the table's lock.
+const MaxEnviron = 128 << 10
+
+// KeepMarked reports whether the first MaxEnviron bytes of
+// /proc/PID/environ hold KeepMarker as a whole entry. The environment is
+// the one the process was exec'd with (later setenv calls do not show),
+// which is what the idiom needs. An exiting process (a zombie) has no
+// environment left to read: that is ErrGone, not "not marked".
+//
+// A read that races the process's execve can return a prefix of the old
+// environment, or nothing while the new one is laid out, with no error:
+// each read is checked against the environment's extent in
+// /proc/PID/stat (env_start and env_end, fields 50 and 51, proc(5)),
+// read after it, and read again, envTries times in all; then
+// ErrNoEnviron (no answer, which counts as not marked). An empty
+// environment is no answer either.
 func (p *ProcFS) KeepMarked(pid int32) (bool, error) {
-	pr, err := p.fs.Proc(int(pid))
-	if err != nil {
-		return false, gone(err)
+	p.envMu.Lock()
+	defer p.envMu.Unlock()
+	if p.envBuf == nil {
+		p.envBuf = make([]byte, MaxEnviron)
 	}
-	env, err := pr.Environ()
-	if err != nil {
-		return false, gone(err)
+	path := p.root + "/" + strconv.Itoa(int(pid)) + "/environ"
+	for try := 1; ; try++ {
+		n, err := p.readEnviron(path)
+		if err != nil {
+			return false, err
+		}
+		size, err := p.environSize(pid)
+		if err != nil {
+			return false, err
+		}
+		if n > 0 && (size == int64(n) || (n == len(p.envBuf) && size >= int64(n))) {
+			return environHolds(p.envBuf[:n], KeepMarker), nil
+		}
+		if try == envTries {
+			// Torn or empty. An empty environment (env -i) is no answer
+			// either: execve shows one for a moment too, between its two
+			// settings of env_end. Neither is marked, so nothing is lost
+			// but the memo.
+			return false, fmt.Errorf("%w: pid %d: read %d bytes of an environment of %d", ErrNoEnviron, pid, n, size)
+		}
+		// In execve (microseconds of kernel work): read again at once.
+		// No waiting: this runs under the table's lock, and a process can
+		// fork and exec as often as it likes.
 	}
-	return slices.Contains(env, KeepMarker), nil
+}
+
+// envTries bounds the reads of an environment execve is replacing.
+const envTries = 3
+
+// readEnviron reads up to MaxEnviron bytes of path into envBuf.
+func (p *ProcFS) readEnviron(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, gone(&fs.PathError{Op: "open", Path: path, Err: err})
+	}
+	defer unix.Close(fd)
+	n := 0
+	for n < len(p.envBuf) {
+		m, err := unix.Read(fd, p.envBuf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, gone(&fs.PathError{Op: "read", Path: path, Err: err})
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// environSize is env_end - env_start of pid: the size of its environment,
+// or -1 while execve has not laid the new one out (env_end 0). An exiting
+// process (no address space left) is ErrGone.
+func (p *ProcFS) environSize(pid int32) (int64, error) {
+	path := p.root + "/" + strconv.Itoa(int(pid)) + "/stat"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, gone(err)
+	}
+	info, err := ParseStat(b)
+	if err != nil {
+		return 0, err
+	}
+	if info.leaderDead() {
+		return 0, fmt.Errorf("%w: pid %d is exiting: no environment left to read", ErrGone, pid)
+	}
+	f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+1:])
+	// f[0] is field 3 (state): field N is f[N-3].
+	if len(f) < 49 {
+		return 0, fmt.Errorf("%w: pid %d: no env_start/env_end in %s", ErrNoEnviron, pid, path)
+	}
+	start, err1 := strconv.ParseInt(string(f[47]), 10, 64)
+	end, err2 := strconv.ParseInt(string(f[48]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("%w: %s: env_start/env_end: %q %q", procfs.ErrFileParse, path, f[47], f[48])
+	}
+	if end == 0 {
+		return -1, nil
+	}
+	return end - start, nil
+}
+
+// environHolds reports whether env (NUL-terminated entries, maybe cut at
+// the end) holds entry whole.
+func environHolds(env []byte, entry string) bool {
+	for len(env) > 0 {
+		i := bytes.IndexByte(env, 0)
+		if i < 0 {
+			return false // cut by the bound: not a whole entry
+		}
+		if string(env[:i]) == entry {
+			return true
+		}
+		env = env[i+1:]
+	}
+	return false
 }
 
 // MaxCmdline caps a command line, in bytes.

@@ -199,7 +199,7 @@ func (t *Table) reviveLocked(revive []revival) {
 	}
 	for _, r := range revive {
 		p := r.p
-		if p.dead || p.agent != nil || p.session == nil || t.keptLocked(p, p.session) {
+		if p.dead || p.agent != nil || p.session == nil || t.rootKeptLocked(p, p.session, nil) == keepYes {
 			continue
 		}
 		t.queueAgentLocked(p, r.rule, r.comm, r.cmdline, r.cg)
@@ -284,7 +284,7 @@ func (t *Table) adoptRestoredLocked(s *Session) {
 	if s.cmdline == "" {
 		s.cmdline = ap.Cmdline
 	}
-	if t.keptLocked(ap, s) {
+	if t.rootKeptLocked(ap, s, nil) == keepYes {
 		return
 	}
 	t.queueAgentLocked(ap, s.Rule, s.Comm, s.cmdline, s.Cgroup)

@@ -25,8 +25,9 @@ type Figures struct {
 // have none).
 func (f Figures) Known() bool { return f.Procs > 0 || f.MemoryBytes > 0 || len(f.Details) > 0 }
 
-// ErrExempt means the session's agent is kept (a --keep rule, REAPER_KEEP=1,
-// a keep through the control socket): no policy kills it for resources.
+// ErrExempt means the session's agent is root-kept (a --keep rule, a keep
+// through the control socket; sessions.go): no policy kills it for
+// resources. REAPER_KEEP=1 exempts no session.
 var ErrExempt = errors.New("session exempt: its agent is kept")
 
 // ErrKilling means the session is already being killed.
@@ -47,10 +48,11 @@ type kill struct {
 // deadline queue, with reason why and the figures fig: its agent if it
 // lives and every member whose nearest live ancestor is not a member, each
 // with its tree, exactly as KillNow does for an operator. Unlike an
-// operator's kill, what is kept inside the session (a --keep child,
-// REAPER_KEEP=1) is left alone with its descendants, and a session whose
-// agent is kept is refused with ErrExempt. A session already queued or
-// being killed is not queued twice (ErrKilling).
+// operator's kill, what root keeps inside the session (a --keep child, a
+// control-socket keep) is left alone with its descendants, and a session
+// whose agent root keeps is refused with ErrExempt; REAPER_KEEP=1 spares
+// nothing here. A session already queued or being killed is not queued
+// twice (ErrKilling).
 func (t *Table) KillSession(id SessionID, why Reason, fig Figures) (LeaseResult, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -66,7 +68,7 @@ func (t *Table) killSessionLocked(s *Session, k kill) (LeaseResult, error) {
 	if s.pending > 0 {
 		return res, fmt.Errorf("session %d (%s), %s: %w", s.ID.PID, s.Comm, s.killing, ErrKilling)
 	}
-	if t.exemptLocked(s) {
+	if t.exemptLocked(s, nil) {
 		return res, fmt.Errorf("session %d (%s): %w", s.ID.PID, s.Comm, ErrExempt)
 	}
 	t.killRootsLocked(sessionRootsLocked(s), s.Rule, k, nil, &res)
@@ -100,9 +102,10 @@ func (t *Table) unpendLocked(p *Proc) {
 	}
 }
 
-// exemptLocked: the session's agent lives and is kept.
-func (t *Table) exemptLocked(s *Session) bool {
-	return s.agent != nil && !s.agent.dead && t.keptLocked(s.agent, s)
+// exemptLocked: the session's agent lives and is root-kept. reads as for
+// rootKeptLocked.
+func (t *Table) exemptLocked(s *Session, reads *int) bool {
+	return s.agent != nil && !s.agent.dead && t.rootKeptLocked(s.agent, s, reads) == keepYes
 }
 
 // sessionRootsLocked returns what kills the whole session: its agent, if it
@@ -123,14 +126,14 @@ func sessionRootsLocked(s *Session) []*Proc {
 
 // killRootsLocked queues each root to be killed now with k, or retargets
 // its queued deadline to now. Roots that allow refuses are skipped, and so,
-// for every reason but manual (an order), are kept ones.
+// for every reason but manual (an order), are root-kept ones.
 func (t *Table) killRootsLocked(roots []*Proc, rule string, k kill, allow func(pid int32, kthread bool) bool, res *LeaseResult) {
 	now := t.cfg.Clock.Now()
 	for _, q := range roots {
 		if allow != nil && !allow(q.PID, q.Kthread) {
 			continue
 		}
-		if k.why != ReasonManual && q.session != nil && t.keptLocked(q, q.session) {
+		if q.session != nil && t.sparedLocked(q, q.session, k.why) {
 			continue
 		}
 		if a := q.agent; a != nil {
@@ -207,29 +210,33 @@ func (t *Table) SetProcsLimit(n int) {
 	t.maxProcs = n
 }
 
-// SetKeepResolve sets how many members' keep marks SessionMembers may
-// resolve per call by reading /proc (environment, command line) under the
-// table's lock; 0 reads none (no resource policy is on: the figures are
-// only shown). Members not resolved yet count as kept.
+// SetKeepResolve sets how many command lines SessionMembers may read per
+// call, under the table's lock, to decide whether a --keep rule with
+// :TEXT matches a member; 0 reads none (no resource policy is on: the
+// figures are only shown). A member not decided yet counts as not kept.
 func (t *Table) SetKeepResolve(n int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.keepBudget = n
 }
 
-// forkLimitLocked checks the procs limit of the session p just joined. Kept
-// members (and their descendants) do not count: no policy kills them, so
-// they cannot take a session over a limit. A kept fork adds nothing to
-// count; the session's killable members are counted only when all of its
-// members are over the limit.
+// forkLimitLocked checks the procs limit of the session p just joined.
+// Root-kept members (and their descendants) do not count: no policy kills
+// them, so they cannot take a session over a limit. A root-kept fork adds
+// nothing to count; the session's killable members are counted only when
+// all of its members are over the limit. It runs at every fork under the
+// table's lock, so it reads nothing: a member counts as kept only if its
+// memoised marks (decided at its own fork) say so. Self-marked members
+// (REAPER_KEEP=1) count like any other.
 func (t *Table) forkLimitLocked(p *Proc) {
 	s := p.session
-	if t.maxProcs <= 0 || s == nil || s.members <= t.maxProcs || s.pending > 0 || t.cfg.DryRun || p.keep == keepYes {
+	if t.maxProcs <= 0 || s == nil || s.members <= t.maxProcs || s.pending > 0 || t.cfg.DryRun ||
+		rootMemo(p, t.keepOverrideLocked(p)) == keepYes {
 		return
 	}
 	n := 0
 	for q := s.head; q != nil; q = q.snext {
-		if !q.dead && !t.keptLocked(q, s) {
+		if !q.dead && rootMemo(q, t.keepOverrideLocked(q)) != keepYes {
 			n++
 		}
 	}
@@ -259,28 +266,32 @@ type Member struct {
 	Start   Start
 	// Comm is the session's (its agent's) name.
 	Comm string
-	// Exempt: the session's agent is kept; AgentAlive: it lives.
+	// Exempt: the session's agent is root-kept (a --keep rule, a
+	// control-socket keep; never REAPER_KEEP=1); AgentAlive: it lives.
 	Exempt, AgentAlive bool
 	// Killing: processes of the session are queued to be killed now or
 	// being reaped (a resource, pressure or manual kill, or the agent's
 	// tree reaped at max age).
 	Killing bool
-	// Kept: this member is kept (a --keep rule, REAPER_KEEP=1, a keep
-	// through the control socket, or below a kept process): no policy but
-	// a manual kill touches it, so it does not count toward its session's
-	// limits.
+	// Kept: this member is root-kept (a --keep rule, a keep through the
+	// control socket, or below such a process): no policy but a manual
+	// kill touches it, so it does not count toward its session's limits.
+	// A self-marked member (REAPER_KEEP=1) is not Kept: the limits and the
+	// pressure policy count and kill it like any other. Not decided yet
+	// (a keep rule's :TEXT not read within the budget): not Kept.
 	Kept bool
 }
 
 // SessionMembers appends every live member of every session to buf, the
 // members of one session next to each other, agent first while it lives.
-// It holds the table's lock for one pass over the members.
+// It holds the table's lock for one pass over the members, reading at most
+// keepBudget command lines (SetKeepResolve) and no environment.
 func (t *Table) SessionMembers(buf []Member) []Member {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	budget := t.keepBudget
 	for _, s := range t.sessions {
-		m := Member{Session: s.ID, Comm: s.Comm, Exempt: t.exemptLocked(s), AgentAlive: s.agent != nil,
+		m := Member{Session: s.ID, Comm: s.Comm, Exempt: t.exemptLocked(s, &budget), AgentAlive: s.agent != nil,
 			Killing: s.pending > 0}
 		if a := s.agent; a != nil && !a.dead {
 			m.PID, m.Start, m.Kept = a.PID, a.Start, m.Exempt
@@ -291,26 +302,10 @@ func (t *Table) SessionMembers(buf []Member) []Member {
 				continue
 			}
 			m.PID, m.Start = q.PID, q.Start
-			switch o := t.keepOverrideLocked(q); {
-			case o != keepUnknown:
-				m.Kept = o == keepYes
-			case q.keep != keepUnknown:
-				m.Kept = q.keep == keepYes
-			case budget > 0:
-				// Read under the lock (the environment, maybe the command
-				// line), memoised: a member costs this once. At most
-				// keepBudget a call, so that a session of thousands of new
-				// members does not hold the table for long.
-				budget--
-				m.Kept = t.keptLocked(q, s)
-			default:
-				// Not known yet: counted as kept, out of the killable
-				// figures, while policies act (keepBudget > 0) — a late
-				// kill, never one for a kept process's memory; with every
-				// resource policy off nothing is read and the figures are
-				// only shown.
-				m.Kept = t.keepBudget > 0
-			}
+			// Memoised (the rule's match until q renames or execs,
+			// its descent for good): a member costs a read once. Not
+			// decided within the budget: counted, never hidden.
+			m.Kept = t.rootKeptLocked(q, s, &budget) == keepYes
 			buf = append(buf, m)
 		}
 	}

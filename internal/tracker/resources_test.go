@@ -104,50 +104,56 @@ func killingOf(tb *Table, id SessionID) (killing, found bool) {
 	return false, false
 }
 
-// Kept members are flagged in the snapshot (with what lies below them), so
-// that the sampler leaves them out of the session's figures.
+// Root-kept members are flagged in the snapshot (with what lies below
+// them), so that the sampler leaves them out of the session's figures; a
+// self-marked one (REAPER_KEEP=1) is not: the limits count it.
 func TestSessionMembersKept(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
 	spawn(tb, procs, 200, 220, 2_100, "keepme")
 	spawn(tb, procs, 220, 221, 2_200, "node")
-	check := func(what string, want map[int32]bool) {
-		t.Helper()
-		kept := map[int32]bool{}
-		for _, m := range tb.SessionMembers(nil) {
-			kept[m.PID] = m.Kept
-		}
-		for pid, k := range want {
-			if kept[pid] != k {
-				t.Errorf("%s: pid %d: Kept %v, want %v (%v)", what, pid, kept[pid], k, kept)
-			}
+	spawn(tb, procs, 200, 230, 2_300, "npm")
+	procs.keep[230] = true
+	spawn(tb, procs, 230, 231, 2_400, "node")
+	kept := map[int32]bool{}
+	for _, m := range tb.SessionMembers(nil) {
+		kept[m.PID] = m.Kept
+	}
+	want := map[int32]bool{200: false, 210: false, 220: true, 221: true, 230: false, 231: false}
+	for pid, k := range want {
+		if kept[pid] != k {
+			t.Errorf("pid %d: Kept %v, want %v (%v)", pid, kept[pid], k, kept)
 		}
 	}
-	// No policy on: nothing read, the unknown marks shown as not kept.
-	check("no budget", map[int32]bool{200: false, 210: false, 220: false, 221: false})
-	// A budget of 1: one mark resolved a call (210 or 220 first, by list
-	// order); the unresolved count as kept meanwhile, never killable.
-	tb.SetKeepResolve(1)
-	tb.SessionMembers(nil)
-	tb.SessionMembers(nil)
-	tb.SessionMembers(nil)
-	check("resolved", map[int32]bool{200: false, 210: false, 220: true, 221: true})
 }
 
-// With a budget, a member whose mark is not resolved yet counts as kept.
+// A keep rule that needs the command line is decided within the budget of
+// reads; a member not decided yet counts as not kept (killable), never
+// hidden.
 func TestSessionMembersKeptUnresolved(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
-	spawn(tb, procs, 200, 210, 2_000, "sleep")
-	spawn(tb, procs, 200, 211, 2_001, "sleep")
-	tb.SetKeepResolve(1)
-	kept := 0
-	for _, m := range tb.SessionMembers(nil) {
-		if m.PID != 200 && m.Kept {
-			kept++
-		}
+	tb.SetKeep([]Rule{must(ParseRule("keepme:dev"))})
+	for i := int32(0); i < 2; i++ {
+		spawn(tb, procs, 200, 210+i, 2_000+uint64(i), "keepme")
+		procs.cmdline[210+i] = "keepme dev"
 	}
-	if kept != 1 {
-		t.Errorf("%d unresolved members counted as kept after one resolved, want 1", kept)
+	count := func() (n int) {
+		for _, m := range tb.SessionMembers(nil) {
+			if m.PID != 200 && m.Kept {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(); n != 0 {
+		t.Errorf("no budget: %d members counted as kept, want 0 (not decided: not kept)", n)
+	}
+	tb.SetKeepResolve(1)
+	if n := count(); n != 1 {
+		t.Errorf("a budget of 1: %d members counted as kept, want 1", n)
+	}
+	if n := count(); n != 2 {
+		t.Errorf("a budget of 1, called again: %d members counted as kept, want 2", n)
 	}
 }
 

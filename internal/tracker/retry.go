@@ -174,7 +174,7 @@ func (t *Table) retryBelowLocked(p *Proc, a *Agent) {
 			switch {
 			case c.dead:
 				walk(c)
-			case a.Reason != ReasonManual && t.keptLocked(c, c.session):
+			case t.sparedLocked(c, c.session, a.Reason):
 			default:
 				t.retryLocked(c, a, a.Attempt, a.FirstDeadline, at)
 			}

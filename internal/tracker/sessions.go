@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -121,14 +122,25 @@ func (t *Table) newSessionLocked(p *Proc, rule string) *Session {
 // parent's session. A process first seen by a scan (polling, or a fork
 // event that was lost) joins only while the session's agent lives: seen
 // after the agent's exit, its lineage is unknown and it is left alone.
+// forked: p was just forked (a fork event), so its keep marks are decided
+// from its parent's now (forkMarksLocked).
 func (t *Table) inheritLocked(p *Proc, forked bool) {
 	par := p.parent
 	if par == nil || par.session == nil || (!forked && par.session.agent == nil) {
 		return
 	}
 	t.addMemberLocked(par.session, p)
-	if par.keep == keepYes {
-		p.keep = keepYes
+	if forked {
+		t.forkMarksLocked(p, par)
+		return
+	}
+	// Seen by a scan: what its parent's marks already say, nothing read
+	// (a resync may add thousands); the rest is decided when needed.
+	if rootMemo(par, t.keepOverrideLocked(par)) == keepYes {
+		p.marks.root = keepYes
+	}
+	if t.keepEnv && (par.marks.env == keepYes || par.marks.envUp == keepYes) {
+		p.marks.envUp = keepYes
 	}
 }
 
@@ -161,7 +173,7 @@ func (t *Table) memberExitLocked(p *Proc, s *Session, fired, root bool, k *kill)
 		t.killAgainLocked(t.rootsBelowLocked(p, s, nil), s, *k)
 	case root && t.leftovers:
 		for _, c := range t.rootsBelowLocked(p, s, nil) {
-			if !t.keptLocked(c, s) {
+			if !t.sparedLocked(c, s, ReasonLeftover) {
 				t.queueLeftoverLocked(c, s)
 			}
 		}
@@ -204,7 +216,7 @@ func (t *Table) leftoversLocked(s *Session, agent *Proc) {
 		if q.dead || (s.reaped && agent != nil && descendsFrom(q, agent)) {
 			continue
 		}
-		if !isRoot(q, s) || t.keptLocked(q, s) {
+		if !isRoot(q, s) || t.sparedLocked(q, s, ReasonLeftover) {
 			continue
 		}
 		t.queueLeftoverLocked(q, s)
@@ -273,72 +285,239 @@ func (t *Table) queueLeftoverAtLocked(q *Proc, s *Session, deadline int64) {
 		zap.Int64("deadline_boot_ns", deadline))
 }
 
-// Keep marks, memoised per process.
+// Keep marks. Two notions, never confused:
+//
+//   - root-kept: root's word — a --keep rule matches the process, or a
+//     keep through the control socket names it, or either holds for an
+//     ancestor in its session. Exempt from every policy (max age, leftover
+//     kills, the resource limits, memory pressure) but a manual kill.
+//   - self-marked: REAPER_KEEP=1 in the process's own environment, or in
+//     that of an ancestor in its session (with --keep-env on). What a
+//     process says about itself only delays cleanup after its agent ends:
+//     it spares the process, with its descendants, from leftover kills and
+//     from its agent's tree kill at max age. It never removes an agent's
+//     own max age, and the limits and the pressure policy count and kill
+//     self-marked members like any other.
+//
+// A control-socket unkeep overrides both: the process is a candidate
+// again, whatever its environment or a rule says.
+//
+// An unresolved mark (not read yet, a read that failed) counts as not
+// kept, so no amount of renaming hides a member from a policy. Each part
+// is memoised on its own: a rule match is decided again at each rename and
+// exec (rules match the name and command line), the environment only at
+// exec (nothing else changes it). What a process descends from is decided
+// at fork, while the parent is still there to read (forkMarksLocked), and
+// stays.
 const (
 	keepUnknown int8 = iota
 	keepYes
 	keepNo
 )
 
-// keptLocked reports whether q is exempt: it matches a keep rule, its
-// environment holds REAPER_KEEP=1, or its nearest live ancestor in the same
-// session is kept. The environment is read only here, for processes that
-// would otherwise be killed.
-func (t *Table) keptLocked(q *Proc, s *Session) bool {
-	if o := t.keepOverrideLocked(q); o != keepUnknown {
-		q.keep = o // keep or unkeep by the operator (leases.go)
-		return o == keepYes
-	}
-	if q.keep == keepUnknown {
-		q.keep = keepNo
-		if t.ownKeepLocked(q) {
-			q.keep = keepYes
-		} else {
-			a := q.parent
-			for a != nil && a.dead {
-				a = a.parent
-			}
-			if a != nil && a.session == s && t.keptLocked(a, s) {
-				q.keep = keepYes
-			}
-		}
-	}
-	return q.keep == keepYes
+// keepMarks are one process's memoised marks, each keepUnknown, keepYes
+// or keepNo.
+type keepMarks struct {
+	rule  int8 // a --keep rule matches its own name and command line
+	root  int8 // it descends from a root-kept process in its session
+	env   int8 // its own environment holds REAPER_KEEP=1
+	envUp int8 // it descends from a self-marked process in its session
 }
 
-// inheritedKeep is the keep mark a process starts from after an exec or a
-// rename: kept if its parent is (a descendant of a kept process is kept
-// whatever it becomes), else to be decided again.
-func (t *Table) inheritedKeep(p *Proc) int8 {
-	if p.parent != nil && !p.parent.dead && p.parent.keep == keepYes {
+// or3 combines two marks of which either suffices.
+func or3(a, b int8) int8 {
+	switch {
+	case a == keepYes || b == keepYes:
 		return keepYes
+	case a == keepNo && b == keepNo:
+		return keepNo
 	}
 	return keepUnknown
 }
 
-// ownKeepLocked: q itself is marked to be kept, by rule or environment.
-func (t *Table) ownKeepLocked(q *Proc) bool {
+// liveParent is q's nearest live ancestor in the table.
+func liveParent(q *Proc) *Proc {
+	a := q.parent
+	for a != nil && a.dead {
+		a = a.parent
+	}
+	return a
+}
+
+// rootMemo is what q's memoised marks say of root's keep (o: q's keep
+// override), with nothing read.
+func rootMemo(q *Proc, o int8) int8 {
+	if o != keepUnknown {
+		return o
+	}
+	return or3(q.marks.rule, q.marks.root)
+}
+
+// rootKeptLocked decides whether q is root-kept. reads, when not nil,
+// bounds the /proc reads (command lines, for keep rules with :TEXT) it
+// may do, and is decreased by each; a mark it cannot decide without more
+// comes back keepUnknown.
+func (t *Table) rootKeptLocked(q *Proc, s *Session, reads *int) int8 {
+	if o := t.keepOverrideLocked(q); o != keepUnknown {
+		return o // keep or unkeep by the operator (leases.go)
+	}
+	if q.marks.root == keepYes {
+		return keepYes
+	}
+	own := t.ruleKeptLocked(q, reads)
+	if own == keepYes {
+		return keepYes
+	}
+	if q.marks.root == keepUnknown {
+		up := keepNo
+		if a := liveParent(q); a != nil && a.session == s && s != nil {
+			up = t.rootKeptLocked(a, s, reads)
+		}
+		if up == keepUnknown {
+			return keepUnknown
+		}
+		q.marks.root = up
+	}
+	return or3(own, q.marks.root)
+}
+
+// ruleKeptLocked decides whether a --keep rule matches q itself.
+func (t *Table) ruleKeptLocked(q *Proc, reads *int) int8 {
+	if q.marks.rule != keepUnknown {
+		return q.marks.rule
+	}
 	for _, r := range t.keep {
 		if !r.MatchComm(q.Comm) {
 			continue
 		}
 		if r.Text == "" {
-			return true
+			q.marks.rule = keepYes
+			return keepYes
 		}
 		if q.Cmdline == "" {
-			if cl, err := t.cfg.Proc.Cmdline(q.PID); err == nil {
-				q.Cmdline = cl
+			if reads != nil {
+				if *reads <= 0 {
+					return keepUnknown
+				}
+				*reads--
 			}
+			cl, err := t.cfg.Proc.Cmdline(q.PID)
+			if err != nil {
+				t.procErr(q.PID, err)
+				return keepUnknown
+			}
+			q.Cmdline = cl
 		}
 		if strings.Contains(q.Cmdline, r.Text) {
-			return true
+			q.marks.rule = keepYes
+			return keepYes
 		}
 	}
-	keep, err := t.cfg.Proc.KeepMarked(q.PID)
-	if err != nil {
-		t.procErr(q.PID, err)
+	q.marks.rule = keepNo
+	return keepNo
+}
+
+// selfMarkedLocked decides whether q is self-marked (REAPER_KEEP=1 in its
+// environment or an ancestor's in its session); keepNo whenever --keep-env
+// is off. reads as for rootKeptLocked (environments).
+func (t *Table) selfMarkedLocked(q *Proc, s *Session, reads *int) int8 {
+	if !t.keepEnv {
+		return keepNo
 	}
-	return keep
+	if t.keepOverrideLocked(q) == keepNo {
+		return keepNo // unkept: a candidate whatever its environment says
+	}
+	if q.marks.envUp == keepYes {
+		return keepYes
+	}
+	own := t.envMarkedLocked(q, reads)
+	if own == keepYes {
+		return keepYes
+	}
+	if q.marks.envUp == keepUnknown {
+		up := keepNo
+		if a := liveParent(q); a != nil && a.session == s && s != nil {
+			up = t.selfMarkedLocked(a, s, reads)
+		}
+		if up == keepUnknown {
+			return keepUnknown
+		}
+		q.marks.envUp = up
+	}
+	return or3(own, q.marks.envUp)
+}
+
+// envMarkedLocked reads q's own environment for REAPER_KEEP=1, once per
+// exec.
+func (t *Table) envMarkedLocked(q *Proc, reads *int) int8 {
+	if q.marks.env != keepUnknown {
+		return q.marks.env
+	}
+	if reads != nil {
+		if *reads <= 0 {
+			return keepUnknown
+		}
+		*reads--
+	}
+	marked, err := t.cfg.Proc.KeepMarked(q.PID)
+	if err != nil {
+		if !errors.Is(err, ErrNoEnviron) {
+			t.procErr(q.PID, err)
+		}
+		return keepUnknown
+	}
+	q.marks.env = keepNo
+	if marked {
+		q.marks.env = keepYes
+	}
+	return q.marks.env
+}
+
+// sparedLocked reports whether a kill for why leaves q (and what lies
+// below it) alone: never for a manual kill (an order); for a leftover kill
+// or an agent's tree at max age, when q is root-kept or self-marked; for
+// every other policy (memory, procs, idle, pressure), only when root-kept.
+// An unresolved mark spares nothing.
+func (t *Table) sparedLocked(q *Proc, s *Session, why Reason) bool {
+	switch why {
+	case ReasonManual:
+		return false
+	case ReasonLeftover, ReasonMaxAge:
+		return t.rootKeptLocked(q, s, nil) == keepYes || t.selfMarkedLocked(q, s, nil) == keepYes
+	}
+	return t.rootKeptLocked(q, s, nil) == keepYes
+}
+
+// forkMarksLocked decides the marks of p, just forked by parent into
+// parent's session. p starts with its parent's name, command line and a
+// copy of its environment, so its own marks are its parent's; what it
+// descends from is decided now, while the parent can still be read: a
+// marked parent that exits at once still leaves a marked child. The
+// parent's environment is read once (memoised on it, so once per process
+// and exec), only for session members, only with --keep-env on, and only
+// a bounded prefix of it (ProcReader.KeepMarked). If the parent is gone
+// already, the child's environment is read instead: it is the parent's
+// copy, unless the child has exec'd since.
+func (t *Table) forkMarksLocked(p, parent *Proc) {
+	s := p.session
+	p.marks.rule = parent.marks.rule
+	p.marks.root = t.rootKeptLocked(parent, s, nil)
+	if !t.keepEnv {
+		return
+	}
+	up := t.selfMarkedLocked(parent, s, nil)
+	p.marks.env = parent.marks.env
+	if up == keepUnknown {
+		if own := t.envMarkedLocked(p, nil); own == keepYes {
+			up = keepYes
+		} else if own == keepNo && parent.marks.envUp == keepNo {
+			up = keepNo
+		}
+	}
+	p.marks.envUp = up
+	if up == keepYes {
+		t.log.Debug("keep mark inherited at fork", zap.Int32("pid", p.PID), zap.Int32("parent", parent.PID))
+	}
 }
 
 // SetLeftovers sets the leftover policy: kill (or keep) and the grace. A
@@ -349,11 +528,27 @@ func (t *Table) SetLeftovers(kill bool, grace time.Duration) {
 	t.leftovers, t.leftoverGrace = kill, grace
 }
 
-// SetKeep replaces the keep rules. Marks already taken stay.
+// SetKeep replaces the keep rules: every process's own rule match is
+// decided again; a keep a process took from its ancestors stays.
 func (t *Table) SetKeep(rules []Rule) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.keep = rules
+	for _, p := range t.procs {
+		p.marks.rule = keepUnknown
+		if p.marks.root == keepNo {
+			p.marks.root = keepUnknown
+		}
+	}
+}
+
+// SetKeepEnv turns the REAPER_KEEP=1 marker on or off (--keep-env). Off,
+// it is ignored altogether and nothing is read; turned on again, marks
+// are decided from then on (forks meanwhile were not looked at).
+func (t *Table) SetKeepEnv(on bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.keepEnv = on
 }
 
 // LeftoverView is a leftover waiting for its kill.
@@ -415,7 +610,11 @@ type MemberState struct {
 	Rule    string    `json:"session_rule"`
 	// ExitedAt is the session agent's exit (boottime), 0 while it lived.
 	ExitedAt int64 `json:"agent_exited_at,omitempty"`
-	Keep     bool  `json:"keep,omitempty"`
+	// Keep: self-marked (REAPER_KEEP=1, its own or inherited), which a
+	// restart could not tell again once the marked parent is gone.
+	// RootKeep: root-kept by descent from a kept process.
+	Keep     bool `json:"keep,omitempty"`
+	RootKeep bool `json:"root_keep,omitempty"`
 }
 
 // SessionGen changes whenever session membership changes, so a caller can
@@ -435,7 +634,7 @@ func (t *Table) SessionState() []MemberState {
 	for _, s := range t.sessions {
 		for q := s.head; q != nil; q = q.snext {
 			out = append(out, MemberState{PID: q.PID, Start: q.Start, Session: s.ID, Comm: s.Comm, Rule: s.Rule,
-				ExitedAt: s.ExitedAt, Keep: q.keep == keepYes})
+				ExitedAt: s.ExitedAt, Keep: q.marks.env == keepYes || q.marks.envUp == keepYes, RootKeep: q.marks.root == keepYes})
 		}
 	}
 	return out
@@ -488,7 +687,10 @@ func (t *Table) RestoreSessions(state []MemberState) int {
 			n++
 		}
 		if m.Keep {
-			p.keep = keepYes
+			p.marks.envUp = keepYes
+		}
+		if m.RootKeep {
+			p.marks.root = keepYes
 		}
 		touched[s] = true
 	}

@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -143,24 +144,45 @@ func TestSessionReapedAgentLeavesNoLeftovers(t *testing.T) {
 	tb.Release(fired[0].Proc())
 }
 
-// A kept agent is exempt from max age, with its descendants from leftovers.
+// An agent with REAPER_KEEP=1 in its environment still has its max age,
+// and its sessions's limits apply: the mark only spares its descendants
+// from leftover kills. An agent a --keep rule matches is exempt from max
+// age and from the limits.
 func TestSessionKeptAgent(t *testing.T) {
 	procs := newFakeProcs()
 	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{},
-		Leftovers: true, LeftoverGrace: grace})
+		Leftovers: true, LeftoverGrace: grace, Keep: []Rule{must(ParseRule("claude:--kept"))}})
 	tb.Merge(must(procs.Scan()), false)
 	tb.Apply(fork(100, 200, 1_000))
 	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
 	procs.keep[200] = true
 	tb.Apply(execEv(200))
-	if len(agents(tb)) != 0 {
-		t.Fatal("a REAPER_KEEP=1 agent was queued for max age")
+	if a, ok := agents(tb)[200]; !ok || a.Reason != ReasonMaxAge {
+		t.Fatalf("a REAPER_KEEP=1 agent was not queued for max age: %+v", agents(tb))
+	}
+	id, _ := tb.SessionOf(200)
+	for _, m := range tb.SessionMembers(nil) {
+		if m.Session == id && (m.Exempt || m.Kept) {
+			t.Errorf("a REAPER_KEEP=1 agent's session is exempt from the limits: %+v", m)
+		}
 	}
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
 	tb.Apply(exitEv(200, 200, 10_000))
 	if lo := leftovers(tb); len(lo) != 0 {
-		t.Fatalf("a kept agent's descendants were queued: %v", lo)
+		t.Fatalf("a self-marked agent's descendants were queued: %v", lo)
+	}
+
+	tb.Apply(fork(100, 300, 11_000))
+	procs.stat[300] = ProcInfo{PID: 300, PPID: 100, Start: FromTicks(1_000), Comm: "claude", State: 'S'}
+	procs.cmdline[300] = "claude --kept"
+	tb.Apply(execEv(300))
+	if a, ok := agents(tb)[300]; ok {
+		t.Fatalf("an agent a --keep rule matches was queued: %+v", a)
+	}
+	id3, _ := tb.SessionOf(300)
+	if _, err := tb.KillSession(id3, ReasonMemory, Figures{Procs: 1}); !errors.Is(err, ErrExempt) {
+		t.Errorf("KillSession of a root-kept agent's session: %v, want ErrExempt", err)
 	}
 }
 

@@ -43,7 +43,9 @@ type ProcReader interface {
 	Stat(pid int32) (ProcInfo, error)
 	Cmdline(pid int32) (string, error)
 	// KeepMarked reports whether the process's environment holds
-	// REAPER_KEEP=1.
+	// REAPER_KEEP=1. An environment that cannot be read because the
+	// process is exiting (a zombie has none) satisfies ErrGone; one that
+	// gives no answer (being replaced by execve, or empty), ErrNoEnviron.
 	KeepMarked(pid int32) (bool, error)
 	// Cgroup reads /proc/PID/cgroup (cgroup.go: when, and what it costs).
 	Cgroup(pid int32) (cgroupinfo.Info, error)
@@ -76,12 +78,16 @@ type Config struct {
 	Queue  *Deadlines
 	Log    *zap.Logger
 	// Leftovers: kill the members of a session still alive LeftoverGrace
-	// after its agent exited (false: keep them). Keep rules exempt
-	// processes (and their descendants) from leftover kills and, for
-	// agents, from max age; so does REAPER_KEEP=1 in the environment.
+	// after its agent exited (false: keep them). Keep rules are root's
+	// word: they exempt processes (and their descendants) from every
+	// policy but a manual kill, max age included. REAPER_KEEP=1 in a
+	// process's environment only spares it (and its descendants) from
+	// leftover kills and from its agent's tree kill at max age; NoKeepEnv
+	// (--keep-env=false) ignores it. See sessions.go, "Keep marks".
 	Leftovers     bool
 	LeftoverGrace time.Duration
 	Keep          []Rule
+	NoKeepEnv     bool
 	// DryRun: a fired deadline kills nothing, so an agent fired in a dry
 	// run still leaves leftovers when it exits.
 	DryRun bool
@@ -118,10 +124,10 @@ type Proc struct {
 	forkCopy bool
 
 	// session is the session p belongs to (sessions.go); snext and sprev
-	// link its members. keep memoises whether p is exempt (keepYes/No).
+	// link its members. marks memoises p's keep marks (sessions.go).
 	session      *Session
 	snext, sprev *Proc
-	keep         int8
+	marks        keepMarks
 	// killFor is the session whose kill p's queued or fired agent counts
 	// toward (Session.pending), until the agent leaves the queue or the
 	// reaper releases p (resources.go).
@@ -164,6 +170,7 @@ type Table struct {
 	leftovers     bool
 	leftoverGrace time.Duration
 	keep          []Rule
+	keepEnv       bool  // REAPER_KEEP=1 is honoured (--keep-env)
 	exitAt        int64 // the exit event's time while exit() removes a process
 
 	// Leases and keeps given through the control socket (leases.go), by
@@ -173,7 +180,7 @@ type Table struct {
 
 	// maxProcs is the session process limit checked at fork (resources.go).
 	maxProcs   int
-	keepBudget int // SessionMembers: environments read per call (SetKeepResolve)
+	keepBudget int // SessionMembers: command lines read per call to decide keep rules (SetKeepResolve)
 
 	// exited holds the exits Exited was told of (exited.go), by PID, until
 	// a scan no longer shows them; guarded by mu.
@@ -199,7 +206,8 @@ func NewTable(cfg Config) *Table {
 		cfg.Queue = &Deadlines{}
 	}
 	t := &Table{cfg: cfg, procs: make(map[int32]*Proc, 1024), log: cfg.Log,
-		sessions: map[SessionID]*Session{}, leftovers: cfg.Leftovers, leftoverGrace: cfg.LeftoverGrace, keep: cfg.Keep}
+		sessions: map[SessionID]*Session{}, leftovers: cfg.Leftovers, leftoverGrace: cfg.LeftoverGrace, keep: cfg.Keep,
+		keepEnv: !cfg.NoKeepEnv}
 	t.maxAge.Store(int64(cfg.MaxAge))
 	t.deadline = t.agentDeadline
 	return t
@@ -448,6 +456,11 @@ func (t *Table) exec(pid int32) {
 		var start Start
 		if p := t.procs[pid]; p != nil {
 			start = p.Start
+			// Its environment and name changed unread (it may have exited
+			// at once, as `REAPER_KEEP=1 sh -c 'x & exit'` does): the marks
+			// copied from its parent at fork say nothing any more. A fork it
+			// made meanwhile reads it again, or its child's copy.
+			p.marks.rule, p.marks.env = keepUnknown, keepUnknown
 		}
 		t.readFailLocked(pid, start, retryExec, err)
 		return
@@ -486,7 +499,9 @@ func (t *Table) execLocked(pid int32, info ProcInfo) {
 // process under a new name calls it too: the exec may be among the events
 // lost.
 func (t *Table) execKeepLocked(p *Proc) {
-	p.keep = t.inheritedKeep(p)
+	// A new name, command line and environment: the keep rules and
+	// REAPER_KEEP=1 are decided again; what p descends from stays.
+	p.marks.rule, p.marks.env = keepUnknown, keepUnknown
 }
 
 func (t *Table) comm(pid int32, name []byte, at int64) {
@@ -507,7 +522,9 @@ func (t *Table) comm(pid int32, name []byte, at int64) {
 			zap.String("was", p.Comm), zap.String("rule", a.Rule))
 	}
 	p.Comm = procevents.CommString(name)
-	p.keep = t.inheritedKeep(p) // --keep rules match the new name
+	// --keep rules match the new name; the environment is the same (only
+	// exec changes it), so a REAPER_KEEP=1 read already stands.
+	p.marks.rule = keepUnknown
 	// process.title rewrites the command line too; read it again.
 	t.ownIdentityLocked(p, "rename")
 	t.matchLocked(p, true)
@@ -794,7 +811,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	if s := p.session; s != nil && s.agent == p {
 		// Its session's agent without a queued deadline: kept, or its pin
 		// failed. What it is was decided when it was matched.
-		if !t.keptLocked(p, s) {
+		if t.rootKeptLocked(p, s, nil) != keepYes {
 			t.queueAgentLocked(p, s.Rule, s.Comm, s.cmdline, s.Cgroup)
 		}
 		return
@@ -830,8 +847,10 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 		s := t.newSessionLocked(p, rule)
 		s.Cgroup, s.cmdline = cg, p.Cmdline
 	}
-	if t.keptLocked(p, p.session) {
-		return // exempt from max age, with its descendants
+	if t.rootKeptLocked(p, p.session, nil) == keepYes {
+		// Root's keep (a --keep rule, a control-socket keep) exempts an
+		// agent from max age; its own REAPER_KEEP=1 does not.
+		return
 	}
 	t.queueAgentLocked(p, rule, p.Comm, p.Cmdline, cg)
 }
@@ -986,23 +1005,32 @@ type Target struct {
 // Descendants appends to buf every live descendant of p, parents before
 // children, including processes forked since the last call. Entries of
 // processes that exited while held are walked through, not returned. A
-// kept process (a --keep rule, REAPER_KEEP=1) is left out with everything
-// below it: whatever kills p's tree, what the user asked to keep survives.
-// Its environment is read here, only for processes about to be signalled.
+// process the kill for why spares (sparedLocked: root's keep for every
+// reason but manual; REAPER_KEEP=1 too for a leftover kill and an agent's
+// tree at max age) is left out with everything below it. Marks are read
+// here, only for processes about to be signalled.
 func (t *Table) Descendants(p *Proc, why Reason, buf []Target) []Target {
-	spare := why != ReasonManual // kill is an order: what is kept dies too
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var walk func(n *Proc)
 	walk = func(n *Proc) {
+		start := len(buf)
 		for c := n.child; c != nil; c = c.next {
-			if !c.dead && (!spare || !t.keptLocked(c, c.session)) {
+			if !c.dead && !t.sparedLocked(c, c.session, why) {
 				buf = append(buf, Target{PID: c.PID, Start: c.Start, Comm: c.Comm, Kthread: c.Kthread})
 			}
 		}
+		// Into the dead and the targets just taken, in the same order
+		// (buf[start:end]); a spared process is left alone with its
+		// descendants. Not asked twice: an unresolved mark may resolve.
+		j, end := start, len(buf)
 		for c := n.child; c != nil; c = c.next {
-			if c.dead || !spare || c.keep != keepYes {
-				walk(c) // a kept process is left alone with its descendants
+			switch {
+			case c.dead:
+				walk(c)
+			case j < end && buf[j].PID == c.PID && buf[j].Start == c.Start:
+				j++
+				walk(c)
 			}
 		}
 	}
