@@ -183,8 +183,11 @@ func ourPidfd(pid int) int {
 		switch {
 		case mine && alive:
 			return fd
-		case alive && len(env) == 0 && time.Now().Before(end):
-			continue // in the middle of execve(2), environ reads empty
+		case alive && !mine && time.Now().Before(end):
+			// In the middle of execve(2), environ reads empty or cut short
+			// (a read racing the new stack's setup): read it again while
+			// the process lives, within the bound.
+			continue
 		}
 		unix.Close(fd)
 		return -1
