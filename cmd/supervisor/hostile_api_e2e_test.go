@@ -682,7 +682,11 @@ func TestIntegrationHostileAPIStreamLimit(t *testing.T) {
 
 // PID@START: a control command that names a process with a start time it
 // does not have is refused and changes nothing; with the start /agents
-// shows, it works. kill --force, which can name any process, too.
+// shows, it works. kill --force, which can name any process, too. A stale
+// START is simulated: the PID is the same live process, named with its
+// start moved by an hour or a second, which is what the daemon sees when
+// the PID was reused meanwhile (it compares the live process's start); no
+// PID is actually reused here.
 func TestIntegrationHostilePIDStart(t *testing.T) {
 	needRoot(t)
 	sock := ctlSocket(t)
