@@ -844,3 +844,57 @@ func TestLimitListenerCaps(t *testing.T) {
 	}
 	ln.mu.Unlock()
 }
+
+// A keep-alive connection to a TCP listener is let go after
+// tcpConnRequests requests: the last answer says Connection: close and the
+// daemon closes it. (Before, a client sending a request before each idle
+// timeout held its connection for good.)
+func TestIntegrationHostileHTTPConnectionLifetime(t *testing.T) {
+	needRoot(t)
+	d := startDaemon(t, "--max-age", "1h")
+	c, err := net.DialTimeout("tcp", d.addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	br := bufio.NewReader(c)
+	for i := 1; i <= tcpConnRequests; i++ {
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("answer %d: %s", i, resp.Status)
+		}
+		if resp.Close != (i == tcpConnRequests) {
+			t.Fatalf("answer %d: Connection: close %v, want it on answer %d only", i, resp.Close, tcpConnRequests)
+		}
+	}
+	if n, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after answer %d: read %v %v, want the daemon to close the connection", tcpConnRequests, n, err)
+	}
+}
+
+// spent: the requests and the age that end a TCP connection.
+func TestConnAgeSpent(t *testing.T) {
+	req := func(ca *connAge) *http.Request {
+		r, _ := http.NewRequest("GET", "/healthz", nil)
+		return r.WithContext(context.WithValue(r.Context(), connAgeKey{}, ca))
+	}
+	if bare, _ := http.NewRequest("GET", "/healthz", nil); spent(bare) {
+		t.Error("a request with no connection record: spent")
+	}
+	young := &connAge{start: time.Now()}
+	if spent(req(young)) {
+		t.Error("a new connection's first request: spent")
+	}
+	if !spent(req(&connAge{start: time.Now().Add(-tcpConnLifetime - time.Second)})) {
+		t.Errorf("a connection older than %s: not spent", tcpConnLifetime)
+	}
+}
