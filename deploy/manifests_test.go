@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -467,40 +469,63 @@ func TestManifests(t *testing.T) {
 		}
 	}
 
-	// Probes on /healthz at the loopback listener the config sets.
+	// The loopback listener, for a look from the node: a loopback address
+	// (the Host check; nothing else on the cluster network reaches it).
 	listen := conf["REAPER_LISTEN"]
-	lhost, lport, err := net.SplitHostPort(listen)
-	if err != nil || !net.ParseIP(lhost).IsLoopback() {
-		t.Fatalf("REAPER_LISTEN=%q: want a loopback address (the probes' Host check)", listen)
-	}
-	for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
-		if p == nil || p.HTTPGet == nil {
-			t.Errorf("no %s httpGet probe", name)
-			continue
-		}
-		g := p.HTTPGet
-		if g.Path != "/healthz" || g.Host != lhost || g.Port.String() != lport {
-			t.Errorf("%s probe %s:%s%s, want %s:%s/healthz", name, g.Host, g.Port.String(), g.Path, lhost, lport)
-		}
+	if lhost, _, err := net.SplitHostPort(listen); listen != "" && (err != nil || !net.ParseIP(lhost).IsLoopback()) {
+		t.Errorf("REAPER_LISTEN=%q: want a loopback address", listen)
 	}
 
 	// /agents and /events are on the API socket, beside the control
 	// socket (default /run/agent-supervisor): with a read-only root
 	// filesystem their directory must be on a writable volume, or the
-	// daemon cannot start (and kubectl exec ... supervisor status has
-	// nothing to read).
-	sockDir := "/run/agent-supervisor"
-	if v := conf["REAPER_CONTROL_SOCKET"]; v != "" {
-		sockDir = path.Dir(v)
+	// daemon cannot start (and the probes and kubectl exec ... supervisor
+	// status have nothing to ask).
+	apiSock := apiSocketOf(conf, c)
+	if apiSock == "" {
+		t.Fatal("the API socket is disabled: the probes ask it")
 	}
-	if v := conf["REAPER_API_SOCKET"]; v != "" && v != "auto" {
-		sockDir = path.Dir(v)
-	}
+	sockDir := path.Dir(apiSock)
 	if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
 		mp := path.Clean(m.MountPath)
 		return !m.ReadOnly && (mp == sockDir || strings.HasPrefix(sockDir, mp+"/"))
 	}) {
 		t.Errorf("the API and control sockets' directory %s is on no writable volume (the root filesystem is read-only)", sockDir)
+	}
+
+	// The probes: supervisor health, the image's binary, on that socket,
+	// giving up before the kubelet does. Not an httpGet or tcpSocket on a
+	// TCP listener: anyone who reaches it can hold all its connections,
+	// and a refused probe restarts the pod.
+	entry := dockerEntrypoint(t)
+	for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		if p == nil || p.Exec == nil || p.HTTPGet != nil || p.TCPSocket != nil || p.GRPC != nil {
+			t.Errorf("%s probe %+v: want an exec probe running supervisor health", name, p)
+			continue
+		}
+		cmd := p.Exec.Command
+		if len(cmd) < 2 || cmd[0] != entry || cmd[1] != "health" {
+			t.Errorf("%s probe runs %q, want [%s health ...] (the image's entrypoint)", name, cmd, entry)
+			continue
+		}
+		flags, err := probeFlags(cmd[2:])
+		if err != nil {
+			t.Errorf("%s probe %q: %v", name, cmd, err)
+			continue
+		}
+		asked := healthSocket(flags, c)
+		if asked != apiSock {
+			t.Errorf("%s probe asks %q, but the daemon's API socket is %s", name, asked, apiSock)
+		}
+		timeout := 3 * time.Second // supervisor health's default (cmd/supervisor healthTimeout)
+		if v, ok := flags["--timeout"]; ok {
+			if timeout, err = time.ParseDuration(v); err != nil || timeout <= 0 {
+				t.Errorf("%s probe --timeout %q: want a positive duration", name, v)
+			}
+		}
+		if limit := time.Duration(max(p.TimeoutSeconds, 1)) * time.Second; timeout >= limit {
+			t.Errorf("%s probe: supervisor health waits %s, the kubelet %s: it must give up first, with its message", name, timeout, limit)
+		}
 	}
 
 	// Scraping: the annotations name the --metrics-listen port, which is
@@ -565,4 +590,100 @@ func volumeAt(t *testing.T, ps corev1.PodSpec, c corev1.Container, dir string) c
 	}
 	t.Fatalf("nothing is mounted at %s", dir)
 	return corev1.Volume{}
+}
+
+// apiSocketOf is the daemon's API socket as the container's environment
+// and config file set it (the environment wins, as in the daemon): the
+// default beside the control socket unless REAPER_API_SOCKET names one; ""
+// when it is disabled.
+func apiSocketOf(conf map[string]string, c corev1.Container) string {
+	get := func(k string) (string, bool) {
+		if e := envOf(c, k); e != nil {
+			return e.Value, true
+		}
+		v, ok := conf[k]
+		return v, ok
+	}
+	ctl := "/run/agent-supervisor/control.sock"
+	if v, ok := get("REAPER_CONTROL_SOCKET"); ok {
+		ctl = v
+	}
+	v, ok := get("REAPER_API_SOCKET")
+	switch {
+	case ok && v != "auto":
+		return v
+	case ctl == "":
+		return ""
+	}
+	return path.Join(path.Dir(ctl), "api.sock")
+}
+
+// healthSocket is the API socket supervisor health asks with these flags
+// in the container's environment (cmd/supervisor apiFlags.resolve): it
+// reads no config file.
+func healthSocket(flags map[string]string, c corev1.Container) string {
+	env := func(k string) string {
+		if e := envOf(c, k); e != nil {
+			return e.Value
+		}
+		return ""
+	}
+	beside := func(ctl string) string { return path.Join(path.Dir(ctl), "api.sock") }
+	if v, ok := flags["--api-socket"]; ok {
+		return v
+	}
+	if v, ok := flags["--control-socket"]; ok {
+		return beside(v)
+	}
+	if v := env("REAPER_API_SOCKET"); v != "" && v != "auto" {
+		return v
+	}
+	if v := env("REAPER_CONTROL_SOCKET"); v != "" {
+		return beside(v)
+	}
+	return "/run/agent-supervisor/api.sock"
+}
+
+// probeFlags reads supervisor health's flags (--name value or
+// --name=value); anything else is an error.
+func probeFlags(args []string) (map[string]string, error) {
+	out := map[string]string{}
+	for i := 0; i < len(args); i++ {
+		name, v, eq := strings.Cut(args[i], "=")
+		switch name {
+		case "--api-socket", "--control-socket", "--timeout":
+		default:
+			return nil, fmt.Errorf("%q is no flag of supervisor health", args[i])
+		}
+		if !eq {
+			if i++; i == len(args) {
+				return nil, fmt.Errorf("%s without a value", name)
+			}
+			v = args[i]
+		}
+		out[name] = v
+	}
+	return out, nil
+}
+
+// dockerEntrypoint is the final stage's ENTRYPOINT: the binary's path in
+// the image.
+func dockerEntrypoint(t *testing.T) string {
+	t.Helper()
+	st := stages(parseDockerfile(readFile(t, "../Dockerfile")))
+	if len(st) == 0 {
+		t.Fatal("the Dockerfile has no stage")
+	}
+	var entry []string
+	for _, in := range st[len(st)-1].ins {
+		if in.cmd == "ENTRYPOINT" {
+			if err := json.Unmarshal([]byte(in.args), &entry); err != nil {
+				t.Fatalf("ENTRYPOINT %s: %v", in.args, err)
+			}
+		}
+	}
+	if len(entry) != 1 {
+		t.Fatalf("ENTRYPOINT %q: want the binary alone", entry)
+	}
+	return entry[0]
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -102,4 +103,68 @@ func (e *httpStatusError) Error() string {
 func statusError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	return &httpStatusError{status: resp.Status, body: printable(strings.TrimSpace(string(b)))}
+}
+
+// healthTimeout is how long health waits for the daemon by default: below
+// the DaemonSet probes' timeoutSeconds, so a slow answer is this command's
+// failure, with its message, not the kubelet's timeout.
+const healthTimeout = 3 * time.Second
+
+// healthCmd asks the daemon's API socket for /healthz and prints the JSON
+// it answers: the probe the DaemonSet runs (an exec probe), which reaches
+// the daemon through root's own connection slots, where no other user's
+// connections count. Exit 0: answered 200 (ready); 1: answered something
+// else (not ready, refused) or nothing answered within --timeout; 2: a
+// usage error.
+func healthCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	af := addAPIFlags(fs)
+	timeout := fs.Duration("timeout", healthTimeout, "how long to wait for the answer")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "usage: supervisor health %s [--timeout DURATION]\n"+
+				"  GET /healthz on the daemon's API socket (env REAPER_API_SOCKET; default %s beside the control socket, %s)\n"+
+				"  and print it; exit 0 when the daemon answers 200 (ready), 1 when it answers otherwise or not within\n"+
+				"  --timeout (default %s), 2 on a usage error\n",
+				apiUsage, apiSocketName, defaultControlSocket, healthTimeout)
+			return 0
+		}
+		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))
+		return 2
+	}
+	path := af.resolve(fs, "health", getenv, stderr)
+	if fs.NArg() > 0 || path == "" || *timeout <= 0 {
+		fmt.Fprintf(stderr, "supervisor: health: want %s [--timeout DURATION > 0] and no arguments\n", apiUsage)
+		return 2
+	}
+	resp, err := apiHTTP(path, *timeout).Get(apiURL("/healthz"))
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			fmt.Fprintf(stderr, "supervisor: health: no answer on %s within %s\n", path, *timeout)
+		} else {
+			fmt.Fprintln(stderr, apiError("health", path, err))
+		}
+		return 1
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		fmt.Fprintf(stderr, "supervisor: health: %s: reading the answer: %v\n", path, err)
+		return 1
+	}
+	stdout.Write(body)
+	if resp.StatusCode != http.StatusOK {
+		var h struct {
+			Status string `json:"status"`
+		}
+		why := printable(strings.TrimSpace(string(body)))
+		if json.Unmarshal(body, &h) == nil && h.Status != "" {
+			why = "status " + printable(h.Status)
+		}
+		fmt.Fprintf(stderr, "supervisor: health: not ready: %s answers %s: %.200s\n", path, resp.Status, why)
+		return 1
+	}
+	return 0
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,11 +43,30 @@ import (
 // descriptor, and the idle and read timeouts free what a silent client
 // holds. No one but root can take root's connections or /events streams,
 // and no one without access takes any from the permitted peers.
+//
+// The TCP listeners are anyone's: a client that sends a request just
+// before each idle timeout holds its connection as long as it likes, and
+// enough of them hold every slot of a listener. So each listener has its
+// own cap (holding --listen's leaves --metrics-listen's alone), one remote
+// address holds at most a few of a listener that is not on loopback (one
+// pod cannot take the node's metrics listener; on loopback every local
+// user has the same address), and a connection is closed after a bounded
+// number of requests or time, when its slot goes back to whoever connects
+// next. Nothing that matters waits on them: the probes go over the API
+// socket (supervisor health), where root has slots of its own.
 const (
-	// tcpMaxConns: --listen and --metrics-listen together. A probe or a
-	// scrape takes one for a few milliseconds; 64 leaves room for many
-	// scrapers, and a user holding all 64 is dropped by the timeouts.
-	tcpMaxConns = 64
+	// tcpMaxConns: each TCP listener's, --listen's and --metrics-listen's
+	// (together the 64 of the budget above). A probe or a scrape takes
+	// one for a few milliseconds.
+	tcpMaxConns = 32
+	// tcpConnsPerIP: one remote address's, on a listener bound to an
+	// address that is not loopback (the node's, 0.0.0.0).
+	tcpConnsPerIP = 8
+	// tcpConnRequests and tcpConnLifetime: a keep-alive connection is
+	// closed after its answer once it has served this many requests or is
+	// this old.
+	tcpConnRequests = 100
+	tcpConnLifetime = 30 * time.Second
 	// apiRootConns: root's connections to the API socket, which no other
 	// peer can use.
 	apiRootConns = 32
@@ -77,7 +97,8 @@ const (
 // peer, /events streams per peer, and what was refused. The zero value is
 // ready.
 type apiState struct {
-	tcpConns atomic.Int64
+	listenConns  atomic.Int64 // --listen
+	metricsConns atomic.Int64 // --metrics-listen
 
 	mu         sync.Mutex
 	rootConns  int
@@ -87,7 +108,8 @@ type apiState struct {
 	uidStreams map[uint32]int
 	streams    int // non-root streams
 
-	refusedTCP       atomic.Uint64 // past tcpMaxConns
+	refusedTCP       atomic.Uint64 // past a TCP listener's tcpMaxConns
+	refusedTCPPerIP  atomic.Uint64 // past tcpConnsPerIP
 	refusedConns     atomic.Uint64 // API socket, past a peer's cap
 	refusedForbidden atomic.Uint64 // API socket, neither root nor a member
 	refusedStreams   atomic.Uint64 // /events, past a peer's stream cap
@@ -108,12 +130,17 @@ func (a *apiState) warnRefusal(log *zap.Logger, msg string, fields ...zap.Field)
 }
 
 // limitListener accepts at most max connections at once on l, counted in
-// n; past that it accepts and closes at once.
+// n, and at most perIP from one remote address (perIP 0: no such cap);
+// past either it accepts and closes at once, and calls refused.
 type limitListener struct {
 	net.Listener
 	n       *atomic.Int64
 	max     int64
-	refused func()
+	perIP   int
+	refused func(remote netip.Addr, perIP bool)
+
+	mu   sync.Mutex
+	byIP map[netip.Addr]int // at most max entries, none at 0
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -122,14 +149,74 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.n.Add(1) > l.max {
-			l.n.Add(-1)
+		ip := remoteIP(c.RemoteAddr())
+		release, perIP := l.admit(ip)
+		if release == nil {
 			c.Close()
-			l.refused()
+			l.refused(ip, perIP)
 			continue
 		}
-		return &releaseConn{Conn: c, release: func() { l.n.Add(-1) }}, nil
+		return &releaseConn{Conn: c, release: release}, nil
 	}
+}
+
+// admit takes a slot for a connection from ip, or returns nil and whether
+// the per-address cap was the one in the way.
+func (l *limitListener) admit(ip netip.Addr) (release func(), perIP bool) {
+	if l.n.Add(1) > l.max {
+		l.n.Add(-1)
+		return nil, false
+	}
+	if l.perIP <= 0 {
+		return func() { l.n.Add(-1) }, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byIP[ip] >= l.perIP {
+		l.n.Add(-1)
+		return nil, true
+	}
+	if l.byIP == nil {
+		l.byIP = map[netip.Addr]int{}
+	}
+	l.byIP[ip]++
+	return func() {
+		l.mu.Lock()
+		if l.byIP[ip]--; l.byIP[ip] <= 0 {
+			delete(l.byIP, ip)
+		}
+		l.mu.Unlock()
+		l.n.Add(-1)
+	}, false
+}
+
+// remoteIP is a TCP peer's address, IPv4 in IPv6 as IPv4 (a dual-stack
+// listener sees both).
+func remoteIP(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// connAge is a TCP connection's start and how many requests it has served
+// (tcpConnRequests, tcpConnLifetime). Go's server runs one HTTP/1
+// connection's requests one after another, but the count is atomic anyway.
+type connAge struct {
+	start    time.Time
+	requests atomic.Int64
+}
+
+type connAgeKey struct{}
+
+// spent counts r on its connection and reports whether the connection has
+// served its share and should be closed after this answer.
+func spent(r *http.Request) bool {
+	ca, _ := r.Context().Value(connAgeKey{}).(*connAge)
+	if ca == nil {
+		return false
+	}
+	return ca.requests.Add(1) >= tcpConnRequests || time.Since(ca.start) >= tcpConnLifetime
 }
 
 // releaseConn gives its slot back when closed, once.
@@ -356,9 +443,9 @@ func (d *daemon) serveListener(ln net.Listener, addr string, handler http.Handle
 type apiCollector struct{ a *apiState }
 
 var (
-	descHTTPConns   = prometheus.NewDesc("supervisor_http_connections", "Connections open to the endpoints: tcp (--listen and --metrics-listen) or api (--api-socket).", []string{"listener"}, nil)
+	descHTTPConns   = prometheus.NewDesc("supervisor_http_connections", "Connections open to the endpoints: listen (--listen), metrics_listen (--metrics-listen) or api (--api-socket).", []string{"listener"}, nil)
 	descHTTPRefused = prometheus.NewDesc("supervisor_http_refused_total",
-		"Connections and streams refused: tcp_connections (past the TCP cap), api_connections (past a peer's cap on the API socket), api_forbidden (a peer neither root nor in --control-group), api_streams (past a peer's /events stream cap).",
+		"Connections and streams refused: tcp_connections (past a TCP listener's cap), tcp_per_ip (past one remote address's cap on a TCP listener not on loopback), api_connections (past a peer's cap on the API socket), api_forbidden (a peer neither root nor in --control-group), api_streams (past a peer's /events stream cap).",
 		[]string{"reason"}, nil)
 )
 
@@ -372,12 +459,13 @@ func (c apiCollector) Collect(ch chan<- prometheus.Metric) {
 	a.mu.Lock()
 	api := a.rootConns + a.groupConns + a.forbidden
 	a.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(descHTTPConns, prometheus.GaugeValue, float64(a.tcpConns.Load()), "tcp")
+	ch <- prometheus.MustNewConstMetric(descHTTPConns, prometheus.GaugeValue, float64(a.listenConns.Load()), "listen")
+	ch <- prometheus.MustNewConstMetric(descHTTPConns, prometheus.GaugeValue, float64(a.metricsConns.Load()), "metrics_listen")
 	ch <- prometheus.MustNewConstMetric(descHTTPConns, prometheus.GaugeValue, float64(api), "api")
 	for _, r := range []struct {
 		reason string
 		n      *atomic.Uint64
-	}{{"tcp_connections", &a.refusedTCP}, {"api_connections", &a.refusedConns},
+	}{{"tcp_connections", &a.refusedTCP}, {"tcp_per_ip", &a.refusedTCPPerIP}, {"api_connections", &a.refusedConns},
 		{"api_forbidden", &a.refusedForbidden}, {"api_streams", &a.refusedStreams}} {
 		ch <- prometheus.MustNewConstMetric(descHTTPRefused, prometheus.CounterValue, float64(r.n.Load()), r.reason)
 	}

@@ -7,10 +7,12 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
@@ -66,7 +68,7 @@ func (d *daemon) serveHTTP(listen string) (*httpServer, error) {
 	h := &httpServer{}
 	if listen != "" {
 		var err error
-		if h, err = d.serveTCP(listen); err != nil {
+		if h, err = d.serveTCP(listen, "--listen", &d.api.listenConns); err != nil {
 			return nil, err
 		}
 	}
@@ -79,21 +81,37 @@ func (d *daemon) serveHTTP(listen string) (*httpServer, error) {
 	return h, nil
 }
 
-// serveTCP listens on listen and serves tcpRoutes until stop, within the
-// connection cap and timeouts (apisocket.go).
-func (d *daemon) serveTCP(listen string) (*httpServer, error) {
+// serveTCP listens on listen (the flag's value; flag names it) and serves
+// tcpRoutes until stop, within the listener's connection caps (counted in
+// conns), timeouts and connection lifetime (apisocket.go).
+func (d *daemon) serveTCP(listen, flag string, conns *atomic.Int64) (*httpServer, error) {
 	tl, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", listen, err)
 	}
-	ln := &limitListener{Listener: tl, n: &d.api.tcpConns, max: tcpMaxConns, refused: func() {
+	addr := tl.Addr().String()
+	ln := &limitListener{Listener: tl, n: conns, max: tcpMaxConns, refused: func(remote netip.Addr, perIP bool) {
+		if perIP {
+			d.api.refusedTCPPerIP.Add(1)
+			d.api.warnRefusal(d.log, "http: connection closed: this address has its most connections open on "+flag,
+				zap.String("remote", remote.String()), zap.Int("max_per_address", tcpConnsPerIP), zap.String("listen", addr))
+			return
+		}
 		d.api.refusedTCP.Add(1)
-		d.api.warnRefusal(d.log, "http: connection closed: the TCP listeners have their most connections open",
-			zap.Int("max", tcpMaxConns))
+		d.api.warnRefusal(d.log, "http: connection closed: "+flag+" has its most connections open",
+			zap.Int("max", tcpMaxConns), zap.String("listen", addr))
 	}}
+	// On loopback every local user connects from the same address: a cap
+	// per address would be one more cap on them all.
+	if ta, ok := tl.Addr().(*net.TCPAddr); !ok || !ta.IP.IsLoopback() {
+		ln.perIP = tcpConnsPerIP
+	}
 	listenHost, _, _ := net.SplitHostPort(listen)
 	routes := d.tcpRoutes()
-	return d.serveListener(ln, tl.Addr().String(), func(w http.ResponseWriter, r *http.Request) {
+	return d.serveListener(ln, addr, func(w http.ResponseWriter, r *http.Request) {
+		if spent(r) {
+			w.Header().Set("Connection", "close") // the server closes it after this answer
+		}
 		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 		if !allowedHost(r.Host, listenHost, local) {
 			http.Error(w, "forbidden: the Host header must be localhost, a loopback address or the --listen address (DNS rebinding protection)",
@@ -102,6 +120,9 @@ func (d *daemon) serveTCP(listen string) (*httpServer, error) {
 		}
 		routes.ServeHTTP(w, r)
 	}, &http.Server{
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, connAgeKey{}, &connAge{start: time.Now()})
+		},
 		ReadHeaderTimeout: tcpReadHeaderTimeout,
 		ReadTimeout:       tcpReadTimeout,
 		IdleTimeout:       tcpIdleTimeout,

@@ -19,7 +19,7 @@ import (
 
 var version = "dev"
 
-const commands = "run, init, once, status, events, history, fleet, migrate, extend, keep, unkeep, kill, reload, version"
+const commands = "run, init, once, status, health, events, history, fleet, migrate, extend, keep, unkeep, kill, reload, version"
 
 const usage = `usage: supervisor COMMAND [flags]
 
@@ -33,6 +33,9 @@ commands:
             on stdout (a drop-in for the process-reaper.js cron job)
   status    ask the running daemon what it tracks (its API socket:
             --api-socket PATH, or beside --control-socket PATH)
+  health    GET /healthz on the running daemon's API socket and print it:
+            exit 0 when ready, 1 when not or when nothing answers within
+            --timeout (default 3s); the Kubernetes probes run it
   events    follow the running daemon's event stream (--json, --types,
             --api-socket PATH)
   history   recent snapshots and kills (--since DUR, --json), from
@@ -55,8 +58,8 @@ commands:
             process)
   reload    what SIGHUP does; prints ok or the error
             (these five talk to the daemon's --control-socket, root only;
-            status and events read the API socket beside it, root or
-            --control-group)
+            status, health and events read the API socket beside it, root
+            or --control-group)
   version   print the version
 
 run, init, once, history, fleet and migrate take the same flags:
@@ -86,6 +89,8 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		return 0
 	case "status":
 		return statusCmd(rest, getenv, stdout, stderr)
+	case "health":
+		return healthCmd(rest, getenv, stdout, stderr)
 	case "init":
 		// Signals are forwarded, not obeyed: init stops when CMD exits.
 		return initCmd(rest, getenv, stdout, stderr)

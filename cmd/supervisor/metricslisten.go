@@ -10,7 +10,10 @@ import (
 // outcome, event type, memory kind: no process names, no command lines)
 // and /healthz (counts and states), so this one can be bound to the node's
 // address. /agents and /events are on the API socket only. The Host header
-// check, the connection cap and the timeouts apply as on --listen.
+// check, the timeouts and the connection lifetime apply as on --listen; its
+// connection cap is its own, so a client holding --listen's slots leaves
+// these alone, and on an address that is not loopback one remote address
+// holds at most tcpConnsPerIP of them (apisocket.go).
 
 // serveMetricsListen serves tcpRoutes on --metrics-listen; nil when it is
 // empty.
@@ -18,7 +21,7 @@ func (d *daemon) serveMetricsListen() (*httpServer, error) {
 	if d.cfg.MetricsListen == "" {
 		return nil, nil
 	}
-	h, err := d.serveTCP(d.cfg.MetricsListen)
+	h, err := d.serveTCP(d.cfg.MetricsListen, "--metrics-listen", &d.api.metricsConns)
 	if err != nil {
 		return nil, err
 	}
