@@ -203,3 +203,53 @@ func TestRetryDryRunAndPolicies(t *testing.T) {
 		t.Fatalf("retry changed by a policy: %+v", a)
 	}
 }
+
+// A fork copy of the agent (a worker that has not yet exec'd or renamed)
+// inside a kill is never unqueued by its own first rename: not while its
+// session's kill is in flight, and not once it is the retry of a kill that
+// failed.
+func TestRetryForkCopyRenameKeepsRetry(t *testing.T) {
+	tb, procs, clock := sessionTable(t)
+	// Forked 2 s after the agent: its own max age comes after the retry.
+	procs.stat[210] = ProcInfo{PID: 210, PPID: 200, Start: FromTicks(700), Comm: "claude", State: 'S'}
+	tb.Apply(fork(200, 210, uint64(2*time.Second)))
+	procs.stat[220] = ProcInfo{PID: 220, PPID: 200, Start: FromTicks(700), Comm: "claude", State: 'S'}
+	tb.Apply(fork(200, 220, uint64(2*time.Second)+1_000))
+	if _, ok := agents(tb)[210]; !ok {
+		t.Fatal("the fork copy is not queued")
+	}
+	first := agents(tb)[200]
+	clock.now = first.Deadline
+	fired := popOne(t, tb, clock.now, 200) // the reaper holds the agent: its session is being killed
+
+	rename := func(pid int32, name string) {
+		ev := commEv(pid, pid, name)
+		ev.Timestamp = uint64(clock.now - offset)
+		tb.Apply(ev)
+		if p, _ := tb.Lookup(pid); p.Comm != name {
+			t.Fatalf("%d: the rename was not applied: %q", pid, p.Comm)
+		}
+	}
+	before := agents(tb)[220]
+	rename(220, "worker")
+	if a, ok := agents(tb)[220]; !ok || a.Seq != before.Seq {
+		t.Fatalf("a fork copy renamed while its session's kill is in flight left the queue: %+v %v", a, ok)
+	}
+
+	// The agent dies, its fork copies survive: they are retried.
+	tb.Apply(exitEv(200, 200, uint64(clock.now-offset)))
+	queued, at := tb.Retry(fired, []Target{target(t, tb, 210), target(t, tb, 220)})
+	tb.Release(fired.Proc())
+	if len(queued) != 2 {
+		t.Fatalf("queued %v, want 210 and 220", queued)
+	}
+	rename(210, "worker")
+	procs.stat[220] = ProcInfo{PID: 220, PPID: 200, Start: FromTicks(700), Comm: "git", State: 'S'}
+	tb.Apply(execEv(220))
+	for _, pid := range []int32{210, 220} {
+		a, ok := agents(tb)[pid]
+		if !ok || a.Attempt != 1 || a.Deadline != at || a.FirstDeadline != first.Deadline {
+			t.Errorf("%d: the retry after its rename or exec: %+v %v, want attempt 1 due %d", pid, a, ok, at)
+		}
+	}
+}

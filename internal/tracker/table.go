@@ -861,19 +861,27 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 // is matches a rule; if not, it leaves the queue, and a session it heads
 // is dissolved. It never escapes its parent's session, which it stays a
 // member of. A failed read keeps it queued.
+//
+// A process inside a kill is never unqueued by something it did: not the
+// retry of a failed kill (Attempt > 0; a retry of an agent's kill keeps
+// the reason max_age), not one whose own kill is queued or in flight
+// (killFor), not a member of a session being killed.
 func (t *Table) ownIdentityLocked(p *Proc, cause string) {
 	if !p.forkCopy {
 		return
 	}
 	p.forkCopy = false
 	a := p.agent
-	if a == nil || a.Reason != ReasonMaxAge || !t.cfg.Queue.Queued(a) {
+	if a == nil || a.Reason != ReasonMaxAge || a.Attempt > 0 || p.killFor != nil || !t.cfg.Queue.Queued(a) {
+		return
+	}
+	if s := p.session; s != nil && t.busyLocked(s) {
 		return
 	}
 	if _, ok, err := t.matchRuleLocked(p, true); ok || err != nil {
 		return
 	}
-	if s := p.session; s != nil && s.agent == p && !t.busyLocked(s) {
+	if s := p.session; s != nil && s.agent == p {
 		t.reviveLocked(t.dissolveLocked(s, cause, nil))
 		return
 	}
