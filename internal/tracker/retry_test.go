@@ -204,6 +204,20 @@ func TestRetryDryRunAndPolicies(t *testing.T) {
 	}
 }
 
+// spawnLate is spawn for a fork at ts (monotonic ns) that /proc shows
+// starting in the same tick; without comm, the child is a fork copy.
+func spawnLate(tb *Table, procs *fakeProcs, parent, child int32, ts uint64, comm string) {
+	ticks := uint64((int64(ts) + offset) / Tick)
+	procs.stat[child] = ProcInfo{PID: child, PPID: parent, Start: FromTicks(ticks), Comm: procs.stat[parent].Comm, State: 'S'}
+	tb.Apply(fork(parent, child, ts))
+	if comm != "" {
+		info := procs.stat[child]
+		info.Comm = comm
+		procs.stat[child] = info
+		tb.Apply(execEv(child))
+	}
+}
+
 // A fork copy of the agent (a worker that has not yet exec'd or renamed)
 // inside a kill is never unqueued by its own first rename: not while its
 // session's kill is in flight, and not once it is the retry of a kill that
@@ -211,10 +225,8 @@ func TestRetryDryRunAndPolicies(t *testing.T) {
 func TestRetryForkCopyRenameKeepsRetry(t *testing.T) {
 	tb, procs, clock := sessionTable(t)
 	// Forked 2 s after the agent: its own max age comes after the retry.
-	procs.stat[210] = ProcInfo{PID: 210, PPID: 200, Start: FromTicks(700), Comm: "claude", State: 'S'}
-	tb.Apply(fork(200, 210, uint64(2*time.Second)))
-	procs.stat[220] = ProcInfo{PID: 220, PPID: 200, Start: FromTicks(700), Comm: "claude", State: 'S'}
-	tb.Apply(fork(200, 220, uint64(2*time.Second)+1_000))
+	spawnLate(tb, procs, 200, 210, uint64(2*time.Second), "")
+	spawnLate(tb, procs, 200, 220, uint64(2*time.Second)+1_000, "")
 	if _, ok := agents(tb)[210]; !ok {
 		t.Fatal("the fork copy is not queued")
 	}
@@ -251,5 +263,61 @@ func TestRetryForkCopyRenameKeepsRetry(t *testing.T) {
 		if !ok || a.Attempt != 1 || a.Deadline != at || a.FirstDeadline != first.Deadline {
 			t.Errorf("%d: the retry after its rename or exec: %+v %v, want attempt 1 due %d", pid, a, ok, at)
 		}
+	}
+}
+
+// A reload that changes the rules keeps the retries of a failed kill,
+// whatever the retried processes were matched as: the kill was decided
+// under the rules of its time. Dissolving a session never takes a retry
+// back either.
+func TestRetryKeptByReload(t *testing.T) {
+	tb, procs, clock := sessionTable(t)
+	// Forked 2 s after the agent: their own max age comes after the retry.
+	spawnLate(tb, procs, 200, 210, uint64(2*time.Second), "sleep")
+	spawnLate(tb, procs, 200, 260, uint64(2*time.Second)+1_000, "claude") // a nested agent
+	first := agents(tb)[200]
+	sid := first.Session
+	clock.now = first.Deadline
+	fired := popOne(t, tb, clock.now, 200)
+	tb.Apply(exitEv(200, 200, uint64(clock.now-offset)))
+	queued, at := tb.Retry(fired, []Target{target(t, tb, 210), target(t, tb, 260)})
+	tb.Release(fired.Proc())
+	if len(queued) != 2 {
+		t.Fatalf("queued %v, want 210 and 260", queued)
+	}
+	check := func(what string) {
+		t.Helper()
+		for _, pid := range []int32{210, 260} {
+			a, ok := agents(tb)[pid]
+			if !ok || a.Attempt != 1 || a.Deadline != at || a.Reason != ReasonMaxAge || a.Session != sid {
+				t.Errorf("%s: %d: %+v %v, want the retry (attempt 1, due %d, session %v)", what, pid, a, ok, at, sid)
+			}
+		}
+	}
+	check("before the reload")
+	tb.SetRules([]Rule{must(ParseRule("claude*"))}, nil) // the rule replaced: 260 would match claude*
+	check("rule replaced")
+	tb.SetRules([]Rule{must(ParseRule("npm*:agent"))}, nil) // the rule dropped
+	check("rule dropped")
+	tb.mu.Lock()
+	s := tb.sessions[sid]
+	if s != nil {
+		tb.dissolveLocked(s, "test", nil)
+	}
+	tb.mu.Unlock()
+	check("session dissolved")
+
+	// The agent's own retry survives its session's dissolution.
+	tb2, _, clock2 := sessionTable(t)
+	first = agents(tb2)[200]
+	clock2.now = first.Deadline
+	fired = popOne(t, tb2, clock2.now, 200)
+	tb2.Retry(fired, []Target{target(t, tb2, 200)})
+	tb2.Release(fired.Proc())
+	tb2.mu.Lock()
+	tb2.dissolveLocked(tb2.sessions[first.Session], "test", nil)
+	tb2.mu.Unlock()
+	if a, ok := agents(tb2)[200]; !ok || a.Attempt != 1 {
+		t.Errorf("the agent's retry after its session was dissolved: %+v %v", a, ok)
 	}
 }
