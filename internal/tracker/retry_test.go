@@ -321,3 +321,35 @@ func TestRetryKeptByReload(t *testing.T) {
 		t.Errorf("the agent's retry after its session was dissolved: %+v %v", a, ok)
 	}
 }
+
+// A survivor of a failed kill already queued for something due before the
+// retry (a nested agent's own max age) becomes the retry all the same, due
+// at the earlier of the two: then it is no nested agent a rename or a
+// reload could take off the queue.
+func TestRetryTakesEarlierEntry(t *testing.T) {
+	tb, procs, clock := sessionTable(t)
+	spawn(tb, procs, 200, 260, 1_500, "claude") // its max age comes 500 ns after the agent's
+	first := agents(tb)[200]
+	own := agents(tb)[260].Deadline
+	clock.now = first.Deadline
+	fired := popOne(t, tb, clock.now, 200)
+	tb.Apply(exitEv(200, 200, uint64(clock.now-offset)))
+	queued, at := tb.Retry(fired, []Target{target(t, tb, 260)})
+	tb.Release(fired.Proc())
+	if own >= at {
+		t.Fatalf("own deadline %d not before the retry %d", own, at)
+	}
+	a, ok := agents(tb)[260]
+	if len(queued) != 1 || queued[0] != 260 || !ok || a.Attempt != 1 || a.FirstDeadline != first.Deadline ||
+		a.Deadline != own || a.Reason != ReasonMaxAge || a.Session != first.Session {
+		t.Fatalf("queued %v, 260: %+v %v; want the retry (attempt 1, first deadline %d) due at its own deadline %d",
+			queued, a, ok, first.Deadline, own)
+	}
+	if n := tb.Queue().Retrying(); n != 1 {
+		t.Errorf("Retrying() = %d, want 1", n)
+	}
+	tb.SetRules([]Rule{must(ParseRule("npm*:agent"))}, nil)
+	if _, ok := agents(tb)[260]; !ok {
+		t.Error("a reload took the retry back")
+	}
+}
