@@ -138,7 +138,7 @@ type Proc struct {
 type Counters struct {
 	Events   [5]uint64 // fork, exec, comm, exit, other (threads included)
 	Resyncs  uint64
-	Stale    uint64 // events ignored because a newer process holds the pid
+	Stale    uint64 // events ignored: a newer process holds the pid, or older than a resync scan
 	ProcErrs uint64 // /proc reads that failed for another reason than a vanished process
 }
 
@@ -308,7 +308,12 @@ func (t *Table) Apply(ev *procevents.Event) {
 	if at < t.scanStart {
 		// Older than the resync scan, which already shows its effect: applied
 		// now, a fork could resurrect a process the scan saw gone, or link a
-		// child to an earlier holder of its parent's PID.
+		// child to an earlier holder of its parent's PID. Only what the
+		// scan cannot show is taken from it: the lineage of a fork whose
+		// child the scan added (staleFork).
+		if ev.Type == procevents.Fork && ev.Leader() && t.staleFork(ev, at) {
+			return
+		}
 		t.mu.Lock()
 		t.c.Stale++
 		t.mu.Unlock()
@@ -368,12 +373,32 @@ func (t *Table) fork(ev *procevents.Event, at int64) {
 	}
 }
 
+// staleFork handles a fork event stamped before the last resync scan
+// began (events queued across a netlink overflow arrive after the rescan).
+// The scan shows its effect, but not its lineage: a child it added after
+// its session's agent exited got no membership (inheritLocked). If the
+// child is in the table under the event's start, the event gives it that
+// membership (lateForkLocked, which checks the parent as fork does). It
+// reports whether the event was used.
+func (t *Table) staleFork(ev *procevents.Event, at int64) bool {
+	start := Start{NS: at, Exact: true}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.procs[ev.TGID]
+	if p == nil || p.dead || !p.Start.Same(start) {
+		return false // gone, or a newer holder of the PID: the scan's word stands
+	}
+	p.Start = start
+	t.lateForkLocked(p, ev.ParentTGID)
+	return true
+}
+
 // lateForkLocked handles the fork event of p, which a resync scan added
 // before the event arrived: the kernel names its parent, so it joins the
 // parent's session as a forked child does, whether or not the session's
 // agent still lives (a scan alone gives membership only while it does).
-// Its own children, if the scan saw them too, join by their fork events,
-// which follow.
+// So do the processes the scan linked below it that are in no session:
+// their own fork events may be among those lost.
 func (t *Table) lateForkLocked(p *Proc, ppid int32) {
 	if p.session != nil {
 		return
@@ -390,9 +415,25 @@ func (t *Table) lateForkLocked(p *Proc, ppid int32) {
 		p.PPID = ppid
 	}
 	t.inheritLocked(p, true)
-	if p.session != nil {
-		t.forkLimitLocked(p)
+	s := p.session
+	if s == nil {
+		return
 	}
+	var walk func(n *Proc)
+	walk = func(n *Proc) {
+		for c := n.child; c != nil; c = c.next {
+			if c.session != nil {
+				continue // in a session already, with what lies below it
+			}
+			if !c.dead {
+				t.addMemberLocked(s, c)
+				t.scanMarksLocked(c, n)
+			}
+			walk(c)
+		}
+	}
+	walk(p)
+	t.forkLimitLocked(p)
 }
 
 // thread counts a thread's fork or exit in its process. The exit of the
@@ -578,8 +619,9 @@ func (t *Table) Merge(scan []ProcInfo, resync bool) { t.MergeAt(scan, resync, 0)
 
 // MergeAt is Merge for a scan that began at boottime scanStart (0: unknown).
 // Events stamped before scanStart are ignored from then on (counted as
-// Stale): the scan shows their effect already. Call it from the goroutine
-// that calls Apply.
+// Stale): the scan shows their effect already, all but the lineage a fork
+// event gives a child the scan added (staleFork). Call it from the
+// goroutine that calls Apply.
 func (t *Table) MergeAt(scan []ProcInfo, resync bool, scanStart int64) {
 	t.scanStart = max(t.scanStart, scanStart)
 	t.mu.Lock()
