@@ -2,6 +2,8 @@ package tracker
 
 import (
 	"container/heap"
+	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -128,7 +130,13 @@ func (t *Table) retryLocked(q *Proc, a *Agent, n int, first, at int64) (ok, mine
 	if t.cfg.Pin != nil {
 		var err error
 		if fd, err = t.cfg.Pin(q.PID, q.Start); err != nil {
-			return false, false // gone (its exit follows) or reused: nothing of ours to kill
+			if errors.Is(err, ErrGone) {
+				return false, false // gone (its exit follows) or reused: nothing of ours to kill
+			}
+			// EMFILE, ENOMEM: queued without a pidfd all the same; the
+			// reaper pins it when it is due, checking its start time then.
+			fd = -1
+			t.procErr(q.PID, fmt.Errorf("pin kill retry %d (%s): %w", q.PID, q.Comm, err))
 		}
 	}
 	if q.Cmdline == "" {

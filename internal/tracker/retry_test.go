@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -352,4 +353,40 @@ func TestRetryTakesEarlierEntry(t *testing.T) {
 	if _, ok := agents(tb)[260]; !ok {
 		t.Error("a reload took the retry back")
 	}
+}
+
+// A survivor whose pidfd cannot be opened now (EMFILE) is retried all
+// the same, without one: the reaper pins it when it is due. Only a
+// process that is gone (or whose PID another holds) is not queued.
+func TestRetryPinFailure(t *testing.T) {
+	procs := newFakeProcs()
+	clock := &fakeClock{now: offset + 1_000}
+	var pinErr error
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock, Leftovers: true, LeftoverGrace: grace,
+		Pin: func(pid int32, s Start) (int, error) { return -1, pinErr }})
+	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	tb.Merge(must(procs.Scan()), false)
+	tb.Apply(fork(100, 200, 1_000))
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	tb.Apply(execEv(200))
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	spawn(tb, procs, 200, 220, 3_000, "sleep")
+	first := agents(tb)[200]
+	clock.now = first.Deadline
+	fired := popOne(t, tb, clock.now, 200)
+	tb.Apply(exitEv(200, 200, uint64(clock.now-offset)))
+	errs := tb.Stats().ProcErrs
+	pinErr = errEMFILE
+	queued, at := tb.Retry(fired, []Target{target(t, tb, 210)})
+	if a, ok := agents(tb)[210]; len(queued) != 1 || !ok || a.FD != -1 || a.Attempt != 1 || a.Deadline != at {
+		t.Fatalf("pin failed with EMFILE: queued %v, 210: %+v %v; want the retry without a pidfd", queued, a, ok)
+	}
+	if got := tb.Stats().ProcErrs; got != errs+1 {
+		t.Errorf("pin failure not counted: ProcErrs %d, was %d", got, errs)
+	}
+	pinErr = fmt.Errorf("pid 220: %w", ErrGone)
+	if queued, _ := tb.Retry(fired, []Target{target(t, tb, 220)}); len(queued) != 0 {
+		t.Errorf("a gone process was retried: %v", queued)
+	}
+	tb.Release(fired.Proc())
 }
