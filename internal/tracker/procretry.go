@@ -61,6 +61,8 @@ type retryState struct {
 	// retries themselves.
 	afterFunc func(time.Duration, func()) interface{ Stop() bool }
 
+	closed bool // Close: no timer is armed again
+
 	warned   bool
 	warnedAt int64 // boottime of the last warning
 	failed   int   // reads failed since the last warning
@@ -138,7 +140,7 @@ func (t *Table) armRetryLocked(now int64) {
 			next = q.due
 		}
 	}
-	if next == r.armed {
+	if next == r.armed || r.closed {
 		return
 	}
 	if r.timer != nil {
@@ -161,6 +163,9 @@ func (t *Table) runRetries() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := &t.retry
+	if r.closed {
+		return // fired as Close stopped it
+	}
 	r.timer, r.armed = nil, 0
 	now := t.cfg.Clock.Now()
 	var due []*procRetry
@@ -222,4 +227,19 @@ func (t *Table) RetriesPending() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.retry.pending)
+}
+
+// Close stops the /proc retry timer: no retry runs from then on, and none
+// is armed again. Call it at shutdown, once nothing feeds the table any
+// more. Calling it again does nothing.
+func (t *Table) Close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := &t.retry
+	r.closed = true
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+	r.armed = 0
 }

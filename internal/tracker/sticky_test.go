@@ -581,3 +581,50 @@ func TestStaleForkAfterResyncJoinsSession(t *testing.T) {
 		t.Errorf("descendants of 210: %v", desc)
 	}
 }
+
+// stopTimer counts its Stop calls.
+type stopTimer struct{ stops *int }
+
+func (s stopTimer) Stop() bool { *s.stops++; return true }
+
+// Close stops the /proc retry timer, arms none again and runs no retry
+// that fires meanwhile; a second Close does nothing.
+func TestCloseStopsProcRetryTimer(t *testing.T) {
+	procs := newFlakyProcs()
+	clock := &fakeClock{now: offset + 1_000}
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock})
+	armed, stops := 0, 0
+	tb.retry.afterFunc = func(d time.Duration, f func()) interface{ Stop() bool } {
+		armed++
+		return stopTimer{&stops}
+	}
+	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	tb.Merge(must(procs.Scan()), false)
+	tb.Apply(fork(100, 200, 1_000))
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	procs.cmdFails[200] = 1
+	tb.Apply(execEv(200))
+	if armed != 1 || tb.RetriesPending() != 1 {
+		t.Fatalf("after a failed read: %d timers armed, %d pending; want 1, 1", armed, tb.RetriesPending())
+	}
+	tb.Close()
+	if stops != 1 {
+		t.Fatalf("Close stopped the timer %d times, want 1", stops)
+	}
+	tb.Close()
+	if stops != 1 {
+		t.Errorf("a second Close stopped it again (%d)", stops)
+	}
+	clock.now += int64(time.Minute)
+	tb.runRetries() // the timer fired as it was being stopped
+	if _, ok := agents(tb)[200]; ok {
+		t.Error("a retry ran after Close")
+	}
+	tb.Apply(fork(100, 300, 2_000))
+	procs.stat[300] = ProcInfo{PID: 300, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	procs.cmdFails[300] = 1
+	tb.Apply(execEv(300))
+	if armed != 1 {
+		t.Errorf("a timer was armed after Close (%d in all)", armed)
+	}
+}
