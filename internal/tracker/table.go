@@ -36,8 +36,15 @@ func (i *ProcInfo) leaderDead() bool {
 // its threads is.
 func (i *ProcInfo) Live() bool { return !i.leaderDead() || i.Threads > 1 }
 
-// ProcReader reads /proc. The table only calls it from the goroutine that
-// feeds it events. Errors for a vanished process must satisfy
+// ProcReader reads /proc. It must be safe for concurrent use: the table
+// calls it from the goroutine that feeds it events (Apply, Merge), from
+// the /proc retry timer (runRetries), from the reaper's goroutines (Retry,
+// Descendants), from reloads, control commands and the resource sampler,
+// and from Exited (the init's reaper). Most calls hold the table's lock,
+// but Apply's exec and Exited read Stat without it, beside a locked call
+// from another goroutine; the daemon runs Scan beside them all. ProcFS is
+// safe: Stat's and KeepMarked's buffers are each guarded by a mutex, the
+// other reads use their own. Errors for a vanished process must satisfy
 // errors.Is(err, ErrGone).
 type ProcReader interface {
 	Stat(pid int32) (ProcInfo, error)
