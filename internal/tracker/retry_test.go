@@ -390,3 +390,35 @@ func TestRetryPinFailure(t *testing.T) {
 	}
 	tb.Release(fired.Proc())
 }
+
+// Stats never counts a queued retry as an agent (the queue's Retrying
+// counts it), whatever its reason; a retried leftover stays a leftover.
+func TestRetryNotCountedAsAgent(t *testing.T) {
+	tb, procs, clock := sessionTable(t)
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	spawn(tb, procs, 100, 300, 3_000, "claude") // another agent, in a session of its own
+	if st := tb.Stats(); st.Agents != 2 || st.Leftovers != 0 {
+		t.Fatalf("before: %+v, want 2 agents", st)
+	}
+	first := agents(tb)[200]
+	clock.now = first.Deadline
+	fired := popOne(t, tb, clock.now, 200)
+	tb.Retry(fired, []Target{target(t, tb, 200)})
+	tb.Release(fired.Proc())
+	if st, n := tb.Stats(), tb.Queue().Retrying(); st.Agents != 1 || st.Leftovers != 0 || n != 1 {
+		t.Fatalf("the agent's kill retried: %+v, retrying %d; want 1 agent (300), 1 retry", st, n)
+	}
+	// A leftover's kill fails: retried with the reason leftover, counted
+	// among the leftovers and the retries, not the agents.
+	tb2, procs2, clock2 := sessionTable(t)
+	spawn(tb2, procs2, 200, 210, 2_000, "sleep")
+	tb2.Apply(exitEv(200, 200, 10_000))
+	lo := leftovers(tb2)[210]
+	clock2.now = lo.Deadline
+	fired = popOne(t, tb2, clock2.now, 210)
+	tb2.Retry(fired, []Target{target(t, tb2, 210)})
+	tb2.Release(fired.Proc())
+	if st, n := tb2.Stats(), tb2.Queue().Retrying(); st.Agents != 0 || st.Leftovers != 1 || n != 1 {
+		t.Fatalf("a leftover's kill retried: %+v, retrying %d; want 0 agents, the retry counted once", st, n)
+	}
+}

@@ -1130,8 +1130,11 @@ func (t *Table) Release(p *Proc) {
 // Stats is a snapshot of the table's size and counters.
 type Stats struct {
 	Processes int
-	Agents    int
-	// Sessions and their live members; leftovers queued to be killed.
+	// Agents queued, neither leftovers nor retries of failed kills
+	// (Deadlines.Retrying counts those).
+	Agents int
+	// Sessions and their live members; leftovers queued to be killed
+	// (retried ones included).
 	Sessions, SessionMembers, Leftovers int
 	Counters
 }
@@ -1140,9 +1143,8 @@ type Stats struct {
 func (t *Table) Stats() Stats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := Stats{Processes: len(t.procs), Agents: t.cfg.Queue.Len(), Counters: t.c,
-		Sessions: len(t.sessions), SessionMembers: t.members, Leftovers: t.cfg.Queue.Leftovers()}
-	st.Agents -= st.Leftovers
+	st := Stats{Processes: len(t.procs), Counters: t.c, Sessions: len(t.sessions), SessionMembers: t.members}
+	st.Agents, st.Leftovers, _ = t.cfg.Queue.counts()
 	for i := range t.events {
 		st.Events[i] = t.events[i].Load()
 	}
