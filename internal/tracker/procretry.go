@@ -14,7 +14,10 @@ import (
 // daemon's descriptors run out, ENOMEM, EINTR through a FUSE /proc, ...)
 // would leave an agent unmatched for its whole life if it were dropped, so
 // the read is retried, with backoff, for as long as the process lives, and
-// warned of (rate-limited) and counted in Counters.ProcErrs.
+// warned of (rate-limited) and counted in Counters.ProcErrs. At most
+// maxRetries processes wait at once; a failed read past that is counted
+// in the warning (retries_dropped) instead, and the process is judged
+// again at its next exec or rename.
 //
 // The retries run from a timer, under the table's lock, like every other
 // read the table makes outside the applying goroutine (a reload's SetRules,
