@@ -156,6 +156,7 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 }
 
 func (d *daemon) close() {
+	d.table.Close() // its /proc retry timer (a no-op if run closed it)
 	if d.pool != nil {
 		d.pool.Close()
 	}
@@ -458,6 +459,8 @@ func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Confi
 	<-persistDone
 	<-resDone
 	<-hupDone
+	// Nothing feeds the table any more: its /proc retry timer goes too.
+	d.table.Close()
 	// 5. The store: what is spooled goes to PostgreSQL within a bound; what
 	// is not delivered stays in the spool for the next start.
 	stopStore()

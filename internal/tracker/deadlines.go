@@ -79,12 +79,13 @@ type Alarm interface {
 // Deadlines is a min-heap of agents by deadline, safe for concurrent use,
 // that keeps its Alarm informed.
 type Deadlines struct {
-	mu    sync.Mutex
-	h     agentHeap
-	seq   uint64
-	alarm Alarm
-	left  int // queued with ReasonLeftover
-	retry int // queued with Attempt > 0
+	mu        sync.Mutex
+	h         agentHeap
+	seq       uint64
+	alarm     Alarm
+	left      int // queued with ReasonLeftover
+	retry     int // queued with Attempt > 0
+	leftRetry int // both: a leftover's kill retried
 }
 
 // SetAlarm connects the alarm. Call it before the first Add.
@@ -170,7 +171,18 @@ func (d *Deadlines) count(a *Agent, n int) {
 	}
 	if a.Attempt > 0 {
 		d.retry += n
+		if a.Reason == ReasonLeftover {
+			d.leftRetry += n
+		}
 	}
+}
+
+// counts returns, at one instant, the number of queued agents (neither
+// leftovers nor retries), leftovers (retried ones included) and retries.
+func (d *Deadlines) counts() (agents, leftovers, retrying int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.h) - d.left - (d.retry - d.leftRetry), d.left, d.retry
 }
 
 // Retrying is the number of queued retries of failed kills (retry.go).

@@ -14,7 +14,10 @@ import (
 // daemon's descriptors run out, ENOMEM, EINTR through a FUSE /proc, ...)
 // would leave an agent unmatched for its whole life if it were dropped, so
 // the read is retried, with backoff, for as long as the process lives, and
-// warned of (rate-limited) and counted in Counters.ProcErrs.
+// warned of (rate-limited) and counted in Counters.ProcErrs. At most
+// maxRetries processes wait at once; a failed read past that is counted
+// in the warning (retries_dropped) instead, and the process is judged
+// again at its next exec or rename.
 //
 // The retries run from a timer, under the table's lock, like every other
 // read the table makes outside the applying goroutine (a reload's SetRules,
@@ -60,6 +63,8 @@ type retryState struct {
 	// afterFunc starts the timer (time.AfterFunc); tests replace it to run
 	// retries themselves.
 	afterFunc func(time.Duration, func()) interface{ Stop() bool }
+
+	closed bool // Close: no timer is armed again
 
 	warned   bool
 	warnedAt int64 // boottime of the last warning
@@ -138,7 +143,7 @@ func (t *Table) armRetryLocked(now int64) {
 			next = q.due
 		}
 	}
-	if next == r.armed {
+	if next == r.armed || r.closed {
 		return
 	}
 	if r.timer != nil {
@@ -161,6 +166,9 @@ func (t *Table) runRetries() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := &t.retry
+	if r.closed {
+		return // fired as Close stopped it
+	}
 	r.timer, r.armed = nil, 0
 	now := t.cfg.Clock.Now()
 	var due []*procRetry
@@ -222,4 +230,19 @@ func (t *Table) RetriesPending() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.retry.pending)
+}
+
+// Close stops the /proc retry timer: no retry runs from then on, and none
+// is armed again. Call it at shutdown, once nothing feeds the table any
+// more. Calling it again does nothing.
+func (t *Table) Close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := &t.retry
+	r.closed = true
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+	r.armed = 0
 }

@@ -109,10 +109,12 @@ func (t *Table) rejudgeLocked() {
 			}
 		}
 	}
-	// Nested agents in the sessions that stand, judged on their own.
+	// Nested agents in the sessions that stand, judged on their own. A
+	// retry of a failed kill (of an agent at max age: its reason stays
+	// max_age) is no nested agent: the kill was decided, it stands.
 	for _, p := range t.procs {
 		a := p.agent
-		if a == nil || a.Reason != ReasonMaxAge || !t.cfg.Queue.Queued(a) {
+		if a == nil || a.Reason != ReasonMaxAge || a.Attempt > 0 || !t.cfg.Queue.Queued(a) {
 			continue
 		}
 		if s := p.session; s != nil && s.agent == p {
@@ -141,11 +143,12 @@ func (t *Table) rejudgeLocked() {
 // agent (queued for its max age, or become a leftover of s) that is still
 // an agent is taken off the queue and appended to revive, to be queued
 // again for its max age in a session of its own (reviveLocked). cause says
-// what judged it.
+// what judged it. A retry of a failed kill (Attempt > 0) stays queued:
+// the kill was decided under the rules of its time.
 func (t *Table) dissolveLocked(s *Session, cause string, revive []revival) []revival {
 	alive, members := s.agent != nil, s.members
 	if ap := s.agent; ap != nil {
-		if a := ap.agent; a != nil && a.Reason == ReasonMaxAge {
+		if a := ap.agent; a != nil && a.Reason == ReasonMaxAge && a.Attempt == 0 {
 			t.unqueueLocked(ap)
 		}
 		s.agent = nil
@@ -155,7 +158,7 @@ func (t *Table) dissolveLocked(s *Session, cause string, revive []revival) []rev
 		// A nested agent, queued for its max age or become a leftover of
 		// s: queued again, heading a session of its own, if it is still an
 		// agent.
-		if a := q.agent; a != nil && (a.Reason == ReasonLeftover || a.Reason == ReasonMaxAge) && t.unqueueLocked(q) {
+		if a := q.agent; a != nil && a.Attempt == 0 && (a.Reason == ReasonLeftover || a.Reason == ReasonMaxAge) && t.unqueueLocked(q) {
 			if rule, ok := t.judgeLocked(a.Rule, a.Comm, a.Cmdline, q.Kthread); ok && t.underLocked(q, a.Cgroup) {
 				revive = append(revive, revival{p: q, rule: rule, comm: a.Comm, cmdline: a.Cmdline, cg: a.Cgroup})
 			}

@@ -2,6 +2,8 @@ package tracker
 
 import (
 	"container/heap"
+	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -45,9 +47,10 @@ func RetryDelay(n int) time.Duration {
 // still alive (alive, as the reaper last saw them; a's own process among
 // them if it survived): each one whose ancestors in the table are not
 // queued too (their tree kill takes it) becomes a kill root, due
-// RetryDelay(a.Attempt+1) from now. A process that has exited, or whose
-// PID a newer process holds, is not queued. Call it before Release. It
-// returns the PIDs queued and when they are due.
+// RetryDelay(a.Attempt+1) from now (or when it was queued for already, if
+// that comes first). A process that has exited, or whose PID a newer
+// process holds, is not queued. Call it before Release. It returns the
+// PIDs queued and when they are due.
 func (t *Table) Retry(a *Agent, alive []Target) ([]int32, int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -111,7 +114,9 @@ func coveredBy(q *Proc, set map[*Proc]bool) bool {
 // retryLocked queues q to be killed at at as the n-th retry of the failed
 // kill a (first: its first deadline). ok: q's kill is queued or in flight;
 // mine: queued here. A process queued for something else (a nested agent's
-// max age, a leftover) later than at is moved to the retry; one already in
+// max age, a leftover) becomes the retry, due at the earlier of the two
+// times: left as it was, a nested agent's entry could leave the queue by
+// its own rename or a reload, which a retry never does. One already in
 // another kill's hands is left to it (that kill retries what it leaves).
 func (t *Table) retryLocked(q *Proc, a *Agent, n int, first, at int64) (ok, mine bool) {
 	if cur := q.agent; cur != nil && cur != a {
@@ -125,7 +130,13 @@ func (t *Table) retryLocked(q *Proc, a *Agent, n int, first, at int64) (ok, mine
 	if t.cfg.Pin != nil {
 		var err error
 		if fd, err = t.cfg.Pin(q.PID, q.Start); err != nil {
-			return false, false // gone (its exit follows) or reused: nothing of ours to kill
+			if errors.Is(err, ErrGone) {
+				return false, false // gone (its exit follows) or reused: nothing of ours to kill
+			}
+			// EMFILE, ENOMEM: queued without a pidfd all the same; the
+			// reaper pins it when it is due, checking its start time then.
+			fd = -1
+			t.procErr(q.PID, fmt.Errorf("pin kill retry %d (%s): %w", q.PID, q.Comm, err))
 		}
 	}
 	if q.Cmdline == "" {
@@ -183,17 +194,17 @@ func (t *Table) retryBelowLocked(p *Proc, a *Agent) {
 	walk(p)
 }
 
-// toRetry makes the queued a, if due after at, the n-th retry of the kill
-// from (first: its first deadline), due at at. It reports false if a is
-// not queued (fired: in another kill's hands) or due first anyway.
+// toRetry makes the queued a the n-th retry of the kill from (first: its
+// first deadline), due at at or at its own deadline if that comes first.
+// It reports false if a is not queued (fired: in another kill's hands).
 func (d *Deadlines) toRetry(a, from *Agent, n int, first, at int64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.queuedLocked(a) || a.Deadline <= at {
+	if !d.queuedLocked(a) {
 		return false
 	}
 	d.count(a, -1)
-	a.Deadline, a.Reason, a.Session, a.RequestedBy, a.Figures = at, from.Reason, from.Session, from.RequestedBy, from.Figures
+	a.Deadline, a.Reason, a.Session, a.RequestedBy, a.Figures = min(a.Deadline, at), from.Reason, from.Session, from.RequestedBy, from.Figures
 	a.Attempt, a.FirstDeadline = n, first
 	d.count(a, 1)
 	heap.Fix(&d.h, a.index)

@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -201,5 +202,223 @@ func TestRetryDryRunAndPolicies(t *testing.T) {
 	}
 	if a := agents(tb2)[200]; a.Reason != ReasonMaxAge || a.Attempt != 1 {
 		t.Fatalf("retry changed by a policy: %+v", a)
+	}
+}
+
+// spawnLate is spawn for a fork at ts (monotonic ns) that /proc shows
+// starting in the same tick; without comm, the child is a fork copy.
+func spawnLate(tb *Table, procs *fakeProcs, parent, child int32, ts uint64, comm string) {
+	ticks := uint64((int64(ts) + offset) / Tick)
+	procs.stat[child] = ProcInfo{PID: child, PPID: parent, Start: FromTicks(ticks), Comm: procs.stat[parent].Comm, State: 'S'}
+	tb.Apply(fork(parent, child, ts))
+	if comm != "" {
+		info := procs.stat[child]
+		info.Comm = comm
+		procs.stat[child] = info
+		tb.Apply(execEv(child))
+	}
+}
+
+// A fork copy of the agent (a worker that has not yet exec'd or renamed)
+// inside a kill is never unqueued by its own first rename: not while its
+// session's kill is in flight, and not once it is the retry of a kill that
+// failed.
+func TestRetryForkCopyRenameKeepsRetry(t *testing.T) {
+	tb, procs, clock := sessionTable(t)
+	// Forked 2 s after the agent: its own max age comes after the retry.
+	spawnLate(tb, procs, 200, 210, uint64(2*time.Second), "")
+	spawnLate(tb, procs, 200, 220, uint64(2*time.Second)+1_000, "")
+	if _, ok := agents(tb)[210]; !ok {
+		t.Fatal("the fork copy is not queued")
+	}
+	first := agents(tb)[200]
+	clock.now = first.Deadline
+	fired := popOne(t, tb, clock.now, 200) // the reaper holds the agent: its session is being killed
+
+	rename := func(pid int32, name string) {
+		ev := commEv(pid, pid, name)
+		ev.Timestamp = uint64(clock.now - offset)
+		tb.Apply(ev)
+		if p, _ := tb.Lookup(pid); p.Comm != name {
+			t.Fatalf("%d: the rename was not applied: %q", pid, p.Comm)
+		}
+	}
+	before := agents(tb)[220]
+	rename(220, "worker")
+	if a, ok := agents(tb)[220]; !ok || a.Seq != before.Seq {
+		t.Fatalf("a fork copy renamed while its session's kill is in flight left the queue: %+v %v", a, ok)
+	}
+
+	// The agent dies, its fork copies survive: they are retried.
+	tb.Apply(exitEv(200, 200, uint64(clock.now-offset)))
+	queued, at := tb.Retry(fired, []Target{target(t, tb, 210), target(t, tb, 220)})
+	tb.Release(fired.Proc())
+	if len(queued) != 2 {
+		t.Fatalf("queued %v, want 210 and 220", queued)
+	}
+	rename(210, "worker")
+	procs.stat[220] = ProcInfo{PID: 220, PPID: 200, Start: FromTicks(700), Comm: "git", State: 'S'}
+	tb.Apply(execEv(220))
+	for _, pid := range []int32{210, 220} {
+		a, ok := agents(tb)[pid]
+		if !ok || a.Attempt != 1 || a.Deadline != at || a.FirstDeadline != first.Deadline {
+			t.Errorf("%d: the retry after its rename or exec: %+v %v, want attempt 1 due %d", pid, a, ok, at)
+		}
+	}
+}
+
+// A reload that changes the rules keeps the retries of a failed kill,
+// whatever the retried processes were matched as: the kill was decided
+// under the rules of its time. Dissolving a session never takes a retry
+// back either.
+func TestRetryKeptByReload(t *testing.T) {
+	tb, procs, clock := sessionTable(t)
+	// Forked 2 s after the agent: their own max age comes after the retry.
+	spawnLate(tb, procs, 200, 210, uint64(2*time.Second), "sleep")
+	spawnLate(tb, procs, 200, 260, uint64(2*time.Second)+1_000, "claude") // a nested agent
+	first := agents(tb)[200]
+	sid := first.Session
+	clock.now = first.Deadline
+	fired := popOne(t, tb, clock.now, 200)
+	tb.Apply(exitEv(200, 200, uint64(clock.now-offset)))
+	queued, at := tb.Retry(fired, []Target{target(t, tb, 210), target(t, tb, 260)})
+	tb.Release(fired.Proc())
+	if len(queued) != 2 {
+		t.Fatalf("queued %v, want 210 and 260", queued)
+	}
+	check := func(what string) {
+		t.Helper()
+		for _, pid := range []int32{210, 260} {
+			a, ok := agents(tb)[pid]
+			if !ok || a.Attempt != 1 || a.Deadline != at || a.Reason != ReasonMaxAge || a.Session != sid {
+				t.Errorf("%s: %d: %+v %v, want the retry (attempt 1, due %d, session %v)", what, pid, a, ok, at, sid)
+			}
+		}
+	}
+	check("before the reload")
+	tb.SetRules([]Rule{must(ParseRule("claude*"))}, nil) // the rule replaced: 260 would match claude*
+	check("rule replaced")
+	tb.SetRules([]Rule{must(ParseRule("npm*:agent"))}, nil) // the rule dropped
+	check("rule dropped")
+	tb.mu.Lock()
+	s := tb.sessions[sid]
+	if s != nil {
+		tb.dissolveLocked(s, "test", nil)
+	}
+	tb.mu.Unlock()
+	check("session dissolved")
+
+	// The agent's own retry survives its session's dissolution.
+	tb2, _, clock2 := sessionTable(t)
+	first = agents(tb2)[200]
+	clock2.now = first.Deadline
+	fired = popOne(t, tb2, clock2.now, 200)
+	tb2.Retry(fired, []Target{target(t, tb2, 200)})
+	tb2.Release(fired.Proc())
+	tb2.mu.Lock()
+	tb2.dissolveLocked(tb2.sessions[first.Session], "test", nil)
+	tb2.mu.Unlock()
+	if a, ok := agents(tb2)[200]; !ok || a.Attempt != 1 {
+		t.Errorf("the agent's retry after its session was dissolved: %+v %v", a, ok)
+	}
+}
+
+// A survivor of a failed kill already queued for something due before the
+// retry (a nested agent's own max age) becomes the retry all the same, due
+// at the earlier of the two: then it is no nested agent a rename or a
+// reload could take off the queue.
+func TestRetryTakesEarlierEntry(t *testing.T) {
+	tb, procs, clock := sessionTable(t)
+	spawn(tb, procs, 200, 260, 1_500, "claude") // its max age comes 500 ns after the agent's
+	first := agents(tb)[200]
+	own := agents(tb)[260].Deadline
+	clock.now = first.Deadline
+	fired := popOne(t, tb, clock.now, 200)
+	tb.Apply(exitEv(200, 200, uint64(clock.now-offset)))
+	queued, at := tb.Retry(fired, []Target{target(t, tb, 260)})
+	tb.Release(fired.Proc())
+	if own >= at {
+		t.Fatalf("own deadline %d not before the retry %d", own, at)
+	}
+	a, ok := agents(tb)[260]
+	if len(queued) != 1 || queued[0] != 260 || !ok || a.Attempt != 1 || a.FirstDeadline != first.Deadline ||
+		a.Deadline != own || a.Reason != ReasonMaxAge || a.Session != first.Session {
+		t.Fatalf("queued %v, 260: %+v %v; want the retry (attempt 1, first deadline %d) due at its own deadline %d",
+			queued, a, ok, first.Deadline, own)
+	}
+	if n := tb.Queue().Retrying(); n != 1 {
+		t.Errorf("Retrying() = %d, want 1", n)
+	}
+	tb.SetRules([]Rule{must(ParseRule("npm*:agent"))}, nil)
+	if _, ok := agents(tb)[260]; !ok {
+		t.Error("a reload took the retry back")
+	}
+}
+
+// A survivor whose pidfd cannot be opened now (EMFILE) is retried all
+// the same, without one: the reaper pins it when it is due. Only a
+// process that is gone (or whose PID another holds) is not queued.
+func TestRetryPinFailure(t *testing.T) {
+	procs := newFakeProcs()
+	clock := &fakeClock{now: offset + 1_000}
+	var pinErr error
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock, Leftovers: true, LeftoverGrace: grace,
+		Pin: func(pid int32, s Start) (int, error) { return -1, pinErr }})
+	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	tb.Merge(must(procs.Scan()), false)
+	tb.Apply(fork(100, 200, 1_000))
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	tb.Apply(execEv(200))
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	spawn(tb, procs, 200, 220, 3_000, "sleep")
+	first := agents(tb)[200]
+	clock.now = first.Deadline
+	fired := popOne(t, tb, clock.now, 200)
+	tb.Apply(exitEv(200, 200, uint64(clock.now-offset)))
+	errs := tb.Stats().ProcErrs
+	pinErr = errEMFILE
+	queued, at := tb.Retry(fired, []Target{target(t, tb, 210)})
+	if a, ok := agents(tb)[210]; len(queued) != 1 || !ok || a.FD != -1 || a.Attempt != 1 || a.Deadline != at {
+		t.Fatalf("pin failed with EMFILE: queued %v, 210: %+v %v; want the retry without a pidfd", queued, a, ok)
+	}
+	if got := tb.Stats().ProcErrs; got != errs+1 {
+		t.Errorf("pin failure not counted: ProcErrs %d, was %d", got, errs)
+	}
+	pinErr = fmt.Errorf("pid 220: %w", ErrGone)
+	if queued, _ := tb.Retry(fired, []Target{target(t, tb, 220)}); len(queued) != 0 {
+		t.Errorf("a gone process was retried: %v", queued)
+	}
+	tb.Release(fired.Proc())
+}
+
+// Stats never counts a queued retry as an agent (the queue's Retrying
+// counts it), whatever its reason; a retried leftover stays a leftover.
+func TestRetryNotCountedAsAgent(t *testing.T) {
+	tb, procs, clock := sessionTable(t)
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	spawn(tb, procs, 100, 300, 3_000, "claude") // another agent, in a session of its own
+	if st := tb.Stats(); st.Agents != 2 || st.Leftovers != 0 {
+		t.Fatalf("before: %+v, want 2 agents", st)
+	}
+	first := agents(tb)[200]
+	clock.now = first.Deadline
+	fired := popOne(t, tb, clock.now, 200)
+	tb.Retry(fired, []Target{target(t, tb, 200)})
+	tb.Release(fired.Proc())
+	if st, n := tb.Stats(), tb.Queue().Retrying(); st.Agents != 1 || st.Leftovers != 0 || n != 1 {
+		t.Fatalf("the agent's kill retried: %+v, retrying %d; want 1 agent (300), 1 retry", st, n)
+	}
+	// A leftover's kill fails: retried with the reason leftover, counted
+	// among the leftovers and the retries, not the agents.
+	tb2, procs2, clock2 := sessionTable(t)
+	spawn(tb2, procs2, 200, 210, 2_000, "sleep")
+	tb2.Apply(exitEv(200, 200, 10_000))
+	lo := leftovers(tb2)[210]
+	clock2.now = lo.Deadline
+	fired = popOne(t, tb2, clock2.now, 210)
+	tb2.Retry(fired, []Target{target(t, tb2, 210)})
+	tb2.Release(fired.Proc())
+	if st, n := tb2.Stats(), tb2.Queue().Retrying(); st.Agents != 0 || st.Leftovers != 1 || n != 1 {
+		t.Fatalf("a leftover's kill retried: %+v, retrying %d; want 0 agents, the retry counted once", st, n)
 	}
 }

@@ -134,8 +134,13 @@ func (t *Table) inheritLocked(p *Proc, forked bool) {
 		t.forkMarksLocked(p, par)
 		return
 	}
-	// Seen by a scan: what its parent's marks already say, nothing read
-	// (a resync may add thousands); the rest is decided when needed.
+	t.scanMarksLocked(p, par)
+}
+
+// scanMarksLocked decides what p, seen by a scan below par, takes from
+// its parent's marks: what they already say, nothing read (a resync may
+// add thousands); the rest is decided when needed.
+func (t *Table) scanMarksLocked(p, par *Proc) {
 	if rootMemo(par, t.keepOverrideLocked(par)) == keepYes {
 		p.marks.root = keepYes
 	}

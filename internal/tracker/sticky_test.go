@@ -532,3 +532,99 @@ func TestProcReadRetried(t *testing.T) {
 		t.Errorf("warnings %d (last %v), want 2, the second counting 6 failures (a pin failure among them)", len(w), w[len(w)-1].ContextMap())
 	}
 }
+
+// Fork events queued across a netlink overflow arrive after the resync
+// scan, stamped before it began. The scan shows their effect but not their
+// lineage: a process it added after its session's agent exited gets its
+// membership from its (stale) fork event, and so do the processes the scan
+// linked below it, whose own fork events may be among those lost. A stale
+// fork event of a PID the table holds under another start gives nothing.
+func TestStaleForkAfterResyncJoinsSession(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	spawn(tb, procs, 200, 210, 2_000, "sleep")
+	tb.Apply(exitEv(200, 200, 10_000))
+	delete(procs.stat, 200)
+	// Forked at 5.5 s (boottime) during the overflow; scan at 6 s.
+	const forkAt = int64(5500 * time.Millisecond)
+	procs.stat[220] = ProcInfo{PID: 220, PPID: 210, Start: FromTicks(550), Comm: "sleep", State: 'S'}
+	procs.stat[230] = ProcInfo{PID: 230, PPID: 220, Start: FromTicks(551), Comm: "sleep", State: 'S'}
+	procs.stat[240] = ProcInfo{PID: 240, PPID: 210, Start: FromTicks(560), Comm: "sleep", State: 'S'}
+	tb.MergeAt(must(procs.Scan()), true, int64(6*time.Second))
+	for _, pid := range []int32{220, 230, 240} {
+		if _, ok := tb.SessionOf(pid); ok {
+			t.Fatalf("the scan alone made %d a member after its agent exited", pid)
+		}
+	}
+	stale := tb.Stats().Stale
+	tb.Apply(fork(210, 220, uint64(forkAt+1_000-offset)))
+	for _, pid := range []int32{220, 230} {
+		if sid, ok := tb.SessionOf(pid); !ok || sid.PID != 200 {
+			t.Errorf("%d after 220's stale fork event: session %+v %v, want 200's", pid, sid, ok)
+		}
+	}
+	if p, _ := tb.Lookup(220); !p.Start.Exact {
+		t.Errorf("the fork event's exact start not learnt: %+v", p.Start)
+	}
+	if got := tb.Stats().Stale; got != stale {
+		t.Errorf("the event used was counted stale (%d, was %d)", got, stale)
+	}
+	// 240's event names another start: an earlier holder of the PID.
+	tb.Apply(fork(210, 240, uint64(forkAt+int64(20*time.Millisecond)-offset)))
+	if sid, ok := tb.SessionOf(240); ok {
+		t.Errorf("240: a member of %+v by the fork event of an earlier holder of its PID", sid)
+	}
+	if got := tb.Stats().Stale; got != stale+1 {
+		t.Errorf("stale count %d, want %d (240's event)", got, stale+1)
+	}
+	// They die with 210's leftover tree.
+	if desc := targets(tb.Descendants(tb.procs[210], ReasonLeftover, nil)); !desc[220] || !desc[230] {
+		t.Errorf("descendants of 210: %v", desc)
+	}
+}
+
+// stopTimer counts its Stop calls.
+type stopTimer struct{ stops *int }
+
+func (s stopTimer) Stop() bool { *s.stops++; return true }
+
+// Close stops the /proc retry timer, arms none again and runs no retry
+// that fires meanwhile; a second Close does nothing.
+func TestCloseStopsProcRetryTimer(t *testing.T) {
+	procs := newFlakyProcs()
+	clock := &fakeClock{now: offset + 1_000}
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock})
+	armed, stops := 0, 0
+	tb.retry.afterFunc = func(d time.Duration, f func()) interface{ Stop() bool } {
+		armed++
+		return stopTimer{&stops}
+	}
+	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	tb.Merge(must(procs.Scan()), false)
+	tb.Apply(fork(100, 200, 1_000))
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	procs.cmdFails[200] = 1
+	tb.Apply(execEv(200))
+	if armed != 1 || tb.RetriesPending() != 1 {
+		t.Fatalf("after a failed read: %d timers armed, %d pending; want 1, 1", armed, tb.RetriesPending())
+	}
+	tb.Close()
+	if stops != 1 {
+		t.Fatalf("Close stopped the timer %d times, want 1", stops)
+	}
+	tb.Close()
+	if stops != 1 {
+		t.Errorf("a second Close stopped it again (%d)", stops)
+	}
+	clock.now += int64(time.Minute)
+	tb.runRetries() // the timer fired as it was being stopped
+	if _, ok := agents(tb)[200]; ok {
+		t.Error("a retry ran after Close")
+	}
+	tb.Apply(fork(100, 300, 2_000))
+	procs.stat[300] = ProcInfo{PID: 300, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	procs.cmdFails[300] = 1
+	tb.Apply(execEv(300))
+	if armed != 1 {
+		t.Errorf("a timer was armed after Close (%d in all)", armed)
+	}
+}

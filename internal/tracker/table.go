@@ -36,8 +36,15 @@ func (i *ProcInfo) leaderDead() bool {
 // its threads is.
 func (i *ProcInfo) Live() bool { return !i.leaderDead() || i.Threads > 1 }
 
-// ProcReader reads /proc. The table only calls it from the goroutine that
-// feeds it events. Errors for a vanished process must satisfy
+// ProcReader reads /proc. It must be safe for concurrent use: the table
+// calls it from the goroutine that feeds it events (Apply, Merge), from
+// the /proc retry timer (runRetries), from the reaper's goroutines (Retry,
+// Descendants), from reloads, control commands and the resource sampler,
+// and from Exited (the init's reaper). Most calls hold the table's lock,
+// but Apply's exec and Exited read Stat without it, beside a locked call
+// from another goroutine; the daemon runs Scan beside them all. ProcFS is
+// safe: Stat's and KeepMarked's buffers are each guarded by a mutex, the
+// other reads use their own. Errors for a vanished process must satisfy
 // errors.Is(err, ErrGone).
 type ProcReader interface {
 	Stat(pid int32) (ProcInfo, error)
@@ -138,7 +145,7 @@ type Proc struct {
 type Counters struct {
 	Events   [5]uint64 // fork, exec, comm, exit, other (threads included)
 	Resyncs  uint64
-	Stale    uint64 // events ignored because a newer process holds the pid
+	Stale    uint64 // events ignored: a newer process holds the pid, or older than a resync scan
 	ProcErrs uint64 // /proc reads that failed for another reason than a vanished process
 }
 
@@ -308,7 +315,12 @@ func (t *Table) Apply(ev *procevents.Event) {
 	if at < t.scanStart {
 		// Older than the resync scan, which already shows its effect: applied
 		// now, a fork could resurrect a process the scan saw gone, or link a
-		// child to an earlier holder of its parent's PID.
+		// child to an earlier holder of its parent's PID. Only what the
+		// scan cannot show is taken from it: the lineage of a fork whose
+		// child the scan added (staleFork).
+		if ev.Type == procevents.Fork && ev.Leader() && t.staleFork(ev, at) {
+			return
+		}
 		t.mu.Lock()
 		t.c.Stale++
 		t.mu.Unlock()
@@ -368,12 +380,32 @@ func (t *Table) fork(ev *procevents.Event, at int64) {
 	}
 }
 
+// staleFork handles a fork event stamped before the last resync scan
+// began (events queued across a netlink overflow arrive after the rescan).
+// The scan shows its effect, but not its lineage: a child it added after
+// its session's agent exited got no membership (inheritLocked). If the
+// child is in the table under the event's start, the event gives it that
+// membership (lateForkLocked, which checks the parent as fork does). It
+// reports whether the event was used.
+func (t *Table) staleFork(ev *procevents.Event, at int64) bool {
+	start := Start{NS: at, Exact: true}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.procs[ev.TGID]
+	if p == nil || p.dead || !p.Start.Same(start) {
+		return false // gone, or a newer holder of the PID: the scan's word stands
+	}
+	p.Start = start
+	t.lateForkLocked(p, ev.ParentTGID)
+	return true
+}
+
 // lateForkLocked handles the fork event of p, which a resync scan added
 // before the event arrived: the kernel names its parent, so it joins the
 // parent's session as a forked child does, whether or not the session's
 // agent still lives (a scan alone gives membership only while it does).
-// Its own children, if the scan saw them too, join by their fork events,
-// which follow.
+// So do the processes the scan linked below it that are in no session:
+// their own fork events may be among those lost.
 func (t *Table) lateForkLocked(p *Proc, ppid int32) {
 	if p.session != nil {
 		return
@@ -390,9 +422,25 @@ func (t *Table) lateForkLocked(p *Proc, ppid int32) {
 		p.PPID = ppid
 	}
 	t.inheritLocked(p, true)
-	if p.session != nil {
-		t.forkLimitLocked(p)
+	s := p.session
+	if s == nil {
+		return
 	}
+	var walk func(n *Proc)
+	walk = func(n *Proc) {
+		for c := n.child; c != nil; c = c.next {
+			if c.session != nil {
+				continue // in a session already, with what lies below it
+			}
+			if !c.dead {
+				t.addMemberLocked(s, c)
+				t.scanMarksLocked(c, n)
+			}
+			walk(c)
+		}
+	}
+	walk(p)
+	t.forkLimitLocked(p)
 }
 
 // thread counts a thread's fork or exit in its process. The exit of the
@@ -578,8 +626,9 @@ func (t *Table) Merge(scan []ProcInfo, resync bool) { t.MergeAt(scan, resync, 0)
 
 // MergeAt is Merge for a scan that began at boottime scanStart (0: unknown).
 // Events stamped before scanStart are ignored from then on (counted as
-// Stale): the scan shows their effect already. Call it from the goroutine
-// that calls Apply.
+// Stale): the scan shows their effect already, all but the lineage a fork
+// event gives a child the scan added (staleFork). Call it from the
+// goroutine that calls Apply.
 func (t *Table) MergeAt(scan []ProcInfo, resync bool, scanStart int64) {
 	t.scanStart = max(t.scanStart, scanStart)
 	t.mu.Lock()
@@ -861,19 +910,27 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 // is matches a rule; if not, it leaves the queue, and a session it heads
 // is dissolved. It never escapes its parent's session, which it stays a
 // member of. A failed read keeps it queued.
+//
+// A process inside a kill is never unqueued by something it did: not the
+// retry of a failed kill (Attempt > 0; a retry of an agent's kill keeps
+// the reason max_age), not one whose own kill is queued or in flight
+// (killFor), not a member of a session being killed.
 func (t *Table) ownIdentityLocked(p *Proc, cause string) {
 	if !p.forkCopy {
 		return
 	}
 	p.forkCopy = false
 	a := p.agent
-	if a == nil || a.Reason != ReasonMaxAge || !t.cfg.Queue.Queued(a) {
+	if a == nil || a.Reason != ReasonMaxAge || a.Attempt > 0 || p.killFor != nil || !t.cfg.Queue.Queued(a) {
+		return
+	}
+	if s := p.session; s != nil && t.busyLocked(s) {
 		return
 	}
 	if _, ok, err := t.matchRuleLocked(p, true); ok || err != nil {
 		return
 	}
-	if s := p.session; s != nil && s.agent == p && !t.busyLocked(s) {
+	if s := p.session; s != nil && s.agent == p {
 		t.reviveLocked(t.dissolveLocked(s, cause, nil))
 		return
 	}
@@ -1073,8 +1130,11 @@ func (t *Table) Release(p *Proc) {
 // Stats is a snapshot of the table's size and counters.
 type Stats struct {
 	Processes int
-	Agents    int
-	// Sessions and their live members; leftovers queued to be killed.
+	// Agents queued, neither leftovers nor retries of failed kills
+	// (Deadlines.Retrying counts those).
+	Agents int
+	// Sessions and their live members; leftovers queued to be killed
+	// (retried ones included).
 	Sessions, SessionMembers, Leftovers int
 	Counters
 }
@@ -1083,9 +1143,8 @@ type Stats struct {
 func (t *Table) Stats() Stats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := Stats{Processes: len(t.procs), Agents: t.cfg.Queue.Len(), Counters: t.c,
-		Sessions: len(t.sessions), SessionMembers: t.members, Leftovers: t.cfg.Queue.Leftovers()}
-	st.Agents -= st.Leftovers
+	st := Stats{Processes: len(t.procs), Counters: t.c, Sessions: len(t.sessions), SessionMembers: t.members}
+	st.Agents, st.Leftovers, _ = t.cfg.Queue.counts()
 	for i := range t.events {
 		st.Events[i] = t.events[i].Load()
 	}
