@@ -494,3 +494,54 @@ func TestKeepMarkedDuringExec(t *testing.T) {
 	}
 	t.Logf("%d of 300 reads gave no answer", unsure)
 }
+
+// A rename may drop a --keep rule's keep, never gain one: an agent that
+// renames itself after a --keep rule is not exempt, nor is what it forks
+// then; a member that renames itself so is not kept. An exec into a
+// program of that name is kept (root chose the rule).
+func TestMarkRenameGainsNoKeep(t *testing.T) {
+	tb, procs, _ := markTable(t, Config{})
+	tb.Apply(commEv(200, 200, "keepme"))
+	forkOnly(tb, procs, 200, 210, 2_000) // a copy of the renamed agent
+	spawn(tb, procs.fakeProcs, 200, 220, 2_100, "sleep")
+	tb.Apply(commEv(220, 220, "keepme"))
+	spawn(tb, procs.fakeProcs, 200, 230, 2_200, "keepme") // exec'd: kept
+	kept := map[int32]bool{}
+	var exempt bool
+	for _, m := range tb.SessionMembers(nil) {
+		kept[m.PID], exempt = m.Kept, m.Exempt
+	}
+	if exempt || kept[200] || kept[210] || kept[220] || !kept[230] {
+		t.Errorf("exempt %v, kept %v: want only 230 (exec'd keepme) kept", exempt, kept)
+	}
+	a := agents(tb)[200]
+	if got := targets(tb.Descendants(a.Proc(), ReasonMemory, nil)); !got[210] || !got[220] || got[230] {
+		t.Errorf("a memory kill of the renamed agent's tree takes %v, want 210 and 220, not 230", got)
+	}
+	id, _ := tb.SessionOf(200)
+	if _, err := tb.KillSession(id, ReasonMemory, Figures{Procs: 4}); err != nil {
+		t.Errorf("KillSession of the agent renamed after a --keep rule: %v, want it queued", err)
+	}
+
+	// A reload judges the agent by what it was matched as, not its name.
+	tb2, procs2, _ := markTable(t, Config{})
+	tb2.Apply(commEv(200, 200, "keepme"))
+	tb2.SetKeep([]Rule{must(ParseRule("keepme"))})
+	forkOnly(tb2, procs2, 200, 210, 2_000)
+	for _, m := range tb2.SessionMembers(nil) {
+		if m.Exempt || m.Kept {
+			t.Errorf("after a reload, member %d of the renamed agent's session: %+v, want neither exempt nor kept", m.PID, m)
+		}
+	}
+
+	// Kept by a rule, renamed away and back: the keep is gone for good.
+	tb3, procs3, _ := markTable(t, Config{})
+	spawn(tb3, procs3.fakeProcs, 200, 240, 2_000, "keepme")
+	tb3.Apply(commEv(240, 240, "plain"))
+	tb3.Apply(commEv(240, 240, "keepme"))
+	for _, m := range tb3.SessionMembers(nil) {
+		if m.PID == 240 && m.Kept {
+			t.Error("a process renamed away from a --keep rule's name and back is kept again")
+		}
+	}
+}

@@ -370,6 +370,11 @@ func (t *Table) rootKeptLocked(q *Proc, s *Session, reads *int) int8 {
 		return keepYes
 	}
 	own := t.ruleKeptLocked(q, reads)
+	if s != nil && s.agent == q {
+		// A session's agent is judged by what it was matched as, not by
+		// a name it gave itself since.
+		own = t.agentRuleKeepLocked(s)
+	}
 	if own == keepYes {
 		return keepYes
 	}
@@ -384,6 +389,19 @@ func (t *Table) rootKeptLocked(q *Proc, s *Session, reads *int) int8 {
 		q.marks.root = up
 	}
 	return or3(own, q.marks.root)
+}
+
+// agentRuleKeepLocked decides whether a --keep rule matches the agent of
+// s as it was matched (Session.Comm and cmdline, as a reload judges it),
+// so that no rename of the agent gains it root's keep; only a reload of
+// the keep rules and root's keep and unkeep change it. Nothing is read.
+func (t *Table) agentRuleKeepLocked(s *Session) int8 {
+	for _, r := range t.keep {
+		if r.MatchComm(s.Comm) && (r.Text == "" || strings.Contains(s.cmdline, r.Text)) {
+			return keepYes
+		}
+	}
+	return keepNo
 }
 
 // ruleKeptLocked decides whether a --keep rule matches q itself.
@@ -506,6 +524,9 @@ func (t *Table) sparedLocked(q *Proc, s *Session, why Reason) bool {
 func (t *Table) forkMarksLocked(p, parent *Proc) {
 	s := p.session
 	p.marks.rule = parent.marks.rule
+	if s != nil && s.agent == parent {
+		p.marks.rule = t.agentRuleKeepLocked(s) // a copy of the agent as judged
+	}
 	p.marks.root = t.rootKeptLocked(parent, s, nil)
 	if !t.keepEnv {
 		return

@@ -569,11 +569,18 @@ func (t *Table) comm(pid int32, name []byte, at int64) {
 		t.log.Debug("agent renamed: stays an agent", zap.Int32("pid", p.PID), zap.String("comm", procevents.CommString(name)),
 			zap.String("was", p.Comm), zap.String("rule", a.Rule))
 	}
+	// A rename may drop a --keep rule's keep, never gain one: the keep
+	// rules name programs root chose, and any process can take any name.
+	// So the old name is judged first (memoised, read if need be); kept,
+	// the new name and command line are judged again, else it stays
+	// not kept. The environment is the same (only exec changes it), so a
+	// REAPER_KEEP=1 read already stands.
+	kept := t.ruleKeptLocked(p, nil) == keepYes
 	p.Comm = procevents.CommString(name)
-	// --keep rules match the new name; the environment is the same (only
-	// exec changes it), so a REAPER_KEEP=1 read already stands.
-	p.marks.rule = keepUnknown
-	// process.title rewrites the command line too; read it again.
+	p.marks.rule = keepNo
+	if kept {
+		p.marks.rule = keepUnknown
+	}
 	t.ownIdentityLocked(p, "rename")
 	t.matchLocked(p, true)
 }
