@@ -275,9 +275,11 @@ func (t *Table) Unkeep(pid int32, start Start) (LeaseResult, error) {
 	// have come from p.
 	eachBelow(p, func(q *Proc) { q.marks.root, q.marks.envUp = keepUnknown, keepUnknown })
 	now := t.cfg.Clock.Now()
+	reads := 0 // marksPerProc per process judged
 	eachBelow(p, func(q *Proc) {
 		if !q.dead {
-			t.candidateLocked(q, now, &res)
+			reads += marksPerProc
+			t.candidateLocked(q, now, &res, &reads)
 		}
 	})
 	return res, nil
@@ -285,9 +287,10 @@ func (t *Table) Unkeep(pid int32, start Start) (LeaseResult, error) {
 
 // candidateLocked queues q, no longer kept, as an agent or a leftover as
 // the policies say.
-func (t *Table) candidateLocked(q *Proc, now int64, res *LeaseResult) {
+// reads as for rootKeptLocked.
+func (t *Table) candidateLocked(q *Proc, now int64, res *LeaseResult, reads *int) {
 	s := q.session
-	if s != nil && t.rootKeptLocked(q, s, nil) == keepYes {
+	if s != nil && t.rootKeptLocked(q, s, reads) == keepYes {
 		return
 	}
 	had := q.agent
@@ -304,10 +307,10 @@ func (t *Table) candidateLocked(q *Proc, now int64, res *LeaseResult) {
 	for a != nil && a.dead {
 		a = a.parent
 	}
-	if a != nil && a.session == s && !t.sparedLocked(a, s, ReasonLeftover) {
+	if a != nil && a.session == s && !t.sparedLocked(a, s, ReasonLeftover, reads) {
 		return
 	}
-	if t.sparedLocked(q, s, ReasonLeftover) {
+	if t.sparedLocked(q, s, ReasonLeftover, reads) {
 		return // its own environment (or a process above it) says REAPER_KEEP=1
 	}
 	deadline := max(s.ExitedAt+int64(t.leftoverGrace), now)

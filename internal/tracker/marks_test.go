@@ -223,7 +223,7 @@ func TestMarkUnknownNotKept(t *testing.T) {
 	delete(procs.envErr, 280)
 	tb.mu.Lock()
 	s := tb.procs[280].session
-	spared := tb.sparedLocked(tb.procs[280], s, ReasonLeftover)
+	spared := tb.sparedLocked(tb.procs[280], s, ReasonLeftover, nil)
 	tb.mu.Unlock()
 	if !spared {
 		t.Error("the mark, readable now, does not spare it")
@@ -296,7 +296,7 @@ func TestMarkKeepEnvOff(t *testing.T) {
 	// Turned on (a reload): the marker counts again.
 	tb.SetKeepEnv(true)
 	tb.mu.Lock()
-	spared := tb.sparedLocked(tb.procs[291], tb.procs[291].session, ReasonLeftover)
+	spared := tb.sparedLocked(tb.procs[291], tb.procs[291].session, ReasonLeftover, nil)
 	tb.mu.Unlock()
 	if !spared {
 		t.Error("after --keep-env=true the marked process's child is not spared")
@@ -543,5 +543,57 @@ func TestMarkRenameGainsNoKeep(t *testing.T) {
 		if m.PID == 240 && m.Kept {
 			t.Error("a process renamed away from a --keep rule's name and back is kept again")
 		}
+	}
+}
+
+// Reads under the table's lock do not grow with a tree's depth: a chain
+// of processes with no environment to read (each exec'd by env -i) costs
+// at most two environment reads per fork, and a tree kill over a deep chain whose
+// marks cannot be read (a scan added it; every read fails) reads in
+// proportion to its processes, not their depth times their number.
+func TestMarkReadsBounded(t *testing.T) {
+	tb, procs, _ := markTable(t, Config{})
+	const depth = 60
+	parent := int32(200)
+	for i := int32(0); i < depth; i++ {
+		pid := 1000 + i
+		before := procs.total()
+		procs.envErr[pid] = ErrNoEnviron // env -i sh -c '...'
+		spawn(tb, procs.fakeProcs, parent, pid, uint64(2_000+i), "sh")
+		if n := procs.total() - before; n > 2 {
+			t.Fatalf("fork at depth %d read %d environments, want at most 2", i, n)
+		}
+		parent = pid
+	}
+	a := agents(tb)[200]
+	before := procs.total()
+	if got := tb.Descendants(a.Proc(), ReasonMaxAge, nil); len(got) != depth {
+		t.Errorf("the tree kill takes %d of the %d processes with no environment", len(got), depth)
+	}
+	if n := procs.total() - before; n > 2*depth {
+		t.Errorf("a tree kill over a chain of %d read %d environments", depth, n)
+	}
+
+	// A deep chain a scan added (its marks undecided), every read failing.
+	const deep = 200
+	parent = 200
+	for i := int32(0); i < deep; i++ {
+		pid := 3000 + i
+		procs.stat[pid] = ProcInfo{PID: pid, PPID: parent, Start: FromTicks(600), Comm: "sleep", State: 'S'}
+		procs.envErr[pid] = syscall.EIO
+		parent = pid
+	}
+	tb.Merge(must(procs.Scan()), true)
+	before = procs.total()
+	got := targets(tb.Descendants(a.Proc(), ReasonMaxAge, nil))
+	if n := procs.total() - before; n > 2*(depth+deep) {
+		t.Errorf("a tree kill over a chain of %d with unreadable marks read %d environments, want at most %d", deep, n, 2*(depth+deep))
+	}
+	if !got[3000] || !got[3000+deep-1] {
+		t.Error("processes whose marks cannot be read are spared by the tree kill")
+	}
+	tb.Apply(exitEv(200, 200, 10_000))
+	if _, ok := leftovers(tb)[3000]; !ok {
+		t.Error("the top of the unreadable chain is not a leftover")
 	}
 }

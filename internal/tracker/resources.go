@@ -129,11 +129,13 @@ func sessionRootsLocked(s *Session) []*Proc {
 // for every reason but manual (an order), are root-kept ones.
 func (t *Table) killRootsLocked(roots []*Proc, rule string, k kill, allow func(pid int32, kthread bool) bool, res *LeaseResult) {
 	now := t.cfg.Clock.Now()
+	reads := 0 // marksPerProc per root judged
 	for _, q := range roots {
 		if allow != nil && !allow(q.PID, q.Kthread) {
 			continue
 		}
-		if q.session != nil && t.sparedLocked(q, q.session, k.why) {
+		reads += marksPerProc
+		if q.session != nil && t.sparedLocked(q, q.session, k.why, &reads) {
 			continue
 		}
 		if a := q.agent; a != nil {

@@ -179,13 +179,17 @@ func (t *Table) pendRetryLocked(q *Proc, why Reason) {
 // alone, as in Descendants, unless a is a manual kill.
 func (t *Table) retryBelowLocked(p *Proc, a *Agent) {
 	at := max(a.Deadline, t.cfg.Clock.Now())
+	reads := 0 // marksPerProc per process judged
 	var walk func(n *Proc)
 	walk = func(n *Proc) {
 		for c := n.child; c != nil; c = c.next {
+			if !c.dead {
+				reads += marksPerProc
+			}
 			switch {
 			case c.dead:
 				walk(c)
-			case t.sparedLocked(c, c.session, a.Reason):
+			case t.sparedLocked(c, c.session, a.Reason, &reads):
 			default:
 				t.retryLocked(c, a, a.Attempt, a.FirstDeadline, at)
 			}

@@ -177,8 +177,10 @@ func (t *Table) memberExitLocked(p *Proc, s *Session, fired, root bool, k *kill)
 	case k != nil:
 		t.killAgainLocked(t.rootsBelowLocked(p, s, nil), s, *k)
 	case root && t.leftovers:
+		reads := 0
 		for _, c := range t.rootsBelowLocked(p, s, nil) {
-			if !t.sparedLocked(c, s, ReasonLeftover) {
+			reads += marksPerProc
+			if !t.sparedLocked(c, s, ReasonLeftover, &reads) {
 				t.queueLeftoverLocked(c, s)
 			}
 		}
@@ -217,11 +219,15 @@ func (t *Table) leftoversLocked(s *Session, agent *Proc) {
 	if !t.leftovers || s.ExitedAt == 0 {
 		return
 	}
+	reads := 0
 	for q := s.head; q != nil; q = q.snext {
 		if q.dead || (s.reaped && agent != nil && descendsFrom(q, agent)) {
 			continue
 		}
-		if !isRoot(q, s) || t.sparedLocked(q, s, ReasonLeftover) {
+		if !isRoot(q, s) {
+			continue
+		}
+		if reads += marksPerProc; t.sparedLocked(q, s, ReasonLeftover, &reads) {
 			continue
 		}
 		t.queueLeftoverLocked(q, s)
@@ -483,10 +489,15 @@ func (t *Table) envMarkedLocked(q *Proc, reads *int) int8 {
 		*reads--
 	}
 	marked, err := t.cfg.Proc.KeepMarked(q.PID)
+	if errors.Is(err, ErrNoEnviron) {
+		// An empty environment (env -i) stays empty until the next
+		// exec, whose event decides the mark again (execKeepLocked): so
+		// does one torn by an execve in progress.
+		q.marks.env = keepNo
+		return keepNo
+	}
 	if err != nil {
-		if !errors.Is(err, ErrNoEnviron) {
-			t.procErr(q.PID, err)
-		}
+		t.procErr(q.PID, err)
 		return keepUnknown
 	}
 	q.marks.env = keepNo
@@ -500,16 +511,25 @@ func (t *Table) envMarkedLocked(q *Proc, reads *int) int8 {
 // below it) alone: never for a manual kill (an order); for a leftover kill
 // or an agent's tree at max age, when q is root-kept or self-marked; for
 // every other policy (memory, procs, idle, pressure), only when root-kept.
-// An unresolved mark spares nothing.
-func (t *Table) sparedLocked(q *Proc, s *Session, why Reason) bool {
+// An unresolved mark spares nothing. reads as for rootKeptLocked.
+func (t *Table) sparedLocked(q *Proc, s *Session, why Reason, reads *int) bool {
 	switch why {
 	case ReasonManual:
 		return false
 	case ReasonLeftover, ReasonMaxAge:
-		return t.rootKeptLocked(q, s, nil) == keepYes || t.selfMarkedLocked(q, s, nil) == keepYes
+		return t.rootKeptLocked(q, s, reads) == keepYes || t.selfMarkedLocked(q, s, reads) == keepYes
 	}
-	return t.rootKeptLocked(q, s, nil) == keepYes
+	return t.rootKeptLocked(q, s, reads) == keepYes
 }
+
+// marksPerProc is what deciding one process's own marks may read: its
+// environment and its command line. A pass that judges many processes
+// under the table's lock (a tree kill, a session's leftovers) may read
+// that much per process it judges, so that marks left unresolved above
+// them (a read that failed, which is not memoised) cost a bounded walk:
+// its reads grow with its processes, never with their number times their
+// depth. A mark the budget leaves undecided counts as not kept.
+const marksPerProc = 2
 
 // forkMarksLocked decides the marks of p, just forked by parent into
 // parent's session. p starts with its parent's name, command line and a
@@ -527,7 +547,13 @@ func (t *Table) forkMarksLocked(p, parent *Proc) {
 	if s != nil && s.agent == parent {
 		p.marks.rule = t.agentRuleKeepLocked(s) // a copy of the agent as judged
 	}
+	// What p descends from is decided now for good, unresolved as not
+	// kept (sessions.go, "Keep marks"): a forked process never sends a
+	// later check up its ancestors.
 	p.marks.root = t.rootKeptLocked(parent, s, nil)
+	if p.marks.root == keepUnknown {
+		p.marks.root = keepNo
+	}
 	if !t.keepEnv {
 		return
 	}
@@ -536,7 +562,7 @@ func (t *Table) forkMarksLocked(p, parent *Proc) {
 	if up == keepUnknown {
 		if own := t.envMarkedLocked(p, nil); own == keepYes {
 			up = keepYes
-		} else if own == keepNo && parent.marks.envUp == keepNo {
+		} else {
 			up = keepNo
 		}
 	}

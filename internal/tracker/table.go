@@ -1076,11 +1076,15 @@ type Target struct {
 func (t *Table) Descendants(p *Proc, why Reason, buf []Target) []Target {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	reads := 0 // marksPerProc per process judged
 	var walk func(n *Proc)
 	walk = func(n *Proc) {
 		start := len(buf)
 		for c := n.child; c != nil; c = c.next {
-			if !c.dead && !t.sparedLocked(c, c.session, why) {
+			if c.dead {
+				continue
+			}
+			if reads += marksPerProc; !t.sparedLocked(c, c.session, why, &reads) {
 				buf = append(buf, Target{PID: c.PID, Start: c.Start, Comm: c.Comm, Kthread: c.Kthread})
 			}
 		}
