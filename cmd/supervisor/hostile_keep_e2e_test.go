@@ -27,7 +27,9 @@ import (
 
 // TestIntegrationHostileKeepMaxAge: an agent started with REAPER_KEEP=1,
 // and one that re-execs itself under it (exec env REAPER_KEEP=1 <agent>),
-// are both killed at their max age.
+// are both killed at their max age, and what the re-exec'd agent started
+// (its environment, REAPER_KEEP=1 included, inherited) dies with its tree:
+// an agent's own mark spares nothing.
 func TestIntegrationHostileKeepMaxAge(t *testing.T) {
 	needRoot(t)
 	r := newRig(t)
@@ -38,12 +40,14 @@ func TestIntegrationHostileKeepMaxAge(t *testing.T) {
 	if err := os.Mkdir(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink("/bin/sleep", filepath.Join(bin, comm)); err != nil {
+	if err := os.Symlink("/bin/sh", filepath.Join(bin, comm)); err != nil {
 		t.Fatal(err)
 	}
 	script := r.path(comm)
-	os.WriteFile(script, []byte("#!/bin/sh\nexec env REAPER_KEEP=1 "+filepath.Join(bin, comm)+" 1000\n"), 0o755)
+	os.WriteFile(script, []byte("#!/bin/sh\nexec env REAPER_KEEP=1 "+filepath.Join(bin, comm)+
+		" -c 'sleep 1000 & echo \"child $! kid\"; wait'\n"), 0o755)
 	reexec := startScript(t, script)
+	pids, fds := reexec.children(t, "kid")
 	for _, a := range []struct {
 		a    *agent
 		what string
@@ -54,6 +58,9 @@ func TestIntegrationHostileKeepMaxAge(t *testing.T) {
 			t.Errorf("agent %s: killed for %v, want max_age", a.what, m["reason"])
 		}
 		checkKill(t, m, a.a, maxAge)
+	}
+	if !pidfdDead(fds["kid"], 30*time.Second) {
+		t.Errorf("the child (%d) of the agent re-exec'd under REAPER_KEEP=1 survived its tree kill at max age", pids["kid"])
 	}
 }
 

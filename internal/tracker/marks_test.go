@@ -597,3 +597,46 @@ func TestMarkReadsBounded(t *testing.T) {
 		t.Error("the top of the unreadable chain is not a leftover")
 	}
 }
+
+// An agent's own REAPER_KEEP=1 (exec env REAPER_KEEP=1 <agent>) spares
+// nothing: not what it forks (a copy of its environment), not what those
+// exec with the environment they inherited, neither from its tree kill at
+// max age nor as leftovers. A marked process below an unmarked agent
+// still passes its mark down.
+func TestMarkAgentOwnEnv(t *testing.T) {
+	tb, procs, _ := markTable(t, Config{})
+	execAs(tb, procs, 200, "claude", true) // the agent re-execs itself under the marker
+	forkOnly(tb, procs, 200, 210, 2_000)   // a copy of the agent
+	procs.keep[210] = true
+	spawn(tb, procs.fakeProcs, 200, 220, 2_100, "sh") // exec'd with the inherited environment
+	procs.keep[220] = true
+	execAs(tb, procs, 220, "sh", true)
+	forkOnly(tb, procs, 220, 221, 2_200)
+	procs.keep[221] = true
+
+	a := agents(tb)[200]
+	got := targets(tb.Descendants(a.Proc(), ReasonMaxAge, nil))
+	for _, pid := range []int32{210, 220, 221} {
+		if !got[pid] {
+			t.Errorf("%d, started by an agent that carries REAPER_KEEP=1, is spared by its tree kill at max age: %v", pid, got)
+		}
+	}
+	tb.Apply(exitEv(200, 200, 10_000))
+	lo := leftovers(tb)
+	for _, pid := range []int32{210, 220} {
+		if _, ok := lo[pid]; !ok {
+			t.Errorf("%d is not a leftover: %v", pid, lo)
+		}
+	}
+
+	// Below an unmarked agent, a marked process passes its mark down.
+	tb2, procs2, _ := markTable(t, Config{})
+	spawn(tb2, procs2.fakeProcs, 200, 260, 2_000, "npm")
+	procs2.keep[260] = true
+	forkOnly(tb2, procs2, 260, 261, 2_100)
+	execAs(tb2, procs2, 261, "node", false)
+	a2 := agents(tb2)[200]
+	if got := targets(tb2.Descendants(a2.Proc(), ReasonMaxAge, nil)); got[260] || got[261] {
+		t.Errorf("a REAPER_KEEP=1 process below the agent, or its child, is taken by the tree kill at max age: %v", got)
+	}
+}

@@ -47,6 +47,12 @@ type Session struct {
 	head    *Proc // members, linked through Proc.snext and Proc.sprev
 	members int
 	reaped  bool // its agent was fired by a policy: its tree is being killed
+	// envMarked: the agent's own environment held REAPER_KEEP=1 (read
+	// when it was matched and at each of its execs; for good). Every
+	// process it starts inherits that environment, so in such a session
+	// the marker says nothing about any process and counts for none
+	// (ownEnvLocked): `exec env REAPER_KEEP=1 <agent>` spares nothing.
+	envMarked bool
 	// pending counts the session's processes queued to be killed now or
 	// being reaped (Proc.killFor): the session is being killed while it is
 	// above 0 (resources.go). killing is the reason of the latest such
@@ -105,6 +111,7 @@ func (t *Table) newSessionLocked(p *Proc, rule string) *Session {
 	s := &Session{ID: SessionID{PID: p.PID, Start: p.Start}, Comm: p.Comm, Rule: rule, agent: p}
 	t.sessions[s.ID] = s
 	t.addMemberLocked(s, p)
+	t.agentEnvLocked(s)
 	var walk func(n *Proc)
 	walk = func(n *Proc) {
 		for c := n.child; c != nil; c = c.next {
@@ -308,7 +315,10 @@ func (t *Table) queueLeftoverAtLocked(q *Proc, s *Session, deadline int64) {
 //     it spares the process, with its descendants, from leftover kills and
 //     from its agent's tree kill at max age. It never removes an agent's
 //     own max age, and the limits and the pressure policy count and kill
-//     self-marked members like any other.
+//     self-marked members like any other. A session's agent is never
+//     self-marked, and when its own environment holds the marker, which
+//     everything it starts inherits, the marker counts for nothing in its
+//     session (Session.envMarked).
 //
 // A control-socket unkeep overrides both: the process is a candidate
 // again, whatever its environment or a rule says.
@@ -448,9 +458,12 @@ func (t *Table) ruleKeptLocked(q *Proc, reads *int) int8 {
 
 // selfMarkedLocked decides whether q is self-marked (REAPER_KEEP=1 in its
 // environment or an ancestor's in its session); keepNo whenever --keep-env
-// is off. reads as for rootKeptLocked (environments).
+// is off. A session's agent is never self-marked: its mark would spare
+// nothing of its own (it is no leftover of its own session, and its max
+// age stands), and it does not pass down to what it starts. Below it,
+// marks pass down as ever. reads as for rootKeptLocked (environments).
 func (t *Table) selfMarkedLocked(q *Proc, s *Session, reads *int) int8 {
-	if !t.keepEnv {
+	if !t.keepEnv || (s != nil && s.agent == q) {
 		return keepNo
 	}
 	if t.keepOverrideLocked(q) == keepNo {
@@ -459,7 +472,7 @@ func (t *Table) selfMarkedLocked(q *Proc, s *Session, reads *int) int8 {
 	if q.marks.envUp == keepYes {
 		return keepYes
 	}
-	own := t.envMarkedLocked(q, reads)
+	own := t.ownEnvLocked(q, s, reads)
 	if own == keepYes {
 		return keepYes
 	}
@@ -474,6 +487,31 @@ func (t *Table) selfMarkedLocked(q *Proc, s *Session, reads *int) int8 {
 		q.marks.envUp = up
 	}
 	return or3(own, q.marks.envUp)
+}
+
+// ownEnvLocked is q's own environment mark as it counts in s: for
+// nothing when s's agent carries the marker itself (Session.envMarked),
+// whose environment q inherited.
+func (t *Table) ownEnvLocked(q *Proc, s *Session, reads *int) int8 {
+	if s != nil && s.envMarked {
+		return keepNo
+	}
+	return t.envMarkedLocked(q, reads)
+}
+
+// agentEnvLocked reads the environment of s's agent (just matched, or
+// just exec'd): if it holds REAPER_KEEP=1, the marker counts for nothing
+// in s from then on. Read now, while the agent is there to read: after
+// it exits, its leftovers are judged by it.
+func (t *Table) agentEnvLocked(s *Session) {
+	if !t.keepEnv || s.envMarked || s.agent == nil || s.agent.dead {
+		return
+	}
+	if t.envMarkedLocked(s.agent, nil) == keepYes {
+		s.envMarked = true
+		t.log.Debug("agent carries REAPER_KEEP=1: the marker counts for nothing in its session",
+			zap.Int32("session_pid", s.ID.PID), zap.String("comm", s.Comm))
+	}
 }
 
 // envMarkedLocked reads q's own environment for REAPER_KEEP=1, once per
@@ -560,7 +598,7 @@ func (t *Table) forkMarksLocked(p, parent *Proc) {
 	up := t.selfMarkedLocked(parent, s, nil)
 	p.marks.env = parent.marks.env
 	if up == keepUnknown {
-		if own := t.envMarkedLocked(p, nil); own == keepYes {
+		if own := t.ownEnvLocked(p, s, nil); own == keepYes {
 			up = keepYes
 		} else {
 			up = keepNo
@@ -601,6 +639,9 @@ func (t *Table) SetKeepEnv(on bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.keepEnv = on
+	for _, s := range t.sessions {
+		t.agentEnvLocked(s)
+	}
 }
 
 // LeftoverView is a leftover waiting for its kill.

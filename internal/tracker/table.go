@@ -550,6 +550,9 @@ func (t *Table) execKeepLocked(p *Proc) {
 	// A new name, command line and environment: the keep rules and
 	// REAPER_KEEP=1 are decided again; what p descends from stays.
 	p.marks.rule, p.marks.env = keepUnknown, keepUnknown
+	if s := p.session; s != nil && s.agent == p {
+		t.agentEnvLocked(s) // exec env REAPER_KEEP=1 <agent>
+	}
 }
 
 func (t *Table) comm(pid int32, name []byte, at int64) {
