@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -638,5 +639,86 @@ func TestMarkAgentOwnEnv(t *testing.T) {
 	a2 := agents(tb2)[200]
 	if got := targets(tb2.Descendants(a2.Proc(), ReasonMaxAge, nil)); got[260] || got[261] {
 		t.Errorf("a REAPER_KEEP=1 process below the agent, or its child, is taken by the tree kill at max age: %v", got)
+	}
+}
+
+// restoreJSON persists tb's sessions as the daemon does (JSON) and
+// restores them in a new table over procs, as after a restart.
+func restoreJSON(t *testing.T, state []byte, procs *markProcs) *Table {
+	t.Helper()
+	var ms []MemberState
+	if err := json.Unmarshal(state, &ms); err != nil {
+		t.Fatal(err)
+	}
+	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{now: offset + 50_000},
+		Leftovers: true, LeftoverGrace: grace})
+	tb.Merge(must(procs.Scan()), false)
+	tb.RestoreSessions(ms)
+	return tb
+}
+
+// Across a restart, a member's own mark and the one it inherited are told
+// apart (a clean exec drops only its own), a session whose agent carried
+// the marker stays one, and a sessions.json of an earlier version, whose
+// "keep" meant any keep, is read as kept by root: nothing it kept is
+// killed.
+func TestMarkRestoreFields(t *testing.T) {
+	tb, procs, _ := markTable(t, Config{})
+	spawn(tb, procs.fakeProcs, 200, 220, 2_000, "sh")
+	procs.keep[220] = true
+	forkOnly(tb, procs, 220, 221, 2_100) // marked by its own copy and by descent
+	execAs(tb, procs, 221, "sleep", false)
+	spawn(tb, procs.fakeProcs, 200, 230, 2_200, "npm") // its own mark only
+	procs.keep[230] = true
+	tb.mu.Lock()
+	tb.sparedLocked(tb.procs[230], tb.procs[230].session, ReasonLeftover, nil)
+	tb.mu.Unlock()
+	state, err := json.Marshal(tb.SessionState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb2 := restoreJSON(t, state, procs)
+	// 230 and 221 exec clean: 230 loses its mark, 221 keeps its inherited one.
+	execAs(tb2, procs, 230, "node", false)
+	execAs(tb2, procs, 221, "node", false)
+	exitNow(tb2, procs, 200, 60_000)
+	lo := leftovers(tb2)
+	if _, ok := lo[230]; !ok {
+		t.Errorf("a member whose own mark was restored, exec'd clean, is not a leftover: %v", lo)
+	}
+	if _, ok := lo[221]; ok {
+		t.Error("a member marked by descent, restored, was queued after a clean exec")
+	}
+
+	// A session whose agent carried the marker.
+	tb3, procs3, _ := markTable(t, Config{})
+	execAs(tb3, procs3, 200, "claude", true)
+	spawn(tb3, procs3.fakeProcs, 200, 240, 2_000, "sleep")
+	procs3.keep[240] = true
+	tb3.mu.Lock()
+	tb3.sparedLocked(tb3.procs[240], tb3.procs[240].session, ReasonLeftover, nil)
+	tb3.mu.Unlock()
+	state, _ = json.Marshal(tb3.SessionState())
+	exitNow(tb3, procs3, 200, 3_000)
+	tb4 := restoreJSON(t, state, procs3)
+	if _, ok := leftovers(tb4)[240]; !ok {
+		t.Errorf("after a restart, the child of an agent that carried REAPER_KEEP=1 is not a leftover: %v", leftovers(tb4))
+	}
+
+	// An earlier version's file: "keep" on a member whose agent is gone.
+	procs5 := &markProcs{fakeProcs: newFakeProcs(), envReads: map[int32]int{}, envErr: map[int32]error{}}
+	procs5.stat[250] = ProcInfo{PID: 250, PPID: 1, Start: FromTicks(500), Comm: "node", State: 'S'}
+	legacy := fmt.Sprintf(`[{"pid":250,"start":%s,"session":{"pid":200,"start":%s},"session_comm":"claude","session_rule":"claude","agent_exited_at":%d,"keep":true}]`,
+		must(json.Marshal(FromTicks(500))), must(json.Marshal(FromTicks(400))), offset+40_000)
+	tb5 := restoreJSON(t, []byte(legacy), procs5)
+	if len(leftovers(tb5)) != 0 {
+		t.Errorf("a member an earlier daemon kept was queued as a leftover: %v", leftovers(tb5))
+	}
+	id, ok := tb5.SessionOf(250)
+	if !ok {
+		t.Fatal("the legacy member was not restored")
+	}
+	if _, err := tb5.KillSession(id, ReasonMemory, Figures{Procs: 1}); err == nil {
+		t.Error("a memory kill takes a member an earlier daemon kept (exempt from every policy then)")
 	}
 }

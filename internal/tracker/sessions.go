@@ -703,11 +703,21 @@ type MemberState struct {
 	Rule    string    `json:"session_rule"`
 	// ExitedAt is the session agent's exit (boottime), 0 while it lived.
 	ExitedAt int64 `json:"agent_exited_at,omitempty"`
-	// Keep: self-marked (REAPER_KEEP=1, its own or inherited), which a
-	// restart could not tell again once the marked parent is gone.
-	// RootKeep: root-kept by descent from a kept process.
-	Keep     bool `json:"keep,omitempty"`
-	RootKeep bool `json:"root_keep,omitempty"`
+	// Its keep marks, which a restart could not tell again once the
+	// process they came from is gone (sessions.go, "Keep marks").
+	// SelfKeep: REAPER_KEEP=1 in its own environment (a later exec
+	// decides it again); SelfKeepUp: inherited from a marked ancestor in
+	// its session (for good); RootKeep: root-kept by descent from a kept
+	// process. AgentMarked: the session's agent carried REAPER_KEEP=1
+	// (Session.envMarked), so no environment in it counts.
+	SelfKeep    bool `json:"self_keep,omitempty"`
+	SelfKeepUp  bool `json:"self_keep_up,omitempty"`
+	RootKeep    bool `json:"root_keep,omitempty"`
+	AgentMarked bool `json:"agent_marked,omitempty"`
+	// Keep is the field of earlier versions, read, never written: it
+	// meant "kept" (exempt) by any mark, so it is read as root-kept and
+	// self-marked both, never killing what that daemon kept.
+	Keep bool `json:"keep,omitempty"`
 }
 
 // SessionGen changes whenever session membership changes, so a caller can
@@ -727,7 +737,8 @@ func (t *Table) SessionState() []MemberState {
 	for _, s := range t.sessions {
 		for q := s.head; q != nil; q = q.snext {
 			out = append(out, MemberState{PID: q.PID, Start: q.Start, Session: s.ID, Comm: s.Comm, Rule: s.Rule,
-				ExitedAt: s.ExitedAt, Keep: q.marks.env == keepYes || q.marks.envUp == keepYes, RootKeep: q.marks.root == keepYes})
+				ExitedAt: s.ExitedAt, SelfKeep: q != s.agent && !s.envMarked && q.marks.env == keepYes,
+				SelfKeepUp: q.marks.envUp == keepYes, RootKeep: q.marks.root == keepYes, AgentMarked: s.envMarked})
 		}
 	}
 	return out
@@ -779,10 +790,16 @@ func (t *Table) RestoreSessions(state []MemberState) int {
 			t.addMemberLocked(s, p)
 			n++
 		}
-		if m.Keep {
+		if m.AgentMarked {
+			s.envMarked = true
+		}
+		if m.SelfKeep {
+			p.marks.env = keepYes
+		}
+		if m.SelfKeepUp || m.Keep {
 			p.marks.envUp = keepYes
 		}
-		if m.RootKeep {
+		if m.RootKeep || m.Keep {
 			p.marks.root = keepYes
 		}
 		touched[s] = true
