@@ -271,9 +271,10 @@ func (t *Table) Unkeep(pid int32, start Start) (LeaseResult, error) {
 	t.leaseLocked(p, true).Keep = LeaseUnkeep
 	t.leaseGen++
 	t.sessGen++
-	// Forget what the processes below p took from their ancestors: it may
-	// have come from p.
-	eachBelow(p, func(q *Proc) { q.marks.root, q.marks.envUp = keepUnknown, keepUnknown })
+	// Forget the root keep the processes below p took from their
+	// ancestors: it may have come from p's keep. A REAPER_KEEP=1 they
+	// inherited came from an environment, not from a keep, and stays.
+	eachBelow(p, func(q *Proc) { q.marks.root = keepUnknown })
 	now := t.cfg.Clock.Now()
 	reads := 0 // marksPerProc per process judged
 	eachBelow(p, func(q *Proc) {

@@ -722,3 +722,27 @@ func TestMarkRestoreFields(t *testing.T) {
 		t.Error("a memory kill takes a member an earlier daemon kept (exempt from every policy then)")
 	}
 }
+
+// An unkeep withdraws root's keep only: a REAPER_KEEP=1 a process below
+// inherited (from a marked ancestor that has exited) stays.
+func TestMarkUnkeepLeavesInherited(t *testing.T) {
+	tb, procs, _ := markTable(t, Config{})
+	spawn(tb, procs.fakeProcs, 200, 220, 2_000, "sh")
+	procs.keep[220] = true
+	forkOnly(tb, procs, 220, 221, 2_100)
+	execAs(tb, procs, 221, "node", false)
+	forkOnly(tb, procs, 221, 222, 2_200)
+	execAs(tb, procs, 222, "node", false)
+	exitNow(tb, procs, 220, 2_300)
+	exitNow(tb, procs, 200, 3_000)
+	if _, err := tb.Unkeep(221, Start{}); err != nil {
+		t.Fatal(err)
+	}
+	a, ok := leftovers(tb)[221]
+	if !ok {
+		t.Fatalf("the unkept process is not a leftover: %v", leftovers(tb))
+	}
+	if got := targets(tb.Descendants(a.Proc(), ReasonLeftover, nil)); got[222] {
+		t.Error("the unkeep of 221 took the REAPER_KEEP=1 222 inherited from 220 (exited)")
+	}
+}
