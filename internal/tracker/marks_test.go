@@ -746,3 +746,19 @@ func TestMarkUnkeepLeavesInherited(t *testing.T) {
 		t.Error("the unkeep of 221 took the REAPER_KEEP=1 222 inherited from 220 (exited)")
 	}
 }
+
+// A rename judges a --keep rule's :TEXT against the command line of now
+// (process.title rewrites both), not the one read before it.
+func TestMarkRenameReadsCmdline(t *testing.T) {
+	tb, procs, _ := markTable(t, Config{Keep: []Rule{must(ParseRule("node:next dev")), must(ParseRule("next-sv:next dev"))}})
+	procs.cmdline[240] = "node next dev"
+	spawn(tb, procs.fakeProcs, 200, 240, 2_000, "node")
+	forkOnly(tb, procs, 240, 241, 2_100) // reads 240's command line: kept
+	procs.cmdline[240] = "next-sv worker"
+	tb.Apply(commEv(240, 240, "next-sv"))
+	for _, m := range tb.SessionMembers(nil) {
+		if m.PID == 240 && m.Kept {
+			t.Error("renamed, with a command line no keep rule matches, but kept by the one read before")
+		}
+	}
+}

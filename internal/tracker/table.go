@@ -580,6 +580,9 @@ func (t *Table) comm(pid int32, name []byte, at int64) {
 	// REAPER_KEEP=1 read already stands.
 	kept := t.ruleKeptLocked(p, nil) == keepYes
 	p.Comm = procevents.CommString(name)
+	// process.title rewrites the command line too: read again when a
+	// rule needs it (matchLocked below reads it for agent rules).
+	p.Cmdline = ""
 	p.marks.rule = keepNo
 	if kept {
 		p.marks.rule = keepUnknown
