@@ -762,3 +762,57 @@ func TestMarkRenameReadsCmdline(t *testing.T) {
 		}
 	}
 }
+
+// A reload of --keep or --keep-env brings the queue in line: an agent a
+// removed rule kept gets its max-age deadline, one a new rule keeps loses
+// it; a leftover a new rule keeps leaves the queue, one a removed rule
+// kept joins it; with --keep-env turned off, a REAPER_KEEP=1 leftover is
+// queued, turned on again, it leaves the queue.
+func TestMarkReloadReconciles(t *testing.T) {
+	tb, procs, _ := markTable(t, Config{Keep: []Rule{must(ParseRule("claude:--kept"))}})
+	tb.Apply(fork(100, 300, 1_500))
+	procs.stat[300] = ProcInfo{PID: 300, PPID: 100, Start: FromTicks(600), Comm: "claude", State: 'S'}
+	procs.cmdline[300] = "claude --kept"
+	tb.Apply(execEv(300))
+	if _, ok := agents(tb)[300]; ok {
+		t.Fatal("an agent a --keep rule matches was queued")
+	}
+	tb.SetKeep([]Rule{must(ParseRule("claude"))})
+	if a, ok := agents(tb)[200]; ok {
+		t.Errorf("an agent a new --keep rule matches is still queued: %+v", a)
+	}
+	tb.SetKeep(nil)
+	ag := agents(tb)
+	if a, ok := ag[300]; !ok || a.Reason != ReasonMaxAge {
+		t.Errorf("the agent whose --keep rule was removed: %+v, want queued for its max age", a)
+	}
+	if _, ok := ag[200]; !ok {
+		t.Error("the agent whose --keep rule was removed again is not queued")
+	}
+
+	spawn(tb, procs.fakeProcs, 200, 210, 2_000, "sleep")
+	spawn(tb, procs.fakeProcs, 200, 220, 2_100, "keepme")
+	spawn(tb, procs.fakeProcs, 200, 230, 2_200, "npm")
+	procs.keep[230] = true
+	tb.SetKeep([]Rule{must(ParseRule("keepme"))})
+	exitNow(tb, procs, 200, 10_000)
+	if lo := leftovers(tb); len(lo) != 1 {
+		t.Fatalf("leftovers %v, want 210 only", lo)
+	}
+	tb.SetKeep([]Rule{must(ParseRule("sleep"))})
+	lo := leftovers(tb)
+	if _, ok := lo[210]; ok {
+		t.Error("a leftover a new --keep rule matches is still queued")
+	}
+	if _, ok := lo[220]; !ok {
+		t.Errorf("a leftover whose --keep rule was removed is not queued: %v", lo)
+	}
+	tb.SetKeepEnv(false)
+	if _, ok := leftovers(tb)[230]; !ok {
+		t.Errorf("with --keep-env turned off, the REAPER_KEEP=1 leftover is not queued: %v", leftovers(tb))
+	}
+	tb.SetKeepEnv(true)
+	if _, ok := leftovers(tb)[230]; ok {
+		t.Error("with --keep-env turned on again, the REAPER_KEEP=1 leftover is still queued")
+	}
+}

@@ -619,7 +619,9 @@ func (t *Table) SetLeftovers(kill bool, grace time.Duration) {
 }
 
 // SetKeep replaces the keep rules: every process's own rule match is
-// decided again; a keep a process took from its ancestors stays.
+// decided again (a session's agent on what it was matched as); a keep a
+// process took from its ancestors stays. What is queued follows
+// (reconcileKeepLocked).
 func (t *Table) SetKeep(rules []Rule) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -630,11 +632,54 @@ func (t *Table) SetKeep(rules []Rule) {
 			p.marks.root = keepUnknown
 		}
 	}
+	t.reconcileKeepLocked()
+}
+
+// reconcileKeepLocked brings the queue in line with keep marks a reload
+// changed, as a control-socket keep or unkeep does: an agent waiting for
+// its max age that is now root-kept, and a leftover waiting for its kill
+// that is now spared, leave the queue; a session's agent (or a nested
+// agent) no longer kept is queued for its max age, and the leftovers of a
+// session whose agent has exited are judged again (queued at the agent's
+// exit + the grace, at once if that is past). A kill in progress (a
+// retry, a policy's kill now, a session whose agent's tree is being
+// reaped) is left alone.
+func (t *Table) reconcileKeepLocked() {
+	reads := 0
+	for _, p := range t.procs {
+		if p.dead {
+			continue
+		}
+		s := p.session
+		if a := p.agent; a != nil {
+			if a.Attempt > 0 || p.killFor != nil {
+				continue
+			}
+			reads += marksPerProc
+			switch {
+			case a.Reason == ReasonMaxAge && t.rootKeptLocked(p, s, &reads) == keepYes,
+				a.Reason == ReasonLeftover && t.sparedLocked(p, s, ReasonLeftover, &reads):
+				if t.unqueueLocked(p) {
+					t.log.Debug("kept after a reload: dequeued", zap.Int32("pid", p.PID), zap.String("reason", string(a.Reason)))
+				}
+			}
+			continue
+		}
+		if s != nil {
+			t.matchLocked(p, false)
+		}
+	}
+	for _, s := range t.sessions {
+		if s.agent == nil && !s.reaped && s.pending == 0 {
+			t.leftoversLocked(s, nil)
+		}
+	}
 }
 
 // SetKeepEnv turns the REAPER_KEEP=1 marker on or off (--keep-env). Off,
 // it is ignored altogether and nothing is read; turned on again, marks
-// are decided from then on (forks meanwhile were not looked at).
+// are decided from then on (forks meanwhile were not looked at). Queued
+// leftovers follow (reconcileKeepLocked).
 func (t *Table) SetKeepEnv(on bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -642,6 +687,7 @@ func (t *Table) SetKeepEnv(on bool) {
 	for _, s := range t.sessions {
 		t.agentEnvLocked(s)
 	}
+	t.reconcileKeepLocked()
 }
 
 // LeftoverView is a leftover waiting for its kill.
