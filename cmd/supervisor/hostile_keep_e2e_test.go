@@ -252,7 +252,8 @@ func TestIntegrationHostileKeepSwarm(t *testing.T) {
 	}
 	script := r.path(comm)
 	os.WriteFile(script, []byte(fmt.Sprintf("#!/bin/sh\n%s 300 104 %s &\nwait\n", swarmBin(t), r.path("go"))), 0o755)
-	d := startDaemon(t, "--agent", comm, "--max-age", "1h", "--kill-grace", "1s", "--resource-interval", "2s",
+	const interval = 2 * time.Second
+	d := startDaemon(t, "--agent", comm, "--max-age", "1h", "--kill-grace", "1s", "--resource-interval", interval.String(),
 		"--session-max-memory", "80MiB")
 	a := startScript(t, script)
 	pids, fds := a.children(t, "holder")
@@ -264,11 +265,26 @@ func TestIntegrationHostileKeepSwarm(t *testing.T) {
 	}
 	io.WriteString(f, "go\n")
 	f.Close()
+	a.waitLine(t, "held", 60*time.Second)
+	held := time.Now() // at or after the holder printed it
 	over := d.waitLog(t, 120*time.Second, func(m map[string]any) bool {
 		return m["msg"] == "session over its limit: killing it" && num(m["session_pid"]) == int64(a.pid)
 	})
 	if over["reason"] != "memory" || num(over["memory_bytes"]) <= 80<<20 || num(over["procs"]) < 300 {
 		t.Errorf("limit line %v: want reason memory, memory_bytes over 80 MiB, procs over 300", over)
+	}
+	// Within a few samples of the memory being held: a count of the
+	// daemon's intervals (its policy), not a measure of this machine.
+	at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(over["time"]))
+	if err != nil {
+		t.Fatalf("limit line time %v: %v", over["time"], err)
+	}
+	if took := at.Sub(held); took > 10*interval {
+		t.Errorf("killed %s after the memory was held: want within 10 sample intervals (%s)", took, 10*interval)
+	}
+	kill := d.waitLog(t, 30*time.Second, killOf(a.pid))
+	if num(kill["memory_bytes"]) < 100<<20 {
+		t.Errorf("kill record %v: want memory_bytes of at least 100 MiB (the holder's 104 MiB)", kill)
 	}
 	a.waitExit(t, 30*time.Second)
 	if !pidfdDead(fds["holder"], 30*time.Second) {
