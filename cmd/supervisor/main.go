@@ -49,6 +49,7 @@ commands:
             give an agent more time (a lease), kept across reloads and
             restarts, ending with the process
   keep PID  exempt a process and its descendants from every policy
+            but a manual kill
   unkeep PID  make it subject to the policies again
   kill PID [--force]
             kill that agent's session now (reason manual); --force for a
