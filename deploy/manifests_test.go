@@ -29,7 +29,7 @@ const (
 	stateDirKey = "REAPER_STATE_DIR"
 )
 
-// capabilities are exactly what the daemon needs (README "Running on
+// capabilities are exactly what the daemon needs (docs/deployment.md "Running on
 // Kubernetes" says what for).
 var capabilities = []string{"DAC_READ_SEARCH", "KILL", "NET_ADMIN", "SYS_NICE", "SYS_PTRACE"}
 
@@ -204,12 +204,12 @@ func parseConf(text string) (map[string]string, error) {
 	return out, nil
 }
 
-// knownVars are the variables the README's configuration table documents
-// (README.md is the authoritative list of the daemon's settings), plus the
-// seed's minutes variable.
+// knownVars are the variables docs/configuration.md's table documents (it
+// is the authoritative list of the daemon's settings), plus the seed's
+// minutes variable.
 func knownVars(t *testing.T) map[string]bool {
 	t.Helper()
-	f, err := os.Open("../README.md")
+	f, err := os.Open("../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func knownVars(t *testing.T) map[string]bool {
 	for sc.Scan() {
 		l := sc.Text()
 		switch {
-		case l == "## Configuration":
+		case l == "# Configuration" || l == "## Configuration":
 			in = true
 		case strings.HasPrefix(l, "## "):
 			in = false
@@ -235,7 +235,7 @@ func knownVars(t *testing.T) map[string]bool {
 		}
 	}
 	if len(known) < 20 {
-		t.Fatalf("found only %d variables in README.md's configuration table: has its layout changed?", len(known))
+		t.Fatalf("found only %d variables in docs/configuration.md's table: has its layout changed?", len(known))
 	}
 	return known
 }
@@ -380,7 +380,7 @@ func TestManifests(t *testing.T) {
 	known := knownVars(t)
 	for k := range conf {
 		if !known[k] {
-			t.Errorf("ConfigMap %s: %s is not a variable README's configuration table documents (the daemon refuses unknown ones)", cm.Name, k)
+			t.Errorf("ConfigMap %s: %s is not a variable docs/configuration.md documents (the daemon refuses unknown ones)", cm.Name, k)
 		}
 	}
 	if got := conf["REAPER_UNDER"]; got != "cgroup:/kubepods*" {
