@@ -6,7 +6,7 @@
 #   docker build -t agent-supervisor .
 #
 # Its entrypoint is the supervisor; the default command is `run` (the daemon:
-# hostPID and host network, README "Running in Docker" and "Running on
+# hostPID and host network, docs/deployment.md "Running in Docker" and "Running on
 # Kubernetes"). As a container's init: `supervisor init -- CMD`, or copy the
 # binary into an agent image:
 #   COPY --from=agent-supervisor /usr/local/bin/supervisor /usr/local/bin/supervisor
@@ -19,7 +19,7 @@ RUN go mod download
 COPY cmd ./cmd
 COPY internal ./internal
 # The C deadline thread needs cgo; without it the build falls back to a Go
-# thread whose lateness under load is tens of milliseconds (README
+# thread whose lateness under load is tens of milliseconds (docs/testing.md
 # "Measurements").
 ENV CGO_ENABLED=1
 # The flags scripts/supervisor builds with.

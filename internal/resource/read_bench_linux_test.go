@@ -48,7 +48,7 @@ func startOf(b *testing.B, pid int32) tracker.Start {
 }
 
 // BenchmarkReadProcess: the candidate ways of reading one process's memory
-// and CPU time, on real node and sleep processes (README, Resource guard).
+// and CPU time, on real node and sleep processes (docs/design.md, Resource guard).
 // ns/op is per process read.
 func BenchmarkReadProcess(b *testing.B) {
 	pids := benchProcs(b, 20)
