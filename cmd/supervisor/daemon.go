@@ -70,7 +70,7 @@ type daemon struct {
 	live         *Config           // the configuration in force: cfg, or the last SIGHUP's
 	killed       []int32           // agents killed since the last snapshot
 	leftovers    []int32           // leftovers killed since the last snapshot
-	pending      map[uint64]string // kill row ids of reaps in flight, by agent Seq
+	pending      map[uint64]pendingRow // kill rows of reaps in flight, by agent Seq (records.go)
 	lastSnapshot time.Time
 	results      []reap.Result // kept by `once` for its output
 	keepResults  bool

@@ -67,6 +67,12 @@ func retryDetails(in map[string]float64, r reap.Result, now int64) map[string]fl
 	return out
 }
 
+// pendingRow is the spooled pending kill row of a reap in flight.
+type pendingRow struct {
+	id string
+	at time.Time // its created_at
+}
+
 // onSignal spools the kill row as soon as the agent's first signal is
 // out, with outcome pending: a daemon stopped or crashed before the tree
 // is gone (a long grace, thousands of kills) still leaves the record.
@@ -79,9 +85,9 @@ func (d *daemon) onSignal(r reap.Result) {
 	}
 	d.mu.Lock()
 	if d.pending == nil {
-		d.pending = map[uint64]string{}
+		d.pending = map[uint64]pendingRow{}
 	}
-	d.pending[r.Seq] = rec.ID
+	d.pending[r.Seq] = pendingRow{id: rec.ID, at: at}
 	d.mu.Unlock()
 	d.log.Debug("kill record pending", zap.Int32("pid", r.PID), zap.String("id", rec.ID))
 }
@@ -92,13 +98,17 @@ func (d *daemon) onResult(r reap.Result) {
 	k, at := d.killRow(r)
 	d.metrics.kill(r)
 	d.mu.Lock()
-	id, ok := d.pending[r.Seq]
+	pend, ok := d.pending[r.Seq]
 	delete(d.pending, r.Seq)
 	d.mu.Unlock()
 	var err error
 	var rec store.Record
 	if ok {
-		rec, err = d.store.Replace(id, store.KindKill, at, nil, k)
+		// The row's time is the pending row's: converting the signal's
+		// boottime to wall time again gives a few microseconds more or
+		// less, and a row delivered while pending must not change its
+		// created_at when it is completed.
+		rec, err = d.store.Replace(pend.id, store.KindKill, pend.at, nil, k)
 	} else {
 		rec, err = d.store.Add(store.KindKill, at, nil, k)
 	}
