@@ -67,9 +67,9 @@ type daemon struct {
 	hooks  *hook.Runner // --on-kill
 
 	mu           sync.Mutex
-	live         *Config           // the configuration in force: cfg, or the last SIGHUP's
-	killed       []int32           // agents killed since the last snapshot
-	leftovers    []int32           // leftovers killed since the last snapshot
+	live         *Config               // the configuration in force: cfg, or the last SIGHUP's
+	killed       []int32               // agents killed since the last snapshot
+	leftovers    []int32               // leftovers killed since the last snapshot
 	pending      map[uint64]pendingRow // kill rows of reaps in flight, by agent Seq (records.go)
 	lastSnapshot time.Time
 	results      []reap.Result // kept by `once` for its output
