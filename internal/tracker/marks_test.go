@@ -660,8 +660,8 @@ func restoreJSON(t *testing.T, state []byte, procs *markProcs) *Table {
 // Across a restart, a member's own mark and the one it inherited are told
 // apart (a clean exec drops only its own), a session whose agent carried
 // the marker stays one, and a sessions.json of an earlier version, whose
-// "keep" meant any keep, is read as kept by root: nothing it kept is
-// killed.
+// "keep" meant any keep, is read as REAPER_KEEP=1 (the weaker mark): its
+// members are no leftovers, but nothing becomes root's keep by an upgrade.
 func TestMarkRestoreFields(t *testing.T) {
 	tb, procs, _ := markTable(t, Config{})
 	spawn(tb, procs.fakeProcs, 200, 220, 2_000, "sh")
@@ -705,7 +705,8 @@ func TestMarkRestoreFields(t *testing.T) {
 		t.Errorf("after a restart, the child of an agent that carried REAPER_KEEP=1 is not a leftover: %v", leftovers(tb4))
 	}
 
-	// An earlier version's file: "keep" on a member whose agent is gone.
+	// An earlier version's file: "keep" on a member whose agent is gone:
+	// spared as a leftover, not exempt from the limits.
 	procs5 := &markProcs{fakeProcs: newFakeProcs(), envReads: map[int32]int{}, envErr: map[int32]error{}}
 	procs5.stat[250] = ProcInfo{PID: 250, PPID: 1, Start: FromTicks(500), Comm: "node", State: 'S'}
 	legacy := fmt.Sprintf(`[{"pid":250,"start":%s,"session":{"pid":200,"start":%s},"session_comm":"claude","session_rule":"claude","agent_exited_at":%d,"keep":true}]`,
@@ -718,8 +719,11 @@ func TestMarkRestoreFields(t *testing.T) {
 	if !ok {
 		t.Fatal("the legacy member was not restored")
 	}
-	if _, err := tb5.KillSession(id, ReasonMemory, Figures{Procs: 1}); err == nil {
-		t.Error("a memory kill takes a member an earlier daemon kept (exempt from every policy then)")
+	// The legacy mark is read as the weaker one (REAPER_KEEP=1, which it
+	// often was): the limits count and kill it, so that a session's own
+	// marker never becomes root's keep through an upgrade.
+	if _, err := tb5.KillSession(id, ReasonMemory, Figures{Procs: 1}); err != nil {
+		t.Errorf("a memory kill of a legacy-kept member refused: %v (a legacy keep must not be root's keep)", err)
 	}
 }
 
@@ -814,5 +818,29 @@ func TestMarkReloadReconciles(t *testing.T) {
 	tb.SetKeepEnv(true)
 	if _, ok := leftovers(tb)[230]; ok {
 		t.Error("with --keep-env turned on again, the REAPER_KEEP=1 leftover is still queued")
+	}
+}
+
+// An earlier version's file that says "keep" for a live agent (it ran
+// under REAPER_KEEP=1, which exempted it then) gives it no keep now: it is
+// queued for its max age and its session is not exempt from the limits.
+func TestMarkRestoreLegacyAgentKeep(t *testing.T) {
+	procs := &markProcs{fakeProcs: newFakeProcs(), envReads: map[int32]int{}, envErr: map[int32]error{}}
+	procs.stat[200] = ProcInfo{PID: 200, PPID: 1, Start: FromTicks(400), Comm: "claude", State: 'S'}
+	procs.stat[250] = ProcInfo{PID: 250, PPID: 200, Start: FromTicks(500), Comm: "node", State: 'S'}
+	start := must(json.Marshal(FromTicks(400)))
+	legacy := fmt.Sprintf(`[{"pid":200,"start":%s,"session":{"pid":200,"start":%s},"session_comm":"claude","session_rule":"claude","keep":true},`+
+		`{"pid":250,"start":%s,"session":{"pid":200,"start":%s},"session_comm":"claude","session_rule":"claude","keep":true}]`,
+		start, start, must(json.Marshal(FromTicks(500))), start)
+	tb := restoreJSON(t, []byte(legacy), procs)
+	if !tb.Queue().Queued(tb.procs[200].agent) {
+		t.Fatal("a live agent an earlier daemon kept (REAPER_KEEP=1) is not queued for its max age after the upgrade")
+	}
+	id, ok := tb.SessionOf(200)
+	if !ok {
+		t.Fatal("the agent's session was not restored")
+	}
+	if _, err := tb.KillSession(id, ReasonMemory, Figures{Procs: 2}); err != nil {
+		t.Errorf("the session of a legacy-kept agent is exempt from the limits: %v", err)
 	}
 }

@@ -385,11 +385,13 @@ func (t *Table) rootKeptLocked(q *Proc, s *Session, reads *int) int8 {
 	if q.marks.root == keepYes {
 		return keepYes
 	}
-	own := t.ruleKeptLocked(q, reads)
+	var own int8
 	if s != nil && s.agent == q {
 		// A session's agent is judged by what it was matched as, not by
-		// a name it gave itself since.
+		// a name it gave itself since (and nothing is read for it).
 		own = t.agentRuleKeepLocked(s)
+	} else {
+		own = t.ruleKeptLocked(q, reads)
 	}
 	if own == keepYes {
 		return keepYes
@@ -585,13 +587,13 @@ func (t *Table) forkMarksLocked(p, parent *Proc) {
 	if s != nil && s.agent == parent {
 		p.marks.rule = t.agentRuleKeepLocked(s) // a copy of the agent as judged
 	}
-	// What p descends from is decided now for good, unresolved as not
-	// kept (sessions.go, "Keep marks"): a forked process never sends a
-	// later check up its ancestors.
+	// What p descends from is decided now, while the parent can still be
+	// read, so that a forked process sends no later check up its
+	// ancestors (only a failed read leaves it to be decided again).
+	// A mark left unknown by a failed read (a keep rule's command line)
+	// stays unknown, to be decided again: root's word is not lost to an
+	// EMFILE. Without a failed read nothing up the chain is unknown.
 	p.marks.root = t.rootKeptLocked(parent, s, nil)
-	if p.marks.root == keepUnknown {
-		p.marks.root = keepNo
-	}
 	if !t.keepEnv {
 		return
 	}
@@ -842,10 +844,16 @@ func (t *Table) RestoreSessions(state []MemberState) int {
 		if m.SelfKeep {
 			p.marks.env = keepYes
 		}
-		if m.SelfKeepUp || m.Keep {
+		// A legacy "keep" (one mark for rule and environment alike) is
+		// taken as the weaker of the two, never as root's: a session's
+		// own REAPER_KEEP=1 must not turn into root's keep by an upgrade
+		// (--keep rules are judged again from the names; control keeps
+		// live in leases.json). On the agent itself it says nothing.
+		legacy := m.Keep && !m.RootKeep && !m.SelfKeep && !m.SelfKeepUp && p != s.agent
+		if (m.SelfKeepUp || legacy) && !s.envMarked {
 			p.marks.envUp = keepYes
 		}
-		if m.RootKeep || m.Keep {
+		if m.RootKeep {
 			p.marks.root = keepYes
 		}
 		touched[s] = true

@@ -578,13 +578,15 @@ func (t *Table) comm(pid int32, name []byte, at int64) {
 	// the new name and command line are judged again, else it stays
 	// not kept. The environment is the same (only exec changes it), so a
 	// REAPER_KEEP=1 read already stands.
-	kept := t.ruleKeptLocked(p, nil) == keepYes
+	was := t.ruleKeptLocked(p, nil)
 	p.Comm = procevents.CommString(name)
 	// process.title rewrites the command line too: read again when a
 	// rule needs it (matchLocked below reads it for agent rules).
 	p.Cmdline = ""
 	p.marks.rule = keepNo
-	if kept {
+	if was != keepNo {
+		// Kept, or not known (a failed read): judged again on the new
+		// name. A rename still never gains a keep the old name lacked.
 		p.marks.rule = keepUnknown
 	}
 	t.ownIdentityLocked(p, "rename")
