@@ -135,7 +135,12 @@ func TestForwardGroup(t *testing.T) {
 	for _, fwd := range []Forward{ForwardGroup, ForwardChild} {
 		t.Run(fwd.String(), func(t *testing.T) {
 			dir := t.TempDir()
-			inner := `trap 'echo > ` + dir + `/got' USR1; echo > ` + dir + `/ready; while :; do sleep 0.05; done`
+			// The inner shell traps TERM too: once CMD is dead, init
+			// terminates what is left, and under load that SIGTERM can
+			// come before the shell ran its USR1 trap; with both trapped
+			// the shell runs them in signal-number order (USR1 first), so
+			// the test sees whether USR1 arrived, not who was faster.
+			inner := `trap 'echo > ` + dir + `/got' USR1; trap 'exit 0' TERM; echo > ` + dir + `/ready; while :; do sleep 0.05; done`
 			in, _ := startInit(t, fwd, `/bin/sh -c "`+inner+`" & wait`)
 			waitFile(t, dir+"/ready")
 			unix.Kill(os.Getpid(), unix.SIGUSR1)
