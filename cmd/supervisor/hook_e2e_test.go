@@ -224,7 +224,13 @@ func TestIntegrationHookFailsAndReload(t *testing.T) {
 	if num(m["exit"]) != 3 || m["output"] != "no webhook" {
 		t.Errorf("failure logged as %v", m)
 	}
-	if s := scrape(t, d); !strings.Contains(s, "\nsupervisor_hook_failures_total 1\n") {
+	// The failure is logged as the hook's wait returns and counted right
+	// after: read /metrics until it is counted, within a bound.
+	counted := false
+	for end := time.Now().Add(10 * time.Second); !counted && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		counted = strings.Contains(scrape(t, d), "\nsupervisor_hook_failures_total 1\n")
+	}
+	if !counted {
 		t.Error("/metrics does not say supervisor_hook_failures_total 1")
 	}
 
