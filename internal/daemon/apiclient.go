@@ -1,0 +1,170 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The client side of the API socket: status and events find the daemon
+// the way the control commands do, through the control socket's path.
+
+// apiFlags are the flags status and events take to find the daemon.
+type apiFlags struct {
+	api, control, listen *string
+}
+
+func addAPIFlags(fs *flag.FlagSet) *apiFlags {
+	return &apiFlags{
+		api:     fs.String("api-socket", "", "the daemon's API socket (env REAPER_API_SOCKET; default "+apiSocketName+" beside the control socket)"),
+		control: fs.String("control-socket", "", "the daemon's control socket, whose directory holds the API socket (env REAPER_CONTROL_SOCKET, default "+defaultControlSocket+")"),
+		listen:  fs.String("listen", "", "ignored: /agents and /events are no longer served over TCP"),
+	}
+}
+
+// apiUsage is the flags' usage line.
+const apiUsage = "[--api-socket PATH | --control-socket PATH]"
+
+// resolve is the API socket's path: --api-socket, else beside
+// --control-socket, else REAPER_API_SOCKET, else beside
+// REAPER_CONTROL_SOCKET, else beside the default control socket. A
+// --listen given is said to be ignored on stderr.
+func (f *apiFlags) resolve(fs *flag.FlagSet, cmd string, getenv func(string) string, stderr io.Writer) string {
+	given := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+	path := ""
+	switch {
+	case given["api-socket"]:
+		path = *f.api
+	case given["control-socket"]:
+		path = apiSocketBeside(*f.control)
+	case getenv("REAPER_API_SOCKET") != "" && getenv("REAPER_API_SOCKET") != apiSocketAuto:
+		path = getenv("REAPER_API_SOCKET")
+	case getenv("REAPER_CONTROL_SOCKET") != "":
+		path = apiSocketBeside(getenv("REAPER_CONTROL_SOCKET"))
+	default:
+		path = apiSocketBeside(defaultControlSocket)
+	}
+	if given["listen"] {
+		fmt.Fprintf(stderr, "supervisor: %s: --listen is ignored: /agents and /events are served on the daemon's API socket only "+
+			"(the TCP listener has /healthz and /metrics); reading %s\n", cmd, path)
+	}
+	return path
+}
+
+// apiHTTP is an HTTP client that dials the API socket at path.
+func apiHTTP(path string, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		ResponseHeaderTimeout: 5 * time.Second,
+		DisableKeepAlives:     true,
+	}}
+}
+
+// apiURL is the URL of an endpoint on the API socket (the host is not
+// looked at).
+func apiURL(path string) string { return "http://supervisor" + path }
+
+// apiError explains a failure to reach the API socket at path.
+func apiError(cmd, path string, err error) string {
+	switch {
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		return fmt.Sprintf("supervisor: %s: permission denied on %s: the API socket is for root (and members of the daemon's --control-group)", cmd, path)
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Sprintf("supervisor: %s: no daemon answers on %s (is it running, with this --api-socket or --control-socket?)", cmd, path)
+	}
+	return fmt.Sprintf("supervisor: %s: %s: %v", cmd, path, err)
+}
+
+// httpStatusError is a non-200 answer, with what the daemon said.
+type httpStatusError struct {
+	status string
+	body   string
+}
+
+func (e *httpStatusError) Error() string {
+	if e.body == "" {
+		return e.status
+	}
+	return e.status + ": " + e.body
+}
+
+func statusError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return &httpStatusError{status: resp.Status, body: printable(strings.TrimSpace(string(b)))}
+}
+
+// healthTimeout is how long health waits for the daemon by default: below
+// the DaemonSet probes' timeoutSeconds, so a slow answer is this command's
+// failure, with its message, not the kubelet's timeout.
+const healthTimeout = 3 * time.Second
+
+// healthCmd asks the daemon's API socket for /healthz and prints the JSON
+// it answers: the probe the DaemonSet runs (an exec probe), which reaches
+// the daemon through root's own connection slots, where no other user's
+// connections count. Exit 0: answered 200 (ready); 1: answered something
+// else (not ready, refused) or nothing answered within --timeout; 2: a
+// usage error.
+func healthCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	af := addAPIFlags(fs)
+	timeout := fs.Duration("timeout", healthTimeout, "how long to wait for the answer")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "usage: supervisor health %s [--timeout DURATION]\n"+
+				"  GET /healthz on the daemon's API socket (env REAPER_API_SOCKET; default %s beside the control socket, %s)\n"+
+				"  and print it; exit 0 when the daemon answers 200 (ready), 1 when it answers otherwise or not within\n"+
+				"  --timeout (default %s), 2 on a usage error\n",
+				apiUsage, apiSocketName, defaultControlSocket, healthTimeout)
+			return 0
+		}
+		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))
+		return 2
+	}
+	path := af.resolve(fs, "health", getenv, stderr)
+	if fs.NArg() > 0 || path == "" || *timeout <= 0 {
+		fmt.Fprintf(stderr, "supervisor: health: want %s [--timeout DURATION > 0] and no arguments\n", apiUsage)
+		return 2
+	}
+	resp, err := apiHTTP(path, *timeout).Get(apiURL("/healthz"))
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			fmt.Fprintf(stderr, "supervisor: health: no answer on %s within %s\n", path, *timeout)
+		} else {
+			fmt.Fprintln(stderr, apiError("health", path, err))
+		}
+		return 1
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		fmt.Fprintf(stderr, "supervisor: health: %s: reading the answer: %v\n", path, err)
+		return 1
+	}
+	stdout.Write(body)
+	if resp.StatusCode != http.StatusOK {
+		var h struct {
+			Status string `json:"status"`
+		}
+		why := printable(strings.TrimSpace(string(body)))
+		if json.Unmarshal(body, &h) == nil && h.Status != "" {
+			why = "status " + printable(h.Status)
+		}
+		fmt.Fprintf(stderr, "supervisor: health: not ready: %s answers %s: %.200s\n", path, resp.Status, why)
+		return 1
+	}
+	return 0
+}

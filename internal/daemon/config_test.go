@@ -1,0 +1,403 @@
+package daemon
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	c, err := parseConfig("run", nil, env(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxAge != 2*time.Hour || c.KillGrace != 5*time.Second || c.Source != "auto" || c.PollInterval != time.Second ||
+		c.Listen != defaultListen || c.DryRun || len(c.Agents) != 2 || c.Agents[1].String() != "npm*:agent" ||
+		c.ZombieWarnThreshold != 500 || c.FreeMemWarnMB != 1024 || c.SwapWarnPct != 0.7 || c.StateDir != "/var/lib/agent-supervisor" {
+		t.Errorf("defaults: %+v", c)
+	}
+	// The seed's variable in minutes, when REAPER_MAX_AGE is unset.
+	c, _ = parseConfig("run", nil, env("REAPER_MAX_AGENT_AGE_MINUTES", "90"), io.Discard)
+	if c.MaxAge != 90*time.Minute {
+		t.Errorf("REAPER_MAX_AGENT_AGE_MINUTES=90 gave %s", c.MaxAge)
+	}
+	c, _ = parseConfig("run", nil, env("REAPER_MAX_AGENT_AGE_MINUTES", "90", "REAPER_MAX_AGE", "45m"), io.Discard)
+	if c.MaxAge != 45*time.Minute {
+		t.Errorf("REAPER_MAX_AGE should win over the minutes variable: %s", c.MaxAge)
+	}
+	c, _ = parseConfig("run", []string{"--max-age", "10m", "--agent", "x*", "--agent", "y:z", "--dry-run", "--under", "codium"},
+		env("REAPER_MAX_AGE", "45m", "REAPER_AGENTS", "a,b", "REAPER_DRY_RUN", "false", "REAPER_LISTEN", ""), io.Discard)
+	if c.MaxAge != 10*time.Minute || len(c.Agents) != 2 || c.Agents[0].String() != "x*" || !c.DryRun ||
+		len(c.Under) != 1 || c.Under[0].Comm != "codium" {
+		t.Errorf("flags should win: %+v", c)
+	}
+	c, _ = parseConfig("run", []string{"--listen", ""}, env("REAPER_AGENTS", "claude, npm*:agent", "REAPER_UNDER", "1234"), io.Discard)
+	if c.Listen != "" || len(c.Agents) != 2 || len(c.Under) != 1 || c.Under[0].PID != 1234 {
+		t.Errorf("env lists: %+v", c)
+	}
+}
+
+// TestConfigErrors: every bad value exits 2 with one line naming it,
+// before anything runs.
+func TestConfigErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"run", "--max-age", "soon"}, nil, "--max-age"},
+		{[]string{"run", "--max-age", "-1h"}, nil, "--max-age"},
+		{[]string{"run", "--kill-grace", "x"}, nil, "--kill-grace"},
+		{[]string{"run", "--agent", ""}, nil, "--agent"},
+		{[]string{"run", "--agent", "a*b"}, nil, "--agent"},
+		{[]string{"run", "--under", "-5"}, nil, "--under"},
+		{[]string{"run", "--source", "kafka"}, nil, "--source"},
+		{[]string{"run", "--poll-interval", "1ns"}, nil, "--poll-interval"},
+		{[]string{"run", "--listen", "nonsense"}, nil, "--listen"},
+		{[]string{"run", "--dry-run=maybe"}, nil, "--dry-run"},
+		{[]string{"run", "--bogus"}, nil, "--bogus"},
+		{[]string{"run", "extra"}, nil, "extra"},
+		{[]string{"frobnicate"}, nil, "frobnicate"},
+		{nil, nil, "no command"},
+		{[]string{"run"}, []string{"REAPER_MAX_AGE", "2 hours"}, "REAPER_MAX_AGE"},
+		{[]string{"run"}, []string{"REAPER_MAX_AGENT_AGE_MINUTES", "ten"}, "REAPER_MAX_AGENT_AGE_MINUTES"},
+		{[]string{"run"}, []string{"REAPER_MAX_AGENT_AGE_MINUTES", "0"}, "REAPER_MAX_AGENT_AGE_MINUTES"},
+		{[]string{"run"}, []string{"REAPER_AGENTS", "claude,,npm"}, "REAPER_AGENTS"},
+		{[]string{"run"}, []string{"REAPER_ZOMBIE_WARN_THRESHOLD", "-1"}, "REAPER_ZOMBIE_WARN_THRESHOLD"},
+		{[]string{"run"}, []string{"REAPER_FREE_MEM_WARN_MB", "lots"}, "REAPER_FREE_MEM_WARN_MB"},
+		{[]string{"run"}, []string{"REAPER_SWAP_WARN_PCT", "70"}, "REAPER_SWAP_WARN_PCT"},
+		{[]string{"run"}, []string{"REAPER_DRY_RUN", "yes please"}, "REAPER_DRY_RUN"},
+		{[]string{"run"}, []string{"REAPER_SUMMARY_INTERVAL", "0s"}, "REAPER_SUMMARY_INTERVAL"},
+	}
+	for _, c := range cases {
+		var out, errb bytes.Buffer
+		code := mainErr(c.args, env(c.env...), &out, &errb)
+		msg := errb.String()
+		if code != 2 || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, c.want) {
+			t.Errorf("%v %v: exit %d, stderr %q; want 2 and one line naming %s", c.args, c.env, code, msg, c.want)
+		}
+	}
+}
+
+func TestHelpListsEveryFlag(t *testing.T) {
+	var out bytes.Buffer
+	if code := mainErr([]string{"run", "--help"}, env(), &out, io.Discard); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, o := range options {
+		if o.hidden { // test knobs
+			if strings.Contains(out.String(), o.env) {
+				t.Errorf("--help lists the hidden %s", o.env)
+			}
+			continue
+		}
+		if o.flag != "" && !strings.Contains(out.String(), "--"+o.flag) {
+			t.Errorf("--help lacks --%s", o.flag)
+		}
+		if !strings.Contains(out.String(), o.env) {
+			t.Errorf("--help lacks %s", o.env)
+		}
+	}
+}
+
+// safeMain is mainErr for arguments that must fail configuration: should
+// one not, the command still cannot touch anything (dry run, scoped to this
+// test, and a state dir that is a file, so it fails before any scan).
+func safeMain(t *testing.T, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	t.Helper()
+	notDir := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(notDir, nil, 0o600)
+	safe := []string{args[0], "--dry-run", "--under", strconv.Itoa(os.Getpid()), "--state-dir", notDir}
+	return mainErr(append(safe, args[1:]...), getenv, stdout, stderr)
+}
+
+// TestConfigMaxAgePrecedence: every combination of the two max-age
+// variables in the environment and in the --config file. The environment
+// wins over the file whichever variable each uses; within one source
+// REAPER_MAX_AGE wins over the seed's minutes; a flag wins over all.
+func TestConfigMaxAgePrecedence(t *testing.T) {
+	type src struct {
+		inFile  bool
+		key, v  string
+		applied time.Duration
+	}
+	srcs := []src{ // in precedence order
+		{false, "REAPER_MAX_AGE", "11m", 11 * time.Minute},
+		{false, "REAPER_MAX_AGENT_AGE_MINUTES", "12", 12 * time.Minute},
+		{true, "REAPER_MAX_AGE", "13m", 13 * time.Minute},
+		{true, "REAPER_MAX_AGENT_AGE_MINUTES", "14", 14 * time.Minute},
+	}
+	dir := t.TempDir()
+	for mask := 0; mask < 1<<len(srcs); mask++ {
+		for _, flagged := range []bool{false, true} {
+			var envKV []string
+			file := "# test\n"
+			want, wantName := 2*time.Hour, "default"
+			for i, s := range srcs {
+				if mask&(1<<i) == 0 {
+					continue
+				}
+				if s.inFile {
+					file += s.key + "=" + s.v + "\n"
+				} else {
+					envKV = append(envKV, s.key, s.v)
+				}
+				if wantName == "default" {
+					want, wantName = s.applied, fmt.Sprintf("%s (file %v)", s.key, s.inFile)
+				}
+			}
+			var args []string
+			if flagged {
+				args = []string{"--max-age", "10m"}
+				want, wantName = 10*time.Minute, "--max-age"
+			}
+			conf := filepath.Join(dir, fmt.Sprintf("%d.conf", mask))
+			if err := os.WriteFile(conf, []byte(file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "--config", conf)
+			c, err := parseConfig("run", args, env(envKV...), io.Discard)
+			if err != nil {
+				t.Fatalf("env %v, file %q: %v", envKV, file, err)
+			}
+			if c.MaxAge != want {
+				t.Errorf("env %v, file %q, flag %v: max age %s, want %s from %s", envKV, file, flagged, c.MaxAge, want, wantName)
+			}
+		}
+	}
+}
+
+// TestConfigBounds: durations that make no sense are configuration errors
+// naming the flag; the edges are accepted.
+func TestConfigBounds(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--summary-interval", "999ms"}, false},
+		{[]string{"--summary-interval", "1ms"}, false},
+		{[]string{"--summary-interval", "1s"}, true},
+		{[]string{"--summary-interval", "24h"}, true},
+		{[]string{"--summary-interval", "25h"}, false},
+		{[]string{"--kill-grace", "-1s"}, false},
+		{[]string{"--kill-grace", "0s"}, true},
+		{[]string{"--kill-grace", "2h"}, false},
+		{[]string{"--max-age", "0s"}, false},
+		{[]string{"--max-age", "2562047h"}, false}, // start + max age would wrap
+		{[]string{"--max-age", "8760h"}, true},
+		{[]string{"--poll-interval", "5ms"}, false},
+		{[]string{"--poll-interval", "2h"}, false},
+		{[]string{"--retention", "1s"}, false},
+		{[]string{"--retention", "-24h"}, false},
+		{[]string{"--retention", "1h"}, true},
+	} {
+		if c.ok {
+			_, err := parseConfig("run", c.args, env(), io.Discard)
+			if err != nil {
+				t.Errorf("%v: %v, want accepted", c.args, err)
+			}
+			continue
+		}
+		var errb bytes.Buffer
+		code := safeMain(t, append([]string{"run"}, c.args...), env(), io.Discard, &errb)
+		if code != 2 || !strings.Contains(errb.String(), c.args[0]) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 naming %s", c.args, code, errb.String(), c.args[0])
+		}
+	}
+	var errb bytes.Buffer
+	if code := safeMain(t, []string{"run"}, env("REAPER_MAX_AGENT_AGE_MINUTES", "99999999"), io.Discard, &errb); code != 2 ||
+		!strings.Contains(errb.String(), "REAPER_MAX_AGENT_AGE_MINUTES") {
+		t.Errorf("a max age of 190 years in minutes: exit %d, %q", code, errb.String())
+	}
+}
+
+// testPassword is distinctive: it must never appear in any output.
+const testPassword = "Pw-n0t-For-Your-Eyes-7731"
+
+// TestConfigNeverPrintsPassword: a malformed database URL from every
+// source, in every command that reads it, exits 2 with one line naming the
+// source and the cause, never the password.
+func TestConfigNeverPrintsPassword(t *testing.T) {
+	pw := testPassword
+	bad := map[string]string{
+		"bad port":          "postgres://u:" + pw + "@db.example:notaport/x",
+		"bad sslmode":       "postgres://u:" + pw + "@db.example/x?sslmode=bogus",
+		"slash in password": "postgres://u:" + pw + "/z@db.example/x",
+		"at in password":    "postgres://u:" + pw + "@z@db.example:x/x",
+		"hash in password":  "postgres://u:12#" + pw + "@db.example/x",
+		"bad escape":        "postgres://u:" + pw + "%zz@db.example/x",
+		"query password":    "postgres://u@db.example/x?password=" + pw + "&connect_timeout=soon",
+		"keyword/value":     "host=db.example password=" + pw + " port=notaport",
+		"unterminated":      "host=db.example password='" + pw + " port=5432",
+		"quoted kv":         "host=db.example password='" + pw + "' sslmode=bogus",
+	}
+	dir := t.TempDir()
+	i := 0
+	for what, dsn := range bad {
+		i++
+		urlFile := filepath.Join(dir, fmt.Sprintf("url%d", i))
+		os.WriteFile(urlFile, []byte(dsn+"\n"), 0o600)
+		conf := filepath.Join(dir, fmt.Sprintf("conf%d", i))
+		os.WriteFile(conf, []byte("DATABASE_URL="+dsn+"\n"), 0o600)
+		confFile := filepath.Join(dir, fmt.Sprintf("conffile%d", i))
+		os.WriteFile(confFile, []byte("DATABASE_URL_FILE="+urlFile+"\n"), 0o600)
+		for _, src := range []struct {
+			args  []string
+			env   []string
+			names string
+		}{
+			{[]string{"--database-url", dsn}, nil, "--database-url"},
+			{nil, []string{"DATABASE_URL", dsn}, "DATABASE_URL"},
+			{[]string{"--config", conf}, nil, conf + ": DATABASE_URL"},
+			{nil, []string{"REAPER_CONFIG", conf}, conf + ": DATABASE_URL"},
+			{[]string{"--database-url-file", urlFile}, nil, "--database-url-file"},
+			{nil, []string{"DATABASE_URL_FILE", urlFile}, "DATABASE_URL_FILE"},
+			{[]string{"--config", confFile}, nil, confFile + ": DATABASE_URL_FILE"},
+		} {
+			for _, cmd := range []string{"run", "once", "history"} {
+				var out, errb bytes.Buffer
+				code := safeMain(t, append([]string{cmd}, src.args...), env(src.env...), &out, &errb)
+				msg := errb.String()
+				if code != 2 || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, src.names) || !strings.Contains(msg, "PostgreSQL URL") {
+					t.Errorf("%s via %s (%s): exit %d, %q; want 2 and one line naming %s", what, src.names, cmd, code, msg, src.names)
+				}
+				if strings.Contains(msg+out.String(), pw) {
+					t.Errorf("%s via %s (%s): the password was printed: %q", what, src.names, cmd, msg)
+				}
+			}
+		}
+	}
+	// Where the password can be located, the URL is shown masked.
+	var errb bytes.Buffer
+	safeMain(t, []string{"run", "--database-url", bad["bad sslmode"]}, env(), io.Discard, &errb)
+	if !strings.Contains(errb.String(), "postgres://u:xxxxx@db.example/x?sslmode=bogus") {
+		t.Errorf("masked URL not shown: %q", errb.String())
+	}
+
+	// Lines of a config file are never quoted: a mistyped key or a bare URL.
+	for _, line := range []string{"DATABSE_URL=postgres://u:" + pw + "@h/x", "postgres://u:" + pw + "@h/x"} {
+		conf := filepath.Join(dir, "typo.conf")
+		os.WriteFile(conf, []byte(line+"\n"), 0o600)
+		errb.Reset()
+		if code := safeMain(t, []string{"run", "--config", conf}, env(), io.Discard, &errb); code != 2 ||
+			strings.Contains(errb.String(), pw) || !strings.Contains(errb.String(), conf+":1") {
+			t.Errorf("config line %q: exit %d, %q", line, code, errb.String())
+		}
+	}
+	// Nor a stray argument that looks like a URL.
+	errb.Reset()
+	if code := safeMain(t, []string{"run", "--database-url", "postgres://u:" + pw + "@h/x", "oops"}, env(), io.Discard, &errb); code != 2 {
+		t.Errorf("stray argument: exit %d", code)
+	}
+	errb.Reset()
+	if code := safeMain(t, []string{"run", "--dry-run", "postgres://u:" + pw + "@h/x"}, env(), io.Discard, &errb); code != 2 ||
+		strings.Contains(errb.String(), pw) {
+		t.Errorf("stray URL argument: exit %d, %q", code, errb.String())
+	}
+}
+
+// TestConfigDatabaseURLFile: the URL is read from a file, trimmed; a
+// missing or empty file, or a file and a URL both, are configuration errors
+// naming the file or both sources.
+func TestConfigDatabaseURLFile(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "database-url")
+	dsn := "postgres://u:" + testPassword + "@db.example/x"
+	os.WriteFile(f, []byte("\n  "+dsn+"  \n"), 0o600)
+	c, err := parseConfig("run", []string{"--database-url-file", f}, env(), io.Discard)
+	if err != nil || c.DatabaseURL != dsn || c.DatabaseURLFile != f {
+		t.Fatalf("read from the file: %v %+v", err, c)
+	}
+	c, err = parseConfig("run", nil, env("DATABASE_URL_FILE", f), io.Discard)
+	if err != nil || c.DatabaseURL != dsn {
+		t.Fatalf("DATABASE_URL_FILE: %v", err)
+	}
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte(" \n"), 0o600)
+	for _, c := range []struct {
+		args, env []string
+		want      []string
+	}{
+		{[]string{"--database-url-file", filepath.Join(dir, "missing")}, nil, []string{"--database-url-file", "missing", "no such file"}},
+		{[]string{"--database-url-file", empty}, nil, []string{"--database-url-file", empty, "empty"}},
+		{nil, []string{"DATABASE_URL_FILE", empty}, []string{"DATABASE_URL_FILE", empty}},
+		{[]string{"--database-url-file", f, "--database-url", dsn}, nil, []string{"--database-url-file", "--database-url"}},
+		{[]string{"--database-url-file", f}, []string{"DATABASE_URL", dsn}, []string{"--database-url-file", "DATABASE_URL"}},
+	} {
+		var errb bytes.Buffer
+		code := safeMain(t, append([]string{"run"}, c.args...), env(c.env...), io.Discard, &errb)
+		for _, w := range c.want {
+			if code != 2 || !strings.Contains(errb.String(), w) {
+				t.Errorf("%v %v: exit %d, %q; want 2 naming %s", c.args, c.env, code, errb.String(), w)
+			}
+		}
+		if strings.Contains(errb.String(), testPassword) {
+			t.Errorf("%v: password printed: %q", c.args, errb.String())
+		}
+	}
+}
+
+// A bad glob exits 2 naming it; REAPER_UNDER mixes PIDs, names and globs.
+func TestConfigUnderCgroup(t *testing.T) {
+	for _, c := range []struct{ args, env []string }{
+		{[]string{"run", "--under", "cgroup:kubepods*"}, nil},
+		{[]string{"run"}, []string{"REAPER_UNDER", "1234,cgroup:"}},
+	} {
+		var out, errb bytes.Buffer
+		code := mainErr(c.args, env(c.env...), &out, &errb)
+		if code != 2 || !strings.Contains(errb.String(), "cgroup:") || strings.Count(errb.String(), "\n") != 1 {
+			t.Errorf("%v %v: exit %d, %q; want 2 and one line naming the glob", c.args, c.env, code, errb.String())
+		}
+	}
+	c, err := parseConfig("run", nil, env("REAPER_UNDER", "1234, codium ,cgroup:/kubepods*"), &bytes.Buffer{})
+	if err != nil || len(c.Under) != 3 || c.Under[0].PID != 1234 || c.Under[1].Comm != "codium" || c.Under[2].String() != "cgroup:/kubepods*" {
+		t.Errorf("REAPER_UNDER mixed: %+v %v", c.Under, err)
+	}
+}
+
+// TestKeepEnvConfig: --keep-env defaults to true; the flag and
+// REAPER_KEEP_ENV turn it off; anything but a boolean exits 2 naming it.
+func TestKeepEnvConfig(t *testing.T) {
+	c, err := parseConfig("run", nil, env(), io.Discard)
+	if err != nil || !c.KeepEnv {
+		t.Fatalf("default: KeepEnv %v, %v; want true", c != nil && c.KeepEnv, err)
+	}
+	if c, err = parseConfig("run", nil, env("REAPER_KEEP_ENV", "false"), io.Discard); err != nil || c.KeepEnv {
+		t.Errorf("REAPER_KEEP_ENV=false: %+v, %v", c, err)
+	}
+	if c, err = parseConfig("run", []string{"--keep-env=false"}, env("REAPER_KEEP_ENV", "true"), io.Discard); err != nil || c.KeepEnv {
+		t.Errorf("--keep-env=false over the environment: %+v, %v", c, err)
+	}
+	if _, err = parseConfig("run", nil, env("REAPER_KEEP_ENV", "maybe"), io.Discard); err == nil || !strings.Contains(err.Error(), "REAPER_KEEP_ENV") {
+		t.Errorf("REAPER_KEEP_ENV=maybe: %v, want an error naming it", err)
+	}
+}
+
+func TestMetricsListenConfig(t *testing.T) {
+	if _, err := parseConfig("run", []string{"--metrics-listen", "no-port"}, env(), io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "--metrics-listen") {
+		t.Errorf("a bad --metrics-listen: %v, want an error naming the flag", err)
+	}
+	if _, err := parseConfig("run", nil, env("REAPER_METRICS_LISTEN", "x"), io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "REAPER_METRICS_LISTEN") {
+		t.Errorf("a bad REAPER_METRICS_LISTEN: %v, want an error naming it", err)
+	}
+	c, err := parseConfig("run", nil, env("REAPER_METRICS_LISTEN", "10.0.0.7:9848"), io.Discard)
+	if err != nil || c.MetricsListen != "10.0.0.7:9848" {
+		t.Errorf("REAPER_METRICS_LISTEN=10.0.0.7:9848: %v %+v", err, c)
+	}
+}

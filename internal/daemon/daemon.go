@@ -1,0 +1,597 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/events"
+	"github.com/agent-supervisor/supervisor/internal/health"
+	"github.com/agent-supervisor/supervisor/internal/hook"
+	"github.com/agent-supervisor/supervisor/internal/procevents"
+	"github.com/agent-supervisor/supervisor/internal/reap"
+	"github.com/agent-supervisor/supervisor/internal/store"
+	"github.com/agent-supervisor/supervisor/internal/tracker"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func newLogger(level string, w io.Writer) *zap.Logger {
+	var lvl zapcore.Level
+	_ = lvl.Set(level)
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	enc.TimeKey = "time"
+	enc.EncodeDuration = zapcore.StringDurationEncoder
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), lvl)
+	return zap.New(core)
+}
+
+// daemon is the running supervisor: the wiring main does, kept together so
+// the HTTP handlers and the summariser can read it.
+type daemon struct {
+	cfg       *Config
+	log       *zap.Logger
+	clock     tracker.Clock
+	procs     *tracker.ProcFS
+	guard     *reap.Guard
+	table     *tracker.Table
+	reaper    *reap.Reaper
+	timer     *reap.Timer      // nil in `once`
+	conn      *procevents.Conn // nil when polling
+	store     *store.Store
+	pool      *pgxpool.Pool
+	collector *health.Collector
+	metrics   *metrics
+	events    *events.Hub // the /events stream (events.go)
+	lostSeen  uint64      // proc connector events lost, as last published (eventLoop only)
+	unlock    func()      // closes the spool and releases the state dir
+
+	api apiState // connections and streams per peer (apisocket.go)
+
+	source string
+	ready  atomic.Bool
+	rate   atomic.Uint64 // events per second over the last second, float64 bits
+	resum  chan time.Duration
+	hooks  *hook.Runner // --on-kill
+
+	mu           sync.Mutex
+	live         *Config               // the configuration in force: cfg, or the last SIGHUP's
+	killed       []int32               // agents killed since the last snapshot
+	leftovers    []int32               // leftovers killed since the last snapshot
+	pending      map[uint64]pendingRow // kill rows of reaps in flight, by agent Seq (records.go)
+	lastSnapshot time.Time
+	results      []reap.Result // kept by `once` for its output
+	keepResults  bool
+
+	res     *resourceGuard // resources.go
+	resOnce sync.Once
+
+	pressure *pressureWatch // pressure.go
+}
+
+// newDaemon builds the parts `run` and `once` share: /proc, the guard, the
+// table, the reaper and the store.
+func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, error) {
+	procs, err := tracker.NewProcFS("/proc")
+	if err != nil {
+		return nil, err
+	}
+	if err := procs.CheckOwn(); err != nil {
+		return nil, err
+	}
+	findCgroupNamespace(procs, cfg) // cgns.go
+	guard, err := reap.NewGuard(procs)
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{cfg: cfg, log: log, clock: tracker.SystemClock{}, procs: procs, guard: guard,
+		live: cfg, resum: make(chan time.Duration, 1), events: events.NewHub(cfg.EventBuffer)}
+	pins := reap.NewPins(procs, log.Named("reap"))
+	d.table = tracker.NewTable(tracker.Config{
+		Rules: cfg.Agents, Under: cfg.Under, MaxAge: cfg.MaxAge,
+		Proc: procs, Clock: d.clock, Pin: pins.Pinner(), Queue: &tracker.Deadlines{},
+		Log: log.Named("tracker"), Leftovers: cfg.Leftovers == "kill", LeftoverGrace: cfg.LeftoverGrace, Keep: cfg.Keep,
+		NoKeepEnv: !cfg.KeepEnv, DryRun: cfg.DryRun, OnNotice: d.onNotice,
+	})
+	d.reaper = reap.New(reap.Config{
+		Grace: cfg.KillGrace, DryRun: cfg.DryRun, Tree: d.table, Procs: procs,
+		Clock: d.clock, Guard: guard, Log: log.Named("reap"), OnSignal: d.onSignal, OnResult: d.onResult, Pins: pins,
+	})
+	d.collector, err = health.NewCollector("/proc", "/sys/fs/cgroup", procs.Scan, health.Thresholds{
+		Zombies: cfg.ZombieWarnThreshold, FreeMemMB: cfg.FreeMemWarnMB, SwapPct: cfg.SwapWarnPct,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// One owner per state dir: a second `run` or `once` would write the
+	// same spool.
+	unlock, err := store.LockDir(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	spool, err := store.OpenSpool(cfg.StateDir, cfg.SpoolMaxRows)
+	if err != nil {
+		unlock()
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	d.unlock = func() { spool.Close(); unlock() }
+	if n, err := spool.LoadDamage(); n > 0 || err != nil {
+		log.Warn("spool: damaged lines set aside, every valid row kept", zap.Int("lines", n),
+			zap.String("file", spool.BadPath()), zap.Error(err))
+	}
+	scfg := store.Config{Spool: spool, Host: cfg.HostID, Retention: cfg.Retention, Log: log.Named("store")}
+	if cfg.DatabaseURL != "" {
+		pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+		if err != nil {
+			d.unlock()
+			return nil, errors.New("database URL: " + redactURL(cfg.DatabaseURL, err.Error()))
+		}
+		pcfg.MaxConns = 4
+		scfg.Secret = pcfg.ConnConfig.Password
+		// pgxpool connects lazily: an unreachable database at start is an
+		// outage like any other, not a reason not to reap.
+		if d.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+			d.unlock()
+			return nil, errors.New("database: " + redactURL(cfg.DatabaseURL, err.Error()))
+		}
+		scfg.Postgres = store.NewPostgres(d.pool)
+	}
+	d.store = store.New(scfg)
+	d.hooks = hook.New(hook.Config{Timeout: cfg.HookTimeout, Log: log.Named("hook")})
+	d.metrics = newMetrics(d)
+	d.metrics.eventHub(d.events)
+	return d, nil
+}
+
+func (d *daemon) close() {
+	d.table.Close() // its /proc retry timer (a no-op if run closed it)
+	if d.pool != nil {
+		d.pool.Close()
+	}
+	d.unlock() // closes the spool, then lets the next owner in
+}
+
+// snapshot takes a health snapshot and stores it as a tel.system_health row.
+func (d *daemon) snapshot() (health.Snapshot, error) {
+	now := time.Now()
+	st := d.table.Stats()
+	hd := health.Daemon{Source: d.source, Processes: st.Processes, Agents: st.Agents,
+		Resyncs: st.Resyncs, MaxAge: d.table.MaxAge(), SummaryInterval: d.summaryInterval(),
+		SpoolRows: d.store.Spool().Len(), SpoolDropped: d.store.Spool().Dropped(), Sessions: st.Sessions}
+	for _, n := range st.Events {
+		hd.EventsReceived += n
+	}
+	d.resourceHealth(&hd)
+	if d.conn != nil {
+		hd.EventsLost = d.conn.Stats().Lost
+	}
+	boot := d.clock.Now()
+	for _, a := range d.table.Queue().Snapshot() {
+		if a.Reason != tracker.ReasonMaxAge {
+			continue
+		}
+		hd.OldestAgentAge = max(hd.OldestAgentAge, time.Duration(boot-a.Start.NS))
+	}
+	d.mu.Lock()
+	hd.KilledPIDs, d.killed = d.killed, nil
+	hd.LeftoverPIDs, d.leftovers = d.leftovers, nil
+	d.mu.Unlock()
+	snap, err := d.collector.Collect(now, hd)
+	if err != nil {
+		d.mu.Lock()
+		d.killed = append(hd.KilledPIDs, d.killed...) // they go in the next one
+		d.leftovers = append(hd.LeftoverPIDs, d.leftovers...)
+		d.mu.Unlock()
+		return snap, err
+	}
+	details, err := json.Marshal(snap.Details())
+	if err != nil {
+		return snap, err
+	}
+	row := &store.SnapshotRow{CheckType: store.CheckType, Status: snap.Status, Details: details, ActionTaken: snap.ActionTaken()}
+	if _, err := d.store.Add(store.KindSnapshot, now, row, nil); err != nil {
+		return snap, err
+	}
+	d.metrics.snapshot(snap)
+	d.publishSnapshot(row)
+	d.mu.Lock()
+	d.lastSnapshot = now
+	d.mu.Unlock()
+	d.log.Info("snapshot", zap.Duration("took", time.Since(now)), zap.String("status", snap.Status), zap.Int("zombies", snap.ZombieCount),
+		zap.Int64("free_mem_mb", snap.FreeMemMB), zap.Float64("swap_fraction", snap.SwapFraction),
+		zap.Int("killed", len(hd.KilledPIDs)), zap.Int("leftovers_killed", len(hd.LeftoverPIDs)),
+		zap.Int("agents", hd.Agents), zap.Int("sessions", hd.Sessions))
+	return snap, nil
+}
+
+// summarise snapshots at start and every summary interval.
+func (d *daemon) summarise(ctx context.Context) {
+	t := time.NewTicker(d.cfg.SummaryInterval)
+	defer t.Stop()
+	for {
+		if _, err := d.snapshot(); err != nil {
+			d.log.Error("health snapshot", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case iv := <-d.resum:
+			t.Reset(iv)
+		case <-t.C:
+		}
+	}
+}
+
+// sampleRate keeps the event rate for status.
+func (d *daemon) sampleRate(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	total := func() (n uint64) {
+		for _, v := range d.table.Stats().Events {
+			n += v
+		}
+		return n
+	}
+	last, at := total(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			n := total()
+			d.rate.Store(math.Float64bits(float64(n-last) / now.Sub(at).Seconds()))
+			last, at = n, now
+		}
+	}
+}
+
+// applyReload puts a new configuration in force. Deadlines are recomputed
+// from each agent's own start: a reload can move them earlier or later but
+// never resets an agent's age. Settings that only take effect at start are
+// reported, not applied.
+func (d *daemon) applyReload(n *Config) {
+	d.mu.Lock()
+	old := d.live
+	d.live = n
+	d.mu.Unlock()
+	var changed, restart []string
+	if n.MaxAge != old.MaxAge {
+		d.table.SetMaxAge(n.MaxAge)
+		changed = append(changed, "max-age")
+	}
+	if n.KillGrace != old.KillGrace {
+		d.reaper.SetGrace(n.KillGrace)
+		changed = append(changed, "kill-grace")
+	}
+	if n.Leftovers != old.Leftovers || n.LeftoverGrace != old.LeftoverGrace {
+		d.table.SetLeftovers(n.Leftovers == "kill", n.LeftoverGrace)
+		changed = append(changed, "leftovers")
+	}
+	if fmt.Sprint(n.Keep) != fmt.Sprint(old.Keep) {
+		d.table.SetKeep(n.Keep)
+		changed = append(changed, "keep")
+	}
+	if n.KeepEnv != old.KeepEnv {
+		d.table.SetKeepEnv(n.KeepEnv)
+		changed = append(changed, "keep-env")
+	}
+	if fmt.Sprint(n.Agents) != fmt.Sprint(old.Agents) || fmt.Sprint(n.Under) != fmt.Sprint(old.Under) {
+		d.table.SetRules(n.Agents, n.Under)
+		changed = append(changed, "agent", "under")
+	}
+	if n.ZombieWarnThreshold != old.ZombieWarnThreshold || n.FreeMemWarnMB != old.FreeMemWarnMB || n.SwapWarnPct != old.SwapWarnPct {
+		d.collector.SetThresholds(health.Thresholds{Zombies: n.ZombieWarnThreshold, FreeMemMB: n.FreeMemWarnMB, SwapPct: n.SwapWarnPct})
+		changed = append(changed, "thresholds")
+	}
+	changed = append(changed, d.resources().reload(n, old)...)
+	if n.OnKill != old.OnKill {
+		changed = append(changed, "on-kill") // onResult reads it from d.live
+	}
+	if n.SummaryInterval != old.SummaryInterval {
+		select {
+		case d.resum <- n.SummaryInterval:
+		default:
+		}
+		changed = append(changed, "summary-interval")
+	}
+	for name, diff := range map[string]bool{
+		"source": n.Source != old.Source, "listen": n.Listen != old.Listen, "state-dir": n.StateDir != old.StateDir,
+		"database-url": n.DatabaseURL != old.DatabaseURL, "host-id": n.HostID != old.HostID, "dry-run": n.DryRun != old.DryRun,
+		"realtime": n.Realtime != old.Realtime, "netlink-rcvbuf": n.NetlinkRcvbuf != old.NetlinkRcvbuf,
+		"poll-interval": n.PollInterval != old.PollInterval, "retention": n.Retention != old.Retention,
+		"spool-max-rows": n.SpoolMaxRows != old.SpoolMaxRows, "log-level": n.LogLevel != old.LogLevel,
+		"control-socket": n.ControlSocket != old.ControlSocket, "control-group": n.ControlGID != old.ControlGID,
+		"event-buffer": n.EventBuffer != old.EventBuffer, "forward-to": n.ForwardTo != old.ForwardTo, "metrics-listen": n.MetricsListen != old.MetricsListen,
+	} {
+		if diff {
+			restart = append(restart, name)
+		}
+	}
+	sort.Strings(restart)
+	d.log.Info("configuration reloaded", zap.Strings("changed", changed), zap.Strings("need_restart", restart),
+		zap.Duration("max_age", n.MaxAge), zap.Duration("kill_grace", n.KillGrace), zap.Stringers("agents", n.Agents))
+}
+
+// run is the daemon. attach, if given, is called once the event source is
+// known and before the first scan (supervisor init wires itself in there).
+func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Config, error), attach ...func(*daemon)) error {
+	log := newLogger(cfg.LogLevel, logw)
+	defer log.Sync()
+
+	d, err := newDaemon(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	d.timer, err = reap.NewTimer(reap.TimerConfig{
+		Queue: d.table.Queue(), Clock: d.clock, Guard: d.guard, DryRun: cfg.DryRun, Realtime: cfg.Realtime, Fire: d.reaper.Fire,
+	})
+	if err != nil {
+		return err
+	}
+
+	if os.Geteuid() != 0 {
+		log.Warn("not running as root: the proc connector and signalling other users' processes need root (or CAP_NET_ADMIN and CAP_KILL)")
+	}
+
+	// Subscribe first, then scan /proc, then apply the events that queued
+	// up meanwhile: no process can fall in between.
+	d.source = cfg.Source
+	if d.source != "proc" {
+		d.conn, err = procevents.Dial(procevents.Config{ReadBuffer: cfg.NetlinkRcvbuf, OnForged: func(port uint32) {
+			log.Warn("forged proc connector message dropped", zap.Uint32("sender_port", port))
+		}})
+		switch {
+		case err != nil && d.source == "netlink":
+			return fmt.Errorf("event source netlink: %w", err)
+		case err != nil:
+			log.Warn("proc connector unavailable, falling back to polling /proc: agents are discovered up to one poll interval late, deadlines stay exact",
+				zap.Error(err), zap.Duration("poll_interval", cfg.PollInterval))
+			d.source = "proc"
+		default:
+			d.source = "netlink"
+			d.metrics.forged(d.conn)
+		}
+	}
+	for _, f := range attach {
+		f(d)
+	}
+	t0 := time.Now()
+	scan, err := d.procs.Scan()
+	if err != nil {
+		return fmt.Errorf("initial /proc scan: %w", err)
+	}
+	t1 := time.Now()
+	d.loadLeases() // before the merge: an extended agent is never queued at its bare max age
+	d.table.Merge(scan, false)
+	st := d.table.Stats()
+	log.Info("initial scan", zap.Int("processes", st.Processes), zap.Int("agents", st.Agents),
+		zap.Duration("took", time.Since(t0)), zap.Duration("read", t1.Sub(t0)), zap.Duration("merge", time.Since(t1)))
+	d.restoreSessions()
+	ctl, err := d.serveControl(reload)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close() // on an early return; a no-op once closed
+	// /agents, /events and the rest for root and the control group.
+	api, err := d.serveAPI()
+	if err != nil {
+		return err
+	}
+	defer api.stop() // on an early return; a no-op once stopped
+
+	// /healthz answers 503 until ready.
+	var web *httpServer
+	if cfg.Listen != "" || cfg.MetricsListen != "" {
+		if web, err = d.serveHTTP(cfg.Listen); err != nil {
+			return err
+		}
+		defer web.stop() // on an early return; a no-op once stopped
+	}
+	if err := d.startPressure(); err != nil { // pressure.go: the PSI trigger
+		return err
+	}
+	// Every goroutine run starts is joined before it returns, in the
+	// order of the shutdown below.
+	timerDone := spawn(d.timer.Run)
+	storeCtx, stopStore := context.WithCancel(context.Background())
+	defer stopStore()
+	storeDone := spawn(func() { d.store.Run(storeCtx) })
+	// Intake and the periodic work outlive ctx: in-flight kills need the
+	// table to see their trees' exits.
+	intake, stopIntake := context.WithCancel(context.Background())
+	defer stopIntake()
+	loopDone := spawn(func() {
+		if d.conn != nil {
+			d.eventLoop(intake)
+		} else {
+			d.pollLoop(intake)
+		}
+	})
+	sumDone := spawn(func() { d.summarise(intake) })
+	rateDone := spawn(func() { d.sampleRate(intake) })
+	persistDone := spawn(func() { d.persistSessions(intake) })
+	resDone := d.startResources(intake)
+	hupDone := d.reloadOnHUP(intake, reload)
+
+	d.ready.Store(true)
+	d.logReady(web, api)
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	// 1. The endpoints: their handlers read the deadline thread, which
+	// Stop frees. The event streams end first, or stop would wait for them.
+	d.events.Close()
+	web.stop()
+	api.stop()
+	// Then the control socket: no command queues a kill past this point.
+	ctl.Close()
+	d.stopPressure() // nor any memory pressure trigger
+	// 2. No deadline fires any more; agents already signalled are handed
+	// to the reaper.
+	d.timer.Stop()
+	<-timerDone
+	// 3. In-flight kills finish (half-killed trees help no one) while events
+	// still flow: the reaper waits for the table to see each tree's exits.
+	d.reaper.Wait()
+	// Their hooks get the rest of their timeout, at most hookStopBound.
+	d.hooks.Stop(hookStopBound)
+	// 4. Intake, snapshots, reloads.
+	stopIntake()
+	if d.conn != nil {
+		_ = d.conn.Interrupt()
+	}
+	<-loopDone
+	<-sumDone
+	<-rateDone
+	<-persistDone
+	<-resDone
+	<-hupDone
+	// Nothing feeds the table any more: its /proc retry timer goes too.
+	d.table.Close()
+	// 5. The store: what is spooled goes to PostgreSQL within a bound; what
+	// is not delivered stays in the spool for the next start.
+	stopStore()
+	<-storeDone
+	if d.store.HasDatabase() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := d.store.Flush(fctx); err != nil {
+			log.Warn("rows left in the spool for the next start", zap.String("error", err.Error()),
+				zap.Int("spooled", d.store.Spool().Len()))
+		}
+		cancel()
+	}
+	if d.conn != nil {
+		d.conn.Close()
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// spawn runs f in a goroutine and returns a channel closed when it returns.
+func spawn(f func()) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	return done
+}
+
+// reloadOnHUP applies a new configuration on every SIGHUP until ctx ends.
+func (d *daemon) reloadOnHUP(ctx context.Context, reload func() (*Config, error)) <-chan struct{} {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	return spawn(func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = d.reloadNow(reload)
+			}
+		}
+	})
+}
+
+func (d *daemon) logReady(web, api *httpServer) {
+	cfg := d.cfg
+	fields := []zap.Field{
+		zap.String("source", d.source), zap.String("listen", ""),
+		zap.Duration("max_age", cfg.MaxAge), zap.Duration("kill_grace", cfg.KillGrace),
+		zap.Stringers("agents", cfg.Agents), zap.Stringers("under", cfg.Under),
+		zap.Bool("dry_run", cfg.DryRun), zap.Int("pid", os.Getpid()), zap.String("host", cfg.HostID),
+		zap.Bool("database", cfg.DatabaseURL != ""), zap.String("state_dir", cfg.StateDir),
+		zap.Bool("realtime_timer", d.timer.RT()), zap.Bool("on_kill", cfg.OnKill != ""),
+	}
+	if web != nil {
+		fields[1] = zap.String("listen", web.addr)
+	}
+	if api != nil {
+		fields = append(fields, zap.String("api_socket", api.addr))
+	}
+	if d.conn != nil {
+		fields = append(fields, zap.Int("rcvbuf", d.conn.ReadBuffer()))
+	}
+	d.warnCgroupNamespace()
+	d.log.Info("ready", fields...)
+}
+
+// eventLoop applies proc connector events to the table until ctx ends.
+func (d *daemon) eventLoop(ctx context.Context) {
+	apply := d.table.Apply // bound once: a method value allocates
+	var lastWarn time.Time
+	var resyncsSinceWarn int
+	for {
+		err := d.conn.Read(apply)
+		switch {
+		case err == nil:
+			if d.events.Wants(events.TypeLost) {
+				d.publishLost() // a gap counted after an overrun's resync
+			}
+			continue
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, procevents.ErrOverrun):
+			t0 := time.Now()
+			d.publishLost()
+			d.resync()
+			d.publishResync(time.Since(t0))
+			resyncsSinceWarn++
+			if time.Since(lastWarn) > 10*time.Second {
+				st := d.conn.Stats()
+				d.log.Warn("proc connector overrun: events lost, table rebuilt from /proc",
+					zap.Uint64("events_lost", st.Lost), zap.Uint64("overruns", st.Overruns),
+					zap.Int("resyncs_since_last_warning", resyncsSinceWarn), zap.Duration("resync_took", time.Since(t0)))
+				lastWarn, resyncsSinceWarn = time.Now(), 0
+			}
+		default:
+			d.log.Error("read proc events", zap.Error(err))
+			time.Sleep(10 * time.Millisecond) // don't spin on a persistent error
+		}
+	}
+}
+
+func (d *daemon) resync() {
+	start := d.clock.Now() // events stamped before it are in the scan already
+	d.retryCgroupNamespace()
+	scan, err := d.procs.Scan()
+	if err != nil {
+		d.log.Error("resync: scan /proc", zap.Error(err))
+		return
+	}
+	d.table.MergeAt(scan, true, start)
+}
+
+// pollLoop rescans /proc every poll interval: the fallback when the proc
+// connector is not available.
+func (d *daemon) pollLoop(ctx context.Context) {
+	tk := time.NewTicker(d.cfg.PollInterval)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+			scan, err := d.procs.Scan()
+			if err != nil {
+				d.log.Error("poll /proc", zap.Error(err))
+				continue
+			}
+			d.table.Merge(scan, false)
+		}
+	}
+}
