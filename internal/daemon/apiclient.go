@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/config"
 )
 
 // The client side of the API socket: status and events find the daemon
@@ -24,8 +26,8 @@ type apiFlags struct {
 
 func addAPIFlags(fs *flag.FlagSet) *apiFlags {
 	return &apiFlags{
-		api:     fs.String("api-socket", "", "the daemon's API socket (env REAPER_API_SOCKET; default "+apiSocketName+" beside the control socket)"),
-		control: fs.String("control-socket", "", "the daemon's control socket, whose directory holds the API socket (env REAPER_CONTROL_SOCKET, default "+defaultControlSocket+")"),
+		api:     fs.String("api-socket", "", "the daemon's API socket (env REAPER_API_SOCKET; default "+config.APISocketName+" beside the control socket)"),
+		control: fs.String("control-socket", "", "the daemon's control socket, whose directory holds the API socket (env REAPER_CONTROL_SOCKET, default "+config.DefaultControlSocket+")"),
 		listen:  fs.String("listen", "", "ignored: /agents and /events are no longer served over TCP"),
 	}
 }
@@ -45,13 +47,13 @@ func (f *apiFlags) resolve(fs *flag.FlagSet, cmd string, getenv func(string) str
 	case given["api-socket"]:
 		path = *f.api
 	case given["control-socket"]:
-		path = apiSocketBeside(*f.control)
-	case getenv("REAPER_API_SOCKET") != "" && getenv("REAPER_API_SOCKET") != apiSocketAuto:
+		path = config.APISocketBeside(*f.control)
+	case getenv("REAPER_API_SOCKET") != "" && getenv("REAPER_API_SOCKET") != config.APISocketAuto:
 		path = getenv("REAPER_API_SOCKET")
 	case getenv("REAPER_CONTROL_SOCKET") != "":
-		path = apiSocketBeside(getenv("REAPER_CONTROL_SOCKET"))
+		path = config.APISocketBeside(getenv("REAPER_CONTROL_SOCKET"))
 	default:
-		path = apiSocketBeside(defaultControlSocket)
+		path = config.APISocketBeside(config.DefaultControlSocket)
 	}
 	if given["listen"] {
 		fmt.Fprintf(stderr, "supervisor: %s: --listen is ignored: /agents and /events are served on the daemon's API socket only "+
@@ -127,7 +129,7 @@ func healthCmd(args []string, getenv func(string) string, stdout, stderr io.Writ
 				"  GET /healthz on the daemon's API socket (env REAPER_API_SOCKET; default %s beside the control socket, %s)\n"+
 				"  and print it; exit 0 when the daemon answers 200 (ready), 1 when it answers otherwise or not within\n"+
 				"  --timeout (default %s), 2 on a usage error\n",
-				apiUsage, apiSocketName, defaultControlSocket, healthTimeout)
+				apiUsage, config.APISocketName, config.DefaultControlSocket, healthTimeout)
 			return 0
 		}
 		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))

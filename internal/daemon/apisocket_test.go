@@ -3,43 +3,11 @@ package daemon
 import (
 	"bytes"
 	"flag"
-	"io"
 	"strings"
 	"testing"
 
 	"github.com/agent-supervisor/supervisor/internal/events"
 )
-
-func TestAPISocketConfig(t *testing.T) {
-	for _, c := range []struct {
-		args []string
-		env  []string
-		want string
-		err  string
-	}{
-		{want: "/run/agent-supervisor/api.sock"},
-		{args: []string{"--control-socket", "/srv/sv/control.sock"}, want: "/srv/sv/api.sock"},
-		{env: []string{"REAPER_CONTROL_SOCKET", "/srv/sv/control.sock"}, want: "/srv/sv/api.sock"},
-		{args: []string{"--control-socket", ""}, want: ""},
-		{args: []string{"--control-socket", "", "--api-socket", "/srv/api.sock"}, want: "/srv/api.sock"},
-		{env: []string{"REAPER_API_SOCKET", "/srv/api.sock"}, want: "/srv/api.sock"},
-		{args: []string{"--api-socket", ""}, want: ""},
-		{args: []string{"--api-socket", "api.sock"}, err: "--api-socket"},
-		{args: []string{"--api-socket", "/run/agent-supervisor/control.sock"}, err: "is the control socket"},
-	} {
-		cfg, err := parseConfig("run", c.args, env(c.env...), io.Discard)
-		switch {
-		case c.err != "":
-			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("%v %v: error %v, want %q", c.args, c.env, err, c.err)
-			}
-		case err != nil:
-			t.Errorf("%v %v: %v", c.args, c.env, err)
-		case cfg.APISocket != c.want:
-			t.Errorf("%v %v: api socket %q, want %q", c.args, c.env, cfg.APISocket, c.want)
-		}
-	}
-}
 
 // status and events find the API socket as the control commands find the
 // control socket; --listen is accepted and said to be ignored.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"go.uber.org/zap"
 )
@@ -17,13 +18,13 @@ const cgnsRetryEvery = time.Minute
 // root (cgroupinfo.FindRoot) and makes procs resolve the cgroup paths it
 // reads against it. Called before the first /proc scan, so the first
 // agents are already attributed (and scoped) by host paths.
-func findCgroupNamespace(procs *tracker.ProcFS, cfg *Config) {
+func findCgroupNamespace(procs *tracker.ProcFS, cfg *config.Config) {
 	ns := &cgroupinfo.Namespace{}
 	ns.Set(findRoot(cfg))
 	procs.SetCgroupNamespace(ns)
 }
 
-func findRoot(cfg *Config) cgroupinfo.NamespaceState {
+func findRoot(cfg *config.Config) cgroupinfo.NamespaceState {
 	return cgroupinfo.FindRoot(cgroupinfo.FindConfig{Proc: "/proc", Host: cfg.HostCgroupRoot, PID: os.Getpid()})
 }
 

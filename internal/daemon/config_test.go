@@ -10,46 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/config"
 )
-
-func env(kv ...string) func(string) string {
-	m := map[string]string{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return func(k string) string { return m[k] }
-}
-
-func TestConfigPrecedence(t *testing.T) {
-	c, err := parseConfig("run", nil, env(), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.MaxAge != 2*time.Hour || c.KillGrace != 5*time.Second || c.Source != "auto" || c.PollInterval != time.Second ||
-		c.Listen != defaultListen || c.DryRun || len(c.Agents) != 2 || c.Agents[1].String() != "npm*:agent" ||
-		c.ZombieWarnThreshold != 500 || c.FreeMemWarnMB != 1024 || c.SwapWarnPct != 0.7 || c.StateDir != "/var/lib/agent-supervisor" {
-		t.Errorf("defaults: %+v", c)
-	}
-	// The seed's variable in minutes, when REAPER_MAX_AGE is unset.
-	c, _ = parseConfig("run", nil, env("REAPER_MAX_AGENT_AGE_MINUTES", "90"), io.Discard)
-	if c.MaxAge != 90*time.Minute {
-		t.Errorf("REAPER_MAX_AGENT_AGE_MINUTES=90 gave %s", c.MaxAge)
-	}
-	c, _ = parseConfig("run", nil, env("REAPER_MAX_AGENT_AGE_MINUTES", "90", "REAPER_MAX_AGE", "45m"), io.Discard)
-	if c.MaxAge != 45*time.Minute {
-		t.Errorf("REAPER_MAX_AGE should win over the minutes variable: %s", c.MaxAge)
-	}
-	c, _ = parseConfig("run", []string{"--max-age", "10m", "--agent", "x*", "--agent", "y:z", "--dry-run", "--under", "codium"},
-		env("REAPER_MAX_AGE", "45m", "REAPER_AGENTS", "a,b", "REAPER_DRY_RUN", "false", "REAPER_LISTEN", ""), io.Discard)
-	if c.MaxAge != 10*time.Minute || len(c.Agents) != 2 || c.Agents[0].String() != "x*" || !c.DryRun ||
-		len(c.Under) != 1 || c.Under[0].Comm != "codium" {
-		t.Errorf("flags should win: %+v", c)
-	}
-	c, _ = parseConfig("run", []string{"--listen", ""}, env("REAPER_AGENTS", "claude, npm*:agent", "REAPER_UNDER", "1234"), io.Discard)
-	if c.Listen != "" || len(c.Agents) != 2 || len(c.Under) != 1 || c.Under[0].PID != 1234 {
-		t.Errorf("env lists: %+v", c)
-	}
-}
 
 // TestConfigErrors: every bad value exits 2 with one line naming it,
 // before anything runs.
@@ -89,27 +52,6 @@ func TestConfigErrors(t *testing.T) {
 		msg := errb.String()
 		if code != 2 || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, c.want) {
 			t.Errorf("%v %v: exit %d, stderr %q; want 2 and one line naming %s", c.args, c.env, code, msg, c.want)
-		}
-	}
-}
-
-func TestHelpListsEveryFlag(t *testing.T) {
-	var out bytes.Buffer
-	if code := mainErr([]string{"run", "--help"}, env(), &out, io.Discard); code != 0 {
-		t.Fatalf("exit %d", code)
-	}
-	for _, o := range options {
-		if o.hidden { // test knobs
-			if strings.Contains(out.String(), o.env) {
-				t.Errorf("--help lists the hidden %s", o.env)
-			}
-			continue
-		}
-		if o.flag != "" && !strings.Contains(out.String(), "--"+o.flag) {
-			t.Errorf("--help lacks --%s", o.flag)
-		}
-		if !strings.Contains(out.String(), o.env) {
-			t.Errorf("--help lacks %s", o.env)
 		}
 	}
 }
@@ -170,7 +112,7 @@ func TestConfigMaxAgePrecedence(t *testing.T) {
 				t.Fatal(err)
 			}
 			args = append(args, "--config", conf)
-			c, err := parseConfig("run", args, env(envKV...), io.Discard)
+			c, err := config.Parse("run", args, env(envKV...), io.Discard)
 			if err != nil {
 				t.Fatalf("env %v, file %q: %v", envKV, file, err)
 			}
@@ -206,7 +148,7 @@ func TestConfigBounds(t *testing.T) {
 		{[]string{"--retention", "1h"}, true},
 	} {
 		if c.ok {
-			_, err := parseConfig("run", c.args, env(), io.Discard)
+			_, err := config.Parse("run", c.args, env(), io.Discard)
 			if err != nil {
 				t.Errorf("%v: %v, want accepted", c.args, err)
 			}
@@ -281,11 +223,11 @@ func TestConfigNeverPrintsPassword(t *testing.T) {
 			}
 		}
 	}
-	// Where the password can be located, the URL is shown masked.
+	// Where the password can be located, the URL is shown config.Masked.
 	var errb bytes.Buffer
 	safeMain(t, []string{"run", "--database-url", bad["bad sslmode"]}, env(), io.Discard, &errb)
 	if !strings.Contains(errb.String(), "postgres://u:xxxxx@db.example/x?sslmode=bogus") {
-		t.Errorf("masked URL not shown: %q", errb.String())
+		t.Errorf("config.Masked URL not shown: %q", errb.String())
 	}
 
 	// Lines of a config file are never quoted: a mistyped key or a bare URL.
@@ -310,47 +252,6 @@ func TestConfigNeverPrintsPassword(t *testing.T) {
 	}
 }
 
-// TestConfigDatabaseURLFile: the URL is read from a file, trimmed; a
-// missing or empty file, or a file and a URL both, are configuration errors
-// naming the file or both sources.
-func TestConfigDatabaseURLFile(t *testing.T) {
-	dir := t.TempDir()
-	f := filepath.Join(dir, "database-url")
-	dsn := "postgres://u:" + testPassword + "@db.example/x"
-	os.WriteFile(f, []byte("\n  "+dsn+"  \n"), 0o600)
-	c, err := parseConfig("run", []string{"--database-url-file", f}, env(), io.Discard)
-	if err != nil || c.DatabaseURL != dsn || c.DatabaseURLFile != f {
-		t.Fatalf("read from the file: %v %+v", err, c)
-	}
-	c, err = parseConfig("run", nil, env("DATABASE_URL_FILE", f), io.Discard)
-	if err != nil || c.DatabaseURL != dsn {
-		t.Fatalf("DATABASE_URL_FILE: %v", err)
-	}
-	empty := filepath.Join(dir, "empty")
-	os.WriteFile(empty, []byte(" \n"), 0o600)
-	for _, c := range []struct {
-		args, env []string
-		want      []string
-	}{
-		{[]string{"--database-url-file", filepath.Join(dir, "missing")}, nil, []string{"--database-url-file", "missing", "no such file"}},
-		{[]string{"--database-url-file", empty}, nil, []string{"--database-url-file", empty, "empty"}},
-		{nil, []string{"DATABASE_URL_FILE", empty}, []string{"DATABASE_URL_FILE", empty}},
-		{[]string{"--database-url-file", f, "--database-url", dsn}, nil, []string{"--database-url-file", "--database-url"}},
-		{[]string{"--database-url-file", f}, []string{"DATABASE_URL", dsn}, []string{"--database-url-file", "DATABASE_URL"}},
-	} {
-		var errb bytes.Buffer
-		code := safeMain(t, append([]string{"run"}, c.args...), env(c.env...), io.Discard, &errb)
-		for _, w := range c.want {
-			if code != 2 || !strings.Contains(errb.String(), w) {
-				t.Errorf("%v %v: exit %d, %q; want 2 naming %s", c.args, c.env, code, errb.String(), w)
-			}
-		}
-		if strings.Contains(errb.String(), testPassword) {
-			t.Errorf("%v: password printed: %q", c.args, errb.String())
-		}
-	}
-}
-
 // A bad glob exits 2 naming it; REAPER_UNDER mixes PIDs, names and globs.
 func TestConfigUnderCgroup(t *testing.T) {
 	for _, c := range []struct{ args, env []string }{
@@ -363,41 +264,17 @@ func TestConfigUnderCgroup(t *testing.T) {
 			t.Errorf("%v %v: exit %d, %q; want 2 and one line naming the glob", c.args, c.env, code, errb.String())
 		}
 	}
-	c, err := parseConfig("run", nil, env("REAPER_UNDER", "1234, codium ,cgroup:/kubepods*"), &bytes.Buffer{})
+	c, err := config.Parse("run", nil, env("REAPER_UNDER", "1234, codium ,cgroup:/kubepods*"), &bytes.Buffer{})
 	if err != nil || len(c.Under) != 3 || c.Under[0].PID != 1234 || c.Under[1].Comm != "codium" || c.Under[2].String() != "cgroup:/kubepods*" {
 		t.Errorf("REAPER_UNDER mixed: %+v %v", c.Under, err)
 	}
 }
 
-// TestKeepEnvConfig: --keep-env defaults to true; the flag and
-// REAPER_KEEP_ENV turn it off; anything but a boolean exits 2 naming it.
-func TestKeepEnvConfig(t *testing.T) {
-	c, err := parseConfig("run", nil, env(), io.Discard)
-	if err != nil || !c.KeepEnv {
-		t.Fatalf("default: KeepEnv %v, %v; want true", c != nil && c.KeepEnv, err)
+// env is a getenv over the given KEY, VALUE pairs.
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
 	}
-	if c, err = parseConfig("run", nil, env("REAPER_KEEP_ENV", "false"), io.Discard); err != nil || c.KeepEnv {
-		t.Errorf("REAPER_KEEP_ENV=false: %+v, %v", c, err)
-	}
-	if c, err = parseConfig("run", []string{"--keep-env=false"}, env("REAPER_KEEP_ENV", "true"), io.Discard); err != nil || c.KeepEnv {
-		t.Errorf("--keep-env=false over the environment: %+v, %v", c, err)
-	}
-	if _, err = parseConfig("run", nil, env("REAPER_KEEP_ENV", "maybe"), io.Discard); err == nil || !strings.Contains(err.Error(), "REAPER_KEEP_ENV") {
-		t.Errorf("REAPER_KEEP_ENV=maybe: %v, want an error naming it", err)
-	}
-}
-
-func TestMetricsListenConfig(t *testing.T) {
-	if _, err := parseConfig("run", []string{"--metrics-listen", "no-port"}, env(), io.Discard); err == nil ||
-		!strings.Contains(err.Error(), "--metrics-listen") {
-		t.Errorf("a bad --metrics-listen: %v, want an error naming the flag", err)
-	}
-	if _, err := parseConfig("run", nil, env("REAPER_METRICS_LISTEN", "x"), io.Discard); err == nil ||
-		!strings.Contains(err.Error(), "REAPER_METRICS_LISTEN") {
-		t.Errorf("a bad REAPER_METRICS_LISTEN: %v, want an error naming it", err)
-	}
-	c, err := parseConfig("run", nil, env("REAPER_METRICS_LISTEN", "10.0.0.7:9848"), io.Discard)
-	if err != nil || c.MetricsListen != "10.0.0.7:9848" {
-		t.Errorf("REAPER_METRICS_LISTEN=10.0.0.7:9848: %v %+v", err, c)
-	}
+	return func(k string) string { return m[k] }
 }

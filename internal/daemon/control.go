@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/control"
 	"github.com/agent-supervisor/supervisor/internal/statefile"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
@@ -30,7 +31,7 @@ import (
 const leasesFile = "leases.json"
 
 // maxExtend bounds one extend, as --max-age is bounded.
-const maxExtend = maxMaxAge
+const maxExtend = config.MaxMaxAge
 
 // controlTable is what the commands need of the process table.
 type controlTable interface {
@@ -237,12 +238,12 @@ var reloadMu sync.Mutex
 
 // reloadNow is what SIGHUP does: read the configuration again and put it
 // in force, or keep the old one and say why.
-func (d *daemon) reloadNow(reload func() (*Config, error)) error {
+func (d *daemon) reloadNow(reload func() (*config.Config, error)) error {
 	reloadMu.Lock()
 	defer reloadMu.Unlock()
 	n, err := reload()
 	if err != nil {
-		// parseConfig's errors never hold a password.
+		// config.Parse's errors never hold a password.
 		d.log.Error("reload rejected; the old configuration stays in force", zap.String("error", err.Error()))
 		return err
 	}
@@ -281,7 +282,7 @@ func (d *daemon) loadLeases() {
 }
 
 // serveControl starts the control socket (nil when disabled).
-func (d *daemon) serveControl(reload func() (*Config, error)) (*control.Server, error) {
+func (d *daemon) serveControl(reload func() (*config.Config, error)) (*control.Server, error) {
 	if n := d.table.PruneLeases(); n > 0 {
 		d.log.Info("leases restored", zap.Int("processes", n))
 	}
@@ -303,7 +304,7 @@ func (d *daemon) serveControl(reload func() (*Config, error)) (*control.Server, 
 func controlCmd(cmd string, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	sock := fs.String("control-socket", defaultControlSocket, "the daemon's control socket (env REAPER_CONTROL_SOCKET)")
+	sock := fs.String("control-socket", config.DefaultControlSocket, "the daemon's control socket (env REAPER_CONTROL_SOCKET)")
 	until := fs.String("until", "", "extend: the new deadline (RFC 3339, YYYY-MM-DD HH:MM[:SS] or HH:MM[:SS] today, local time)")
 	force := fs.Bool("force", false, "kill: also a process that is neither an agent nor a session member")
 	usage := map[string]string{
@@ -408,14 +409,14 @@ func parsePIDStart(s string) (int32, string, error) {
 	p, st, withStart := strings.Cut(s, "@")
 	pid, err := strconv.ParseInt(p, 10, 32)
 	if err != nil || pid <= 0 {
-		return 0, "", fmt.Errorf("invalid PID %q (want PID or PID@START)", scrubArg(p))
+		return 0, "", fmt.Errorf("invalid PID %q (want PID or PID@START)", config.ScrubArg(p))
 	}
 	if !withStart {
 		return int32(pid), "", nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, st)
 	if err != nil {
-		return 0, "", fmt.Errorf("invalid START %q: want the process's started_at as /agents shows it (RFC 3339, e.g. 2026-11-27T16:23:24.51621768Z)", scrubArg(st))
+		return 0, "", fmt.Errorf("invalid START %q: want the process's started_at as /agents shows it (RFC 3339, e.g. 2026-11-27T16:23:24.51621768Z)", config.ScrubArg(st))
 	}
 	return int32(pid), t.Format(time.RFC3339Nano), nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/control"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 )
@@ -182,22 +183,22 @@ func TestControlCmdUsage(t *testing.T) {
 }
 
 func TestControlConfig(t *testing.T) {
-	c, err := parseConfig("run", nil, func(string) string { return "" }, nil)
-	if err != nil || c.ControlSocket != defaultControlSocket || c.ControlGID != -1 {
+	c, err := config.Parse("run", nil, func(string) string { return "" }, nil)
+	if err != nil || c.ControlSocket != config.DefaultControlSocket || c.ControlGID != -1 {
 		t.Fatalf("defaults: %+v %v", c, err)
 	}
-	c, err = parseConfig("run", []string{"--control-socket", "", "--control-group", "0"}, func(string) string { return "" }, nil)
+	c, err = config.Parse("run", []string{"--control-socket", "", "--control-group", "0"}, func(string) string { return "" }, nil)
 	if err != nil || c.ControlSocket != "" || c.ControlGID != 0 {
 		t.Errorf("empty socket, gid 0: %+v %v", c, err)
 	}
-	c, err = parseConfig("run", nil, func(k string) string {
+	c, err = config.Parse("run", nil, func(k string) string {
 		return map[string]string{"REAPER_CONTROL_GROUP": "root", "REAPER_CONTROL_SOCKET": "/tmp/x.sock"}[k]
 	}, nil)
 	if err != nil || c.ControlGID != 0 || c.ControlSocket != "/tmp/x.sock" {
 		t.Errorf("from the environment: %+v %v", c, err)
 	}
 	for _, args := range [][]string{{"--control-group", "no-such-group-here"}, {"--control-socket", "relative.sock"}} {
-		if _, err := parseConfig("run", args, func(string) string { return "" }, nil); err == nil || !strings.Contains(err.Error(), args[0]) {
+		if _, err := config.Parse("run", args, func(string) string { return "" }, nil); err == nil || !strings.Contains(err.Error(), args[0]) {
 			t.Errorf("%v: %v, want an error naming the flag", args, err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/events"
 	"github.com/agent-supervisor/supervisor/internal/health"
 	"github.com/agent-supervisor/supervisor/internal/hook"
@@ -41,7 +42,7 @@ func newLogger(level string, w io.Writer) *zap.Logger {
 // daemon is the running supervisor: the wiring main does, kept together so
 // the HTTP handlers and the summariser can read it.
 type daemon struct {
-	cfg       *Config
+	cfg       *config.Config
 	log       *zap.Logger
 	clock     tracker.Clock
 	procs     *tracker.ProcFS
@@ -67,7 +68,7 @@ type daemon struct {
 	hooks  *hook.Runner // --on-kill
 
 	mu           sync.Mutex
-	live         *Config               // the configuration in force: cfg, or the last SIGHUP's
+	live         *config.Config        // the configuration in force: cfg, or the last SIGHUP's
 	killed       []int32               // agents killed since the last snapshot
 	leftovers    []int32               // leftovers killed since the last snapshot
 	pending      map[uint64]pendingRow // kill rows of reaps in flight, by agent Seq (records.go)
@@ -83,7 +84,7 @@ type daemon struct {
 
 // newDaemon builds the parts `run` and `once` share: /proc, the guard, the
 // table, the reaper and the store.
-func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, error) {
+func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemon, error) {
 	procs, err := tracker.NewProcFS("/proc")
 	if err != nil {
 		return nil, err
@@ -136,7 +137,7 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 		pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 		if err != nil {
 			d.unlock()
-			return nil, errors.New("database URL: " + redactURL(cfg.DatabaseURL, err.Error()))
+			return nil, errors.New("database URL: " + config.RedactURL(cfg.DatabaseURL, err.Error()))
 		}
 		pcfg.MaxConns = 4
 		scfg.Secret = pcfg.ConnConfig.Password
@@ -144,7 +145,7 @@ func newDaemon(ctx context.Context, cfg *Config, log *zap.Logger) (*daemon, erro
 		// outage like any other, not a reason not to reap.
 		if d.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 			d.unlock()
-			return nil, errors.New("database: " + redactURL(cfg.DatabaseURL, err.Error()))
+			return nil, errors.New("database: " + config.RedactURL(cfg.DatabaseURL, err.Error()))
 		}
 		scfg.Postgres = store.NewPostgres(d.pool)
 	}
@@ -261,7 +262,7 @@ func (d *daemon) sampleRate(ctx context.Context) {
 // from each agent's own start: a reload can move them earlier or later but
 // never resets an agent's age. Settings that only take effect at start are
 // reported, not applied.
-func (d *daemon) applyReload(n *Config) {
+func (d *daemon) applyReload(n *config.Config) {
 	d.mu.Lock()
 	old := d.live
 	d.live = n
@@ -326,7 +327,7 @@ func (d *daemon) applyReload(n *Config) {
 
 // run is the daemon. attach, if given, is called once the event source is
 // known and before the first scan (supervisor init wires itself in there).
-func run(ctx context.Context, cfg *Config, logw io.Writer, reload func() (*Config, error), attach ...func(*daemon)) error {
+func run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() (*config.Config, error), attach ...func(*daemon)) error {
 	log := newLogger(cfg.LogLevel, logw)
 	defer log.Sync()
 
@@ -491,7 +492,7 @@ func spawn(f func()) <-chan struct{} {
 }
 
 // reloadOnHUP applies a new configuration on every SIGHUP until ctx ends.
-func (d *daemon) reloadOnHUP(ctx context.Context, reload func() (*Config, error)) <-chan struct{} {
+func (d *daemon) reloadOnHUP(ctx context.Context, reload func() (*config.Config, error)) <-chan struct{} {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	return spawn(func() {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/events"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
@@ -208,7 +209,7 @@ func eventsCmd(args []string, getenv func(string) string, stdout, stderr io.Writ
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stdout, "usage: supervisor events [--json] [--types %s] %s\n"+
 				"  follows the daemon's event stream (GET /events on its API socket: env REAPER_API_SOCKET; default %s beside the control socket, %s)\n",
-				events.All, apiUsage, apiSocketName, defaultControlSocket)
+				events.All, apiUsage, config.APISocketName, config.DefaultControlSocket)
 			return 0
 		}
 		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -41,11 +42,11 @@ var errNotMigrated = errors.New("the database has no view tel.fleet (its schema 
 // --fail-silent when a host is SILENT (for a cron job or a monitoring check).
 func fleetCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	var asJSON, failSilent bool
-	cfg, err := parseConfig("fleet", args, getenv, stdout, func(fs *flag.FlagSet) {
+	cfg, err := config.Parse("fleet", args, getenv, stdout, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 		fs.BoolVar(&failSilent, "fail-silent", false, "exit 3 when a host is SILENT")
 	})
-	if errors.Is(err, errHelp) {
+	if errors.Is(err, config.ErrHelp) {
 		return 0
 	}
 	if err != nil {
@@ -89,9 +90,9 @@ func readFleet(ctx context.Context, dsn string) ([]fleetHost, time.Time, error) 
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	fail := func(err error) ([]fleetHost, time.Time, error) {
-		msg := redactURL(dsn, err.Error())
-		if pw := rawPassword(dsn); pw != "" {
-			msg = strings.ReplaceAll(msg, pw, masked)
+		msg := config.RedactURL(dsn, err.Error())
+		if pw := config.RawPassword(dsn); pw != "" {
+			msg = strings.ReplaceAll(msg, pw, config.Masked)
 		}
 		return nil, now, errors.New("database: " + msg)
 	}

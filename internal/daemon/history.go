@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/jackc/pgx/v5"
 )
@@ -17,7 +18,7 @@ import (
 // history prints the snapshots and kills of the last `since`: from
 // PostgreSQL when a database is configured (plus what is still spooled),
 // else from the spool, which is then the store.
-func history(ctx context.Context, cfg *Config, since time.Duration, asJSON bool, stdout, stderr io.Writer) error {
+func history(ctx context.Context, cfg *config.Config, since time.Duration, asJSON bool, stdout, stderr io.Writer) error {
 	from := time.Now().Add(-since)
 	byID := map[string]store.Record{}
 	spooled, bad, err := store.ReadSpool(cfg.StateDir)
@@ -35,7 +36,7 @@ func history(ctx context.Context, cfg *Config, since time.Duration, asJSON bool,
 	if cfg.DatabaseURL != "" {
 		recs, err := dbHistory(ctx, cfg.DatabaseURL, from)
 		if err != nil {
-			return fmt.Errorf("database: %s", redactURL(cfg.DatabaseURL, err.Error()))
+			return fmt.Errorf("database: %s", config.RedactURL(cfg.DatabaseURL, err.Error()))
 		}
 		for _, r := range recs {
 			byID[r.ID] = r

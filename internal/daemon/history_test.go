@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/pgtest"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -64,7 +65,7 @@ func TestIntegrationHistoryReasons(t *testing.T) {
 	st.Add(store.KindKill, now, nil, kill(71003, "leftover", 71001)) // stays spooled
 	sp.Close()
 
-	cfg := &Config{DatabaseURL: db, StateDir: state}
+	cfg := &config.Config{DatabaseURL: db, StateDir: state}
 	run := func(asJSON bool) string {
 		t.Helper()
 		var out, errs bytes.Buffer

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/initd"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"go.uber.org/zap"
@@ -34,7 +35,7 @@ func splitInit(args []string) (flags, argv []string, ok bool) {
 // initMode is what the init wiring shares with the daemon once it runs.
 type initMode struct {
 	in  *initd.Init
-	cfg *Config
+	cfg *config.Config
 	d   atomic.Pointer[daemon]
 }
 
@@ -65,8 +66,8 @@ func (m *initMode) attach(d *daemon) {
 func initCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	initd.CatchEarly()
 	flags, argv, dashes := splitInit(args)
-	cfg, err := parseConfig("init", flags, getenv, stdout)
-	if errors.Is(err, errHelp) {
+	cfg, err := config.Parse("init", flags, getenv, stdout)
+	if errors.Is(err, config.ErrHelp) {
 		return 0
 	}
 	if err != nil {
@@ -103,7 +104,7 @@ func initCmd(args []string, getenv func(string) string, stdout, stderr io.Writer
 		<-m.in.Done()
 		cancel()
 	}()
-	reload := func() (*Config, error) { return parseConfig("init", flags, getenv, io.Discard) }
+	reload := func() (*config.Config, error) { return config.Parse("init", flags, getenv, io.Discard) }
 	if err := run(ctx, cfg, stderr, reload, m.attach); err != nil {
 		// The command is the container's reason to be: it keeps its init
 		// (reaping, signals, the end) without the supervisor.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/initd"
 )
 
@@ -34,7 +35,7 @@ func TestInitForwardTo(t *testing.T) {
 		{nil, []string{"REAPER_FORWARD_TO", "group"}, initd.ForwardGroup},
 		{[]string{"--forward-to", "child"}, []string{"REAPER_FORWARD_TO", "group"}, initd.ForwardChild},
 	} {
-		cfg, err := parseConfig("init", c.args, env(c.env...), io.Discard)
+		cfg, err := config.Parse("init", c.args, env(c.env...), io.Discard)
 		if err != nil || cfg.ForwardTo != c.want {
 			t.Errorf("%q %q: %v %v, want %v", c.args, c.env, cfg.ForwardTo, err, c.want)
 		}

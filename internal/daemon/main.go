@@ -11,6 +11,8 @@ import (
 	"runtime/debug"
 	"syscall"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/config"
 )
 
 var version = "dev"
@@ -80,7 +82,7 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 	switch cmd {
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
-		printUsage("run", stdout, flag.NewFlagSet("run", flag.ContinueOnError))
+		config.PrintUsage("run", stdout, flag.NewFlagSet("run", flag.ContinueOnError))
 		return 0
 	case "version", "--version":
 		fmt.Fprintf(stdout, "supervisor %s %s\n", buildVersion(), runtime.Version())
@@ -108,8 +110,8 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "supervisor: unknown command %q (want one of: %s)\n", cmd, commands)
 		return 2
 	}
-	cfg, err := parseConfig(cmd, rest, getenv, stdout, extra)
-	if errors.Is(err, errHelp) {
+	cfg, err := config.Parse(cmd, rest, getenv, stdout, extra)
+	if errors.Is(err, config.ErrHelp) {
 		return 0
 	}
 	if err != nil {
@@ -136,7 +138,7 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 	default:
 		// SIGHUP re-reads the environment and the --config file; the flags
 		// given at start stay.
-		reload := func() (*Config, error) { return parseConfig(cmd, rest, getenv, io.Discard) }
+		reload := func() (*config.Config, error) { return config.Parse(cmd, rest, getenv, io.Discard) }
 		err = run(ctx, cfg, stderr, reload)
 	}
 	if err != nil {

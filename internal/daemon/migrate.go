@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -15,13 +16,13 @@ import (
 // migrate applies the embedded migrations and returns: run by an owner
 // role at install or upgrade, so the daemon's own role needs no DDL
 // rights (when the schema is current, `run` and `once` issue none).
-func migrate(ctx context.Context, cfg *Config, stdout io.Writer) error {
+func migrate(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
-		return errors.New("database URL: " + redactURL(cfg.DatabaseURL, err.Error()))
+		return errors.New("database URL: " + config.RedactURL(cfg.DatabaseURL, err.Error()))
 	}
 	redact := func(err error) error {
-		msg := redactURL(cfg.DatabaseURL, err.Error())
+		msg := config.RedactURL(cfg.DatabaseURL, err.Error())
 		if pw := pcfg.ConnConfig.Password; pw != "" {
 			msg = strings.ReplaceAll(msg, pw, "[redacted]")
 		}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/reap"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"go.uber.org/zap"
@@ -25,7 +26,7 @@ type killedView struct {
 // once is the seed's cron job as a drop-in: one /proc scan, the stale agents
 // killed with the daemon's kill protocol, one health row, and the seed's
 // JSON on stdout.
-func once(ctx context.Context, cfg *Config, stdout, logw io.Writer) error {
+func once(ctx context.Context, cfg *config.Config, stdout, logw io.Writer) error {
 	start := time.Now()
 	log := newLogger(cfg.LogLevel, logw)
 	defer log.Sync()

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/events"
 	"github.com/agent-supervisor/supervisor/internal/psi"
 	"github.com/agent-supervisor/supervisor/internal/resource"
@@ -281,7 +282,7 @@ func (w *pressureWatch) fire(tr *psi.Trigger) {
 // reloadPressure applies a reload's pressure settings: the policy's limits
 // at once, the trigger registered again if the spec changed. A trigger
 // that cannot be registered is logged and the old one kept.
-func (d *daemon) reloadPressure(n *Config) {
+func (d *daemon) reloadPressure(n *config.Config) {
 	w := d.pressure
 	if w == nil {
 		return

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/health"
 	"github.com/agent-supervisor/supervisor/internal/reap"
 	"github.com/agent-supervisor/supervisor/internal/resource"
@@ -254,7 +255,7 @@ func (g *resourceGuard) forget(out []resource.Session) {
 }
 
 // reload applies new limits and interval; it returns the names changed.
-func (g *resourceGuard) reload(n, old *Config) []string {
+func (g *resourceGuard) reload(n, old *config.Config) []string {
 	var changed []string
 	g.mu.Lock()
 	if n.SessionMaxMemory != old.SessionMaxMemory || n.SessionMaxProcs != old.SessionMaxProcs || n.SessionIdle != old.SessionIdle {

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/config"
 )
 
 // statusCmd asks the running daemon for /healthz and /agents on its API
@@ -21,7 +23,7 @@ func statusCmd(args []string, getenv func(string) string, stdout, stderr io.Writ
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stdout, "usage: supervisor status %s\n  reads the daemon's API socket (env REAPER_API_SOCKET; default %s beside the control socket, %s)\n",
-				apiUsage, apiSocketName, defaultControlSocket)
+				apiUsage, config.APISocketName, config.DefaultControlSocket)
 			return 0
 		}
 		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))

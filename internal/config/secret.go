@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"errors"
@@ -14,9 +14,9 @@ import (
 // A database URL holds a password, and the URL arrives by flag, environment,
 // --config file or --database-url-file. No message may show it: errors name
 // the flag or variable and the cause, and show the URL only with its
-// passwords masked, or not at all when they cannot be located for certain.
+// passwords Masked, or not at all when they cannot be located for certain.
 
-const masked = "xxxxx"
+const Masked = "xxxxx"
 
 // isURL reports whether dsn is in URL form (the rest is keyword/value).
 func isURL(dsn string) bool {
@@ -41,7 +41,7 @@ func dsnSecrets(dsn string) (secrets []string, ok bool) {
 			return nil, false
 		}
 		if pw, set := u.User.Password(); set {
-			secrets = append(secrets, pw, rawPassword(dsn))
+			secrets = append(secrets, pw, RawPassword(dsn))
 		}
 		for _, kv := range strings.Split(u.RawQuery, "&") {
 			k, v, _ := strings.Cut(kv, "=")
@@ -70,15 +70,15 @@ func dsnSecrets(dsn string) (secrets []string, ok bool) {
 			out = append(out, s)
 		}
 	}
-	// Longest first, so a password containing another is masked whole.
+	// Longest first, so a password containing another is Masked whole.
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out, true
 }
 
-// rawPassword is the userinfo password of a URL as written, before
+// RawPassword is the userinfo password of a URL as written, before
 // percent-decoding: what lies after the first ':' of the text before the
 // authority's last '@'.
-func rawPassword(dsn string) string {
+func RawPassword(dsn string) string {
 	rest := dsn[strings.Index(dsn, "://")+3:]
 	rest, _, _ = strings.Cut(rest, "?")
 	authority, _, _ := strings.Cut(rest, "/")
@@ -90,7 +90,7 @@ func rawPassword(dsn string) string {
 	return pw
 }
 
-// redactDSN returns dsn with its passwords masked, or "" when they cannot
+// redactDSN returns dsn with its passwords Masked, or "" when they cannot
 // be located.
 func redactDSN(dsn string) string {
 	if _, ok := dsnSecrets(dsn); !ok {
@@ -99,19 +99,19 @@ func redactDSN(dsn string) string {
 	if !isURL(dsn) {
 		return kvPassword.ReplaceAllStringFunc(dsn, func(m string) string {
 			k, _, _ := strings.Cut(m, "=")
-			return k + "=" + masked
+			return k + "=" + Masked
 		})
 	}
 	u, _ := url.Parse(dsn)
 	if _, set := u.User.Password(); set {
-		u.User = url.UserPassword(u.User.Username(), masked)
+		u.User = url.UserPassword(u.User.Username(), Masked)
 	}
 	if u.RawQuery != "" {
 		parts := strings.Split(u.RawQuery, "&")
 		for i, kv := range parts {
 			k, _, _ := strings.Cut(kv, "=")
 			if dk, err := url.QueryUnescape(k); err == nil && passwordKeys[dk] {
-				parts[i] = k + "=" + masked
+				parts[i] = k + "=" + Masked
 			}
 		}
 		u.RawQuery = strings.Join(parts, "&")
@@ -123,22 +123,22 @@ func redactDSN(dsn string) string {
 // errors put the pieces of the input they complain about.
 var quoted = regexp.MustCompile("\"(?:[^\"\\\\]|\\\\.)*\"|`[^`]*`")
 
-// redactURL removes a database URL's passwords from msg. When they cannot
+// RedactURL removes a database URL's passwords from msg. When they cannot
 // be located, every quoted part of msg (where errors quote their input) is
 // removed instead.
-func redactURL(dsn, msg string) string {
+func RedactURL(dsn, msg string) string {
 	secrets, ok := dsnSecrets(dsn)
 	if !ok {
 		return quoted.ReplaceAllString(msg, "…")
 	}
 	for _, s := range secrets {
-		msg = strings.ReplaceAll(msg, s, masked)
+		msg = strings.ReplaceAll(msg, s, Masked)
 	}
 	return msg
 }
 
 // checkDSN parses a database URL as the daemon will; its error shows the
-// URL only with the password masked, or not at all.
+// URL only with the password Masked, or not at all.
 func checkDSN(dsn string) error {
 	if isURL(dsn) && strings.Contains(dsn, "#") {
 		// url.Parse would take the rest as a fragment, and pgx would
@@ -155,7 +155,7 @@ func checkDSN(dsn string) error {
 			cause = cause[i+3:] // pgx repeats the string first
 		}
 	}
-	cause = redactURL(dsn, cause)
+	cause = RedactURL(dsn, cause)
 	if shown := redactDSN(dsn); shown != "" {
 		return errors.New("invalid PostgreSQL URL " + shown + ": " + cause)
 	}
@@ -175,9 +175,9 @@ func readSecretFile(path string) (string, error) {
 	return v, nil
 }
 
-// scrubArg hides a command-line argument that looks like a connection
+// ScrubArg hides a command-line argument that looks like a connection
 // string before it is quoted in an error.
-func scrubArg(s string) string {
+func ScrubArg(s string) string {
 	if !strings.Contains(s, "@") && !strings.Contains(s, "password") {
 		return s
 	}

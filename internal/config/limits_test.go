@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"errors"
@@ -27,12 +27,12 @@ func TestParseSize(t *testing.T) {
 // The limits parse from flags and the environment; a bad one is a usage
 // error (exit 2) naming the flag or variable.
 func TestConfigResourceLimits(t *testing.T) {
-	c, err := parseConfig("run", []string{"--session-max-memory", "8GiB", "--session-idle", "45m"},
+	c, err := Parse("run", []string{"--session-max-memory", "8GiB", "--session-idle", "45m"},
 		env("REAPER_SESSION_MAX_PROCS", "400", "REAPER_RESOURCE_INTERVAL", "5s"), io.Discard)
 	if err != nil || c.SessionMaxMemory != 8<<30 || c.SessionMaxProcs != 400 || c.SessionIdle != 45*time.Minute || c.ResourceInterval != 5*time.Second {
 		t.Fatalf("%+v %v", c, err)
 	}
-	c, _ = parseConfig("run", nil, env(), io.Discard)
+	c, _ = Parse("run", nil, env(), io.Discard)
 	if c.SessionMaxMemory != 0 || c.SessionMaxProcs != 0 || c.SessionIdle != 0 || c.ResourceInterval != 2*time.Second {
 		t.Errorf("defaults: %+v", c)
 	}
@@ -48,7 +48,7 @@ func TestConfigResourceLimits(t *testing.T) {
 		{nil, []string{"REAPER_SESSION_IDLE", "soon"}, "REAPER_SESSION_IDLE"},
 		{[]string{"--resource-interval", "1ms"}, nil, "--resource-interval"},
 	} {
-		_, err := parseConfig("run", tc.args, env(tc.env...), io.Discard)
+		_, err := Parse("run", tc.args, env(tc.env...), io.Discard)
 		var ue usageError
 		if !errors.As(err, &ue) || !strings.HasPrefix(err.Error(), tc.name+": ") {
 			t.Errorf("%v %v: %v; want a usage error naming %s", tc.args, tc.env, err, tc.name)

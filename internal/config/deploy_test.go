@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"io"
@@ -46,7 +46,7 @@ func TestDeployConfigMap(t *testing.T) {
 	f := filepath.Join(dir, "supervisor.conf")
 	os.WriteFile(f, []byte(text), 0o600)
 	// What the DaemonSet's env adds (deploy/kubernetes/30-daemonset.yaml).
-	c, err := parseConfig("run", nil, env("REAPER_CONFIG", f, "REAPER_HOST_ID", "node-a",
+	c, err := Parse("run", nil, env("REAPER_CONFIG", f, "REAPER_HOST_ID", "node-a",
 		"REAPER_METRICS_LISTEN", "[10.0.0.1]:9848"), io.Discard)
 	if err != nil {
 		t.Fatalf("the daemon refuses the ConfigMap: %v\n%s", err, text)

@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"errors"
@@ -84,9 +84,9 @@ type Config struct {
 	PressureCooldown time.Duration
 }
 
-// defaultListen is loopback: the endpoints are for the host's operators and
+// DefaultListen is loopback: the endpoints are for the host's operators and
 // tests, not the network.
-const defaultListen = "127.0.0.1:9847"
+const DefaultListen = "127.0.0.1:9847"
 
 // option is one setting: a flag, its environment twin and its default.
 // Precedence: flag, then environment, then default.
@@ -109,7 +109,7 @@ var options = []option{
 		set: func(c *Config, v string, _ []string) (err error) {
 			// A year at most: beyond that a deadline is nonsense, and near
 			// the int64 limit start + max age would wrap into the past.
-			c.MaxAge, err = durationIn(v, time.Nanosecond, maxMaxAge)
+			c.MaxAge, err = durationIn(v, time.Nanosecond, MaxMaxAge)
 			return
 		}},
 	{flag: "kill-grace", env: "REAPER_KILL_GRACE", def: "5s",
@@ -164,7 +164,7 @@ var options = []option{
 	{flag: "leftover-grace", env: "REAPER_LEFTOVER_GRACE", def: "30s",
 		help: "how long a session's leftovers may outlive its agent",
 		set: func(c *Config, v string, _ []string) (err error) {
-			c.LeftoverGrace, err = durationIn(v, 0, maxMaxAge)
+			c.LeftoverGrace, err = durationIn(v, 0, MaxMaxAge)
 			return
 		}},
 	{flag: "keep", env: "REAPER_KEEP", def: "", repeat: true,
@@ -245,7 +245,7 @@ var options = []option{
 	{flag: "retention", env: "REAPER_RETENTION", def: "168h",
 		help: "delete this host's rows older than this",
 		set: func(c *Config, v string, _ []string) (err error) {
-			c.Retention, err = durationIn(v, time.Minute, 100*maxMaxAge)
+			c.Retention, err = durationIn(v, time.Minute, 100*MaxMaxAge)
 			return
 		}},
 	{flag: "spool-max-rows", env: "REAPER_SPOOL_MAX_ROWS", def: "10000",
@@ -263,7 +263,7 @@ var options = []option{
 			c.StateDir = v
 			return nil
 		}},
-	{flag: "listen", env: "REAPER_LISTEN", def: defaultListen,
+	{flag: "listen", env: "REAPER_LISTEN", def: DefaultListen,
 		help: "HTTP address for /healthz and /metrics (only: /agents and /events are on --api-socket); empty disables",
 		set: func(c *Config, v string, _ []string) error {
 			if v != "" {
@@ -285,7 +285,7 @@ var options = []option{
 			c.MetricsListen = v
 			return nil
 		}},
-	{flag: "control-socket", env: "REAPER_CONTROL_SOCKET", def: defaultControlSocket,
+	{flag: "control-socket", env: "REAPER_CONTROL_SOCKET", def: DefaultControlSocket,
 		help: "unix socket for extend, keep, unkeep, kill and reload (root, or --control-group members); empty disables",
 		set: func(c *Config, v string, _ []string) error {
 			if v != "" && !filepath.IsAbs(v) {
@@ -301,13 +301,13 @@ var options = []option{
 			c.ControlGID, err = lookupGroup(v)
 			return
 		}},
-	{flag: "api-socket", env: "REAPER_API_SOCKET", def: apiSocketAuto,
+	{flag: "api-socket", env: "REAPER_API_SOCKET", def: APISocketAuto,
 		help: "unix socket serving /agents, /events, /healthz and /metrics to root and --control-group members (status and events read it); " +
-			"auto: " + apiSocketName + " in --control-socket's directory, none when the control socket is disabled; empty disables",
+			"auto: " + APISocketName + " in --control-socket's directory, none when the control socket is disabled; empty disables",
 		set: func(c *Config, v string, _ []string) error {
 			switch {
-			case v == apiSocketAuto:
-				c.APISocket = apiSocketBeside(c.ControlSocket)
+			case v == APISocketAuto:
+				c.APISocket = APISocketBeside(c.ControlSocket)
 				return nil
 			case v != "" && !filepath.IsAbs(v):
 				return fmt.Errorf("%q is not an absolute path", v)
@@ -378,7 +378,7 @@ var options = []option{
 	{flag: "session-idle", env: "REAPER_SESSION_IDLE", def: "0",
 		help: "kill a session none of whose processes used CPU for this long (hung on a prompt, a pager, a dead socket); 0 is off",
 		set: func(c *Config, v string, _ []string) (err error) {
-			c.SessionIdle, err = durationIn(v, 0, maxMaxAge)
+			c.SessionIdle, err = durationIn(v, 0, MaxMaxAge)
 			return
 		}},
 	{flag: "resource-interval", env: "REAPER_RESOURCE_INTERVAL", def: "2s",
@@ -419,7 +419,7 @@ var options = []option{
 	{flag: "pressure-min-age", env: "REAPER_PRESSURE_MIN_AGE", def: "1m",
 		help: "memory pressure kills only sessions at least this old",
 		set: func(c *Config, v string, _ []string) (err error) {
-			c.PressureMinAge, err = durationIn(v, 0, maxMaxAge)
+			c.PressureMinAge, err = durationIn(v, 0, MaxMaxAge)
 			return
 		}},
 	{flag: "pressure-cooldown", env: "REAPER_PRESSURE_COOLDOWN", def: "10s",
@@ -507,8 +507,8 @@ func parseSize(v string) (int64, error) {
 	return int64(n), nil
 }
 
-// maxMaxAge bounds --max-age (and the seed's minutes variable).
-const maxMaxAge = 365 * 24 * time.Hour
+// MaxMaxAge bounds --max-age (and the seed's minutes variable).
+const MaxMaxAge = 365 * 24 * time.Hour
 
 // durationIn parses a Go duration and checks it is within [min, max].
 func durationIn(v string, min, max time.Duration) (time.Duration, error) {
@@ -554,13 +554,13 @@ type multi []string
 func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
-// errHelp is returned when --help was asked for.
-var errHelp = errors.New("help")
+// ErrHelp is returned when --help was asked for.
+var ErrHelp = errors.New("help")
 
-// parseConfig reads flags from args and the environment through getenv,
+// Parse reads flags from args and the environment through getenv,
 // then, for variables the environment does not set, the --config file.
 // extra, if set, adds a subcommand's own flags.
-func parseConfig(cmd string, args []string, getenv func(string) string, stdout io.Writer, extra ...func(*flag.FlagSet)) (*Config, error) {
+func Parse(cmd string, args []string, getenv func(string) string, stdout io.Writer, extra ...func(*flag.FlagSet)) (*Config, error) {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	single := map[string]*string{}
@@ -587,13 +587,13 @@ func parseConfig(cmd string, args []string, getenv func(string) string, stdout i
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			printUsage(cmd, stdout, fs)
-			return nil, errHelp
+			PrintUsage(cmd, stdout, fs)
+			return nil, ErrHelp
 		}
 		return nil, usageError{strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1)}
 	}
 	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Sprintf("unexpected argument %q", scrubArg(fs.Arg(0)))}
+		return nil, usageError{fmt.Sprintf("unexpected argument %q", ScrubArg(fs.Arg(0)))}
 	}
 	// The config file: named by --config or REAPER_CONFIG, it stands in for
 	// the environment where the environment is silent.
@@ -662,7 +662,7 @@ func lookup(env string, layers []layer) (name, v string, err error) {
 		}
 		if mv := l.get("REAPER_MAX_AGENT_AGE_MINUTES"); mv != "" {
 			name := l.prefix + "REAPER_MAX_AGENT_AGE_MINUTES"
-			n, err := integer(mv, 1, int(maxMaxAge/time.Minute))
+			n, err := integer(mv, 1, int(MaxMaxAge/time.Minute))
 			if err != nil {
 				return "", "", fmt.Errorf("%s: %w", name, err)
 			}
@@ -718,7 +718,7 @@ func readConfigFile(path string) (map[string]string, error) {
 			return nil, fmt.Errorf("%s:%d: want KEY=VALUE (the line is not shown: it may hold a password)", path, i+1)
 		}
 		if !known[k] {
-			return nil, fmt.Errorf("%s:%d: unknown variable %q", path, i+1, scrubArg(k))
+			return nil, fmt.Errorf("%s:%d: unknown variable %q", path, i+1, ScrubArg(k))
 		}
 		out[k] = unquote(strings.TrimSpace(v))
 	}
@@ -734,7 +734,7 @@ func unquote(v string) string {
 	return v
 }
 
-func printUsage(cmd string, w io.Writer, fs *flag.FlagSet) {
+func PrintUsage(cmd string, w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "usage: supervisor %s [flags]\n\nFlags (each has an environment twin; a flag wins over the environment, the environment over the default):\n", cmd)
 	for _, o := range options {
 		if o.hidden {
@@ -761,25 +761,25 @@ func printUsage(cmd string, w io.Writer, fs *flag.FlagSet) {
 	})
 }
 
-// defaultControlSocket is where the control socket lives unless told.
-const defaultControlSocket = "/run/agent-supervisor/control.sock"
+// DefaultControlSocket is where the control socket lives unless told.
+const DefaultControlSocket = "/run/agent-supervisor/control.sock"
 
-// apiSocketName is the API socket's file name beside the control socket,
-// and apiSocketAuto the --api-socket value that asks for it.
+// APISocketName is the API socket's file name beside the control socket,
+// and APISocketAuto the --api-socket value that asks for it.
 const (
-	apiSocketName = "api.sock"
-	apiSocketAuto = "auto"
+	APISocketName = "api.sock"
+	APISocketAuto = "auto"
 )
 
-// apiSocketBeside is the API socket's path for a control socket: the same
+// APISocketBeside is the API socket's path for a control socket: the same
 // directory, so that whoever may reach one reaches the other, and a client
 // that knows where the control socket is finds it (status, events). None
 // when the control socket is disabled.
-func apiSocketBeside(controlSocket string) string {
+func APISocketBeside(controlSocket string) string {
 	if controlSocket == "" {
 		return ""
 	}
-	return filepath.Join(filepath.Dir(controlSocket), apiSocketName)
+	return filepath.Join(filepath.Dir(controlSocket), APISocketName)
 }
 
 // lookupGroup resolves --control-group: a group name, or a gid. -1 when

@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"io"
@@ -48,7 +48,7 @@ func TestReadmeSampleConfig(t *testing.T) {
 		if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		c, err := parseConfig("run", nil, env("REAPER_CONFIG", f), io.Discard)
+		c, err := Parse("run", nil, env("REAPER_CONFIG", f), io.Discard)
 		if err != nil {
 			t.Fatalf("sample config %d (README.md, docs/*.md): the daemon refuses it: %v\n%s", i, err, text)
 		}
