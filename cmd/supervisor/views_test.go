@@ -1,22 +1,25 @@
 package main
 
-import "github.com/agent-supervisor/supervisor/internal/daemon"
+import (
+	"github.com/agent-supervisor/supervisor/internal/api"
+	"github.com/agent-supervisor/supervisor/internal/daemon"
+)
 
 // The daemon's JSON views, as the tests decode them.
 type (
-	healthView = daemon.HealthView
-	agentView  = daemon.AgentView
+	healthView = api.HealthView
+	agentView  = api.AgentView
 )
 
 // The daemon's bounds the tests push against.
 const (
-	eventWriteTimeout = daemon.EventWriteTimeout
-	tcpMaxConns       = daemon.TCPMaxConns
-	tcpConnsPerIP     = daemon.TCPConnsPerIP
-	apiStreamsPerUID  = daemon.APIStreamsPerUID
-	apiGroupConns     = daemon.APIGroupConns
-	tcpConnRequests   = daemon.TCPConnRequests
-	tcpConnLifetime   = daemon.TCPConnLifetime
+	eventWriteTimeout = api.EventWriteTimeout
+	tcpMaxConns       = api.TCPMaxConns
+	tcpConnsPerIP     = api.TCPConnsPerIP
+	apiStreamsPerUID  = api.APIStreamsPerUID
+	apiGroupConns     = api.APIGroupConns
+	tcpConnRequests   = api.TCPConnRequests
+	tcpConnLifetime   = api.TCPConnLifetime
 	sessionsFile      = daemon.SessionsFile
 )
 

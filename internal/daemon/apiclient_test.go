@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/api"
 )
 
 // fakeAPI serves handler on a unix socket in a fresh directory and returns
@@ -40,10 +42,10 @@ func TestHealthCmd(t *testing.T) {
 			http.NotFound(w, r)
 			return
 		}
-		writeJSON(w, http.StatusOK, HealthView{Status: "ok", Source: "netlink"})
+		json.NewEncoder(w).Encode(api.HealthView{Status: "ok", Source: "netlink"})
 	})
 	code, out, errs := runHealth("--api-socket", ok)
-	var h HealthView
+	var h api.HealthView
 	if code != 0 || json.Unmarshal([]byte(out), &h) != nil || h.Status != "ok" || errs != "" {
 		t.Errorf("ready daemon: exit %d, stdout %q, stderr %q; want 0 and its JSON", code, out, errs)
 	}
@@ -53,7 +55,8 @@ func TestHealthCmd(t *testing.T) {
 	}
 
 	starting := fakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusServiceUnavailable, HealthView{Status: "starting"})
+		w.WriteHeader(http.StatusServiceUnavailable)
+		json.NewEncoder(w).Encode(api.HealthView{Status: "starting"})
 	})
 	code, out, errs = runHealth("--api-socket", starting)
 	if code != 1 || !strings.Contains(out, `"starting"`) || !strings.Contains(errs, "not ready") || !strings.Contains(errs, "starting") {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/api"
 	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/events"
 	"github.com/agent-supervisor/supervisor/internal/health"
@@ -59,7 +60,7 @@ type daemon struct {
 	lostSeen  uint64      // proc connector events lost, as last published (eventLoop only)
 	unlock    func()      // closes the spool and releases the state dir
 
-	api apiState // connections and streams per peer (apisocket.go)
+	api *api.Server // the endpoints: /healthz, /metrics, /agents, /events
 
 	source string
 	ready  atomic.Bool
@@ -153,6 +154,10 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 	d.hooks = hook.New(hook.Config{Timeout: cfg.HookTimeout, Log: log.Named("hook")})
 	d.metrics = newMetrics(d)
 	d.metrics.eventHub(d.events)
+	d.api = api.New(api.Config{Log: log, APISocket: cfg.APISocket, ControlGroup: cfg.ControlGroup, ControlGID: cfg.ControlGID,
+		Listen: cfg.Listen, MetricsListen: cfg.MetricsListen, HostID: cfg.HostID,
+		Health: d.health, Ready: d.ready.Load, Agents: d.agentViews, Events: d.events, Metrics: d.metrics.handler()})
+	d.metrics.reg.MustRegister(d.api.Collector())
 	return d, nil
 }
 
@@ -387,19 +392,19 @@ func run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() 
 	}
 	defer ctl.Close() // on an early return; a no-op once closed
 	// /agents, /events and the rest for root and the control group.
-	api, err := d.serveAPI()
+	apiL, err := d.api.ServeAPI()
 	if err != nil {
 		return err
 	}
-	defer api.stop() // on an early return; a no-op once stopped
+	defer apiL.Stop() // on an early return; a no-op once stopped
 
 	// /healthz answers 503 until ready.
-	var web *httpServer
+	var web *api.Listener
 	if cfg.Listen != "" || cfg.MetricsListen != "" {
-		if web, err = d.serveHTTP(cfg.Listen); err != nil {
+		if web, err = d.api.ServeHTTP(); err != nil {
 			return err
 		}
-		defer web.stop() // on an early return; a no-op once stopped
+		defer web.Stop() // on an early return; a no-op once stopped
 	}
 	if err := d.startPressure(); err != nil { // pressure.go: the PSI trigger
 		return err
@@ -428,15 +433,15 @@ func run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() 
 	hupDone := d.reloadOnHUP(intake, reload)
 
 	d.ready.Store(true)
-	d.logReady(web, api)
+	d.logReady(web, apiL)
 
 	<-ctx.Done()
 	log.Info("shutting down")
 	// 1. The endpoints: their handlers read the deadline thread, which
 	// Stop frees. The event streams end first, or stop would wait for them.
 	d.events.Close()
-	web.stop()
-	api.stop()
+	web.Stop()
+	apiL.Stop()
 	// Then the control socket: no command queues a kill past this point.
 	ctl.Close()
 	d.stopPressure() // nor any memory pressure trigger
@@ -508,7 +513,7 @@ func (d *daemon) reloadOnHUP(ctx context.Context, reload func() (*config.Config,
 	})
 }
 
-func (d *daemon) logReady(web, api *httpServer) {
+func (d *daemon) logReady(web, apiL *api.Listener) {
 	cfg := d.cfg
 	fields := []zap.Field{
 		zap.String("source", d.source), zap.String("listen", ""),
@@ -519,10 +524,10 @@ func (d *daemon) logReady(web, api *httpServer) {
 		zap.Bool("realtime_timer", d.timer.RT()), zap.Bool("on_kill", cfg.OnKill != ""),
 	}
 	if web != nil {
-		fields[1] = zap.String("listen", web.addr)
+		fields[1] = zap.String("listen", web.Addr())
 	}
-	if api != nil {
-		fields = append(fields, zap.String("api_socket", api.addr))
+	if apiL != nil {
+		fields = append(fields, zap.String("api_socket", apiL.Addr()))
 	}
 	if d.conn != nil {
 		fields = append(fields, zap.Int("rcvbuf", d.conn.ReadBuffer()))

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/api"
 	"github.com/agent-supervisor/supervisor/internal/health"
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/reap"
@@ -72,7 +73,7 @@ func newMetrics(d *daemon) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.kills, m.leftovers, m.retries, m.lateness, m.zombies, m.memory,
-		&daemonCollector{d: d}, hookCollector{d.hooks}, apiCollector{&d.api},
+		&daemonCollector{d: d}, hookCollector{d.hooks},
 	)
 	return m
 }
@@ -184,7 +185,7 @@ func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 	d := c.d
 	st := d.table.Stats()
-	for i, name := range eventTypes {
+	for i, name := range api.EventTypes {
 		ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(st.Events[i]), name)
 	}
 	var lost uint64

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"math"
 	"runtime"
 	"sort"
 	"sync"
@@ -294,79 +293,6 @@ func (d *daemon) resourceHealth(hd *health.Daemon) {
 		hd.LargestSession = &health.SessionMemory{PID: big.ID.PID, Comm: big.Comm, MemoryBytes: bigMem}
 	}
 }
-
-// SessionFigures are a session's figures in /agents. MemoryBytes and
-// Procs leave out root-kept members (a --keep rule, a control-socket keep:
-// what the limits and the pressure policy judge; REAPER_KEEP=1 members
-// are counted in them like any other); KeptMemoryBytes and KeptProcs are
-// the root-kept members'.
-type SessionFigures struct {
-	MemoryBytes     int64   `json:"memory_bytes"`
-	Procs           int     `json:"procs"`
-	CPUSeconds      float64 `json:"cpu_seconds"`
-	CPUPercent      float64 `json:"cpu_percent"`
-	IdleSeconds     float64 `json:"idle_seconds"`
-	KeptMemoryBytes int64   `json:"kept_memory_bytes,omitempty"`
-	KeptProcs       int     `json:"kept_procs,omitempty"`
-	// Exempt: no limit or pressure kill touches the session (its agent is
-	// root-kept, or every member left is).
-	Exempt bool `json:"exempt,omitempty"`
-}
-
-func figuresOf(s *resource.Session) *SessionFigures {
-	return &SessionFigures{MemoryBytes: s.MemoryBytes, Procs: s.Procs, CPUSeconds: round3(s.CPUSeconds),
-		CPUPercent: round3(s.CPUPercent), IdleSeconds: round3(s.IdleSeconds), KeptMemoryBytes: s.KeptMemoryBytes,
-		KeptProcs: s.KeptProcs, Exempt: s.Exempt}
-}
-
-// addFigures gives each /agents entry that heads a session its figures
-// from the latest sample, matched by session ID (PID and start: a PID
-// reused by a newer agent never shows an older session's figures). A
-// sampled session with no entry — an exempt one (no deadline: often the
-// largest), one being killed, leftovers under --leftovers keep — gets an
-// entry of its own with its figures, no deadline and no reason.
-func (d *daemon) addFigures(views []AgentView, sessions []tracker.SessionView, now int64) []AgentView {
-	latest := d.latestResources()
-	if len(latest) == 0 {
-		return views
-	}
-	by := make(map[tracker.SessionID]*resource.Session, len(latest))
-	for i := range latest {
-		by[latest[i].ID] = &latest[i]
-	}
-	shown := make(map[tracker.SessionID]bool, len(views))
-	for i := range views {
-		v := &views[i]
-		if s := by[v.session]; s != nil && v.SessionPID == v.PID && v.session.PID == v.PID {
-			v.SessionFigures = figuresOf(s)
-			shown[s.ID] = true
-		}
-	}
-	info := make(map[tracker.SessionID]*tracker.SessionView, len(sessions))
-	for i := range sessions {
-		info[sessions[i].ID] = &sessions[i]
-	}
-	for i := range latest {
-		s := &latest[i]
-		tv := info[s.ID]
-		if shown[s.ID] || tv == nil {
-			continue
-		}
-		v := AgentView{PID: s.ID.PID, Comm: s.Comm, Rule: tv.Rule, SessionPID: s.ID.PID, Members: tv.Members,
-			StartedAt: tracker.Time(s.ID.Start.NS, now), Info: tv.Cgroup, SessionFigures: figuresOf(s), session: s.ID}
-		if p, ok := d.table.Lookup(s.ID.PID); ok && tv.AgentAlive && p.Start.Same(s.ID.Start) {
-			v.Cmdline = p.Cmdline
-		}
-		if !tv.AgentAlive {
-			exited := tracker.Time(tv.ExitedAt, now)
-			v.ExitedAt = &exited
-		}
-		views = append(views, v)
-	}
-	return views
-}
-
-func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
 
 // sessionMemoryCollector is supervisor_session_memory_bytes: a histogram
 // over the sessions of the latest sample (no per-session labels).

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/api"
 	"github.com/agent-supervisor/supervisor/internal/config"
 )
 
@@ -35,8 +36,8 @@ func statusCmd(args []string, getenv func(string) string, stdout, stderr io.Writ
 		return 2
 	}
 	c := apiHTTP(path, 5*time.Second)
-	var h HealthView
-	var agents []AgentView
+	var h api.HealthView
+	var agents []api.AgentView
 	if err := getJSON(c, apiURL("/healthz"), &h); err != nil {
 		fmt.Fprintln(stderr, apiError("status", path, err))
 		return 1
@@ -63,7 +64,7 @@ func getJSON(c *http.Client, url string, v any) error {
 
 const statusWidth = 80
 
-func printStatus(w io.Writer, addr string, h HealthView, agents []AgentView, now time.Time) {
+func printStatus(w io.Writer, addr string, h api.HealthView, agents []api.AgentView, now time.Time) {
 	last := "none yet"
 	if t, err := time.Parse(time.RFC3339Nano, h.LastSnap); err == nil {
 		last = t.Local().Format("15:04:05") + " (" + short(now.Sub(t)) + " ago)"
@@ -98,7 +99,7 @@ func printStatus(w io.Writer, addr string, h HealthView, agents []AgentView, now
 		fmt.Fprintln(w, clip(l))
 	}
 	fmt.Fprintln(w)
-	var live, ended []AgentView
+	var live, ended []api.AgentView
 	for _, a := range agents {
 		if a.ExitedAt == nil {
 			live = append(live, a)
@@ -110,7 +111,7 @@ func printStatus(w io.Writer, addr string, h HealthView, agents []AgentView, now
 	printLeftovers(w, ended, now)
 }
 
-func printAgents(w io.Writer, agents []AgentView, now time.Time) {
+func printAgents(w io.Writer, agents []api.AgentView, now time.Time) {
 	if len(agents) == 0 {
 		fmt.Fprintln(w, "no agents tracked")
 		return
@@ -129,8 +130,8 @@ func printAgents(w io.Writer, agents []AgentView, now time.Time) {
 		bar := "[" + strings.Repeat("#", n) + strings.Repeat(".", barLen-n) + "]"
 		leftS, barS := short(left), fmt.Sprintf("%s %3.0f%%", bar, frac*100)
 		switch {
-		case a.State == stateRetrying: // its kill failed: tried again, until it is gone
-			leftS, barS = stateRetrying, fmt.Sprintf("retry %d", a.Attempt)
+		case a.State == api.StateRetrying: // its kill failed: tried again, until it is gone
+			leftS, barS = api.StateRetrying, fmt.Sprintf("retry %d", a.Attempt)
 			if a.NextAttempt != nil {
 				barS += " in " + short(a.NextAttempt.Sub(now))
 			}
@@ -152,7 +153,7 @@ func printAgents(w io.Writer, agents []AgentView, now time.Time) {
 
 // printLeftovers lists, per session whose agent has exited, the processes
 // that outlived it and the countdown to their kill.
-func printLeftovers(w io.Writer, sessions []AgentView, now time.Time) {
+func printLeftovers(w io.Writer, sessions []api.AgentView, now time.Time) {
 	if len(sessions) == 0 {
 		return
 	}

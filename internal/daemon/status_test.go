@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/api"
 )
 
 // status fits 80 columns and shows agents with their max-age bar and, for
@@ -12,24 +14,24 @@ import (
 func TestPrintStatusLeftovers(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	exited := now.Add(-12 * time.Second)
-	agents := []AgentView{
+	agents := []api.AgentView{
 		{PID: 48211, Comm: "claude", StartedAt: now.Add(-112 * time.Minute), Deadline: now.Add(8 * time.Minute),
 			SecondsLeft: 480, Reason: "max_age", SessionPID: 48211, Members: 7,
-			SessionFigures: &SessionFigures{MemoryBytes: 1536 << 20, Procs: 1234, CPUPercent: 187.4}},
+			SessionFigures: &api.SessionFigures{MemoryBytes: 1536 << 20, Procs: 1234, CPUPercent: 187.4}},
 		{PID: 9999999, Comm: "npm run agent:r", StartedAt: now.Add(-500 * time.Hour), Deadline: now.Add(-4 * time.Hour),
 			SecondsLeft: -4 * 3600, Reason: "max_age", SessionPID: 9999999, Members: 99999,
-			SessionFigures: &SessionFigures{MemoryBytes: 999 << 30, Procs: 99999, CPUPercent: 12345}},
+			SessionFigures: &api.SessionFigures{MemoryBytes: 999 << 30, Procs: 99999, CPUPercent: 12345}},
 		{PID: 60001, Comm: "claude", StartedAt: now.Add(-3 * time.Hour), SessionPID: 60001, Members: 3,
-			SessionFigures: &SessionFigures{KeptMemoryBytes: 6 << 30, KeptProcs: 3, Exempt: true}},
+			SessionFigures: &api.SessionFigures{KeptMemoryBytes: 6 << 30, KeptProcs: 3, Exempt: true}},
 		{PID: 51977, Comm: "claude", StartedAt: now.Add(-time.Hour), Deadline: now.Add(18 * time.Second),
 			SecondsLeft: 18, Reason: "leftover", SessionPID: 51977, Members: 2, ExitedAt: &exited,
-			Leftovers: []LeftoverView{
+			Leftovers: []api.LeftoverView{
 				{PID: 51980, Comm: "next-server (v15.2.3)", KillAt: now.Add(18 * time.Second), SecondsLeft: 18},
 				{PID: 52011, Comm: "mcp-server-git", KillAt: now.Add(18 * time.Second), SecondsLeft: 18},
 			}},
 	}
 	var b bytes.Buffer
-	printStatus(&b, "127.0.0.1:9847", HealthView{Source: "netlink", MaxAge: "2h0m0s", Database: "none"}, agents, now)
+	printStatus(&b, "127.0.0.1:9847", api.HealthView{Source: "netlink", MaxAge: "2h0m0s", Database: "none"}, agents, now)
 	out := b.String()
 	for _, l := range strings.Split(out, "\n") {
 		if n := len([]rune(l)); n > statusWidth {

@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"go.uber.org/zap"
@@ -17,14 +17,14 @@ import (
 
 // serveMetricsListen serves tcpRoutes on --metrics-listen; nil when it is
 // empty.
-func (d *daemon) serveMetricsListen() (*httpServer, error) {
-	if d.cfg.MetricsListen == "" {
+func (s *Server) serveMetricsListen() (*Listener, error) {
+	if s.cfg.MetricsListen == "" {
 		return nil, nil
 	}
-	h, err := d.serveTCP(d.cfg.MetricsListen, "--metrics-listen", &d.api.metricsConns)
+	h, err := s.serveTCP(s.cfg.MetricsListen, "--metrics-listen", &s.state.metricsConns)
 	if err != nil {
 		return nil, err
 	}
-	d.log.Info("metrics listener: /metrics and /healthz only", zap.String("metrics_listen", h.addr))
+	s.log.Info("metrics listener: /metrics and /healthz only", zap.String("metrics_listen", h.addr))
 	return h, nil
 }

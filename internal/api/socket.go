@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"context"
@@ -376,29 +376,29 @@ func (a *apiState) stream(uid uint32) (release func()) {
 }
 
 // serveAPI serves every endpoint on --api-socket (nil when it is empty).
-func (d *daemon) serveAPI() (*httpServer, error) {
-	path := d.cfg.APISocket
+func (s *Server) serveAPI() (*Listener, error) {
+	path := s.cfg.APISocket
 	if path == "" {
 		return nil, nil
 	}
-	sock, err := control.ListenSocket(path, d.cfg.ControlGID)
+	sock, err := control.ListenSocket(path, s.cfg.ControlGID)
 	if err != nil {
 		return nil, fmt.Errorf("api socket: %w", err)
 	}
-	log := d.log.Named("api")
-	ln := &peerListener{sock: sock, group: d.cfg.ControlGID, api: &d.api, log: log}
-	routes := d.routes()
+	log := s.log.Named("api")
+	ln := &peerListener{sock: sock, group: s.cfg.ControlGID, api: &s.state, log: log}
+	routes := s.routes()
 	forbidden := "forbidden: the API socket is for root"
-	if d.cfg.ControlGID >= 0 {
-		forbidden += fmt.Sprintf(" and members of the daemon's --control-group (gid %d)", d.cfg.ControlGID)
+	if s.cfg.ControlGID >= 0 {
+		forbidden += fmt.Sprintf(" and members of the daemon's --control-group (gid %d)", s.cfg.ControlGID)
 	}
-	h := d.serveListener(ln, path, func(w http.ResponseWriter, r *http.Request) {
+	h := s.serveListener(ln, path, func(w http.ResponseWriter, r *http.Request) {
 		if pc := requestPeer(r); pc == nil || !pc.authorized {
 			uid := uint32(1<<32 - 1)
 			if pc != nil {
 				uid = pc.peer.UID
 			}
-			d.api.warnRefusal(log, "api socket: request refused: not root nor a member of the control group",
+			s.state.warnRefusal(log, "api socket: request refused: not root nor a member of the control group",
 				zap.Uint32("uid", uid), zap.String("path", r.URL.Path))
 			w.Header().Set("Connection", "close")
 			http.Error(w, fmt.Sprintf("%s (you are uid %d)", forbidden, uid), http.StatusForbidden)
@@ -414,26 +414,26 @@ func (d *daemon) serveAPI() (*httpServer, error) {
 		WriteTimeout:      httpWriteTimeout, // /events sets a deadline per write instead
 	})
 	log.Info("api socket: /agents, /events, /healthz, /metrics", zap.String("path", path),
-		zap.String("group", d.cfg.ControlGroup))
+		zap.String("group", s.cfg.ControlGroup))
 	return h, nil
 }
 
 // serveListener serves handler on ln with srv's settings until stop; addr
 // names it.
-func (d *daemon) serveListener(ln net.Listener, addr string, handler http.HandlerFunc, srv *http.Server) *httpServer {
-	h := &httpServer{addr: addr, done: make(chan struct{}), srv: srv}
+func (s *Server) serveListener(ln net.Listener, addr string, handler http.HandlerFunc, srv *http.Server) *Listener {
+	h := &Listener{addr: addr, done: make(chan struct{}), srv: srv}
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.inflight.Add(1)
 		defer h.inflight.Done()
 		handler(w, r)
 	})
-	if l, err := zap.NewStdLogAt(d.log.Named("http"), zap.WarnLevel); err == nil {
+	if l, err := zap.NewStdLogAt(s.log.Named("http"), zap.WarnLevel); err == nil {
 		srv.ErrorLog = l
 	}
 	go func() {
 		defer close(h.done)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			d.log.Error("http server", zap.String("addr", addr), zap.Error(err))
+			s.log.Error("http server", zap.String("addr", addr), zap.Error(err))
 		}
 	}()
 	return h

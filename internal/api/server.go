@@ -1,0 +1,56 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/agent-supervisor/supervisor/internal/events"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Config is what the endpoints serve and where.
+type Config struct {
+	Log *zap.Logger
+
+	// APISocket is the unix socket serving every endpoint to root and
+	// the members of ControlGID ("" disables it); ControlGroup names the
+	// group in logs and refusals, ControlGID -1 is root only.
+	APISocket    string
+	ControlGroup string
+	ControlGID   int
+	// Listen and MetricsListen are the TCP addresses serving /healthz and
+	// /metrics only ("" disables either).
+	Listen        string
+	MetricsListen string
+	// HostID is this host's name, as in /healthz.
+	HostID string
+
+	Health  func() HealthView  // /healthz's figures; Status is set here
+	Ready   func() bool        // false: /healthz answers 503 "starting"
+	Agents  func() []AgentView // /agents (see Agents)
+	Events  *events.Hub        // /events
+	Metrics http.Handler       // /metrics
+}
+
+// Server serves the read-only endpoints. Its listeners are started by
+// ServeAPI and ServeHTTP and stopped through what they return.
+type Server struct {
+	cfg   Config
+	log   *zap.Logger
+	state apiState // connections and streams per listener and peer
+}
+
+// New returns a server for cfg; nothing listens yet.
+func New(cfg Config) *Server {
+	return &Server{cfg: cfg, log: cfg.Log}
+}
+
+// Collector exports the endpoints' connection counts and refusals.
+func (s *Server) Collector() prometheus.Collector { return apiCollector{&s.state} }
+
+// ServeAPI serves every endpoint on Config.APISocket; nil when it is empty.
+func (s *Server) ServeAPI() (*Listener, error) { return s.serveAPI() }
+
+// ServeHTTP serves /healthz and /metrics on Config.Listen and
+// Config.MetricsListen; either may be empty.
+func (s *Server) ServeHTTP() (*Listener, error) { return s.serveHTTP(s.cfg.Listen) }
