@@ -24,6 +24,3 @@ const (
 )
 
 var killSeries = daemon.KillSeries
-
-// testPassword is distinctive: it must never appear in any output.
-const testPassword = "Pw-n0t-For-Your-Eyes-7731"

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -130,55 +129,6 @@ func TestControllerHandle(t *testing.T) {
 	reloadErr = nil
 	if r = c.handle(peer, control.Request{Cmd: "reload"}); r.Message != "ok" {
 		t.Errorf("reload: %+v", r)
-	}
-}
-
-func TestParseUntil(t *testing.T) {
-	loc := time.FixedZone("X", 3600)
-	now := time.Date(2026, 5, 4, 10, 0, 0, 0, loc)
-	for in, want := range map[string]time.Time{
-		"2026-05-04T12:30:00Z":      time.Date(2026, 5, 4, 12, 30, 0, 0, time.UTC),
-		"2026-05-05 08:00":          time.Date(2026, 5, 5, 8, 0, 0, 0, loc),
-		"2026-05-05T08:00:30":       time.Date(2026, 5, 5, 8, 0, 30, 0, loc),
-		"14:15":                     time.Date(2026, 5, 4, 14, 15, 0, 0, loc),
-		" 14:15:16 ":                time.Date(2026, 5, 4, 14, 15, 16, 0, loc),
-		"2026-05-04T12:30:00+02:00": time.Date(2026, 5, 4, 10, 30, 0, 0, time.UTC),
-	} {
-		got, err := parseUntil(in, now)
-		if err != nil || !got.Equal(want) {
-			t.Errorf("%q: %v %v, want %v", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "tomorrow", "25:00", "2026-13-01 00:00"} {
-		if _, err := parseUntil(bad, now); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}
-
-// Usage errors exit 2 before any connection; a missing daemon exits 1.
-func TestControlCmdUsage(t *testing.T) {
-	env := func(k string) string {
-		return map[string]string{"REAPER_CONTROL_SOCKET": "/nonexistent/dir/control.sock"}[k]
-	}
-	for _, args := range [][]string{
-		{"extend", "12"}, {"extend", "12", "1h", "2h"}, {"extend", "0", "1h"}, {"extend", "x", "1h"}, {"extend", "12", "never"},
-		{"extend", "12", "--until", "later"}, {"keep"}, {"keep", "1", "2"}, {"unkeep", "-3"}, {"kill", "12", "--until", "10:00"},
-		{"keep", "12", "--force"}, {"reload", "now"}, {"reload", "--bogus"}, {"reload", "--control-socket", ""},
-	} {
-		var out, errb bytes.Buffer
-		if code := mainErr(args, env, &out, &errb); code != 2 || !strings.Contains(errb.String(), "usage: supervisor") {
-			t.Errorf("%v: exit %d %q, want 2 with the usage", args, code, errb.String())
-		}
-	}
-	var out, errb bytes.Buffer
-	if code := mainErr([]string{"kill", "12", "--force"}, env, &out, &errb); code != 1 ||
-		!strings.Contains(errb.String(), "no daemon answers on /nonexistent/dir/control.sock") {
-		t.Errorf("kill without a daemon (socket from the environment): exit %d %q", code, errb.String())
-	}
-	out.Reset()
-	if code := mainErr([]string{"extend", "--help"}, env, &out, &errb); code != 0 || !strings.Contains(out.String(), "--until") {
-		t.Errorf("extend --help: exit %d %q", code, out.String())
 	}
 }
 

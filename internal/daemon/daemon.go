@@ -330,9 +330,9 @@ func (d *daemon) applyReload(n *config.Config) {
 		zap.Duration("max_age", n.MaxAge), zap.Duration("kill_grace", n.KillGrace), zap.Stringers("agents", n.Agents))
 }
 
-// run is the daemon. attach, if given, is called once the event source is
+// Run is the daemon. attach, if given, is called once the event source is
 // known and before the first scan (supervisor init wires itself in there).
-func run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() (*config.Config, error), attach ...func(*daemon)) error {
+func Run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() (*config.Config, error), attach ...func(*daemon)) error {
 	log := newLogger(cfg.LogLevel, logw)
 	defer log.Sync()
 

@@ -63,7 +63,7 @@ func (m *initMode) attach(d *daemon) {
 	}
 }
 
-func initCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+func Init(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	initd.CatchEarly()
 	flags, argv, dashes := splitInit(args)
 	cfg, err := config.Parse("init", flags, getenv, stdout)
@@ -105,7 +105,7 @@ func initCmd(args []string, getenv func(string) string, stdout, stderr io.Writer
 		cancel()
 	}()
 	reload := func() (*config.Config, error) { return config.Parse("init", flags, getenv, io.Discard) }
-	if err := run(ctx, cfg, stderr, reload, m.attach); err != nil {
+	if err := Run(ctx, cfg, stderr, reload, m.attach); err != nil {
 		// The command is the container's reason to be: it keeps its init
 		// (reaping, signals, the end) without the supervisor.
 		log.Error("the supervisor stopped; still the command's init", zap.Error(err))

@@ -1,10 +1,8 @@
 package daemon
 
 import (
-	"bytes"
 	"io"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/agent-supervisor/supervisor/internal/config"
@@ -42,49 +40,11 @@ func TestInitForwardTo(t *testing.T) {
 	}
 }
 
-// Usage errors exit 2 with one line naming the cause, before anything
-// starts. (Should a case pass, safeMain's arguments keep the daemon from
-// doing anything; the command is `true`.)
-func TestInitUsageErrors(t *testing.T) {
-	for _, c := range []struct {
-		args []string
-		env  []string
-		want string
-	}{
-		{[]string{"init"}, nil, "no command"},
-		{[]string{"init", "--max-age", "1h"}, nil, "no command"},
-		{[]string{"init", "--"}, nil, "no command after --"},
-		{[]string{"init", "--", ""}, nil, "no command after --"},
-		{[]string{"init", "--forward-to", "pgrp", "--", "true"}, nil, "--forward-to"},
-		{[]string{"init", "--", "true"}, []string{"REAPER_FORWARD_TO", "everyone"}, "REAPER_FORWARD_TO"},
-		{[]string{"init", "--bogus", "--", "true"}, nil, "--bogus"},
-		{[]string{"init", "--max-age", "soon", "--", "true"}, nil, "--max-age"},
-	} {
-		var errb bytes.Buffer
-		var code int
-		if len(c.args) > 1 {
-			code = safeMain(t, c.args, env(c.env...), io.Discard, &errb)
-		} else {
-			code = mainErr(c.args, env(c.env...), io.Discard, &errb)
-		}
-		msg := errb.String()
-		if code != 2 || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, c.want) {
-			t.Errorf("%q %q: exit %d, stderr %q; want 2 and one line naming %s", c.args, c.env, code, msg, c.want)
-		}
+// env is a getenv over the given KEY, VALUE pairs.
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
 	}
-}
-
-func TestInitHelp(t *testing.T) {
-	var out bytes.Buffer
-	if code := mainErr([]string{"init", "--help"}, env(), &out, io.Discard); code != 0 {
-		t.Fatalf("exit %d", code)
-	}
-	if !strings.Contains(out.String(), "--forward-to") || !strings.Contains(out.String(), "REAPER_FORWARD_TO") {
-		t.Errorf("init --help lacks --forward-to:\n%s", out.String())
-	}
-	out.Reset()
-	mainErr([]string{"--help"}, env(), &out, io.Discard)
-	if !strings.Contains(out.String(), "init [flags] -- CMD") {
-		t.Error("--help does not list init")
-	}
+	return func(k string) string { return m[k] }
 }

@@ -23,10 +23,10 @@ type killedView struct {
 	Note       string `json:"note,omitempty"`
 }
 
-// once is the seed's cron job as a drop-in: one /proc scan, the stale agents
+// Once is the seed's cron job as a drop-in: one /proc scan, the stale agents
 // killed with the daemon's kill protocol, one health row, and the seed's
 // JSON on stdout.
-func once(ctx context.Context, cfg *config.Config, stdout, logw io.Writer) error {
+func Once(ctx context.Context, cfg *config.Config, stdout, logw io.Writer) error {
 	start := time.Now()
 	log := newLogger(cfg.LogLevel, logw)
 	defer log.Sync()

@@ -6,7 +6,7 @@ import (
 )
 
 // TestPressureFailLog: a failure that repeats every second is logged at
-// once, then once a minute, and the run's length is reported when it ends.
+// Once, then once a minute, and the run's length is reported when it ends.
 func TestPressureFailLog(t *testing.T) {
 	var f failLog
 	t0 := time.Unix(1000, 0)

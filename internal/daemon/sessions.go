@@ -40,7 +40,7 @@ func (d *daemon) restoreSessions() {
 }
 
 // persistSessions writes session membership whenever it changed, at most
-// once a second, and once more when ctx ends.
+// Once a second, and once more when ctx ends.
 func (d *daemon) persistSessions(ctx context.Context) {
 	var saved uint64
 	save := func() {

@@ -1,11 +1,35 @@
-package daemon
+package cli
 
 import (
 	"bytes"
 	"flag"
 	"strings"
 	"testing"
+	"time"
 )
+
+func TestParseUntil(t *testing.T) {
+	loc := time.FixedZone("X", 3600)
+	now := time.Date(2026, 5, 4, 10, 0, 0, 0, loc)
+	for in, want := range map[string]time.Time{
+		"2026-05-04T12:30:00Z":      time.Date(2026, 5, 4, 12, 30, 0, 0, time.UTC),
+		"2026-05-05 08:00":          time.Date(2026, 5, 5, 8, 0, 0, 0, loc),
+		"2026-05-05T08:00:30":       time.Date(2026, 5, 5, 8, 0, 30, 0, loc),
+		"14:15":                     time.Date(2026, 5, 4, 14, 15, 0, 0, loc),
+		" 14:15:16 ":                time.Date(2026, 5, 4, 14, 15, 16, 0, loc),
+		"2026-05-04T12:30:00+02:00": time.Date(2026, 5, 4, 10, 30, 0, 0, time.UTC),
+	} {
+		got, err := parseUntil(in, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("%q: %v %v, want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "tomorrow", "25:00", "2026-13-01 00:00"} {
+		if _, err := parseUntil(bad, now); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
 
 // status and events find the API socket as the control commands find the
 // control socket; --listen is accepted and said to be ignored.
@@ -61,4 +85,13 @@ func TestParsePIDStart(t *testing.T) {
 			t.Errorf("%q: %d %q %v, want %d %q", c.in, pid, start, err, c.pid, c.start)
 		}
 	}
+}
+
+// env is a getenv over the given KEY, VALUE pairs.
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
 }

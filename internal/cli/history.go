@@ -1,4 +1,4 @@
-package daemon
+package cli
 
 import (
 	"context"
@@ -15,10 +15,10 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// history prints the snapshots and kills of the last `since`: from
+// History prints the snapshots and kills of the last `since`: from
 // PostgreSQL when a database is configured (plus what is still spooled),
 // else from the spool, which is then the store.
-func history(ctx context.Context, cfg *config.Config, since time.Duration, asJSON bool, stdout, stderr io.Writer) error {
+func History(ctx context.Context, cfg *config.Config, since time.Duration, asJSON bool, stdout, stderr io.Writer) error {
 	from := time.Now().Add(-since)
 	byID := map[string]store.Record{}
 	spooled, bad, err := store.ReadSpool(cfg.StateDir)

@@ -1,4 +1,4 @@
-package daemon
+package cli
 
 import (
 	"bytes"
@@ -30,7 +30,7 @@ func fakeAPI(t *testing.T, handler http.HandlerFunc) string {
 
 func runHealth(args ...string) (int, string, string) {
 	var out, errs bytes.Buffer
-	code := mainErr(append([]string{"health"}, args...), env(), &out, &errs)
+	code := Health(args, func(string) string { return "" }, &out, &errs)
 	return code, out.String(), errs.String()
 }
 

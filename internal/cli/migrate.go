@@ -1,4 +1,4 @@
-package daemon
+package cli
 
 import (
 	"context"
@@ -13,10 +13,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// migrate applies the embedded migrations and returns: run by an owner
+// Migrate applies the embedded migrations and returns: run by an owner
 // role at install or upgrade, so the daemon's own role needs no DDL
 // rights (when the schema is current, `run` and `once` issue none).
-func migrate(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
+func Migrate(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		return errors.New("database URL: " + config.RedactURL(cfg.DatabaseURL, err.Error()))

@@ -1,4 +1,4 @@
-package daemon
+package main
 
 import (
 	"bytes"
@@ -277,4 +277,91 @@ func env(kv ...string) func(string) string {
 		m[kv[i]] = kv[i+1]
 	}
 	return func(k string) string { return m[k] }
+}
+
+// Usage errors exit 2 before any connection; a missing daemon exits 1.
+func TestControlCmdUsage(t *testing.T) {
+	env := func(k string) string {
+		return map[string]string{"REAPER_CONTROL_SOCKET": "/nonexistent/dir/control.sock"}[k]
+	}
+	for _, args := range [][]string{
+		{"extend", "12"}, {"extend", "12", "1h", "2h"}, {"extend", "0", "1h"}, {"extend", "x", "1h"}, {"extend", "12", "never"},
+		{"extend", "12", "--until", "later"}, {"keep"}, {"keep", "1", "2"}, {"unkeep", "-3"}, {"kill", "12", "--until", "10:00"},
+		{"keep", "12", "--force"}, {"reload", "now"}, {"reload", "--bogus"}, {"reload", "--control-socket", ""},
+	} {
+		var out, errb bytes.Buffer
+		if code := mainErr(args, env, &out, &errb); code != 2 || !strings.Contains(errb.String(), "usage: supervisor") {
+			t.Errorf("%v: exit %d %q, want 2 with the usage", args, code, errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := mainErr([]string{"kill", "12", "--force"}, env, &out, &errb); code != 1 ||
+		!strings.Contains(errb.String(), "no daemon answers on /nonexistent/dir/control.sock") {
+		t.Errorf("kill without a daemon (socket from the environment): exit %d %q", code, errb.String())
+	}
+	out.Reset()
+	if code := mainErr([]string{"extend", "--help"}, env, &out, &errb); code != 0 || !strings.Contains(out.String(), "--until") {
+		t.Errorf("extend --help: exit %d %q", code, out.String())
+	}
+}
+
+// TestFleetNoDatabase: without a database the command says where to give
+// one and exits 2, as for any missing setting; a bad flag exits 2 too.
+func TestFleetNoDatabase(t *testing.T) {
+	env := func(string) string { return "" }
+	var out, errb bytes.Buffer
+	if code := mainErr([]string{"fleet"}, env, &out, &errb); code != 2 || !strings.Contains(errb.String(), "no database given") {
+		t.Errorf("exit %d %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := mainErr([]string{"fleet", "--jsn"}, env, &out, &errb); code != 2 || !strings.Contains(errb.String(), "unknown flag --jsn") {
+		t.Errorf("exit %d %q", code, errb.String())
+	}
+}
+
+// Usage errors exit 2 with one line naming the cause, before anything
+// starts. (Should a case pass, safeMain's arguments keep the daemon from
+// doing anything; the command is `true`.)
+func TestInitUsageErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"init"}, nil, "no command"},
+		{[]string{"init", "--max-age", "1h"}, nil, "no command"},
+		{[]string{"init", "--"}, nil, "no command after --"},
+		{[]string{"init", "--", ""}, nil, "no command after --"},
+		{[]string{"init", "--forward-to", "pgrp", "--", "true"}, nil, "--forward-to"},
+		{[]string{"init", "--", "true"}, []string{"REAPER_FORWARD_TO", "everyone"}, "REAPER_FORWARD_TO"},
+		{[]string{"init", "--bogus", "--", "true"}, nil, "--bogus"},
+		{[]string{"init", "--max-age", "soon", "--", "true"}, nil, "--max-age"},
+	} {
+		var errb bytes.Buffer
+		var code int
+		if len(c.args) > 1 {
+			code = safeMain(t, c.args, env(c.env...), io.Discard, &errb)
+		} else {
+			code = mainErr(c.args, env(c.env...), io.Discard, &errb)
+		}
+		msg := errb.String()
+		if code != 2 || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, c.want) {
+			t.Errorf("%q %q: exit %d, stderr %q; want 2 and one line naming %s", c.args, c.env, code, msg, c.want)
+		}
+	}
+}
+
+func TestInitHelp(t *testing.T) {
+	var out bytes.Buffer
+	if code := mainErr([]string{"init", "--help"}, env(), &out, io.Discard); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if !strings.Contains(out.String(), "--forward-to") || !strings.Contains(out.String(), "REAPER_FORWARD_TO") {
+		t.Errorf("init --help lacks --forward-to:\n%s", out.String())
+	}
+	out.Reset()
+	mainErr([]string{"--help"}, env(), &out, io.Discard)
+	if !strings.Contains(out.String(), "init [flags] -- CMD") {
+		t.Error("--help does not list init")
+	}
 }

@@ -1,4 +1,4 @@
-package daemon
+package cli
 
 import (
 	"bytes"
@@ -69,7 +69,7 @@ func TestIntegrationHistoryReasons(t *testing.T) {
 	run := func(asJSON bool) string {
 		t.Helper()
 		var out, errs bytes.Buffer
-		if err := history(ctx, cfg, time.Hour, asJSON, &out, &errs); err != nil {
+		if err := History(ctx, cfg, time.Hour, asJSON, &out, &errs); err != nil {
 			t.Fatalf("history: %v (%s)", err, errs.String())
 		}
 		return out.String()

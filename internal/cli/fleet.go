@@ -1,4 +1,4 @@
-package daemon
+package cli
 
 import (
 	"context"
@@ -37,10 +37,10 @@ type fleetHost struct {
 // (it may well be a read-only role), it says what to run.
 var errNotMigrated = errors.New("the database has no view tel.fleet (its schema predates migration 006_fleet.sql): run `supervisor migrate` with an owner role, or start a daemon of this version that may")
 
-// fleetCmd prints one line per host from tel.fleet. Exit status: 2 for bad
+// Fleet prints one line per host from tel.fleet. Exit status: 2 for bad
 // flags or no database given, 1 when the database cannot be read, 3 with
 // --fail-silent when a host is SILENT (for a cron job or a monitoring check).
-func fleetCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+func Fleet(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	var asJSON, failSilent bool
 	cfg, err := config.Parse("fleet", args, getenv, stdout, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")

@@ -1,4 +1,4 @@
-package daemon
+package cli
 
 import (
 	"context"
@@ -112,13 +112,13 @@ func statusError(resp *http.Response) error {
 // failure, with its message, not the kubelet's timeout.
 const healthTimeout = 3 * time.Second
 
-// healthCmd asks the daemon's API socket for /healthz and prints the JSON
+// Health asks the daemon's API socket for /healthz and prints the JSON
 // it answers: the probe the DaemonSet runs (an exec probe), which reaches
 // the daemon through root's own connection slots, where no other user's
 // connections count. Exit 0: answered 200 (ready); 1: answered something
 // else (not ready, refused) or nothing answered within --timeout; 2: a
 // usage error.
-func healthCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+func Health(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("health", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	af := addAPIFlags(fs)

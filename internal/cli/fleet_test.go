@@ -1,4 +1,4 @@
-package daemon
+package cli
 
 import (
 	"bytes"
@@ -131,19 +131,5 @@ func TestFleetJSON(t *testing.T) {
 	writeFleetJSON(&b, []fleetHost{})
 	if strings.TrimSpace(b.String()) != "[]" {
 		t.Errorf("no hosts: %q, want []", b.String())
-	}
-}
-
-// TestFleetNoDatabase: without a database the command says where to give
-// one and exits 2, as for any missing setting; a bad flag exits 2 too.
-func TestFleetNoDatabase(t *testing.T) {
-	env := func(string) string { return "" }
-	var out, errb bytes.Buffer
-	if code := mainErr([]string{"fleet"}, env, &out, &errb); code != 2 || !strings.Contains(errb.String(), "no database given") {
-		t.Errorf("exit %d %q", code, errb.String())
-	}
-	errb.Reset()
-	if code := mainErr([]string{"fleet", "--jsn"}, env, &out, &errb); code != 2 || !strings.Contains(errb.String(), "unknown flag --jsn") {
-		t.Errorf("exit %d %q", code, errb.String())
 	}
 }

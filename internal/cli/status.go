@@ -1,4 +1,4 @@
-package daemon
+package cli
 
 import (
 	"encoding/json"
@@ -14,10 +14,10 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/config"
 )
 
-// statusCmd asks the running daemon for /healthz and /agents on its API
+// Status asks the running daemon for /healthz and /agents on its API
 // socket and prints them for a person: one header, then one line per agent
 // with a bar of how much of its max age is used. It fits 80 columns.
-func statusCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+func Status(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	af := addAPIFlags(fs)
