@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/agent-supervisor/supervisor/internal/api"
 	"github.com/agent-supervisor/supervisor/internal/daemon"
+	"github.com/agent-supervisor/supervisor/internal/metrics"
 )
 
 // The daemon's JSON views, as the tests decode them.
@@ -23,4 +24,4 @@ const (
 	sessionsFile      = daemon.SessionsFile
 )
 
-var killSeries = daemon.KillSeries
+var killSeries = metrics.KillSeries

@@ -20,6 +20,7 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/events"
 	"github.com/agent-supervisor/supervisor/internal/health"
 	"github.com/agent-supervisor/supervisor/internal/hook"
+	"github.com/agent-supervisor/supervisor/internal/metrics"
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/reap"
 	"github.com/agent-supervisor/supervisor/internal/store"
@@ -55,7 +56,7 @@ type daemon struct {
 	store     *store.Store
 	pool      *pgxpool.Pool
 	collector *health.Collector
-	metrics   *metrics
+	metrics   *metrics.Metrics
 	events    *events.Hub // the /events stream (events.go)
 	lostSeen  uint64      // proc connector events lost, as last published (eventLoop only)
 	unlock    func()      // closes the spool and releases the state dir
@@ -152,12 +153,13 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 	}
 	d.store = store.New(scfg)
 	d.hooks = hook.New(hook.Config{Timeout: cfg.HookTimeout, Log: log.Named("hook")})
-	d.metrics = newMetrics(d)
-	d.metrics.eventHub(d.events)
+	d.metrics = metrics.New()
+	d.metrics.Register(&daemonCollector{d: d}, hookCollector{d.hooks})
+	d.metrics.EventHub(d.events)
 	d.api = api.New(api.Config{Log: log, APISocket: cfg.APISocket, ControlGroup: cfg.ControlGroup, ControlGID: cfg.ControlGID,
 		Listen: cfg.Listen, MetricsListen: cfg.MetricsListen, HostID: cfg.HostID,
-		Health: d.health, Ready: d.ready.Load, Agents: d.agentViews, Events: d.events, Metrics: d.metrics.handler()})
-	d.metrics.reg.MustRegister(d.api.Collector())
+		Health: d.health, Ready: d.ready.Load, Agents: d.agentViews, Events: d.events, Metrics: d.metrics.Handler()})
+	d.metrics.Register(d.api.Collector())
 	return d, nil
 }
 
@@ -210,7 +212,7 @@ func (d *daemon) snapshot() (health.Snapshot, error) {
 	if _, err := d.store.Add(store.KindSnapshot, now, row, nil); err != nil {
 		return snap, err
 	}
-	d.metrics.snapshot(snap)
+	d.metrics.Snapshot(snap)
 	d.publishSnapshot(row)
 	d.mu.Lock()
 	d.lastSnapshot = now
@@ -368,7 +370,7 @@ func Run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() 
 			d.source = "proc"
 		default:
 			d.source = "netlink"
-			d.metrics.forged(d.conn)
+			d.metrics.Forged(d.conn)
 		}
 	}
 	for _, f := range attach {

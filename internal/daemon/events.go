@@ -6,7 +6,6 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/events"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The live event stream: the daemon publishes to d.events (an events.Hub)
@@ -81,22 +80,4 @@ func (d *daemon) publishResync(took time.Duration) {
 	st := d.table.Stats()
 	d.events.Publish(&events.Resync{TookMS: float64(took) / 1e6, Processes: st.Processes,
 		EventsLost: d.conn.Stats().Lost, Resyncs: st.Resyncs})
-}
-
-// eventHub exports the stream's client counts.
-func (m *metrics) eventHub(h *events.Hub) {
-	m.reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "supervisor_event_clients_dropped_total",
-			Help: "/events clients dropped because they fell a whole buffer of events behind.",
-		}, func() float64 { return float64(h.Dropped()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "supervisor_event_clients_refused_total",
-			Help: "/events clients refused (503) because the most allowed were connected.",
-		}, func() float64 { return float64(h.Refused()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "supervisor_event_clients",
-			Help: "/events clients connected.",
-		}, func() float64 { return float64(h.Clients()) }),
-	)
 }

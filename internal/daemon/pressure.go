@@ -61,10 +61,8 @@ func (d *daemon) startPressure() error {
 	for _, o := range pressureOutcomes {
 		w.events.WithLabelValues(o.String())
 	}
-	d.metrics.reg.MustRegister(w.events)
-	for _, c := range KillSeries {
-		d.metrics.kills.WithLabelValues(string(tracker.ReasonPressure), c[0], c[1])
-	}
+	d.metrics.Register(w.events)
+	d.metrics.KillReasons(tracker.ReasonPressure)
 	w.policy = psi.NewPolicy(psi.PolicyConfig{
 		MinAge: d.cfg.PressureMinAge, Cooldown: d.cfg.PressureCooldown,
 		Sessions: pressureSessions{d}, Killer: pressureKiller{d},

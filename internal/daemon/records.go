@@ -96,7 +96,7 @@ func (d *daemon) onSignal(r reap.Result) {
 // if any), its metrics, and its PID for the next snapshot's action_taken.
 func (d *daemon) onResult(r reap.Result) {
 	k, at := d.killRow(r)
-	d.metrics.kill(r)
+	d.metrics.Kill(r)
 	d.mu.Lock()
 	pend, ok := d.pending[r.Seq]
 	delete(d.pending, r.Seq)

@@ -70,12 +70,8 @@ func (d *daemon) resources() *resourceGuard {
 			Help: "CPU time (user and system) the resource sampler's thread spent taking samples."})
 		g.samples = prometheus.NewCounter(prometheus.CounterOpts{Name: "supervisor_resource_samples_total",
 			Help: "Resource samples taken (one per --resource-interval)."})
-		d.metrics.reg.MustRegister(&sessionMemoryCollector{g: g}, g.sampleCPU, g.samples)
-		for _, r := range []tracker.Reason{tracker.ReasonMemory, tracker.ReasonProcs, tracker.ReasonIdle} {
-			for _, c := range KillSeries {
-				d.metrics.kills.WithLabelValues(string(r), c[0], c[1])
-			}
-		}
+		d.metrics.Register(&sessionMemoryCollector{g: g}, g.sampleCPU, g.samples)
+		d.metrics.KillReasons(tracker.ReasonMemory, tracker.ReasonProcs, tracker.ReasonIdle)
 		d.res = g
 	})
 	return d.res
