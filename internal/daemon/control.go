@@ -3,28 +3,18 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/control"
-	"github.com/agent-supervisor/supervisor/internal/statefile"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
-	"go.uber.org/zap"
 )
 
 // The control socket: the only way to change an agent's fate while the
 // daemon runs (the HTTP endpoints stay read-only). The daemon side serves
 // it; the client side is the commands extend, keep, unkeep, kill and
 // reload.
-
-// leasesFile holds the leases and keeps given through the control socket,
-// in the state dir, so that they survive a restart.
-const leasesFile = "leases.json"
 
 // controlTable is what the commands need of the process table.
 type controlTable interface {
@@ -212,72 +202,4 @@ func pidList(pids []int32) string {
 		s[i] = strconv.Itoa(int(p))
 	}
 	return strings.Join(s, ", ")
-}
-
-// reloadMu makes a reload by SIGHUP and one by the control socket take
-// turns.
-var reloadMu sync.Mutex
-
-// reloadNow is what SIGHUP does: read the configuration again and put it
-// in force, or keep the old one and say why.
-func (d *daemon) reloadNow(reload func() (*config.Config, error)) error {
-	reloadMu.Lock()
-	defer reloadMu.Unlock()
-	n, err := reload()
-	if err != nil {
-		// config.Parse's errors never hold a password.
-		d.log.Error("reload rejected; the old configuration stays in force", zap.String("error", err.Error()))
-		return err
-	}
-	d.applyReload(n)
-	d.reloadPressure(n) // pressure.go
-	return nil
-}
-
-// leaseSaveMu orders the saves, so that an older state never replaces a
-// newer one.
-var leaseSaveMu sync.Mutex
-
-func (d *daemon) saveLeases() error {
-	leaseSaveMu.Lock()
-	defer leaseSaveMu.Unlock()
-	return statefile.Save(filepath.Join(d.cfg.StateDir, leasesFile), d.table.LeaseState())
-}
-
-// loadLeases gives the table the leases and keeps of the previous run.
-// Called before the start-up scan is merged; what belongs to processes
-// that are gone is pruned after it.
-func (d *daemon) loadLeases() {
-	path := filepath.Join(d.cfg.StateDir, leasesFile)
-	var state []tracker.Lease
-	switch err := statefile.Load(path, &state); {
-	case errors.Is(err, os.ErrNotExist):
-		return
-	case errors.Is(err, statefile.ErrOtherBoot):
-		d.log.Info("leases are from before the last reboot: ignored", zap.String("file", path))
-		return
-	case err != nil:
-		d.log.Warn("leases unreadable: none restored", zap.Error(err))
-		return
-	}
-	d.table.LoadLeases(state)
-}
-
-// serveControl starts the control socket (nil when disabled).
-func (d *daemon) serveControl(reload func() (*config.Config, error)) (*control.Server, error) {
-	if n := d.table.PruneLeases(); n > 0 {
-		d.log.Info("leases restored", zap.Int("processes", n))
-	}
-	if d.cfg.ControlSocket == "" {
-		return nil, nil
-	}
-	c := &controller{table: d.table, clock: d.clock, allow: d.guard.Allowed, dryRun: d.cfg.DryRun, save: d.saveLeases, stat: d.procs.Stat,
-		reload: func() error { return d.reloadNow(reload) }}
-	s, err := control.Listen(control.Config{Path: d.cfg.ControlSocket, Group: d.cfg.ControlGID, Handler: c.handle,
-		Log: d.log.Named("control")})
-	if err != nil {
-		return nil, err
-	}
-	d.log.Info("control socket", zap.String("path", s.Path()), zap.String("group", d.cfg.ControlGroup))
-	return s, nil
 }

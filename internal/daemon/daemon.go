@@ -2,11 +2,9 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/signal"
 	"sort"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/agent-supervisor/supervisor/internal/api"
 	"github.com/agent-supervisor/supervisor/internal/config"
+	"github.com/agent-supervisor/supervisor/internal/control"
 	"github.com/agent-supervisor/supervisor/internal/events"
 	"github.com/agent-supervisor/supervisor/internal/health"
 	"github.com/agent-supervisor/supervisor/internal/hook"
@@ -68,15 +67,12 @@ type daemon struct {
 	rate   atomic.Uint64 // events per second over the last second, float64 bits
 	resum  chan time.Duration
 	hooks  *hook.Runner // --on-kill
+	rec    *recorder    // kill rows, metrics, events, hooks (records.go)
+	state  *stateDir    // sessions.json, leases.json (state.go)
 
 	mu           sync.Mutex
-	live         *config.Config        // the configuration in force: cfg, or the last SIGHUP's
-	killed       []int32               // agents killed since the last snapshot
-	leftovers    []int32               // leftovers killed since the last snapshot
-	pending      map[uint64]pendingRow // kill rows of reaps in flight, by agent Seq (records.go)
+	live         *config.Config // the configuration in force: cfg, or the last SIGHUP's
 	lastSnapshot time.Time
-	results      []reap.Result // kept by `once` for its output
-	keepResults  bool
 
 	res     *resourceGuard // resources.go
 	resOnce sync.Once
@@ -110,7 +106,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 	})
 	d.reaper = reap.New(reap.Config{
 		Grace: cfg.KillGrace, DryRun: cfg.DryRun, Tree: d.table, Procs: procs,
-		Clock: d.clock, Guard: guard, Log: log.Named("reap"), OnSignal: d.onSignal, OnResult: d.onResult, Pins: pins,
+		Clock: d.clock, Guard: guard, Log: log.Named("reap"), OnSignal: func(r reap.Result) { d.rec.onSignal(r) }, OnResult: func(r reap.Result) { d.rec.onResult(r) }, Pins: pins,
 	})
 	d.collector, err = health.NewCollector("/proc", "/sys/fs/cgroup", procs.Scan, health.Thresholds{
 		Zombies: cfg.ZombieWarnThreshold, FreeMemMB: cfg.FreeMemWarnMB, SwapPct: cfg.SwapWarnPct,
@@ -155,6 +151,9 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 	d.hooks = hook.New(hook.Config{Timeout: cfg.HookTimeout, Log: log.Named("hook")})
 	d.metrics = metrics.New()
 	d.metrics.Register(&daemonCollector{d: d}, hookCollector{d.hooks})
+	d.state = &stateDir{dir: cfg.StateDir, table: d.table, log: log}
+	d.rec = &recorder{clock: d.clock, log: log, store: d.store, metrics: d.metrics, events: d.events, hooks: d.hooks,
+		host: cfg.HostID, onKill: func() string { return d.liveConfig().OnKill }}
 	d.metrics.EventHub(d.events)
 	d.api = api.New(api.Config{Log: log, APISocket: cfg.APISocket, ControlGroup: cfg.ControlGroup, ControlGID: cfg.ControlGID,
 		Listen: cfg.Listen, MetricsListen: cfg.MetricsListen, HostID: cfg.HostID,
@@ -163,106 +162,20 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 	return d, nil
 }
 
+// liveConfig is the configuration in force: the start's, or the last
+// SIGHUP's.
+func (d *daemon) liveConfig() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.live
+}
+
 func (d *daemon) close() {
 	d.table.Close() // its /proc retry timer (a no-op if run closed it)
 	if d.pool != nil {
 		d.pool.Close()
 	}
 	d.unlock() // closes the spool, then lets the next owner in
-}
-
-// snapshot takes a health snapshot and stores it as a tel.system_health row.
-func (d *daemon) snapshot() (health.Snapshot, error) {
-	now := time.Now()
-	st := d.table.Stats()
-	hd := health.Daemon{Source: d.source, Processes: st.Processes, Agents: st.Agents,
-		Resyncs: st.Resyncs, MaxAge: d.table.MaxAge(), SummaryInterval: d.summaryInterval(),
-		SpoolRows: d.store.Spool().Len(), SpoolDropped: d.store.Spool().Dropped(), Sessions: st.Sessions}
-	for _, n := range st.Events {
-		hd.EventsReceived += n
-	}
-	d.resourceHealth(&hd)
-	if d.conn != nil {
-		hd.EventsLost = d.conn.Stats().Lost
-	}
-	boot := d.clock.Now()
-	for _, a := range d.table.Queue().Snapshot() {
-		if a.Reason != tracker.ReasonMaxAge {
-			continue
-		}
-		hd.OldestAgentAge = max(hd.OldestAgentAge, time.Duration(boot-a.Start.NS))
-	}
-	d.mu.Lock()
-	hd.KilledPIDs, d.killed = d.killed, nil
-	hd.LeftoverPIDs, d.leftovers = d.leftovers, nil
-	d.mu.Unlock()
-	snap, err := d.collector.Collect(now, hd)
-	if err != nil {
-		d.mu.Lock()
-		d.killed = append(hd.KilledPIDs, d.killed...) // they go in the next one
-		d.leftovers = append(hd.LeftoverPIDs, d.leftovers...)
-		d.mu.Unlock()
-		return snap, err
-	}
-	details, err := json.Marshal(snap.Details())
-	if err != nil {
-		return snap, err
-	}
-	row := &store.SnapshotRow{CheckType: store.CheckType, Status: snap.Status, Details: details, ActionTaken: snap.ActionTaken()}
-	if _, err := d.store.Add(store.KindSnapshot, now, row, nil); err != nil {
-		return snap, err
-	}
-	d.metrics.Snapshot(snap)
-	d.publishSnapshot(row)
-	d.mu.Lock()
-	d.lastSnapshot = now
-	d.mu.Unlock()
-	d.log.Info("snapshot", zap.Duration("took", time.Since(now)), zap.String("status", snap.Status), zap.Int("zombies", snap.ZombieCount),
-		zap.Int64("free_mem_mb", snap.FreeMemMB), zap.Float64("swap_fraction", snap.SwapFraction),
-		zap.Int("killed", len(hd.KilledPIDs)), zap.Int("leftovers_killed", len(hd.LeftoverPIDs)),
-		zap.Int("agents", hd.Agents), zap.Int("sessions", hd.Sessions))
-	return snap, nil
-}
-
-// summarise snapshots at start and every summary interval.
-func (d *daemon) summarise(ctx context.Context) {
-	t := time.NewTicker(d.cfg.SummaryInterval)
-	defer t.Stop()
-	for {
-		if _, err := d.snapshot(); err != nil {
-			d.log.Error("health snapshot", zap.Error(err))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case iv := <-d.resum:
-			t.Reset(iv)
-		case <-t.C:
-		}
-	}
-}
-
-// sampleRate keeps the event rate for status.
-func (d *daemon) sampleRate(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	total := func() (n uint64) {
-		for _, v := range d.table.Stats().Events {
-			n += v
-		}
-		return n
-	}
-	last, at := total(), time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			n := total()
-			d.rate.Store(math.Float64bits(float64(n-last) / now.Sub(at).Seconds()))
-			last, at = n, now
-		}
-	}
 }
 
 // applyReload puts a new configuration in force. Deadlines are recomputed
@@ -382,12 +295,12 @@ func Run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() 
 		return fmt.Errorf("initial /proc scan: %w", err)
 	}
 	t1 := time.Now()
-	d.loadLeases() // before the merge: an extended agent is never queued at its bare max age
+	d.state.loadLeases() // before the merge: an extended agent is never queued at its bare max age
 	d.table.Merge(scan, false)
 	st := d.table.Stats()
 	log.Info("initial scan", zap.Int("processes", st.Processes), zap.Int("agents", st.Agents),
 		zap.Duration("took", time.Since(t0)), zap.Duration("read", t1.Sub(t0)), zap.Duration("merge", time.Since(t1)))
-	d.restoreSessions()
+	d.state.restoreSessions()
 	ctl, err := d.serveControl(reload)
 	if err != nil {
 		return err
@@ -430,7 +343,7 @@ func Run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() 
 	})
 	sumDone := spawn(func() { d.summarise(intake) })
 	rateDone := spawn(func() { d.sampleRate(intake) })
-	persistDone := spawn(func() { d.persistSessions(intake) })
+	persistDone := spawn(func() { d.state.persistSessions(intake) })
 	resDone := d.startResources(intake)
 	hupDone := d.reloadOnHUP(intake, reload)
 
@@ -534,72 +447,56 @@ func (d *daemon) logReady(web, apiL *api.Listener) {
 	if d.conn != nil {
 		fields = append(fields, zap.Int("rcvbuf", d.conn.ReadBuffer()))
 	}
-	d.warnCgroupNamespace()
+	warnCgroupNamespace(d.log, d.procs, d.cfg)
 	d.log.Info("ready", fields...)
 }
 
-// eventLoop applies proc connector events to the table until ctx ends.
-func (d *daemon) eventLoop(ctx context.Context) {
-	apply := d.table.Apply // bound once: a method value allocates
-	var lastWarn time.Time
-	var resyncsSinceWarn int
-	for {
-		err := d.conn.Read(apply)
-		switch {
-		case err == nil:
-			if d.events.Wants(events.TypeLost) {
-				d.publishLost() // a gap counted after an overrun's resync
-			}
-			continue
-		case ctx.Err() != nil:
-			return
-		case errors.Is(err, procevents.ErrOverrun):
-			t0 := time.Now()
-			d.publishLost()
-			d.resync()
-			d.publishResync(time.Since(t0))
-			resyncsSinceWarn++
-			if time.Since(lastWarn) > 10*time.Second {
-				st := d.conn.Stats()
-				d.log.Warn("proc connector overrun: events lost, table rebuilt from /proc",
-					zap.Uint64("events_lost", st.Lost), zap.Uint64("overruns", st.Overruns),
-					zap.Int("resyncs_since_last_warning", resyncsSinceWarn), zap.Duration("resync_took", time.Since(t0)))
-				lastWarn, resyncsSinceWarn = time.Now(), 0
-			}
-		default:
-			d.log.Error("read proc events", zap.Error(err))
-			time.Sleep(10 * time.Millisecond) // don't spin on a persistent error
-		}
-	}
-}
+// reloadMu makes a reload by SIGHUP and one by the control socket take
+// turns.
+var reloadMu sync.Mutex
 
-func (d *daemon) resync() {
-	start := d.clock.Now() // events stamped before it are in the scan already
-	d.retryCgroupNamespace()
-	scan, err := d.procs.Scan()
+// reloadNow is what SIGHUP does: read the configuration again and put it
+// in force, or keep the old one and say why.
+func (d *daemon) reloadNow(reload func() (*config.Config, error)) error {
+	reloadMu.Lock()
+	defer reloadMu.Unlock()
+	n, err := reload()
 	if err != nil {
-		d.log.Error("resync: scan /proc", zap.Error(err))
-		return
+		// config.Parse's errors never hold a password.
+		d.log.Error("reload rejected; the old configuration stays in force", zap.String("error", err.Error()))
+		return err
 	}
-	d.table.MergeAt(scan, true, start)
+	d.applyReload(n)
+	d.reloadPressure(n) // pressure.go
+	return nil
 }
 
-// pollLoop rescans /proc every poll interval: the fallback when the proc
-// connector is not available.
-func (d *daemon) pollLoop(ctx context.Context) {
-	tk := time.NewTicker(d.cfg.PollInterval)
-	defer tk.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tk.C:
-			scan, err := d.procs.Scan()
-			if err != nil {
-				d.log.Error("poll /proc", zap.Error(err))
-				continue
-			}
-			d.table.Merge(scan, false)
-		}
+// serveControl starts the control socket (nil when disabled).
+func (d *daemon) serveControl(reload func() (*config.Config, error)) (*control.Server, error) {
+	if n := d.table.PruneLeases(); n > 0 {
+		d.log.Info("leases restored", zap.Int("processes", n))
 	}
+	if d.cfg.ControlSocket == "" {
+		return nil, nil
+	}
+	c := &controller{table: d.table, clock: d.clock, allow: d.guard.Allowed, dryRun: d.cfg.DryRun, save: d.state.saveLeases, stat: d.procs.Stat,
+		reload: func() error { return d.reloadNow(reload) }}
+	s, err := control.Listen(control.Config{Path: d.cfg.ControlSocket, Group: d.cfg.ControlGID, Handler: c.handle,
+		Log: d.log.Named("control")})
+	if err != nil {
+		return nil, err
+	}
+	d.log.Info("control socket", zap.String("path", s.Path()), zap.String("group", d.cfg.ControlGroup))
+	return s, nil
+}
+
+// summaryInterval is the snapshot period in force (the last SIGHUP's), which
+// each health row records as summary_interval_s: the fleet view calls a
+// host silent after three of its own intervals without a row. For `once`
+// it is --summary-interval as given, which then says how often cron runs
+// it (the default 5m is the seed job's schedule).
+func (d *daemon) summaryInterval() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.live.SummaryInterval
 }

@@ -23,14 +23,12 @@ type killRecord struct {
 
 // runHook hands a finished kill to the --on-kill command in force (the last
 // SIGHUP's). It only queues: the kill is done and recorded already.
-func (d *daemon) runHook(id string, k *store.KillRow) {
-	d.mu.Lock()
-	cmd := d.live.OnKill
-	d.mu.Unlock()
+func (d *recorder) runHook(id string, k *store.KillRow) {
+	cmd := d.onKill()
 	if cmd == "" {
 		return
 	}
-	b, err := json.Marshal(killRecord{ID: id, Host: d.cfg.HostID, KillRow: k})
+	b, err := json.Marshal(killRecord{ID: id, Host: d.host, KillRow: k})
 	if err != nil {
 		d.log.Error("hook: encode kill record", zap.Error(err), zap.Int32("pid", k.PID))
 		return

@@ -35,14 +35,14 @@ func Once(ctx context.Context, cfg *config.Config, stdout, logw io.Writer) error
 		return err
 	}
 	defer d.close()
-	d.source, d.keepResults = "proc", true
+	d.source, d.rec.keepResults = "proc", true
 	d.reaper.NoRetry() // nothing would fire a retry: once exits when its kills are over
 
 	scan, err := d.procs.Scan()
 	if err != nil {
 		return fmt.Errorf("scan /proc: %w", err)
 	}
-	d.loadLeases() // an operator's extends and keeps hold here too
+	d.state.loadLeases() // an operator's extends and keeps hold here too
 	d.table.Merge(scan, false)
 	tc := reap.TimerConfig{Clock: d.clock, Guard: d.guard, DryRun: cfg.DryRun}
 	due := d.table.Queue().PopDue(d.clock.Now(), nil)
@@ -79,7 +79,7 @@ func Once(ctx context.Context, cfg *config.Config, stdout, logw io.Writer) error
 	seed["status"] = snap.Status
 	seed["duration_seconds"] = math.Round(time.Since(start).Seconds()*10) / 10
 	killed := []killedView{}
-	for _, r := range d.results {
+	for _, r := range d.rec.results {
 		if r.DryRun || r.Outcome == reap.OutcomeRefused {
 			continue
 		}

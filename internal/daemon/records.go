@@ -2,16 +2,59 @@ package daemon
 
 import (
 	"math"
+	"sync"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/events"
+	"github.com/agent-supervisor/supervisor/internal/hook"
+	"github.com/agent-supervisor/supervisor/internal/metrics"
 	"github.com/agent-supervisor/supervisor/internal/reap"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"go.uber.org/zap"
 )
 
+// recorder turns reaps into records: the kill row (spooled pending at the
+// first signal, completed when the reap ends), the kill metrics, the kill
+// event, the --on-kill hook, and the PIDs the next snapshot reports as its
+// action_taken.
+type recorder struct {
+	clock   tracker.Clock
+	log     *zap.Logger
+	store   *store.Store
+	metrics *metrics.Metrics
+	events  *events.Hub
+	hooks   *hook.Runner
+	host    string        // the rows' host, for the hook's record
+	onKill  func() string // the --on-kill command in force (the last SIGHUP's)
+
+	mu          sync.Mutex
+	pending     map[uint64]pendingRow // kill rows of reaps in flight, by agent Seq
+	killed      []int32               // agents killed since the last snapshot
+	leftovers   []int32               // leftovers killed since the last snapshot
+	results     []reap.Result         // kept by `once` for its output
+	keepResults bool
+}
+
+// takeKilled returns the agents and leftovers killed since it was last
+// called; a snapshot that fails gives them back (giveBack).
+func (d *recorder) takeKilled() (killed, leftovers []int32) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	killed, leftovers, d.killed, d.leftovers = d.killed, d.leftovers, nil, nil
+	return killed, leftovers
+}
+
+// giveBack puts PIDs taken by a failed snapshot back for the next one.
+func (d *recorder) giveBack(killed, leftovers []int32) {
+	d.mu.Lock()
+	d.killed = append(killed, d.killed...)
+	d.leftovers = append(leftovers, d.leftovers...)
+	d.mu.Unlock()
+}
+
 // killRow is the tel.agent_kills row of a reap, pending or finished.
-func (d *daemon) killRow(r reap.Result) (*store.KillRow, time.Time) {
+func (d *recorder) killRow(r reap.Result) (*store.KillRow, time.Time) {
 	now := d.clock.Now()
 	wall := func(boot int64) time.Time { return tracker.Time(boot, now).UTC() }
 	k := &store.KillRow{
@@ -76,7 +119,7 @@ type pendingRow struct {
 // onSignal spools the kill row as soon as the agent's first signal is
 // out, with outcome pending: a daemon stopped or crashed before the tree
 // is gone (a long grace, thousands of kills) still leaves the record.
-func (d *daemon) onSignal(r reap.Result) {
+func (d *recorder) onSignal(r reap.Result) {
 	k, at := d.killRow(r)
 	rec, err := d.store.Add(store.KindKill, at, nil, k)
 	if err != nil {
@@ -94,7 +137,7 @@ func (d *daemon) onSignal(r reap.Result) {
 
 // onResult records a finished reap: its row (completing the pending one,
 // if any), its metrics, and its PID for the next snapshot's action_taken.
-func (d *daemon) onResult(r reap.Result) {
+func (d *recorder) onResult(r reap.Result) {
 	k, at := d.killRow(r)
 	d.metrics.Kill(r)
 	d.mu.Lock()
@@ -115,7 +158,9 @@ func (d *daemon) onResult(r reap.Result) {
 	if err != nil {
 		d.log.Error("spool kill record", zap.Error(err), zap.Int32("pid", r.PID))
 	}
-	d.publishKill(k)
+	if d.events.Wants(events.TypeKill) {
+		d.events.Publish(&events.Kill{KillRow: *k})
+	}
 	again := r.Attempt > 0 && r.Outcome == reap.OutcomeFailed // a retry that failed again
 	if !again {
 		// The hook hears of the first failure and of how the retries

@@ -207,7 +207,7 @@ func (g *resourceGuard) wouldKill(s *resource.Session, c resource.Crossing) {
 			r.Rule = v.Rule
 		}
 	}
-	g.d.onResult(r)
+	g.d.rec.onResult(r)
 	g.log.Info("would kill session", zap.Int32("session_pid", s.ID.PID), zap.String("comm", s.Comm),
 		zap.String("reason", string(c.Reason)), zap.Int64("memory_bytes", s.MemoryBytes), zap.Int("procs", s.Procs),
 		zap.Float64("idle_seconds", s.IdleSeconds), zap.Float64("limit", c.Figures.Details["limit"]), zap.Bool("dry_run", true))

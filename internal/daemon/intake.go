@@ -1,16 +1,85 @@
 package daemon
 
+// The intake: proc connector events (or /proc polling) into the table, and
+// what the table reports out to the live event stream (/events).
+
 import (
+	"context"
+	"errors"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/events"
+	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
+	"go.uber.org/zap"
 )
 
-// The live event stream: the daemon publishes to d.events (an events.Hub)
-// from the table's notices, finished kills, snapshots and lost events;
-// GET /events streams them as NDJSON; `supervisor events` follows it.
+// eventLoop applies proc connector events to the table until ctx ends.
+func (d *daemon) eventLoop(ctx context.Context) {
+	apply := d.table.Apply // bound once: a method value allocates
+	var lastWarn time.Time
+	var resyncsSinceWarn int
+	for {
+		err := d.conn.Read(apply)
+		switch {
+		case err == nil:
+			if d.events.Wants(events.TypeLost) {
+				d.publishLost() // a gap counted after an overrun's resync
+			}
+			continue
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, procevents.ErrOverrun):
+			t0 := time.Now()
+			d.publishLost()
+			d.resync()
+			d.publishResync(time.Since(t0))
+			resyncsSinceWarn++
+			if time.Since(lastWarn) > 10*time.Second {
+				st := d.conn.Stats()
+				d.log.Warn("proc connector overrun: events lost, table rebuilt from /proc",
+					zap.Uint64("events_lost", st.Lost), zap.Uint64("overruns", st.Overruns),
+					zap.Int("resyncs_since_last_warning", resyncsSinceWarn), zap.Duration("resync_took", time.Since(t0)))
+				lastWarn, resyncsSinceWarn = time.Now(), 0
+			}
+		default:
+			d.log.Error("read proc events", zap.Error(err))
+			time.Sleep(10 * time.Millisecond) // don't spin on a persistent error
+		}
+	}
+}
+
+func (d *daemon) resync() {
+	start := d.clock.Now() // events stamped before it are in the scan already
+	retryCgroupNamespace(d.log, d.procs, d.cfg)
+	scan, err := d.procs.Scan()
+	if err != nil {
+		d.log.Error("resync: scan /proc", zap.Error(err))
+		return
+	}
+	d.table.MergeAt(scan, true, start)
+}
+
+// pollLoop rescans /proc every poll interval: the fallback when the proc
+// connector is not available.
+func (d *daemon) pollLoop(ctx context.Context) {
+	tk := time.NewTicker(d.cfg.PollInterval)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+			scan, err := d.procs.Scan()
+			if err != nil {
+				d.log.Error("poll /proc", zap.Error(err))
+				continue
+			}
+			d.table.Merge(scan, false)
+		}
+	}
+}
 
 // onNotice publishes what the table reports. The table may hold its lock:
 // this only builds an event when a client wants it and publishes it, which
@@ -42,13 +111,6 @@ func (d *daemon) onNotice(n tracker.Notice) {
 	case events.TypeLeftover:
 		d.events.Publish(&events.Leftover{PID: n.PID, Comm: n.Comm, Cmdline: n.Cmdline, Rule: n.Rule,
 			SessionPID: n.Session.PID, KillAt: wall(n.Deadline), Info: n.Cgroup})
-	}
-}
-
-// publishKill publishes a finished reap's kill record, as spooled.
-func (d *daemon) publishKill(k *store.KillRow) {
-	if d.events.Wants(events.TypeKill) {
-		d.events.Publish(&events.Kill{KillRow: *k})
 	}
 }
 

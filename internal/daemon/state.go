@@ -1,0 +1,121 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/statefile"
+	"github.com/agent-supervisor/supervisor/internal/tracker"
+	"go.uber.org/zap"
+)
+
+// stateDir keeps what the table must not lose across a restart: session
+// membership (sessions.json) and the leases and keeps given through the
+// control socket (leases.json), in the state directory.
+type stateDir struct {
+	dir   string
+	table stateTable
+	log   *zap.Logger
+
+	leaseMu sync.Mutex // orders lease saves: an older state never replaces a newer one
+}
+
+// stateTable is what stateDir reads and restores of the tracker.
+type stateTable interface {
+	RestoreSessions([]tracker.MemberState) int
+	SessionGen() uint64
+	SessionState() []tracker.MemberState
+	LeaseState() []tracker.Lease
+	LoadLeases([]tracker.Lease)
+	Stats() tracker.Stats
+}
+
+// SessionsFile holds session membership across restarts, in the state dir.
+const SessionsFile = "sessions.json"
+
+// restoreSessions gives the table back the membership the previous run
+// persisted: after a restart the kernel no longer shows who forked a
+// process that was reparented, and a leftover whose grace began before the
+// restart must still die at its original time.
+func (d *stateDir) restoreSessions() {
+	path := filepath.Join(d.dir, SessionsFile)
+	var state []tracker.MemberState
+	err := statefile.Load(path, &state)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return
+	case errors.Is(err, statefile.ErrOtherBoot):
+		d.log.Info("session state is from before the last reboot: ignored", zap.String("file", path))
+		return
+	case err != nil:
+		d.log.Warn("session state unreadable: sessions start empty", zap.Error(err))
+		return
+	}
+	n := d.table.RestoreSessions(state)
+	st := d.table.Stats()
+	d.log.Info("sessions restored", zap.Int("members", n), zap.Int("persisted", len(state)),
+		zap.Int("sessions", st.Sessions), zap.Int("leftovers", st.Leftovers))
+}
+
+// persistSessions writes session membership whenever it changed, at most
+// Once a second, and once more when ctx ends.
+func (d *stateDir) persistSessions(ctx context.Context) {
+	var saved uint64
+	save := func() {
+		gen := d.table.SessionGen()
+		if gen == saved {
+			return
+		}
+		state := d.table.SessionState()
+		if err := statefile.Save(filepath.Join(d.dir, SessionsFile), state); err != nil {
+			d.log.Error("persist sessions", zap.Error(err))
+			return
+		}
+		saved = gen
+		d.log.Debug("sessions persisted", zap.Int("members", len(state)))
+	}
+	tk := time.NewTicker(time.Second)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			save()
+			return
+		case <-tk.C:
+			save()
+		}
+	}
+}
+
+func (d *stateDir) saveLeases() error {
+	d.leaseMu.Lock()
+	defer d.leaseMu.Unlock()
+	return statefile.Save(filepath.Join(d.dir, leasesFile), d.table.LeaseState())
+}
+
+// loadLeases gives the table the leases and keeps of the previous run.
+// Called before the start-up scan is merged; what belongs to processes
+// that are gone is pruned after it.
+func (d *stateDir) loadLeases() {
+	path := filepath.Join(d.dir, leasesFile)
+	var state []tracker.Lease
+	switch err := statefile.Load(path, &state); {
+	case errors.Is(err, os.ErrNotExist):
+		return
+	case errors.Is(err, statefile.ErrOtherBoot):
+		d.log.Info("leases are from before the last reboot: ignored", zap.String("file", path))
+		return
+	case err != nil:
+		d.log.Warn("leases unreadable: none restored", zap.Error(err))
+		return
+	}
+	d.table.LoadLeases(state)
+}
+
+// leasesFile holds the leases and keeps given through the control socket,
+// in the state dir, so that they survive a restart.
+const leasesFile = "leases.json"
