@@ -4,7 +4,6 @@ import (
 	"net/http"
 
 	"github.com/agent-supervisor/supervisor/internal/events"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -44,13 +43,3 @@ type Server struct {
 func New(cfg Config) *Server {
 	return &Server{cfg: cfg, log: cfg.Log}
 }
-
-// Collector exports the endpoints' connection counts and refusals.
-func (s *Server) Collector() prometheus.Collector { return apiCollector{&s.state} }
-
-// ServeAPI serves every endpoint on Config.APISocket; nil when it is empty.
-func (s *Server) ServeAPI() (*Listener, error) { return s.serveAPI() }
-
-// ServeHTTP serves /healthz and /metrics on Config.Listen and
-// Config.MetricsListen; either may be empty.
-func (s *Server) ServeHTTP() (*Listener, error) { return s.serveHTTP(s.cfg.Listen) }
