@@ -248,7 +248,7 @@ func (d *daemon) reloadNow(reload func() (*config.Config, error)) error {
 		return err
 	}
 	d.applyReload(n)
-	d.reloadPressure(n) // pressure.go
+	d.pressure.Reload(pressureSettings(n)) // internal/policy/pressure
 	return nil
 }
 

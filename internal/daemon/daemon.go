@@ -20,8 +20,11 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/events"
 	"github.com/agent-supervisor/supervisor/internal/health"
 	"github.com/agent-supervisor/supervisor/internal/hook"
+	"github.com/agent-supervisor/supervisor/internal/policy/limits"
+	"github.com/agent-supervisor/supervisor/internal/policy/pressure"
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/reap"
+	"github.com/agent-supervisor/supervisor/internal/resource"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -77,10 +80,8 @@ type daemon struct {
 	results      []reap.Result // kept by `once` for its output
 	keepResults  bool
 
-	res     *resourceGuard // resources.go
-	resOnce sync.Once
-
-	pressure *pressureWatch // pressure.go
+	res      *limits.Guard   // the resource limits (internal/policy/limits)
+	pressure *pressure.Watch // the PSI trigger (internal/policy/pressure); nil until run starts it
 }
 
 // newDaemon builds the parts `run` and `once` share: /proc, the guard, the
@@ -154,6 +155,15 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 	d.hooks = hook.New(hook.Config{Timeout: cfg.HookTimeout, Log: log.Named("hook")})
 	d.metrics = newMetrics(d)
 	d.metrics.eventHub(d.events)
+	d.res = limits.New(limits.Config{Settings: limitSettings(cfg), DryRun: cfg.DryRun, Table: d.table,
+		Sampler: resource.NewSampler(d.table, resource.NewProcReader("/proc"), d.clock), Now: d.clock.Now,
+		Log: log.Named("resource"), Registerer: d.metrics.reg, OnResult: d.onResult,
+		PressureArmed: func() bool { return d.pressure.Armed() }})
+	for _, r := range append([]tracker.Reason{tracker.ReasonPressure}, limits.Reasons...) {
+		for _, c := range KillSeries { // the policies' kill series, at 0 from the start
+			d.metrics.kills.WithLabelValues(string(r), c[0], c[1])
+		}
+	}
 	d.api = api.New(api.Config{Log: log, APISocket: cfg.APISocket, ControlGroup: cfg.ControlGroup, ControlGID: cfg.ControlGID,
 		Listen: cfg.Listen, MetricsListen: cfg.MetricsListen, HostID: cfg.HostID,
 		Health: d.health, Ready: d.ready.Load, Agents: d.agentViews, Events: d.events, Metrics: d.metrics.handler()})
@@ -179,7 +189,7 @@ func (d *daemon) snapshot() (health.Snapshot, error) {
 	for _, n := range st.Events {
 		hd.EventsReceived += n
 	}
-	d.resourceHealth(&hd)
+	hd.SessionsMemoryBytes, hd.LargestSession = d.res.Memory()
 	if d.conn != nil {
 		hd.EventsLost = d.conn.Stats().Lost
 	}
@@ -301,7 +311,7 @@ func (d *daemon) applyReload(n *config.Config) {
 		d.collector.SetThresholds(health.Thresholds{Zombies: n.ZombieWarnThreshold, FreeMemMB: n.FreeMemWarnMB, SwapPct: n.SwapWarnPct})
 		changed = append(changed, "thresholds")
 	}
-	changed = append(changed, d.resources().reload(n, old)...)
+	changed = append(changed, d.res.Reload(limitSettings(n))...)
 	if n.OnKill != old.OnKill {
 		changed = append(changed, "on-kill") // onResult reads it from d.live
 	}
@@ -406,7 +416,7 @@ func run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() 
 		}
 		defer web.Stop() // on an early return; a no-op once stopped
 	}
-	if err := d.startPressure(); err != nil { // pressure.go: the PSI trigger
+	if d.pressure, err = startPressure(d); err != nil { // policies.go: the PSI trigger
 		return err
 	}
 	// Every goroutine run starts is joined before it returns, in the
@@ -429,7 +439,7 @@ func run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() 
 	sumDone := spawn(func() { d.summarise(intake) })
 	rateDone := spawn(func() { d.sampleRate(intake) })
 	persistDone := spawn(func() { d.persistSessions(intake) })
-	resDone := d.startResources(intake)
+	resDone := spawn(func() { d.res.Run(intake) })
 	hupDone := d.reloadOnHUP(intake, reload)
 
 	d.ready.Store(true)
@@ -444,7 +454,7 @@ func run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() 
 	apiL.Stop()
 	// Then the control socket: no command queues a kill past this point.
 	ctl.Close()
-	d.stopPressure() // nor any memory pressure trigger
+	d.pressure.Stop() // nor any memory pressure trigger
 	// 2. No deadline fires any more; agents already signalled are handed
 	// to the reaper.
 	d.timer.Stop()

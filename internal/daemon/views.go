@@ -53,4 +53,4 @@ func (a agentSource) Now() int64                            { return a.d.clock.N
 func (a agentSource) Queue() []tracker.Agent                { return a.d.table.Queue().Snapshot() }
 func (a agentSource) Sessions() []tracker.SessionView       { return a.d.table.Sessions() }
 func (a agentSource) Lookup(pid int32) (tracker.Proc, bool) { return a.d.table.Lookup(pid) }
-func (a agentSource) Latest() []resource.Session            { return a.d.latestResources() }
+func (a agentSource) Latest() []resource.Session            { return a.d.res.Latest() }
