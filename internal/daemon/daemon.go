@@ -20,8 +20,11 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/health"
 	"github.com/agent-supervisor/supervisor/internal/hook"
 	"github.com/agent-supervisor/supervisor/internal/metrics"
+	"github.com/agent-supervisor/supervisor/internal/policy/limits"
+	"github.com/agent-supervisor/supervisor/internal/policy/pressure"
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/reap"
+	"github.com/agent-supervisor/supervisor/internal/resource"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -74,10 +77,8 @@ type daemon struct {
 	live         *config.Config // the configuration in force: cfg, or the last SIGHUP's
 	lastSnapshot time.Time
 
-	res     *resourceGuard // resources.go
-	resOnce sync.Once
-
-	pressure *pressureWatch // pressure.go
+	res      *limits.Guard   // the resource limits (internal/policy/limits)
+	pressure *pressure.Watch // the PSI trigger (internal/policy/pressure); nil until run starts it
 }
 
 // newDaemon builds the parts `run` and `once` share: /proc, the guard, the
@@ -155,6 +156,12 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 	d.rec = &recorder{clock: d.clock, log: log, store: d.store, metrics: d.metrics, events: d.events, hooks: d.hooks,
 		host: cfg.HostID, onKill: func() string { return d.liveConfig().OnKill }}
 	d.metrics.EventHub(d.events)
+	d.res = limits.New(limits.Config{Settings: limitSettings(cfg), DryRun: cfg.DryRun, Table: d.table,
+		Sampler: resource.NewSampler(d.table, resource.NewProcReader("/proc"), d.clock), Now: d.clock.Now,
+		Log: log.Named("resource"), Registerer: d.metrics.Registerer(), OnDryRun: d.rec.dryRun,
+		PressureArmed: func() bool { return d.pressure.Armed() }})
+	// The policies' kill series, at 0 from the start.
+	d.metrics.KillReasons(append([]tracker.Reason{tracker.ReasonPressure}, limits.Reasons...)...)
 	d.api = api.New(api.Config{Log: log, APISocket: cfg.APISocket, ControlGroup: cfg.ControlGroup, ControlGID: cfg.ControlGID,
 		Listen: cfg.Listen, MetricsListen: cfg.MetricsListen, HostID: cfg.HostID,
 		Health: d.health, Ready: d.ready.Load, Agents: d.agentViews, Events: d.events, Metrics: d.metrics.Handler()})
@@ -216,7 +223,7 @@ func (d *daemon) applyReload(n *config.Config) {
 		d.collector.SetThresholds(health.Thresholds{Zombies: n.ZombieWarnThreshold, FreeMemMB: n.FreeMemWarnMB, SwapPct: n.SwapWarnPct})
 		changed = append(changed, "thresholds")
 	}
-	changed = append(changed, d.resources().reload(n, old)...)
+	changed = append(changed, d.res.Reload(limitSettings(n))...)
 	if n.OnKill != old.OnKill {
 		changed = append(changed, "on-kill") // onResult reads it from d.live
 	}
@@ -321,7 +328,7 @@ func Run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() 
 		}
 		defer web.Stop() // on an early return; a no-op once stopped
 	}
-	if err := d.startPressure(); err != nil { // pressure.go: the PSI trigger
+	if d.pressure, err = startPressure(d); err != nil { // policies.go: the PSI trigger
 		return err
 	}
 	// Every goroutine run starts is joined before it returns, in the
@@ -344,7 +351,7 @@ func Run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() 
 	sumDone := spawn(func() { d.summarise(intake) })
 	rateDone := spawn(func() { d.sampleRate(intake) })
 	persistDone := spawn(func() { d.state.persistSessions(intake) })
-	resDone := d.startResources(intake)
+	resDone := spawn(func() { d.res.Run(intake) })
 	hupDone := d.reloadOnHUP(intake, reload)
 
 	d.ready.Store(true)
@@ -359,7 +366,7 @@ func Run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() 
 	apiL.Stop()
 	// Then the control socket: no command queues a kill past this point.
 	ctl.Close()
-	d.stopPressure() // nor any memory pressure trigger
+	d.pressure.Stop() // nor any memory pressure trigger
 	// 2. No deadline fires any more; agents already signalled are handed
 	// to the reaper.
 	d.timer.Stop()
@@ -467,7 +474,7 @@ func (d *daemon) reloadNow(reload func() (*config.Config, error)) error {
 		return err
 	}
 	d.applyReload(n)
-	d.reloadPressure(n) // pressure.go
+	d.pressure.Reload(pressureSettings(n)) // internal/policy/pressure
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/events"
 	"github.com/agent-supervisor/supervisor/internal/hook"
 	"github.com/agent-supervisor/supervisor/internal/metrics"
+	"github.com/agent-supervisor/supervisor/internal/policy/limits"
 	"github.com/agent-supervisor/supervisor/internal/reap"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
@@ -179,4 +180,12 @@ func (d *recorder) onResult(r reap.Result) {
 		d.results = append(d.results, r)
 	}
 	d.mu.Unlock()
+}
+
+// dryRun records what a limit would have killed in a dry run, as the
+// reaper records a dry-run kill at max age.
+func (d *recorder) dryRun(k limits.DryRunKill) {
+	d.onResult(reap.Result{PID: k.Session.PID, Comm: k.Comm, Cmdline: k.Cmdline, Rule: k.Rule, Reason: k.Reason,
+		Session: k.Session, Start: k.Session.Start, Deadline: k.At, Signalled: k.At, Outcome: reap.OutcomeDryRun,
+		DryRun: true, Figures: k.Figures, Descendants: []int32{}})
 }

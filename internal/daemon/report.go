@@ -58,7 +58,7 @@ func (a agentSource) Now() int64                            { return a.d.clock.N
 func (a agentSource) Queue() []tracker.Agent                { return a.d.table.Queue().Snapshot() }
 func (a agentSource) Sessions() []tracker.SessionView       { return a.d.table.Sessions() }
 func (a agentSource) Lookup(pid int32) (tracker.Proc, bool) { return a.d.table.Lookup(pid) }
-func (a agentSource) Latest() []resource.Session            { return a.d.latestResources() }
+func (a agentSource) Latest() []resource.Session            { return a.d.res.Latest() }
 
 // snapshot takes a health snapshot and stores it as a tel.system_health row.
 func (d *daemon) snapshot() (health.Snapshot, error) {
@@ -70,7 +70,7 @@ func (d *daemon) snapshot() (health.Snapshot, error) {
 	for _, n := range st.Events {
 		hd.EventsReceived += n
 	}
-	d.resourceHealth(&hd)
+	hd.SessionsMemoryBytes, hd.LargestSession = d.res.Memory()
 	if d.conn != nil {
 		hd.EventsLost = d.conn.Stats().Lost
 	}

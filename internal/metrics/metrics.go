@@ -182,3 +182,6 @@ func (m *Metrics) KillReasons(reasons ...tracker.Reason) {
 		}
 	}
 }
+
+// Registerer is the registry, for a part that registers its own metrics.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }

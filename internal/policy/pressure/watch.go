@@ -1,4 +1,4 @@
-package daemon
+package pressure
 
 import (
 	"errors"
@@ -7,31 +7,49 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/events"
 	"github.com/agent-supervisor/supervisor/internal/psi"
-	"github.com/agent-supervisor/supervisor/internal/resource"
-	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
-// The memory pressure policy (--pressure): a PSI trigger on the memory
-// pressure file (internal/psi.Locate chooses it) wakes a goroutine blocked
-// in poll(2); each wake-up is counted, the policy (psi.Policy) kills at
-// most one session — the largest by memory among those past
-// --pressure-min-age and not exempt — and then only counts wake-ups until
-// --pressure-cooldown has passed. The kernel does the watching: nothing
-// here polls.
+// Publisher is the /events stream; *events.Hub is one.
+type Publisher interface {
+	Wants(t events.Type) bool
+	Publish(ev events.Event)
+}
 
-// pressureWatch is the running trigger and its policy.
-type pressureWatch struct {
-	d      *daemon
+// Settings are what a reload may change.
+type Settings struct {
+	Spec     *psi.Spec     // --pressure (nil: no trigger)
+	File     string        // --pressure-file ("": psi.Locate chooses)
+	MinAge   time.Duration // --pressure-min-age
+	Cooldown time.Duration // --pressure-cooldown
+}
+
+// Config is what Start needs.
+type Config struct {
+	Settings
+	DryRun bool // --dry-run: a pressure kill is reported through Report
+	// Members are processes standing for the sessions (supervisor init's
+	// command), for psi.Locate; none under run.
+	Members []int
+	Now     func() int64 // CLOCK_BOOTTIME ns, the clock the samples count on
+	Log     *zap.Logger
+	// Registerer takes supervisor_pressure_events_total.
+	Registerer prometheus.Registerer
+	Samples    Samples
+	Table      Table
+	Report     Reporter
+	Events     Publisher
+}
+
+// Watch is the running trigger and its policy.
+type Watch struct {
+	cfg    Config
 	log    *zap.Logger
 	policy *psi.Policy
 	events *prometheus.CounterVec // supervisor_pressure_events_total{outcome}
-
-	members []int // processes standing for the sessions (supervisor init's command): psi.Locate
 
 	mu      sync.Mutex
 	trig    *psi.Trigger // nil while off
@@ -39,21 +57,18 @@ type pressureWatch struct {
 	file    string         // --pressure-file in force ("": psi.Locate chooses)
 	loops   sync.WaitGroup // the waiting goroutine(s) and a re-registration in progress
 	stopped bool
-	quit    chan struct{} // closed by stopPressure
+	quit    chan struct{} // closed by Stop
 	fired   atomic.Uint64
 }
 
 // pressureOutcomes are the policy's outcomes, every series present at 0.
 var pressureOutcomes = []psi.Outcome{psi.Killed, psi.Cooling, psi.NoCandidate, psi.Failed}
 
-// startPressure registers the metrics and, with --pressure, the trigger.
+// Start registers the metrics and, with a Spec (--pressure), the trigger.
 // An error (no PSI on this host, a window the kernel refuses) stops the
 // daemon before it is ready.
-func (d *daemon) startPressure() error {
-	w := &pressureWatch{d: d, log: d.log.Named("pressure"), quit: make(chan struct{}), file: d.cfg.PressureFile}
-	if d.cfg.InitPID > 0 {
-		w.members = []int{d.cfg.InitPID}
-	}
+func Start(cfg Config) (*Watch, error) {
+	w := &Watch{cfg: cfg, log: cfg.Log, quit: make(chan struct{}), file: cfg.File}
 	w.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "supervisor_pressure_events_total",
 		Help: "Memory pressure (PSI trigger) wake-ups, by what the policy did: killed, cooling (within the cooldown), no_candidate, failed.",
@@ -61,21 +76,22 @@ func (d *daemon) startPressure() error {
 	for _, o := range pressureOutcomes {
 		w.events.WithLabelValues(o.String())
 	}
-	d.metrics.Register(w.events)
-	d.metrics.KillReasons(tracker.ReasonPressure)
+	cfg.Registerer.MustRegister(w.events)
 	w.policy = psi.NewPolicy(psi.PolicyConfig{
-		MinAge: d.cfg.PressureMinAge, Cooldown: d.cfg.PressureCooldown,
-		Sessions: pressureSessions{d}, Killer: pressureKiller{d},
-		Now: d.clock.Now, Log: w.log, DryRun: d.cfg.DryRun,
+		MinAge: cfg.MinAge, Cooldown: cfg.Cooldown,
+		Sessions: candidates{cfg.Samples}, Killer: killer{cfg.Table, cfg.Report, cfg.DryRun},
+		Now: cfg.Now, Log: w.log, DryRun: cfg.DryRun,
 	})
-	d.pressure = w
-	if d.cfg.Pressure == nil {
-		if d.cfg.PressureFile != "" {
-			w.log.Warn("--pressure-file is set without --pressure: no trigger is registered", zap.String("pressure_file", d.cfg.PressureFile))
+	if cfg.Spec == nil {
+		if cfg.File != "" {
+			w.log.Warn("--pressure-file is set without --pressure: no trigger is registered", zap.String("pressure_file", cfg.File))
 		}
-		return nil
+		return w, nil
 	}
-	return w.arm(*d.cfg.Pressure, w.file)
+	if err := w.arm(*cfg.Spec, w.file); err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
 // locate is the pressure file: the operator's (--pressure-file), else
@@ -85,7 +101,7 @@ func (d *daemon) startPressure() error {
 // checked; under run the sessions may be anywhere (the DaemonSet's pod
 // limit, a unit's MemoryMax= bound the daemon alone), so the system-wide
 // file.
-func (w *pressureWatch) locate(file string) (psi.Location, error) {
+func (w *Watch) locate(file string) (psi.Location, error) {
 	if file != "" {
 		loc, err := psi.At(file)
 		if err != nil {
@@ -93,7 +109,7 @@ func (w *pressureWatch) locate(file string) (psi.Location, error) {
 		}
 		return loc, nil
 	}
-	loc, err := psi.Locate("/proc", "/sys/fs/cgroup", w.members)
+	loc, err := psi.Locate("/proc", "/sys/fs/cgroup", w.cfg.Members)
 	if err != nil {
 		return loc, fmt.Errorf("--pressure: %w", err)
 	}
@@ -102,7 +118,7 @@ func (w *pressureWatch) locate(file string) (psi.Location, error) {
 
 // arm locates the pressure file, registers spec on it and starts waiting,
 // replacing the trigger in force, if any.
-func (w *pressureWatch) arm(spec psi.Spec, file string) error {
+func (w *Watch) arm(spec psi.Spec, file string) error {
 	loc, err := w.locate(file)
 	if err != nil {
 		return err
@@ -132,7 +148,7 @@ func (w *pressureWatch) arm(spec psi.Spec, file string) error {
 }
 
 // disarm removes the trigger in force.
-func (w *pressureWatch) disarm() {
+func (w *Watch) disarm() {
 	w.mu.Lock()
 	tr := w.trig
 	w.trig, w.spec = nil, nil
@@ -143,10 +159,19 @@ func (w *pressureWatch) disarm() {
 	}
 }
 
-// stop removes the trigger and waits for its goroutine: no pressure kill is
-// queued after it returns.
-func (d *daemon) stopPressure() {
-	w := d.pressure
+// Armed reports whether a trigger is in force (false on a nil Watch).
+func (w *Watch) Armed() bool {
+	if w == nil {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.spec != nil
+}
+
+// Stop removes the trigger and waits for its goroutine: no pressure kill is
+// queued after it returns. A nil Watch (not started) has nothing to stop.
+func (w *Watch) Stop() {
 	if w == nil {
 		return
 	}
@@ -158,36 +183,8 @@ func (d *daemon) stopPressure() {
 	w.loops.Wait()
 }
 
-// failLogEvery is how often a failure that keeps repeating is logged again
-// (with the count in a row): the first one at once, then one line a
-// minute, not one a second.
-const failLogEvery = time.Minute
-
-// failLog rate-limits the lines about a failure that repeats.
-type failLog struct {
-	n      uint64    // failures in a row
-	logged time.Time // when the last line about them was logged
-}
-
-// fail counts a failure at now and reports whether to log it.
-func (f *failLog) fail(now time.Time) bool {
-	f.n++
-	if f.logged.IsZero() || now.Sub(f.logged) >= failLogEvery {
-		f.logged = now
-		return true
-	}
-	return false
-}
-
-// ok ends a run of failures, returning its length (0: there was none).
-func (f *failLog) ok() uint64 {
-	n := f.n
-	*f = failLog{}
-	return n
-}
-
 // loop waits for tr to fire until it is closed.
-func (w *pressureWatch) loop(tr *psi.Trigger) {
+func (w *Watch) loop(tr *psi.Trigger) {
 	defer w.loops.Done()
 	var fails failLog
 	for {
@@ -226,7 +223,7 @@ func (w *pressureWatch) loop(tr *psi.Trigger) {
 
 // rearm registers the trigger again after its file went away, retrying
 // every 10 s while that fails and the trigger is still wanted.
-func (w *pressureWatch) rearm(gone *psi.Trigger) {
+func (w *Watch) rearm(gone *psi.Trigger) {
 	defer w.loops.Done()
 	var fails failLog
 	for {
@@ -253,8 +250,8 @@ func (w *pressureWatch) rearm(gone *psi.Trigger) {
 }
 
 // fire handles one wake-up: count it, let the policy act, publish the event.
-func (w *pressureWatch) fire(tr *psi.Trigger) {
-	woke := w.d.clock.Now()
+func (w *Watch) fire(tr *psi.Trigger) {
+	woke := w.cfg.Now()
 	w.fired.Add(1)
 	p, err := tr.Read()
 	if err != nil {
@@ -271,72 +268,34 @@ func (w *pressureWatch) fire(tr *psi.Trigger) {
 	w.log.Log(level, "memory pressure trigger fired", zap.Int64("woke_boot_ns", woke), zap.String("outcome", dec.Outcome.String()),
 		zap.Float64("some_avg10", p.Some.Avg10), zap.Float64("full_avg10", p.Full.Avg10), zap.Int32("session_pid", dec.Victim.ID.PID),
 		zap.Uint64("fired_total", w.fired.Load()))
-	if w.d.events.Wants(events.TypePressure) {
-		w.d.events.Publish(&events.Pressure{Resource: "memory", SomeAvg10: p.Some.Avg10, FullAvg10: p.Full.Avg10,
+	if w.cfg.Events.Wants(events.TypePressure) {
+		w.cfg.Events.Publish(&events.Pressure{Resource: "memory", SomeAvg10: p.Some.Avg10, FullAvg10: p.Full.Avg10,
 			SessionPID: dec.Victim.ID.PID})
 	}
 }
 
-// reloadPressure applies a reload's pressure settings: the policy's limits
-// at once, the trigger registered again if the spec changed. A trigger
-// that cannot be registered is logged and the old one kept.
-func (d *daemon) reloadPressure(n *config.Config) {
-	w := d.pressure
+// Reload applies a reload's pressure settings: the policy's limits at
+// once, the trigger registered again if the spec or the file changed. A
+// trigger that cannot be registered is logged and the old one kept. A nil
+// Watch (not started yet) ignores it.
+func (w *Watch) Reload(n Settings) {
 	if w == nil {
 		return
 	}
 	minAge, cooldown := w.policy.Limits()
-	if n.PressureMinAge != minAge || n.PressureCooldown != cooldown {
-		w.policy.SetLimits(n.PressureMinAge, n.PressureCooldown)
-		w.log.Info("memory pressure limits reloaded", zap.Duration("min_age", n.PressureMinAge), zap.Duration("cooldown", n.PressureCooldown))
+	if n.MinAge != minAge || n.Cooldown != cooldown {
+		w.policy.SetLimits(n.MinAge, n.Cooldown)
+		w.log.Info("memory pressure limits reloaded", zap.Duration("min_age", n.MinAge), zap.Duration("cooldown", n.Cooldown))
 	}
 	w.mu.Lock()
 	cur, file := w.spec, w.file
 	w.mu.Unlock()
 	switch {
-	case n.Pressure == nil && cur != nil:
+	case n.Spec == nil && cur != nil:
 		w.disarm()
-	case n.Pressure != nil && (cur == nil || *cur != *n.Pressure || file != n.PressureFile):
-		if err := w.arm(*n.Pressure, n.PressureFile); err != nil {
+	case n.Spec != nil && (cur == nil || *cur != *n.Spec || file != n.File):
+		if err := w.arm(*n.Spec, n.File); err != nil {
 			w.log.Error("reload: memory pressure trigger not changed", zap.Error(err))
 		}
 	}
-}
-
-// pressureSessions gives the policy the last resource sample. A session's
-// memory there leaves out only its root-kept members (--keep, a
-// control-socket keep), which the kill would spare: a REAPER_KEEP=1
-// member's memory counts, and dies with the session, so a session cannot
-// hide what it holds behind the marker and have a well-behaved one killed
-// in its place.
-type pressureSessions struct{ d *daemon }
-
-func (s pressureSessions) Candidates() []psi.Candidate {
-	latest := s.d.latestResources()
-	out := make([]psi.Candidate, 0, len(latest))
-	for _, r := range latest {
-		if r.Killing {
-			continue // already on its way out
-		}
-		out = append(out, psi.Candidate{ID: r.ID, Comm: r.Comm, Started: r.Started, MemoryBytes: r.MemoryBytes,
-			Procs: r.Procs, Exempt: r.Exempt})
-	}
-	return out
-}
-
-// pressureKiller kills a session for pressure, with the PSI figures and the
-// session's memory on the record.
-type pressureKiller struct{ d *daemon }
-
-func (k pressureKiller) KillForPressure(c psi.Candidate, p psi.Pressure) error {
-	fig := tracker.Figures{MemoryBytes: c.MemoryBytes, Procs: c.Procs, Details: psi.Details(p)}
-	if k.d.cfg.DryRun {
-		// As the limits do in a dry run: a "would kill session" line and
-		// a dry-run kill row, once per session, nothing queued.
-		k.d.resources().wouldKill(&resource.Session{ID: c.ID, Comm: c.Comm, Started: c.Started,
-			MemoryBytes: c.MemoryBytes, Procs: c.Procs}, resource.Crossing{Reason: tracker.ReasonPressure, Figures: fig})
-		return nil
-	}
-	_, err := k.d.table.KillSession(c.ID, tracker.ReasonPressure, fig)
-	return err
 }

@@ -1,0 +1,8 @@
+// Package archtest holds no code, only a test of the house rules the
+// project's layout keeps (docs/design.md, "Layout"): data flows one way,
+// kernel → procevents → tracker → policies → reap, and everything into
+// the sinks (store, metrics, events); no package imports one further down
+// that flow; every package has a doc.go; no type has methods in more than
+// three files (a type spread wider is a hub); cmd/supervisor stays an
+// entry point. A change that breaks a rule fails here, with the rule named.
+package archtest
