@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/reap"
 	"github.com/agent-supervisor/supervisor/internal/resource"
@@ -46,7 +45,7 @@ func (f *fakeSampler) Latest() []resource.Session        { return f.out }
 // TestGuardReload: a reload names what changed, in the reload line's
 // order, and gives the table a new process limit only when it changed.
 func TestGuardReload(t *testing.T) {
-	s := Settings{Limits: resource.Limits{MaxMemory: 1 << 30, MaxProcs: 10}, Interval: time.Second}
+	s := Settings{Limits: resource.Limits{MaxMemory: 1 << 30, MaxProcs: 10}, Interval: 1e9} // 1 s: nothing here waits
 	g, tab, _, _ := newGuard(t, s, false)
 	if got := g.Reload(s); len(got) != 0 {
 		t.Fatalf("reload with the same settings changed %v", got)
@@ -55,7 +54,7 @@ func TestGuardReload(t *testing.T) {
 	if got := g.Reload(s); !slices.Equal(got, []string{"session-limits"}) || len(tab.procs) != 0 {
 		t.Fatalf("memory limit reloaded: changed %v, procs limit set %v; want [session-limits], none", got, tab.procs)
 	}
-	s.Limits.MaxProcs, s.Interval = 20, 2*time.Second
+	s.Limits.MaxProcs, s.Interval = 20, 2e9
 	if got := g.Reload(s); !slices.Equal(got, []string{"session-limits", "resource-interval"}) || !slices.Equal(tab.procs, []int{20}) {
 		t.Fatalf("procs limit and interval reloaded: changed %v, procs limit set %v", got, tab.procs)
 	}
@@ -65,7 +64,7 @@ func TestGuardReload(t *testing.T) {
 // crosses; in a dry run every crossing is reported once (a row each) until
 // the session ends, a pressure report through WouldKill included.
 func TestGuardTick(t *testing.T) {
-	s := Settings{Limits: resource.Limits{MaxMemory: 100, MaxProcs: 2}, Interval: time.Second}
+	s := Settings{Limits: resource.Limits{MaxMemory: 100, MaxProcs: 2}, Interval: 1e9} // 1 s: nothing here waits
 	over := resource.Session{ID: tracker.SessionID{PID: 42}, Comm: "claude", MemoryBytes: 200, Procs: 3}
 
 	g, tab, smp, rows := newGuard(t, s, false)
