@@ -145,7 +145,7 @@ type AgentView struct {
 	// cgroup, container_id, pod_uid: where it runs, where known.
 	cgroupinfo.Info
 	// The session's resource figures at the latest sample, on the entry
-	// that heads a session (resources.go); absent before the first sample.
+	// that heads a session (internal/policy/limits); absent before the first sample.
 	*SessionFigures
 
 	session tracker.SessionID // the session this entry heads or belongs to (not served)

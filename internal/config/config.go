@@ -61,7 +61,7 @@ type Config struct {
 	// control socket's peers (apisocket.go); "" disables it.
 	APISocket string
 
-	// The resource guard (resources.go): limits per session, 0 is off.
+	// The resource guard (internal/policy/limits): limits per session, 0 is off.
 	SessionMaxMemory int64 // bytes
 	SessionMaxProcs  int
 	SessionIdle      time.Duration
@@ -72,8 +72,9 @@ type Config struct {
 	FreeMemWarnMB       int
 	SwapWarnPct         float64
 
-	// Memory pressure (pressure.go): the PSI trigger (nil: off), the
-	// minimum age of a session it may kill and the pause after each kill.
+	// Memory pressure (internal/policy/pressure): the PSI trigger (nil:
+	// off), the minimum age of a session it may kill and the pause after
+	// each kill.
 	Pressure     *psi.Spec
 	PressureFile string // --pressure-file: the pressure file, not chosen by psi.Locate
 	// InitPID is supervisor init's command (set by initCmd, no flag): its

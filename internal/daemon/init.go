@@ -96,7 +96,7 @@ func Init(args []string, getenv func(string) string, stdout, stderr io.Writer) i
 		return initd.StartCode(err)
 	}
 	defer m.in.Close()
-	cfg.InitPID = m.in.PID() // the sessions' cgroup, for the pressure file (pressure.go)
+	cfg.InitPID = m.in.PID() // the sessions' cgroup, for the pressure file (internal/policy/pressure)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

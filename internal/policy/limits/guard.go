@@ -36,6 +36,12 @@ type Sampler interface {
 	Latest() []resource.Session
 }
 
+// The daemon's parts are what the guard asks for.
+var (
+	_ Table   = (*tracker.Table)(nil)
+	_ Sampler = (*resource.Sampler)(nil)
+)
+
 // Settings are what a reload may change.
 type Settings struct {
 	Limits   resource.Limits // --session-max-memory, --session-max-procs, --session-idle

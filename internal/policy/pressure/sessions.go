@@ -24,6 +24,9 @@ type Reporter interface {
 	WouldKill(s *resource.Session, c resource.Crossing)
 }
 
+// The tracker's table is what a pressure kill asks for.
+var _ Table = (*tracker.Table)(nil)
+
 // candidates gives the policy the last resource sample. A session's
 // memory there leaves out only its root-kept members (--keep, a
 // control-socket keep), which the kill would spare: a REAPER_KEEP=1

@@ -19,6 +19,9 @@ type Publisher interface {
 	Publish(ev events.Event)
 }
 
+// The event hub is what the watch publishes to.
+var _ Publisher = (*events.Hub)(nil)
+
 // Settings are what a reload may change.
 type Settings struct {
 	Spec     *psi.Spec     // --pressure (nil: no trigger)
