@@ -1,11 +1,9 @@
 package limits
 
 import (
-	"fmt"
 	"slices"
 	"testing"
 
-	"github.com/agent-supervisor/supervisor/internal/reap"
 	"github.com/agent-supervisor/supervisor/internal/resource"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,11 +26,11 @@ func (f *fakeTable) Lookup(int32) (tracker.Proc, bool) { return tracker.Proc{}, 
 func (f *fakeTable) Sessions() []tracker.SessionView   { return nil }
 
 // newGuard builds a guard over fakes; rows are its dry-run rows.
-func newGuard(t *testing.T, s Settings, dry bool) (*Guard, *fakeTable, *fakeSampler, *[]reap.Result) {
+func newGuard(t *testing.T, s Settings, dry bool) (*Guard, *fakeTable, *fakeSampler, *[]DryRunKill) {
 	t.Helper()
-	tab, smp, rows := &fakeTable{}, &fakeSampler{}, &[]reap.Result{}
+	tab, smp, rows := &fakeTable{}, &fakeSampler{}, &[]DryRunKill{}
 	g := New(Config{Settings: s, DryRun: dry, Table: tab, Sampler: smp, Now: func() int64 { return 1 },
-		Log: zap.NewNop(), Registerer: prometheus.NewRegistry(), OnResult: func(r reap.Result) { *rows = append(*rows, r) }})
+		Log: zap.NewNop(), Registerer: prometheus.NewRegistry(), OnDryRun: func(r DryRunKill) { *rows = append(*rows, r) }})
 	return g, tab, smp, rows
 }
 
@@ -82,9 +80,9 @@ func TestGuardTick(t *testing.T) {
 	g.WouldKill(&over, resource.Crossing{Reason: tracker.ReasonPressure})
 	var got []string
 	for _, r := range *rows {
-		got = append(got, fmt.Sprintf("%s/%s/%v", r.Reason, r.Outcome, r.DryRun))
+		got = append(got, string(r.Reason))
 	}
-	want := []string{"memory/" + reap.OutcomeDryRun + "/true", "procs/" + reap.OutcomeDryRun + "/true", "pressure/" + reap.OutcomeDryRun + "/true"}
+	want := []string{"memory", "procs", "pressure"}
 	if len(tab.kills) != 0 || !slices.Equal(got, want) {
 		t.Fatalf("dry run: kills %v, rows %v; want none, %v", tab.kills, got, want)
 	}
