@@ -328,7 +328,12 @@ func Run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() 
 		}
 		defer web.Stop() // on an early return; a no-op once stopped
 	}
-	if d.pressure, err = startPressure(d); err != nil { // policies.go: the PSI trigger
+	// Under reloadMu: a reload through the control socket (already
+	// serving) reads d.pressure.
+	reloadMu.Lock()
+	d.pressure, err = startPressure(d)
+	reloadMu.Unlock()
+	if err != nil { // policies.go: the PSI trigger
 		return err
 	}
 	// Every goroutine run starts is joined before it returns, in the
