@@ -20,10 +20,7 @@ const (
 // (the runtime moved them before exec), and the cgroup is read for
 // processes that match a rule only, not on every fork or exec.
 func TestCgroupAttribution(t *testing.T) {
-	procs := newFakeProcs()
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "containerd-shim", State: 'S'}
-	tb := newTestTable(t, procs)
-	tb.Merge(must(procs.Scan()), false)
+	tb, procs := scannedTable(t, ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "containerd-shim", State: 'S'})
 	for i := range 5 {
 		spawn(tb, procs, 100, int32(110+i), uint64(1_000+i), "sh")
 	}

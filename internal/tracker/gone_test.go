@@ -9,10 +9,7 @@ import (
 // agent and its tree, not before, and gives up at its deadline leaving no
 // waiter behind.
 func TestWaitGone(t *testing.T) {
-	procs := newFakeProcs()
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
-	tb := newTestTable(t, procs)
-	tb.Merge(must(procs.Scan()), false)
+	tb, procs := scannedTable(t, shell)
 	tb.Apply(fork(100, 200, 1_000))
 	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
 	tb.Apply(execEv(200))

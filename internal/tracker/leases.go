@@ -2,7 +2,6 @@ package tracker
 
 import (
 	"container/heap"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -39,14 +38,6 @@ type Lease struct {
 }
 
 func (l *Lease) empty() bool { return l.Extra == 0 && l.Until == 0 && l.Keep == "" }
-
-// ErrNoProcess means the table holds no live process with that PID (and
-// start time, when one was given).
-var ErrNoProcess = errors.New("no such process")
-
-// ErrNotAgent means a kill was asked for a process that is neither an agent
-// nor a session member, without force.
-var ErrNotAgent = errors.New("neither an agent nor a member of a session")
 
 // LeaseResult says what a control operation did.
 type LeaseResult struct {

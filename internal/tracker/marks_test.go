@@ -46,7 +46,7 @@ func markTable(t *testing.T, cfg Config) (*Table, *markProcs, *fakeClock) {
 	t.Helper()
 	procs := &markProcs{fakeProcs: newFakeProcs(), envReads: map[int32]int{}, envErr: map[int32]error{}}
 	clock := &fakeClock{now: offset + 1_000}
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	cfg.Rules, cfg.MaxAge, cfg.Proc, cfg.Clock = DefaultRules, age, procs, clock
 	cfg.Leftovers, cfg.LeftoverGrace = true, grace
 	if cfg.Keep == nil {

@@ -9,7 +9,7 @@ func TestNotices(t *testing.T) {
 	var got []Notice
 	procs := newFakeProcs()
 	clock := &fakeClock{now: offset + 1_000}
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock,
 		Leftovers: true, LeftoverGrace: grace, OnNotice: func(n Notice) { got = append(got, n) }})
 	tb.Merge(must(procs.Scan()), false)

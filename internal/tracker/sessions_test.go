@@ -14,7 +14,7 @@ func sessionTable(t *testing.T) (*Table, *fakeProcs, *fakeClock) {
 	t.Helper()
 	procs := newFakeProcs()
 	clock := &fakeClock{now: offset + 1_000}
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock,
 		Leftovers: true, LeftoverGrace: grace, Keep: []Rule{must(ParseRule("keepme"))}})
 	tb.Merge(must(procs.Scan()), false)
@@ -22,6 +22,12 @@ func sessionTable(t *testing.T) (*Table, *fakeProcs, *fakeClock) {
 	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
 	tb.Apply(execEv(200))
 	return tb, procs, clock
+}
+
+// agentGone: the agent 200 exits, and is reaped (gone from /proc).
+func agentGone(tb *Table, procs *fakeProcs) {
+	tb.Apply(exitEv(200, 200, 10_000))
+	delete(procs.stat, 200)
 }
 
 // spawn forks child from parent at ts and, if comm is given, execs it.
@@ -133,15 +139,12 @@ func TestSessionLeftoversKeep(t *testing.T) {
 func TestSessionReapedAgentLeavesNoLeftovers(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
-	fired := tb.Queue().PopDue(1<<62, nil) // the deadline fires: the reaper holds it
-	if len(fired) != 1 || fired[0].PID != 200 {
-		t.Fatalf("fired %v", fired)
-	}
+	fired := popOne(t, tb, 1<<62, 200) // the deadline fires: the reaper holds it
 	tb.Apply(exitEv(200, 200, 10_000))
 	if lo := leftovers(tb); len(lo) != 0 {
 		t.Fatalf("the reaped tree's members were queued again: %v", lo)
 	}
-	tb.Release(fired[0].Proc())
+	tb.Release(fired.Proc())
 }
 
 // An agent with REAPER_KEEP=1 in its environment still has its max age,
@@ -150,7 +153,7 @@ func TestSessionReapedAgentLeavesNoLeftovers(t *testing.T) {
 // age and from the limits.
 func TestSessionKeptAgent(t *testing.T) {
 	procs := newFakeProcs()
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{},
 		Leftovers: true, LeftoverGrace: grace, Keep: []Rule{must(ParseRule("claude:--kept"))}})
 	tb.Merge(must(procs.Scan()), false)
@@ -192,8 +195,7 @@ func TestSessionKeptAgent(t *testing.T) {
 func TestSessionRestore(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
-	tb.Apply(exitEv(200, 200, 10_000))
-	delete(procs.stat, 200)
+	agentGone(tb, procs)
 	want := leftovers(tb)[210].Deadline
 	state := tb.SessionState()
 
@@ -215,7 +217,7 @@ func TestSessionRestore(t *testing.T) {
 func TestSessionPolling(t *testing.T) {
 	procs := newFakeProcs()
 	clock := &fakeClock{now: offset + 1_000}
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(10), Comm: "claude", State: 'S'}
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock, Leftovers: true, LeftoverGrace: grace})
 	tb.Merge(must(procs.Scan()), false)
@@ -292,7 +294,7 @@ func TestSessionKeepDecidedAfterExec(t *testing.T) {
 func TestSessionPollingGrandchildren(t *testing.T) {
 	for range 20 { // map order varies from run to run
 		procs := newFakeProcs()
-		procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+		procs.stat[100] = shell
 		procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(10), Comm: "claude", State: 'S'}
 		tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{}, Leftovers: true, LeftoverGrace: grace})
 		tb.Merge(must(procs.Scan()), false)
@@ -314,7 +316,7 @@ func TestSessionPollingGrandchildren(t *testing.T) {
 
 func TestSessionDryRunLeavesLeftovers(t *testing.T) {
 	procs := newFakeProcs()
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{},
 		Leftovers: true, LeftoverGrace: grace, DryRun: true})
 	tb.Merge(must(procs.Scan()), false)

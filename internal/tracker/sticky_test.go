@@ -254,8 +254,7 @@ func TestRestoreDissolves(t *testing.T) {
 			tb, procs, _ := sessionTable(t)
 			spawn(tb, procs, 200, 210, 2_000, "sleep")
 			if agentExits {
-				tb.Apply(exitEv(200, 200, 10_000))
-				delete(procs.stat, 200)
+				agentGone(tb, procs)
 			}
 			state := tb.SessionState()
 			procs.stat[210] = ProcInfo{PID: 210, PPID: 1, Start: FromTicks(500), Comm: "sleep", State: 'S'} // reparented
@@ -313,8 +312,7 @@ func TestRestoreRenamedAgent(t *testing.T) {
 func TestLateForkAfterResyncJoinsSession(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
-	tb.Apply(exitEv(200, 200, 10_000))
-	delete(procs.stat, 200)
+	agentGone(tb, procs)
 	const scanStart = int64(6 * time.Second) // boottime; tick 600
 	procs.stat[220] = ProcInfo{PID: 220, PPID: 210, Start: FromTicks(600), Comm: "sleep", State: 'S'}
 	tb.MergeAt(must(procs.Scan()), true, scanStart)
@@ -429,7 +427,7 @@ func TestProcReadRetried(t *testing.T) {
 		tb.runRetries()
 	}
 	warnings := func() int { return logs.FilterMessageSnippet("reading /proc failed").Len() }
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	tb.Merge(must(procs.Scan()), false)
 
 	// The command line read at exec fails twice.
@@ -542,8 +540,7 @@ func TestProcReadRetried(t *testing.T) {
 func TestStaleForkAfterResyncJoinsSession(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
-	tb.Apply(exitEv(200, 200, 10_000))
-	delete(procs.stat, 200)
+	agentGone(tb, procs)
 	// Forked at 5.5 s (boottime) during the overflow; scan at 6 s.
 	const forkAt = int64(5500 * time.Millisecond)
 	procs.stat[220] = ProcInfo{PID: 220, PPID: 210, Start: FromTicks(550), Comm: "sleep", State: 'S'}
@@ -598,7 +595,7 @@ func TestCloseStopsProcRetryTimer(t *testing.T) {
 		armed++
 		return stopTimer{&stops}
 	}
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	tb.Merge(must(procs.Scan()), false)
 	tb.Apply(fork(100, 200, 1_000))
 	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
