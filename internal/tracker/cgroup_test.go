@@ -27,8 +27,7 @@ func TestCgroupAttribution(t *testing.T) {
 	if procs.cgReads != 0 {
 		t.Fatalf("%d cgroup reads for forks and execs of non-agents, want 0", procs.cgReads)
 	}
-	tb.Apply(fork(100, 200, 2_000))
-	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 200, 2_000)
 	procs.cgroup[200] = podCg // moved in before exec
 	tb.Apply(execEv(200))
 	a, ok := agents(tb)[200]

@@ -10,8 +10,7 @@ import (
 // waiter behind.
 func TestWaitGone(t *testing.T) {
 	tb, procs := scannedTable(t, shell)
-	tb.Apply(fork(100, 200, 1_000))
-	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 200, 1_000)
 	tb.Apply(execEv(200))
 	tb.Apply(fork(200, 300, 2_000))
 	due := tb.Queue().PopDue(1<<62, nil)

@@ -18,8 +18,7 @@ func TestNotices(t *testing.T) {
 	}
 
 	// An agent found: its deadline, rule and session.
-	tb.Apply(fork(100, 200, 1_000))
-	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 200, 1_000)
 	procs.cmdline[200] = "claude --resume"
 	tb.Apply(execEv(200))
 	start := int64(1_000) + offset

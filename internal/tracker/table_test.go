@@ -102,6 +102,13 @@ func scannedTable(t *testing.T, ps ...ProcInfo) (*Table, *fakeProcs) {
 	return tb, procs
 }
 
+// forkClaude: bash 100 forks pid at ts, and pid's /proc entry shows
+// claude (the caller applies the exec).
+func forkClaude(tb *Table, stat map[int32]ProcInfo, pid int32, ts uint64) {
+	tb.Apply(fork(100, pid, ts))
+	stat[pid] = ProcInfo{PID: pid, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+}
+
 func fork(parent, child int32, ts uint64) *procevents.Event {
 	return &procevents.Event{Type: procevents.Fork, ParentPID: parent, ParentTGID: parent, PID: child, TGID: child, Timestamp: ts}
 }
