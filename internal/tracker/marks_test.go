@@ -662,7 +662,7 @@ func restoreJSON(t *testing.T, state []byte, procs *markProcs) *Table {
 // members are no leftovers, but nothing becomes root's keep by an upgrade.
 func TestMarkRestoreFields(t *testing.T) {
 	tb, procs, _ := markTable(t, Config{})
-	markedShellChild(tb, procs, "sleep")           // marked by its own copy and by descent
+	markedShellChild(tb, procs, "sleep")           // 221: marked by its own copy and by descent
 	spawnMarked(tb, procs, 200, 230, 2_200, "npm") // its own mark only
 	tb.mu.Lock()
 	tb.sparedLocked(tb.procs[230], tb.procs[230].session, ReasonLeftover, nil)
