@@ -63,3 +63,15 @@ func RandName(prefix string) string {
 	rand.Read(b[:])
 	return prefix + hex.EncodeToString(b[:])
 }
+
+// SeedTable is the tel.system_health the seed job's users created (before
+// this daemon: created_at without time zone, varchar status, no host),
+// which migrations must take over.
+const SeedTable = `CREATE SCHEMA tel;
+	CREATE TABLE tel.system_health (
+		id SERIAL PRIMARY KEY,
+		check_type VARCHAR(50) NOT NULL,
+		status VARCHAR(20) NOT NULL,
+		details JSONB,
+		action_taken TEXT,
+		created_at TIMESTAMP DEFAULT NOW())`
