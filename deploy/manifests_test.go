@@ -43,21 +43,20 @@ type object struct {
 	obj  any
 }
 
+// apiTypes makes an empty object of the API type of an "apiVersion kind".
+var apiTypes = map[string]func() any{
+	"v1 Namespace":      func() any { return &corev1.Namespace{} },
+	"v1 ServiceAccount": func() any { return &corev1.ServiceAccount{} },
+	"v1 ConfigMap":      func() any { return &corev1.ConfigMap{} },
+	"v1 Secret":         func() any { return &corev1.Secret{} },
+	"v1 ResourceQuota":  func() any { return &corev1.ResourceQuota{} },
+	"apps/v1 DaemonSet": func() any { return &appsv1.DaemonSet{} },
+}
+
 // newObject returns an empty object of the API type for apiVersion and kind.
 func newObject(apiVersion, kind string) (any, error) {
-	switch apiVersion + " " + kind {
-	case "v1 Namespace":
-		return &corev1.Namespace{}, nil
-	case "v1 ServiceAccount":
-		return &corev1.ServiceAccount{}, nil
-	case "v1 ConfigMap":
-		return &corev1.ConfigMap{}, nil
-	case "v1 Secret":
-		return &corev1.Secret{}, nil
-	case "v1 ResourceQuota":
-		return &corev1.ResourceQuota{}, nil
-	case "apps/v1 DaemonSet":
-		return &appsv1.DaemonSet{}, nil
+	if zero, ok := apiTypes[apiVersion+" "+kind]; ok {
+		return zero(), nil
 	}
 	return nil, fmt.Errorf("unknown kind %q of apiVersion %q: add its API type to the test", kind, apiVersion)
 }

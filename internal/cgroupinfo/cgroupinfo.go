@@ -30,12 +30,8 @@ func Parse(data []byte) (Info, error) {
 	var v1 [][]byte // v1 paths, name=systemd first
 	seen := false
 	for len(data) > 0 {
-		line := data
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			data = nil
-		}
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte{'\n'})
 		if len(line) == 0 {
 			continue
 		}

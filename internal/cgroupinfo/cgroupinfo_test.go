@@ -22,108 +22,78 @@ func hybrid(v2, v1 string) string {
 }
 
 func TestParse(t *testing.T) {
+	// The systemd driver's pod slices.
+	bestEffort := "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uidU + ".slice"
+	burstable := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice"
+	// A pure v2 file, "0::PATH\n": its path is PATH, the container and
+	// the pod as PATH names them.
+	for _, tc := range []struct{ name, path, id, pod string }{
+		{"host process, pure v2", "/system.slice/ssh.service", "", ""},
+		{"root cgroup", "/", "", ""},
+		{"docker, systemd driver", "/system.slice/docker-" + id1 + ".scope", id1, ""},
+		{"docker, cgroupfs driver", "/docker/" + id1, id1, ""},
+		{"podman", "/machine.slice/libpod-" + id1 + ".scope", id1, ""},
+		{"podman, container subgroup", "/machine.slice/libpod-" + id1 + ".scope/container", id1, ""},
+		{"podman rootless", "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-" + id1 + ".scope", id1, ""},
+		{"podman conmon is not the container", "/machine.slice/libpod-conmon-" + id1 + ".scope", "", ""},
+		{"podman cgroupfs", "/libpod_parent/libpod-" + id1, id1, ""},
+		{"k8s containerd, systemd driver, besteffort", bestEffort + "/cri-containerd-" + id1 + ".scope", id1, uid},
+		{"k8s containerd, systemd driver, burstable", burstable + "/cri-containerd-" + id1 + ".scope", id1, uid},
+		{"k8s guaranteed, systemd driver", "/kubepods.slice/kubepods-pod" + uidU + ".slice/cri-containerd-" + id1 + ".scope", id1, uid},
+		{"k8s pod slice itself (the pause sandbox's parent)", bestEffort, "", uid},
+		{"k8s cri-o, systemd driver", burstable + "/crio-" + id1 + ".scope", id1, uid},
+		{"k8s cri-o conmon is not the container", burstable + "/crio-conmon-" + id1 + ".scope", "", uid},
+		{"k8s cgroupfs driver, burstable", "/kubepods/burstable/pod" + uid + "/" + id1, id1, uid},
+		{"k8s cgroupfs driver, guaranteed", "/kubepods/pod" + uid + "/" + id1, id1, uid},
+		{"k8s cgroupfs driver, cri-o", "/kubepods/besteffort/pod" + uid + "/crio-" + id1, id1, uid},
+		{"k8s static pod (hash UID)", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + static + ".slice/cri-containerd-" + id1 + ".scope", id1, static},
+		{"kind node: a pod inside a docker container, innermost wins", "/system.slice/docker-" + id2 + ".scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod" + uidU + ".slice/cri-containerd-" + id1 + ".scope", id1, uid},
+		{"a component merely containing kubepods is no pod parent", "/user.slice/user-1000.slice/my-kubepods-x/pod" + uid, "", ""},
+		{"docker in docker", "/docker/" + id2 + "/docker/" + id1, id1, ""},
+		{"short id is not an id", "/system.slice/docker-3f4e7c0b9b5d.scope", "", ""},
+		{"uppercase hex is not an id", "/system.slice/docker-" + strings.ToUpper(id1) + ".scope", "", ""},
+		{"docker.service is not a container", "/system.slice/docker.service", "", ""},
+		{"bare hex outside a pod or /docker is not an id", "/default/" + id1, "", ""},
+		{"pod<uid> outside kubepods is not a pod", "/user.slice/pod" + uid, "", ""},
+		{"bad uid", "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podnotauid.slice", "", ""},
+		{"cgroup namespace view", "/../../system.slice/docker-" + id1 + ".scope", id1, ""},
+		{"path with a colon", "/user.slice/a:b", "", ""},
+	} {
+		parses(t, tc.name, []byte("0::"+tc.path+"\n"), Info{Path: tc.path, ContainerID: tc.id, PodUID: tc.pod})
+	}
+	// Hybrid and v1 hosts, and lines that are not plain.
 	for _, tc := range []struct {
 		name string
 		in   []byte
 		want Info
 	}{
-		{"host process, pure v2", []byte("0::/system.slice/ssh.service\n"),
-			Info{Path: "/system.slice/ssh.service"}},
-		{"root cgroup", []byte("0::/\n"), Info{Path: "/"}},
-		{"docker, systemd driver", []byte("0::/system.slice/docker-" + id1 + ".scope\n"),
-			Info{Path: "/system.slice/docker-" + id1 + ".scope", ContainerID: id1}},
-		{"docker, cgroupfs driver", []byte("0::/docker/" + id1 + "\n"),
-			Info{Path: "/docker/" + id1, ContainerID: id1}},
 		{"docker, hybrid host", []byte(hybrid("/system.slice/docker-"+id1+".scope", "/system.slice/docker-"+id1+".scope")),
 			Info{Path: "/system.slice/docker-" + id1 + ".scope", ContainerID: id1}},
 		{"docker cgroupfs on a hybrid host: v1 only names it", []byte(hybrid("/system.slice/containerd.service", "/docker/"+id1)),
 			Info{Path: "/system.slice/containerd.service", ContainerID: id1}},
 		{"v1-only host", []byte("5:cpuset:/docker/" + id1 + "\n1:name=systemd:/docker/" + id1 + "\n"),
 			Info{ContainerID: id1}},
-		{"podman", []byte("0::/machine.slice/libpod-" + id1 + ".scope\n"),
-			Info{Path: "/machine.slice/libpod-" + id1 + ".scope", ContainerID: id1}},
-		{"podman, container subgroup", []byte("0::/machine.slice/libpod-" + id1 + ".scope/container\n"),
-			Info{Path: "/machine.slice/libpod-" + id1 + ".scope/container", ContainerID: id1}},
-		{"podman rootless", []byte("0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-" + id1 + ".scope\n"),
-			Info{Path: "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-" + id1 + ".scope", ContainerID: id1}},
-		{"podman conmon is not the container", []byte("0::/machine.slice/libpod-conmon-" + id1 + ".scope\n"),
-			Info{Path: "/machine.slice/libpod-conmon-" + id1 + ".scope"}},
-		{"podman cgroupfs", []byte("0::/libpod_parent/libpod-" + id1 + "\n"),
-			Info{Path: "/libpod_parent/libpod-" + id1, ContainerID: id1}},
-		{"k8s containerd, systemd driver, besteffort",
-			[]byte("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uidU + ".slice/cri-containerd-" + id1 + ".scope\n"),
-			Info{Path: "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uidU + ".slice/cri-containerd-" + id1 + ".scope",
-				ContainerID: id1, PodUID: uid}},
-		{"k8s containerd, systemd driver, burstable",
-			[]byte("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/cri-containerd-" + id1 + ".scope\n"),
-			Info{Path: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/cri-containerd-" + id1 + ".scope",
-				ContainerID: id1, PodUID: uid}},
-		{"k8s guaranteed, systemd driver",
-			[]byte("0::/kubepods.slice/kubepods-pod" + uidU + ".slice/cri-containerd-" + id1 + ".scope\n"),
-			Info{Path: "/kubepods.slice/kubepods-pod" + uidU + ".slice/cri-containerd-" + id1 + ".scope", ContainerID: id1, PodUID: uid}},
-		{"k8s pod slice itself (the pause sandbox's parent)",
-			[]byte("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uidU + ".slice\n"),
-			Info{Path: "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uidU + ".slice", PodUID: uid}},
-		{"k8s cri-o, systemd driver",
-			[]byte("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/crio-" + id1 + ".scope\n"),
-			Info{Path: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/crio-" + id1 + ".scope",
-				ContainerID: id1, PodUID: uid}},
-		{"k8s cri-o conmon is not the container",
-			[]byte("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/crio-conmon-" + id1 + ".scope\n"),
-			Info{Path: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/crio-conmon-" + id1 + ".scope",
-				PodUID: uid}},
-		{"k8s cgroupfs driver, burstable",
-			[]byte("0::/kubepods/burstable/pod" + uid + "/" + id1 + "\n"),
-			Info{Path: "/kubepods/burstable/pod" + uid + "/" + id1, ContainerID: id1, PodUID: uid}},
-		{"k8s cgroupfs driver, guaranteed",
-			[]byte("0::/kubepods/pod" + uid + "/" + id1 + "\n"),
-			Info{Path: "/kubepods/pod" + uid + "/" + id1, ContainerID: id1, PodUID: uid}},
-		{"k8s cgroupfs driver, cri-o",
-			[]byte("0::/kubepods/besteffort/pod" + uid + "/crio-" + id1 + "\n"),
-			Info{Path: "/kubepods/besteffort/pod" + uid + "/crio-" + id1, ContainerID: id1, PodUID: uid}},
-		{"k8s static pod (hash UID)",
-			[]byte("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + static + ".slice/cri-containerd-" + id1 + ".scope\n"),
-			Info{Path: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + static + ".slice/cri-containerd-" + id1 + ".scope",
-				ContainerID: id1, PodUID: static}},
-		{"kind node: a pod inside a docker container, innermost wins",
-			[]byte("0::/system.slice/docker-" + id2 + ".scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod" + uidU + ".slice/cri-containerd-" + id1 + ".scope\n"),
-			Info{Path: "/system.slice/docker-" + id2 + ".scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod" + uidU + ".slice/cri-containerd-" + id1 + ".scope",
-				ContainerID: id1, PodUID: uid}},
 		{"an exiting task of a removed cgroup: \" (deleted)\" dropped",
 			[]byte("0::/system.slice/docker-" + id1 + ".scope (deleted)\n"),
 			Info{Path: "/system.slice/docker-" + id1 + ".scope", ContainerID: id1}},
-		{"a component merely containing kubepods is no pod parent",
-			[]byte("0::/user.slice/user-1000.slice/my-kubepods-x/pod" + uid + "\n"),
-			Info{Path: "/user.slice/user-1000.slice/my-kubepods-x/pod" + uid}},
-		{"docker in docker", []byte("0::/docker/" + id2 + "/docker/" + id1 + "\n"),
-			Info{Path: "/docker/" + id2 + "/docker/" + id1, ContainerID: id1}},
-		{"short id is not an id", []byte("0::/system.slice/docker-3f4e7c0b9b5d.scope\n"),
-			Info{Path: "/system.slice/docker-3f4e7c0b9b5d.scope"}},
-		{"uppercase hex is not an id", []byte("0::/system.slice/docker-" + strings.ToUpper(id1) + ".scope\n"),
-			Info{Path: "/system.slice/docker-" + strings.ToUpper(id1) + ".scope"}},
-		{"docker.service is not a container", []byte("0::/system.slice/docker.service\n"),
-			Info{Path: "/system.slice/docker.service"}},
-		{"bare hex outside a pod or /docker is not an id", []byte("0::/default/" + id1 + "\n"),
-			Info{Path: "/default/" + id1}},
-		{"pod<uid> outside kubepods is not a pod", []byte("0::/user.slice/pod" + uid + "\n"),
-			Info{Path: "/user.slice/pod" + uid}},
-		{"bad uid", []byte("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podnotauid.slice\n"),
-			Info{Path: "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podnotauid.slice"}},
-		{"cgroup namespace view", []byte("0::/../../system.slice/docker-" + id1 + ".scope\n"),
-			Info{Path: "/../../system.slice/docker-" + id1 + ".scope", ContainerID: id1}},
-		{"path with a colon", []byte("0::/user.slice/a:b\n"), Info{Path: "/user.slice/a:b"}},
 		{"no final newline", []byte("0::/docker/" + id1), Info{Path: "/docker/" + id1, ContainerID: id1}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := Parse(tc.in)
-			if err != nil {
-				t.Fatalf("Parse(%q): %v", tc.in, err)
-			}
-			if got != tc.want {
-				t.Errorf("Parse(%q)\n got %+v\nwant %+v", tc.in, got, tc.want)
-			}
-		})
+		parses(t, tc.name, tc.in, tc.want)
 	}
+}
+
+// parses runs a subtest that wants Parse(in) to be want.
+func parses(t *testing.T, name string, in []byte, want Info) {
+	t.Helper()
+	t.Run(name, func(t *testing.T) {
+		got, err := Parse(in)
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", in, err)
+		}
+		if got != want {
+			t.Errorf("Parse(%q)\n got %+v\nwant %+v", in, got, want)
+		}
+	})
 }
 
 func TestParseErrors(t *testing.T) {

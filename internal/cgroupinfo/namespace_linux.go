@@ -166,12 +166,8 @@ func search(host string, from, pid int) (string, int, error) {
 
 func listsPID(procs, pid []byte) bool {
 	for len(procs) > 0 {
-		line := procs
-		if i := bytes.IndexByte(procs, '\n'); i >= 0 {
-			line, procs = procs[:i], procs[i+1:]
-		} else {
-			procs = nil
-		}
+		var line []byte
+		line, procs, _ = bytes.Cut(procs, []byte{'\n'})
 		if bytes.Equal(line, pid) {
 			return true
 		}

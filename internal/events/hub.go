@@ -89,29 +89,26 @@ func (h *Hub) Subscribe(types Types) (*Sub, error) {
 
 // Close unsubscribes s and closes its channel; events still buffered stay
 // readable. Closing twice, or after a drop, does nothing.
-func (s *Sub) Close() {
-	h := s.hub
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if s.done {
-		return
-	}
-	h.removeLocked(s)
-	h.recountLocked()
-}
+func (s *Sub) Close() { s.end(false) }
 
 // Drop drops s as too slow, as a full buffer does: its channel is closed
 // and the drop counted. It does nothing if s is done already.
-func (s *Sub) Drop() {
+func (s *Sub) Drop() { s.end(true) }
+
+// end unsubscribes s, dropped (and counted) as too slow or not; once s is
+// done it does nothing.
+func (s *Sub) end(dropped bool) {
 	h := s.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s.done {
 		return
 	}
-	s.dropped = true
+	s.dropped = dropped
 	h.removeLocked(s)
-	h.dropped.Add(1)
+	if dropped {
+		h.dropped.Add(1)
+	}
 	h.recountLocked()
 }
 

@@ -317,10 +317,8 @@ func TestConcurrent(t *testing.T) {
 	h := NewHub(32)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range 4 {
+		wg.Go(func() {
 			for {
 				select {
 				case <-stop:
@@ -330,7 +328,7 @@ func TestConcurrent(t *testing.T) {
 					h.Publish(lost(1))
 				}
 			}
-		}()
+		})
 	}
 	var readers sync.WaitGroup
 	for i := 0; i < 50; i++ {

@@ -340,14 +340,10 @@ func (r *regRecorder) Own(start func() (int, error)) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	pid, err := start()
-	if err != nil {
-		return err
+	if err == nil {
+		r.owned[pid] = true
 	}
-	if r.owned == nil {
-		r.owned = map[int]bool{}
-	}
-	r.owned[pid] = true
-	return nil
+	return err
 }
 
 func (r *regRecorder) Disown(pid int) {
@@ -369,7 +365,7 @@ func (r *regRecorder) Disown(pid int) {
 // it and disowned once exec.Cmd has reaped it; a hook that cannot start is
 // never registered.
 func TestRegistry(t *testing.T) {
-	reg := &regRecorder{}
+	reg := &regRecorder{owned: map[int]bool{}}
 	r, logs := newTest(t, Config{})
 	r.SetRegistry(reg)
 	r.Run("exit 0", ev(1))

@@ -1,20 +1,34 @@
 package procevents
 
 import (
+	"encoding/binary"
 	"errors"
 	"testing"
 )
 
-// Byte literals are little-endian (amd64, arm64), as the kernel writes them.
+// Messages as the kernel writes them: little-endian (amd64, arm64).
 func cnHdr(seq, ack uint32, l uint16) []byte {
-	return []byte{
-		0x01, 0x00, 0x00, 0x00, // id.idx: CN_IDX_PROC
-		0x01, 0x00, 0x00, 0x00, // id.val: CN_VAL_PROC
-		byte(seq), byte(seq >> 8), byte(seq >> 16), byte(seq >> 24), // seq
-		byte(ack), byte(ack >> 8), byte(ack >> 16), byte(ack >> 24), // ack
-		byte(l), byte(l >> 8), // len
-		0x00, 0x00, // flags
+	b := le32(1, 1, seq, ack)                   // id: CN_IDX_PROC, CN_VAL_PROC
+	return append(b, byte(l), byte(l>>8), 0, 0) // len, flags
+}
+
+// le32 is vs, little-endian.
+func le32(vs ...uint32) []byte {
+	var b []byte
+	for _, v := range vs {
+		b = binary.LittleEndian.AppendUint32(b, v)
 	}
+	return b
+}
+
+// procEvent is a cn_msg (sequence seq, ack, len 40) holding a struct
+// proc_event: what, cpu, timestamp_ns, and the event_data union: data,
+// zero-padded to its 24 bytes.
+func procEvent(seq, ack, what, cpu uint32, ts uint64, data ...[]byte) []byte {
+	b := append(cnHdr(seq, ack, 40), le32(what, cpu)...)
+	b = binary.LittleEndian.AppendUint64(b, ts)
+	union := cat(data...)
+	return append(b, append(union, make([]byte, 24-len(union))...)...)
 }
 
 func cat(bs ...[]byte) []byte {
@@ -25,68 +39,25 @@ func cat(bs ...[]byte) []byte {
 	return out
 }
 
+// The proc_event what values.
+const (
+	evNone = 0
+	evFork = 1
+	evExec = 2
+	evUID  = 4
+	evComm = 0x200
+	evExit = 0x80000000
+)
+
 var (
-	forkEvent = cat(cnHdr(7, 0, 40), []byte{
-		0x01, 0x00, 0x00, 0x00, // what: PROC_EVENT_FORK
-		0x01, 0x00, 0x00, 0x00, // cpu: 1
-		0x00, 0xca, 0x9a, 0x3b, 0x00, 0x00, 0x00, 0x00, // timestamp_ns: 1e9
-		0x64, 0x00, 0x00, 0x00, // parent_pid: 100
-		0x64, 0x00, 0x00, 0x00, // parent_tgid: 100
-		0xc8, 0x00, 0x00, 0x00, // child_pid: 200
-		0xc8, 0x00, 0x00, 0x00, // child_tgid: 200
-		0, 0, 0, 0, 0, 0, 0, 0, // rest of the union
-	})
-	threadForkEvent = cat(cnHdr(8, 0, 40), []byte{
-		0x01, 0x00, 0x00, 0x00, // what: PROC_EVENT_FORK
-		0x00, 0x00, 0x00, 0x00, // cpu: 0
-		0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // timestamp_ns: 1
-		0x65, 0x00, 0x00, 0x00, // parent_pid: 101 (a thread)
-		0x64, 0x00, 0x00, 0x00, // parent_tgid: 100
-		0xc9, 0x00, 0x00, 0x00, // child_pid: 201
-		0x64, 0x00, 0x00, 0x00, // child_tgid: 100 (a new thread of 100)
-		0, 0, 0, 0, 0, 0, 0, 0,
-	})
-	execEvent = cat(cnHdr(9, 0, 40), []byte{
-		0x02, 0x00, 0x00, 0x00, // what: PROC_EVENT_EXEC
-		0x00, 0x00, 0x00, 0x00, // cpu
-		0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // timestamp_ns: 2
-		0xc8, 0x00, 0x00, 0x00, // process_pid: 200
-		0xc8, 0x00, 0x00, 0x00, // process_tgid: 200
-		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-	})
-	commEvent = cat(cnHdr(10, 0, 40), []byte{
-		0x00, 0x02, 0x00, 0x00, // what: PROC_EVENT_COMM
-		0x00, 0x00, 0x00, 0x00, // cpu
-		0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // timestamp_ns: 3
-		0xc8, 0x00, 0x00, 0x00, // process_pid: 200
-		0xc8, 0x00, 0x00, 0x00, // process_tgid: 200
-		'c', 'l', 'a', 'u', 'd', 'e', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // comm
-	})
-	exitEvent = cat(cnHdr(11, 0, 40), []byte{
-		0x00, 0x00, 0x00, 0x80, // what: PROC_EVENT_EXIT
-		0x00, 0x00, 0x00, 0x00, // cpu
-		0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // timestamp_ns: 4
-		0xc8, 0x00, 0x00, 0x00, // process_pid: 200
-		0xc8, 0x00, 0x00, 0x00, // process_tgid: 200
-		0x0f, 0x00, 0x00, 0x00, // exit_code: 15 (killed by SIGTERM)
-		0x11, 0x00, 0x00, 0x00, // exit_signal: SIGCHLD
-		0x64, 0x00, 0x00, 0x00, // parent_pid: 100
-		0x64, 0x00, 0x00, 0x00, // parent_tgid: 100
-	})
-	ackEvent = cat(cnHdr(500, 43, 40), []byte{
-		0x00, 0x00, 0x00, 0x00, // what: PROC_EVENT_NONE
-		0x00, 0x00, 0x00, 0x00, // cpu
-		0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // timestamp_ns
-		0x00, 0x00, 0x00, 0x00, // ack.err: 0
-		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-	})
-	uidEvent = cat(cnHdr(12, 0, 40), []byte{
-		0x04, 0x00, 0x00, 0x00, // what: PROC_EVENT_UID
-		0x00, 0x00, 0x00, 0x00, // cpu
-		0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // timestamp_ns: 5
-		0xc8, 0x00, 0x00, 0x00, 0xc8, 0x00, 0x00, 0x00, 0xe8, 0x03, 0x00, 0x00, 0xe8, 0x03, 0x00, 0x00,
-		0, 0, 0, 0, 0, 0, 0, 0,
-	})
+	forkEvent = procEvent(7, 0, evFork, 1, 1e9, le32(100, 100, 200, 200)) // parent pid, tgid; child pid, tgid
+	// A new thread: parent 101 (a thread of 100), child 201 (a thread of 100).
+	threadForkEvent = procEvent(8, 0, evFork, 0, 1, le32(101, 100, 201, 100))
+	execEvent       = procEvent(9, 0, evExec, 0, 2, le32(200, 200))                    // process pid, tgid
+	commEvent       = procEvent(10, 0, evComm, 0, 3, le32(200, 200), []byte("claude")) // process pid, tgid, comm
+	exitEvent       = procEvent(11, 0, evExit, 0, 4, le32(200, 200, 15, 17, 100, 100)) // pid, tgid, exit_code 15 (SIGTERM), exit_signal SIGCHLD, parent pid, tgid
+	ackEvent        = procEvent(500, 43, evNone, 0, 0, le32(0))                        // ack.err
+	uidEvent        = procEvent(12, 0, evUID, 0, 5, le32(200, 200, 1000, 1000))        // ignored
 )
 
 func TestDecode(t *testing.T) {

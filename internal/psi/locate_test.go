@@ -26,20 +26,32 @@ func tree(t *testing.T, files map[string]string) string {
 }
 
 func TestLocate(t *testing.T) {
-	const unlimited = "9223372036854771712\n"
-	// The cgroup trees: the daemon's /proc/self/cgroup, and process 100
-	// (the init command, when the case names it as a member).
-	v2 := func(self, cmd string, files map[string]string) map[string]string {
-		m := map[string]string{
-			"proc/self/cgroup":      self,
-			"proc/100/cgroup":       cmd,
-			"proc/pressure/memory":  pressureIdle,
-			"cg/cgroup.controllers": "cpu memory pids\n",
-		}
-		for k, v := range files {
-			m[k] = v
+	const (
+		unlimited = "9223372036854771712\n"
+		sys       = "proc/pressure/memory" // the system-wide file
+		sup       = "0::/system.slice/sup.service\n"
+		supGroup  = "/system.slice/sup.service"
+	)
+	cmd := []int{100} // the init command, where a case names it
+	// The daemon's /proc/self/cgroup, process 100's (the init command,
+	// when the case names it as a member), the system-wide pressure file
+	// and files, merged.
+	procs := func(self, cmd string, files ...map[string]string) map[string]string {
+		m := map[string]string{"proc/self/cgroup": self, "proc/100/cgroup": cmd, "proc/pressure/memory": pressureIdle}
+		for _, f := range files {
+			for k, v := range f {
+				m[k] = v
+			}
 		}
 		return m
+	}
+	v2 := func(self, cmd string, files map[string]string) map[string]string {
+		return procs(self, cmd, map[string]string{"cg/cgroup.controllers": "cpu memory pids\n"}, files)
+	}
+	// Hybrid: v1 controllers under cg/, the unified hierarchy at
+	// cg/unified.
+	hybrid := func(self, cmd string, files map[string]string) map[string]string {
+		return procs(self, cmd, map[string]string{"cg/unified/cgroup.controllers": "", "cg/memory/memory.limit_in_bytes": unlimited}, files)
 	}
 	service := map[string]string{
 		"cg/system.slice/memory.max":                  "max\n",
@@ -59,6 +71,13 @@ func TestLocate(t *testing.T) {
 		"cg/memory.max":      "268435456\n",
 		"cg/memory.pressure": pressureIdle,
 	}
+	// sup.service limited to 2 GiB by the v1 memory controller, with a
+	// unified twin that has the pressure file.
+	twin := map[string]string{
+		"cg/unified/system.slice/sup.service/memory.pressure":      pressureIdle,
+		"cg/memory/system.slice/memory.limit_in_bytes":             unlimited,
+		"cg/memory/system.slice/sup.service/memory.limit_in_bytes": "2147483648\n",
+	}
 	for _, tc := range []struct {
 		name    string
 		files   map[string]string
@@ -68,84 +87,50 @@ func TestLocate(t *testing.T) {
 		limit   int64
 		shared  bool
 	}{
-		{name: "pure v2, unlimited", files: v2("0::/system.slice/sup.service\n", "", map[string]string{
+		{name: "pure v2, unlimited", files: v2(sup, "", map[string]string{
 			"cg/system.slice/memory.max":                  "max\n",
 			"cg/system.slice/sup.service/memory.max":      "max\n",
 			"cg/system.slice/sup.service/memory.pressure": pressureIdle,
-		}), path: "proc/pressure/memory"},
+		}), path: sys},
 		{name: "run, own unit limited (MemoryMax=): the agents are elsewhere, system-wide",
-			files: v2("0::/system.slice/sup.service\n", "", service),
-			path:  "proc/pressure/memory", cgroup: "/system.slice/sup.service", limit: 1 << 30},
+			files: v2(sup, "", service), path: sys, cgroup: supGroup, limit: 1 << 30},
 		{name: "init, own group limited, the command inside: its file",
-			files: v2("0::/system.slice/sup.service\n", "0::/system.slice/sup.service\n", service), members: []int{100},
-			path: "cg/system.slice/sup.service/memory.pressure", cgroup: "/system.slice/sup.service", limit: 1 << 30, shared: true},
+			files: v2(sup, sup, service), members: cmd, path: "cg/system.slice/sup.service/memory.pressure", cgroup: supGroup, limit: 1 << 30, shared: true},
 		{name: "init, the command moved out of the limited group: system-wide",
-			files: v2("0::/system.slice/sup.service\n", "0::/user.slice/x\n", service), members: []int{100},
-			path: "proc/pressure/memory", cgroup: "/system.slice/sup.service", limit: 1 << 30},
+			files: v2(sup, "0::/user.slice/x\n", service), members: cmd, path: sys, cgroup: supGroup, limit: 1 << 30},
 		{name: "init, the command's cgroup unreadable (gone): system-wide",
-			files: v2("0::/system.slice/sup.service\n", "", service), members: []int{101},
-			path: "proc/pressure/memory", cgroup: "/system.slice/sup.service", limit: 1 << 30},
+			files: v2(sup, "", service), members: []int{101}, path: sys, cgroup: supGroup, limit: 1 << 30},
 		{name: "init, ancestor limited, the command in a sibling below it: the ancestor's file",
-			files: v2("0::/box/daemon\n", "0::/box/agents\n", box), members: []int{100},
-			path: "cg/box/memory.pressure", cgroup: "/box", limit: 8 << 30, shared: true},
+			files: v2("0::/box/daemon\n", "0::/box/agents\n", box), members: cmd, path: "cg/box/memory.pressure", cgroup: "/box", limit: 8 << 30, shared: true},
 		{name: "init, prefix is not ancestry (/boxer is not under /box)",
-			files: v2("0::/box/daemon\n", "0::/boxer\n", box), members: []int{100},
-			path: "proc/pressure/memory", cgroup: "/box", limit: 8 << 30},
+			files: v2("0::/box/daemon\n", "0::/boxer\n", box), members: cmd, path: sys, cgroup: "/box", limit: 8 << 30},
 		{name: "run, ancestor limited: system-wide",
-			files: v2("0::/box/daemon\n", "", box),
-			path:  "proc/pressure/memory", cgroup: "/box", limit: 8 << 30},
+			files: v2("0::/box/daemon\n", "", box), path: sys, cgroup: "/box", limit: 8 << 30},
 		{name: "pure v2, in the root group (which has no memory.max)",
-			files: v2("0::/\n", "0::/\n", nil), members: []int{100}, path: "proc/pressure/memory"},
+			files: v2("0::/\n", "0::/\n", nil), members: cmd, path: sys},
 		{name: "DaemonSet: run in a private cgroup namespace, the pod limited: the node's file",
-			files: v2("0::/\n", "0::/../../kubepods.slice/pod1/cri-x\n", pod),
-			path:  "proc/pressure/memory", cgroup: "/", limit: 256 << 20},
+			files: v2("0::/\n", "0::/../../kubepods.slice/pod1/cri-x\n", pod), path: sys, cgroup: "/", limit: 256 << 20},
 		{name: "container init (own cgroup namespace, the namespace root limited): the container's file",
-			files: v2("0::/\n", "0::/\n", pod), members: []int{100},
-			path: "cg/memory.pressure", cgroup: "/", limit: 256 << 20, shared: true},
+			files: v2("0::/\n", "0::/\n", pod), members: cmd, path: "cg/memory.pressure", cgroup: "/", limit: 256 << 20, shared: true},
 		{name: "init in a namespace, the command outside it: system-wide",
-			files: v2("0::/\n", "0::/../other\n", pod), members: []int{100},
-			path: "proc/pressure/memory", cgroup: "/", limit: 256 << 20},
-		{name: "hybrid, v1 unlimited", files: map[string]string{
-			"proc/self/cgroup":                              "4:memory:/process_api/x\n0::/\n",
-			"proc/100/cgroup":                               "4:memory:/process_api/x\n0::/\n",
-			"proc/pressure/memory":                          pressureIdle,
-			"cg/unified/cgroup.controllers":                 "",
+			files: v2("0::/\n", "0::/../other\n", pod), members: cmd, path: sys, cgroup: "/", limit: 256 << 20},
+		{name: "hybrid, v1 unlimited", files: hybrid("4:memory:/process_api/x\n0::/\n", "4:memory:/process_api/x\n0::/\n", map[string]string{
 			"cg/unified/memory.pressure":                    pressureIdle,
-			"cg/memory/memory.limit_in_bytes":               unlimited,
 			"cg/memory/process_api/memory.limit_in_bytes":   unlimited,
 			"cg/memory/process_api/x/memory.limit_in_bytes": unlimited,
-		}, members: []int{100}, path: "proc/pressure/memory"},
-		{name: "hybrid, init, v1 limited with a unified twin", files: map[string]string{
-			"proc/self/cgroup":                                         "9:name=systemd:/system.slice/sup.service\n4:memory:/system.slice/sup.service\n0::/system.slice/sup.service\n",
-			"proc/100/cgroup":                                          "4:memory:/system.slice/sup.service\n0::/system.slice/sup.service\n",
-			"proc/pressure/memory":                                     pressureIdle,
-			"cg/unified/cgroup.controllers":                            "",
-			"cg/unified/system.slice/sup.service/memory.pressure":      pressureIdle,
-			"cg/memory/memory.limit_in_bytes":                          unlimited,
-			"cg/memory/system.slice/memory.limit_in_bytes":             unlimited,
-			"cg/memory/system.slice/sup.service/memory.limit_in_bytes": "2147483648\n",
-		}, members: []int{100}, path: "cg/unified/system.slice/sup.service/memory.pressure", cgroup: "/system.slice/sup.service", limit: 2 << 30, shared: true},
-		{name: "hybrid, run, v1 limited with a unified twin: system-wide", files: map[string]string{
-			"proc/self/cgroup":                                         "4:memory:/system.slice/sup.service\n0::/system.slice/sup.service\n",
-			"proc/pressure/memory":                                     pressureIdle,
-			"cg/unified/cgroup.controllers":                            "",
-			"cg/unified/system.slice/sup.service/memory.pressure":      pressureIdle,
-			"cg/memory/memory.limit_in_bytes":                          unlimited,
-			"cg/memory/system.slice/memory.limit_in_bytes":             unlimited,
-			"cg/memory/system.slice/sup.service/memory.limit_in_bytes": "2147483648\n",
-		}, path: "proc/pressure/memory", cgroup: "/system.slice/sup.service", limit: 2 << 30},
-		{name: "hybrid, init, v1 limited without a unified twin", files: map[string]string{
-			"proc/self/cgroup":                           "4:memory:/docker/abc\n0::/\n",
-			"proc/100/cgroup":                            "4:memory:/docker/abc\n0::/\n",
-			"proc/pressure/memory":                       pressureIdle,
-			"cg/unified/cgroup.controllers":              "",
-			"cg/memory/memory.limit_in_bytes":            unlimited,
+		}), members: cmd, path: sys},
+		{name: "hybrid, init, v1 limited with a unified twin",
+			files:   hybrid("9:name=systemd:/system.slice/sup.service\n4:memory:/system.slice/sup.service\n"+sup, "4:memory:/system.slice/sup.service\n"+sup, twin),
+			members: cmd, path: "cg/unified/system.slice/sup.service/memory.pressure", cgroup: supGroup, limit: 2 << 30, shared: true},
+		{name: "hybrid, run, v1 limited with a unified twin: system-wide",
+			files: hybrid("4:memory:/system.slice/sup.service\n"+sup, "", twin), path: sys, cgroup: supGroup, limit: 2 << 30},
+		{name: "hybrid, init, v1 limited without a unified twin", files: hybrid("4:memory:/docker/abc\n0::/\n", "4:memory:/docker/abc\n0::/\n", map[string]string{
 			"cg/memory/docker/memory.limit_in_bytes":     unlimited,
 			"cg/memory/docker/abc/memory.limit_in_bytes": "536870912\n",
-		}, members: []int{100}, path: "proc/pressure/memory", cgroup: "/docker/abc", limit: 512 << 20},
+		}), members: cmd, path: sys, cgroup: "/docker/abc", limit: 512 << 20},
 		{name: "no cgroups at all", files: map[string]string{
 			"proc/pressure/memory": pressureIdle,
-		}, members: []int{100}, path: "proc/pressure/memory"},
+		}, members: cmd, path: sys},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.files {

@@ -10,7 +10,6 @@ func TestParse(t *testing.T) {
 		name string
 		in   []byte
 		want Pressure
-		err  bool
 	}{
 		{name: "idle", in: []byte("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"),
 			want: Pressure{HasFull: true}},
@@ -21,29 +20,31 @@ func TestParse(t *testing.T) {
 			want: Pressure{Some: Line{1, 2, 3, 4}}},
 		{name: "no trailing newline, unknown key skipped", in: []byte("some avg10=100.00 avg60=0.50 avg300=0.01 total=18446744073709551615 avg3600=1.00"),
 			want: Pressure{Some: Line{100, 0.5, 0.01, 18446744073709551615}}},
-		{name: "empty", in: []byte(""), err: true},
-		{name: "only full", in: []byte("full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"), err: true},
-		{name: "two some lines", in: []byte("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nsome avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"), err: true},
-		{name: "unknown kind", in: []byte("many avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"), err: true},
-		{name: "missing total", in: []byte("some avg10=0.00 avg60=0.00 avg300=0.00\n"), err: true},
-		{name: "avg twice", in: []byte("some avg10=0.00 avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"), err: true},
-		{name: "not a number", in: []byte("some avg10=x avg60=0.00 avg300=0.00 total=0\n"), err: true},
-		{name: "over 100 %", in: []byte("some avg10=100.01 avg60=0.00 avg300=0.00 total=0\n"), err: true},
-		{name: "NaN", in: []byte("some avg10=NaN avg60=0.00 avg300=0.00 total=0\n"), err: true},
-		{name: "negative total", in: []byte("some avg10=0.00 avg60=0.00 avg300=0.00 total=-1\n"), err: true},
-		{name: "field without =", in: []byte("some avg10 avg60=0.00 avg300=0.00 total=0\n"), err: true},
-		{name: "EOPNOTSUPP text is not a file", in: []byte("Operation not supported\n"), err: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Parse(tc.in)
-			if tc.err {
-				if !errors.Is(err, ErrFormat) {
-					t.Fatalf("Parse = %+v, %v; want an ErrFormat error", got, err)
-				}
-				return
-			}
-			if err != nil || got != tc.want {
+			if got, err := Parse(tc.in); err != nil || got != tc.want {
 				t.Fatalf("Parse = %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+	// Not a pressure file: ErrFormat.
+	for name, in := range map[string]string{
+		"empty":                         "",
+		"only full":                     "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+		"two some lines":                "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nsome avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+		"unknown kind":                  "many avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+		"missing total":                 "some avg10=0.00 avg60=0.00 avg300=0.00\n",
+		"avg twice":                     "some avg10=0.00 avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+		"not a number":                  "some avg10=x avg60=0.00 avg300=0.00 total=0\n",
+		"over 100 %":                    "some avg10=100.01 avg60=0.00 avg300=0.00 total=0\n",
+		"NaN":                           "some avg10=NaN avg60=0.00 avg300=0.00 total=0\n",
+		"negative total":                "some avg10=0.00 avg60=0.00 avg300=0.00 total=-1\n",
+		"field without =":               "some avg10 avg60=0.00 avg300=0.00 total=0\n",
+		"EOPNOTSUPP text is not a file": "Operation not supported\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got, err := Parse([]byte(in)); !errors.Is(err, ErrFormat) {
+				t.Fatalf("Parse = %+v, %v; want an ErrFormat error", got, err)
 			}
 		})
 	}

@@ -7,7 +7,7 @@ import (
 )
 
 func TestParseSpec(t *testing.T) {
-	for _, tc := range []struct {
+	valid := []struct {
 		in, kernel string
 		want       Spec
 	}{
@@ -15,7 +15,8 @@ func TestParseSpec(t *testing.T) {
 		{"full 50ms 500ms", "full 50000 500000", Spec{Full: true, Stall: 50 * time.Millisecond, Window: 500 * time.Millisecond}},
 		{"  some   10s 10s ", "some 10000000 10000000", Spec{Stall: 10 * time.Second, Window: 10 * time.Second}},
 		{"some 1us 2s", "some 1 2000000", Spec{Stall: time.Microsecond, Window: 2 * time.Second}},
-	} {
+	}
+	for _, tc := range valid {
 		got, err := ParseSpec(tc.in)
 		if err != nil || got != tc.want || got.Kernel() != tc.kernel {
 			t.Errorf("ParseSpec(%q) = %+v (%q), %v; want %+v (%q)", tc.in, got, got.Kernel(), err, tc.want, tc.kernel)

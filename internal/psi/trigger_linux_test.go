@@ -62,6 +62,31 @@ func waitAsync(tr *psi.Trigger) <-chan error {
 	return ch
 }
 
+// open registers a trigger of spec on path, closed when the test ends.
+func open(t *testing.T, path string, spec psi.Spec) *psi.Trigger {
+	t.Helper()
+	tr, err := psi.Open(path, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+// ended wants the Wait whose result ch carries to end within d with want
+// (nil: the trigger fired); else the test fails saying late.
+func ended(t *testing.T, ch <-chan error, want error, d time.Duration, late string) {
+	t.Helper()
+	select {
+	case err := <-ch:
+		if !errors.Is(err, want) {
+			t.Fatalf("Wait = %v; want %v", err, want)
+		}
+	case <-time.After(d):
+		t.Fatal(late)
+	}
+}
+
 // waitInPoll runs tr.Wait in a goroutine on a thread of its own and returns
 // once that thread sleeps in poll(2) (its wchan, /proc/self/task/TID/wchan,
 // names a poll function): whatever the test does next happens to a Wait
@@ -97,11 +122,7 @@ func waitInPoll(t *testing.T, tr *psi.Trigger) <-chan error {
 // Close unblocks a Wait that nothing wakes.
 func TestTriggerFires(t *testing.T) {
 	needPSI(t)
-	tr, err := psi.Open("/proc/pressure/memory", testSpec(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := open(t, "/proc/pressure/memory", testSpec(t))
 	// Before the rig the box is idle: the trigger must not have fired
 	// (someone else's pressure would make this flaky, so only log it).
 	ch := waitAsync(tr)
@@ -141,22 +162,12 @@ func TestTriggerFires(t *testing.T) {
 func TestTriggerClose(t *testing.T) {
 	needPSI(t)
 	spec, _ := psi.ParseSpec("full 10s 10s") // never fires on a sane box
-	tr, err := psi.Open("/proc/pressure/memory", spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := open(t, "/proc/pressure/memory", spec)
 	ch := waitInPoll(t, tr)
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-ch:
-		if !errors.Is(err, psi.ErrClosed) {
-			t.Fatalf("Wait after Close = %v; want ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not end Wait")
-	}
+	ended(t, ch, psi.ErrClosed, 5*time.Second, "Close did not end Wait")
 	if err := tr.Wait(); !errors.Is(err, psi.ErrClosed) {
 		t.Fatalf("Wait on a closed trigger = %v", err)
 	}
@@ -282,21 +293,10 @@ func TestPrivilegedWindow(t *testing.T) {
 	if psi.Privileged() {
 		windowRule(t)
 		spec, _ := psi.ParseSpec("some 100ms 1s")
-		tr, err := psi.Open("/proc/pressure/memory", spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tr.Close()
+		tr := open(t, "/proc/pressure/memory", spec)
 		ch := waitAsync(tr)
 		psitest.Start(t, psitest.Options{})
-		select {
-		case err := <-ch:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(60 * time.Second):
-			t.Fatal("a some 100ms 1s trigger did not fire within 60s of real pressure")
-		}
+		ended(t, ch, nil, 60*time.Second, "a some 100ms 1s trigger did not fire within 60s of real pressure")
 		return
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestPrivilegedWindowChild$", "-test.v", "-test.count=1")
@@ -369,22 +369,11 @@ func TestPrivilegedWindowChild(t *testing.T) {
 	}
 	windowRule(t)
 	spec, _ := psi.ParseSpec("some 100ms 1s")
-	tr, err := psi.Open("/proc/pressure/memory", spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := open(t, "/proc/pressure/memory", spec)
 	fmt.Println("PSI-CHILD registered", spec.Kernel())
 	start := time.Now()
 	ch := waitAsync(tr)
-	select {
-	case err := <-ch:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(80 * time.Second):
-		t.Fatal("no trigger within 80s")
-	}
+	ended(t, ch, nil, 80*time.Second, "no trigger within 80s")
 	p, _ := tr.Read()
 	fmt.Printf("PSI-CHILD fired %v after registering; some avg10=%.2f\n", time.Since(start).Round(time.Millisecond), p.Some.Avg10)
 }
@@ -408,30 +397,12 @@ func TestTriggerGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.Remove(dir)
-	tr, err := psi.Open(filepath.Join(dir, "memory.pressure"), testSpec(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
+	tr := open(t, filepath.Join(dir, "memory.pressure"), testSpec(t))
 	ch := waitInPoll(t, tr) // blocked in the kernel when the group goes
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-ch:
-		if !errors.Is(err, psi.ErrGone) {
-			t.Fatalf("Wait after rmdir = %v; want ErrGone", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("removing the cgroup did not end Wait")
-	}
+	ended(t, ch, psi.ErrGone, 5*time.Second, "removing the cgroup did not end Wait")
 	// A Wait that starts after the removal gets POLLERR at once too.
-	select {
-	case err := <-waitAsync(tr):
-		if !errors.Is(err, psi.ErrGone) {
-			t.Fatalf("Wait on a removed group's file = %v; want ErrGone", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Wait on a removed group's file blocked")
-	}
+	ended(t, waitAsync(tr), psi.ErrGone, 5*time.Second, "Wait on a removed group's file blocked")
 }

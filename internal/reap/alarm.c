@@ -48,6 +48,16 @@ static int64_t now_boot(void) {
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+// grow returns buf, an array of *cap elements of size bytes each, with
+// twice the room (64 elements at first), and sets *cap.
+static void *grow(void *buf, int *cap, size_t size) {
+	int c = *cap ? 2 * *cap : 64;
+	void *p = realloc(buf, c * size);
+	if (!p) abort(); // out of memory: nothing sane to do
+	*cap = c;
+	return p;
+}
+
 static int before(const entry *a, const entry *b) {
 	return a->deadline < b->deadline || (a->deadline == b->deadline && a->id < b->id);
 }
@@ -184,13 +194,7 @@ static void *run(void *arg) {
 				syscall(SYS_pidfd_send_signal, e.fd, SIGCONT, NULL, 0);
 				if (syscall(SYS_pidfd_send_signal, e.fd, SIGTERM, NULL, 0) < 0) err = errno;
 			}
-			if (a->nout == a->capout) {
-				int c = a->capout ? 2 * a->capout : 64;
-				sv_fired *o = realloc(a->out, c * sizeof *o);
-				if (!o) abort(); // out of memory: nothing sane to do
-				a->out = o;
-				a->capout = c;
-			}
+			if (a->nout == a->capout) a->out = grow(a->out, &a->capout, sizeof *a->out);
 			a->out[a->nout++] = (sv_fired){.id = e.id, .fired = now_boot(), .err = err};
 			fired = 1;
 		}
@@ -258,13 +262,7 @@ int sv_rt(sv_alarm *a) {
 
 void sv_add(sv_alarm *a, uint64_t id, int64_t deadline, int pidfd) {
 	pthread_mutex_lock(&a->mu);
-	if (a->n == a->cap) {
-		int c = a->cap ? 2 * a->cap : 64;
-		entry *h = realloc(a->heap, c * sizeof *h);
-		if (!h) abort(); // out of memory: nothing sane to do
-		a->heap = h;
-		a->cap = c;
-	}
+	if (a->n == a->cap) a->heap = grow(a->heap, &a->cap, sizeof *a->heap);
 	a->heap[a->n] = (entry){.deadline = deadline, .id = id, .fd = pidfd};
 	up(a->heap, a->n++);
 	arm_locked(a);

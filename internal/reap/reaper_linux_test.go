@@ -31,20 +31,33 @@ type recorder struct {
 	finished chan struct{}
 }
 
-func newReaper(t *testing.T, grace time.Duration) (*Reaper, *recorder) {
+// add records res in to (rec.signals or rec.results).
+func (rec *recorder) add(to *[]Result, res Result) {
+	rec.mu.Lock()
+	*to = append(*to, res)
+	rec.mu.Unlock()
+}
+
+// testReaper is New(cfg) on the real /proc, with its guard and the system
+// clock.
+func testReaper(t *testing.T, cfg Config) *Reaper {
 	t.Helper()
 	procs := procFS(t)
 	g, err := NewGuard(procs)
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Procs, cfg.Clock, cfg.Guard = procs, tracker.SystemClock{}, g
+	return New(cfg)
+}
+
+func newReaper(t *testing.T, grace time.Duration) (*Reaper, *recorder) {
+	t.Helper()
 	rec := &recorder{finished: make(chan struct{}, 16)}
-	r := New(Config{Grace: grace, Tree: leafTree{}, Procs: procs, Clock: tracker.SystemClock{}, Guard: g,
-		OnSignal: func(res Result) { rec.mu.Lock(); rec.signals = append(rec.signals, res); rec.mu.Unlock() },
+	r := testReaper(t, Config{Grace: grace, Tree: leafTree{},
+		OnSignal: func(res Result) { rec.add(&rec.signals, res) },
 		OnResult: func(res Result) {
-			rec.mu.Lock()
-			rec.results = append(rec.results, res)
-			rec.mu.Unlock()
+			rec.add(&rec.results, res)
 			rec.finished <- struct{}{}
 		}})
 	return r, rec

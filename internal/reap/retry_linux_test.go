@@ -56,18 +56,9 @@ func pidOfFD(fd int) int {
 
 func retryReaper(t *testing.T, tree *retryTree, dryRun bool) (*Reaper, *recorder) {
 	t.Helper()
-	procs := procFS(t)
-	g, err := NewGuard(procs)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := &recorder{finished: make(chan struct{}, 16)}
-	r := New(Config{Grace: 300 * time.Millisecond, Tree: tree, Procs: procs, Clock: tracker.SystemClock{}, Guard: g, DryRun: dryRun,
-		OnResult: func(res Result) {
-			rec.mu.Lock()
-			rec.results = append(rec.results, res)
-			rec.mu.Unlock()
-		}})
+	r := testReaper(t, Config{Grace: 300 * time.Millisecond, Tree: tree, DryRun: dryRun,
+		OnResult: func(res Result) { rec.add(&rec.results, res) }})
 	return r, rec
 }
 

@@ -25,10 +25,8 @@ func TestGoTimerStopRacingSet(t *testing.T) {
 		far := tracker.SystemClock{}.Now() + int64(time.Hour)
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
-		for g := 0; g < 8; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+		for g := range 8 {
+			wg.Go(func() {
 				for j := 0; ; j++ {
 					select {
 					case <-stop:
@@ -37,7 +35,7 @@ func TestGoTimerStopRacingSet(t *testing.T) {
 					}
 					tm.Set(nil, far+int64(j)*int64(g%2)) // odd: far away; even: 0, disarmed
 				}
-			}()
+			})
 		}
 		time.Sleep(time.Millisecond)
 		stopped := make(chan struct{})

@@ -3,13 +3,13 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 func snapshotRecord(now time.Time) Record {
@@ -23,13 +23,25 @@ func snapshotRecord(now time.Time) Record {
 // BenchmarkSpoolAppend is the rate at which rows are made durable while
 // the database is away: one write and one fsync each.
 func BenchmarkSpoolAppend(b *testing.B) {
-	s, err := OpenSpool(b.TempDir(), 1<<30)
+	s := benchSpool(b, 1<<30)
+	b.ReportAllocs()
+	appendRate(b, s, snapshotRecord(time.Now()))
+}
+
+// benchSpool opens a spool of at most max rows in a new directory, closed
+// when the benchmark ends.
+func benchSpool(b *testing.B, max int) *Spool {
+	s, err := OpenSpool(b.TempDir(), max)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
-	r := snapshotRecord(time.Now())
-	b.ReportAllocs()
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+// appendRate appends r, under a new ID each time, for as long as b runs,
+// and reports the rate.
+func appendRate(b *testing.B, s *Spool, r Record) {
 	for b.Loop() {
 		r.ID = NewID()
 		if _, err := s.Append(r); err != nil {
@@ -42,11 +54,7 @@ func BenchmarkSpoolAppend(b *testing.B) {
 // BenchmarkSpoolAppendConcurrent appends from 64 goroutines at once, as
 // thousands of simultaneous kills do: group commit shares the fsyncs.
 func BenchmarkSpoolAppendConcurrent(b *testing.B) {
-	s, err := OpenSpool(b.TempDir(), 1<<30)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchSpool(b, 1<<30)
 	b.SetParallelism(32) // x GOMAXPROCS goroutines
 	b.RunParallel(func(pb *testing.PB) {
 		r := snapshotRecord(time.Now())
@@ -64,28 +72,8 @@ func BenchmarkSpoolAppendConcurrent(b *testing.B) {
 // BenchmarkReplay delivers a spool of rows to PostgreSQL, as after an
 // outage: rows per second from spool to committed. Needs TEST_DATABASE_URL.
 func BenchmarkReplay(b *testing.B) {
-	base := os.Getenv("TEST_DATABASE_URL")
-	if base == "" {
-		if os.Getenv("CI") != "" {
-			b.Fatal("CI must provide TEST_DATABASE_URL")
-		}
-		b.Skip("skipped: needs PostgreSQL (TEST_DATABASE_URL)")
-	}
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		b.Fatal(err)
-	}
-	name := fmt.Sprintf("sv_bench_%d", time.Now().UnixNano())
-	conn.Exec(ctx, "CREATE DATABASE "+name)
-	defer conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	defer conn.Close(ctx)
-	cfg, err := pgxpool.ParseConfig(base)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.ConnConfig.Database = name
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := pgxpool.New(ctx, testutil.Database(b, "sv_bench_"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -129,26 +117,15 @@ func BenchmarkReplay(b *testing.B) {
 // (the database away for long): every append drops the oldest snapshot.
 func BenchmarkSpoolAppendAtBound(b *testing.B) {
 	const bound = 10000
-	s, err := OpenSpool(b.TempDir(), bound)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchSpool(b, bound)
 	now := time.Now()
 	for range bound {
 		if _, err := s.Append(snapshotRecord(now)); err != nil {
 			b.Fatal(err)
 		}
 	}
-	r := snapshotRecord(now)
 	b.ResetTimer()
-	for b.Loop() {
-		r.ID = NewID()
-		if _, err := s.Append(r); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	appendRate(b, s, snapshotRecord(now))
 	if s.Len() != bound {
 		b.Fatalf("%d rows held, want %d", s.Len(), bound)
 	}

@@ -17,7 +17,7 @@ func line(t *testing.T, r Record) string {
 	t.Helper()
 	b, err := json.Marshal(r)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("marshal %+v: %v", r, err)
 	}
 	return string(b)
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // TestIntegrationFleetView: tel.fleet has one row per host, from its newest
@@ -145,14 +147,7 @@ func TestIntegrationFleetViewSeedTable(t *testing.T) {
 	db := testDB(t)
 	pool := testPool(t, db)
 	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `CREATE SCHEMA tel;
-		CREATE TABLE tel.system_health (
-			id SERIAL PRIMARY KEY,
-			check_type VARCHAR(50) NOT NULL,
-			status VARCHAR(20) NOT NULL,
-			details JSONB,
-			action_taken TEXT,
-			created_at TIMESTAMP DEFAULT NOW());
+	if _, err := pool.Exec(ctx, testutil.SeedTable+`;
 		INSERT INTO tel.system_health (check_type, status, details)
 			VALUES ('process_reaper', 'ok', '{"zombie_count": 0, "free_mem_mb": 100}')`); err != nil {
 		t.Fatal(err)

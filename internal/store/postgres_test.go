@@ -3,20 +3,18 @@ package store
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // testDB creates an empty database on the server at TEST_DATABASE_URL for
@@ -25,37 +23,7 @@ import (
 // server).
 func testDB(t *testing.T) string {
 	t.Helper()
-	base := os.Getenv("TEST_DATABASE_URL")
-	if base == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI must provide PostgreSQL: TEST_DATABASE_URL is not set (scripts/test sets it)")
-		}
-		t.Skip("skipped: needs PostgreSQL; set TEST_DATABASE_URL or run scripts/test, which starts a private server")
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect to TEST_DATABASE_URL: %v", err)
-	}
-	defer conn.Close(ctx)
-	var b [6]byte
-	rand.Read(b[:])
-	name := "sv_store_" + hex.EncodeToString(b[:])
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if c, err := pgx.Connect(ctx, base); err == nil {
-			c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			c.Close(ctx)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return testutil.Database(t, "sv_store_")
 }
 
 func testPool(t *testing.T, dsn string) *pgxpool.Pool {
@@ -82,12 +50,8 @@ func snapRow() *SnapshotRow {
 // one whether the pending one was delivered or not, and a replayed pending
 // row never undoes a complete one.
 func TestIntegrationPendingKillReplaced(t *testing.T) {
-	db := testDB(t)
 	ctx := context.Background()
-	pg := NewPostgres(testPool(t, db))
-	sp, _ := OpenSpool(t.TempDir(), 100)
-	defer sp.Close()
-	st := New(Config{Spool: sp, Postgres: pg, Host: "h"})
+	st, sp, pg := dbStore(t)
 	now := time.Now()
 	outcome := func(id string) string {
 		t.Helper()
@@ -154,10 +118,8 @@ func TestIntegrationRefusedRowSetAside(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	sp, _ := OpenSpool(dir, 100)
-	defer sp.Close()
 	core, logs := observer.New(zap.InfoLevel)
-	st := New(Config{Spool: sp, Postgres: pg, Host: "h", Log: zap.New(core)})
+	st, sp := spooled(t, dir, Config{Postgres: pg, Host: "h", Log: zap.New(core)})
 	now := time.Now()
 	raw := "claude --resume \xff\xfe\x00\x00tail" + strings.Repeat("x", 5000)
 	k, err := st.Add(KindKill, now, nil, killRec("", 77, "killed", raw))
@@ -217,9 +179,7 @@ func TestIntegrationOutageKeepsRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	sp, _ := OpenSpool(t.TempDir(), 100)
-	defer sp.Close()
-	st := New(Config{Spool: sp, Postgres: NewPostgres(pool), Host: "h", Secret: "secretpw"})
+	st, sp := spooled(t, t.TempDir(), Config{Postgres: NewPostgres(pool), Host: "h", Secret: "secretpw"})
 	st.Add(KindSnapshot, time.Now(), snapRow(), nil)
 	err = st.Flush(context.Background())
 	if err == nil || strings.Contains(err.Error(), "secretpw") {
@@ -240,23 +200,8 @@ func TestIntegrationMigrateChecksFirst(t *testing.T) {
 	if err := NewPostgres(owner).Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var b [4]byte
-	rand.Read(b[:])
-	role := "sv_role_" + hex.EncodeToString(b[:])
-	if _, err := owner.Exec(ctx, `CREATE ROLE `+role+` LOGIN PASSWORD 'pw';
-		GRANT USAGE ON SCHEMA tel TO `+role+`;
-		GRANT SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA tel TO `+role+`;
-		GRANT USAGE ON ALL SEQUENCES IN SCHEMA tel TO `+role); err != nil {
-		t.Fatal(err)
-	}
-	u, _ := url.Parse(db)
-	u.User = url.UserPassword(role, "pw")
-	restricted := testPool(t, u.String())
-	t.Cleanup(func() {
-		restricted.Close()
-		owner.Exec(ctx, "DROP OWNED BY "+role)
-		owner.Exec(ctx, "DROP ROLE "+role)
-	})
+	restricted := restrictedRole(t, owner, db, "USAGE ON SCHEMA tel",
+		"SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA tel", "USAGE ON ALL SEQUENCES IN SCHEMA tel")
 	if err := NewPostgres(restricted).Migrate(ctx); err != nil {
 		t.Fatalf("restricted role, current schema: %v", err)
 	}

@@ -2,11 +2,8 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,22 +55,7 @@ func TestIntegrationMigration002OldRows(t *testing.T) {
 	}
 
 	// A role that may not migrate, before the owner did.
-	var b [4]byte
-	rand.Read(b[:])
-	role := "sv_role_" + hex.EncodeToString(b[:])
-	if _, err := owner.Exec(ctx, `CREATE ROLE `+role+` LOGIN PASSWORD 'pw';
-		GRANT USAGE ON SCHEMA tel TO `+role+`;
-		GRANT SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA tel TO `+role); err != nil {
-		t.Fatal(err)
-	}
-	u, _ := url.Parse(db)
-	u.User = url.UserPassword(role, "pw")
-	restricted := testPool(t, u.String())
-	t.Cleanup(func() {
-		restricted.Close()
-		owner.Exec(ctx, "DROP OWNED BY "+role)
-		owner.Exec(ctx, "DROP ROLE "+role)
-	})
+	restricted := restrictedRole(t, owner, db, "USAGE ON SCHEMA tel", "SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA tel")
 	// Every migration after 001 is missing: 002 and the later ones.
 	all, err := embedded()
 	if err != nil {
@@ -110,19 +92,14 @@ func TestIntegrationMigration002OldRows(t *testing.T) {
 	}
 	// Idempotent: the SQL again, as a second migrating host racing past the
 	// check would run it.
-	sql, _ := migrations.ReadFile("migrations/002_sessions.sql")
-	if _, err := owner.Exec(ctx, string(sql)); err != nil {
-		t.Errorf("002 a second time: %v", err)
-	}
+	migrateAgain(t, owner, "002_sessions.sql")
 
 	// The restricted role now sees a current schema and writes new rows.
 	pg := NewPostgres(restricted)
 	if err := pg.Migrate(ctx); err != nil {
 		t.Fatalf("restricted role after migrate: %v", err)
 	}
-	sp, _ := OpenSpool(t.TempDir(), 100)
-	defer sp.Close()
-	st := New(Config{Spool: sp, Postgres: pg, Host: "new"})
+	st, _ := spooled(t, t.TempDir(), Config{Postgres: pg, Host: "new"})
 	k := killRec("", 300, "killed", "node server.js")
 	k.Reason = "leftover"
 	rec, _ := st.Add(KindKill, now, nil, k)
@@ -140,12 +117,8 @@ func TestIntegrationMigration002OldRows(t *testing.T) {
 // reason and session through pending and complete, delivered or not, and a
 // replayed pending row undoes neither; a kill with no reason is max_age.
 func TestIntegrationLeftoverRowRoundTrip(t *testing.T) {
-	db := testDB(t)
 	ctx := context.Background()
-	pg := NewPostgres(testPool(t, db))
-	sp, _ := OpenSpool(t.TempDir(), 100)
-	defer sp.Close()
-	st := New(Config{Spool: sp, Postgres: pg, Host: "h"})
+	st, _, pg := dbStore(t)
 	now := time.Now()
 	agentStart := time.Date(2025, 3, 1, 12, 0, 0, 123456000, time.UTC) // microseconds: timestamptz's resolution
 	leftover := func(pid int32, outcome string) *KillRow {
@@ -277,13 +250,8 @@ func TestIntegrationOldSpoolLineDelivers(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, spoolFile), []byte(oldKillLine), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sp, err := OpenSpool(dir, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
 	pg := NewPostgres(testPool(t, db))
-	st := New(Config{Spool: sp, Postgres: pg, Host: "new"})
+	st, sp := spooled(t, dir, Config{Postgres: pg, Host: "new"})
 	if err := st.Flush(ctx); err != nil {
 		t.Fatalf("flush: %v", err)
 	}

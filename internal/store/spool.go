@@ -512,18 +512,17 @@ func (s *Spool) Len() int {
 }
 
 // Dropped counts records dropped to keep the spool bounded.
-func (s *Spool) Dropped() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.dropped
-}
+func (s *Spool) Dropped() uint64 { return s.count(&s.dropped) }
 
 // Bad counts what was set aside in spool.bad since open: damaged lines
 // found at open and rows the database refused.
-func (s *Spool) Bad() uint64 {
+func (s *Spool) Bad() uint64 { return s.count(&s.bad) }
+
+// count reads one of s's counters under its lock.
+func (s *Spool) count(c *uint64) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.bad
+	return *c
 }
 
 // SetAside appends r to spool.bad after a line giving reason, durably.
@@ -638,7 +637,29 @@ func (s *Spool) Close() error {
 // appendSync appends data to path (creating it) and fsyncs it and, so a
 // new file's name is durable too, its directory.
 func appendSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err := writeSync(path, os.O_APPEND, data); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// writeFileSync replaces path atomically and durably: write a temporary
+// file, fsync it, rename it over path, fsync the directory.
+func writeFileSync(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := writeSync(tmp, os.O_TRUNC, data); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// writeSync writes data to path, created if missing, opened with mode
+// (os.O_APPEND or os.O_TRUNC), and fsyncs it before closing.
+func writeSync(path string, mode int, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|mode, 0o600)
 	if err != nil {
 		return err
 	}
@@ -650,10 +671,7 @@ func appendSync(path string, data []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return f.Close()
 }
 
 func syncDir(dir string) error {
@@ -663,29 +681,4 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-// writeFileSync replaces path atomically and durably: write a temporary
-// file, fsync it, rename it over path, fsync the directory.
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }

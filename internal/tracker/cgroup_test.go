@@ -20,18 +20,14 @@ const (
 // (the runtime moved them before exec), and the cgroup is read for
 // processes that match a rule only, not on every fork or exec.
 func TestCgroupAttribution(t *testing.T) {
-	procs := newFakeProcs()
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "containerd-shim", State: 'S'}
-	tb := newTestTable(t, procs)
-	tb.Merge(must(procs.Scan()), false)
+	tb, procs := scannedTable(t, ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "containerd-shim", State: 'S'})
 	for i := range 5 {
 		spawn(tb, procs, 100, int32(110+i), uint64(1_000+i), "sh")
 	}
 	if procs.cgReads != 0 {
 		t.Fatalf("%d cgroup reads for forks and execs of non-agents, want 0", procs.cgReads)
 	}
-	tb.Apply(fork(100, 200, 2_000))
-	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 200, 2_000)
 	procs.cgroup[200] = podCg // moved in before exec
 	tb.Apply(execEv(200))
 	a, ok := agents(tb)[200]

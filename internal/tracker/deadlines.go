@@ -187,16 +187,14 @@ func (d *Deadlines) counts() (agents, leftovers, retrying int) {
 
 // Retrying is the number of queued retries of failed kills (retry.go).
 func (d *Deadlines) Retrying() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.retry
+	_, _, retrying := d.counts()
+	return retrying
 }
 
 // Leftovers is the number of queued leftovers (the rest are agents).
 func (d *Deadlines) Leftovers() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.left
+	_, leftovers, _ := d.counts()
+	return leftovers
 }
 
 // RetargetEarlier gives a queued a the deadline and reason (and session)

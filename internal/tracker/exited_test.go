@@ -60,10 +60,7 @@ func TestExitedWhilePolling(t *testing.T) {
 // longer readable, removes what the table holds under the PID and nothing
 // else.
 func TestExitedUnknown(t *testing.T) {
-	procs := newFakeProcs()
-	procs.stat[300] = ProcInfo{PID: 300, PPID: 1, Start: FromTicks(10), Comm: "sh", State: 'S'}
-	tb := newTestTable(t, procs)
-	tb.Merge(must(procs.Scan()), false)
+	tb, procs := scannedTable(t, ProcInfo{PID: 300, PPID: 1, Start: FromTicks(10), Comm: "sh", State: 'S'})
 	tb.Exited(999, 5)
 	if _, ok := tb.Lookup(300); !ok {
 		t.Fatal("an unrelated exit removed 300")

@@ -9,12 +9,8 @@ import (
 // agent and its tree, not before, and gives up at its deadline leaving no
 // waiter behind.
 func TestWaitGone(t *testing.T) {
-	procs := newFakeProcs()
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
-	tb := newTestTable(t, procs)
-	tb.Merge(must(procs.Scan()), false)
-	tb.Apply(fork(100, 200, 1_000))
-	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	tb, procs := scannedTable(t, shell)
+	forkClaude(tb, procs.stat, 200, 1_000)
 	tb.Apply(execEv(200))
 	tb.Apply(fork(200, 300, 2_000))
 	due := tb.Queue().PopDue(1<<62, nil)

@@ -2,7 +2,6 @@ package tracker
 
 import (
 	"container/heap"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -39,14 +38,6 @@ type Lease struct {
 }
 
 func (l *Lease) empty() bool { return l.Extra == 0 && l.Until == 0 && l.Keep == "" }
-
-// ErrNoProcess means the table holds no live process with that PID (and
-// start time, when one was given).
-var ErrNoProcess = errors.New("no such process")
-
-// ErrNotAgent means a kill was asked for a process that is neither an agent
-// nor a session member, without force.
-var ErrNotAgent = errors.New("neither an agent nor a member of a session")
 
 // LeaseResult says what a control operation did.
 type LeaseResult struct {
@@ -157,6 +148,48 @@ func (t *Table) ExtendUntil(pid int32, start Start, until int64) (LeaseResult, e
 // lease changes the lease of the agent pid with fn and moves its queued
 // deadline.
 func (t *Table) lease(pid int32, start Start, fn func(Lease) (Lease, error)) (LeaseResult, error) {
+	return t.command(pid, start, func(p *Proc, res *LeaseResult) error {
+		a := p.agent
+		if a == nil || a.Reason != ReasonMaxAge || a.Attempt > 0 {
+			what := "not an agent waiting for its max age"
+			switch {
+			case a != nil && a.Attempt > 0:
+				what = "being killed: its kill failed and is retried (kill it now, or keep it)"
+			case a != nil && a.Reason == ReasonLeftover:
+				what = "a leftover waiting for its kill (keep it instead)"
+			case a != nil:
+				what = "queued to be killed (" + string(a.Reason) + ")"
+			case rootMemo(p, t.keepOverrideLocked(p)) == keepYes:
+				what = "kept: no deadline to extend"
+			}
+			return fmt.Errorf("pid %d (%s) is %s", p.PID, p.Comm, what)
+		}
+		old := t.leaseLocked(p, false)
+		var cur Lease
+		if old != nil {
+			cur = *old
+		}
+		cur.PID, cur.Start = p.PID, p.Start
+		next, err := fn(cur)
+		if err != nil {
+			return err
+		}
+		previous, deadline, ok := t.cfg.Queue.setLease(a, int64(next.Extra), next.Until, t.deadline)
+		if !ok {
+			res.Busy = []int32{p.PID}
+			return fmt.Errorf("pid %d (%s) is already being killed", p.PID, p.Comm)
+		}
+		*t.leaseLocked(p, true) = next
+		t.leaseGen++
+		t.noticeDeadlineLocked(a, previous, deadline, "extend")
+		res.Deadline, res.Extra = deadline, next.Extra
+		return nil
+	})
+}
+
+// command runs fn on the live process pid (a non-zero start must match)
+// with the table locked; fn adds what it did to the result made for p.
+func (t *Table) command(pid int32, start Start, fn func(p *Proc, res *LeaseResult) error) (LeaseResult, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p, err := t.findLocked(pid, start)
@@ -164,41 +197,8 @@ func (t *Table) lease(pid int32, start Start, fn func(Lease) (Lease, error)) (Le
 		return LeaseResult{}, err
 	}
 	res := leaseResult(p)
-	a := p.agent
-	if a == nil || a.Reason != ReasonMaxAge || a.Attempt > 0 {
-		what := "not an agent waiting for its max age"
-		switch {
-		case a != nil && a.Attempt > 0:
-			what = "being killed: its kill failed and is retried (kill it now, or keep it)"
-		case a != nil && a.Reason == ReasonLeftover:
-			what = "a leftover waiting for its kill (keep it instead)"
-		case a != nil:
-			what = "queued to be killed (" + string(a.Reason) + ")"
-		case rootMemo(p, t.keepOverrideLocked(p)) == keepYes:
-			what = "kept: no deadline to extend"
-		}
-		return res, fmt.Errorf("pid %d (%s) is %s", p.PID, p.Comm, what)
-	}
-	old := t.leaseLocked(p, false)
-	var cur Lease
-	if old != nil {
-		cur = *old
-	}
-	cur.PID, cur.Start = p.PID, p.Start
-	next, err := fn(cur)
-	if err != nil {
-		return res, err
-	}
-	previous, deadline, ok := t.cfg.Queue.setLease(a, int64(next.Extra), next.Until, t.deadline)
-	if !ok {
-		res.Busy = []int32{p.PID}
-		return res, fmt.Errorf("pid %d (%s) is already being killed", p.PID, p.Comm)
-	}
-	*t.leaseLocked(p, true) = next
-	t.leaseGen++
-	t.noticeDeadlineLocked(a, previous, deadline, "extend")
-	res.Deadline, res.Extra = deadline, next.Extra
-	return res, nil
+	err = fn(p, &res)
+	return res, err
 }
 
 // leaseResult is what every lease command answers about p.
@@ -223,36 +223,37 @@ func eachBelow(p *Proc, f func(*Proc)) {
 // kill, as a --keep rule does (root-kept, sessions.go): a queued max-age
 // deadline or leftover kill of any of them is taken back.
 func (t *Table) Keep(pid int32, start Start) (LeaseResult, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	p, err := t.findLocked(pid, start)
-	if err != nil {
-		return LeaseResult{}, err
-	}
-	res := leaseResult(p)
-	t.leaseLocked(p, true).Keep = LeaseKeep
+	return t.command(pid, start, func(p *Proc, res *LeaseResult) error {
+		t.setKeepLocked(p, LeaseKeep)
+		eachBelow(p, func(q *Proc) {
+			if q.dead {
+				return
+			}
+			if q != p {
+				q.marks.root = keepYes // p's own keep is its lease
+			}
+			if a := q.agent; a != nil {
+				if t.cfg.Queue.Remove(a) {
+					q.agent = nil
+					closeFD(a.FD)
+					q.holds--
+					t.unpendLocked(q)
+					res.Dequeued = append(res.Dequeued, q.PID)
+				} else {
+					res.Busy = append(res.Busy, q.PID)
+				}
+			}
+		})
+		return nil
+	})
+}
+
+// setKeepLocked records root's keep (LeaseKeep) or unkeep (LeaseUnkeep)
+// of p in its lease.
+func (t *Table) setKeepLocked(p *Proc, keep string) {
+	t.leaseLocked(p, true).Keep = keep
 	t.leaseGen++
 	t.sessGen++ // the keep marks are persisted with the sessions
-	eachBelow(p, func(q *Proc) {
-		if q.dead {
-			return
-		}
-		if q != p {
-			q.marks.root = keepYes // p's own keep is its lease
-		}
-		if a := q.agent; a != nil {
-			if t.cfg.Queue.Remove(a) {
-				q.agent = nil
-				closeFD(a.FD)
-				q.holds--
-				t.unpendLocked(q)
-				res.Dequeued = append(res.Dequeued, q.PID)
-			} else {
-				res.Busy = append(res.Busy, q.PID)
-			}
-		}
-	})
-	return res, nil
 }
 
 // Unkeep withdraws a keep: pid is a candidate again, whatever its
@@ -261,29 +262,22 @@ func (t *Table) Keep(pid int32, start Start) (LeaseResult, error) {
 // its session's agent has exited, queued as a leftover at the agent's exit
 // + the leftover grace, or now if that is past.
 func (t *Table) Unkeep(pid int32, start Start) (LeaseResult, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	p, err := t.findLocked(pid, start)
-	if err != nil {
-		return LeaseResult{}, err
-	}
-	res := leaseResult(p)
-	t.leaseLocked(p, true).Keep = LeaseUnkeep
-	t.leaseGen++
-	t.sessGen++
-	// Forget the root keep the processes below p took from their
-	// ancestors: it may have come from p's keep. A REAPER_KEEP=1 they
-	// inherited came from an environment, not from a keep, and stays.
-	eachBelow(p, func(q *Proc) { q.marks.root = keepUnknown })
-	now := t.cfg.Clock.Now()
-	reads := 0 // marksPerProc per process judged
-	eachBelow(p, func(q *Proc) {
-		if !q.dead {
-			reads += marksPerProc
-			t.candidateLocked(q, now, &res, &reads)
-		}
+	return t.command(pid, start, func(p *Proc, res *LeaseResult) error {
+		t.setKeepLocked(p, LeaseUnkeep)
+		// Forget the root keep the processes below p took from their
+		// ancestors: it may have come from p's keep. A REAPER_KEEP=1 they
+		// inherited came from an environment, not from a keep, and stays.
+		eachBelow(p, func(q *Proc) { q.marks.root = keepUnknown })
+		now := t.cfg.Clock.Now()
+		reads := 0 // marksPerProc per process judged
+		eachBelow(p, func(q *Proc) {
+			if !q.dead {
+				reads += marksPerProc
+				t.candidateLocked(q, now, res, &reads)
+			}
+		})
+		return nil
 	})
-	return res, nil
 }
 
 // candidateLocked queues q, no longer kept, as an agent or a leftover as
@@ -329,43 +323,34 @@ func (t *Table) candidateLocked(q *Proc, now int64, res *LeaseResult, reads *int
 // (reap.Guard's rule) is asked for every process before it is queued. by
 // names who asked (the kill record's requested_by).
 func (t *Table) KillNow(pid int32, start Start, force bool, by string, allow func(pid int32, kthread bool) bool) (LeaseResult, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	p, err := t.findLocked(pid, start)
-	if err != nil {
-		return LeaseResult{}, err
-	}
-	res := leaseResult(p)
-	if allow != nil && !allow(p.PID, p.Kthread) {
-		return res, fmt.Errorf("pid %d (%s) is protected: never PID 1, the daemon, its ancestors or a kernel thread", p.PID, p.Comm)
-	}
-	var roots []*Proc
-	var rule string
-	if s := p.session; s != nil {
-		res.Session, rule = s.ID, s.Rule
-		roots = sessionRootsLocked(s)
-	} else {
-		r, ok := t.ruleLocked(p, false)
-		if (!ok || !t.underLocked(p, t.cgroupLocked(p))) && !force {
-			return res, fmt.Errorf("pid %d (%s) is %w: refused without --force", p.PID, p.Comm, ErrNotAgent)
+	return t.command(pid, start, func(p *Proc, res *LeaseResult) error {
+		if allow != nil && !allow(p.PID, p.Kthread) {
+			return fmt.Errorf("pid %d (%s) is protected: never PID 1, the daemon, its ancestors or a kernel thread", p.PID, p.Comm)
 		}
-		rule = r
-		roots = append(roots, p)
-	}
-	t.killRootsLocked(roots, rule, kill{why: ReasonManual, by: by}, allow, &res)
-	if len(res.Queued) == 0 && len(res.Busy) == 0 {
-		return res, fmt.Errorf("pid %d (%s): nothing left to kill", p.PID, p.Comm)
-	}
-	return res, nil
+		var roots []*Proc
+		var rule string
+		if s := p.session; s != nil {
+			res.Session, rule = s.ID, s.Rule
+			roots = sessionRootsLocked(s)
+		} else {
+			r, ok := t.ruleLocked(p, false)
+			if (!ok || !t.underLocked(p, t.cgroupLocked(p))) && !force {
+				return fmt.Errorf("pid %d (%s) is %w: refused without --force", p.PID, p.Comm, ErrNotAgent)
+			}
+			rule = r
+			roots = append(roots, p)
+		}
+		t.killRootsLocked(roots, rule, kill{why: ReasonManual, by: by}, allow, res)
+		if len(res.Queued) == 0 && len(res.Busy) == 0 {
+			return fmt.Errorf("pid %d (%s): nothing left to kill", p.PID, p.Comm)
+		}
+		return nil
+	})
 }
 
 // LeaseGen changes whenever a lease changes or ends, so a caller can
 // persist LeaseState only when there is something new.
-func (t *Table) LeaseGen() uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.leaseGen
-}
+func (t *Table) LeaseGen() uint64 { return t.gen(&t.leaseGen) }
 
 // LeaseState returns every lease of a live process, for persisting.
 func (t *Table) LeaseState() []Lease {

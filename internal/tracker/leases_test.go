@@ -161,8 +161,7 @@ func TestKeepAgent(t *testing.T) {
 		t.Error("keep not in the lease state")
 	}
 	// Its session's leftovers stay: the agent exits, nothing is queued.
-	tb.Apply(exitEv(200, 200, 10_000))
-	if lo := leftovers(tb); len(lo) != 0 {
+	if lo := agentExit(tb); len(lo) != 0 {
 		t.Errorf("leftovers of a kept agent queued: %v", lo)
 	}
 	// unkeep of the nested agent: queued again at its max age, and it is a

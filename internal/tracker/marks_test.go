@@ -46,7 +46,7 @@ func markTable(t *testing.T, cfg Config) (*Table, *markProcs, *fakeClock) {
 	t.Helper()
 	procs := &markProcs{fakeProcs: newFakeProcs(), envReads: map[int32]int{}, envErr: map[int32]error{}}
 	clock := &fakeClock{now: offset + 1_000}
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	cfg.Rules, cfg.MaxAge, cfg.Proc, cfg.Clock = DefaultRules, age, procs, clock
 	cfg.Leftovers, cfg.LeftoverGrace = true, grace
 	if cfg.Keep == nil {
@@ -54,8 +54,7 @@ func markTable(t *testing.T, cfg Config) (*Table, *markProcs, *fakeClock) {
 	}
 	tb := NewTable(cfg)
 	tb.Merge(must(procs.Scan()), false)
-	tb.Apply(fork(100, 200, 1_000))
-	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 200, 1_000)
 	tb.Apply(execEv(200))
 	return tb, procs, clock
 }
@@ -81,6 +80,26 @@ func exitNow(tb *Table, procs *markProcs, pid int32, ts uint64) {
 	tb.Apply(exitEv(pid, pid, ts))
 }
 
+// spawnMarked spawns child as spawn does, with REAPER_KEEP=1 in its
+// environment.
+func spawnMarked(tb *Table, procs *markProcs, parent, child int32, ts uint64, comm string) {
+	spawn(tb, procs.fakeProcs, parent, child, ts, comm)
+	procs.keep[child] = true
+}
+
+// markedShellChild: sh 220, spawned with REAPER_KEEP=1, forks 221, which
+// execs comm with a clean environment.
+func markedShellChild(tb *Table, procs *markProcs, comm string) {
+	spawnMarked(tb, procs, 200, 220, 2_000, "sh")
+	forkOnly(tb, procs, 220, 221, 2_100)
+	execAs(tb, procs, 221, comm, false)
+}
+
+// takes is what a kill of a's tree for why takes (Table.Descendants).
+func takes(tb *Table, a Agent, why Reason) map[int32]bool {
+	return targets(tb.Descendants(a.Proc(), why, nil))
+}
+
 func targets(ts []Target) map[int32]bool {
 	out := map[int32]bool{}
 	for _, t := range ts {
@@ -98,8 +117,7 @@ func TestMarkInheritedAtFork(t *testing.T) {
 	spawn(tb, procs.fakeProcs, 200, 210, 2_000, "sleep") // plain: a leftover
 
 	// Parent readable at the fork.
-	spawn(tb, procs.fakeProcs, 200, 220, 3_000, "sh")
-	procs.keep[220] = true // REAPER_KEEP=1 sh -c '...'
+	spawnMarked(tb, procs, 200, 220, 3_000, "sh") // REAPER_KEEP=1 sh -c '...'
 	procs.stat[220] = ProcInfo{PID: 220, PPID: 200, Start: FromTicks(500), Comm: "sh", State: 'S'}
 	forkOnly(tb, procs, 220, 221, 3_100)
 	forkOnly(tb, procs, 220, 222, 3_200)
@@ -111,8 +129,7 @@ func TestMarkInheritedAtFork(t *testing.T) {
 	}
 
 	// Parent gone before its fork was applied: never read.
-	spawn(tb, procs.fakeProcs, 200, 230, 4_000, "sh")
-	procs.keep[230] = true
+	spawnMarked(tb, procs, 200, 230, 4_000, "sh")
 	procs.stat[231] = ProcInfo{PID: 231, PPID: 230, Start: FromTicks(500), Comm: "sh", State: 'S'}
 	procs.keep[231] = true // its copy of the parent's environment
 	delete(procs.stat, 230)
@@ -130,8 +147,7 @@ func TestMarkInheritedAtFork(t *testing.T) {
 	execAs(tb, procs, 241, "sleep", false)
 	tb.Apply(exitEv(240, 240, 5_200))
 
-	tb.Apply(exitEv(200, 200, 10_000))
-	lo := leftovers(tb)
+	lo := agentExit(tb)
 	if _, ok := lo[210]; !ok {
 		t.Errorf("the plain child is not a leftover: %v", lo)
 	}
@@ -147,8 +163,7 @@ func TestMarkInheritedAtFork(t *testing.T) {
 // once it renames away, while what it forked meanwhile stays kept.
 func TestMarkRename(t *testing.T) {
 	tb, procs, _ := markTable(t, Config{})
-	spawn(tb, procs.fakeProcs, 200, 240, 2_000, "npm")
-	procs.keep[240] = true
+	spawnMarked(tb, procs, 200, 240, 2_000, "npm")
 	forkOnly(tb, procs, 240, 241, 2_100) // reads 240's environment
 	procs.keep[240] = false              // would it be read again, it would say no
 	tb.Apply(commEv(240, 240, "renamed"))
@@ -168,16 +183,14 @@ func TestMarkRename(t *testing.T) {
 		t.Errorf("after keepme renamed itself: Kept 250 %v (want false), 251 %v (want true)", kept[250], kept[251])
 	}
 
-	tb.Apply(exitEv(200, 200, 10_000))
-	lo := leftovers(tb)
+	lo := agentExit(tb)
 	if _, ok := lo[240]; ok {
 		t.Error("the marked process was queued after renaming itself")
 	}
 	if _, ok := lo[250]; !ok {
 		t.Errorf("the process kept by a rule it no longer matches is not a leftover: %v", lo)
 	}
-	a := lo[250]
-	if got := targets(tb.Descendants(a.Proc(), ReasonLeftover, nil)); got[251] {
+	if takes(tb, lo[250], ReasonLeftover)[251] {
 		t.Error("its child, forked while it was kept, would be killed with it")
 	}
 }
@@ -187,23 +200,20 @@ func TestMarkRename(t *testing.T) {
 // opposite way, one that execs with the mark is marked.
 func TestMarkExec(t *testing.T) {
 	tb, procs, _ := markTable(t, Config{})
-	spawn(tb, procs.fakeProcs, 200, 260, 2_000, "npm")
-	procs.keep[260] = true
+	spawnMarked(tb, procs, 200, 260, 2_000, "npm")
 	forkOnly(tb, procs, 260, 261, 2_100)
 	execAs(tb, procs, 260, "node", false)
 	spawn(tb, procs.fakeProcs, 200, 270, 3_000, "sh")
 	execAs(tb, procs, 270, "node", true)
 
-	tb.Apply(exitEv(200, 200, 10_000))
-	lo := leftovers(tb)
+	lo := agentExit(tb)
 	if _, ok := lo[260]; !ok {
 		t.Errorf("exec'd without REAPER_KEEP=1, but not a leftover: %v", lo)
 	}
 	if _, ok := lo[270]; ok {
 		t.Error("exec'd with REAPER_KEEP=1, but queued")
 	}
-	a := lo[260]
-	if got := targets(tb.Descendants(a.Proc(), ReasonLeftover, nil)); got[261] {
+	if takes(tb, lo[260], ReasonLeftover)[261] {
 		t.Error("the child forked while its parent was marked would be killed with it")
 	}
 }
@@ -212,11 +222,9 @@ func TestMarkExec(t *testing.T) {
 // because the process is gone) spares nothing; read again later, it can.
 func TestMarkUnknownNotKept(t *testing.T) {
 	tb, procs, _ := markTable(t, Config{})
-	spawn(tb, procs.fakeProcs, 200, 280, 2_000, "npm")
-	procs.keep[280] = true
+	spawnMarked(tb, procs, 200, 280, 2_000, "npm")
 	procs.envErr[280] = syscall.EMFILE
-	tb.Apply(exitEv(200, 200, 10_000))
-	lo := leftovers(tb)
+	lo := agentExit(tb)
 	if _, ok := lo[280]; !ok {
 		t.Fatalf("an unreadable mark spared its process: %v", lo)
 	}
@@ -238,8 +246,7 @@ func TestMarkUnknownNotKept(t *testing.T) {
 func TestMarkOnlyForLeftoversAndMaxAge(t *testing.T) {
 	tb, procs, _ := markTable(t, Config{})
 	spawn(tb, procs.fakeProcs, 200, 210, 2_000, "sleep")
-	spawn(tb, procs.fakeProcs, 200, 220, 2_100, "npm")
-	procs.keep[220] = true
+	spawnMarked(tb, procs, 200, 220, 2_100, "npm")
 	spawn(tb, procs.fakeProcs, 220, 221, 2_200, "node")
 	spawn(tb, procs.fakeProcs, 200, 230, 2_300, "keepme")
 	spawn(tb, procs.fakeProcs, 230, 231, 2_400, "node")
@@ -254,7 +261,7 @@ func TestMarkOnlyForLeftoversAndMaxAge(t *testing.T) {
 		{ReasonManual, map[int32]bool{210: true, 220: true, 221: true, 230: true, 231: true}},
 	}
 	for _, c := range cases {
-		got := targets(tb.Descendants(a.Proc(), c.why, nil))
+		got := takes(tb, a, c.why)
 		if len(got) != len(c.want) {
 			t.Errorf("%s: the tree kill takes %v, want %v", c.why, got, c.want)
 		}
@@ -284,11 +291,9 @@ func TestMarkOnlyForLeftoversAndMaxAge(t *testing.T) {
 // --keep-env=false: the marker is ignored and nothing is read.
 func TestMarkKeepEnvOff(t *testing.T) {
 	tb, procs, _ := markTable(t, Config{NoKeepEnv: true})
-	spawn(tb, procs.fakeProcs, 200, 290, 2_000, "npm")
-	procs.keep[290] = true
+	spawnMarked(tb, procs, 200, 290, 2_000, "npm")
 	forkOnly(tb, procs, 290, 291, 2_100)
-	tb.Apply(exitEv(200, 200, 10_000))
-	if _, ok := leftovers(tb)[290]; !ok {
+	if _, ok := agentExit(tb)[290]; !ok {
 		t.Errorf("with --keep-env=false a REAPER_KEEP=1 process is not a leftover: %v", leftovers(tb))
 	}
 	if n := procs.total(); n != 0 {
@@ -333,8 +338,7 @@ func TestMarkForkBounded(t *testing.T) {
 		t.Fatalf("killed for procs by root-kept members: %+v", a)
 	}
 	// Marked members count: the fork that makes 6 killable ones kills.
-	spawn(tb, procs.fakeProcs, 200, 350, 3_000, "npm")
-	procs.keep[350] = true
+	spawnMarked(tb, procs, 200, 350, 3_000, "npm")
 	for i := int32(0); i < 4; i++ {
 		forkOnly(tb, procs, 350, 360+i, uint64(3_100+i))
 	}
@@ -347,10 +351,7 @@ func TestMarkForkBounded(t *testing.T) {
 // still marked in the new daemon.
 func TestMarkRestore(t *testing.T) {
 	tb, procs, _ := markTable(t, Config{})
-	spawn(tb, procs.fakeProcs, 200, 220, 2_000, "sh")
-	procs.keep[220] = true
-	forkOnly(tb, procs, 220, 221, 2_100)
-	execAs(tb, procs, 221, "sleep", false)
+	markedShellChild(tb, procs, "sleep")
 	exitNow(tb, procs, 220, 2_200)
 	state := tb.SessionState()
 
@@ -516,7 +517,7 @@ func TestMarkRenameGainsNoKeep(t *testing.T) {
 		t.Errorf("exempt %v, kept %v: want only 230 (exec'd keepme) kept", exempt, kept)
 	}
 	a := agents(tb)[200]
-	if got := targets(tb.Descendants(a.Proc(), ReasonMemory, nil)); !got[210] || !got[220] || got[230] {
+	if got := takes(tb, a, ReasonMemory); !got[210] || !got[220] || got[230] {
 		t.Errorf("a memory kill of the renamed agent's tree takes %v, want 210 and 220, not 230", got)
 	}
 	id, _ := tb.SessionOf(200)
@@ -586,15 +587,14 @@ func TestMarkReadsBounded(t *testing.T) {
 	}
 	tb.Merge(must(procs.Scan()), true)
 	before = procs.total()
-	got := targets(tb.Descendants(a.Proc(), ReasonMaxAge, nil))
+	got := takes(tb, a, ReasonMaxAge)
 	if n := procs.total() - before; n > 2*(depth+deep) {
 		t.Errorf("a tree kill over a chain of %d with unreadable marks read %d environments, want at most %d", deep, n, 2*(depth+deep))
 	}
 	if !got[3000] || !got[3000+deep-1] {
 		t.Error("processes whose marks cannot be read are spared by the tree kill")
 	}
-	tb.Apply(exitEv(200, 200, 10_000))
-	if _, ok := leftovers(tb)[3000]; !ok {
+	if _, ok := agentExit(tb)[3000]; !ok {
 		t.Error("the top of the unreadable chain is not a leftover")
 	}
 }
@@ -609,21 +609,19 @@ func TestMarkAgentOwnEnv(t *testing.T) {
 	execAs(tb, procs, 200, "claude", true) // the agent re-execs itself under the marker
 	forkOnly(tb, procs, 200, 210, 2_000)   // a copy of the agent
 	procs.keep[210] = true
-	spawn(tb, procs.fakeProcs, 200, 220, 2_100, "sh") // exec'd with the inherited environment
-	procs.keep[220] = true
+	spawnMarked(tb, procs, 200, 220, 2_100, "sh") // exec'd with the inherited environment
 	execAs(tb, procs, 220, "sh", true)
 	forkOnly(tb, procs, 220, 221, 2_200)
 	procs.keep[221] = true
 
 	a := agents(tb)[200]
-	got := targets(tb.Descendants(a.Proc(), ReasonMaxAge, nil))
+	got := takes(tb, a, ReasonMaxAge)
 	for _, pid := range []int32{210, 220, 221} {
 		if !got[pid] {
 			t.Errorf("%d, started by an agent that carries REAPER_KEEP=1, is spared by its tree kill at max age: %v", pid, got)
 		}
 	}
-	tb.Apply(exitEv(200, 200, 10_000))
-	lo := leftovers(tb)
+	lo := agentExit(tb)
 	for _, pid := range []int32{210, 220} {
 		if _, ok := lo[pid]; !ok {
 			t.Errorf("%d is not a leftover: %v", pid, lo)
@@ -637,7 +635,7 @@ func TestMarkAgentOwnEnv(t *testing.T) {
 	forkOnly(tb2, procs2, 260, 261, 2_100)
 	execAs(tb2, procs2, 261, "node", false)
 	a2 := agents(tb2)[200]
-	if got := targets(tb2.Descendants(a2.Proc(), ReasonMaxAge, nil)); got[260] || got[261] {
+	if got := takes(tb2, a2, ReasonMaxAge); got[260] || got[261] {
 		t.Errorf("a REAPER_KEEP=1 process below the agent, or its child, is taken by the tree kill at max age: %v", got)
 	}
 }
@@ -664,12 +662,8 @@ func restoreJSON(t *testing.T, state []byte, procs *markProcs) *Table {
 // members are no leftovers, but nothing becomes root's keep by an upgrade.
 func TestMarkRestoreFields(t *testing.T) {
 	tb, procs, _ := markTable(t, Config{})
-	spawn(tb, procs.fakeProcs, 200, 220, 2_000, "sh")
-	procs.keep[220] = true
-	forkOnly(tb, procs, 220, 221, 2_100) // marked by its own copy and by descent
-	execAs(tb, procs, 221, "sleep", false)
-	spawn(tb, procs.fakeProcs, 200, 230, 2_200, "npm") // its own mark only
-	procs.keep[230] = true
+	markedShellChild(tb, procs, "sleep")           // 221: marked by its own copy and by descent
+	spawnMarked(tb, procs, 200, 230, 2_200, "npm") // its own mark only
 	tb.mu.Lock()
 	tb.sparedLocked(tb.procs[230], tb.procs[230].session, ReasonLeftover, nil)
 	tb.mu.Unlock()
@@ -731,10 +725,7 @@ func TestMarkRestoreFields(t *testing.T) {
 // inherited (from a marked ancestor that has exited) stays.
 func TestMarkUnkeepLeavesInherited(t *testing.T) {
 	tb, procs, _ := markTable(t, Config{})
-	spawn(tb, procs.fakeProcs, 200, 220, 2_000, "sh")
-	procs.keep[220] = true
-	forkOnly(tb, procs, 220, 221, 2_100)
-	execAs(tb, procs, 221, "node", false)
+	markedShellChild(tb, procs, "node")
 	forkOnly(tb, procs, 221, 222, 2_200)
 	execAs(tb, procs, 222, "node", false)
 	exitNow(tb, procs, 220, 2_300)
@@ -746,7 +737,7 @@ func TestMarkUnkeepLeavesInherited(t *testing.T) {
 	if !ok {
 		t.Fatalf("the unkept process is not a leftover: %v", leftovers(tb))
 	}
-	if got := targets(tb.Descendants(a.Proc(), ReasonLeftover, nil)); got[222] {
+	if got := takes(tb, a, ReasonLeftover); got[222] {
 		t.Error("the unkeep of 221 took the REAPER_KEEP=1 222 inherited from 220 (exited)")
 	}
 }
@@ -796,8 +787,7 @@ func TestMarkReloadReconciles(t *testing.T) {
 
 	spawn(tb, procs.fakeProcs, 200, 210, 2_000, "sleep")
 	spawn(tb, procs.fakeProcs, 200, 220, 2_100, "keepme")
-	spawn(tb, procs.fakeProcs, 200, 230, 2_200, "npm")
-	procs.keep[230] = true
+	spawnMarked(tb, procs, 200, 230, 2_200, "npm")
 	tb.SetKeep([]Rule{must(ParseRule("keepme"))})
 	exitNow(tb, procs, 200, 10_000)
 	if lo := leftovers(tb); len(lo) != 1 {

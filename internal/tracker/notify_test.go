@@ -9,7 +9,7 @@ func TestNotices(t *testing.T) {
 	var got []Notice
 	procs := newFakeProcs()
 	clock := &fakeClock{now: offset + 1_000}
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock,
 		Leftovers: true, LeftoverGrace: grace, OnNotice: func(n Notice) { got = append(got, n) }})
 	tb.Merge(must(procs.Scan()), false)
@@ -18,8 +18,7 @@ func TestNotices(t *testing.T) {
 	}
 
 	// An agent found: its deadline, rule and session.
-	tb.Apply(fork(100, 200, 1_000))
-	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 200, 1_000)
 	procs.cmdline[200] = "claude --resume"
 	tb.Apply(execEv(200))
 	start := int64(1_000) + offset

@@ -109,11 +109,11 @@ func ParseStat(b []byte) (ProcInfo, error) {
 	if open < 1 || close < open || close+2 > len(b) {
 		return ProcInfo{}, fmt.Errorf("%w: /proc/PID/stat: no (comm)", procfs.ErrFileParse)
 	}
-	pid, err := strconv.ParseInt(string(bytes.TrimSpace(b[:open])), 10, 32)
+	pid, err := statInt32(bytes.TrimSpace(b[:open]), "pid")
 	if err != nil {
-		return ProcInfo{}, fmt.Errorf("%w: /proc/PID/stat: pid: %w", procfs.ErrFileParse, err)
+		return ProcInfo{}, err
 	}
-	info := ProcInfo{PID: int32(pid), Comm: string(b[open+1 : close])}
+	info := ProcInfo{PID: pid, Comm: string(b[open+1 : close])}
 	// Fields after the comm, counted from 0: state, ppid, pgrp, session,
 	// tty_nr, tpgid, flags (6), ..., num_threads (17), itrealvalue,
 	// starttime (19).
@@ -130,30 +130,28 @@ func ParseStat(b []byte) (ProcInfo, error) {
 				info.State = f[0]
 			}
 		case 1:
-			v, err := strconv.ParseInt(string(f), 10, 32)
-			if err != nil {
-				return ProcInfo{}, fmt.Errorf("%w: /proc/PID/stat: ppid: %w", procfs.ErrFileParse, err)
+			if info.PPID, err = statInt32(f, "ppid"); err != nil {
+				return ProcInfo{}, err
 			}
-			info.PPID = int32(v)
 		case 6:
-			v, err := strconv.ParseUint(string(f), 10, 64)
+			flags, err := statUint64(f, "flags")
 			if err != nil {
-				return ProcInfo{}, fmt.Errorf("%w: /proc/PID/stat: flags: %w", procfs.ErrFileParse, err)
+				return ProcInfo{}, err
 			}
-			info.Kthread = v&pfKthread != 0
-			info.Exiting = v&pfExiting != 0
+			info.Kthread = flags&pfKthread != 0
+			info.Exiting = flags&pfExiting != 0
 		case 17:
-			v, err := strconv.ParseInt(string(f), 10, 32)
+			n, err := statInt32(f, "num_threads")
 			if err != nil {
-				return ProcInfo{}, fmt.Errorf("%w: /proc/PID/stat: num_threads: %w", procfs.ErrFileParse, err)
+				return ProcInfo{}, err
 			}
-			info.Threads = int(v)
+			info.Threads = int(n)
 		case 19:
-			v, err := strconv.ParseUint(string(bytes.TrimSpace(f)), 10, 64)
+			ticks, err := statUint64(bytes.TrimSpace(f), "starttime")
 			if err != nil {
-				return ProcInfo{}, fmt.Errorf("%w: /proc/PID/stat: starttime: %w", procfs.ErrFileParse, err)
+				return ProcInfo{}, err
 			}
-			info.Start = FromTicks(v)
+			info.Start = FromTicks(ticks)
 			return info, nil
 		}
 		if sp < 0 {
@@ -162,6 +160,24 @@ func ParseStat(b []byte) (ProcInfo, error) {
 		rest = rest[sp+1:]
 	}
 	return ProcInfo{}, fmt.Errorf("%w: /proc/PID/stat: too few fields", procfs.ErrFileParse)
+}
+
+// statInt32 and statUint64 parse f, the field name of /proc/PID/stat.
+func statInt32(f []byte, name string) (int32, error) {
+	v, err := strconv.ParseInt(string(f), 10, 32)
+	return int32(v), statErr(name, err)
+}
+
+func statUint64(f []byte, name string) (uint64, error) {
+	v, err := strconv.ParseUint(string(f), 10, 64)
+	return v, statErr(name, err)
+}
+
+func statErr(name string, err error) error {
+	if err != nil {
+		return fmt.Errorf("%w: /proc/PID/stat: %s: %w", procfs.ErrFileParse, name, err)
+	}
+	return nil
 }
 
 // Cmdline reads /proc/PID/cmdline, arguments joined by spaces.

@@ -25,17 +25,6 @@ type Figures struct {
 // have none).
 func (f Figures) Known() bool { return f.Procs > 0 || f.MemoryBytes > 0 || len(f.Details) > 0 }
 
-// ErrExempt means the session's agent is root-kept (a --keep rule, a keep
-// through the control socket; sessions.go): no policy kills it for
-// resources. REAPER_KEEP=1 exempts no session.
-var ErrExempt = errors.New("session exempt: its agent is kept")
-
-// ErrKilling means the session is already being killed.
-var ErrKilling = errors.New("session already being killed")
-
-// ErrNoSession means the table holds no session with that ID.
-var ErrNoSession = errors.New("no such session")
-
 // kill is one order to kill processes now: why, who asked, with what
 // figures.
 type kill struct {

@@ -104,6 +104,20 @@ func killingOf(tb *Table, id SessionID) (killing, found bool) {
 	return false, false
 }
 
+// releaseJudged wants session id killing while the reaper holds a (while
+// says what happens meanwhile), and judged again once a is released: not
+// killing, and members left.
+func releaseJudged(t *testing.T, tb *Table, id SessionID, a *Agent, while string) {
+	t.Helper()
+	if k, _ := killingOf(tb, id); !k {
+		t.Fatalf("session not killing while %s", while)
+	}
+	tb.Release(a.Proc())
+	if k, found := killingOf(tb, id); k || !found {
+		t.Fatalf("after the release: killing %v found %v; want judged again", k, found)
+	}
+}
+
 // Root-kept members are flagged in the snapshot (with what lies below
 // them), so that the sampler leaves them out of the session's figures; a
 // self-marked one (REAPER_KEEP=1) is not: the limits count it.
@@ -198,21 +212,12 @@ func TestKillSessionRootExitsFirst(t *testing.T) {
 		}
 		// 211's kill fires; while the reaper holds it the session is being
 		// killed, after Release it is judged again.
-		fired := tb.Queue().PopDue(1<<62, nil)
-		if len(fired) != 1 || fired[0].PID != 211 {
-			t.Fatalf("fired %v", fired)
-		}
+		fired := popOne(t, tb, 1<<62, 211)
 		if _, err := tb.KillSession(id, ReasonMemory, fig); !errors.Is(err, ErrKilling) {
 			t.Fatalf("KillSession while 211 is reaped: %v, want ErrKilling", err)
 		}
 		tb.Apply(exitEv(211, 211, 3_200))
-		if k, _ := killingOf(tb, id); !k {
-			t.Fatal("session not killing while the reaper holds 211")
-		}
-		tb.Release(fired[0].Proc())
-		if k, found := killingOf(tb, id); k || !found {
-			t.Fatalf("after Release: killing %v found %v; want judged again (220 lives)", k, found)
-		}
+		releaseJudged(t, tb, id, fired, "the reaper holds 211") // 220 lives
 		// Only the kept member is left: nothing to kill, never "killing".
 		if _, err := tb.KillSession(id, ReasonMemory, fig); err == nil || errors.Is(err, ErrKilling) {
 			t.Fatalf("KillSession with only a kept member: %v", err)
@@ -233,19 +238,10 @@ func TestKillingEndsAfterReap(t *testing.T) {
 	tb.Apply(fork(210, 211, 2_200))       // 211: a member double-forked away
 	procs.stat[211] = ProcInfo{PID: 211, PPID: 210, Start: FromTicks(500), State: 'S'}
 	id, _ := tb.SessionOf(200)
-	fired := tb.Queue().PopDue(1<<62, nil)
-	if len(fired) != 1 || fired[0].PID != 200 {
-		t.Fatalf("fired %v", fired)
-	}
+	fired := popOne(t, tb, 1<<62, 200)
 	tb.Apply(exitEv(200, 200, 10_000))
 	tb.Apply(exitEv(210, 210, 10_100))
-	if k, _ := killingOf(tb, id); !k {
-		t.Fatal("session not killing while its agent's tree is reaped")
-	}
-	tb.Release(fired[0].Proc())
-	if k, found := killingOf(tb, id); k || !found {
-		t.Fatalf("after the reap: killing %v found %v", k, found)
-	}
+	releaseJudged(t, tb, id, fired, "its agent's tree is reaped")
 	if _, err := tb.KillSession(id, ReasonIdle, Figures{Procs: 1}); err != nil {
 		t.Fatalf("KillSession after the reap: %v", err)
 	}

@@ -364,10 +364,9 @@ func TestRetryPinFailure(t *testing.T) {
 	var pinErr error
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock, Leftovers: true, LeftoverGrace: grace,
 		Pin: func(pid int32, s Start) (int, error) { return -1, pinErr }})
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	tb.Merge(must(procs.Scan()), false)
-	tb.Apply(fork(100, 200, 1_000))
-	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 200, 1_000)
 	tb.Apply(execEv(200))
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
 	spawn(tb, procs, 200, 220, 3_000, "sleep")

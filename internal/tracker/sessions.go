@@ -393,20 +393,27 @@ func (t *Table) rootKeptLocked(q *Proc, s *Session, reads *int) int8 {
 	} else {
 		own = t.ruleKeptLocked(q, reads)
 	}
+	return inherit(q, s, own, &q.marks.root, func(a *Proc) int8 { return t.rootKeptLocked(a, s, reads) })
+}
+
+// inherit is q's mark: its own, or else the one it inherits from its
+// nearest live ancestor in s, which up decides and *memo keeps. It is
+// keepUnknown while up cannot decide (it would read more than it may).
+func inherit(q *Proc, s *Session, own int8, memo *int8, up func(a *Proc) int8) int8 {
 	if own == keepYes {
 		return keepYes
 	}
-	if q.marks.root == keepUnknown {
-		up := keepNo
+	if *memo == keepUnknown {
+		m := keepNo
 		if a := liveParent(q); a != nil && a.session == s && s != nil {
-			up = t.rootKeptLocked(a, s, reads)
+			m = up(a)
 		}
-		if up == keepUnknown {
+		if m == keepUnknown {
 			return keepUnknown
 		}
-		q.marks.root = up
+		*memo = m
 	}
-	return or3(own, q.marks.root)
+	return or3(own, *memo)
 }
 
 // agentRuleKeepLocked decides whether a --keep rule matches the agent of
@@ -475,20 +482,7 @@ func (t *Table) selfMarkedLocked(q *Proc, s *Session, reads *int) int8 {
 		return keepYes
 	}
 	own := t.ownEnvLocked(q, s, reads)
-	if own == keepYes {
-		return keepYes
-	}
-	if q.marks.envUp == keepUnknown {
-		up := keepNo
-		if a := liveParent(q); a != nil && a.session == s && s != nil {
-			up = t.selfMarkedLocked(a, s, reads)
-		}
-		if up == keepUnknown {
-			return keepUnknown
-		}
-		q.marks.envUp = up
-	}
-	return or3(own, q.marks.envUp)
+	return inherit(q, s, own, &q.marks.envUp, func(a *Proc) int8 { return t.selfMarkedLocked(a, s, reads) })
 }
 
 // ownEnvLocked is q's own environment mark as it counts in s: for
@@ -770,10 +764,13 @@ type MemberState struct {
 
 // SessionGen changes whenever session membership changes, so a caller can
 // persist SessionState only when there is something new.
-func (t *Table) SessionGen() uint64 {
+func (t *Table) SessionGen() uint64 { return t.gen(&t.sessGen) }
+
+// gen reads one of t's generation counters under its lock.
+func (t *Table) gen(g *uint64) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.sessGen
+	return *g
 }
 
 // SessionState returns every live member of every session (agents

@@ -14,14 +14,25 @@ func sessionTable(t *testing.T) (*Table, *fakeProcs, *fakeClock) {
 	t.Helper()
 	procs := newFakeProcs()
 	clock := &fakeClock{now: offset + 1_000}
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock,
 		Leftovers: true, LeftoverGrace: grace, Keep: []Rule{must(ParseRule("keepme"))}})
 	tb.Merge(must(procs.Scan()), false)
-	tb.Apply(fork(100, 200, 1_000))
-	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 200, 1_000)
 	tb.Apply(execEv(200))
 	return tb, procs, clock
+}
+
+// agentExit: the agent 200 exits; it returns the leftovers queued then.
+func agentExit(tb *Table) map[int32]Agent {
+	tb.Apply(exitEv(200, 200, 10_000))
+	return leftovers(tb)
+}
+
+// agentGone: the agent 200 exits, and is reaped (gone from /proc).
+func agentGone(tb *Table, procs *fakeProcs) {
+	tb.Apply(exitEv(200, 200, 10_000))
+	delete(procs.stat, 200)
 }
 
 // spawn forks child from parent at ts and, if comm is given, execs it.
@@ -115,8 +126,7 @@ func TestSessionLeftoversKeep(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	tb.SetLeftovers(false, grace)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
-	tb.Apply(exitEv(200, 200, 10_000))
-	if lo := leftovers(tb); len(lo) != 0 {
+	if lo := agentExit(tb); len(lo) != 0 {
 		t.Fatalf("--leftovers keep queued %v", lo)
 	}
 	if st := tb.Stats(); st.Sessions != 1 || st.SessionMembers != 1 {
@@ -133,15 +143,11 @@ func TestSessionLeftoversKeep(t *testing.T) {
 func TestSessionReapedAgentLeavesNoLeftovers(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
-	fired := tb.Queue().PopDue(1<<62, nil) // the deadline fires: the reaper holds it
-	if len(fired) != 1 || fired[0].PID != 200 {
-		t.Fatalf("fired %v", fired)
-	}
-	tb.Apply(exitEv(200, 200, 10_000))
-	if lo := leftovers(tb); len(lo) != 0 {
+	fired := popOne(t, tb, 1<<62, 200) // the deadline fires: the reaper holds it
+	if lo := agentExit(tb); len(lo) != 0 {
 		t.Fatalf("the reaped tree's members were queued again: %v", lo)
 	}
-	tb.Release(fired[0].Proc())
+	tb.Release(fired.Proc())
 }
 
 // An agent with REAPER_KEEP=1 in its environment still has its max age,
@@ -150,12 +156,11 @@ func TestSessionReapedAgentLeavesNoLeftovers(t *testing.T) {
 // age and from the limits.
 func TestSessionKeptAgent(t *testing.T) {
 	procs := newFakeProcs()
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{},
 		Leftovers: true, LeftoverGrace: grace, Keep: []Rule{must(ParseRule("claude:--kept"))}})
 	tb.Merge(must(procs.Scan()), false)
-	tb.Apply(fork(100, 200, 1_000))
-	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 200, 1_000)
 	procs.keep[200] = true
 	tb.Apply(execEv(200))
 	if a, ok := agents(tb)[200]; !ok || a.Reason != ReasonMaxAge {
@@ -169,8 +174,7 @@ func TestSessionKeptAgent(t *testing.T) {
 	}
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
 	procs.keep[210] = true // inherited from the agent
-	tb.Apply(exitEv(200, 200, 10_000))
-	if _, ok := leftovers(tb)[210]; !ok {
+	if _, ok := agentExit(tb)[210]; !ok {
 		t.Fatalf("the child of a REAPER_KEEP=1 agent (its environment inherited) is not a leftover: %v", leftovers(tb))
 	}
 
@@ -192,8 +196,7 @@ func TestSessionKeptAgent(t *testing.T) {
 func TestSessionRestore(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
-	tb.Apply(exitEv(200, 200, 10_000))
-	delete(procs.stat, 200)
+	agentGone(tb, procs)
 	want := leftovers(tb)[210].Deadline
 	state := tb.SessionState()
 
@@ -215,7 +218,7 @@ func TestSessionRestore(t *testing.T) {
 func TestSessionPolling(t *testing.T) {
 	procs := newFakeProcs()
 	clock := &fakeClock{now: offset + 1_000}
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(10), Comm: "claude", State: 'S'}
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock, Leftovers: true, LeftoverGrace: grace})
 	tb.Merge(must(procs.Scan()), false)
@@ -249,8 +252,7 @@ func TestSessionKeptUnderLeftoverRoot(t *testing.T) {
 	tb.Apply(execEv(220))
 	spawn(tb, procs, 220, 221, 3_500, "next-server") // and its dev server
 	spawn(tb, procs, 210, 230, 4_000, "sleep")       // not kept
-	tb.Apply(exitEv(200, 200, 10_000))
-	root, ok := leftovers(tb)[210]
+	root, ok := agentExit(tb)[210]
 	if !ok {
 		t.Fatalf("the shell is not a leftover: %v", leftovers(tb))
 	}
@@ -283,8 +285,7 @@ func TestSessionKeepDecidedAfterExec(t *testing.T) {
 	procs.stat[210] = ProcInfo{PID: 210, PPID: 200, Start: FromTicks(500), Comm: "npm", State: 'S'}
 	procs.keep[210] = true
 	tb.Apply(execEv(210))
-	tb.Apply(exitEv(200, 200, 10_000))
-	if lo := leftovers(tb); len(lo) != 0 {
+	if lo := agentExit(tb); len(lo) != 0 {
 		t.Errorf("kept after exec, but queued: %v", lo)
 	}
 }
@@ -292,7 +293,7 @@ func TestSessionKeepDecidedAfterExec(t *testing.T) {
 func TestSessionPollingGrandchildren(t *testing.T) {
 	for range 20 { // map order varies from run to run
 		procs := newFakeProcs()
-		procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+		procs.stat[100] = shell
 		procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(10), Comm: "claude", State: 'S'}
 		tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{}, Leftovers: true, LeftoverGrace: grace})
 		tb.Merge(must(procs.Scan()), false)
@@ -314,7 +315,7 @@ func TestSessionPollingGrandchildren(t *testing.T) {
 
 func TestSessionDryRunLeavesLeftovers(t *testing.T) {
 	procs := newFakeProcs()
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: &fakeClock{},
 		Leftovers: true, LeftoverGrace: grace, DryRun: true})
 	tb.Merge(must(procs.Scan()), false)

@@ -41,8 +41,7 @@ func TestStickyExec(t *testing.T) {
 		t.Errorf("table comm %q, want the current npm", p.Comm)
 	}
 	// Its session stands: its exit leaves its child a leftover.
-	tb.Apply(exitEv(200, 200, 10_000))
-	if _, ok := leftovers(tb)[210]; !ok {
+	if _, ok := agentExit(tb)[210]; !ok {
 		t.Errorf("the child of an agent that exec'd is not a leftover: %v", leftovers(tb))
 	}
 }
@@ -101,8 +100,7 @@ func TestStickyNestedAgent(t *testing.T) {
 	if a, ok := agents(tb)[260]; !ok || a.Seq != before.Seq || a.Reason != ReasonMaxAge || a.Session.PID != 200 {
 		t.Fatalf("renamed nested agent: %+v %v, want %+v", a, ok, before)
 	}
-	tb.Apply(exitEv(200, 200, 10_000))
-	lo, ok := leftovers(tb)[260]
+	lo, ok := agentExit(tb)[260]
 	if !ok {
 		t.Fatal("the nested agent is not a leftover after its outer agent exited")
 	}
@@ -165,8 +163,7 @@ func TestReloadDissolvesSession(t *testing.T) {
 	if _, ok := tb.SessionOf(210); ok {
 		t.Fatal("its child is still a member")
 	}
-	tb.Apply(exitEv(200, 200, 10_000))
-	if lo := leftovers(tb); len(lo) != 0 {
+	if lo := agentExit(tb); len(lo) != 0 {
 		t.Errorf("leftovers of a dissolved session: %v", lo)
 	}
 }
@@ -190,8 +187,7 @@ func TestReloadScopeDissolvesSession(t *testing.T) {
 func TestReloadDissolvesExitedSession(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
-	tb.Apply(exitEv(200, 200, 10_000))
-	if _, ok := leftovers(tb)[210]; !ok {
+	if _, ok := agentExit(tb)[210]; !ok {
 		t.Fatal("no leftover queued")
 	}
 	tb.SetRules(DefaultRules, nil) // unchanged: stays
@@ -254,8 +250,7 @@ func TestRestoreDissolves(t *testing.T) {
 			tb, procs, _ := sessionTable(t)
 			spawn(tb, procs, 200, 210, 2_000, "sleep")
 			if agentExits {
-				tb.Apply(exitEv(200, 200, 10_000))
-				delete(procs.stat, 200)
+				agentGone(tb, procs)
 			}
 			state := tb.SessionState()
 			procs.stat[210] = ProcInfo{PID: 210, PPID: 1, Start: FromTicks(500), Comm: "sleep", State: 'S'} // reparented
@@ -313,8 +308,7 @@ func TestRestoreRenamedAgent(t *testing.T) {
 func TestLateForkAfterResyncJoinsSession(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
-	tb.Apply(exitEv(200, 200, 10_000))
-	delete(procs.stat, 200)
+	agentGone(tb, procs)
 	const scanStart = int64(6 * time.Second) // boottime; tick 600
 	procs.stat[220] = ProcInfo{PID: 220, PPID: 210, Start: FromTicks(600), Comm: "sleep", State: 'S'}
 	tb.MergeAt(must(procs.Scan()), true, scanStart)
@@ -429,12 +423,26 @@ func TestProcReadRetried(t *testing.T) {
 		tb.runRetries()
 	}
 	warnings := func() int { return logs.FilterMessageSnippet("reading /proc failed").Len() }
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	// retried applies pid's exec, a failure armed: nothing is queued, one
+	// retry is; the retry queues the agent.
+	retried := func(pid int32, what string) Agent {
+		t.Helper()
+		tb.Apply(execEv(pid))
+		if _, ok := agents(tb)[pid]; ok || tb.RetriesPending() != 1 {
+			t.Fatalf("%s: queued %v, pending %d", what, ok, tb.RetriesPending())
+		}
+		retry(retryFirst)
+		a, ok := agents(tb)[pid]
+		if !ok {
+			t.Fatalf("%s, retried: not queued", what)
+		}
+		return a
+	}
+	procs.stat[100] = shell
 	tb.Merge(must(procs.Scan()), false)
 
 	// The command line read at exec fails twice.
-	tb.Apply(fork(100, 200, 1_000))
-	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 200, 1_000)
 	procs.cmdFails[200] = 2
 	tb.Apply(execEv(200))
 	if n := len(agents(tb)); n != 0 {
@@ -464,46 +472,24 @@ func TestProcReadRetried(t *testing.T) {
 	}
 
 	// The stat read at exec fails: the exec is applied at the retry.
-	tb.Apply(fork(100, 300, 2_000))
-	procs.stat[300] = ProcInfo{PID: 300, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 300, 2_000)
 	procs.statFails[300] = 1
-	tb.Apply(execEv(300))
-	if _, ok := agents(tb)[300]; ok || tb.RetriesPending() != 1 {
-		t.Fatalf("exec whose stat failed: queued %v, pending %d", ok, tb.RetriesPending())
-	}
-	retry(retryFirst)
-	if a, ok := agents(tb)[300]; !ok || a.Deadline != 2_000+offset+int64(age) {
-		t.Fatalf("exec retried: %+v %v", a, ok)
+	if a := retried(300, "exec whose stat failed"); a.Deadline != 2_000+offset+int64(age) {
+		t.Fatalf("exec retried: %+v", a)
 	}
 
 	// The pidfd can't be opened (EMFILE): retried.
-	tb.Apply(fork(100, 400, 3_000))
-	procs.stat[400] = ProcInfo{PID: 400, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 400, 3_000)
 	pins = 0
-	tb.Apply(execEv(400))
-	if _, ok := agents(tb)[400]; ok || tb.RetriesPending() != 1 {
-		t.Fatalf("pin failed: queued %v, pending %d", ok, tb.RetriesPending())
-	}
-	retry(retryFirst)
-	if _, ok := agents(tb)[400]; !ok {
-		t.Fatal("pin retried: not queued")
-	}
+	retried(400, "pin failed")
 
 	// The cgroup read fails under a cgroup scope: retried, not judged out
 	// of scope.
 	tb.SetRules(DefaultRules, []Ancestor{must(ParseAncestor("cgroup:/agents/*"))})
 	procs.cgroup[500] = "0::/agents/a\n"
-	tb.Apply(fork(100, 500, 4_000))
-	procs.stat[500] = ProcInfo{PID: 500, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 500, 4_000)
 	procs.cgFails[500] = 1
-	tb.Apply(execEv(500))
-	if _, ok := agents(tb)[500]; ok || tb.RetriesPending() != 1 {
-		t.Fatalf("cgroup read failed: queued %v, pending %d", ok, tb.RetriesPending())
-	}
-	retry(retryFirst)
-	if _, ok := agents(tb)[500]; !ok {
-		t.Fatal("cgroup read retried: not queued")
-	}
+	retried(500, "cgroup read failed")
 
 	// A process that exited: nothing to retry, nothing counted.
 	errs := tb.Stats().ProcErrs
@@ -512,8 +498,7 @@ func TestProcReadRetried(t *testing.T) {
 		t.Errorf("a gone process: pending %d, errs %d (was %d)", tb.RetriesPending(), tb.Stats().ProcErrs, errs)
 	}
 	// A retry of a process that exited meanwhile is dropped.
-	tb.Apply(fork(100, 600, 5_000))
-	procs.stat[600] = ProcInfo{PID: 600, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 600, 5_000)
 	procs.cmdFails[600] = 1
 	tb.Apply(execEv(600))
 	tb.Apply(exitEv(600, 600, 6_000))
@@ -542,8 +527,7 @@ func TestProcReadRetried(t *testing.T) {
 func TestStaleForkAfterResyncJoinsSession(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
-	tb.Apply(exitEv(200, 200, 10_000))
-	delete(procs.stat, 200)
+	agentGone(tb, procs)
 	// Forked at 5.5 s (boottime) during the overflow; scan at 6 s.
 	const forkAt = int64(5500 * time.Millisecond)
 	procs.stat[220] = ProcInfo{PID: 220, PPID: 210, Start: FromTicks(550), Comm: "sleep", State: 'S'}
@@ -598,10 +582,9 @@ func TestCloseStopsProcRetryTimer(t *testing.T) {
 		armed++
 		return stopTimer{&stops}
 	}
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+	procs.stat[100] = shell
 	tb.Merge(must(procs.Scan()), false)
-	tb.Apply(fork(100, 200, 1_000))
-	procs.stat[200] = ProcInfo{PID: 200, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 200, 1_000)
 	procs.cmdFails[200] = 1
 	tb.Apply(execEv(200))
 	if armed != 1 || tb.RetriesPending() != 1 {
@@ -620,8 +603,7 @@ func TestCloseStopsProcRetryTimer(t *testing.T) {
 	if _, ok := agents(tb)[200]; ok {
 		t.Error("a retry ran after Close")
 	}
-	tb.Apply(fork(100, 300, 2_000))
-	procs.stat[300] = ProcInfo{PID: 300, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	forkClaude(tb, procs.stat, 300, 2_000)
 	procs.cmdFails[300] = 1
 	tb.Apply(execEv(300))
 	if armed != 1 {

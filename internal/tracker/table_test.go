@@ -81,9 +81,32 @@ func (c *fakeClock) BootOffset() int64 { return offset }
 
 const age = time.Hour
 
+// shell is bash 100: in the tests' start-up scans, the parent of the
+// agents they fork.
+var shell = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
+
 func newTestTable(t *testing.T, procs *fakeProcs, under ...Ancestor) *Table {
 	t.Helper()
 	return NewTable(Config{Rules: DefaultRules, Under: under, MaxAge: age, Proc: procs, Clock: &fakeClock{}})
+}
+
+// scannedTable is a test table whose start-up scan saw ps.
+func scannedTable(t *testing.T, ps ...ProcInfo) (*Table, *fakeProcs) {
+	t.Helper()
+	procs := newFakeProcs()
+	for _, p := range ps {
+		procs.stat[p.PID] = p
+	}
+	tb := newTestTable(t, procs)
+	tb.Merge(must(procs.Scan()), false)
+	return tb, procs
+}
+
+// forkClaude: bash 100 forks pid at ts, and pid's /proc entry shows
+// claude (the caller applies the exec).
+func forkClaude(tb *Table, stat map[int32]ProcInfo, pid int32, ts uint64) {
+	tb.Apply(fork(100, pid, ts))
+	stat[pid] = ProcInfo{PID: pid, PPID: 100, Start: FromTicks(500), Comm: "claude", State: 'S'}
 }
 
 func fork(parent, child int32, ts uint64) *procevents.Event {
@@ -117,10 +140,7 @@ func agents(tb *Table) map[int32]Agent {
 }
 
 func TestForkExecExit(t *testing.T) {
-	procs := newFakeProcs()
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(5), Comm: "bash", State: 'S'}
-	tb := newTestTable(t, procs)
-	tb.Merge(must(procs.Scan()), false)
+	tb, procs := scannedTable(t, shell)
 
 	tb.Apply(fork(100, 200, 1_000))
 	if p, ok := tb.Lookup(200); !ok || p.Comm != "bash" || !p.Start.Exact || p.Start.NS != 1_000+offset {
@@ -214,11 +234,8 @@ func TestRenameMakesAgentSticky(t *testing.T) {
 }
 
 func TestIdentity(t *testing.T) {
-	procs := newFakeProcs()
-	tb := newTestTable(t, procs)
 	// The scan sees pid 400 started at tick 1000 (10 s after boot).
-	procs.stat[400] = ProcInfo{PID: 400, Start: FromTicks(1000), Comm: "claude", State: 'S'}
-	tb.Merge(must(procs.Scan()), false)
+	tb, procs := scannedTable(t, ProcInfo{PID: 400, Start: FromTicks(1000), Comm: "claude", State: 'S'})
 	first := agents(tb)[400]
 
 	// A late exit of an earlier holder of pid 400 (before tick 1000) is
@@ -307,10 +324,7 @@ func TestUnderAndDescendants(t *testing.T) {
 }
 
 func TestSetMaxAge(t *testing.T) {
-	procs := newFakeProcs()
-	tb := newTestTable(t, procs)
-	procs.stat[7] = ProcInfo{PID: 7, Start: FromTicks(100), Comm: "claude", State: 'S'}
-	tb.Merge(must(procs.Scan()), false)
+	tb, _ := scannedTable(t, ProcInfo{PID: 7, Start: FromTicks(100), Comm: "claude", State: 'S'})
 	tb.SetMaxAge(time.Minute)
 	if a := agents(tb)[7]; a.Deadline != 101*Tick+int64(time.Minute) {
 		t.Errorf("deadline after reload %d, want from start", a.Deadline)
@@ -430,10 +444,7 @@ func BenchmarkApply(b *testing.B) {
 // PID: here child 500 of agent 100 exited unseen, 500 was reused by an
 // unrelated shell that forked 50, and /proc lists 50 first.
 func TestMergeDoesNotAdoptIntoStaleParent(t *testing.T) {
-	procs := newFakeProcs()
-	tb := newTestTable(t, procs)
-	procs.stat[100] = ProcInfo{PID: 100, PPID: 1, Start: FromTicks(10), Comm: "claude", State: 'S'}
-	tb.Merge(must(procs.Scan()), false)
+	tb, procs := scannedTable(t, ProcInfo{PID: 100, PPID: 1, Start: FromTicks(10), Comm: "claude", State: 'S'})
 	tb.Apply(fork(100, 500, uint64(time.Second)))
 	procs.stat[500] = ProcInfo{PID: 500, PPID: 1, Start: FromTicks(900), Comm: "bash", State: 'S'}
 	procs.stat[50] = ProcInfo{PID: 50, PPID: 500, Start: FromTicks(901), Comm: "vim", State: 'S'}
@@ -607,10 +618,7 @@ func TestSetMaxAgeRacingMatch(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			defer func() { testHookBeforeQueue, testHookBeforeResched = nil, nil }()
-			procs := newFakeProcs()
-			procs.stat[9] = ProcInfo{PID: 9, Start: FromTicks(100), Comm: "node", State: 'S'}
-			tb := newTestTable(t, procs)
-			tb.Merge(must(procs.Scan()), false)
+			tb, _ := scannedTable(t, ProcInfo{PID: 9, Start: FromTicks(100), Comm: "node", State: 'S'})
 			c.setup(tb, func() { tb.Apply(commEv(9, 9, "claude")) })
 			a, ok := agents(tb)[9]
 			if want := 101*Tick + int64(longer); !ok || a.Deadline != want {
@@ -629,11 +637,8 @@ func TestForkEventLag(t *testing.T) {
 
 	// Scan first, then the late fork event: the agent stays, with its
 	// deadline (no drop and re-add), and learns the exact start.
-	procs := newFakeProcs()
-	procs.stat[1] = ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S'}
-	procs.stat[500] = ProcInfo{PID: 500, PPID: 1, Start: FromTicks(1000), Comm: "claude", State: 'S'}
-	tb := newTestTable(t, procs)
-	tb.Merge(must(procs.Scan()), false)
+	tb, procs := scannedTable(t, ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S'},
+		ProcInfo{PID: 500, PPID: 1, Start: FromTicks(1000), Comm: "claude", State: 'S'})
 	before := agents(tb)[500]
 	tb.Apply(fork(1, 500, mono(1001*Tick+int64(lag))))
 	if p, _ := tb.Lookup(500); !p.Start.Exact || p.Comm != "claude" {
@@ -727,10 +732,7 @@ func TestResyncIgnoresEventsBeforeScan(t *testing.T) {
 // other threads run: pthread_exit in the leader, or execve in another
 // thread (de_thread kills the leader, the exec event follows).
 func TestLeaderExit(t *testing.T) {
-	procs := newFakeProcs()
-	procs.stat[1] = ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S', Threads: 1}
-	tb := newTestTable(t, procs)
-	tb.Merge(must(procs.Scan()), false)
+	tb, procs := scannedTable(t, ProcInfo{PID: 1, Start: FromTicks(1), Comm: "init", State: 'S', Threads: 1})
 	tracked := func(pid int32) bool { _, ok := agents(tb)[pid]; return ok }
 	start := func(pid int32, ts uint64, threads ...int32) {
 		t.Helper()

@@ -1,0 +1,4 @@
+// Package testutil holds what the tests of several packages would
+// otherwise each write again: a private PostgreSQL database per test.
+// Only tests import it; nothing the daemon runs depends on it.
+package testutil
