@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/config"
-	"github.com/agent-supervisor/supervisor/internal/pgtest"
 	"github.com/agent-supervisor/supervisor/internal/store"
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -20,7 +20,7 @@ import (
 // database not yet migrated to 002 (no reason column) every kill reads as
 // max_age instead of failing.
 func TestIntegrationHistoryReasons(t *testing.T) {
-	db := pgtest.DB(t)
+	db := testutil.Database(t, "sv_test_")
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, db)
 	if err != nil {
