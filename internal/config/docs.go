@@ -196,7 +196,7 @@ func mdCommands() string {
 		}
 		fmt.Fprintf(&b, "### supervisor %s\n\n`supervisor %s`\n\n%s\n", c.name, c.synopsis, mdText(c.description()))
 		if c.daemon {
-			b.WriteString("\nIt takes the [daemon options](#daemon-options).\n")
+			b.WriteString("\nIt takes the [daemon options](#configuration).\n")
 		}
 		if fl := c.documented(); len(fl) > 0 {
 			b.WriteString("\n| flag | default | meaning |\n|---|---|---|\n")
