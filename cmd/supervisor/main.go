@@ -27,53 +27,8 @@ import (
 
 var version = "dev"
 
-const commands = "run, init, once, status, health, events, history, fleet, migrate, extend, keep, unkeep, kill, reload, version"
-
-const usage = `usage: supervisor COMMAND [flags]
-
-commands:
-  run       start the daemon
-  init [flags] -- CMD [ARGS...]
-            the daemon as a container's init: run CMD as its child, reap
-            every orphan, forward signals (--forward-to child|group), end
-            what CMD left when it exits, exit with CMD's status
-  once      one scan, kill stale agents, one health row, the seed's JSON
-            on stdout (a drop-in for the process-reaper.js cron job)
-  status    ask the running daemon what it tracks (its API socket:
-            --api-socket PATH, or beside --control-socket PATH)
-  health    GET /healthz on the running daemon's API socket and print it:
-            exit 0 when ready, 1 when not or when nothing answers within
-            --timeout (default 3s); the Kubernetes probes run it
-  events    follow the running daemon's event stream (--json, --types,
-            --api-socket PATH)
-  history   recent snapshots and kills (--since DUR, --json), from
-            PostgreSQL when configured, else from the spool
-  fleet     one line per host from PostgreSQL (tel.fleet): last snapshot,
-            status, agents, zombies, free memory, kills in 24 h; SILENT
-            after 3 summary intervals without a snapshot (--json)
-  migrate   create or update the tables (--database-url) and exit; run it
-            with an owner role so the daemon's role needs no DDL rights
-  extend PID DURATION | extend PID --until TIME
-            give an agent more time (a lease), kept across reloads and
-            restarts, ending with the process
-  keep PID  exempt a process and its descendants from every policy
-            but a manual kill
-  unkeep PID  make it subject to the policies again
-  kill PID [--force]
-            kill that agent's session now (reason manual); --force for a
-            process that is neither an agent nor a session member
-            (PID@START, START as /agents shows it, in place of PID in
-            extend, keep, unkeep and kill: refused if PID is now another
-            process)
-  reload    what SIGHUP does; prints ok or the error
-            (these five talk to the daemon's --control-socket, root only;
-            status, health and events read the API socket beside it, root
-            or --control-group)
-  version   print the version
-
-run, init, once, history, fleet and migrate take the same flags:
-
-`
+// commands names the subcommands, for the message that lists them.
+var commands = config.CommandNames()
 
 func main() {
 	os.Exit(mainErr(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
@@ -90,8 +45,7 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 	var asJSON bool
 	switch cmd {
 	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		config.PrintUsage("run", stdout, flag.NewFlagSet("run", flag.ContinueOnError))
+		config.PrintHelp(stdout, "")
 		return 0
 	case "version", "--version":
 		fmt.Fprintf(stdout, "supervisor %s %s\n", buildVersion(), runtime.Version())
@@ -111,8 +65,8 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		return cli.Fleet(rest, getenv, stdout, stderr)
 	case "history":
 		extra = func(fs *flag.FlagSet) {
-			fs.DurationVar(&since, "since", 24*time.Hour, "how far back")
-			fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+			config.DurationVar(fs, &since, "since")
+			config.BoolVar(fs, &asJSON, "json")
 		}
 	case "run", "once", "migrate":
 	default:

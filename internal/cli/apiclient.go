@@ -26,9 +26,9 @@ type apiFlags struct {
 
 func addAPIFlags(fs *flag.FlagSet) *apiFlags {
 	return &apiFlags{
-		api:     fs.String("api-socket", "", "the daemon's API socket (env REAPER_API_SOCKET; default "+config.APISocketName+" beside the control socket)"),
-		control: fs.String("control-socket", "", "the daemon's control socket, whose directory holds the API socket (env REAPER_CONTROL_SOCKET, default "+config.DefaultControlSocket+")"),
-		listen:  fs.String("listen", "", "ignored: /agents and /events are no longer served over TCP"),
+		api:     config.String(fs, "api-socket"),
+		control: config.String(fs, "control-socket"),
+		listen:  config.String(fs, "listen"),
 	}
 }
 
@@ -107,11 +107,6 @@ func statusError(resp *http.Response) error {
 	return &httpStatusError{status: resp.Status, body: printable(strings.TrimSpace(string(b)))}
 }
 
-// healthTimeout is how long health waits for the daemon by default: below
-// the DaemonSet probes' timeoutSeconds, so a slow answer is this command's
-// failure, with its message, not the kubelet's timeout.
-const healthTimeout = 3 * time.Second
-
 // Health asks the daemon's API socket for /healthz and prints the JSON
 // it answers: the probe the DaemonSet runs (an exec probe), which reaches
 // the daemon through root's own connection slots, where no other user's
@@ -119,17 +114,12 @@ const healthTimeout = 3 * time.Second
 // else (not ready, refused) or nothing answered within --timeout; 2: a
 // usage error.
 func Health(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("health", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := config.NewFlagSet("health")
 	af := addAPIFlags(fs)
-	timeout := fs.Duration("timeout", healthTimeout, "how long to wait for the answer")
+	timeout := config.Duration(fs, "timeout")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, "usage: supervisor health %s [--timeout DURATION]\n"+
-				"  GET /healthz on the daemon's API socket (env REAPER_API_SOCKET; default %s beside the control socket, %s)\n"+
-				"  and print it; exit 0 when the daemon answers 200 (ready), 1 when it answers otherwise or not within\n"+
-				"  --timeout (default %s), 2 on a usage error\n",
-				apiUsage, config.APISocketName, config.DefaultControlSocket, healthTimeout)
+			config.PrintHelp(stdout, "health")
 			return 0
 		}
 		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))

@@ -17,18 +17,13 @@ import (
 
 // Control is the client side: extend, keep, unkeep, kill and reload.
 func Control(cmd string, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	sock := fs.String("control-socket", config.DefaultControlSocket, "the daemon's control socket (env REAPER_CONTROL_SOCKET)")
-	until := fs.String("until", "", "extend: the new deadline (RFC 3339, YYYY-MM-DD HH:MM[:SS] or HH:MM[:SS] today, local time)")
-	force := fs.Bool("force", false, "kill: also a process that is neither an agent nor a session member")
-	usage := map[string]string{
-		control.CmdExtend: "extend PID[@START] DURATION | extend PID[@START] --until TIME",
-		control.CmdKeep:   "keep PID[@START]", control.CmdUnkeep: "unkeep PID[@START]",
-		control.CmdKill: "kill PID[@START] [--force]", control.CmdReload: "reload",
-	}[cmd]
+	fs := config.NewFlagSet(cmd)
+	sock := config.String(fs, "control-socket")
+	until := config.String(fs, "until")
+	force := config.Bool(fs, "force")
+	usage := config.Synopsis(cmd)
 	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "supervisor: %s: %s (usage: supervisor %s [--control-socket PATH])\n", cmd, fmt.Sprintf(format, a...), usage)
+		fmt.Fprintf(stderr, "supervisor: %s: %s (usage: supervisor %s)\n", cmd, fmt.Sprintf(format, a...), usage)
 		return 2
 	}
 	// Flags may come before or after the arguments.
@@ -36,7 +31,7 @@ func Control(cmd string, args []string, getenv func(string) string, stdout, stde
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintf(stdout, "usage: supervisor %s [--control-socket PATH]\n", usage)
+				config.PrintHelp(stdout, cmd)
 				return 0
 			}
 			return fail("%s", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))

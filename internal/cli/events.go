@@ -24,16 +24,13 @@ import (
 // terminal: one line per event, or the raw JSON lines with --json, until
 // interrupted or the stream ends.
 func Events(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("events", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := config.NewFlagSet("events")
 	af := addAPIFlags(fs)
-	asJSON := fs.Bool("json", false, "print each event as the daemon sends it, one JSON object per line")
-	typeList := fs.String("types", "", "only these event types, comma-separated ("+events.All.String()+")")
+	asJSON := config.Bool(fs, "json")
+	typeList := config.String(fs, "types")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, "usage: supervisor events [--json] [--types %s] %s\n"+
-				"  follows the daemon's event stream (GET /events on its API socket: env REAPER_API_SOCKET; default %s beside the control socket, %s)\n",
-				events.All, apiUsage, config.APISocketName, config.DefaultControlSocket)
+			config.PrintHelp(stdout, "events")
 			return 0
 		}
 		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))

@@ -43,8 +43,8 @@ var errNotMigrated = errors.New("the database has no view tel.fleet (its schema 
 func Fleet(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	var asJSON, failSilent bool
 	cfg, err := config.Parse("fleet", args, getenv, stdout, func(fs *flag.FlagSet) {
-		fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
-		fs.BoolVar(&failSilent, "fail-silent", false, "exit 3 when a host is SILENT")
+		config.BoolVar(fs, &asJSON, "json")
+		config.BoolVar(fs, &failSilent, "fail-silent")
 	})
 	if errors.Is(err, config.ErrHelp) {
 		return 0

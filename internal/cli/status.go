@@ -18,13 +18,11 @@ import (
 // socket and prints them for a person: one header, then one line per agent
 // with a bar of how much of its max age is used. It fits 80 columns.
 func Status(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := config.NewFlagSet("status")
 	af := addAPIFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, "usage: supervisor status %s\n  reads the daemon's API socket (env REAPER_API_SOCKET; default %s beside the control socket, %s)\n",
-				apiUsage, config.APISocketName, config.DefaultControlSocket)
+			config.PrintHelp(stdout, "status")
 			return 0
 		}
 		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))

@@ -89,24 +89,33 @@ type Config struct {
 // tests, not the network.
 const DefaultListen = "127.0.0.1:9847"
 
-// option is one setting: a flag, its environment twin and its default.
-// Precedence: flag, then environment, then default.
+// option is one setting: a flag, its environment twin (also its key in
+// the --config file) and its default. Precedence: flag, then environment,
+// then the file, then default. help is plain text, for --help and the man
+// page; doc, if set, says it in Markdown for docs/configuration.md (links,
+// code), else help stands there too.
 type option struct {
 	flag, env, def, help string
-	repeat               bool // flag may repeat; env is comma-separated
-	hidden               bool
+	doc                  string
+	shown                string // the default as the help and docs say it, if not def itself ("the hostname")
+	repeat               bool   // flag may repeat; env is comma-separated
+	hidden               bool   // a test knob: in no help, man page or doc
+	restart              bool   // a reload does not apply it (the daemon logs it as needing a restart)
 	set                  func(c *Config, v string, many []string) error
 }
 
 var options = []option{
 	{flag: "config", env: "REAPER_CONFIG", def: "",
 		help: "file of KEY=VALUE lines (the environment variables below), re-read on SIGHUP; the environment wins over it",
+		doc:  "`KEY=VALUE` file of these variables ([The config file](#the-config-file)), re-read on SIGHUP; the environment wins over it",
 		set: func(c *Config, v string, _ []string) error {
 			c.ConfigFile = v
 			return nil
 		}},
 	{flag: "max-age", env: "REAPER_MAX_AGE", def: "2h",
-		help: "kill agents this old (Go duration); env fallback REAPER_MAX_AGENT_AGE_MINUTES (integer minutes)",
+		help: "kill agents this old (Go duration, at most 8760h); env fallback REAPER_MAX_AGENT_AGE_MINUTES (integer minutes)",
+		doc: "kill agents this old: a Go duration, at most 8760h; when `REAPER_MAX_AGE` is unset, the seed's " +
+			"`REAPER_MAX_AGENT_AGE_MINUTES` (integer minutes) stands in for it",
 		set: func(c *Config, v string, _ []string) (err error) {
 			// A year at most: beyond that a deadline is nonsense, and near
 			// the int64 limit start + max age would wrap into the past.
@@ -114,13 +123,14 @@ var options = []option{
 			return
 		}},
 	{flag: "kill-grace", env: "REAPER_KILL_GRACE", def: "5s",
-		help: "time between SIGTERM and SIGKILL",
+		help: "time between SIGTERM and SIGKILL (0 to 1h)",
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.KillGrace, err = durationIn(v, 0, time.Hour)
 			return
 		}},
 	{flag: "agent", env: "REAPER_AGENTS", def: "claude,npm*:agent", repeat: true,
 		help: "agent rule COMM, COMM* (prefix) or either with :TEXT required in the cmdline; repeatable",
+		doc:  "agent rule: `COMM`, `COMM*` (a prefix), either with `:TEXT` required in the command line ([Agent rules](#agent-rules))",
 		set: func(c *Config, _ string, many []string) (err error) {
 			for _, s := range many {
 				if strings.TrimSpace(s) == "" {
@@ -131,7 +141,9 @@ var options = []option{
 			return
 		}},
 	{flag: "under", env: "REAPER_UNDER", def: "", repeat: true,
-		help: "only agents descending from this PID or process name; repeatable (default: no limit)",
+		help: "only agents descending from this PID or process name, or (cgroup:GLOB) whose own cgroup v2 path matches GLOB; repeatable (default: no limit)",
+		doc: "only agents descending from this PID or process name, or, as `cgroup:GLOB`, whose own cgroup v2 path " +
+			"matches GLOB (`cgroup:/kubepods*`); any match scopes in ([Scope](#scope))",
 		set: func(c *Config, _ string, many []string) error {
 			c.Under = nil
 			for _, s := range many {
@@ -145,6 +157,10 @@ var options = []option{
 		}},
 	{flag: "host-cgroup-root", env: "REAPER_HOST_CGROUP_ROOT", def: "",
 		help: "where the host's /sys/fs/cgroup is mounted, to turn the cgroup paths a daemon in a private cgroup namespace reads into host paths (default: host PID 1's, via /proc/1/root); read at start",
+		doc: "where the host's `/sys/fs/cgroup` (or its cgroup v2 hierarchy) is mounted, read only when the daemon runs in a " +
+			"private cgroup namespace, to turn the paths it reads into host paths " +
+			"([Attribution](design.md#attribution-containers-and-pods)); read at start",
+		shown: "host PID 1's /sys/fs/cgroup (via /proc/1/root)", restart: true,
 		set: func(c *Config, v string, _ []string) error {
 			if v != "" && !filepath.IsAbs(v) {
 				return fmt.Errorf("%q is not an absolute path", v)
@@ -154,6 +170,7 @@ var options = []option{
 		}},
 	{flag: "leftovers", env: "REAPER_LEFTOVERS", def: "kill",
 		help: "what happens to a session's processes still alive --leftover-grace after its agent exited: kill or keep",
+		doc:  "`kill` or `keep` a session's members still alive `--leftover-grace` after its agent exited",
 		set: func(c *Config, v string, _ []string) error {
 			switch v {
 			case "kill", "keep":
@@ -189,19 +206,22 @@ var options = []option{
 		}},
 	{flag: "keep-env", env: "REAPER_KEEP_ENV", def: "true",
 		help: "honour REAPER_KEEP=1 in a process's own environment: it and its descendants outlive their agent (no leftover kill, spared when the agent's tree is killed at max age) and nothing else (an agent's own max age, the resource limits and memory pressure still apply); false ignores the marker",
+		doc: "honour `REAPER_KEEP=1` in a process's own environment: it and its descendants outlive their agent (never " +
+			"leftovers, spared by the agent's tree kill at max age) and nothing else — an agent's own max age, the resource " +
+			"limits and memory pressure still apply; `false` ignores the marker ([Keeping something](design.md#sessions-and-leftovers))",
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.KeepEnv, err = boolean(v)
 			return
 		}},
 	{flag: "summary-interval", env: "REAPER_SUMMARY_INTERVAL", def: "5m",
-		help: "health snapshot period (1s to 24h)",
+		help: "health snapshot period (1s to 24h; one is also taken at start)",
 		set: func(c *Config, v string, _ []string) (err error) {
 			// Each snapshot reads /proc of every process and writes a row.
 			c.SummaryInterval, err = durationIn(v, time.Second, 24*time.Hour)
 			return
 		}},
 	{flag: "database-url", env: "DATABASE_URL", def: "",
-		help: "PostgreSQL URL for health and kill rows (default: none, the spool is the store); prefer --database-url-file",
+		help: "PostgreSQL URL for health and kill rows (default: none, the spool is the store); prefer --database-url-file", restart: true,
 		set: func(c *Config, v string, _ []string) error {
 			if v != "" {
 				if err := checkDSN(v); err != nil {
@@ -212,7 +232,8 @@ var options = []option{
 			return nil
 		}},
 	{flag: "database-url-file", env: "DATABASE_URL_FILE", def: "",
-		help: "file holding the PostgreSQL URL (mode 0600), re-read on SIGHUP: the password stays out of the command line and the environment",
+		help:    "file holding the PostgreSQL URL (mode 0600), re-read on SIGHUP: the password stays out of the command line and the environment",
+		restart: true,
 		set: func(c *Config, v string, _ []string) error {
 			if v == "" {
 				return nil
@@ -231,7 +252,8 @@ var options = []option{
 			return nil
 		}},
 	{flag: "host-id", env: "REAPER_HOST_ID", def: "",
-		help: "host column of every row (default: the hostname)",
+		help:  "host column of every row (default: the hostname)",
+		shown: "the hostname", restart: true,
 		set: func(c *Config, v string, _ []string) error {
 			if v == "" {
 				h, err := os.Hostname()
@@ -244,19 +266,19 @@ var options = []option{
 			return nil
 		}},
 	{flag: "retention", env: "REAPER_RETENTION", def: "168h",
-		help: "delete this host's rows older than this",
+		help: "delete this host's rows older than this, hourly (at least 1m)", restart: true,
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.Retention, err = durationIn(v, time.Minute, 100*MaxMaxAge)
 			return
 		}},
 	{flag: "spool-max-rows", env: "REAPER_SPOOL_MAX_ROWS", def: "10000",
-		help: "spool bound; beyond it the oldest snapshots are dropped first",
+		help: "spool bound; beyond it the oldest snapshots are dropped first, kills last", restart: true,
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.SpoolMaxRows, err = integer(v, 10, 10_000_000)
 			return
 		}},
 	{flag: "state-dir", env: "REAPER_STATE_DIR", def: "/var/lib/agent-supervisor",
-		help: "directory for the spool",
+		help: "directory for the spool", restart: true,
 		set: func(c *Config, v string, _ []string) error {
 			if v == "" {
 				return errors.New("empty path")
@@ -265,7 +287,7 @@ var options = []option{
 			return nil
 		}},
 	{flag: "listen", env: "REAPER_LISTEN", def: DefaultListen,
-		help: "HTTP address for /healthz and /metrics (only: /agents and /events are on --api-socket); empty disables",
+		help: "HTTP address for /healthz and /metrics (only: /agents and /events are on --api-socket); empty disables", restart: true,
 		set: func(c *Config, v string, _ []string) error {
 			if v != "" {
 				if _, _, err := net.SplitHostPort(v); err != nil {
@@ -277,6 +299,9 @@ var options = []option{
 		}},
 	{flag: "metrics-listen", env: "REAPER_METRICS_LISTEN", def: "",
 		help: "a second HTTP address serving /metrics and /healthz, as --listen does, e.g. the node's IP for a Prometheus elsewhere; empty disables",
+		doc: "a second HTTP address serving `/metrics` and `/healthz`, as `--listen` does, for a Prometheus elsewhere " +
+			"([Running on Kubernetes](deployment.md#running-on-kubernetes)); empty disables",
+		restart: true,
 		set: func(c *Config, v string, _ []string) error {
 			if v != "" {
 				if _, _, err := net.SplitHostPort(v); err != nil {
@@ -287,7 +312,7 @@ var options = []option{
 			return nil
 		}},
 	{flag: "control-socket", env: "REAPER_CONTROL_SOCKET", def: DefaultControlSocket,
-		help: "unix socket for extend, keep, unkeep, kill and reload (root, or --control-group members); empty disables",
+		help: "unix socket for extend, keep, unkeep, kill and reload (root, or --control-group members); empty disables", restart: true,
 		set: func(c *Config, v string, _ []string) error {
 			if v != "" && !filepath.IsAbs(v) {
 				return fmt.Errorf("%q is not an absolute path", v)
@@ -296,7 +321,7 @@ var options = []option{
 			return nil
 		}},
 	{flag: "control-group", env: "REAPER_CONTROL_GROUP", def: "",
-		help: "group (name or gid) whose members may use the control socket and the API socket besides root (default: root only)",
+		help: "group (name or gid) whose members may use the control socket and the API socket besides root (default: root only)", restart: true,
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.ControlGroup = v
 			c.ControlGID, err = lookupGroup(v)
@@ -305,6 +330,7 @@ var options = []option{
 	{flag: "api-socket", env: "REAPER_API_SOCKET", def: APISocketAuto,
 		help: "unix socket serving /agents, /events, /healthz and /metrics to root and --control-group members (status and events read it); " +
 			"auto: " + APISocketName + " in --control-socket's directory, none when the control socket is disabled; empty disables",
+		restart: true,
 		set: func(c *Config, v string, _ []string) error {
 			switch {
 			case v == APISocketAuto:
@@ -319,7 +345,7 @@ var options = []option{
 			return nil
 		}},
 	{flag: "source", env: "REAPER_SOURCE", def: "auto",
-		help: "event source: auto (netlink, else /proc polling), netlink or proc",
+		help: "event source: auto (netlink, else /proc polling), netlink or proc", restart: true,
 		set: func(c *Config, v string, _ []string) error {
 			switch v {
 			case "auto", "netlink", "proc":
@@ -329,55 +355,63 @@ var options = []option{
 			return fmt.Errorf("invalid source %q (want auto, netlink or proc)", v)
 		}},
 	{flag: "poll-interval", env: "REAPER_POLL_INTERVAL", def: "1s",
-		help: "how often to scan /proc when polling",
+		help: "how often to scan /proc when polling (10ms to 1h)", restart: true,
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.PollInterval, err = durationIn(v, 10*time.Millisecond, time.Hour)
 			return
 		}},
 	{flag: "dry-run", env: "REAPER_DRY_RUN", def: "false",
-		help: "report what would be killed, signal nothing",
+		help: "report what would be killed, signal nothing", restart: true,
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.DryRun, err = boolean(v)
 			return
 		}},
 	{flag: "realtime", env: "REAPER_REALTIME", def: "true",
-		help: "run the deadline timer thread at SCHED_FIFO priority 1",
+		help: "run the deadline timer thread at SCHED_FIFO priority 1", restart: true,
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.Realtime, err = boolean(v)
 			return
 		}},
 	{flag: "netlink-rcvbuf", env: "REAPER_NETLINK_RCVBUF", def: "8388608",
-		help: "proc connector receive buffer to request, bytes (the kernel doubles it)",
+		help: "proc connector receive buffer to request, bytes (the kernel doubles it)", restart: true,
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.NetlinkRcvbuf, err = integer(v, 1024, 1<<30)
 			return
 		}},
 	{flag: "on-kill", env: "REAPER_ON_KILL", def: "",
-		help: "run this with /bin/sh -c after each finished kill, the kill record as JSON on stdin (see README); re-read on SIGHUP",
+		help: "run this with /bin/sh -c after each finished kill, the kill record as JSON on stdin (see docs/operations.md); re-read on SIGHUP",
+		doc: "command run with `/bin/sh -c` after each finished kill, the kill record as JSON on stdin; re-read on SIGHUP " +
+			"([Hook after each kill](operations.md#hook-after-each-kill))",
 		set: func(c *Config, v string, _ []string) error {
 			c.OnKill = strings.TrimSpace(v)
 			return nil
 		}},
 	{flag: "forward-to", env: "REAPER_FORWARD_TO", def: "child",
-		help: "supervisor init: send the forwarded signals to the command alone (child) or to its process group (group)",
+		help: "supervisor init: send the forwarded signals to the command alone (child) or to its process group (group)", restart: true,
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.ForwardTo, err = initd.ParseForward(strings.TrimSpace(v))
 			return
 		}},
 	{flag: "session-max-memory", env: "REAPER_SESSION_MAX_MEMORY", def: "0",
 		help: "kill a session whose members' memory (anon RSS; kept members not counted) exceeds this size, e.g. 8GiB (KiB/MiB/GiB, KB/MB/GB, or bytes); 0 is off, a size below one byte an error",
+		doc: "kill a session whose memory (anon RSS of its members; those kept by `--keep` or a control-socket keep not counted, " +
+			"`REAPER_KEEP=1` ones counted) exceeds this size: `8GiB`, `500MB`, bytes (KiB/MiB/GiB/TiB, KB/MB/GB/TB); `0` is off, " +
+			"a size below one byte (`0.4`) exits 2; reason `memory` ([Resource guard](design.md#resource-guard))",
+		shown: "0 (off)",
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.SessionMaxMemory, err = parseSize(v)
 			return
 		}},
 	{flag: "session-max-procs", env: "REAPER_SESSION_MAX_PROCS", def: "0",
-		help: "kill a session with more live processes than this (processes, not threads; zombies and kept members not counted; checked at every fork too); 0 is off",
+		help:  "kill a session with more live processes than this (processes, not threads; zombies and kept members not counted; checked at every fork too); 0 is off",
+		shown: "0 (off)",
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.SessionMaxProcs, err = integer(v, 0, 1<<22)
 			return
 		}},
 	{flag: "session-idle", env: "REAPER_SESSION_IDLE", def: "0",
-		help: "kill a session none of whose processes used CPU for this long (hung on a prompt, a pager, a dead socket); 0 is off",
+		help:  "kill a session none of whose processes used CPU for this long (hung on a prompt, a pager, a dead socket); 0 is off",
+		shown: "0 (off)",
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.SessionIdle, err = durationIn(v, 0, MaxMaxAge)
 			return
@@ -396,6 +430,8 @@ var options = []option{
 		}},
 	{flag: "pressure", env: "REAPER_PRESSURE", def: "",
 		help: `on memory pressure ("some|full STALL WINDOW", e.g. "some 150ms 1s": a PSI trigger) kill the largest session; off by default`,
+		doc: "`some|full STALL WINDOW`, e.g. `some 150ms 1s`: on that memory pressure (a PSI trigger) kill the largest session " +
+			"([Memory pressure](design.md#memory-pressure))",
 		set: func(c *Config, v string, _ []string) error {
 			c.Pressure = nil
 			if strings.TrimSpace(v) == "" {
@@ -410,6 +446,9 @@ var options = []option{
 		}},
 	{flag: "pressure-file", env: "REAPER_PRESSURE_FILE", def: "",
 		help: "the memory pressure file for --pressure (default: /proc/pressure/memory, or under supervisor init the memory.pressure of the cgroup limiting the daemon and its command)",
+		doc: "the memory pressure file for `--pressure`, an absolute path (default: `/proc/pressure/memory`, or under " +
+			"`supervisor init` the `memory.pressure` of the limited cgroup it shares with its command; " +
+			"[Memory pressure](design.md#memory-pressure))",
 		set: func(c *Config, v string, _ []string) error {
 			if v != "" && !filepath.IsAbs(v) {
 				return fmt.Errorf("%q is not an absolute path", v)
@@ -430,7 +469,7 @@ var options = []option{
 			return
 		}},
 	{flag: "log-level", env: "REAPER_LOG_LEVEL", def: "info",
-		help: "debug, info, warn or error",
+		help: "debug, info, warn or error", restart: true,
 		set: func(c *Config, v string, _ []string) error {
 			switch v {
 			case "debug", "info", "warn", "error":
@@ -440,7 +479,7 @@ var options = []option{
 			return fmt.Errorf("invalid level %q (want debug, info, warn or error)", v)
 		}},
 	{flag: "event-buffer", env: "REAPER_EVENT_BUFFER", def: "1024",
-		help: "events each /events client may have waiting before it is dropped as too slow",
+		help: "events each /events client may have waiting before it is dropped as too slow (1 to 65536)", restart: true,
 		set: func(c *Config, v string, _ []string) (err error) {
 			// At most 64 clients (events.MaxSubscribers): 64 x 65536
 			// buffered events is the most a reader can make us hold.
@@ -560,7 +599,9 @@ var ErrHelp = errors.New("help")
 
 // Parse reads flags from args and the environment through getenv,
 // then, for variables the environment does not set, the --config file.
-// extra, if set, adds a subcommand's own flags.
+// The flag set has the daemon options and cmd's own flags from the
+// commands table; extra, if set, binds the latter to the command's
+// variables (BoolVar, DurationVar).
 func Parse(cmd string, args []string, getenv func(string) string, stdout io.Writer, extra ...func(*flag.FlagSet)) (*Config, error) {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -583,12 +624,15 @@ func Parse(cmd string, args []string, getenv func(string) string, stdout io.Writ
 			single[o.flag] = fs.String(o.flag, o.def, o.help)
 		}
 	}
+	if c := lookupCommand(cmd); c != nil && c.daemon {
+		defineFlags(fs, cmd) // its own flags: extra gives them variables
+	}
 	for _, e := range extra {
 		e(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			PrintUsage(cmd, stdout, fs)
+			PrintHelp(stdout, cmd)
 			return nil, ErrHelp
 		}
 		return nil, usageError{strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1)}
@@ -733,33 +777,6 @@ func unquote(v string) string {
 		return v[1 : len(v)-1]
 	}
 	return v
-}
-
-func PrintUsage(cmd string, w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "usage: supervisor %s [flags]\n\nFlags (each has an environment twin; a flag wins over the environment, the environment over the default):\n", cmd)
-	for _, o := range options {
-		if o.hidden {
-			continue
-		}
-		name := "  (env only)"
-		if o.flag != "" {
-			name = "  --" + o.flag
-		}
-		def := o.def
-		if def == "" {
-			def = "none"
-		}
-		fmt.Fprintf(w, "%-22s %-30s default %s\n%24s%s\n", name, o.env, def, "", o.help)
-	}
-	known := map[string]bool{}
-	for _, o := range options {
-		known[o.flag] = true
-	}
-	fs.VisitAll(func(f *flag.Flag) {
-		if !known[f.Name] {
-			fmt.Fprintf(w, "  --%-20s %s (default %q)\n", f.Name, f.Usage, f.DefValue)
-		}
-	})
 }
 
 // DefaultControlSocket is where the control socket lives unless told.

@@ -1,0 +1,320 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// command is a subcommand: what --help, the man page and
+// docs/configuration.md say of it, and its own flags. The daemon options
+// (options) are not repeated here: daemon says the command takes them.
+type command struct {
+	name     string
+	synopsis string // the usage line after "supervisor "
+	summary  string // what it does, in the command list
+	more     string // said besides in its own --help, the man page and the docs
+	daemon   bool   // takes the daemon options: its flag set comes from Parse
+	flags    []cmdFlag
+}
+
+// flagKind is the type of a subcommand flag's value.
+type flagKind int
+
+const (
+	kindString flagKind = iota
+	kindBool
+	kindDuration
+)
+
+// cmdFlag is a subcommand's own flag. Unlike a daemon option it has no
+// environment twin and no config-file key; a client flag that falls back
+// to a variable (--api-socket, --control-socket) says so in its help, the
+// command reads it.
+type cmdFlag struct {
+	name, arg, def, help string // arg names the value in the help (PATH); "" for a boolean
+	kind                 flagKind
+	hidden               bool // accepted, not documented
+	// only, on a flag shared by a group of commands, is the one command
+	// it is for: the others accept it so as to refuse it by name ("--until
+	// is for extend"), and do not document it.
+	only string
+}
+
+// healthTimeoutDef is how long health waits for the daemon by default:
+// below the DaemonSet probes' timeoutSeconds, so a slow answer is this
+// command's failure, with its message, not the kubelet's timeout.
+const healthTimeoutDef = "3s"
+
+// apiClientFlags find the daemon's API socket (status, health, events) the
+// way the control commands find the control socket.
+var apiClientFlags = []cmdFlag{
+	{name: "api-socket", arg: "PATH",
+		help: "the daemon's API socket (env REAPER_API_SOCKET; default " + APISocketName + " beside the control socket)"},
+	{name: "control-socket", arg: "PATH",
+		help: "the daemon's control socket, whose directory holds the API socket (env REAPER_CONTROL_SOCKET, default " + DefaultControlSocket + ")"},
+	// Before the API socket, status and events read --listen.
+	{name: "listen", arg: "ADDRESS", hidden: true, help: "ignored: /agents and /events are no longer served over TCP"},
+}
+
+// controlFlags are the control commands': one flag set for the five, so
+// that --until given to kill is refused as extend's.
+var controlFlags = []cmdFlag{
+	{name: "control-socket", arg: "PATH", def: DefaultControlSocket, help: "the daemon's control socket (env REAPER_CONTROL_SOCKET)"},
+	{name: "until", arg: "TIME", only: "extend",
+		help: "the new deadline, set outright (RFC 3339, YYYY-MM-DD HH:MM[:SS] or HH:MM[:SS] today, local time)"},
+	{name: "force", kind: kindBool, only: "kill", help: "also a process that is neither an agent nor a session member (root only)"},
+}
+
+// pidStartNote is said of every control command that names a process.
+const pidStartNote = "PID@START in place of PID names the process by identity: START is its start time as /agents shows it " +
+	"(started_at, RFC 3339), and the daemon refuses the command if PID now belongs to another process."
+
+// controlNote is said of every control command.
+const controlNote = "It talks to the daemon's control socket: root, or a member of the daemon's --control-group. " +
+	"Exit 1 when refused or when no daemon answers, 2 on a usage error."
+
+// commands is every subcommand, in the order --help lists them.
+var commands = []command{
+	{name: "run", synopsis: "run [flags]", daemon: true,
+		summary: "start the daemon",
+		more: "It follows every process (proc connector, else /proc polling), kills each agent at its start + --max-age " +
+			"with its process tree and its session's leftovers after --leftover-grace, enforces the session limits and " +
+			"the memory pressure policy, and serves /healthz and /metrics on --listen and the control and API sockets. " +
+			"SIGHUP re-reads the environment and the --config file; SIGTERM and SIGINT stop it."},
+	{name: "init", synopsis: "init [flags] -- CMD [ARGS...]", daemon: true,
+		summary: "the daemon as a container's init: run CMD as its child, reap every orphan, forward signals " +
+			"(--forward-to child|group), end what CMD left when it exits, exit with CMD's status",
+		more: "CMD starts first and never waits for the daemon. SIGTERM and SIGINT are forwarded to CMD, not obeyed: " +
+			"init stops when CMD does. Exit 127 when CMD is not found, 126 when it cannot be run."},
+	{name: "once", synopsis: "once [flags]", daemon: true,
+		summary: "one scan, kill stale agents, one health row, the seed's JSON on stdout " +
+			"(a drop-in for the process-reaper.js cron job)"},
+	{name: "status", synopsis: "status [--api-socket PATH | --control-socket PATH]", flags: apiClientFlags,
+		summary: "ask the running daemon what it tracks (its API socket: --api-socket PATH, or beside --control-socket PATH)",
+		more: "One header, then one line per agent with how much of its max age is used, and the leftovers; it fits 80 columns. " +
+			"The API socket is for root and members of the daemon's --control-group. Exit 1 when no daemon answers."},
+	{name: "health", synopsis: "health [--api-socket PATH | --control-socket PATH] [--timeout DURATION]",
+		flags: append(apiClientFlags[:len(apiClientFlags):len(apiClientFlags)],
+			cmdFlag{name: "timeout", arg: "DURATION", def: healthTimeoutDef, kind: kindDuration, help: "how long to wait for the answer"}),
+		summary: "GET /healthz on the running daemon's API socket and print it: exit 0 when ready, 1 when not or when " +
+			"nothing answers within --timeout (default " + healthTimeoutDef + "); the Kubernetes probes run it",
+		more: "Exit 2 on a usage error."},
+	{name: "events", synopsis: "events [--json] [--types LIST] [--api-socket PATH | --control-socket PATH]",
+		flags: append([]cmdFlag{
+			{name: "json", kind: kindBool, help: "print each event as the daemon sends it, one JSON object per line"},
+			{name: "types", arg: "LIST", help: "only these event types, comma-separated (" + eventTypes + ")"},
+		}, apiClientFlags...),
+		summary: "follow the running daemon's event stream (--json, --types, --api-socket PATH)",
+		more:    "It reads GET /events on the API socket, one line per event, until interrupted or the stream ends."},
+	{name: "history", synopsis: "history [--since DURATION] [--json] [flags]", daemon: true,
+		flags: []cmdFlag{
+			{name: "since", arg: "DURATION", def: "24h", kind: kindDuration, help: "how far back"},
+			{name: "json", kind: kindBool, help: "print JSON instead of a table"},
+		},
+		summary: "recent snapshots and kills (--since DUR, --json), from PostgreSQL when configured, else from the spool"},
+	{name: "fleet", synopsis: "fleet [--json] [--fail-silent] [flags]", daemon: true,
+		flags: []cmdFlag{
+			{name: "json", kind: kindBool, help: "print JSON instead of a table"},
+			{name: "fail-silent", kind: kindBool, help: "exit 3 when a host is SILENT"},
+		},
+		summary: "one line per host from PostgreSQL (tel.fleet): last snapshot, status, agents, zombies, free memory, " +
+			"kills in 24 h; SILENT after 3 summary intervals without a snapshot (--json)",
+		more: "It needs a database (--database-url-file or --database-url): the fleet is what the hosts wrote there."},
+	{name: "migrate", synopsis: "migrate [flags]", daemon: true,
+		summary: "create or update the tables (--database-url) and exit; run it with an owner role so the daemon's role " +
+			"needs no DDL rights"},
+	{name: "extend", synopsis: "extend PID[@START] DURATION | extend PID[@START] --until TIME [--control-socket PATH]",
+		flags:   controlFlags,
+		summary: "give an agent more time (a lease), kept across reloads and restarts, ending with the process",
+		more:    pidStartNote + " " + controlNote},
+	{name: "keep", synopsis: "keep PID[@START] [--control-socket PATH]", flags: controlFlags,
+		summary: "exempt a process and its descendants from every policy but a manual kill",
+		more:    pidStartNote + " " + controlNote},
+	{name: "unkeep", synopsis: "unkeep PID[@START] [--control-socket PATH]", flags: controlFlags,
+		summary: "make a kept process subject to the policies again",
+		more:    pidStartNote + " " + controlNote},
+	{name: "kill", synopsis: "kill PID[@START] [--force] [--control-socket PATH]", flags: controlFlags,
+		summary: "kill that agent's session now (reason manual); --force for a process that is neither an agent nor a session member",
+		more:    pidStartNote + " " + controlNote},
+	{name: "reload", synopsis: "reload [--control-socket PATH]", flags: controlFlags,
+		summary: "what SIGHUP does; prints ok or the error",
+		more:    controlNote},
+	{name: "version", synopsis: "version", summary: "print the version"},
+}
+
+// eventTypes are the event stream's types, for --types' help (a test holds
+// it to events.All).
+const eventTypes = "agent,deadline,leftover,kill,snapshot,resync,pressure,lost"
+
+func lookupCommand(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// documented is the flags of c that its help and docs list.
+func (c *command) documented() []cmdFlag {
+	var out []cmdFlag
+	for _, f := range c.flags {
+		if !f.hidden && (f.only == "" || f.only == c.name) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// CommandNames lists the subcommands, comma-separated, for the message
+// that names the ones there are.
+func CommandNames() string {
+	names := make([]string, len(commands))
+	for i, c := range commands {
+		names[i] = c.name
+	}
+	return strings.Join(names, ", ")
+}
+
+// Synopsis is cmd's usage line after "supervisor ".
+func Synopsis(cmd string) string {
+	if c := lookupCommand(cmd); c != nil {
+		return c.synopsis
+	}
+	return cmd + " [flags]"
+}
+
+// NewFlagSet is cmd's own flags, as the commands table defines them, for a
+// command that takes no daemon options; Parse adds them for the others.
+// Errors are not printed: the command says them its way.
+func NewFlagSet(cmd string) *flag.FlagSet {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	defineFlags(fs, cmd)
+	return fs
+}
+
+func defineFlags(fs *flag.FlagSet, cmd string) {
+	if c := lookupCommand(cmd); c != nil {
+		for _, f := range c.flags {
+			defineFlag(fs, cmd, f)
+		}
+	}
+}
+
+func defineFlag(fs *flag.FlagSet, cmd string, f cmdFlag) {
+	var v flag.Value
+	switch f.kind {
+	case kindBool:
+		v = &boolValue{p: new(bool)}
+	case kindDuration:
+		v = &durationValue{p: new(time.Duration)}
+	default:
+		v = &stringValue{p: new(string)}
+	}
+	if f.def != "" {
+		if err := v.Set(f.def); err != nil {
+			panic(fmt.Sprintf("config: %s --%s: default %q: %v", cmd, f.name, f.def, err))
+		}
+	}
+	fs.Var(v, f.name, f.help)
+}
+
+// The values of subcommand flags. Their errors are the flag package's own,
+// so that a bad value reads as it always has.
+var errParse = errors.New("parse error")
+
+type stringValue struct{ p *string }
+
+func (v *stringValue) Set(s string) error { *v.p = s; return nil }
+func (v *stringValue) String() string {
+	if v == nil || v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+
+type boolValue struct{ p *bool }
+
+func (v *boolValue) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return errParse
+	}
+	*v.p = b
+	return nil
+}
+func (v *boolValue) String() string {
+	if v == nil || v.p == nil {
+		return "false"
+	}
+	return strconv.FormatBool(*v.p)
+}
+func (v *boolValue) IsBoolFlag() bool { return true }
+
+type durationValue struct{ p *time.Duration }
+
+func (v *durationValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errParse
+	}
+	*v.p = d
+	return nil
+}
+func (v *durationValue) String() string {
+	if v == nil || v.p == nil {
+		return "0s"
+	}
+	return v.p.String()
+}
+
+// lookupValue is the value of fs's flag name, defined from the commands
+// table (fs's name is the command's) if fs does not have it yet. Asking
+// for a flag the table does not give the command, or as another type, is
+// a programming error.
+func lookupValue[T flag.Value](fs *flag.FlagSet, name string) T {
+	f := fs.Lookup(name)
+	if f == nil {
+		if c := lookupCommand(fs.Name()); c != nil {
+			for _, cf := range c.flags {
+				if cf.name == name {
+					defineFlag(fs, c.name, cf)
+				}
+			}
+		}
+		if f = fs.Lookup(name); f == nil {
+			panic(fmt.Sprintf("config: %s has no flag --%s in the commands table", fs.Name(), name))
+		}
+	}
+	v, ok := f.Value.(T)
+	if !ok {
+		panic(fmt.Sprintf("config: %s --%s is not a %T", fs.Name(), name, v))
+	}
+	return v
+}
+
+// String, Bool and Duration are the values of fs's flag name, as the table
+// defined it: read them after fs.Parse.
+func String(fs *flag.FlagSet, name string) *string { return lookupValue[*stringValue](fs, name).p }
+func Bool(fs *flag.FlagSet, name string) *bool     { return lookupValue[*boolValue](fs, name).p }
+func Duration(fs *flag.FlagSet, name string) *time.Duration {
+	return lookupValue[*durationValue](fs, name).p
+}
+
+// BoolVar and DurationVar make p the variable of fs's flag name, holding
+// its default until fs.Parse sets it: for Parse's extra functions.
+func BoolVar(fs *flag.FlagSet, p *bool, name string) {
+	v := lookupValue[*boolValue](fs, name)
+	*p, v.p = *v.p, p
+}
+
+func DurationVar(fs *flag.FlagSet, p *time.Duration, name string) {
+	v := lookupValue[*durationValue](fs, name)
+	*p, v.p = *v.p, p
+}
