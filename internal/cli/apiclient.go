@@ -62,6 +62,20 @@ func (f *apiFlags) resolve(fs *flag.FlagSet, cmd string, getenv func(string) str
 	return path
 }
 
+// parse parses a client command's flags and finds the API socket; done,
+// with the exit code, when it printed the help (0) or a usage error (2).
+func (f *apiFlags) parse(fs *flag.FlagSet, cmd string, args []string, getenv func(string) string, stdout, stderr io.Writer) (path string, code int, done bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			config.PrintHelp(stdout, cmd)
+			return "", 0, true
+		}
+		fmt.Fprintf(stderr, "supervisor: %s\n", config.FlagError(err))
+		return "", 2, true
+	}
+	return f.resolve(fs, cmd, getenv, stderr), 0, false
+}
+
 // apiHTTP is an HTTP client that dials the API socket at path.
 func apiHTTP(path string, timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{
@@ -117,15 +131,10 @@ func Health(args []string, getenv func(string) string, stdout, stderr io.Writer)
 	fs := config.NewFlagSet("health")
 	af := addAPIFlags(fs)
 	timeout := config.Duration(fs, "timeout")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			config.PrintHelp(stdout, "health")
-			return 0
-		}
-		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))
-		return 2
+	path, code, done := af.parse(fs, "health", args, getenv, stdout, stderr)
+	if done {
+		return code
 	}
-	path := af.resolve(fs, "health", getenv, stderr)
 	if fs.NArg() > 0 || path == "" || *timeout <= 0 {
 		fmt.Fprintf(stderr, "supervisor: health: want %s [--timeout DURATION > 0] and no arguments\n", apiUsage)
 		return 2

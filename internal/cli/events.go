@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,15 +26,10 @@ func Events(args []string, getenv func(string) string, stdout, stderr io.Writer)
 	af := addAPIFlags(fs)
 	asJSON := config.Bool(fs, "json")
 	typeList := config.String(fs, "types")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			config.PrintHelp(stdout, "events")
-			return 0
-		}
-		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))
-		return 2
+	path, code, done := af.parse(fs, "events", args, getenv, stdout, stderr)
+	if done {
+		return code
 	}
-	path := af.resolve(fs, "events", getenv, stderr)
 	if fs.NArg() > 0 || path == "" {
 		fmt.Fprintf(stderr, "supervisor: events: want %s and no arguments\n", apiUsage)
 		return 2

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,15 +18,10 @@ import (
 func Status(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := config.NewFlagSet("status")
 	af := addAPIFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			config.PrintHelp(stdout, "status")
-			return 0
-		}
-		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))
-		return 2
+	path, code, done := af.parse(fs, "status", args, getenv, stdout, stderr)
+	if done {
+		return code
 	}
-	path := af.resolve(fs, "status", getenv, stderr)
 	if fs.NArg() > 0 || path == "" {
 		fmt.Fprintf(stderr, "supervisor: status: want %s and no arguments\n", apiUsage)
 		return 2

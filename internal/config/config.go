@@ -635,7 +635,7 @@ func Parse(cmd string, args []string, getenv func(string) string, stdout io.Writ
 			PrintHelp(stdout, cmd)
 			return nil, ErrHelp
 		}
-		return nil, usageError{strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1)}
+		return nil, usageError{FlagError(err)}
 	}
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Sprintf("unexpected argument %q", ScrubArg(fs.Arg(0)))}
@@ -819,4 +819,11 @@ func lookupGroup(v string) (int, error) {
 		return -1, fmt.Errorf("group %q has gid %q, not a number", v, g.Gid)
 	}
 	return gid, nil
+}
+
+// FlagError is a flag package error in this command line's terms: the
+// package says "flag provided but not defined: -x" where the user typed
+// --x.
+func FlagError(err error) string {
+	return strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1)
 }
