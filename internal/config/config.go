@@ -634,7 +634,7 @@ func Parse(cmd string, args []string, getenv func(string) string, stdout io.Writ
 			PrintHelp(stdout, cmd)
 			return nil, ErrHelp
 		}
-		return nil, usageError{strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1)}
+		return nil, usageError{FlagError(err)}
 	}
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Sprintf("unexpected argument %q", ScrubArg(fs.Arg(0)))}

@@ -117,13 +117,8 @@ func healthCmd(args []string, getenv func(string) string, stdout, stderr io.Writ
 	fs := config.NewFlagSet("health")
 	af := addAPIFlags(fs)
 	timeout := config.Duration(fs, "timeout")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			config.PrintHelp(stdout, "health")
-			return 0
-		}
-		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))
-		return 2
+	if code, done := config.ParseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
 	path := af.resolve(fs, "health", getenv, stderr)
 	if fs.NArg() > 0 || path == "" || *timeout <= 0 {

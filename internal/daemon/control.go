@@ -319,7 +319,7 @@ func controlCmd(cmd string, args []string, getenv func(string) string, stdout, s
 				config.PrintHelp(stdout, cmd)
 				return 0
 			}
-			return fail("%s", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))
+			return fail("%s", config.FlagError(err))
 		}
 		if fs.NArg() == 0 {
 			break

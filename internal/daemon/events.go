@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -204,13 +203,8 @@ func eventsCmd(args []string, getenv func(string) string, stdout, stderr io.Writ
 	af := addAPIFlags(fs)
 	asJSON := config.Bool(fs, "json")
 	typeList := config.String(fs, "types")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			config.PrintHelp(stdout, "events")
-			return 0
-		}
-		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))
-		return 2
+	if code, done := config.ParseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
 	path := af.resolve(fs, "events", getenv, stderr)
 	if fs.NArg() > 0 || path == "" {

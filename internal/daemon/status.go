@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,13 +17,8 @@ import (
 func statusCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := config.NewFlagSet("status")
 	af := addAPIFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			config.PrintHelp(stdout, "status")
-			return 0
-		}
-		fmt.Fprintf(stderr, "supervisor: %s\n", strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1))
-		return 2
+	if code, done := config.ParseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
 	path := af.resolve(fs, "status", getenv, stderr)
 	if fs.NArg() > 0 || path == "" {
