@@ -386,7 +386,7 @@ var options = []option{
 			return nil
 		}},
 	{flag: "forward-to", env: "REAPER_FORWARD_TO", def: "child",
-		help: "supervisor init: send the forwarded signals to the command alone (child) or to its process group (group)", restart: true,
+		help: "under supervisor init: send the forwarded signals to the command alone (child) or to its process group (group)", restart: true,
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.ForwardTo, err = initd.ParseForward(strings.TrimSpace(v))
 			return
