@@ -65,13 +65,8 @@ func (f *apiFlags) resolve(fs *flag.FlagSet, cmd string, getenv func(string) str
 // parse parses a client command's flags and finds the API socket; done,
 // with the exit code, when it printed the help (0) or a usage error (2).
 func (f *apiFlags) parse(fs *flag.FlagSet, cmd string, args []string, getenv func(string) string, stdout, stderr io.Writer) (path string, code int, done bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			config.PrintHelp(stdout, cmd)
-			return "", 0, true
-		}
-		fmt.Fprintf(stderr, "supervisor: %s\n", config.FlagError(err))
-		return "", 2, true
+	if code, done := config.ParseFlags(fs, args, stdout, stderr); done {
+		return "", code, true
 	}
 	return f.resolve(fs, cmd, getenv, stderr), 0, false
 }

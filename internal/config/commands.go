@@ -128,23 +128,23 @@ var commands = []command{
 	{name: "migrate", synopsis: "migrate [flags]", daemon: true,
 		summary: "create or update the tables (--database-url) and exit; run it with an owner role so the daemon's role " +
 			"needs no DDL rights"},
-	{name: "extend", synopsis: "extend PID[@START] DURATION | extend PID[@START] --until TIME [--control-socket PATH]",
-		flags:   controlFlags,
-		summary: "give an agent more time (a lease), kept across reloads and restarts, ending with the process",
-		more:    pidStartNote + " " + controlNote},
-	{name: "keep", synopsis: "keep PID[@START] [--control-socket PATH]", flags: controlFlags,
-		summary: "exempt a process and its descendants from every policy but a manual kill",
-		more:    pidStartNote + " " + controlNote},
-	{name: "unkeep", synopsis: "unkeep PID[@START] [--control-socket PATH]", flags: controlFlags,
-		summary: "make a kept process subject to the policies again",
-		more:    pidStartNote + " " + controlNote},
-	{name: "kill", synopsis: "kill PID[@START] [--force] [--control-socket PATH]", flags: controlFlags,
-		summary: "kill that agent's session now (reason manual); --force for a process that is neither an agent nor a session member",
-		more:    pidStartNote + " " + controlNote},
+	pidCommand("extend", "extend PID[@START] DURATION | extend PID[@START] --until TIME [--control-socket PATH]",
+		"give an agent more time (a lease), kept across reloads and restarts, ending with the process"),
+	pidCommand("keep", "keep PID[@START] [--control-socket PATH]",
+		"exempt a process and its descendants from every policy but a manual kill"),
+	pidCommand("unkeep", "unkeep PID[@START] [--control-socket PATH]",
+		"make a kept process subject to the policies again"),
+	pidCommand("kill", "kill PID[@START] [--force] [--control-socket PATH]",
+		"kill that agent's session now (reason manual); --force for a process that is neither an agent nor a session member"),
 	{name: "reload", synopsis: "reload [--control-socket PATH]", flags: controlFlags,
 		summary: "what SIGHUP does; prints ok or the error",
 		more:    controlNote},
 	{name: "version", synopsis: "version", summary: "print the version"},
+}
+
+// pidCommand is a control command that names a process.
+func pidCommand(name, synopsis, summary string) command {
+	return command{name: name, synopsis: synopsis, flags: controlFlags, summary: summary, more: pidStartNote + " " + controlNote}
 }
 
 // eventTypes are the event stream's types, for --types' help (a test holds
@@ -211,11 +211,11 @@ func defineFlag(fs *flag.FlagSet, cmd string, f cmdFlag) {
 	var v flag.Value
 	switch f.kind {
 	case kindBool:
-		v = &boolValue{p: new(bool)}
+		v = &value[bool]{p: new(bool), parse: strconv.ParseBool, isBool: true}
 	case kindDuration:
-		v = &durationValue{p: new(time.Duration)}
+		v = &value[time.Duration]{p: new(time.Duration), parse: time.ParseDuration}
 	default:
-		v = &stringValue{p: new(string)}
+		v = &value[string]{p: new(string), parse: func(s string) (string, error) { return s, nil }}
 	}
 	if f.def != "" {
 		if err := v.Set(f.def); err != nil {
@@ -225,60 +225,39 @@ func defineFlag(fs *flag.FlagSet, cmd string, f cmdFlag) {
 	fs.Var(v, f.name, f.help)
 }
 
-// The values of subcommand flags. Their errors are the flag package's own,
+// value is a subcommand flag's value. Its error is the flag package's own,
 // so that a bad value reads as it always has.
+type value[T any] struct {
+	p      *T
+	parse  func(string) (T, error)
+	isBool bool // may stand alone: --json
+}
+
 var errParse = errors.New("parse error")
 
-type stringValue struct{ p *string }
+func (v *value[T]) Set(s string) error {
+	x, err := v.parse(s)
+	if err != nil {
+		return errParse
+	}
+	*v.p = x
+	return nil
+}
 
-func (v *stringValue) Set(s string) error { *v.p = s; return nil }
-func (v *stringValue) String() string {
+func (v *value[T]) String() string {
 	if v == nil || v.p == nil {
 		return ""
 	}
-	return *v.p
+	return fmt.Sprint(*v.p)
 }
 
-type boolValue struct{ p *bool }
+func (v *value[T]) IsBoolFlag() bool { return v.isBool }
 
-func (v *boolValue) Set(s string) error {
-	b, err := strconv.ParseBool(s)
-	if err != nil {
-		return errParse
-	}
-	*v.p = b
-	return nil
-}
-func (v *boolValue) String() string {
-	if v == nil || v.p == nil {
-		return "false"
-	}
-	return strconv.FormatBool(*v.p)
-}
-func (v *boolValue) IsBoolFlag() bool { return true }
-
-type durationValue struct{ p *time.Duration }
-
-func (v *durationValue) Set(s string) error {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return errParse
-	}
-	*v.p = d
-	return nil
-}
-func (v *durationValue) String() string {
-	if v == nil || v.p == nil {
-		return "0s"
-	}
-	return v.p.String()
-}
-
-// lookupValue is the value of fs's flag name, defined from the commands
-// table (fs's name is the command's) if fs does not have it yet. Asking
-// for a flag the table does not give the command, or as another type, is
-// a programming error.
-func lookupValue[T flag.Value](fs *flag.FlagSet, name string) T {
+// lookupValue is the variable of fs's flag name, defined from the
+// commands table (fs's name is the command's) if fs does not have it yet.
+// Asking for a flag the table does not give the command, or as another
+// type, is a programming error.
+func lookupValue[T any](fs *flag.FlagSet, name string) *value[T] {
 	f := fs.Lookup(name)
 	if f == nil {
 		if c := lookupCommand(fs.Name()); c != nil {
@@ -292,29 +271,50 @@ func lookupValue[T flag.Value](fs *flag.FlagSet, name string) T {
 			panic(fmt.Sprintf("config: %s has no flag --%s in the commands table", fs.Name(), name))
 		}
 	}
-	v, ok := f.Value.(T)
+	v, ok := f.Value.(*value[T])
 	if !ok {
 		panic(fmt.Sprintf("config: %s --%s is not a %T", fs.Name(), name, v))
 	}
 	return v
 }
 
-// String, Bool and Duration are the values of fs's flag name, as the table
-// defined it: read them after fs.Parse.
-func String(fs *flag.FlagSet, name string) *string { return lookupValue[*stringValue](fs, name).p }
-func Bool(fs *flag.FlagSet, name string) *bool     { return lookupValue[*boolValue](fs, name).p }
+// String, Bool and Duration are the variables of fs's flag name, as the
+// table defines it: read them after fs.Parse.
+func String(fs *flag.FlagSet, name string) *string { return lookupValue[string](fs, name).p }
+func Bool(fs *flag.FlagSet, name string) *bool     { return lookupValue[bool](fs, name).p }
 func Duration(fs *flag.FlagSet, name string) *time.Duration {
-	return lookupValue[*durationValue](fs, name).p
+	return lookupValue[time.Duration](fs, name).p
 }
 
 // BoolVar and DurationVar make p the variable of fs's flag name, holding
 // its default until fs.Parse sets it: for Parse's extra functions.
-func BoolVar(fs *flag.FlagSet, p *bool, name string) {
-	v := lookupValue[*boolValue](fs, name)
-	*p, v.p = *v.p, p
-}
+func BoolVar(fs *flag.FlagSet, p *bool, name string) { bind(lookupValue[bool](fs, name), p) }
 
 func DurationVar(fs *flag.FlagSet, p *time.Duration, name string) {
-	v := lookupValue[*durationValue](fs, name)
-	*p, v.p = *v.p, p
+	bind(lookupValue[time.Duration](fs, name), p)
+}
+
+func bind[T any](v *value[T], p *T) { *p, v.p = *v.p, p }
+
+// ParseFlags parses args into fs, a command's flag set from NewFlagSet:
+// --help prints the command's help on stdout, a bad flag one line on
+// stderr. done says the command ends there, with status code: 0 after the
+// help, 2 after an error.
+func ParseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, done bool) {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return 0, false
+	case errors.Is(err, flag.ErrHelp):
+		PrintHelp(stdout, fs.Name())
+		return 0, true
+	}
+	fmt.Fprintf(stderr, "supervisor: %s\n", FlagError(err))
+	return 2, true
+}
+
+// FlagError is the flag package's error as the commands say it: an
+// unknown flag named with its two dashes.
+func FlagError(err error) string {
+	return strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1)
 }

@@ -387,7 +387,7 @@ var options = []option{
 			return nil
 		}},
 	{flag: "forward-to", env: "REAPER_FORWARD_TO", def: "child",
-		help: "supervisor init: send the forwarded signals to the command alone (child) or to its process group (group)", restart: true,
+		help: "under supervisor init: send the forwarded signals to the command alone (child) or to its process group (group)", restart: true,
 		set: func(c *Config, v string, _ []string) (err error) {
 			c.ForwardTo, err = initd.ParseForward(strings.TrimSpace(v))
 			return
@@ -819,11 +819,4 @@ func lookupGroup(v string) (int, error) {
 		return -1, fmt.Errorf("group %q has gid %q, not a number", v, g.Gid)
 	}
 	return gid, nil
-}
-
-// FlagError is a flag package error in this command line's terms: the
-// package says "flag provided but not defined: -x" where the user typed
-// --x.
-func FlagError(err error) string {
-	return strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1)
 }

@@ -197,6 +197,21 @@ func TestCommandFlags(t *testing.T) {
 		}
 	}
 
+	// ParseFlags: the help on stdout and exit 0; a bad flag on stderr and 2.
+	var out, errb bytes.Buffer
+	if code, done := ParseFlags(NewFlagSet("events"), []string{"--help"}, &out, &errb); code != 0 || !done ||
+		!strings.HasPrefix(out.String(), "usage: supervisor events ") || errb.Len() > 0 {
+		t.Errorf("events --help: %d %v %q %q", code, done, out.String(), errb.String())
+	}
+	out.Reset()
+	if code, done := ParseFlags(NewFlagSet("events"), []string{"--nope"}, &out, &errb); code != 2 || !done ||
+		errb.String() != "supervisor: unknown flag --nope\n" || out.Len() > 0 {
+		t.Errorf("events --nope: %d %v %q %q", code, done, out.String(), errb.String())
+	}
+	if code, done := ParseFlags(NewFlagSet("events"), []string{"--json"}, &out, &errb); code != 0 || done {
+		t.Errorf("events --json: %d %v", code, done)
+	}
+
 	// A daemon command's own flags come with Parse; extra binds them.
 	var since time.Duration
 	var asJSON bool
