@@ -820,3 +820,15 @@ func lookupGroup(v string) (int, error) {
 	}
 	return gid, nil
 }
+
+// NeedRestart names the options a reload does not apply (marked restart in
+// the table): the daemon logs each that changed as needing a restart.
+func NeedRestart() []string {
+	var names []string
+	for _, o := range options {
+		if o.restart {
+			names = append(names, o.flag)
+		}
+	}
+	return names
+}

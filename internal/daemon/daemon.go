@@ -234,15 +234,7 @@ func (d *daemon) applyReload(n *config.Config) {
 		}
 		changed = append(changed, "summary-interval")
 	}
-	for name, diff := range map[string]bool{
-		"source": n.Source != old.Source, "listen": n.Listen != old.Listen, "state-dir": n.StateDir != old.StateDir,
-		"database-url": n.DatabaseURL != old.DatabaseURL, "host-id": n.HostID != old.HostID, "dry-run": n.DryRun != old.DryRun,
-		"realtime": n.Realtime != old.Realtime, "netlink-rcvbuf": n.NetlinkRcvbuf != old.NetlinkRcvbuf,
-		"poll-interval": n.PollInterval != old.PollInterval, "retention": n.Retention != old.Retention,
-		"spool-max-rows": n.SpoolMaxRows != old.SpoolMaxRows, "log-level": n.LogLevel != old.LogLevel,
-		"control-socket": n.ControlSocket != old.ControlSocket, "control-group": n.ControlGID != old.ControlGID,
-		"event-buffer": n.EventBuffer != old.EventBuffer, "forward-to": n.ForwardTo != old.ForwardTo, "metrics-listen": n.MetricsListen != old.MetricsListen,
-	} {
+	for name, diff := range restartChanges(n, old) {
 		if diff {
 			restart = append(restart, name)
 		}
@@ -511,4 +503,20 @@ func (d *daemon) summaryInterval() time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.live.SummaryInterval
+}
+
+// restartChanges says, for every option a reload does not apply
+// (config.NeedRestart), whether it changed.
+func restartChanges(n, old *config.Config) map[string]bool {
+	return map[string]bool{
+		"source": n.Source != old.Source, "listen": n.Listen != old.Listen, "state-dir": n.StateDir != old.StateDir,
+		"database-url": n.DatabaseURL != old.DatabaseURL, "host-id": n.HostID != old.HostID, "dry-run": n.DryRun != old.DryRun,
+		"realtime": n.Realtime != old.Realtime, "netlink-rcvbuf": n.NetlinkRcvbuf != old.NetlinkRcvbuf,
+		"poll-interval": n.PollInterval != old.PollInterval, "retention": n.Retention != old.Retention,
+		"spool-max-rows": n.SpoolMaxRows != old.SpoolMaxRows, "log-level": n.LogLevel != old.LogLevel,
+		"control-socket": n.ControlSocket != old.ControlSocket, "control-group": n.ControlGID != old.ControlGID,
+		"event-buffer": n.EventBuffer != old.EventBuffer, "forward-to": n.ForwardTo != old.ForwardTo, "metrics-listen": n.MetricsListen != old.MetricsListen,
+		"database-url-file": n.DatabaseURLFile != old.DatabaseURLFile, "host-cgroup-root": n.HostCgroupRoot != old.HostCgroupRoot,
+		"api-socket": n.APISocket != old.APISocket,
+	}
 }
