@@ -133,15 +133,3 @@ func (t *Table) refreshCgroupsLocked() {
 		}
 	}
 }
-
-// SetCgroup changes a's attribution if a is still queued (once taken, the
-// reaper reads it without locks). It reports whether a was queued.
-func (d *Deadlines) SetCgroup(a *Agent, info cgroupinfo.Info) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.queuedLocked(a) {
-		return false
-	}
-	a.Cgroup = info
-	return true
-}

@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"container/heap"
 	"fmt"
 	"time"
 )
@@ -396,23 +395,4 @@ func (t *Table) PruneLeases() int {
 		}
 	}
 	return len(t.leases)
-}
-
-// setLease gives the queued agent a its lease and moves its deadline to
-// what fn says, returning the deadline before and after. It reports false
-// if a is no longer queued (it fired).
-func (d *Deadlines) setLease(a *Agent, extra, until int64, fn func(*Agent) int64) (int64, int64, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.queuedLocked(a) {
-		return 0, 0, false
-	}
-	previous := a.Deadline
-	a.extra, a.until = extra, until
-	a.Deadline = fn(a)
-	heap.Fix(&d.h, a.index)
-	if d.alarm != nil {
-		d.alarm.Set(a, d.nextLocked())
-	}
-	return previous, a.Deadline, true
 }

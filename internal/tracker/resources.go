@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"container/heap"
 	"errors"
 	"fmt"
 
@@ -168,26 +167,6 @@ func (t *Table) pendKillLocked(q *Proc, k kill) {
 		t.pendLocked(q, s)
 		s.killing = k.why
 	}
-}
-
-// retargetNow makes the queued a due at deadline for k. It reports false if
-// a is no longer queued. A retry of a failed kill (retry.go) becomes a
-// first kill of its own: a new order, with its own reason and deadline.
-func (d *Deadlines) retargetNow(a *Agent, deadline int64, k kill) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.queuedLocked(a) {
-		return false
-	}
-	d.count(a, -1)
-	a.Deadline, a.Reason, a.RequestedBy, a.Figures = deadline, k.why, k.by, k.fig
-	a.Attempt, a.FirstDeadline = 0, 0
-	d.count(a, 1)
-	heap.Fix(&d.h, a.index)
-	if d.alarm != nil {
-		d.alarm.Set(a, d.nextLocked())
-	}
-	return true
 }
 
 // SetProcsLimit sets the session process limit checked at every fork (0:

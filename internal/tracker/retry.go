@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"container/heap"
 	"errors"
 	"fmt"
 	"slices"
@@ -196,24 +195,4 @@ func (t *Table) retryBelowLocked(p *Proc, a *Agent) {
 		}
 	}
 	walk(p)
-}
-
-// toRetry makes the queued a the n-th retry of the kill from (first: its
-// first deadline), due at at or at its own deadline if that comes first.
-// It reports false if a is not queued (fired: in another kill's hands).
-func (d *Deadlines) toRetry(a, from *Agent, n int, first, at int64) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.queuedLocked(a) {
-		return false
-	}
-	d.count(a, -1)
-	a.Deadline, a.Reason, a.Session, a.RequestedBy, a.Figures = min(a.Deadline, at), from.Reason, from.Session, from.RequestedBy, from.Figures
-	a.Attempt, a.FirstDeadline = n, first
-	d.count(a, 1)
-	heap.Fix(&d.h, a.index)
-	if d.alarm != nil {
-		d.alarm.Set(a, d.nextLocked())
-	}
-	return true
 }
