@@ -180,7 +180,7 @@ func (t *Table) lease(pid int32, start Start, fn func(Lease) (Lease, error)) (Le
 		}
 		*t.leaseLocked(p, true) = next
 		t.leaseGen++
-		t.noticeDeadlineLocked(a, previous, deadline, "extend")
+		t.notes.deadlineMovedLocked(a, previous, deadline, "extend")
 		res.Deadline, res.Extra = deadline, next.Extra
 		return nil
 	})

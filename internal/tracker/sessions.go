@@ -274,7 +274,7 @@ func (t *Table) queueLeftoverAtLocked(q *Proc, s *Session, deadline int64) {
 	if a := q.agent; a != nil {
 		// A nested agent: its own deadline stands if it comes first.
 		if a.Reason != ReasonLeftover && t.cfg.Queue.RetargetEarlier(a, deadline, ReasonLeftover, s.ID) {
-			t.notice(agentNotice(NoticeLeftover, a, deadline))
+			t.notes.send(agentNotice(NoticeLeftover, a, deadline))
 		}
 		return
 	}
@@ -298,7 +298,7 @@ func (t *Table) queueLeftoverAtLocked(q *Proc, s *Session, deadline int64) {
 	q.agent = a
 	q.holds++
 	t.cfg.Queue.Add(a)
-	t.notice(agentNotice(NoticeLeftover, a, deadline))
+	t.notes.send(agentNotice(NoticeLeftover, a, deadline))
 	t.log.Debug("leftover", zap.Int32("pid", q.PID), zap.String("comm", q.Comm), zap.Int32("session", s.ID.PID),
 		zap.Int64("deadline_boot_ns", deadline))
 }

@@ -168,7 +168,9 @@ type Table struct {
 	events   [5]atomic.Uint64
 	deadline func(*Agent) int64 // agentDeadline, bound once
 
-	goneWaiters map[int32][]chan struct{} // WaitGone (gone.go), guarded by mu
+	notes notifier // Config.OnNotice (notify.go)
+	// gone are the waiters of WaitGone (gone.go), guarded by mu.
+	gone goneWaiters
 
 	// Sessions (sessions.go), guarded by mu.
 	sessions      map[SessionID]*Session
@@ -189,9 +191,9 @@ type Table struct {
 	maxProcs   int
 	keepBudget int // SessionMembers: command lines read per call to decide keep rules (SetKeepResolve)
 
-	// exited holds the exits Exited was told of (exited.go), by PID, until
-	// a scan no longer shows them; guarded by mu.
-	exited map[int32]Start
+	// exited holds the exits Exited was told of (exited.go) until a scan
+	// no longer shows them; guarded by mu.
+	exited exitLog
 
 	// retry holds /proc reads at fork, exec or rename that failed for
 	// another reason than an exit (retry.go), guarded by mu.
@@ -214,7 +216,7 @@ func NewTable(cfg Config) *Table {
 	}
 	t := &Table{cfg: cfg, procs: make(map[int32]*Proc, 1024), log: cfg.Log,
 		sessions: map[SessionID]*Session{}, leftovers: cfg.Leftovers, leftoverGrace: cfg.LeftoverGrace, keep: cfg.Keep,
-		keepEnv: !cfg.NoKeepEnv}
+		keepEnv: !cfg.NoKeepEnv, notes: notifier(cfg.OnNotice)}
 	t.maxAge.Store(int64(cfg.MaxAge))
 	t.deadline = t.agentDeadline
 	return t
@@ -265,23 +267,20 @@ func (t *Table) SetMaxAge(d time.Duration) {
 	if testHookBeforeResched != nil {
 		testHookBeforeResched()
 	}
-	if t.cfg.OnNotice == nil {
+	if t.notes == nil {
 		t.cfg.Queue.Reschedule(t.deadline)
 		return
 	}
 	// The notices go out after the queue's lock is released.
 	var moved []Notice
+	collect := notifier(func(n Notice) { moved = append(moved, n) })
 	t.cfg.Queue.Reschedule(func(a *Agent) int64 {
 		next := t.deadline(a)
-		if next != a.Deadline {
-			n := agentNotice(NoticeDeadline, a, next)
-			n.Previous, n.Cause = a.Deadline, "reload"
-			moved = append(moved, n)
-		}
+		collect.deadlineMovedLocked(a, a.Deadline, next, "reload")
 		return next
 	})
 	for _, n := range moved {
-		t.notice(n)
+		t.notes.send(n)
 	}
 }
 
@@ -618,6 +617,42 @@ func (t *Table) exit(pid int32, at int64) {
 	t.exitAt = 0
 }
 
+// Exited tells the table that pid has exited, at boottime at (exited.go).
+// The caller is its parent and calls this before it reaps it (waitid(2)
+// with WNOWAIT first): while the zombie holds the PID, no other process can
+// take it, so the entry under pid is this process or an earlier holder
+// whose exit went unseen, dead either way. Its start time is read from the
+// zombie's /proc/PID/stat, which the kernel keeps until the zombie is
+// reaped.
+//
+// A /proc scan taken before the exit still shows the process alive; Merge
+// would bring it back. So the exit is remembered (PID and start time) until
+// a scan no longer shows that process.
+func (t *Table) Exited(pid int32, at int64) {
+	info, err := t.cfg.Proc.Stat(pid)
+	known := err == nil
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err != nil && !errors.Is(err, ErrGone) {
+		t.c.ProcErrs++
+	}
+	if known {
+		t.exited.recordLocked(pid, info.Start)
+	}
+	p := t.procs[pid]
+	if p == nil {
+		return
+	}
+	if known && !p.Start.Same(info.Start) && p.Start.StartedAfter(info.Start) {
+		// Not possible while the zombie holds the PID; never remove a
+		// process that started after the one that exited.
+		return
+	}
+	t.exitAt = at
+	t.removeLocked(p)
+	t.exitAt = 0
+}
+
 // procErr counts and warns of a /proc read that failed for another reason
 // than the process's exit (rate-limited, retry.go). Call it with the
 // table's lock held.
@@ -653,11 +688,11 @@ func (t *Table) MergeAt(scan []ProcInfo, resync bool, scanStart int64) {
 	}
 	live := make(map[int32]*ProcInfo, len(scan))
 	for i := range scan {
-		if info := &scan[i]; info.Live() && !t.exitedLocked(info) {
+		if info := &scan[i]; info.Live() && !t.exited.toldLocked(info) {
 			live[info.PID] = info
 		}
 	}
-	t.pruneExitedLocked(scan)
+	t.exited.pruneLocked(scan)
 	for pid, p := range t.procs {
 		if info, ok := live[pid]; !ok || !p.Start.Same(info.Start) {
 			t.removeLocked(p)
@@ -795,7 +830,7 @@ func (t *Table) removeLocked(p *Proc) {
 		delete(t.procs, p.PID)
 	}
 	p.dead = true
-	t.wakeGoneLocked(p.PID)
+	t.gone.wakeLocked(p.PID)
 	t.endLeaseLocked(p)
 	fired, root := false, false
 	var k *kill
@@ -980,7 +1015,7 @@ func (t *Table) queueAgentLocked(p *Proc, rule, comm, cmdline string, cg cgroupi
 		testHookBeforeQueue()
 	}
 	deadline := t.cfg.Queue.AddWith(a, t.deadline)
-	t.notice(agentNotice(NoticeAgent, a, deadline))
+	t.notes.send(agentNotice(NoticeAgent, a, deadline))
 	t.log.Debug("agent", zap.Int32("pid", p.PID), zap.String("comm", comm), zap.String("rule", rule),
 		zap.Int64("deadline_boot_ns", deadline), zap.Int64("start_boot_ns", p.Start.NS), zap.Bool("start_exact", p.Start.Exact))
 }
@@ -1120,15 +1155,30 @@ func (t *Table) Descendants(p *Proc, why Reason, buf []Target) []Target {
 func (t *Table) Gone(p *Proc, targets []Target) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	_, live := t.liveLocked(p, targets)
+	return !live
+}
+
+// liveLocked returns the PID of p or of a target the table still holds
+// alive, or false when Gone would report true.
+func (t *Table) liveLocked(p *Proc, targets []Target) (int32, bool) {
 	if !p.dead {
-		return false
+		return p.PID, true
 	}
 	for _, tg := range targets {
 		if q := t.procs[tg.PID]; q != nil && q.Start.Same(tg.Start) {
-			return false
+			return tg.PID, true
 		}
 	}
-	return true
+	return 0, false
+}
+
+// WaitGone waits until the table has applied the exit of p and of every
+// target (see Gone), or until deadline; it reports whether they are gone.
+// It takes the table's lock only to look and to register (gone.go), never
+// while it waits.
+func (t *Table) WaitGone(deadline time.Time, p *Proc, targets []Target) bool {
+	return t.gone.wait(&t.mu, deadline, func() (int32, bool) { return t.liveLocked(p, targets) })
 }
 
 // Release drops the reaper's hold on an agent's entry once it is done with
