@@ -38,7 +38,7 @@ func (i *ProcInfo) Live() bool { return !i.leaderDead() || i.Threads > 1 }
 
 // ProcReader reads /proc. It must be safe for concurrent use: the table
 // calls it from the goroutine that feeds it events (Apply, Merge), from
-// the /proc retry timer (runRetries), from the reaper's goroutines (Retry,
+// the /proc retry timer (procRetries.run), from the reaper's goroutines (Retry,
 // Descendants), from reloads, control commands and the resource sampler,
 // and from Exited (the init's reaper). Most calls hold the table's lock,
 // but Apply's exec and Exited read Stat without it, beside a locked call
@@ -195,9 +195,9 @@ type Table struct {
 	// no longer shows them; guarded by mu.
 	exited exitLog
 
-	// retry holds /proc reads at fork, exec or rename that failed for
-	// another reason than an exit (retry.go), guarded by mu.
-	retry retryState
+	// retries holds /proc reads at fork, exec or rename that failed for
+	// another reason than an exit (procretry.go), guarded by mu.
+	retries procRetries
 }
 
 // Test hooks for the orders in which a reload and a match can interleave.
@@ -217,6 +217,7 @@ func NewTable(cfg Config) *Table {
 	t := &Table{cfg: cfg, procs: make(map[int32]*Proc, 1024), log: cfg.Log,
 		sessions: map[SessionID]*Session{}, leftovers: cfg.Leftovers, leftoverGrace: cfg.LeftoverGrace, keep: cfg.Keep,
 		keepEnv: !cfg.NoKeepEnv, notes: notifier(cfg.OnNotice)}
+	t.retries = procRetries{mu: &t.mu, clock: cfg.Clock, log: cfg.Log, redo: t, errs: t}
 	t.maxAge.Store(int64(cfg.MaxAge))
 	t.deadline = t.agentDeadline
 	return t
@@ -498,7 +499,7 @@ func (t *Table) exec(pid int32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err != nil {
-		// Retried unless the process is gone (retry.go): a failed read here
+		// Retried unless the process is gone (procretry.go): a failed read here
 		// would leave an agent unmatched.
 		var start Start
 		if p := t.procs[pid]; p != nil {
@@ -509,7 +510,7 @@ func (t *Table) exec(pid int32) {
 			// made meanwhile reads it again, or its child's copy.
 			p.marks.rule, p.marks.env = keepUnknown, keepUnknown
 		}
-		t.readFailLocked(pid, start, retryExec, err)
+		t.retries.failLocked(pid, start, retryExec, err)
 		return
 	}
 	t.execLocked(pid, info)
@@ -654,14 +655,58 @@ func (t *Table) Exited(pid int32, at int64) {
 }
 
 // procErr counts and warns of a /proc read that failed for another reason
-// than the process's exit (rate-limited, retry.go). Call it with the
+// than the process's exit (rate-limited, procretry.go). Call it with the
 // table's lock held.
 func (t *Table) procErr(pid int32, err error) {
 	if errors.Is(err, ErrGone) {
 		return // it exited already; its exit event follows
 	}
 	t.c.ProcErrs++
-	t.warnReadLocked(pid, err)
+	t.retries.warnLocked(pid, err)
+}
+
+// redoExecLocked applies an exec whose stat read failed (procretry.go), if
+// the process that exec'd (identity start; zero if the table did not hold
+// it) still lives.
+func (t *Table) redoExecLocked(pid int32, start Start) {
+	info, err := t.cfg.Proc.Stat(pid)
+	if err != nil {
+		t.retries.failLocked(pid, start, retryExec, err)
+		return
+	}
+	if start.NS != 0 {
+		if p := t.procs[pid]; p == nil || !p.Start.Same(start) || !info.Start.Same(start) {
+			return // it exited since
+		}
+	}
+	t.execLocked(pid, info)
+}
+
+// redoMatchLocked matches a process again whose match could not read
+// /proc (procretry.go), if it still lives.
+func (t *Table) redoMatchLocked(pid int32, start Start) {
+	p := t.procs[pid]
+	if p == nil || p.dead || !p.Start.Same(start) {
+		return
+	}
+	t.matchLocked(p, true)
+}
+
+// RetriesPending is the number of processes whose /proc read waits to be
+// retried.
+func (t *Table) RetriesPending() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.retries.lenLocked()
+}
+
+// Close stops the /proc retry timer: no retry runs from then on, and none
+// is armed again. Call it at shutdown, once nothing feeds the table any
+// more. Calling it again does nothing.
+func (t *Table) Close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.retries.closeLocked()
 }
 
 // Merge reconciles the table with a /proc scan: processes the scan shows
@@ -917,7 +962,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	}
 	rule, ok, err := t.matchRuleLocked(p, readCmdline)
 	if err != nil {
-		t.readFailLocked(p.PID, p.Start, retryMatch, err)
+		t.retries.failLocked(p.PID, p.Start, retryMatch, err)
 		return
 	}
 	if !ok {
@@ -930,7 +975,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	if !t.underLocked(p, cg) {
 		if cgErr != nil && t.cgroupScopeLocked() {
 			// A cgroup scope may be what the failed read would have shown.
-			t.readFailLocked(p.PID, p.Start, retryMatch, cgErr)
+			t.retries.failLocked(p.PID, p.Start, retryMatch, cgErr)
 			return
 		}
 		// Debug only: says the process was seen and judged, which a test
@@ -996,7 +1041,7 @@ func (t *Table) queueAgentLocked(p *Proc, rule, comm, cmdline string, cg cgroupi
 		if fd, err = t.cfg.Pin(p.PID, p.Start); err != nil {
 			if !errors.Is(err, ErrGone) {
 				// EMFILE: as a failed read, retried and warned of.
-				t.readRetryLocked(p.PID, p.Start, retryMatch)
+				t.retries.addLocked(p.PID, p.Start, retryMatch)
 				t.procErr(p.PID, fmt.Errorf("pin agent %d (%s): %w", p.PID, p.Comm, err))
 			}
 			return
