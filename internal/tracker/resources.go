@@ -201,12 +201,12 @@ func (t *Table) SetKeepResolve(n int) {
 func (t *Table) forkLimitLocked(p *Proc) {
 	s := p.session
 	if t.maxProcs <= 0 || s == nil || s.members <= t.maxProcs || s.pending > 0 || t.cfg.DryRun ||
-		rootMemo(p, t.keepOverrideLocked(p)) == keepYes {
+		rootMemo(p, t.leases.overrideLocked(p)) == keepYes {
 		return
 	}
 	n := 0
 	for q := s.head; q != nil; q = q.snext {
-		if !q.dead && rootMemo(q, t.keepOverrideLocked(q)) != keepYes {
+		if !q.dead && rootMemo(q, t.leases.overrideLocked(q)) != keepYes {
 			n++
 		}
 	}

@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -148,7 +149,7 @@ func (t *Table) inheritLocked(p *Proc, forked bool) {
 // its parent's marks: what they already say, nothing read (a resync may
 // add thousands); the rest is decided when needed.
 func (t *Table) scanMarksLocked(p, par *Proc) {
-	if rootMemo(par, t.keepOverrideLocked(par)) == keepYes {
+	if rootMemo(par, t.leases.overrideLocked(par)) == keepYes {
 		p.marks.root = keepYes
 	}
 	if t.keepEnv && (par.marks.env == keepYes || par.marks.envUp == keepYes) {
@@ -379,7 +380,7 @@ func rootMemo(q *Proc, o int8) int8 {
 // may do, and is decreased by each; a mark it cannot decide without more
 // comes back keepUnknown.
 func (t *Table) rootKeptLocked(q *Proc, s *Session, reads *int) int8 {
-	if o := t.keepOverrideLocked(q); o != keepUnknown {
+	if o := t.leases.overrideLocked(q); o != keepUnknown {
 		return o // keep or unkeep by the operator (leases.go)
 	}
 	if q.marks.root == keepYes {
@@ -475,7 +476,7 @@ func (t *Table) selfMarkedLocked(q *Proc, s *Session, reads *int) int8 {
 	if !t.keepEnv || (s != nil && s.agent == q) {
 		return keepNo
 	}
-	if t.keepOverrideLocked(q) == keepNo {
+	if t.leases.overrideLocked(q) == keepNo {
 		return keepNo // unkept: a candidate whatever its environment says
 	}
 	if q.marks.envUp == keepYes {
@@ -684,6 +685,139 @@ func (t *Table) SetKeepEnv(on bool) {
 		t.agentEnvLocked(s)
 	}
 	t.reconcileKeepLocked()
+}
+
+// eachBelow calls f for p and every process below it in the table, dead
+// (held) entries included, parents first.
+func eachBelow(p *Proc, f func(*Proc)) {
+	f(p)
+	for c := p.child; c != nil; c = c.next {
+		eachBelow(c, f)
+	}
+}
+
+// Keep exempts pid and its descendants from every policy but a manual
+// kill, as a --keep rule does (root-kept, sessions.go): a queued max-age
+// deadline or leftover kill of any of them is taken back.
+func (t *Table) Keep(pid int32, start Start) (LeaseResult, error) {
+	return t.command(pid, start, func(p *Proc, res *LeaseResult) error {
+		t.setKeepLocked(p, LeaseKeep)
+		eachBelow(p, func(q *Proc) {
+			if q.dead {
+				return
+			}
+			if q != p {
+				q.marks.root = keepYes // p's own keep is its lease
+			}
+			if a := q.agent; a != nil {
+				if t.unqueueLocked(q) {
+					res.Dequeued = append(res.Dequeued, q.PID)
+				} else {
+					res.Busy = append(res.Busy, q.PID)
+				}
+			}
+		})
+		return nil
+	})
+}
+
+// setKeepLocked records root's keep (LeaseKeep) or unkeep (LeaseUnkeep)
+// of p in its lease.
+func (t *Table) setKeepLocked(p *Proc, keep string) {
+	t.leases.setKeepLocked(p, keep)
+	t.sessGen++ // the keep marks are persisted with the sessions
+}
+
+// Unkeep withdraws a keep: pid is a candidate again, whatever its
+// environment or a keep rule says (a descendant stays kept if its own
+// environment or a keep of its own says so). It is matched again, and if
+// its session's agent has exited, queued as a leftover at the agent's exit
+// + the leftover grace, or now if that is past.
+func (t *Table) Unkeep(pid int32, start Start) (LeaseResult, error) {
+	return t.command(pid, start, func(p *Proc, res *LeaseResult) error {
+		t.setKeepLocked(p, LeaseUnkeep)
+		// Forget the root keep the processes below p took from their
+		// ancestors: it may have come from p's keep. A REAPER_KEEP=1 they
+		// inherited came from an environment, not from a keep, and stays.
+		eachBelow(p, func(q *Proc) { q.marks.root = keepUnknown })
+		now := t.cfg.Clock.Now()
+		reads := 0 // marksPerProc per process judged
+		eachBelow(p, func(q *Proc) {
+			if !q.dead {
+				reads += marksPerProc
+				t.candidateLocked(q, now, res, &reads)
+			}
+		})
+		return nil
+	})
+}
+
+// candidateLocked queues q, no longer kept, as an agent or a leftover as
+// the policies say.
+// reads as for rootKeptLocked.
+func (t *Table) candidateLocked(q *Proc, now int64, res *LeaseResult, reads *int) {
+	s := q.session
+	if s != nil && t.rootKeptLocked(q, s, reads) == keepYes {
+		return
+	}
+	had := q.agent
+	t.matchLocked(q, false)
+	if s == nil || s.agent != nil || s.ExitedAt == 0 || !t.leftovers {
+		if q.agent != nil && q.agent != had {
+			res.Queued = append(res.Queued, q.PID)
+		}
+		return
+	}
+	// Its agent has exited: a leftover, unless a live ancestor in the
+	// session (not kept) takes it along in its own tree kill.
+	a := q.parent
+	for a != nil && a.dead {
+		a = a.parent
+	}
+	if a != nil && a.session == s && !t.sparedLocked(a, s, ReasonLeftover, reads) {
+		return
+	}
+	if t.sparedLocked(q, s, ReasonLeftover, reads) {
+		return // its own environment (or a process above it) says REAPER_KEEP=1
+	}
+	deadline := max(s.ExitedAt+int64(t.leftoverGrace), now)
+	t.queueLeftoverAtLocked(q, s, deadline)
+	if q.agent != nil && q.agent != had {
+		res.Queued = append(res.Queued, q.PID)
+	}
+}
+
+// KillNow queues pid's session to be killed now (reason manual) through the
+// deadline queue, so the normal kill protocol runs: the agent, if it
+// lives, and every member whose nearest live ancestor is not a member
+// (each with its own tree). A process in no session is killed alone if an
+// agent rule matches it, or if force is set; else ErrNotAgent. allow
+// (reap.Guard's rule) is asked for every process before it is queued. by
+// names who asked (the kill record's requested_by).
+func (t *Table) KillNow(pid int32, start Start, force bool, by string, allow func(pid int32, kthread bool) bool) (LeaseResult, error) {
+	return t.command(pid, start, func(p *Proc, res *LeaseResult) error {
+		if allow != nil && !allow(p.PID, p.Kthread) {
+			return fmt.Errorf("pid %d (%s) is protected: never PID 1, the daemon, its ancestors or a kernel thread", p.PID, p.Comm)
+		}
+		var roots []*Proc
+		var rule string
+		if s := p.session; s != nil {
+			res.Session, rule = s.ID, s.Rule
+			roots = sessionRootsLocked(s)
+		} else {
+			r, ok := t.ruleLocked(p, false)
+			if (!ok || !t.underLocked(p, t.cgroupLocked(p))) && !force {
+				return fmt.Errorf("pid %d (%s) is %w: refused without --force", p.PID, p.Comm, ErrNotAgent)
+			}
+			rule = r
+			roots = append(roots, p)
+		}
+		t.killRootsLocked(roots, rule, kill{why: ReasonManual, by: by}, allow, res)
+		if len(res.Queued) == 0 && len(res.Busy) == 0 {
+			return fmt.Errorf("pid %d (%s): nothing left to kill", p.PID, p.Comm)
+		}
+		return nil
+	})
 }
 
 // LeftoverView is a leftover waiting for its kill.

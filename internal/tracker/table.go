@@ -182,10 +182,9 @@ type Table struct {
 	keepEnv       bool  // REAPER_KEEP=1 is honoured (--keep-env)
 	exitAt        int64 // the exit event's time while exit() removes a process
 
-	// Leases and keeps given through the control socket (leases.go), by
-	// PID, guarded by mu.
-	leases   map[int32]*Lease
-	leaseGen uint64
+	// leases are root's word on single processes, given through the
+	// control socket (leases.go), guarded by mu.
+	leases leaseBook
 
 	// maxProcs is the session process limit checked at fork (resources.go).
 	maxProcs   int
@@ -220,6 +219,7 @@ func NewTable(cfg Config) *Table {
 	t.retries = procRetries{mu: &t.mu, clock: cfg.Clock, log: cfg.Log, redo: t, errs: t}
 	t.maxAge.Store(int64(cfg.MaxAge))
 	t.deadline = t.agentDeadline
+	t.leases = leaseBook{queue: cfg.Queue, deadline: t.deadline, notes: t.notes}
 	return t
 }
 
@@ -876,7 +876,7 @@ func (t *Table) removeLocked(p *Proc) {
 	}
 	p.dead = true
 	t.gone.wakeLocked(p.PID)
-	t.endLeaseLocked(p)
+	t.leases.endLocked(p)
 	fired, root := false, false
 	var k *kill
 	if a := p.agent; a != nil {
@@ -1053,7 +1053,7 @@ func (t *Table) queueAgentLocked(p *Proc, rule, comm, cmdline string, cg cgroupi
 	}
 	a := &Agent{PID: p.PID, Start: p.Start, Comm: comm, Cmdline: cmdline, Rule: rule, FD: fd, proc: p,
 		Reason: ReasonMaxAge, Session: sid, Cgroup: cg}
-	t.leaseAgentLocked(a)
+	t.leases.agentLocked(a)
 	p.agent = a
 	p.holds++
 	if testHookBeforeQueue != nil {
@@ -1144,6 +1144,95 @@ func (t *Table) underLocked(p *Proc, cg cgroupinfo.Info) bool {
 		}
 	}
 	return false
+}
+
+// findLocked returns the live entry for pid; a non-zero start must match.
+func (t *Table) findLocked(pid int32, start Start) (*Proc, error) {
+	p := t.procs[pid]
+	if p == nil || p.dead || (start.NS != 0 && !p.Start.Same(start)) {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	return p, nil
+}
+
+// command runs fn on the live process pid (a non-zero start must match)
+// with the table locked; fn adds what it did to the result made for p.
+func (t *Table) command(pid int32, start Start, fn func(p *Proc, res *LeaseResult) error) (LeaseResult, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, err := t.findLocked(pid, start)
+	if err != nil {
+		return LeaseResult{}, err
+	}
+	res := leaseResult(p)
+	err = fn(p, &res)
+	return res, err
+}
+
+// Extend adds d to the allowance of the agent pid: its deadline becomes
+// start + max age + the sum of its extends (or, after ExtendUntil, that
+// deadline + d). A zero start matches any holder of pid.
+func (t *Table) Extend(pid int32, start Start, d time.Duration) (LeaseResult, error) {
+	if d <= 0 {
+		return LeaseResult{}, fmt.Errorf("extend by %s: must be positive", d)
+	}
+	return t.lease(pid, start, func(l Lease) (Lease, error) {
+		if l.Until != 0 {
+			l.Until += int64(d)
+		} else {
+			l.Extra += d
+		}
+		if l.Extra > maxExtra {
+			return l, fmt.Errorf("extends would add up to %s, more than %s", l.Extra, maxExtra)
+		}
+		return l, nil
+	})
+}
+
+// ExtendUntil sets the deadline of the agent pid to until (boottime ns).
+func (t *Table) ExtendUntil(pid int32, start Start, until int64) (LeaseResult, error) {
+	if now := t.cfg.Clock.Now(); until <= now {
+		return LeaseResult{}, fmt.Errorf("deadline %s ago is not in the future (to kill now, use kill)", time.Duration(now-until))
+	}
+	return t.lease(pid, start, func(l Lease) (Lease, error) {
+		l.Until = until
+		return l, nil
+	})
+}
+
+// lease changes the lease of the agent pid with fn and moves its queued
+// deadline (leases.go).
+func (t *Table) lease(pid int32, start Start, fn func(Lease) (Lease, error)) (LeaseResult, error) {
+	return t.command(pid, start, func(p *Proc, res *LeaseResult) error { return t.leases.moveLocked(p, fn, res) })
+}
+
+// LeaseGen changes whenever a lease changes or ends, so a caller can
+// persist LeaseState only when there is something new.
+func (t *Table) LeaseGen() uint64 { return t.gen(&t.leases.gen) }
+
+// LeaseState returns every lease of a live process, for persisting.
+func (t *Table) LeaseState() []Lease {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.leases.stateLocked(t.procs)
+}
+
+// LoadLeases gives back the leases a previous run persisted. Call it
+// before the start-up scan is merged, so that an agent is queued with its
+// lease from the start (never at its bare max age, which may be past);
+// then PruneLeases.
+func (t *Table) LoadLeases(state []Lease) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.leases.loadLocked(state)
+}
+
+// PruneLeases drops the leases of processes that are gone (exited while no
+// daemon ran, or their PID reused) and returns how many are left.
+func (t *Table) PruneLeases() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.leases.pruneLocked(t.procs)
 }
 
 // Target is a process to signal: its PID and the start time that identifies it.
