@@ -202,7 +202,7 @@ func (t *Table) reviveLocked(revive []revival) {
 	}
 	for _, r := range revive {
 		p := r.p
-		if p.dead || p.agent != nil || p.session == nil || t.rootKeptLocked(p, p.session, nil) == keepYes {
+		if p.dead || p.agent != nil || p.session == nil || t.keep.rootKeptLocked(p, p.session, nil) == keepYes {
 			continue
 		}
 		t.queueAgentLocked(p, r.rule, r.comm, r.cmdline, r.cg)
@@ -287,7 +287,7 @@ func (t *Table) adoptRestoredLocked(s *Session) {
 	if s.cmdline == "" {
 		s.cmdline = ap.Cmdline
 	}
-	if t.rootKeptLocked(ap, s, nil) == keepYes {
+	if t.keep.rootKeptLocked(ap, s, nil) == keepYes {
 		return
 	}
 	t.queueAgentLocked(ap, s.Rule, s.Comm, s.cmdline, s.Cgroup)

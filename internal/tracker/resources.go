@@ -56,7 +56,7 @@ func (t *Table) killSessionLocked(s *Session, k kill) (LeaseResult, error) {
 	if s.pending > 0 {
 		return res, fmt.Errorf("session %d (%s), %s: %w", s.ID.PID, s.Comm, s.killing, ErrKilling)
 	}
-	if t.exemptLocked(s, nil) {
+	if t.keep.exemptLocked(s, nil) {
 		return res, fmt.Errorf("session %d (%s): %w", s.ID.PID, s.Comm, ErrExempt)
 	}
 	t.killRootsLocked(sessionRootsLocked(s), s.Rule, k, nil, &res)
@@ -90,12 +90,6 @@ func (t *Table) unpendLocked(p *Proc) {
 	}
 }
 
-// exemptLocked: the session's agent lives and is root-kept. reads as for
-// rootKeptLocked.
-func (t *Table) exemptLocked(s *Session, reads *int) bool {
-	return s.agent != nil && !s.agent.dead && t.rootKeptLocked(s.agent, s, reads) == keepYes
-}
-
 // sessionRootsLocked returns what kills the whole session: its agent, if it
 // lives, and every live member whose nearest live ancestor is not a member
 // (each one's tree kill takes the rest).
@@ -123,7 +117,7 @@ func (t *Table) killRootsLocked(roots []*Proc, rule string, k kill, allow func(p
 			continue
 		}
 		reads += marksPerProc
-		if q.session != nil && t.sparedLocked(q, q.session, k.why, &reads) {
+		if q.session != nil && t.keep.sparedLocked(q, q.session, k.why, &reads) {
 			continue
 		}
 		if a := q.agent; a != nil {
@@ -201,12 +195,12 @@ func (t *Table) SetKeepResolve(n int) {
 func (t *Table) forkLimitLocked(p *Proc) {
 	s := p.session
 	if t.maxProcs <= 0 || s == nil || s.members <= t.maxProcs || s.pending > 0 || t.cfg.DryRun ||
-		rootMemo(p, t.leases.overrideLocked(p)) == keepYes {
+		t.keep.memoLocked(p) == keepYes {
 		return
 	}
 	n := 0
 	for q := s.head; q != nil; q = q.snext {
-		if !q.dead && rootMemo(q, t.leases.overrideLocked(q)) != keepYes {
+		if !q.dead && t.keep.memoLocked(q) != keepYes {
 			n++
 		}
 	}
@@ -261,7 +255,7 @@ func (t *Table) SessionMembers(buf []Member) []Member {
 	defer t.mu.Unlock()
 	budget := t.keepBudget
 	for _, s := range t.sessions {
-		m := Member{Session: s.ID, Comm: s.Comm, Exempt: t.exemptLocked(s, &budget), AgentAlive: s.agent != nil,
+		m := Member{Session: s.ID, Comm: s.Comm, Exempt: t.keep.exemptLocked(s, &budget), AgentAlive: s.agent != nil,
 			Killing: s.pending > 0}
 		if a := s.agent; a != nil && !a.dead {
 			m.PID, m.Start, m.Kept = a.PID, a.Start, m.Exempt
@@ -275,7 +269,7 @@ func (t *Table) SessionMembers(buf []Member) []Member {
 			// Memoised (the rule's match until q renames or execs,
 			// its descent for good): a member costs a read once. Not
 			// decided within the budget: counted, never hidden.
-			m.Kept = t.rootKeptLocked(q, s, &budget) == keepYes
+			m.Kept = t.keep.rootKeptLocked(q, s, &budget) == keepYes
 			buf = append(buf, m)
 		}
 	}

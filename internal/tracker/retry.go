@@ -188,7 +188,7 @@ func (t *Table) retryBelowLocked(p *Proc, a *Agent) {
 			switch {
 			case c.dead:
 				walk(c)
-			case t.sparedLocked(c, c.session, a.Reason, &reads):
+			case t.keep.sparedLocked(c, c.session, a.Reason, &reads):
 			default:
 				t.retryLocked(c, a, a.Attempt, a.FirstDeadline, at)
 			}

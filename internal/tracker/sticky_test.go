@@ -337,7 +337,7 @@ func TestResyncRenameReadsKeep(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
 	tb.mu.Lock()
-	kept := tb.sparedLocked(tb.procs[210], tb.procs[210].session, ReasonLeftover, nil)
+	kept := tb.keep.sparedLocked(tb.procs[210], tb.procs[210].session, ReasonLeftover, nil)
 	tb.mu.Unlock()
 	if kept {
 		t.Fatal("210 kept")

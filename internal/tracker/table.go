@@ -90,7 +90,7 @@ type Config struct {
 	// policy but a manual kill, max age included. REAPER_KEEP=1 in a
 	// process's environment only spares it (and its descendants) from
 	// leftover kills and from its agent's tree kill at max age; NoKeepEnv
-	// (--keep-env=false) ignores it. See sessions.go, "Keep marks".
+	// (--keep-env=false) ignores it. See marks.go, "Keep marks".
 	Leftovers     bool
 	LeftoverGrace time.Duration
 	Keep          []Rule
@@ -131,7 +131,7 @@ type Proc struct {
 	forkCopy bool
 
 	// session is the session p belongs to (sessions.go); snext and sprev
-	// link its members. marks memoises p's keep marks (sessions.go).
+	// link its members. marks memoises p's keep marks (marks.go).
 	session      *Session
 	snext, sprev *Proc
 	marks        keepMarks
@@ -178,13 +178,14 @@ type Table struct {
 	members       int // live members of all sessions
 	leftovers     bool
 	leftoverGrace time.Duration
-	keep          []Rule
-	keepEnv       bool  // REAPER_KEEP=1 is honoured (--keep-env)
 	exitAt        int64 // the exit event's time while exit() removes a process
 
 	// leases are root's word on single processes, given through the
 	// control socket (leases.go), guarded by mu.
 	leases leaseBook
+	// keep decides keep marks: root's keep and REAPER_KEEP=1 (marks.go),
+	// guarded by mu.
+	keep keeper
 
 	// maxProcs is the session process limit checked at fork (resources.go).
 	maxProcs   int
@@ -214,12 +215,13 @@ func NewTable(cfg Config) *Table {
 		cfg.Queue = &Deadlines{}
 	}
 	t := &Table{cfg: cfg, procs: make(map[int32]*Proc, 1024), log: cfg.Log,
-		sessions: map[SessionID]*Session{}, leftovers: cfg.Leftovers, leftoverGrace: cfg.LeftoverGrace, keep: cfg.Keep,
-		keepEnv: !cfg.NoKeepEnv, notes: notifier(cfg.OnNotice)}
+		sessions: map[SessionID]*Session{}, leftovers: cfg.Leftovers, leftoverGrace: cfg.LeftoverGrace,
+		notes: notifier(cfg.OnNotice)}
 	t.retries = procRetries{mu: &t.mu, clock: cfg.Clock, log: cfg.Log, redo: t, errs: t}
 	t.maxAge.Store(int64(cfg.MaxAge))
 	t.deadline = t.agentDeadline
 	t.leases = leaseBook{queue: cfg.Queue, deadline: t.deadline, notes: t.notes}
+	t.keep = keeper{rules: cfg.Keep, env: !cfg.NoKeepEnv, over: &t.leases, proc: cfg.Proc, errs: t, log: cfg.Log}
 	return t
 }
 
@@ -434,7 +436,7 @@ func (t *Table) lateForkLocked(p *Proc, ppid int32) {
 			}
 			if !c.dead {
 				t.addMemberLocked(s, c)
-				t.scanMarksLocked(c, n)
+				t.keep.scanMarksLocked(c, n)
 			}
 			walk(c)
 		}
@@ -551,7 +553,7 @@ func (t *Table) execKeepLocked(p *Proc) {
 	// REAPER_KEEP=1 are decided again; what p descends from stays.
 	p.marks.rule, p.marks.env = keepUnknown, keepUnknown
 	if s := p.session; s != nil && s.agent == p {
-		t.agentEnvLocked(s) // exec env REAPER_KEEP=1 <agent>
+		t.keep.agentEnvLocked(s) // exec env REAPER_KEEP=1 <agent>
 	}
 }
 
@@ -578,7 +580,7 @@ func (t *Table) comm(pid int32, name []byte, at int64) {
 	// the new name and command line are judged again, else it stays
 	// not kept. The environment is the same (only exec changes it), so a
 	// REAPER_KEEP=1 read already stands.
-	was := t.ruleKeptLocked(p, nil)
+	was := t.keep.ruleKeptLocked(p, nil)
 	p.Comm = procevents.CommString(name)
 	// process.title rewrites the command line too: read again when a
 	// rule needs it (matchLocked below reads it for agent rules).
@@ -955,7 +957,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	if s := p.session; s != nil && s.agent == p {
 		// Its session's agent without a queued deadline: kept, or its pin
 		// failed. What it is was decided when it was matched.
-		if t.rootKeptLocked(p, s, nil) != keepYes {
+		if t.keep.rootKeptLocked(p, s, nil) != keepYes {
 			t.queueAgentLocked(p, s.Rule, s.Comm, s.cmdline, s.Cgroup)
 		}
 		return
@@ -991,7 +993,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 		s := t.newSessionLocked(p, rule)
 		s.Cgroup, s.cmdline = cg, p.Cmdline
 	}
-	if t.rootKeptLocked(p, p.session, nil) == keepYes {
+	if t.keep.rootKeptLocked(p, p.session, nil) == keepYes {
 		// Root's keep (a --keep rule, a control-socket keep) exempts an
 		// agent from max age; its own REAPER_KEEP=1 does not.
 		return
@@ -1261,7 +1263,7 @@ func (t *Table) Descendants(p *Proc, why Reason, buf []Target) []Target {
 			if c.dead {
 				continue
 			}
-			if reads += marksPerProc; !t.sparedLocked(c, c.session, why, &reads) {
+			if reads += marksPerProc; !t.keep.sparedLocked(c, c.session, why, &reads) {
 				buf = append(buf, Target{PID: c.PID, Start: c.Start, Comm: c.Comm, Kthread: c.Kthread})
 			}
 		}
