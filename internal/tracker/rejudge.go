@@ -277,13 +277,7 @@ func (t *Table) adoptRestoredLocked(s *Session) {
 	if s.Cgroup.Path == "" {
 		s.Cgroup = t.cgroupLocked(ap)
 	}
-	if ap.Cmdline == "" {
-		if cl, err := t.cfg.Proc.Cmdline(ap.PID); err == nil {
-			ap.Cmdline = cl
-		} else {
-			t.procErr(ap.PID, err)
-		}
-	}
+	readCmdline(t.cfg.Proc, t, ap)
 	if s.cmdline == "" {
 		s.cmdline = ap.Cmdline
 	}

@@ -185,7 +185,7 @@ func (t *Table) memberExitLocked(p *Proc, s *Session, fired, root bool, k *kill)
 // root of the same kill that exited before its deadline fired.
 func (t *Table) killAgainLocked(roots []*Proc, s *Session, k kill) {
 	res := LeaseResult{Session: s.ID}
-	t.killRootsLocked(roots, s.Rule, k, nil, &res)
+	t.kills.rootsLocked(roots, s.Rule, k, nil, &res)
 	if len(res.Queued) > 0 {
 		t.log.Debug("kill root exited before its deadline: queued below it", zap.Int32("session_pid", s.ID.PID),
 			zap.String("reason", string(k.why)), zap.Int32s("queued", res.Queued))
@@ -265,13 +265,7 @@ func (t *Table) queueLeftoverAtLocked(q *Proc, s *Session, deadline int64) {
 		}
 		return
 	}
-	if q.Cmdline == "" {
-		if cl, err := t.cfg.Proc.Cmdline(q.PID); err == nil {
-			q.Cmdline = cl
-		} else {
-			t.procErr(q.PID, err)
-		}
-	}
+	readCmdline(t.cfg.Proc, t, q)
 	fd := -1
 	if t.cfg.Pin != nil {
 		var err error
@@ -296,6 +290,27 @@ func (t *Table) SetLeftovers(kill bool, grace time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.leftovers, t.leftoverGrace = kill, grace
+}
+
+// SetProcsLimit sets the session process limit checked at every fork (0:
+// none): a session that keeps forking is queued to be killed (reason procs)
+// by the fork that takes it past n, not a sample later. The resource
+// sampler checks the same limit at each sample. In a dry run the fork check
+// is off: the sampler reports.
+func (t *Table) SetProcsLimit(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.limits.maxProcs = n
+}
+
+// SetKeepResolve sets how many command lines SessionMembers may read per
+// call, under the table's lock, to decide whether a --keep rule with
+// :TEXT matches a member; 0 reads none (no resource policy is on: the
+// figures are only shown). A member not decided yet counts as not kept.
+func (t *Table) SetKeepResolve(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.limits.keepBudget = n
 }
 
 // SetKeep replaces the keep rules: every process's own rule match is
@@ -495,12 +510,41 @@ func (t *Table) KillNow(pid int32, start Start, force bool, by string, allow fun
 			rule = r
 			roots = append(roots, p)
 		}
-		t.killRootsLocked(roots, rule, kill{why: ReasonManual, by: by}, allow, res)
+		t.kills.rootsLocked(roots, rule, kill{why: ReasonManual, by: by}, allow, res)
 		if len(res.Queued) == 0 && len(res.Busy) == 0 {
 			return fmt.Errorf("pid %d (%s): nothing left to kill", p.PID, p.Comm)
 		}
 		return nil
 	})
+}
+
+// KillSession queues the whole session id to be killed now, through the
+// deadline queue, with reason why and the figures fig: its agent if it
+// lives and every member whose nearest live ancestor is not a member, each
+// with its tree, exactly as KillNow does for an operator. Unlike an
+// operator's kill, what root keeps inside the session (a --keep child, a
+// control-socket keep) is left alone with its descendants, and a session
+// whose agent root keeps is refused with ErrExempt; REAPER_KEEP=1 spares
+// nothing here. A session already queued or being killed is not queued
+// twice (ErrKilling).
+func (t *Table) KillSession(id SessionID, why Reason, fig Figures) (LeaseResult, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.sessions[id]
+	if s == nil {
+		return LeaseResult{PID: id.PID, Start: id.Start}, fmt.Errorf("session %d: %w", id.PID, ErrNoSession)
+	}
+	return t.kills.sessionLocked(s, kill{why: why, fig: fig})
+}
+
+// SessionMembers appends every live member of every session to buf, the
+// members of one session next to each other, agent first while it lives.
+// It holds the table's lock for one pass over the members, reading at most
+// keepBudget command lines (SetKeepResolve) and no environment.
+func (t *Table) SessionMembers(buf []Member) []Member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.limits.membersLocked(t.sessions, buf)
 }
 
 // LeftoverView is a leftover waiting for its kill.

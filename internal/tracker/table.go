@@ -187,9 +187,12 @@ type Table struct {
 	// guarded by mu.
 	keep keeper
 
-	// maxProcs is the session process limit checked at fork (resources.go).
-	maxProcs   int
-	keepBudget int // SessionMembers: command lines read per call to decide keep rules (SetKeepResolve)
+	// kills queues kill orders: now, and again after a failed kill
+	// (kills.go, retry.go); guarded by mu.
+	kills killer
+	// limits are the session limits checked here: procs at fork, and
+	// SessionMembers' reads (resources.go); guarded by mu.
+	limits limits
 
 	// exited holds the exits Exited was told of (exited.go) until a scan
 	// no longer shows them; guarded by mu.
@@ -222,6 +225,9 @@ func NewTable(cfg Config) *Table {
 	t.deadline = t.agentDeadline
 	t.leases = leaseBook{queue: cfg.Queue, deadline: t.deadline, notes: t.notes}
 	t.keep = keeper{rules: cfg.Keep, env: !cfg.NoKeepEnv, over: &t.leases, proc: cfg.Proc, errs: t, log: cfg.Log}
+	t.kills = killer{queue: cfg.Queue, clock: cfg.Clock, pin: cfg.Pin, proc: cfg.Proc, errs: t, judge: &t.keep, log: cfg.Log,
+		dryRun: cfg.DryRun}
+	t.limits = limits{dryRun: cfg.DryRun, judge: &t.keep, kill: &t.kills, log: cfg.Log}
 	return t
 }
 
@@ -375,7 +381,7 @@ func (t *Table) fork(ev *procevents.Event, at int64) {
 		p.forkCopy = true
 		t.linkLocked(p, parent)
 		t.inheritLocked(p, true)
-		t.forkLimitLocked(p)
+		t.limits.forkLocked(p)
 	}
 	if p.Comm != "" {
 		t.matchLocked(p, false)
@@ -442,7 +448,7 @@ func (t *Table) lateForkLocked(p *Proc, ppid int32) {
 		}
 	}
 	walk(p)
-	t.forkLimitLocked(p)
+	t.limits.forkLocked(p)
 }
 
 // thread counts a thread's fork or exit in its process. The exit of the
@@ -667,6 +673,25 @@ func (t *Table) procErr(pid int32, err error) {
 	t.retries.warnLocked(pid, err)
 }
 
+// cgroupLocked reads p's cgroup; unknown (zero) when the read fails.
+func (t *Table) cgroupLocked(p *Proc) cgroupinfo.Info { return cgroupOf(t.cfg.Proc, t, p) }
+
+// readCmdline reads q's command line if it is not known yet; a read that
+// fails leaves it unknown and is told to errs (nil: to nobody). Under the
+// table's lock.
+func readCmdline(proc ProcReader, errs readErrs, q *Proc) {
+	if q.Cmdline != "" {
+		return
+	}
+	cl, err := proc.Cmdline(q.PID)
+	switch {
+	case err == nil:
+		q.Cmdline = cl
+	case errs != nil:
+		errs.procErr(q.PID, err)
+	}
+}
+
 // redoExecLocked applies an exec whose stat read failed (procretry.go), if
 // the process that exec'd (identity start; zero if the table did not hold
 // it) still lives.
@@ -746,7 +771,7 @@ func (t *Table) MergeAt(scan []ProcInfo, resync bool, scanStart int64) {
 		}
 	}
 	if resync {
-		t.refreshCgroupsLocked()
+		refreshCgroupsLocked(t.procs, t.cfg.Proc, t, t.cfg.Queue)
 	}
 	var changed []*Proc
 	for pid, info := range live {
@@ -890,7 +915,7 @@ func (t *Table) removeLocked(p *Proc) {
 			case a.Attempt > 0:
 				// A retry of a failed kill whose process exited first:
 				// what lives below it is retried in its place (retry.go).
-				t.retryBelowLocked(p, a)
+				t.kills.retryBelowLocked(p, a)
 			case a.Reason == ReasonMaxAge:
 			case a.Reason == ReasonLeftover:
 				root = true
@@ -911,9 +936,9 @@ func (t *Table) removeLocked(p *Proc) {
 	if fired && p.holds > 0 {
 		// The reaper chases p's tree until it releases p: the session is
 		// being killed until then.
-		t.pendLocked(p, s)
+		pend(p, s)
 	} else {
-		t.unpendLocked(p)
+		unpend(p)
 	}
 	if p.holds == 0 {
 		t.freeLocked(p)
@@ -934,7 +959,7 @@ func (t *Table) freeLocked(p *Proc) {
 	}
 	p.child = nil
 	t.unlinkLocked(p)
-	t.unpendLocked(p)
+	unpend(p)
 	*p = Proc{}
 	t.free = append(t.free, p)
 }
@@ -1077,7 +1102,7 @@ func (t *Table) unqueueLocked(p *Proc) bool {
 	p.agent = nil
 	closeFD(a.FD)
 	p.holds--
-	t.unpendLocked(p)
+	unpend(p)
 	return true
 }
 
@@ -1325,11 +1350,25 @@ func (t *Table) Release(p *Proc) {
 	defer t.mu.Unlock()
 	p.holds--
 	if p.holds == 0 {
-		t.unpendLocked(p) // the reaper is done with p's tree
+		unpend(p) // the reaper is done with p's tree
 	}
 	if p.holds == 0 && p.dead {
 		t.freeLocked(p)
 	}
+}
+
+// Retry queues again (retry.go), after the kill of a failed, the processes of its tree
+// still alive (alive, as the reaper last saw them; a's own process among
+// them if it survived): each one whose ancestors in the table are not
+// queued too (their tree kill takes it) becomes a kill root, due
+// RetryDelay(a.Attempt+1) from now (or when it was queued for already, if
+// that comes first). A process that has exited, or whose PID a newer
+// process holds, is not queued. Call it before Release. It returns the
+// PIDs queued and when they are due.
+func (t *Table) Retry(a *Agent, alive []Target) ([]int32, int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.kills.retryLocked(t.procs, a, alive)
 }
 
 // Stats is a snapshot of the table's size and counters.
