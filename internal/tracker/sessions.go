@@ -504,7 +504,7 @@ func (t *Table) KillNow(pid int32, start Start, force bool, by string, allow fun
 			roots = sessionRootsLocked(s)
 		} else {
 			r, ok := t.ruleLocked(p, false)
-			if (!ok || !t.underLocked(p, t.cgroupLocked(p))) && !force {
+			if (!ok || !t.rules.underLocked(p, t.cgroupLocked(p))) && !force {
 				return fmt.Errorf("pid %d (%s) is %w: refused without --force", p.PID, p.Comm, ErrNotAgent)
 			}
 			rule = r

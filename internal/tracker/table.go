@@ -3,7 +3,6 @@ package tracker
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -152,8 +151,11 @@ type Counters struct {
 // Table is the process table. Apply and Merge must be called from one
 // goroutine; the query methods may be called from any.
 type Table struct {
-	mu    sync.Mutex
-	cfg   Config
+	mu  sync.Mutex
+	cfg Config // its Rules and Under are the initial ones: rules holds those in force
+	// rules are the agent rules and scope in force (rules.go), guarded by
+	// mu.
+	rules agentRules
 	procs map[int32]*Proc
 	free  []*Proc
 	c     Counters
@@ -223,6 +225,7 @@ func NewTable(cfg Config) *Table {
 	t.retries = procRetries{mu: &t.mu, clock: cfg.Clock, log: cfg.Log, redo: t, errs: t}
 	t.maxAge.Store(int64(cfg.MaxAge))
 	t.deadline = t.agentDeadline
+	t.rules = agentRules{rules: cfg.Rules, under: cfg.Under, proc: cfg.Proc}
 	t.leases = leaseBook{queue: cfg.Queue, deadline: t.deadline, notes: t.notes}
 	t.keep = keeper{rules: cfg.Keep, env: !cfg.NoKeepEnv, over: &t.leases, proc: cfg.Proc, errs: t, log: cfg.Log}
 	t.kills = killer{queue: cfg.Queue, clock: cfg.Clock, pin: cfg.Pin, proc: cfg.Proc, errs: t, judge: &t.keep, log: cfg.Log,
@@ -246,7 +249,7 @@ func (t *Table) MaxAge() time.Duration { return time.Duration(t.maxAge.Load()) }
 func (t *Table) SetRules(rules []Rule, under []Ancestor) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.cfg.Rules, t.cfg.Under = rules, under
+	t.rules.rules, t.rules.under = rules, under
 	t.rejudgeLocked()
 	for _, p := range t.procs {
 		t.matchLocked(p, false)
@@ -987,7 +990,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 		}
 		return
 	}
-	rule, ok, err := t.matchRuleLocked(p, readCmdline)
+	rule, ok, err := t.rules.matchLocked(p, readCmdline)
 	if err != nil {
 		t.retries.failLocked(p.PID, p.Start, retryMatch, err)
 		return
@@ -999,8 +1002,8 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	if cgErr != nil {
 		cg = cgroupinfo.Info{}
 	}
-	if !t.underLocked(p, cg) {
-		if cgErr != nil && t.cgroupScopeLocked() {
+	if !t.rules.underLocked(p, cg) {
+		if cgErr != nil && t.rules.cgroupScopeLocked() {
 			// A cgroup scope may be what the failed read would have shown.
 			t.retries.failLocked(p.PID, p.Start, retryMatch, cgErr)
 			return
@@ -1049,7 +1052,7 @@ func (t *Table) ownIdentityLocked(p *Proc, cause string) {
 	if s := p.session; s != nil && t.busyLocked(s) {
 		return
 	}
-	if _, ok, err := t.matchRuleLocked(p, true); ok || err != nil {
+	if _, ok, err := t.rules.matchLocked(p, true); ok || err != nil {
 		return
 	}
 	if s := p.session; s != nil && s.agent == p {
@@ -1107,70 +1110,11 @@ func (t *Table) unqueueLocked(p *Proc) bool {
 }
 
 func (t *Table) ruleLocked(p *Proc, readCmdline bool) (string, bool) {
-	rule, ok, err := t.matchRuleLocked(p, readCmdline)
+	rule, ok, err := t.rules.matchLocked(p, readCmdline)
 	if err != nil {
 		t.procErr(p.PID, err)
 	}
 	return rule, ok
-}
-
-// matchRuleLocked returns the rule p matches now, reading its command line
-// if a rule's name matches and it is not known (or readCmdline). A failed
-// read is returned, not judged a mismatch.
-func (t *Table) matchRuleLocked(p *Proc, readCmdline bool) (string, bool, error) {
-	if p.Kthread {
-		return "", false, nil
-	}
-	for _, r := range t.cfg.Rules {
-		if !r.MatchComm(p.Comm) {
-			continue
-		}
-		if p.Cmdline == "" || readCmdline {
-			cl, err := t.cfg.Proc.Cmdline(p.PID)
-			if err != nil {
-				return "", false, err
-			}
-			p.Cmdline = cl
-			readCmdline = false
-		}
-		if r.Text == "" || strings.Contains(p.Cmdline, r.Text) {
-			return r.String(), true, nil
-		}
-	}
-	return "", false, nil
-}
-
-// cgroupScopeLocked: a cgroup glob is among the Under ancestors.
-func (t *Table) cgroupScopeLocked() bool {
-	for _, u := range t.cfg.Under {
-		if u.Cgroup.String() != "" {
-			return true
-		}
-	}
-	return false
-}
-
-// underLocked reports whether p is in scope: it descends from a process
-// matching one of the PID or name Under ancestors, or its own cgroup (cg,
-// as read at this match) matches one of the cgroup globs. Always true when
-// there are none.
-func (t *Table) underLocked(p *Proc, cg cgroupinfo.Info) bool {
-	if len(t.cfg.Under) == 0 {
-		return true
-	}
-	for _, u := range t.cfg.Under {
-		if u.Cgroup.String() != "" && cg.Path != "" && u.Cgroup.Match(cg.Path) {
-			return true
-		}
-	}
-	for a := p.parent; a != nil; a = a.parent {
-		for _, u := range t.cfg.Under {
-			if (u.PID > 0 && a.PID == u.PID) || (u.PID == 0 && u.Comm != "" && a.Comm == u.Comm) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // findLocked returns the live entry for pid; a non-zero start must match.
