@@ -150,12 +150,17 @@ type Counters struct {
 
 // Table is the process table. Apply and Merge must be called from one
 // goroutine; the query methods may be called from any.
+//
+// Its lock, mu, guards the entries, the sessions and the parts below. Any
+// function or method named …Locked, the table's or a part's, runs with mu
+// held. Each part owns its own state and gets what it needs of the others
+// when NewTable makes it: a small interface of its own (met by the table
+// or another part) or a plain value. Only two of them take mu themselves:
+// procRetries.run, which a timer calls, and goneWaiters.wait, which looks
+// under it and waits without it.
 type Table struct {
-	mu  sync.Mutex
-	cfg Config // its Rules and Under are the initial ones: rules holds those in force
-	// rules are the agent rules and scope in force (rules.go), guarded by
-	// mu.
-	rules agentRules
+	mu    sync.Mutex
+	cfg   Config // as given: the rules, keep rules and limits in force are the parts'
 	procs map[int32]*Proc
 	free  []*Proc
 	c     Counters
@@ -170,10 +175,6 @@ type Table struct {
 	events   [5]atomic.Uint64
 	deadline func(*Agent) int64 // agentDeadline, bound once
 
-	notes notifier // Config.OnNotice (notify.go)
-	// gone are the waiters of WaitGone (gone.go), guarded by mu.
-	gone goneWaiters
-
 	// Sessions (sessions.go), guarded by mu.
 	sessions      map[SessionID]*Session
 	sessGen       uint64
@@ -182,27 +183,16 @@ type Table struct {
 	leftoverGrace time.Duration
 	exitAt        int64 // the exit event's time while exit() removes a process
 
-	// leases are root's word on single processes, given through the
-	// control socket (leases.go), guarded by mu.
-	leases leaseBook
-	// keep decides keep marks: root's keep and REAPER_KEEP=1 (marks.go),
-	// guarded by mu.
-	keep keeper
-
-	// kills queues kill orders: now, and again after a failed kill
-	// (kills.go, retry.go); guarded by mu.
-	kills killer
-	// limits are the session limits checked here: procs at fork, and
-	// SessionMembers' reads (resources.go); guarded by mu.
-	limits limits
-
-	// exited holds the exits Exited was told of (exited.go) until a scan
-	// no longer shows them; guarded by mu.
-	exited exitLog
-
-	// retries holds /proc reads at fork, exec or rename that failed for
-	// another reason than an exit (procretry.go), guarded by mu.
-	retries procRetries
+	// The parts, guarded by mu (notes never changes).
+	rules   agentRules  // the agent rules and scope in force (rules.go)
+	keep    keeper      // keep marks: root's keep and REAPER_KEEP=1 (marks.go)
+	leases  leaseBook   // root's word on single processes, through the control socket (leases.go)
+	kills   killer      // kill orders: now, and again after a failed kill (kills.go, retry.go)
+	limits  limits      // the session limits checked here: procs at fork, SessionMembers' reads (resources.go)
+	retries procRetries // /proc reads that failed for another reason than an exit, to retry (procretry.go)
+	exited  exitLog     // the exits Exited was told of, until a scan no longer shows them (exited.go)
+	gone    goneWaiters // the waiters of WaitGone (gone.go)
+	notes   notifier    // Config.OnNotice (notify.go)
 }
 
 // Test hooks for the orders in which a reload and a match can interleave.
@@ -222,15 +212,15 @@ func NewTable(cfg Config) *Table {
 	t := &Table{cfg: cfg, procs: make(map[int32]*Proc, 1024), log: cfg.Log,
 		sessions: map[SessionID]*Session{}, leftovers: cfg.Leftovers, leftoverGrace: cfg.LeftoverGrace,
 		notes: notifier(cfg.OnNotice)}
-	t.retries = procRetries{mu: &t.mu, clock: cfg.Clock, log: cfg.Log, redo: t, errs: t}
 	t.maxAge.Store(int64(cfg.MaxAge))
 	t.deadline = t.agentDeadline
 	t.rules = agentRules{rules: cfg.Rules, under: cfg.Under, proc: cfg.Proc}
 	t.leases = leaseBook{queue: cfg.Queue, deadline: t.deadline, notes: t.notes}
 	t.keep = keeper{rules: cfg.Keep, env: !cfg.NoKeepEnv, over: &t.leases, proc: cfg.Proc, errs: t, log: cfg.Log}
-	t.kills = killer{queue: cfg.Queue, clock: cfg.Clock, pin: cfg.Pin, proc: cfg.Proc, errs: t, judge: &t.keep, log: cfg.Log,
-		dryRun: cfg.DryRun}
+	t.kills = killer{queue: cfg.Queue, clock: cfg.Clock, pin: cfg.Pin, proc: cfg.Proc, errs: t, judge: &t.keep,
+		log: cfg.Log, dryRun: cfg.DryRun}
 	t.limits = limits{dryRun: cfg.DryRun, judge: &t.keep, kill: &t.kills, log: cfg.Log}
+	t.retries = procRetries{mu: &t.mu, clock: cfg.Clock, log: cfg.Log, redo: t, errs: t}
 	return t
 }
 
