@@ -99,7 +99,7 @@ func (kr *killer) rootsLocked(roots []*Proc, rule string, k kill, allow func(pid
 			}
 			continue
 		}
-		readCmdline(kr.proc, nil, q)
+		fillCmdline(kr.proc, nil, q)
 		fd := -1
 		if kr.pin != nil {
 			var err error

@@ -253,7 +253,7 @@ func (t *Table) adoptRestoredLocked(s *Session) {
 	if s.Cgroup.Path == "" {
 		s.Cgroup = t.cgroupLocked(ap)
 	}
-	readCmdline(t.cfg.Proc, t, ap)
+	fillCmdline(t.cfg.Proc, t, ap)
 	if s.cmdline == "" {
 		s.cmdline = ap.Cmdline
 	}

@@ -136,7 +136,7 @@ func (kr *killer) retryOneLocked(q *Proc, a *Agent, n int, first, at int64) (ok,
 			kr.errs.procErr(q.PID, fmt.Errorf("pin kill retry %d (%s): %w", q.PID, q.Comm, err))
 		}
 	}
-	readCmdline(kr.proc, kr.errs, q)
+	fillCmdline(kr.proc, kr.errs, q)
 	cg := a.Cgroup
 	if q != a.proc {
 		cg = cgroupOf(kr.proc, kr.errs, q)

@@ -265,7 +265,7 @@ func (t *Table) queueLeftoverAtLocked(q *Proc, s *Session, deadline int64) {
 		}
 		return
 	}
-	readCmdline(t.cfg.Proc, t, q)
+	fillCmdline(t.cfg.Proc, t, q)
 	fd := -1
 	if t.cfg.Pin != nil {
 		var err error
@@ -407,7 +407,7 @@ func (t *Table) Keep(pid int32, start Start) (LeaseResult, error) {
 			if q != p {
 				q.marks.root = keepYes // p's own keep is its lease
 			}
-			if a := q.agent; a != nil {
+			if q.agent != nil {
 				if t.unqueueLocked(q) {
 					res.Dequeued = append(res.Dequeued, q.PID)
 				} else {

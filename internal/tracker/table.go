@@ -669,10 +669,10 @@ func (t *Table) procErr(pid int32, err error) {
 // cgroupLocked reads p's cgroup; unknown (zero) when the read fails.
 func (t *Table) cgroupLocked(p *Proc) cgroupinfo.Info { return cgroupOf(t.cfg.Proc, t, p) }
 
-// readCmdline reads q's command line if it is not known yet; a read that
+// fillCmdline reads q's command line if it is not known yet; a read that
 // fails leaves it unknown and is told to errs (nil: to nobody). Under the
 // table's lock.
-func readCmdline(proc ProcReader, errs readErrs, q *Proc) {
+func fillCmdline(proc ProcReader, errs readErrs, q *Proc) {
 	if q.Cmdline != "" {
 		return
 	}
