@@ -102,46 +102,35 @@ func (p *ProcFS) SetCgroupNamespace(ns *cgroupinfo.Namespace) { p.cgns = ns }
 // CgroupNamespace returns what SetCgroupNamespace set (nil: the host's).
 func (p *ProcFS) CgroupNamespace() *cgroupinfo.Namespace { return p.cgns }
 
-// cgroupLocked reads p's cgroup; unknown (zero) when the read fails.
-func (t *Table) cgroupLocked(p *Proc) cgroupinfo.Info {
-	info, err := t.cfg.Proc.Cgroup(p.PID)
+// cgroupOf reads p's cgroup; unknown (zero) when the read fails, which
+// errs is told of. Under the table's lock.
+func cgroupOf(proc ProcReader, errs readErrs, p *Proc) cgroupinfo.Info {
+	info, err := proc.Cgroup(p.PID)
 	if err != nil {
-		t.procErr(p.PID, err)
+		errs.procErr(p.PID, err)
 		return cgroupinfo.Info{}
 	}
 	return info
 }
 
 // refreshCgroupsLocked reads the cgroup of every queued agent and leftover
-// again, on a resync: events were lost, so whatever moved meanwhile is
-// learnt here.
-func (t *Table) refreshCgroupsLocked() {
-	for _, p := range t.procs {
+// among procs again, on a resync: events were lost, so whatever moved
+// meanwhile is learnt here.
+func refreshCgroupsLocked(procs map[int32]*Proc, proc ProcReader, errs readErrs, q *Deadlines) {
+	for _, p := range procs {
 		a := p.agent
 		if a == nil {
 			continue
 		}
-		info, err := t.cfg.Proc.Cgroup(p.PID)
+		info, err := proc.Cgroup(p.PID)
 		if err != nil {
-			t.procErr(p.PID, err)
+			errs.procErr(p.PID, err)
 			continue
 		}
-		if t.cfg.Queue.SetCgroup(a, info) {
+		if q.SetCgroup(a, info) {
 			if s := p.session; s != nil && s.agent == p {
 				s.Cgroup = info
 			}
 		}
 	}
-}
-
-// SetCgroup changes a's attribution if a is still queued (once taken, the
-// reaper reads it without locks). It reports whether a was queued.
-func (d *Deadlines) SetCgroup(a *Agent, info cgroupinfo.Info) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.queuedLocked(a) {
-		return false
-	}
-	a.Cgroup = info
-	return true
 }

@@ -207,14 +207,21 @@ func (d *Deadlines) RetargetEarlier(a *Agent, deadline int64, reason Reason, s S
 	if !d.queuedLocked(a) || a.Deadline <= deadline || a.Attempt > 0 {
 		return false
 	}
+	d.updateLocked(a, func() { a.Deadline, a.Reason, a.Session = deadline, reason, s })
+	return true
+}
+
+// updateLocked changes the queued a with fn (its deadline, and maybe its
+// reason or attempt, which the counts follow), then restores the heap and
+// tells the alarm.
+func (d *Deadlines) updateLocked(a *Agent, fn func()) {
 	d.count(a, -1)
-	a.Deadline, a.Reason, a.Session = deadline, reason, s
+	fn()
 	d.count(a, 1)
 	heap.Fix(&d.h, a.index)
 	if d.alarm != nil {
 		d.alarm.Set(a, d.nextLocked())
 	}
-	return true
 }
 
 // DeadlineOf returns a's deadline and whether it is still queued.
@@ -286,6 +293,67 @@ func (d *Deadlines) Reschedule(fn func(a *Agent) int64) {
 			d.alarm.Set(a, d.nextLocked())
 		}
 	}
+}
+
+// SetCgroup changes a's attribution if a is still queued (once taken, the
+// reaper reads it without locks). It reports whether a was queued.
+func (d *Deadlines) SetCgroup(a *Agent, info cgroupinfo.Info) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.queuedLocked(a) {
+		return false
+	}
+	a.Cgroup = info
+	return true
+}
+
+// setLease gives the queued agent a its lease and moves its deadline to
+// what fn says, returning the deadline before and after. It reports false
+// if a is no longer queued (it fired).
+func (d *Deadlines) setLease(a *Agent, extra, until int64, fn func(*Agent) int64) (int64, int64, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.queuedLocked(a) {
+		return 0, 0, false
+	}
+	previous := a.Deadline
+	d.updateLocked(a, func() {
+		a.extra, a.until = extra, until
+		a.Deadline = fn(a)
+	})
+	return previous, a.Deadline, true
+}
+
+// retargetNow makes the queued a due at deadline for k. It reports false if
+// a is no longer queued. A retry of a failed kill (retry.go) becomes a
+// first kill of its own: a new order, with its own reason and deadline.
+func (d *Deadlines) retargetNow(a *Agent, deadline int64, k kill) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.queuedLocked(a) {
+		return false
+	}
+	d.updateLocked(a, func() {
+		a.Deadline, a.Reason, a.RequestedBy, a.Figures = deadline, k.why, k.by, k.fig
+		a.Attempt, a.FirstDeadline = 0, 0
+	})
+	return true
+}
+
+// toRetry makes the queued a the n-th retry of the kill from (first: its
+// first deadline), due at at or at its own deadline if that comes first.
+// It reports false if a is not queued (fired: in another kill's hands).
+func (d *Deadlines) toRetry(a, from *Agent, n int, first, at int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.queuedLocked(a) {
+		return false
+	}
+	d.updateLocked(a, func() {
+		a.Deadline, a.Reason, a.Session, a.RequestedBy, a.Figures = min(a.Deadline, at), from.Reason, from.Session, from.RequestedBy, from.Figures
+		a.Attempt, a.FirstDeadline = n, first
+	})
+	return true
 }
 
 type agentHeap []*Agent

@@ -22,5 +22,18 @@
 // its deadline or its session away (table.go, matchLocked); only root
 // does, by changing the rules or the scope (rejudge.go) or through the
 // control socket (leases.go). /proc reads that fail for another reason
-// than an exit are retried (retry.go).
+// than an exit are retried (procretry.go); so are kills that fail
+// (retry.go).
+//
+// The Table keeps the entries, their tree and the sessions (table.go,
+// sessions.go, and rejudge.go for what a reload does to sessions). Each
+// other capability is a part with its own state and its own file: the
+// agent rules and scope (agentRules, rules.go), keep marks (keeper,
+// marks.go), root's leases and keeps (leaseBook, leases.go), kill orders
+// now and again (killer, kills.go and retry.go), the limits checked at
+// fork (limits, resources.go), /proc read retries (procRetries,
+// procretry.go), exit tombstones (exitLog, exited.go), exit waiters
+// (goneWaiters, gone.go) and notices (notifier, notify.go). A part gets
+// what it needs of the others through a small interface it declares, and
+// runs under the table's one lock (Table).
 package tracker

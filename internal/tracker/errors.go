@@ -11,7 +11,7 @@ var (
 	// agent nor a session member, without force.
 	ErrNotAgent = errors.New("neither an agent nor a member of a session")
 	// ErrExempt means the session's agent is root-kept (a --keep rule, a
-	// keep through the control socket; sessions.go): no policy kills it
+	// keep through the control socket; marks.go): no policy kills it
 	// for resources. REAPER_KEEP=1 exempts no session.
 	ErrExempt = errors.New("session exempt: its agent is kept")
 	// ErrKilling means the session is already being killed.

@@ -41,12 +41,12 @@ func TestExitedWhilePolling(t *testing.T) {
 	if _, ok := agents(tb)[200]; ok {
 		t.Fatal("a scan taken before the exit queued the agent again")
 	}
-	if len(tb.exited) != 1 {
-		t.Fatalf("tombstones %v, want 200's until a scan no longer shows it", tb.exited)
+	if len(tb.exited.m) != 1 {
+		t.Fatalf("tombstones %v, want 200's until a scan no longer shows it", tb.exited.m)
 	}
 	tb.Merge(must(procs.Scan()), false)
-	if len(tb.exited) != 0 {
-		t.Fatalf("tombstones %v after a scan without 200", tb.exited)
+	if len(tb.exited.m) != 0 {
+		t.Fatalf("tombstones %v after a scan without 200", tb.exited.m)
 	}
 	// A new holder of PID 200 is a new process.
 	procs.stat[200] = ProcInfo{PID: 200, PPID: 1, Start: FromTicks(300), Comm: "claude", State: 'S'}

@@ -2,13 +2,14 @@ package tracker
 
 import (
 	"slices"
+	"sync"
 	"time"
 )
 
 // Waiting for exits. The reaper, once a tree's pidfds say every process
-// exited, waits for the table to apply those exits: the kernel reports a
-// process's forks before its exit, so after that every child forked during
-// the kill is in the table for the next sweep.
+// exited, waits for the table to apply those exits (WaitGone): the kernel
+// reports a process's forks before its exit, so after that every child
+// forked during the kill is in the table for the next sweep.
 //
 // A waiter registers a channel on one PID whose entry is still live and is
 // woken when removeLocked drops that PID's entry (exit, a newer holder, a
@@ -17,49 +18,41 @@ import (
 // times; registering only when someone waits keeps the event path
 // allocation-free.
 
-// wakeGoneLocked is removeLocked's hook: it wakes whoever waits on pid.
-func (t *Table) wakeGoneLocked(pid int32) {
-	if ws, ok := t.goneWaiters[pid]; ok {
-		delete(t.goneWaiters, pid)
+// goneWaiters are the channels of those who wait for a PID's entry to go,
+// by PID. Guarded by the table's lock: wakeLocked runs under it, wait
+// takes it only to look and to register, never while it waits.
+type goneWaiters struct {
+	m map[int32][]chan struct{}
+}
+
+// wakeLocked is removeLocked's hook: it wakes whoever waits on pid.
+func (w *goneWaiters) wakeLocked(pid int32) {
+	if ws, ok := w.m[pid]; ok {
+		delete(w.m, pid)
 		for _, ch := range ws {
 			close(ch)
 		}
 	}
 }
 
-// liveLocked returns the PID of p or of a target the table still holds
-// alive, or false when Gone would report true.
-func (t *Table) liveLocked(p *Proc, targets []Target) (int32, bool) {
-	if !p.dead {
-		return p.PID, true
-	}
-	for _, tg := range targets {
-		if q := t.procs[tg.PID]; q != nil && q.Start.Same(tg.Start) {
-			return tg.PID, true
-		}
-	}
-	return 0, false
-}
-
-// WaitGone waits until the table has applied the exit of p and of every
-// target (see Gone), or until deadline; it reports whether they are gone.
-// It takes the table's lock only to look and to register, never while it
-// waits.
-func (t *Table) WaitGone(deadline time.Time, p *Proc, targets []Target) bool {
+// wait waits until live, called with mu (the table's lock) held, finds
+// nothing alive, or until deadline; it reports whether nothing is. live
+// returns the PID of something still alive, to wait on.
+func (w *goneWaiters) wait(mu *sync.Mutex, deadline time.Time, live func() (int32, bool)) bool {
 	var timer *time.Timer
 	for {
-		t.mu.Lock()
-		pid, live := t.liveLocked(p, targets)
-		if !live {
-			t.mu.Unlock()
+		mu.Lock()
+		pid, alive := live()
+		if !alive {
+			mu.Unlock()
 			return true
 		}
 		ch := make(chan struct{})
-		if t.goneWaiters == nil {
-			t.goneWaiters = map[int32][]chan struct{}{}
+		if w.m == nil {
+			w.m = map[int32][]chan struct{}{}
 		}
-		t.goneWaiters[pid] = append(t.goneWaiters[pid], ch)
-		t.mu.Unlock()
+		w.m[pid] = append(w.m[pid], ch)
+		mu.Unlock()
 		if timer == nil {
 			timer = time.NewTimer(time.Until(deadline))
 			defer timer.Stop()
@@ -67,15 +60,15 @@ func (t *Table) WaitGone(deadline time.Time, p *Proc, targets []Target) bool {
 		select {
 		case <-ch:
 		case <-timer.C:
-			t.mu.Lock()
-			if ws := slices.DeleteFunc(t.goneWaiters[pid], func(c chan struct{}) bool { return c == ch }); len(ws) > 0 {
-				t.goneWaiters[pid] = ws
+			mu.Lock()
+			if ws := slices.DeleteFunc(w.m[pid], func(c chan struct{}) bool { return c == ch }); len(ws) > 0 {
+				w.m[pid] = ws
 			} else {
-				delete(t.goneWaiters, pid)
+				delete(w.m, pid)
 			}
-			_, live = t.liveLocked(p, targets)
-			t.mu.Unlock()
-			return !live
+			_, alive = live()
+			mu.Unlock()
+			return !alive
 		}
 	}
 }

@@ -27,7 +27,7 @@ func TestWaitGone(t *testing.T) {
 		t.Fatal("gone while both live")
 	}
 	tb.mu.Lock()
-	left := len(tb.goneWaiters)
+	left := len(tb.gone.m)
 	tb.mu.Unlock()
 	if left != 0 {
 		t.Fatalf("%d waiters left after a timeout", left)

@@ -113,7 +113,7 @@ func TestKeepUnkeep(t *testing.T) {
 	// Its descendants are kept: a child forked now is not queued when 210
 	// exits... and 211 is never a root while kept.
 	tb.mu.Lock()
-	kept211 := tb.rootKeptLocked(tb.procs[211], tb.procs[211].session, nil) == keepYes
+	kept211 := tb.keep.rootKeptLocked(tb.procs[211], tb.procs[211].session, nil) == keepYes
 	tb.mu.Unlock()
 	if !kept211 {
 		t.Error("the kept process's child is not kept")

@@ -232,7 +232,7 @@ func TestMarkUnknownNotKept(t *testing.T) {
 	delete(procs.envErr, 280)
 	tb.mu.Lock()
 	s := tb.procs[280].session
-	spared := tb.sparedLocked(tb.procs[280], s, ReasonLeftover, nil)
+	spared := tb.keep.sparedLocked(tb.procs[280], s, ReasonLeftover, nil)
 	tb.mu.Unlock()
 	if !spared {
 		t.Error("the mark, readable now, does not spare it")
@@ -302,7 +302,7 @@ func TestMarkKeepEnvOff(t *testing.T) {
 	// Turned on (a reload): the marker counts again.
 	tb.SetKeepEnv(true)
 	tb.mu.Lock()
-	spared := tb.sparedLocked(tb.procs[291], tb.procs[291].session, ReasonLeftover, nil)
+	spared := tb.keep.sparedLocked(tb.procs[291], tb.procs[291].session, ReasonLeftover, nil)
 	tb.mu.Unlock()
 	if !spared {
 		t.Error("after --keep-env=true the marked process's child is not spared")
@@ -665,7 +665,7 @@ func TestMarkRestoreFields(t *testing.T) {
 	markedShellChild(tb, procs, "sleep")           // 221: marked by its own copy and by descent
 	spawnMarked(tb, procs, 200, 230, 2_200, "npm") // its own mark only
 	tb.mu.Lock()
-	tb.sparedLocked(tb.procs[230], tb.procs[230].session, ReasonLeftover, nil)
+	tb.keep.sparedLocked(tb.procs[230], tb.procs[230].session, ReasonLeftover, nil)
 	tb.mu.Unlock()
 	state, err := json.Marshal(tb.SessionState())
 	if err != nil {
@@ -690,7 +690,7 @@ func TestMarkRestoreFields(t *testing.T) {
 	spawn(tb3, procs3.fakeProcs, 200, 240, 2_000, "sleep")
 	procs3.keep[240] = true
 	tb3.mu.Lock()
-	tb3.sparedLocked(tb3.procs[240], tb3.procs[240].session, ReasonLeftover, nil)
+	tb3.keep.sparedLocked(tb3.procs[240], tb3.procs[240].session, ReasonLeftover, nil)
 	tb3.mu.Unlock()
 	state, _ = json.Marshal(tb3.SessionState())
 	exitNow(tb3, procs3, 200, 3_000)

@@ -39,11 +39,14 @@ type Notice struct {
 	Cgroup cgroupinfo.Info
 }
 
-// notice hands n to Config.OnNotice. It may run with the table's lock held
-// (OnNotice's contract: it does not block and does not call back into the
-// table or its queue).
-func (t *Table) notice(n Notice) {
-	if f := t.cfg.OnNotice; f != nil {
+// notifier hands notices to Config.OnNotice (nil: nobody listens). It may
+// run with the table's lock held (OnNotice's contract: it does not block
+// and does not call back into the table or its queue).
+type notifier func(Notice)
+
+// send hands n on.
+func (f notifier) send(n Notice) {
+	if f != nil {
 		f(n)
 	}
 }
@@ -53,15 +56,15 @@ func agentNotice(kind NoticeKind, a *Agent, deadline int64) Notice {
 		Reason: a.Reason, Session: a.Session, Deadline: deadline, Cgroup: a.Cgroup}
 }
 
-// noticeDeadlineLocked reports that a's deadline moved from previous to
+// deadlineMovedLocked reports that a's deadline moved from previous to
 // deadline because of cause ("reload", "extend"). Call it where a's Reason
 // cannot change under it: with the table's lock or the queue's held (or
 // from a Reschedule function).
-func (t *Table) noticeDeadlineLocked(a *Agent, previous, deadline int64, cause string) {
-	if t.cfg.OnNotice == nil || previous == deadline {
+func (f notifier) deadlineMovedLocked(a *Agent, previous, deadline int64, cause string) {
+	if f == nil || previous == deadline {
 		return
 	}
 	n := agentNotice(NoticeDeadline, a, deadline)
 	n.Previous, n.Cause = previous, cause
-	t.notice(n)
+	f(n)
 }

@@ -65,13 +65,13 @@ func TestNotices(t *testing.T) {
 	}
 }
 
-// noticeDeadlineLocked is what a lease calls after moving a deadline.
+// deadlineMovedLocked is what a lease calls after moving a deadline.
 func TestNoticeDeadline(t *testing.T) {
 	var got []Notice
 	tb := NewTable(Config{Proc: newFakeProcs(), Clock: &fakeClock{}, OnNotice: func(n Notice) { got = append(got, n) }})
 	a := &Agent{PID: 9, Comm: "claude", Rule: "claude", Reason: ReasonMaxAge, Session: SessionID{PID: 9}}
-	tb.noticeDeadlineLocked(a, 10, 10, "extend")
-	tb.noticeDeadlineLocked(a, 10, 20, "extend")
+	tb.notes.deadlineMovedLocked(a, 10, 10, "extend")
+	tb.notes.deadlineMovedLocked(a, 10, 20, "extend")
 	if len(got) != 1 || got[0].Kind != NoticeDeadline || got[0].Previous != 10 || got[0].Deadline != 20 || got[0].Cause != "extend" {
 		t.Errorf("notices %+v: want one deadline notice 10 → 20", got)
 	}

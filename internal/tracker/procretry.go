@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"errors"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -54,9 +55,17 @@ type procRetry struct {
 	due   int64 // boottime
 }
 
-// retryState is the table's retry queue and warning limiter, guarded by
-// the table's lock.
-type retryState struct {
+// procRetries is the table's queue of /proc reads to retry and the
+// limiter of their warnings. It is guarded by the table's lock (mu): its
+// methods run with it held (…Locked), but run, the timer's, which takes
+// it.
+type procRetries struct {
+	mu    *sync.Mutex // the table's
+	clock Clock
+	log   *zap.Logger
+	redo  readRedoer
+	errs  readErrs
+
 	pending map[int32]*procRetry
 	timer   interface{ Stop() bool }
 	armed   int64 // due time the timer is set for; 0: none
@@ -72,6 +81,19 @@ type retryState struct {
 	dropped  int   // retries refused since the last warning (queue full)
 }
 
+// readRedoer redoes, under the table's lock, what a failed read of the
+// process pid (identity start) left undone: its exec, or its match.
+type readRedoer interface {
+	redoExecLocked(pid int32, start Start)
+	redoMatchLocked(pid int32, start Start)
+}
+
+// readErrs is told, under the table's lock, of a /proc read that failed
+// (Table.procErr: counted, and warned of unless the process is gone).
+type readErrs interface {
+	procErr(pid int32, err error)
+}
+
 // backoff is the delay before retry number tries+1.
 func backoff(tries int) int64 {
 	d := retryFirst
@@ -81,22 +103,21 @@ func backoff(tries int) int64 {
 	return int64(min(d, retryMax))
 }
 
-// readFailLocked handles a failed read of pid (identity start) for kind:
+// failLocked handles a failed read of pid (identity start) for kind:
 // nothing if the process is gone, else counted, warned and retried.
-func (t *Table) readFailLocked(pid int32, start Start, kind retryKind, err error) {
+func (r *procRetries) failLocked(pid int32, start Start, kind retryKind, err error) {
 	if errors.Is(err, ErrGone) {
 		return
 	}
-	t.readRetryLocked(pid, start, kind)
-	t.procErr(pid, err)
+	r.addLocked(pid, start, kind)
+	r.errs.procErr(pid, err)
 }
 
-// readRetryLocked queues a retry of kind for pid (identity start). Call
-// procErr after it: the warning reports a retry refused because the queue
-// is full.
-func (t *Table) readRetryLocked(pid int32, start Start, kind retryKind) {
-	r := &t.retry
-	now := t.cfg.Clock.Now()
+// addLocked queues a retry of kind for pid (identity start). Call procErr
+// after it: the warning reports a retry refused because the queue is
+// full.
+func (r *procRetries) addLocked(pid int32, start Start, kind retryKind) {
+	now := r.clock.Now()
 	if q := r.pending[pid]; q != nil {
 		if q.start.NS == 0 || start.NS == 0 || q.start.Same(start) {
 			// The same process: one retry does both, on its own backoff.
@@ -116,27 +137,25 @@ func (t *Table) readRetryLocked(pid int32, start Start, kind retryKind) {
 		r.pending = map[int32]*procRetry{}
 	}
 	r.pending[pid] = &procRetry{pid: pid, start: start, kind: kind, due: now + backoff(0)}
-	t.armRetryLocked(now)
+	r.armLocked(now)
 }
 
-// warnReadLocked warns of a failed read: at once for the first, then at
-// most every readWarnEvery, with the count since the last warning.
-func (t *Table) warnReadLocked(pid int32, err error) {
-	r := &t.retry
+// warnLocked warns of a failed read: at once for the first, then at most
+// every readWarnEvery, with the count since the last warning.
+func (r *procRetries) warnLocked(pid int32, err error) {
 	r.failed++
-	now := t.cfg.Clock.Now()
+	now := r.clock.Now()
 	if r.warned && now-r.warnedAt < readWarnEvery {
 		return
 	}
-	t.log.Warn("reading /proc failed, and not because the process exited", zap.Int32("pid", pid), zap.Error(err),
+	r.log.Warn("reading /proc failed, and not because the process exited", zap.Int32("pid", pid), zap.Error(err),
 		zap.Int("failures_since_last_warning", r.failed), zap.Int("retries_pending", len(r.pending)),
 		zap.Int("retries_dropped", r.dropped))
 	r.warned, r.warnedAt, r.failed, r.dropped = true, now, 0, 0
 }
 
-// armRetryLocked sets the timer for the earliest pending retry.
-func (t *Table) armRetryLocked(now int64) {
-	r := &t.retry
+// armLocked sets the timer for the earliest pending retry.
+func (r *procRetries) armLocked(now int64) {
 	var next int64
 	for _, q := range r.pending {
 		if next == 0 || q.due < next {
@@ -158,19 +177,18 @@ func (t *Table) armRetryLocked(now int64) {
 	if after == nil {
 		after = func(d time.Duration, f func()) interface{ Stop() bool } { return time.AfterFunc(d, f) }
 	}
-	r.timer = after(time.Duration(max(next-now, 0)), t.runRetries)
+	r.timer = after(time.Duration(max(next-now, 0)), r.run)
 }
 
-// runRetries runs the retries that are due.
-func (t *Table) runRetries() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	r := &t.retry
+// run runs the retries that are due, under the table's lock.
+func (r *procRetries) run() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.closed {
 		return // fired as Close stopped it
 	}
 	r.timer, r.armed = nil, 0
-	now := t.cfg.Clock.Now()
+	now := r.clock.Now()
 	var due []*procRetry
 	for _, q := range r.pending {
 		if q.due <= now {
@@ -179,11 +197,11 @@ func (t *Table) runRetries() {
 	}
 	for _, q := range due {
 		kind := q.kind
-		q.kind = 0 // a read failing again sets it back (readRetryLocked)
+		q.kind = 0 // a read failing again sets it back (addLocked)
 		if kind&retryExec != 0 {
-			t.retryExecLocked(q)
+			r.redo.redoExecLocked(q.pid, q.start)
 		} else {
-			t.retryMatchLocked(q)
+			r.redo.redoMatchLocked(q.pid, q.start)
 		}
 		switch {
 		case r.pending[q.pid] != q:
@@ -195,50 +213,15 @@ func (t *Table) runRetries() {
 			q.due = now + backoff(q.tries)
 		}
 	}
-	t.armRetryLocked(now)
+	r.armLocked(now)
 }
 
-// retryExecLocked applies an exec whose stat read failed, if the process
-// that exec'd still lives.
-func (t *Table) retryExecLocked(q *procRetry) {
-	info, err := t.cfg.Proc.Stat(q.pid)
-	if err != nil {
-		t.readFailLocked(q.pid, q.start, retryExec, err)
-		return
-	}
-	if q.start.NS != 0 {
-		if p := t.procs[q.pid]; p == nil || !p.Start.Same(q.start) || !info.Start.Same(q.start) {
-			return // it exited since
-		}
-	}
-	t.execLocked(q.pid, info)
-}
+// lenLocked is the number of processes whose read waits to be retried.
+func (r *procRetries) lenLocked() int { return len(r.pending) }
 
-// retryMatchLocked matches a process again whose match could not read
-// /proc, if it still lives.
-func (t *Table) retryMatchLocked(q *procRetry) {
-	p := t.procs[q.pid]
-	if p == nil || p.dead || !p.Start.Same(q.start) {
-		return
-	}
-	t.matchLocked(p, true)
-}
-
-// RetriesPending is the number of processes whose /proc read waits to be
-// retried.
-func (t *Table) RetriesPending() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.retry.pending)
-}
-
-// Close stops the /proc retry timer: no retry runs from then on, and none
-// is armed again. Call it at shutdown, once nothing feeds the table any
-// more. Calling it again does nothing.
-func (t *Table) Close() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	r := &t.retry
+// closeLocked stops the timer: no retry runs from then on, and none is
+// armed again.
+func (r *procRetries) closeLocked() {
 	r.closed = true
 	if r.timer != nil {
 		r.timer.Stop()

@@ -1,8 +1,6 @@
 package tracker
 
 import (
-	"strings"
-
 	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
 	"go.uber.org/zap"
 )
@@ -30,34 +28,12 @@ import (
 //
 // A session being killed (a kill queued now or in flight, or its agent's
 // deadline fired) is left to its kill, which root's rules decided then.
-
-// ruleInForceLocked reports whether rule (its textual form) is one of the
-// rules in force.
-func (t *Table) ruleInForceLocked(rule string) bool {
-	for _, r := range t.cfg.Rules {
-		if r.String() == rule {
-			return true
-		}
-	}
-	return false
-}
-
-// judgeLocked says whether an agent matched by rule as comm and cmdline is
-// an agent under the rules in force, and by which rule.
-func (t *Table) judgeLocked(rule, comm, cmdline string, kthread bool) (string, bool) {
-	if kthread {
-		return "", false
-	}
-	if t.ruleInForceLocked(rule) {
-		return rule, true
-	}
-	for _, r := range t.cfg.Rules {
-		if r.MatchComm(comm) && (r.Text == "" || strings.Contains(cmdline, r.Text)) {
-			return r.String(), true
-		}
-	}
-	return "", false
-}
+//
+// The verdict is the agent rules' (agentRules, rules.go: the rules and
+// scope in force, inForceLocked, judgeLocked, underLocked). Acting on it
+// rebuilds sessions (dissolve one, give a nested agent a session of its
+// own, queue an agent again), which is the table's work, here, under its
+// lock.
 
 // busyLocked: s is being killed (a kill queued now, or reaped), or its
 // agent's deadline fired and the reaper holds it.
@@ -91,13 +67,13 @@ func (t *Table) rejudgeLocked() {
 		}
 		ap := s.agent
 		if ap == nil {
-			if !t.ruleInForceLocked(s.Rule) {
+			if !t.rules.inForceLocked(s.Rule) {
 				revive = t.dissolveLocked(s, "reload", revive)
 			}
 			continue
 		}
-		rule, ok := t.judgeLocked(s.Rule, s.Comm, s.cmdline, ap.Kthread)
-		if !ok || !t.underLocked(ap, s.Cgroup) {
+		rule, ok := t.rules.judgeLocked(s.Rule, s.Comm, s.cmdline, ap.Kthread)
+		if !ok || !t.rules.underLocked(ap, s.Cgroup) {
 			revive = t.dissolveLocked(s, "reload", revive)
 			continue
 		}
@@ -120,8 +96,8 @@ func (t *Table) rejudgeLocked() {
 		if s := p.session; s != nil && s.agent == p {
 			continue // judged with its session
 		}
-		rule, ok := t.judgeLocked(a.Rule, a.Comm, a.Cmdline, p.Kthread)
-		if !ok || !t.underLocked(p, a.Cgroup) {
+		rule, ok := t.rules.judgeLocked(a.Rule, a.Comm, a.Cmdline, p.Kthread)
+		if !ok || !t.rules.underLocked(p, a.Cgroup) {
 			if t.unqueueLocked(p) {
 				t.log.Info("agent no longer matches the agent rules or scope: no deadline", zap.Int32("pid", p.PID),
 					zap.String("comm", a.Comm), zap.String("rule", a.Rule), zap.String("cause", "reload"))
@@ -159,7 +135,7 @@ func (t *Table) dissolveLocked(s *Session, cause string, revive []revival) []rev
 		// s: queued again, heading a session of its own, if it is still an
 		// agent.
 		if a := q.agent; a != nil && a.Attempt == 0 && (a.Reason == ReasonLeftover || a.Reason == ReasonMaxAge) && t.unqueueLocked(q) {
-			if rule, ok := t.judgeLocked(a.Rule, a.Comm, a.Cmdline, q.Kthread); ok && t.underLocked(q, a.Cgroup) {
+			if rule, ok := t.rules.judgeLocked(a.Rule, a.Comm, a.Cmdline, q.Kthread); ok && t.rules.underLocked(q, a.Cgroup) {
 				revive = append(revive, revival{p: q, rule: rule, comm: a.Comm, cmdline: a.Cmdline, cg: a.Cgroup})
 			}
 		}
@@ -202,7 +178,7 @@ func (t *Table) reviveLocked(revive []revival) {
 	}
 	for _, r := range revive {
 		p := r.p
-		if p.dead || p.agent != nil || p.session == nil || t.rootKeptLocked(p, p.session, nil) == keepYes {
+		if p.dead || p.agent != nil || p.session == nil || t.keep.rootKeptLocked(p, p.session, nil) == keepYes {
 			continue
 		}
 		t.queueAgentLocked(p, r.rule, r.comm, r.cmdline, r.cg)
@@ -258,12 +234,12 @@ func (t *Table) liveAgentLocked(id SessionID) *Proc {
 func (t *Table) restoreStandsLocked(m MemberState) bool {
 	ap := t.liveAgentLocked(m.Session)
 	if ap == nil {
-		return t.ruleInForceLocked(m.Rule)
+		return t.rules.inForceLocked(m.Rule)
 	}
 	if s := ap.session; s != nil && s.agent == ap {
 		return true // matched by the start-up scan, under the rules in force
 	}
-	return !ap.Kthread && t.ruleInForceLocked(m.Rule) && t.underLocked(ap, t.cgroupLocked(ap))
+	return !ap.Kthread && t.rules.inForceLocked(m.Rule) && t.rules.underLocked(ap, t.cgroupLocked(ap))
 }
 
 // adoptRestoredLocked queues the live agent of the restored session s for
@@ -277,17 +253,11 @@ func (t *Table) adoptRestoredLocked(s *Session) {
 	if s.Cgroup.Path == "" {
 		s.Cgroup = t.cgroupLocked(ap)
 	}
-	if ap.Cmdline == "" {
-		if cl, err := t.cfg.Proc.Cmdline(ap.PID); err == nil {
-			ap.Cmdline = cl
-		} else {
-			t.procErr(ap.PID, err)
-		}
-	}
+	fillCmdline(t.cfg.Proc, t, ap)
 	if s.cmdline == "" {
 		s.cmdline = ap.Cmdline
 	}
-	if t.rootKeptLocked(ap, s, nil) == keepYes {
+	if t.keep.rootKeptLocked(ap, s, nil) == keepYes {
 		return
 	}
 	t.queueAgentLocked(ap, s.Rule, s.Comm, s.cmdline, s.Cgroup)

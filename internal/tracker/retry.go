@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"container/heap"
 	"errors"
 	"fmt"
 	"slices"
@@ -43,20 +42,18 @@ func RetryDelay(n int) time.Duration {
 	return min(d, RetryMax)
 }
 
-// Retry queues again, after the kill of a failed, the processes of its tree
-// still alive (alive, as the reaper last saw them; a's own process among
-// them if it survived): each one whose ancestors in the table are not
-// queued too (their tree kill takes it) becomes a kill root, due
-// RetryDelay(a.Attempt+1) from now (or when it was queued for already, if
-// that comes first). A process that has exited, or whose PID a newer
-// process holds, is not queued. Call it before Release. It returns the
-// PIDs queued and when they are due.
-func (t *Table) Retry(a *Agent, alive []Target) ([]int32, int64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+// retryLocked queues again, after the kill of a failed, the processes of
+// its tree still alive (alive, as the reaper last saw them; a's own process
+// among them if it survived; procs, the table's entries): each one whose
+// ancestors in the table are not queued too (their tree kill takes it)
+// becomes a kill root, due RetryDelay(a.Attempt+1) from now (or when it was
+// queued for already, if that comes first). A process that has exited, or
+// whose PID a newer process holds, is not queued (Table.Retry). It returns
+// the PIDs queued and when they are due.
+func (kr *killer) retryLocked(procs map[int32]*Proc, a *Agent, alive []Target) ([]int32, int64) {
 	n := a.Attempt + 1
-	at := t.cfg.Clock.Now() + int64(RetryDelay(n))
-	if t.cfg.DryRun {
+	at := kr.clock.Now() + int64(RetryDelay(n))
+	if kr.dryRun {
 		return nil, 0 // nothing was signalled: nothing failed
 	}
 	first := a.FirstDeadline
@@ -70,7 +67,7 @@ func (t *Table) Retry(a *Agent, alive []Target) ([]int32, int64) {
 	var cs []cand
 	seen := make(map[*Proc]bool, len(alive))
 	for _, tg := range alive {
-		q := t.procs[tg.PID]
+		q := procs[tg.PID]
 		if q == nil || q.dead || !q.Start.Same(tg.Start) || seen[q] {
 			continue
 		}
@@ -91,7 +88,7 @@ func (t *Table) Retry(a *Agent, alive []Target) ([]int32, int64) {
 		if coveredBy(c.q, handled) {
 			continue
 		}
-		if ok, mine := t.retryLocked(c.q, a, n, first, at); ok {
+		if ok, mine := kr.retryOneLocked(c.q, a, n, first, at); ok {
 			handled[c.q] = true
 			if mine {
 				queued = append(queued, c.q.PID)
@@ -111,44 +108,38 @@ func coveredBy(q *Proc, set map[*Proc]bool) bool {
 	return false
 }
 
-// retryLocked queues q to be killed at at as the n-th retry of the failed
+// retryOneLocked queues q to be killed at at as the n-th retry of the failed
 // kill a (first: its first deadline). ok: q's kill is queued or in flight;
 // mine: queued here. A process queued for something else (a nested agent's
 // max age, a leftover) becomes the retry, due at the earlier of the two
 // times: left as it was, a nested agent's entry could leave the queue by
 // its own rename or a reload, which a retry never does. One already in
 // another kill's hands is left to it (that kill retries what it leaves).
-func (t *Table) retryLocked(q *Proc, a *Agent, n int, first, at int64) (ok, mine bool) {
+func (kr *killer) retryOneLocked(q *Proc, a *Agent, n int, first, at int64) (ok, mine bool) {
 	if cur := q.agent; cur != nil && cur != a {
-		if t.cfg.Queue.toRetry(cur, a, n, first, at) {
-			t.pendRetryLocked(q, a.Reason)
+		if kr.queue.toRetry(cur, a, n, first, at) {
+			pendKill(q, a.Reason) // the session is being killed until the retry is over
 			return true, true
 		}
 		return true, false
 	}
 	fd := -1
-	if t.cfg.Pin != nil {
+	if kr.pin != nil {
 		var err error
-		if fd, err = t.cfg.Pin(q.PID, q.Start); err != nil {
+		if fd, err = kr.pin(q.PID, q.Start); err != nil {
 			if errors.Is(err, ErrGone) {
 				return false, false // gone (its exit follows) or reused: nothing of ours to kill
 			}
 			// EMFILE, ENOMEM: queued without a pidfd all the same; the
 			// reaper pins it when it is due, checking its start time then.
 			fd = -1
-			t.procErr(q.PID, fmt.Errorf("pin kill retry %d (%s): %w", q.PID, q.Comm, err))
+			kr.errs.procErr(q.PID, fmt.Errorf("pin kill retry %d (%s): %w", q.PID, q.Comm, err))
 		}
 	}
-	if q.Cmdline == "" {
-		if cl, err := t.cfg.Proc.Cmdline(q.PID); err == nil {
-			q.Cmdline = cl
-		} else {
-			t.procErr(q.PID, err)
-		}
-	}
+	fillCmdline(kr.proc, kr.errs, q)
 	cg := a.Cgroup
 	if q != a.proc {
-		cg = t.cgroupLocked(q)
+		cg = cgroupOf(kr.proc, kr.errs, q)
 	}
 	// a's own process: a's hold stays until the reaper's Release, the
 	// retry takes one of its own.
@@ -157,28 +148,19 @@ func (t *Table) retryLocked(q *Proc, a *Agent, n int, first, at int64) (ok, mine
 		Deadline: at, Attempt: n, FirstDeadline: first}
 	q.agent = r
 	q.holds++
-	t.cfg.Queue.Add(r)
-	t.pendRetryLocked(q, a.Reason)
-	t.log.Debug("kill retry queued", zap.Int32("pid", q.PID), zap.String("comm", q.Comm),
+	kr.queue.Add(r)
+	pendKill(q, a.Reason)
+	kr.log.Debug("kill retry queued", zap.Int32("pid", q.PID), zap.String("comm", q.Comm),
 		zap.String("reason", string(a.Reason)), zap.Int("attempt", n), zap.Int64("deadline_boot_ns", at))
 	return true, true
-}
-
-// pendRetryLocked counts q's retry toward its session's kill: the session
-// is being killed until the retry is over.
-func (t *Table) pendRetryLocked(q *Proc, why Reason) {
-	if s := q.session; s != nil {
-		t.pendLocked(q, s)
-		s.killing = why
-	}
 }
 
 // retryBelowLocked queues, in place of the retry a of p, which exited
 // before it fired, the nearest live processes below p — what a's tree kill
 // would have taken — at a's time, as the same attempt. Kept ones stay
 // alone, as in Descendants, unless a is a manual kill.
-func (t *Table) retryBelowLocked(p *Proc, a *Agent) {
-	at := max(a.Deadline, t.cfg.Clock.Now())
+func (kr *killer) retryBelowLocked(p *Proc, a *Agent) {
+	at := max(a.Deadline, kr.clock.Now())
 	reads := 0 // marksPerProc per process judged
 	var walk func(n *Proc)
 	walk = func(n *Proc) {
@@ -189,31 +171,11 @@ func (t *Table) retryBelowLocked(p *Proc, a *Agent) {
 			switch {
 			case c.dead:
 				walk(c)
-			case t.sparedLocked(c, c.session, a.Reason, &reads):
+			case kr.judge.sparedLocked(c, c.session, a.Reason, &reads):
 			default:
-				t.retryLocked(c, a, a.Attempt, a.FirstDeadline, at)
+				kr.retryOneLocked(c, a, a.Attempt, a.FirstDeadline, at)
 			}
 		}
 	}
 	walk(p)
-}
-
-// toRetry makes the queued a the n-th retry of the kill from (first: its
-// first deadline), due at at or at its own deadline if that comes first.
-// It reports false if a is not queued (fired: in another kill's hands).
-func (d *Deadlines) toRetry(a, from *Agent, n int, first, at int64) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.queuedLocked(a) {
-		return false
-	}
-	d.count(a, -1)
-	a.Deadline, a.Reason, a.Session, a.RequestedBy, a.Figures = min(a.Deadline, at), from.Reason, from.Session, from.RequestedBy, from.Figures
-	a.Attempt, a.FirstDeadline = n, first
-	d.count(a, 1)
-	heap.Fix(&d.h, a.index)
-	if d.alarm != nil {
-		d.alarm.Set(a, d.nextLocked())
-	}
-	return true
 }

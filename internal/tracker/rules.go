@@ -135,3 +135,100 @@ func (a Ancestor) String() string {
 	}
 	return a.Comm
 }
+
+// agentRules are the agent rules and the scope in force (Config.Rules and
+// Under, then SetRules): what makes a process an agent (Table.matchLocked),
+// and what a reload judges agents by again (rejudge.go). They are guarded
+// by the table's lock: every method runs with it held (…Locked).
+type agentRules struct {
+	rules []Rule
+	under []Ancestor
+	proc  ProcReader // command lines, read under the lock
+}
+
+// matchLocked returns the rule p matches now, reading its command line
+// if a rule's name matches and it is not known (or readCmdline). A failed
+// read is returned, not judged a mismatch.
+func (r *agentRules) matchLocked(p *Proc, readCmdline bool) (string, bool, error) {
+	if p.Kthread {
+		return "", false, nil
+	}
+	for _, ru := range r.rules {
+		if !ru.MatchComm(p.Comm) {
+			continue
+		}
+		if p.Cmdline == "" || readCmdline {
+			cl, err := r.proc.Cmdline(p.PID)
+			if err != nil {
+				return "", false, err
+			}
+			p.Cmdline = cl
+			readCmdline = false
+		}
+		if ru.Text == "" || strings.Contains(p.Cmdline, ru.Text) {
+			return ru.String(), true, nil
+		}
+	}
+	return "", false, nil
+}
+
+// inForceLocked reports whether rule (its textual form) is one of the
+// rules in force.
+func (r *agentRules) inForceLocked(rule string) bool {
+	for _, ru := range r.rules {
+		if ru.String() == rule {
+			return true
+		}
+	}
+	return false
+}
+
+// judgeLocked says whether an agent matched by rule as comm and cmdline is
+// an agent under the rules in force, and by which rule.
+func (r *agentRules) judgeLocked(rule, comm, cmdline string, kthread bool) (string, bool) {
+	if kthread {
+		return "", false
+	}
+	if r.inForceLocked(rule) {
+		return rule, true
+	}
+	for _, ru := range r.rules {
+		if ru.MatchComm(comm) && (ru.Text == "" || strings.Contains(cmdline, ru.Text)) {
+			return ru.String(), true
+		}
+	}
+	return "", false
+}
+
+// cgroupScopeLocked: a cgroup glob is among the Under ancestors.
+func (r *agentRules) cgroupScopeLocked() bool {
+	for _, u := range r.under {
+		if u.Cgroup.String() != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// underLocked reports whether p is in scope: it descends from a process
+// matching one of the PID or name Under ancestors, or its own cgroup (cg,
+// as read at this match) matches one of the cgroup globs. Always true when
+// there are none.
+func (r *agentRules) underLocked(p *Proc, cg cgroupinfo.Info) bool {
+	if len(r.under) == 0 {
+		return true
+	}
+	for _, u := range r.under {
+		if u.Cgroup.String() != "" && cg.Path != "" && u.Cgroup.Match(cg.Path) {
+			return true
+		}
+	}
+	for a := p.parent; a != nil; a = a.parent {
+		for _, u := range r.under {
+			if (u.PID > 0 && a.PID == u.PID) || (u.PID == 0 && u.Comm != "" && a.Comm == u.Comm) {
+				return true
+			}
+		}
+	}
+	return false
+}

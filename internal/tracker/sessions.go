@@ -1,8 +1,7 @@
 package tracker
 
 import (
-	"errors"
-	"strings"
+	"fmt"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
@@ -111,7 +110,7 @@ func (t *Table) newSessionLocked(p *Proc, rule string) *Session {
 	s := &Session{ID: SessionID{PID: p.PID, Start: p.Start}, Comm: p.Comm, Rule: rule, agent: p}
 	t.sessions[s.ID] = s
 	t.addMemberLocked(s, p)
-	t.agentEnvLocked(s)
+	t.keep.agentEnvLocked(s)
 	var walk func(n *Proc)
 	walk = func(n *Proc) {
 		for c := n.child; c != nil; c = c.next {
@@ -138,22 +137,10 @@ func (t *Table) inheritLocked(p *Proc, forked bool) {
 	}
 	t.addMemberLocked(par.session, p)
 	if forked {
-		t.forkMarksLocked(p, par)
+		t.keep.forkMarksLocked(p, par)
 		return
 	}
-	t.scanMarksLocked(p, par)
-}
-
-// scanMarksLocked decides what p, seen by a scan below par, takes from
-// its parent's marks: what they already say, nothing read (a resync may
-// add thousands); the rest is decided when needed.
-func (t *Table) scanMarksLocked(p, par *Proc) {
-	if rootMemo(par, t.keepOverrideLocked(par)) == keepYes {
-		p.marks.root = keepYes
-	}
-	if t.keepEnv && (par.marks.env == keepYes || par.marks.envUp == keepYes) {
-		p.marks.envUp = keepYes
-	}
+	t.keep.scanMarksLocked(p, par)
 }
 
 // memberExitLocked handles the exit of a member p of s. fired: p's own
@@ -187,7 +174,7 @@ func (t *Table) memberExitLocked(p *Proc, s *Session, fired, root bool, k *kill)
 		reads := 0
 		for _, c := range t.rootsBelowLocked(p, s, nil) {
 			reads += marksPerProc
-			if !t.sparedLocked(c, s, ReasonLeftover, &reads) {
+			if !t.keep.sparedLocked(c, s, ReasonLeftover, &reads) {
 				t.queueLeftoverLocked(c, s)
 			}
 		}
@@ -198,7 +185,7 @@ func (t *Table) memberExitLocked(p *Proc, s *Session, fired, root bool, k *kill)
 // root of the same kill that exited before its deadline fired.
 func (t *Table) killAgainLocked(roots []*Proc, s *Session, k kill) {
 	res := LeaseResult{Session: s.ID}
-	t.killRootsLocked(roots, s.Rule, k, nil, &res)
+	t.kills.rootsLocked(roots, s.Rule, k, nil, &res)
 	if len(res.Queued) > 0 {
 		t.log.Debug("kill root exited before its deadline: queued below it", zap.Int32("session_pid", s.ID.PID),
 			zap.String("reason", string(k.why)), zap.Int32s("queued", res.Queued))
@@ -234,7 +221,7 @@ func (t *Table) leftoversLocked(s *Session, agent *Proc) {
 		if !isRoot(q, s) {
 			continue
 		}
-		if reads += marksPerProc; t.sparedLocked(q, s, ReasonLeftover, &reads) {
+		if reads += marksPerProc; t.keep.sparedLocked(q, s, ReasonLeftover, &reads) {
 			continue
 		}
 		t.queueLeftoverLocked(q, s)
@@ -274,17 +261,11 @@ func (t *Table) queueLeftoverAtLocked(q *Proc, s *Session, deadline int64) {
 	if a := q.agent; a != nil {
 		// A nested agent: its own deadline stands if it comes first.
 		if a.Reason != ReasonLeftover && t.cfg.Queue.RetargetEarlier(a, deadline, ReasonLeftover, s.ID) {
-			t.notice(agentNotice(NoticeLeftover, a, deadline))
+			t.notes.send(agentNotice(NoticeLeftover, a, deadline))
 		}
 		return
 	}
-	if q.Cmdline == "" {
-		if cl, err := t.cfg.Proc.Cmdline(q.PID); err == nil {
-			q.Cmdline = cl
-		} else {
-			t.procErr(q.PID, err)
-		}
-	}
+	fillCmdline(t.cfg.Proc, t, q)
 	fd := -1
 	if t.cfg.Pin != nil {
 		var err error
@@ -298,312 +279,9 @@ func (t *Table) queueLeftoverAtLocked(q *Proc, s *Session, deadline int64) {
 	q.agent = a
 	q.holds++
 	t.cfg.Queue.Add(a)
-	t.notice(agentNotice(NoticeLeftover, a, deadline))
+	t.notes.send(agentNotice(NoticeLeftover, a, deadline))
 	t.log.Debug("leftover", zap.Int32("pid", q.PID), zap.String("comm", q.Comm), zap.Int32("session", s.ID.PID),
 		zap.Int64("deadline_boot_ns", deadline))
-}
-
-// Keep marks. Two notions, never confused:
-//
-//   - root-kept: root's word — a --keep rule matches the process, or a
-//     keep through the control socket names it, or either holds for an
-//     ancestor in its session. Exempt from every policy (max age, leftover
-//     kills, the resource limits, memory pressure) but a manual kill.
-//   - self-marked: REAPER_KEEP=1 in the process's own environment, or in
-//     that of an ancestor in its session (with --keep-env on). What a
-//     process says about itself only delays cleanup after its agent ends:
-//     it spares the process, with its descendants, from leftover kills and
-//     from its agent's tree kill at max age. It never removes an agent's
-//     own max age, and the limits and the pressure policy count and kill
-//     self-marked members like any other. A session's agent is never
-//     self-marked, and when its own environment holds the marker, which
-//     everything it starts inherits, the marker counts for nothing in its
-//     session (Session.envMarked).
-//
-// A control-socket unkeep overrides both: the process is a candidate
-// again, whatever its environment or a rule says.
-//
-// An unresolved mark (not read yet, a read that failed) counts as not
-// kept, so no amount of renaming hides a member from a policy. Each part
-// is memoised on its own: a rule match is decided again at each rename and
-// exec (rules match the name and command line), the environment only at
-// exec (nothing else changes it). What a process descends from is decided
-// at fork, while the parent is still there to read (forkMarksLocked), and
-// stays.
-const (
-	keepUnknown int8 = iota
-	keepYes
-	keepNo
-)
-
-// keepMarks are one process's memoised marks, each keepUnknown, keepYes
-// or keepNo.
-type keepMarks struct {
-	rule  int8 // a --keep rule matches its own name and command line
-	root  int8 // it descends from a root-kept process in its session
-	env   int8 // its own environment holds REAPER_KEEP=1
-	envUp int8 // it descends from a self-marked process in its session
-}
-
-// or3 combines two marks of which either suffices.
-func or3(a, b int8) int8 {
-	switch {
-	case a == keepYes || b == keepYes:
-		return keepYes
-	case a == keepNo && b == keepNo:
-		return keepNo
-	}
-	return keepUnknown
-}
-
-// liveParent is q's nearest live ancestor in the table.
-func liveParent(q *Proc) *Proc {
-	a := q.parent
-	for a != nil && a.dead {
-		a = a.parent
-	}
-	return a
-}
-
-// rootMemo is what q's memoised marks say of root's keep (o: q's keep
-// override), with nothing read.
-func rootMemo(q *Proc, o int8) int8 {
-	if o != keepUnknown {
-		return o
-	}
-	return or3(q.marks.rule, q.marks.root)
-}
-
-// rootKeptLocked decides whether q is root-kept. reads, when not nil,
-// bounds the /proc reads (command lines, for keep rules with :TEXT) it
-// may do, and is decreased by each; a mark it cannot decide without more
-// comes back keepUnknown.
-func (t *Table) rootKeptLocked(q *Proc, s *Session, reads *int) int8 {
-	if o := t.keepOverrideLocked(q); o != keepUnknown {
-		return o // keep or unkeep by the operator (leases.go)
-	}
-	if q.marks.root == keepYes {
-		return keepYes
-	}
-	var own int8
-	if s != nil && s.agent == q {
-		// A session's agent is judged by what it was matched as, not by
-		// a name it gave itself since (and nothing is read for it).
-		own = t.agentRuleKeepLocked(s)
-	} else {
-		own = t.ruleKeptLocked(q, reads)
-	}
-	return inherit(q, s, own, &q.marks.root, func(a *Proc) int8 { return t.rootKeptLocked(a, s, reads) })
-}
-
-// inherit is q's mark: its own, or else the one it inherits from its
-// nearest live ancestor in s, which up decides and *memo keeps. It is
-// keepUnknown while up cannot decide (it would read more than it may).
-func inherit(q *Proc, s *Session, own int8, memo *int8, up func(a *Proc) int8) int8 {
-	if own == keepYes {
-		return keepYes
-	}
-	if *memo == keepUnknown {
-		m := keepNo
-		if a := liveParent(q); a != nil && a.session == s && s != nil {
-			m = up(a)
-		}
-		if m == keepUnknown {
-			return keepUnknown
-		}
-		*memo = m
-	}
-	return or3(own, *memo)
-}
-
-// agentRuleKeepLocked decides whether a --keep rule matches the agent of
-// s as it was matched (Session.Comm and cmdline, as a reload judges it),
-// so that no rename of the agent gains it root's keep; only a reload of
-// the keep rules and root's keep and unkeep change it. Nothing is read.
-func (t *Table) agentRuleKeepLocked(s *Session) int8 {
-	for _, r := range t.keep {
-		if r.MatchComm(s.Comm) && (r.Text == "" || strings.Contains(s.cmdline, r.Text)) {
-			return keepYes
-		}
-	}
-	return keepNo
-}
-
-// ruleKeptLocked decides whether a --keep rule matches q itself.
-func (t *Table) ruleKeptLocked(q *Proc, reads *int) int8 {
-	if q.marks.rule != keepUnknown {
-		return q.marks.rule
-	}
-	for _, r := range t.keep {
-		if !r.MatchComm(q.Comm) {
-			continue
-		}
-		if r.Text == "" {
-			q.marks.rule = keepYes
-			return keepYes
-		}
-		if q.Cmdline == "" {
-			if reads != nil {
-				if *reads <= 0 {
-					return keepUnknown
-				}
-				*reads--
-			}
-			cl, err := t.cfg.Proc.Cmdline(q.PID)
-			if err != nil {
-				t.procErr(q.PID, err)
-				return keepUnknown
-			}
-			q.Cmdline = cl
-		}
-		if strings.Contains(q.Cmdline, r.Text) {
-			q.marks.rule = keepYes
-			return keepYes
-		}
-	}
-	q.marks.rule = keepNo
-	return keepNo
-}
-
-// selfMarkedLocked decides whether q is self-marked (REAPER_KEEP=1 in its
-// environment or an ancestor's in its session); keepNo whenever --keep-env
-// is off. A session's agent is never self-marked: its mark would spare
-// nothing of its own (it is no leftover of its own session, and its max
-// age stands), and it does not pass down to what it starts. Below it,
-// marks pass down as ever. reads as for rootKeptLocked (environments).
-func (t *Table) selfMarkedLocked(q *Proc, s *Session, reads *int) int8 {
-	if !t.keepEnv || (s != nil && s.agent == q) {
-		return keepNo
-	}
-	if t.keepOverrideLocked(q) == keepNo {
-		return keepNo // unkept: a candidate whatever its environment says
-	}
-	if q.marks.envUp == keepYes {
-		return keepYes
-	}
-	own := t.ownEnvLocked(q, s, reads)
-	return inherit(q, s, own, &q.marks.envUp, func(a *Proc) int8 { return t.selfMarkedLocked(a, s, reads) })
-}
-
-// ownEnvLocked is q's own environment mark as it counts in s: for
-// nothing when s's agent carries the marker itself (Session.envMarked),
-// whose environment q inherited.
-func (t *Table) ownEnvLocked(q *Proc, s *Session, reads *int) int8 {
-	if s != nil && s.envMarked {
-		return keepNo
-	}
-	return t.envMarkedLocked(q, reads)
-}
-
-// agentEnvLocked reads the environment of s's agent (just matched, or
-// just exec'd): if it holds REAPER_KEEP=1, the marker counts for nothing
-// in s from then on. Read now, while the agent is there to read: after
-// it exits, its leftovers are judged by it.
-func (t *Table) agentEnvLocked(s *Session) {
-	if !t.keepEnv || s.envMarked || s.agent == nil || s.agent.dead {
-		return
-	}
-	if t.envMarkedLocked(s.agent, nil) == keepYes {
-		s.envMarked = true
-		t.log.Debug("agent carries REAPER_KEEP=1: the marker counts for nothing in its session",
-			zap.Int32("session_pid", s.ID.PID), zap.String("comm", s.Comm))
-	}
-}
-
-// envMarkedLocked reads q's own environment for REAPER_KEEP=1, once per
-// exec.
-func (t *Table) envMarkedLocked(q *Proc, reads *int) int8 {
-	if q.marks.env != keepUnknown {
-		return q.marks.env
-	}
-	if reads != nil {
-		if *reads <= 0 {
-			return keepUnknown
-		}
-		*reads--
-	}
-	marked, err := t.cfg.Proc.KeepMarked(q.PID)
-	if errors.Is(err, ErrNoEnviron) {
-		// An empty environment (env -i) stays empty until the next
-		// exec, whose event decides the mark again (execKeepLocked): so
-		// does one torn by an execve in progress.
-		q.marks.env = keepNo
-		return keepNo
-	}
-	if err != nil {
-		t.procErr(q.PID, err)
-		return keepUnknown
-	}
-	q.marks.env = keepNo
-	if marked {
-		q.marks.env = keepYes
-	}
-	return q.marks.env
-}
-
-// sparedLocked reports whether a kill for why leaves q (and what lies
-// below it) alone: never for a manual kill (an order); for a leftover kill
-// or an agent's tree at max age, when q is root-kept or self-marked; for
-// every other policy (memory, procs, idle, pressure), only when root-kept.
-// An unresolved mark spares nothing. reads as for rootKeptLocked.
-func (t *Table) sparedLocked(q *Proc, s *Session, why Reason, reads *int) bool {
-	switch why {
-	case ReasonManual:
-		return false
-	case ReasonLeftover, ReasonMaxAge:
-		return t.rootKeptLocked(q, s, reads) == keepYes || t.selfMarkedLocked(q, s, reads) == keepYes
-	}
-	return t.rootKeptLocked(q, s, reads) == keepYes
-}
-
-// marksPerProc is what deciding one process's own marks may read: its
-// environment and its command line. A pass that judges many processes
-// under the table's lock (a tree kill, a session's leftovers) may read
-// that much per process it judges, so that marks left unresolved above
-// them (a read that failed, which is not memoised) cost a bounded walk:
-// its reads grow with its processes, never with their number times their
-// depth. A mark the budget leaves undecided counts as not kept.
-const marksPerProc = 2
-
-// forkMarksLocked decides the marks of p, just forked by parent into
-// parent's session. p starts with its parent's name, command line and a
-// copy of its environment, so its own marks are its parent's; what it
-// descends from is decided now, while the parent can still be read: a
-// marked parent that exits at once still leaves a marked child. The
-// parent's environment is read once (memoised on it, so once per process
-// and exec), only for session members, only with --keep-env on, and only
-// a bounded prefix of it (ProcReader.KeepMarked). If the parent is gone
-// already, the child's environment is read instead: it is the parent's
-// copy, unless the child has exec'd since.
-func (t *Table) forkMarksLocked(p, parent *Proc) {
-	s := p.session
-	p.marks.rule = parent.marks.rule
-	if s != nil && s.agent == parent {
-		p.marks.rule = t.agentRuleKeepLocked(s) // a copy of the agent as judged
-	}
-	// What p descends from is decided now, while the parent can still be
-	// read, so that a forked process sends no later check up its
-	// ancestors (only a failed read leaves it to be decided again).
-	// A mark left unknown by a failed read (a keep rule's command line)
-	// stays unknown, to be decided again: root's word is not lost to an
-	// EMFILE. Without a failed read nothing up the chain is unknown.
-	p.marks.root = t.rootKeptLocked(parent, s, nil)
-	if !t.keepEnv {
-		return
-	}
-	up := t.selfMarkedLocked(parent, s, nil)
-	p.marks.env = parent.marks.env
-	if up == keepUnknown {
-		if own := t.ownEnvLocked(p, s, nil); own == keepYes {
-			up = keepYes
-		} else {
-			up = keepNo
-		}
-	}
-	p.marks.envUp = up
-	if up == keepYes {
-		t.log.Debug("keep mark inherited at fork", zap.Int32("pid", p.PID), zap.Int32("parent", parent.PID))
-	}
 }
 
 // SetLeftovers sets the leftover policy: kill (or keep) and the grace. A
@@ -614,6 +292,27 @@ func (t *Table) SetLeftovers(kill bool, grace time.Duration) {
 	t.leftovers, t.leftoverGrace = kill, grace
 }
 
+// SetProcsLimit sets the session process limit checked at every fork (0:
+// none): a session that keeps forking is queued to be killed (reason procs)
+// by the fork that takes it past n, not a sample later. The resource
+// sampler checks the same limit at each sample. In a dry run the fork check
+// is off: the sampler reports.
+func (t *Table) SetProcsLimit(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.limits.maxProcs = n
+}
+
+// SetKeepResolve sets how many command lines SessionMembers may read per
+// call, under the table's lock, to decide whether a --keep rule with
+// :TEXT matches a member; 0 reads none (no resource policy is on: the
+// figures are only shown). A member not decided yet counts as not kept.
+func (t *Table) SetKeepResolve(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.limits.keepBudget = n
+}
+
 // SetKeep replaces the keep rules: every process's own rule match is
 // decided again (a session's agent on what it was matched as); a keep a
 // process took from its ancestors stays. What is queued follows
@@ -621,7 +320,7 @@ func (t *Table) SetLeftovers(kill bool, grace time.Duration) {
 func (t *Table) SetKeep(rules []Rule) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.keep = rules
+	t.keep.rules = rules
 	for _, p := range t.procs {
 		p.marks.rule = keepUnknown
 		if p.marks.root == keepNo {
@@ -653,8 +352,8 @@ func (t *Table) reconcileKeepLocked() {
 			}
 			reads += marksPerProc
 			switch {
-			case a.Reason == ReasonMaxAge && t.rootKeptLocked(p, s, &reads) == keepYes,
-				a.Reason == ReasonLeftover && t.sparedLocked(p, s, ReasonLeftover, &reads):
+			case a.Reason == ReasonMaxAge && t.keep.rootKeptLocked(p, s, &reads) == keepYes,
+				a.Reason == ReasonLeftover && t.keep.sparedLocked(p, s, ReasonLeftover, &reads):
 				if t.unqueueLocked(p) {
 					t.log.Debug("kept after a reload: dequeued", zap.Int32("pid", p.PID), zap.String("reason", string(a.Reason)))
 				}
@@ -679,11 +378,173 @@ func (t *Table) reconcileKeepLocked() {
 func (t *Table) SetKeepEnv(on bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.keepEnv = on
+	t.keep.env = on
 	for _, s := range t.sessions {
-		t.agentEnvLocked(s)
+		t.keep.agentEnvLocked(s)
 	}
 	t.reconcileKeepLocked()
+}
+
+// eachBelow calls f for p and every process below it in the table, dead
+// (held) entries included, parents first.
+func eachBelow(p *Proc, f func(*Proc)) {
+	f(p)
+	for c := p.child; c != nil; c = c.next {
+		eachBelow(c, f)
+	}
+}
+
+// Keep exempts pid and its descendants from every policy but a manual
+// kill, as a --keep rule does (root-kept, marks.go): a queued max-age
+// deadline or leftover kill of any of them is taken back.
+func (t *Table) Keep(pid int32, start Start) (LeaseResult, error) {
+	return t.command(pid, start, func(p *Proc, res *LeaseResult) error {
+		t.setKeepLocked(p, LeaseKeep)
+		eachBelow(p, func(q *Proc) {
+			if q.dead {
+				return
+			}
+			if q != p {
+				q.marks.root = keepYes // p's own keep is its lease
+			}
+			if q.agent != nil {
+				if t.unqueueLocked(q) {
+					res.Dequeued = append(res.Dequeued, q.PID)
+				} else {
+					res.Busy = append(res.Busy, q.PID)
+				}
+			}
+		})
+		return nil
+	})
+}
+
+// setKeepLocked records root's keep (LeaseKeep) or unkeep (LeaseUnkeep)
+// of p in its lease.
+func (t *Table) setKeepLocked(p *Proc, keep string) {
+	t.leases.setKeepLocked(p, keep)
+	t.sessGen++ // the keep marks are persisted with the sessions
+}
+
+// Unkeep withdraws a keep: pid is a candidate again, whatever its
+// environment or a keep rule says (a descendant stays kept if its own
+// environment or a keep of its own says so). It is matched again, and if
+// its session's agent has exited, queued as a leftover at the agent's exit
+// + the leftover grace, or now if that is past.
+func (t *Table) Unkeep(pid int32, start Start) (LeaseResult, error) {
+	return t.command(pid, start, func(p *Proc, res *LeaseResult) error {
+		t.setKeepLocked(p, LeaseUnkeep)
+		// Forget the root keep the processes below p took from their
+		// ancestors: it may have come from p's keep. A REAPER_KEEP=1 they
+		// inherited came from an environment, not from a keep, and stays.
+		eachBelow(p, func(q *Proc) { q.marks.root = keepUnknown })
+		now := t.cfg.Clock.Now()
+		reads := 0 // marksPerProc per process judged
+		eachBelow(p, func(q *Proc) {
+			if !q.dead {
+				reads += marksPerProc
+				t.candidateLocked(q, now, res, &reads)
+			}
+		})
+		return nil
+	})
+}
+
+// candidateLocked queues q, no longer kept, as an agent or a leftover as
+// the policies say.
+// reads as for rootKeptLocked.
+func (t *Table) candidateLocked(q *Proc, now int64, res *LeaseResult, reads *int) {
+	s := q.session
+	if s != nil && t.keep.rootKeptLocked(q, s, reads) == keepYes {
+		return
+	}
+	had := q.agent
+	t.matchLocked(q, false)
+	if s == nil || s.agent != nil || s.ExitedAt == 0 || !t.leftovers {
+		if q.agent != nil && q.agent != had {
+			res.Queued = append(res.Queued, q.PID)
+		}
+		return
+	}
+	// Its agent has exited: a leftover, unless a live ancestor in the
+	// session (not kept) takes it along in its own tree kill.
+	a := q.parent
+	for a != nil && a.dead {
+		a = a.parent
+	}
+	if a != nil && a.session == s && !t.keep.sparedLocked(a, s, ReasonLeftover, reads) {
+		return
+	}
+	if t.keep.sparedLocked(q, s, ReasonLeftover, reads) {
+		return // its own environment (or a process above it) says REAPER_KEEP=1
+	}
+	deadline := max(s.ExitedAt+int64(t.leftoverGrace), now)
+	t.queueLeftoverAtLocked(q, s, deadline)
+	if q.agent != nil && q.agent != had {
+		res.Queued = append(res.Queued, q.PID)
+	}
+}
+
+// KillNow queues pid's session to be killed now (reason manual) through the
+// deadline queue, so the normal kill protocol runs: the agent, if it
+// lives, and every member whose nearest live ancestor is not a member
+// (each with its own tree). A process in no session is killed alone if an
+// agent rule matches it, or if force is set; else ErrNotAgent. allow
+// (reap.Guard's rule) is asked for every process before it is queued. by
+// names who asked (the kill record's requested_by).
+func (t *Table) KillNow(pid int32, start Start, force bool, by string, allow func(pid int32, kthread bool) bool) (LeaseResult, error) {
+	return t.command(pid, start, func(p *Proc, res *LeaseResult) error {
+		if allow != nil && !allow(p.PID, p.Kthread) {
+			return fmt.Errorf("pid %d (%s) is protected: never PID 1, the daemon, its ancestors or a kernel thread", p.PID, p.Comm)
+		}
+		var roots []*Proc
+		var rule string
+		if s := p.session; s != nil {
+			res.Session, rule = s.ID, s.Rule
+			roots = sessionRootsLocked(s)
+		} else {
+			r, ok := t.ruleLocked(p, false)
+			if (!ok || !t.rules.underLocked(p, t.cgroupLocked(p))) && !force {
+				return fmt.Errorf("pid %d (%s) is %w: refused without --force", p.PID, p.Comm, ErrNotAgent)
+			}
+			rule = r
+			roots = append(roots, p)
+		}
+		t.kills.rootsLocked(roots, rule, kill{why: ReasonManual, by: by}, allow, res)
+		if len(res.Queued) == 0 && len(res.Busy) == 0 {
+			return fmt.Errorf("pid %d (%s): nothing left to kill", p.PID, p.Comm)
+		}
+		return nil
+	})
+}
+
+// KillSession queues the whole session id to be killed now, through the
+// deadline queue, with reason why and the figures fig: its agent if it
+// lives and every member whose nearest live ancestor is not a member, each
+// with its tree, exactly as KillNow does for an operator. Unlike an
+// operator's kill, what root keeps inside the session (a --keep child, a
+// control-socket keep) is left alone with its descendants, and a session
+// whose agent root keeps is refused with ErrExempt; REAPER_KEEP=1 spares
+// nothing here. A session already queued or being killed is not queued
+// twice (ErrKilling).
+func (t *Table) KillSession(id SessionID, why Reason, fig Figures) (LeaseResult, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.sessions[id]
+	if s == nil {
+		return LeaseResult{PID: id.PID, Start: id.Start}, fmt.Errorf("session %d: %w", id.PID, ErrNoSession)
+	}
+	return t.kills.sessionLocked(s, kill{why: why, fig: fig})
+}
+
+// SessionMembers appends every live member of every session to buf, the
+// members of one session next to each other, agent first while it lives.
+// It holds the table's lock for one pass over the members, reading at most
+// keepBudget command lines (SetKeepResolve) and no environment.
+func (t *Table) SessionMembers(buf []Member) []Member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.limits.membersLocked(t.sessions, buf)
 }
 
 // LeftoverView is a leftover waiting for its kill.
@@ -746,7 +607,7 @@ type MemberState struct {
 	// ExitedAt is the session agent's exit (boottime), 0 while it lived.
 	ExitedAt int64 `json:"agent_exited_at,omitempty"`
 	// Its keep marks, which a restart could not tell again once the
-	// process they came from is gone (sessions.go, "Keep marks").
+	// process they came from is gone (marks.go, "Keep marks").
 	// SelfKeep: REAPER_KEEP=1 in its own environment (a later exec
 	// decides it again); SelfKeepUp: inherited from a marked ancestor in
 	// its session (for good); RootKeep: root-kept by descent from a kept

@@ -337,7 +337,7 @@ func TestResyncRenameReadsKeep(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	spawn(tb, procs, 200, 210, 2_000, "sleep")
 	tb.mu.Lock()
-	kept := tb.sparedLocked(tb.procs[210], tb.procs[210].session, ReasonLeftover, nil)
+	kept := tb.keep.sparedLocked(tb.procs[210], tb.procs[210].session, ReasonLeftover, nil)
 	tb.mu.Unlock()
 	if kept {
 		t.Fatal("210 kept")
@@ -413,14 +413,14 @@ func TestProcReadRetried(t *testing.T) {
 			return -1, nil
 		}})
 	var timers []time.Duration
-	tb.retry.afterFunc = func(d time.Duration, f func()) interface{ Stop() bool } {
+	tb.retries.afterFunc = func(d time.Duration, f func()) interface{ Stop() bool } {
 		timers = append(timers, d)
 		return noTimer{}
 	}
 	retry := func(after time.Duration) {
 		t.Helper()
 		clock.now += int64(after)
-		tb.runRetries()
+		tb.retries.run()
 	}
 	warnings := func() int { return logs.FilterMessageSnippet("reading /proc failed").Len() }
 	// retried applies pid's exec, a failure armed: nothing is queued, one
@@ -454,7 +454,7 @@ func TestProcReadRetried(t *testing.T) {
 	if warnings() != 1 {
 		t.Fatalf("%d warnings, want 1", warnings())
 	}
-	tb.runRetries() // not due yet
+	tb.retries.run() // not due yet
 	if procs.cmdFails[200] != 1 {
 		t.Fatal("a retry ran before it was due")
 	}
@@ -578,7 +578,7 @@ func TestCloseStopsProcRetryTimer(t *testing.T) {
 	clock := &fakeClock{now: offset + 1_000}
 	tb := NewTable(Config{Rules: DefaultRules, MaxAge: age, Proc: procs, Clock: clock})
 	armed, stops := 0, 0
-	tb.retry.afterFunc = func(d time.Duration, f func()) interface{ Stop() bool } {
+	tb.retries.afterFunc = func(d time.Duration, f func()) interface{ Stop() bool } {
 		armed++
 		return stopTimer{&stops}
 	}
@@ -599,7 +599,7 @@ func TestCloseStopsProcRetryTimer(t *testing.T) {
 		t.Errorf("a second Close stopped it again (%d)", stops)
 	}
 	clock.now += int64(time.Minute)
-	tb.runRetries() // the timer fired as it was being stopped
+	tb.retries.run() // the timer fired as it was being stopped
 	if _, ok := agents(tb)[200]; ok {
 		t.Error("a retry ran after Close")
 	}

@@ -3,7 +3,6 @@ package tracker
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,7 +37,7 @@ func (i *ProcInfo) Live() bool { return !i.leaderDead() || i.Threads > 1 }
 
 // ProcReader reads /proc. It must be safe for concurrent use: the table
 // calls it from the goroutine that feeds it events (Apply, Merge), from
-// the /proc retry timer (runRetries), from the reaper's goroutines (Retry,
+// the /proc retry timer (procRetries.run), from the reaper's goroutines (Retry,
 // Descendants), from reloads, control commands and the resource sampler,
 // and from Exited (the init's reaper). Most calls hold the table's lock,
 // but Apply's exec and Exited read Stat without it, beside a locked call
@@ -90,7 +89,7 @@ type Config struct {
 	// policy but a manual kill, max age included. REAPER_KEEP=1 in a
 	// process's environment only spares it (and its descendants) from
 	// leftover kills and from its agent's tree kill at max age; NoKeepEnv
-	// (--keep-env=false) ignores it. See sessions.go, "Keep marks".
+	// (--keep-env=false) ignores it. See marks.go, "Keep marks".
 	Leftovers     bool
 	LeftoverGrace time.Duration
 	Keep          []Rule
@@ -131,7 +130,7 @@ type Proc struct {
 	forkCopy bool
 
 	// session is the session p belongs to (sessions.go); snext and sprev
-	// link its members. marks memoises p's keep marks (sessions.go).
+	// link its members. marks memoises p's keep marks (marks.go).
 	session      *Session
 	snext, sprev *Proc
 	marks        keepMarks
@@ -151,9 +150,17 @@ type Counters struct {
 
 // Table is the process table. Apply and Merge must be called from one
 // goroutine; the query methods may be called from any.
+//
+// Its lock, mu, guards the entries, the sessions and the parts below. Any
+// function or method named …Locked, the table's or a part's, runs with mu
+// held. Each part owns its own state and gets what it needs of the others
+// when NewTable makes it: a small interface of its own (met by the table
+// or another part) or a plain value. Only two of them take mu themselves:
+// procRetries.run, which a timer calls, and goneWaiters.wait, which looks
+// under it and waits without it.
 type Table struct {
 	mu    sync.Mutex
-	cfg   Config
+	cfg   Config // as given: the rules, keep rules and limits in force are the parts'
 	procs map[int32]*Proc
 	free  []*Proc
 	c     Counters
@@ -168,34 +175,24 @@ type Table struct {
 	events   [5]atomic.Uint64
 	deadline func(*Agent) int64 // agentDeadline, bound once
 
-	goneWaiters map[int32][]chan struct{} // WaitGone (gone.go), guarded by mu
-
 	// Sessions (sessions.go), guarded by mu.
 	sessions      map[SessionID]*Session
 	sessGen       uint64
 	members       int // live members of all sessions
 	leftovers     bool
 	leftoverGrace time.Duration
-	keep          []Rule
-	keepEnv       bool  // REAPER_KEEP=1 is honoured (--keep-env)
 	exitAt        int64 // the exit event's time while exit() removes a process
 
-	// Leases and keeps given through the control socket (leases.go), by
-	// PID, guarded by mu.
-	leases   map[int32]*Lease
-	leaseGen uint64
-
-	// maxProcs is the session process limit checked at fork (resources.go).
-	maxProcs   int
-	keepBudget int // SessionMembers: command lines read per call to decide keep rules (SetKeepResolve)
-
-	// exited holds the exits Exited was told of (exited.go), by PID, until
-	// a scan no longer shows them; guarded by mu.
-	exited map[int32]Start
-
-	// retry holds /proc reads at fork, exec or rename that failed for
-	// another reason than an exit (retry.go), guarded by mu.
-	retry retryState
+	// The parts, guarded by mu (notes never changes).
+	rules   agentRules  // the agent rules and scope in force (rules.go)
+	keep    keeper      // keep marks: root's keep and REAPER_KEEP=1 (marks.go)
+	leases  leaseBook   // root's word on single processes, through the control socket (leases.go)
+	kills   killer      // kill orders: now, and again after a failed kill (kills.go, retry.go)
+	limits  limits      // the session limits checked here: procs at fork, SessionMembers' reads (resources.go)
+	retries procRetries // /proc reads that failed for another reason than an exit, to retry (procretry.go)
+	exited  exitLog     // the exits Exited was told of, until a scan no longer shows them (exited.go)
+	gone    goneWaiters // the waiters of WaitGone (gone.go)
+	notes   notifier    // Config.OnNotice (notify.go)
 }
 
 // Test hooks for the orders in which a reload and a match can interleave.
@@ -213,10 +210,17 @@ func NewTable(cfg Config) *Table {
 		cfg.Queue = &Deadlines{}
 	}
 	t := &Table{cfg: cfg, procs: make(map[int32]*Proc, 1024), log: cfg.Log,
-		sessions: map[SessionID]*Session{}, leftovers: cfg.Leftovers, leftoverGrace: cfg.LeftoverGrace, keep: cfg.Keep,
-		keepEnv: !cfg.NoKeepEnv}
+		sessions: map[SessionID]*Session{}, leftovers: cfg.Leftovers, leftoverGrace: cfg.LeftoverGrace,
+		notes: notifier(cfg.OnNotice)}
 	t.maxAge.Store(int64(cfg.MaxAge))
 	t.deadline = t.agentDeadline
+	t.rules = agentRules{rules: cfg.Rules, under: cfg.Under, proc: cfg.Proc}
+	t.leases = leaseBook{queue: cfg.Queue, deadline: t.deadline, notes: t.notes}
+	t.keep = keeper{rules: cfg.Keep, env: !cfg.NoKeepEnv, over: &t.leases, proc: cfg.Proc, errs: t, log: cfg.Log}
+	t.kills = killer{queue: cfg.Queue, clock: cfg.Clock, pin: cfg.Pin, proc: cfg.Proc, errs: t, judge: &t.keep,
+		log: cfg.Log, dryRun: cfg.DryRun}
+	t.limits = limits{dryRun: cfg.DryRun, judge: &t.keep, kill: &t.kills, log: cfg.Log}
+	t.retries = procRetries{mu: &t.mu, clock: cfg.Clock, log: cfg.Log, redo: t, errs: t}
 	return t
 }
 
@@ -235,7 +239,7 @@ func (t *Table) MaxAge() time.Duration { return time.Duration(t.maxAge.Load()) }
 func (t *Table) SetRules(rules []Rule, under []Ancestor) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.cfg.Rules, t.cfg.Under = rules, under
+	t.rules.rules, t.rules.under = rules, under
 	t.rejudgeLocked()
 	for _, p := range t.procs {
 		t.matchLocked(p, false)
@@ -265,23 +269,20 @@ func (t *Table) SetMaxAge(d time.Duration) {
 	if testHookBeforeResched != nil {
 		testHookBeforeResched()
 	}
-	if t.cfg.OnNotice == nil {
+	if t.notes == nil {
 		t.cfg.Queue.Reschedule(t.deadline)
 		return
 	}
 	// The notices go out after the queue's lock is released.
 	var moved []Notice
+	collect := notifier(func(n Notice) { moved = append(moved, n) })
 	t.cfg.Queue.Reschedule(func(a *Agent) int64 {
 		next := t.deadline(a)
-		if next != a.Deadline {
-			n := agentNotice(NoticeDeadline, a, next)
-			n.Previous, n.Cause = a.Deadline, "reload"
-			moved = append(moved, n)
-		}
+		collect.deadlineMovedLocked(a, a.Deadline, next, "reload")
 		return next
 	})
 	for _, n := range moved {
-		t.notice(n)
+		t.notes.send(n)
 	}
 }
 
@@ -373,7 +374,7 @@ func (t *Table) fork(ev *procevents.Event, at int64) {
 		p.forkCopy = true
 		t.linkLocked(p, parent)
 		t.inheritLocked(p, true)
-		t.forkLimitLocked(p)
+		t.limits.forkLocked(p)
 	}
 	if p.Comm != "" {
 		t.matchLocked(p, false)
@@ -434,13 +435,13 @@ func (t *Table) lateForkLocked(p *Proc, ppid int32) {
 			}
 			if !c.dead {
 				t.addMemberLocked(s, c)
-				t.scanMarksLocked(c, n)
+				t.keep.scanMarksLocked(c, n)
 			}
 			walk(c)
 		}
 	}
 	walk(p)
-	t.forkLimitLocked(p)
+	t.limits.forkLocked(p)
 }
 
 // thread counts a thread's fork or exit in its process. The exit of the
@@ -499,7 +500,7 @@ func (t *Table) exec(pid int32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err != nil {
-		// Retried unless the process is gone (retry.go): a failed read here
+		// Retried unless the process is gone (procretry.go): a failed read here
 		// would leave an agent unmatched.
 		var start Start
 		if p := t.procs[pid]; p != nil {
@@ -510,7 +511,7 @@ func (t *Table) exec(pid int32) {
 			// made meanwhile reads it again, or its child's copy.
 			p.marks.rule, p.marks.env = keepUnknown, keepUnknown
 		}
-		t.readFailLocked(pid, start, retryExec, err)
+		t.retries.failLocked(pid, start, retryExec, err)
 		return
 	}
 	t.execLocked(pid, info)
@@ -551,7 +552,7 @@ func (t *Table) execKeepLocked(p *Proc) {
 	// REAPER_KEEP=1 are decided again; what p descends from stays.
 	p.marks.rule, p.marks.env = keepUnknown, keepUnknown
 	if s := p.session; s != nil && s.agent == p {
-		t.agentEnvLocked(s) // exec env REAPER_KEEP=1 <agent>
+		t.keep.agentEnvLocked(s) // exec env REAPER_KEEP=1 <agent>
 	}
 }
 
@@ -578,7 +579,7 @@ func (t *Table) comm(pid int32, name []byte, at int64) {
 	// the new name and command line are judged again, else it stays
 	// not kept. The environment is the same (only exec changes it), so a
 	// REAPER_KEEP=1 read already stands.
-	was := t.ruleKeptLocked(p, nil)
+	was := t.keep.ruleKeptLocked(p, nil)
 	p.Comm = procevents.CommString(name)
 	// process.title rewrites the command line too: read again when a
 	// rule needs it (matchLocked below reads it for agent rules).
@@ -618,15 +619,114 @@ func (t *Table) exit(pid int32, at int64) {
 	t.exitAt = 0
 }
 
+// Exited tells the table that pid has exited, at boottime at (exited.go).
+// The caller is its parent and calls this before it reaps it (waitid(2)
+// with WNOWAIT first): while the zombie holds the PID, no other process can
+// take it, so the entry under pid is this process or an earlier holder
+// whose exit went unseen, dead either way. Its start time is read from the
+// zombie's /proc/PID/stat, which the kernel keeps until the zombie is
+// reaped.
+//
+// A /proc scan taken before the exit still shows the process alive; Merge
+// would bring it back. So the exit is remembered (PID and start time) until
+// a scan no longer shows that process.
+func (t *Table) Exited(pid int32, at int64) {
+	info, err := t.cfg.Proc.Stat(pid)
+	known := err == nil
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err != nil && !errors.Is(err, ErrGone) {
+		t.c.ProcErrs++
+	}
+	if known {
+		t.exited.recordLocked(pid, info.Start)
+	}
+	p := t.procs[pid]
+	if p == nil {
+		return
+	}
+	if known && !p.Start.Same(info.Start) && p.Start.StartedAfter(info.Start) {
+		// Not possible while the zombie holds the PID; never remove a
+		// process that started after the one that exited.
+		return
+	}
+	t.exitAt = at
+	t.removeLocked(p)
+	t.exitAt = 0
+}
+
 // procErr counts and warns of a /proc read that failed for another reason
-// than the process's exit (rate-limited, retry.go). Call it with the
+// than the process's exit (rate-limited, procretry.go). Call it with the
 // table's lock held.
 func (t *Table) procErr(pid int32, err error) {
 	if errors.Is(err, ErrGone) {
 		return // it exited already; its exit event follows
 	}
 	t.c.ProcErrs++
-	t.warnReadLocked(pid, err)
+	t.retries.warnLocked(pid, err)
+}
+
+// cgroupLocked reads p's cgroup; unknown (zero) when the read fails.
+func (t *Table) cgroupLocked(p *Proc) cgroupinfo.Info { return cgroupOf(t.cfg.Proc, t, p) }
+
+// fillCmdline reads q's command line if it is not known yet; a read that
+// fails leaves it unknown and is told to errs (nil: to nobody). Under the
+// table's lock.
+func fillCmdline(proc ProcReader, errs readErrs, q *Proc) {
+	if q.Cmdline != "" {
+		return
+	}
+	cl, err := proc.Cmdline(q.PID)
+	switch {
+	case err == nil:
+		q.Cmdline = cl
+	case errs != nil:
+		errs.procErr(q.PID, err)
+	}
+}
+
+// redoExecLocked applies an exec whose stat read failed (procretry.go), if
+// the process that exec'd (identity start; zero if the table did not hold
+// it) still lives.
+func (t *Table) redoExecLocked(pid int32, start Start) {
+	info, err := t.cfg.Proc.Stat(pid)
+	if err != nil {
+		t.retries.failLocked(pid, start, retryExec, err)
+		return
+	}
+	if start.NS != 0 {
+		if p := t.procs[pid]; p == nil || !p.Start.Same(start) || !info.Start.Same(start) {
+			return // it exited since
+		}
+	}
+	t.execLocked(pid, info)
+}
+
+// redoMatchLocked matches a process again whose match could not read
+// /proc (procretry.go), if it still lives.
+func (t *Table) redoMatchLocked(pid int32, start Start) {
+	p := t.procs[pid]
+	if p == nil || p.dead || !p.Start.Same(start) {
+		return
+	}
+	t.matchLocked(p, true)
+}
+
+// RetriesPending is the number of processes whose /proc read waits to be
+// retried.
+func (t *Table) RetriesPending() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.retries.lenLocked()
+}
+
+// Close stops the /proc retry timer: no retry runs from then on, and none
+// is armed again. Call it at shutdown, once nothing feeds the table any
+// more. Calling it again does nothing.
+func (t *Table) Close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.retries.closeLocked()
 }
 
 // Merge reconciles the table with a /proc scan: processes the scan shows
@@ -653,18 +753,18 @@ func (t *Table) MergeAt(scan []ProcInfo, resync bool, scanStart int64) {
 	}
 	live := make(map[int32]*ProcInfo, len(scan))
 	for i := range scan {
-		if info := &scan[i]; info.Live() && !t.exitedLocked(info) {
+		if info := &scan[i]; info.Live() && !t.exited.toldLocked(info) {
 			live[info.PID] = info
 		}
 	}
-	t.pruneExitedLocked(scan)
+	t.exited.pruneLocked(scan)
 	for pid, p := range t.procs {
 		if info, ok := live[pid]; !ok || !p.Start.Same(info.Start) {
 			t.removeLocked(p)
 		}
 	}
 	if resync {
-		t.refreshCgroupsLocked()
+		refreshCgroupsLocked(t.procs, t.cfg.Proc, t, t.cfg.Queue)
 	}
 	var changed []*Proc
 	for pid, info := range live {
@@ -795,8 +895,8 @@ func (t *Table) removeLocked(p *Proc) {
 		delete(t.procs, p.PID)
 	}
 	p.dead = true
-	t.wakeGoneLocked(p.PID)
-	t.endLeaseLocked(p)
+	t.gone.wakeLocked(p.PID)
+	t.leases.endLocked(p)
 	fired, root := false, false
 	var k *kill
 	if a := p.agent; a != nil {
@@ -808,7 +908,7 @@ func (t *Table) removeLocked(p *Proc) {
 			case a.Attempt > 0:
 				// A retry of a failed kill whose process exited first:
 				// what lives below it is retried in its place (retry.go).
-				t.retryBelowLocked(p, a)
+				t.kills.retryBelowLocked(p, a)
 			case a.Reason == ReasonMaxAge:
 			case a.Reason == ReasonLeftover:
 				root = true
@@ -829,9 +929,9 @@ func (t *Table) removeLocked(p *Proc) {
 	if fired && p.holds > 0 {
 		// The reaper chases p's tree until it releases p: the session is
 		// being killed until then.
-		t.pendLocked(p, s)
+		pend(p, s)
 	} else {
-		t.unpendLocked(p)
+		unpend(p)
 	}
 	if p.holds == 0 {
 		t.freeLocked(p)
@@ -852,7 +952,7 @@ func (t *Table) freeLocked(p *Proc) {
 	}
 	p.child = nil
 	t.unlinkLocked(p)
-	t.unpendLocked(p)
+	unpend(p)
 	*p = Proc{}
 	t.free = append(t.free, p)
 }
@@ -875,14 +975,14 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	if s := p.session; s != nil && s.agent == p {
 		// Its session's agent without a queued deadline: kept, or its pin
 		// failed. What it is was decided when it was matched.
-		if t.rootKeptLocked(p, s, nil) != keepYes {
+		if t.keep.rootKeptLocked(p, s, nil) != keepYes {
 			t.queueAgentLocked(p, s.Rule, s.Comm, s.cmdline, s.Cgroup)
 		}
 		return
 	}
-	rule, ok, err := t.matchRuleLocked(p, readCmdline)
+	rule, ok, err := t.rules.matchLocked(p, readCmdline)
 	if err != nil {
-		t.readFailLocked(p.PID, p.Start, retryMatch, err)
+		t.retries.failLocked(p.PID, p.Start, retryMatch, err)
 		return
 	}
 	if !ok {
@@ -892,10 +992,10 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 	if cgErr != nil {
 		cg = cgroupinfo.Info{}
 	}
-	if !t.underLocked(p, cg) {
-		if cgErr != nil && t.cgroupScopeLocked() {
+	if !t.rules.underLocked(p, cg) {
+		if cgErr != nil && t.rules.cgroupScopeLocked() {
 			// A cgroup scope may be what the failed read would have shown.
-			t.readFailLocked(p.PID, p.Start, retryMatch, cgErr)
+			t.retries.failLocked(p.PID, p.Start, retryMatch, cgErr)
 			return
 		}
 		// Debug only: says the process was seen and judged, which a test
@@ -911,7 +1011,7 @@ func (t *Table) matchLocked(p *Proc, readCmdline bool) {
 		s := t.newSessionLocked(p, rule)
 		s.Cgroup, s.cmdline = cg, p.Cmdline
 	}
-	if t.rootKeptLocked(p, p.session, nil) == keepYes {
+	if t.keep.rootKeptLocked(p, p.session, nil) == keepYes {
 		// Root's keep (a --keep rule, a control-socket keep) exempts an
 		// agent from max age; its own REAPER_KEEP=1 does not.
 		return
@@ -942,7 +1042,7 @@ func (t *Table) ownIdentityLocked(p *Proc, cause string) {
 	if s := p.session; s != nil && t.busyLocked(s) {
 		return
 	}
-	if _, ok, err := t.matchRuleLocked(p, true); ok || err != nil {
+	if _, ok, err := t.rules.matchLocked(p, true); ok || err != nil {
 		return
 	}
 	if s := p.session; s != nil && s.agent == p {
@@ -961,7 +1061,7 @@ func (t *Table) queueAgentLocked(p *Proc, rule, comm, cmdline string, cg cgroupi
 		if fd, err = t.cfg.Pin(p.PID, p.Start); err != nil {
 			if !errors.Is(err, ErrGone) {
 				// EMFILE: as a failed read, retried and warned of.
-				t.readRetryLocked(p.PID, p.Start, retryMatch)
+				t.retries.addLocked(p.PID, p.Start, retryMatch)
 				t.procErr(p.PID, fmt.Errorf("pin agent %d (%s): %w", p.PID, p.Comm, err))
 			}
 			return
@@ -973,14 +1073,14 @@ func (t *Table) queueAgentLocked(p *Proc, rule, comm, cmdline string, cg cgroupi
 	}
 	a := &Agent{PID: p.PID, Start: p.Start, Comm: comm, Cmdline: cmdline, Rule: rule, FD: fd, proc: p,
 		Reason: ReasonMaxAge, Session: sid, Cgroup: cg}
-	t.leaseAgentLocked(a)
+	t.leases.agentLocked(a)
 	p.agent = a
 	p.holds++
 	if testHookBeforeQueue != nil {
 		testHookBeforeQueue()
 	}
 	deadline := t.cfg.Queue.AddWith(a, t.deadline)
-	t.notice(agentNotice(NoticeAgent, a, deadline))
+	t.notes.send(agentNotice(NoticeAgent, a, deadline))
 	t.log.Debug("agent", zap.Int32("pid", p.PID), zap.String("comm", comm), zap.String("rule", rule),
 		zap.Int64("deadline_boot_ns", deadline), zap.Int64("start_boot_ns", p.Start.NS), zap.Bool("start_exact", p.Start.Exact))
 }
@@ -995,75 +1095,105 @@ func (t *Table) unqueueLocked(p *Proc) bool {
 	p.agent = nil
 	closeFD(a.FD)
 	p.holds--
-	t.unpendLocked(p)
+	unpend(p)
 	return true
 }
 
 func (t *Table) ruleLocked(p *Proc, readCmdline bool) (string, bool) {
-	rule, ok, err := t.matchRuleLocked(p, readCmdline)
+	rule, ok, err := t.rules.matchLocked(p, readCmdline)
 	if err != nil {
 		t.procErr(p.PID, err)
 	}
 	return rule, ok
 }
 
-// matchRuleLocked returns the rule p matches now, reading its command line
-// if a rule's name matches and it is not known (or readCmdline). A failed
-// read is returned, not judged a mismatch.
-func (t *Table) matchRuleLocked(p *Proc, readCmdline bool) (string, bool, error) {
-	if p.Kthread {
-		return "", false, nil
+// findLocked returns the live entry for pid; a non-zero start must match.
+func (t *Table) findLocked(pid int32, start Start) (*Proc, error) {
+	p := t.procs[pid]
+	if p == nil || p.dead || (start.NS != 0 && !p.Start.Same(start)) {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
 	}
-	for _, r := range t.cfg.Rules {
-		if !r.MatchComm(p.Comm) {
-			continue
-		}
-		if p.Cmdline == "" || readCmdline {
-			cl, err := t.cfg.Proc.Cmdline(p.PID)
-			if err != nil {
-				return "", false, err
-			}
-			p.Cmdline = cl
-			readCmdline = false
-		}
-		if r.Text == "" || strings.Contains(p.Cmdline, r.Text) {
-			return r.String(), true, nil
-		}
-	}
-	return "", false, nil
+	return p, nil
 }
 
-// cgroupScopeLocked: a cgroup glob is among the Under ancestors.
-func (t *Table) cgroupScopeLocked() bool {
-	for _, u := range t.cfg.Under {
-		if u.Cgroup.String() != "" {
-			return true
-		}
+// command runs fn on the live process pid (a non-zero start must match)
+// with the table locked; fn adds what it did to the result made for p.
+func (t *Table) command(pid int32, start Start, fn func(p *Proc, res *LeaseResult) error) (LeaseResult, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, err := t.findLocked(pid, start)
+	if err != nil {
+		return LeaseResult{}, err
 	}
-	return false
+	res := leaseResult(p)
+	err = fn(p, &res)
+	return res, err
 }
 
-// underLocked reports whether p is in scope: it descends from a process
-// matching one of the PID or name Under ancestors, or its own cgroup (cg,
-// as read at this match) matches one of the cgroup globs. Always true when
-// there are none.
-func (t *Table) underLocked(p *Proc, cg cgroupinfo.Info) bool {
-	if len(t.cfg.Under) == 0 {
-		return true
+// Extend adds d to the allowance of the agent pid: its deadline becomes
+// start + max age + the sum of its extends (or, after ExtendUntil, that
+// deadline + d). A zero start matches any holder of pid.
+func (t *Table) Extend(pid int32, start Start, d time.Duration) (LeaseResult, error) {
+	if d <= 0 {
+		return LeaseResult{}, fmt.Errorf("extend by %s: must be positive", d)
 	}
-	for _, u := range t.cfg.Under {
-		if u.Cgroup.String() != "" && cg.Path != "" && u.Cgroup.Match(cg.Path) {
-			return true
+	return t.lease(pid, start, func(l Lease) (Lease, error) {
+		if l.Until != 0 {
+			l.Until += int64(d)
+		} else {
+			l.Extra += d
 		}
-	}
-	for a := p.parent; a != nil; a = a.parent {
-		for _, u := range t.cfg.Under {
-			if (u.PID > 0 && a.PID == u.PID) || (u.PID == 0 && u.Comm != "" && a.Comm == u.Comm) {
-				return true
-			}
+		if l.Extra > maxExtra {
+			return l, fmt.Errorf("extends would add up to %s, more than %s", l.Extra, maxExtra)
 		}
+		return l, nil
+	})
+}
+
+// ExtendUntil sets the deadline of the agent pid to until (boottime ns).
+func (t *Table) ExtendUntil(pid int32, start Start, until int64) (LeaseResult, error) {
+	if now := t.cfg.Clock.Now(); until <= now {
+		return LeaseResult{}, fmt.Errorf("deadline %s ago is not in the future (to kill now, use kill)", time.Duration(now-until))
 	}
-	return false
+	return t.lease(pid, start, func(l Lease) (Lease, error) {
+		l.Until = until
+		return l, nil
+	})
+}
+
+// lease changes the lease of the agent pid with fn and moves its queued
+// deadline (leases.go).
+func (t *Table) lease(pid int32, start Start, fn func(Lease) (Lease, error)) (LeaseResult, error) {
+	return t.command(pid, start, func(p *Proc, res *LeaseResult) error { return t.leases.moveLocked(p, fn, res) })
+}
+
+// LeaseGen changes whenever a lease changes or ends, so a caller can
+// persist LeaseState only when there is something new.
+func (t *Table) LeaseGen() uint64 { return t.gen(&t.leases.gen) }
+
+// LeaseState returns every lease of a live process, for persisting.
+func (t *Table) LeaseState() []Lease {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.leases.stateLocked(t.procs)
+}
+
+// LoadLeases gives back the leases a previous run persisted. Call it
+// before the start-up scan is merged, so that an agent is queued with its
+// lease from the start (never at its bare max age, which may be past);
+// then PruneLeases.
+func (t *Table) LoadLeases(state []Lease) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.leases.loadLocked(state)
+}
+
+// PruneLeases drops the leases of processes that are gone (exited while no
+// daemon ran, or their PID reused) and returns how many are left.
+func (t *Table) PruneLeases() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.leases.pruneLocked(t.procs)
 }
 
 // Target is a process to signal: its PID and the start time that identifies it.
@@ -1092,7 +1222,7 @@ func (t *Table) Descendants(p *Proc, why Reason, buf []Target) []Target {
 			if c.dead {
 				continue
 			}
-			if reads += marksPerProc; !t.sparedLocked(c, c.session, why, &reads) {
+			if reads += marksPerProc; !t.keep.sparedLocked(c, c.session, why, &reads) {
 				buf = append(buf, Target{PID: c.PID, Start: c.Start, Comm: c.Comm, Kthread: c.Kthread})
 			}
 		}
@@ -1120,15 +1250,30 @@ func (t *Table) Descendants(p *Proc, why Reason, buf []Target) []Target {
 func (t *Table) Gone(p *Proc, targets []Target) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	_, live := t.liveLocked(p, targets)
+	return !live
+}
+
+// liveLocked returns the PID of p or of a target the table still holds
+// alive, or false when Gone would report true.
+func (t *Table) liveLocked(p *Proc, targets []Target) (int32, bool) {
 	if !p.dead {
-		return false
+		return p.PID, true
 	}
 	for _, tg := range targets {
 		if q := t.procs[tg.PID]; q != nil && q.Start.Same(tg.Start) {
-			return false
+			return tg.PID, true
 		}
 	}
-	return true
+	return 0, false
+}
+
+// WaitGone waits until the table has applied the exit of p and of every
+// target (see Gone), or until deadline; it reports whether they are gone.
+// It takes the table's lock only to look and to register (gone.go), never
+// while it waits.
+func (t *Table) WaitGone(deadline time.Time, p *Proc, targets []Target) bool {
+	return t.gone.wait(&t.mu, deadline, func() (int32, bool) { return t.liveLocked(p, targets) })
 }
 
 // Release drops the reaper's hold on an agent's entry once it is done with
@@ -1139,11 +1284,25 @@ func (t *Table) Release(p *Proc) {
 	defer t.mu.Unlock()
 	p.holds--
 	if p.holds == 0 {
-		t.unpendLocked(p) // the reaper is done with p's tree
+		unpend(p) // the reaper is done with p's tree
 	}
 	if p.holds == 0 && p.dead {
 		t.freeLocked(p)
 	}
+}
+
+// Retry queues again (retry.go), after the kill of a failed, the processes of its tree
+// still alive (alive, as the reaper last saw them; a's own process among
+// them if it survived): each one whose ancestors in the table are not
+// queued too (their tree kill takes it) becomes a kill root, due
+// RetryDelay(a.Attempt+1) from now (or when it was queued for already, if
+// that comes first). A process that has exited, or whose PID a newer
+// process holds, is not queued. Call it before Release. It returns the
+// PIDs queued and when they are due.
+func (t *Table) Retry(a *Agent, alive []Target) ([]int32, int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.kills.retryLocked(t.procs, a, alive)
 }
 
 // Stats is a snapshot of the table's size and counters.
