@@ -246,8 +246,6 @@ func Env(ev Event) []string {
 
 // exec runs one hook to its end and logs it; true if it failed.
 func (r *Runner) exec(j job) (failed bool) {
-	ctx, cancel := context.WithTimeout(r.halt, r.cfg.Timeout)
-	defer cancel()
 	out := &capped{max: r.cfg.OutputLimit}
 	c := exec.Command(r.cfg.Shell, "-c", j.cmd)
 	c.Dir = "/"
@@ -269,6 +267,10 @@ func (r *Runner) exec(j job) (failed bool) {
 		r.log.Warn("descriptors may leak into the hook", zap.Error(err))
 	}
 	start := time.Now()
+	// The timeout counts from here, after the start time taken for "took":
+	// a hook killed at its timeout has always run at least that long.
+	ctx, cancel := context.WithTimeout(r.halt, r.cfg.Timeout)
+	defer cancel()
 	disown, err := r.start(c)
 	if err != nil {
 		r.log.Error("hook failed to start", append(fields, zap.Error(err))...)
