@@ -1,0 +1,471 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// No kill is ever given up (issue 17): a process the daemon may not signal
+// is retried, 1 s after the failure and then doubling, until it is gone.
+//
+// As root the daemon may signal anything, so these tests take that away
+// for real: the daemon runs without CAP_KILL (dropped from its bounding
+// and inheritable sets before exec, so an exec as root gets it back from
+// nowhere), and its target runs as nobody. pidfd_send_signal then answers
+// EPERM, as for a daemon in a container without CAP_KILL or a process in
+// another user namespace. To become killable the target execs a setuid
+// root copy of sleep: its saved UID becomes 0, the daemon's UID, and the
+// kernel lets the signal through (kill_ok_by_cred) — the next retry kills
+// it.
+
+// Modes of the test binary run as a wrapper: set in the environment, they
+// act and exec os.Args[1:] before any test code runs.
+const (
+	noKillEnv = "SUPERVISOR_TEST_NO_CAP_KILL" // drop CAP_KILL, then exec
+	asUserEnv = "SUPERVISOR_TEST_EXEC_AS"     // become this uid (and gid), then exec
+)
+
+func init() {
+	noKill, asUser := os.Getenv(noKillEnv) == "1", os.Getenv(asUserEnv)
+	if !noKill && asUser == "" {
+		return
+	}
+	// Package initialisation runs on the main thread, locked to it;
+	// credentials and capabilities are per thread, and execve takes the
+	// calling thread's.
+	if err := wrapperExec(noKill, asUser); err != nil {
+		fmt.Fprintln(os.Stderr, "test wrapper:", err)
+		os.Exit(127)
+	}
+}
+
+func wrapperExec(noKill bool, asUser string) error {
+	if len(os.Args) < 2 {
+		return fmt.Errorf("nothing to exec")
+	}
+	if noKill {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_KILL, 0, 0, 0); err != nil {
+			return fmt.Errorf("drop CAP_KILL from the bounding set: %w", err)
+		}
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			return fmt.Errorf("capget: %w", err)
+		}
+		data[0].Inheritable &^= 1 << unix.CAP_KILL
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			return fmt.Errorf("capset: %w", err)
+		}
+		_ = unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+	}
+	if asUser != "" {
+		id, err := strconv.Atoi(asUser)
+		if err != nil {
+			return err
+		}
+		// Raw: this thread only, the one that execs.
+		for _, c := range []struct {
+			nr   uintptr
+			args [3]uintptr
+		}{
+			{unix.SYS_SETGROUPS, [3]uintptr{0, 0, 0}},
+			{unix.SYS_SETRESGID, [3]uintptr{uintptr(id), uintptr(id), uintptr(id)}},
+			{unix.SYS_SETRESUID, [3]uintptr{uintptr(id), uintptr(id), uintptr(id)}},
+		} {
+			if _, _, e := unix.RawSyscall(c.nr, c.args[0], c.args[1], c.args[2]); e != 0 {
+				return fmt.Errorf("become uid %d: syscall %d: %w", id, c.nr, e)
+			}
+		}
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, noKillEnv+"=") && !strings.HasPrefix(kv, asUserEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	return unix.Exec(os.Args[1], os.Args[1:], env)
+}
+
+const nobody = 65534
+
+// startDaemonNoKill runs the daemon as startDaemon does, without CAP_KILL,
+// and checks that it really has none.
+func startDaemonNoKill(t *testing.T, args ...string) *testDaemon {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The harness gives a daemon it starts itself an API socket of its
+	// own; this one goes through the wrapper, so it is given here (a short
+	// path: a unix socket's is at most 107 bytes).
+	apiDir, err := os.MkdirTemp("", "sv-api-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(apiDir) })
+	cmd := exec.Command(self, append([]string{supervisorBin, "run",
+		"--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
+		"--api-socket", filepath.Join(apiDir, "api.sock"),
+		"--state-dir", t.TempDir(), "--log-level", "debug"}, args...)...)
+	cmd.Env = append(os.Environ(), noKillEnv+"=1")
+	d := startDaemonCmd(t, cmd)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil || caps&(1<<unix.CAP_KILL) != 0 || caps&(1<<unix.CAP_NET_ADMIN) == 0 {
+				t.Fatalf("daemon capabilities %q (%v): want CAP_NET_ADMIN and no CAP_KILL", v, err)
+			}
+		}
+	}
+	return d
+}
+
+// retryBins makes, in a directory nobody can reach, name: a shell (a
+// symlink to /bin/sh, so its comm is name) and setuid/name: a setuid root
+// copy of sleep, under the same name so that an agent rule matches both.
+func retryBins(t *testing.T, names ...string) (dir string) {
+	t.Helper()
+	// t.TempDir's parent is private to root: nobody could not exec from it.
+	dir, err := os.MkdirTemp("", "supervisor-retry-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "setuid"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if err := os.Symlink("/bin/sh", filepath.Join(dir, n)); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, "setuid", n)
+		if err := os.WriteFile(p, body, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Chmod(p, 0o4755); err != nil { // os.Chmod would need os.ModeSetuid
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Flags&unix.ST_NOSUID != 0 {
+		t.Fatalf("%s is on a nosuid mount: the target could never become killable (set TMPDIR elsewhere)", dir)
+	}
+	return dir
+}
+
+// waitLogs waits until n log lines satisfy pred and returns them.
+func (d *testDaemon) waitLogs(t testing.TB, n int, timeout time.Duration, pred func(map[string]any) bool) []map[string]any {
+	t.Helper()
+	timer := time.AfterFunc(timeout, func() {
+		d.mu.Lock()
+		d.cond.Broadcast()
+		d.mu.Unlock()
+	})
+	defer timer.Stop()
+	end := time.Now().Add(timeout)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for {
+		var out []map[string]any
+		for _, l := range d.logs {
+			if pred(l) {
+				out = append(out, l)
+			}
+		}
+		if len(out) >= n {
+			return out
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("daemon exited with %d of %d expected log lines", len(out), n)
+		default:
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%d of %d expected log lines within %s", len(out), n, timeout)
+		}
+		d.cond.Wait()
+	}
+}
+
+func retryWarn(pid int, reason string) func(map[string]any) bool {
+	return func(m map[string]any) bool {
+		return m["msg"] == "kill failed: retrying" && m["level"] == "warn" && num(m["pid"]) == int64(pid) &&
+			(reason == "" || m["reason"] == reason)
+	}
+}
+
+func killRow(pid int, reason, outcome string) func(map[string]any) bool {
+	return func(m map[string]any) bool {
+		return killOf(pid)(m) && m["reason"] == reason && (outcome == "" || m["outcome"] == outcome)
+	}
+}
+
+// retryingEntry waits until /agents lists pid as retrying (its retry is
+// queued between two attempts; an attempt in flight is not listed).
+func (d *testDaemon) retryingEntry(t *testing.T, pid int) agentView {
+	t.Helper()
+	end := time.Now().Add(30 * time.Second)
+	for seen := 1; time.Now().Before(end); seen++ {
+		for _, v := range d.agentsFor(t, pid) {
+			if v.State == "retrying" {
+				return v
+			}
+		}
+		d.waitLogs(t, seen+1, time.Until(end), retryWarn(pid, ""))
+	}
+	t.Fatalf("pid %d never listed as retrying", pid)
+	return agentView{}
+}
+
+func retriesMetric(t *testing.T, d *testDaemon, reason string) float64 {
+	return metricValue(t, d, `supervisor_kill_retries_total{reason="`+reason+`"}`)
+}
+
+// An agent the daemon may not signal (EPERM) outlives its deadline: the
+// kill is recorded failed, then retried with backoff — warned, counted,
+// listed as retrying, and still killable by an operator ("supervisor kill"
+// kills it now, not "already being killed") — until the process can be
+// signalled, when the next attempt kills it and the retries stop.
+func TestIntegrationRetryEPERMAgent(t *testing.T) {
+	needRoot(t)
+	const age = 2 * time.Second
+	sock := ctlSocket(t)
+	d := startDaemonNoKill(t, "--max-age", age.String(), "--kill-grace", "1s", "--agent", "svretry", "--control-socket", sock)
+	dir := retryBins(t, "svretry")
+
+	// The agent: a shell as nobody, that execs the setuid sleep when the
+	// test writes a line (and exits at EOF).
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(dir, "svretry"), "-c", `read x && exec "$0" 600`, filepath.Join(dir, "setuid", "svretry"))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = rd, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rd.Close()
+	pid := cmd.Process.Pid
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		wr.Close()
+		cmd.Process.Kill()
+		<-done
+	})
+
+	// The first kill fails, and is not the last.
+	failed := d.waitLog(t, age+30*time.Second, killRow(pid, "max_age", "failed"))
+	if failed["attempt"] != nil || failed["final_signal"] != "TERM" {
+		t.Errorf("first kill: %v", failed)
+	}
+	deadline := num(failed["deadline_boot_ns"])
+	if deadline < num(failed["start_boot_ns"])+int64(age) {
+		t.Errorf("deadline %d before start + max age", deadline)
+	}
+	w := d.waitLog(t, 10*time.Second, retryWarn(pid, "max_age"))
+	if num(w["attempt"]) != 0 || num(w["next_attempt"]) != 1 || !strings.Contains(fmt.Sprint(w["error"]), "operation not permitted") {
+		t.Errorf("first retry warning: %v", w)
+	}
+	if rp, _ := w["retry_pids"].([]any); len(rp) != 1 || int(rp[0].(float64)) != pid {
+		t.Errorf("retry_pids %v, want [%d]", w["retry_pids"], pid)
+	}
+	if in, err := time.ParseDuration(fmt.Sprint(w["retry_in"])); err != nil || in > time.Second {
+		t.Errorf("retry_in %v (%v): want the first backoff, at most 1 s", w["retry_in"], err)
+	}
+
+	v := d.retryingEntry(t, pid)
+	if v.Reason != "max_age" || v.Attempt < 1 || v.NextAttempt == nil || v.Deadline.IsZero() {
+		t.Errorf("/agents entry %+v: want max_age, an attempt and a next attempt", v)
+	}
+	if v.NextAttempt != nil && !v.NextAttempt.After(v.Deadline) {
+		t.Errorf("next attempt %v not after the first deadline %v", v.NextAttempt, v.Deadline)
+	}
+
+	// Two retries queued, counted; the first retry's record keeps the
+	// first deadline and reason, and says which attempt it is.
+	d.waitLogs(t, 2, 30*time.Second, retryWarn(pid, "max_age"))
+	if n := retriesMetric(t, d, "max_age"); n < 2 {
+		t.Errorf("supervisor_kill_retries_total{reason=max_age} = %v after two retries", n)
+	}
+	r1 := d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return killRow(pid, "max_age", "")(m) && num(m["attempt"]) == 1 })
+	if r1["outcome"] != "failed" || num(r1["deadline_boot_ns"]) != deadline {
+		t.Errorf("first retry's record %v: want failed, deadline %d", r1, deadline)
+	}
+	if late := time.Duration(num(r1["lateness_ns"])); late < time.Second {
+		t.Errorf("first retry's lateness %s: counted from the retry, not the deadline", late)
+	}
+
+	// An operator's kill takes effect now: a manual kill, not "already
+	// being killed" (it fails too, and is retried as manual). Only while
+	// an attempt is in flight (milliseconds, seconds apart) is it busy:
+	// then the command is given again once that attempt is over.
+	for i := 1; ; i++ {
+		out := mustCtl(t, sock, "kill", strconv.Itoa(pid))
+		if !strings.Contains(out, "already being killed") && strings.Contains(out, strconv.Itoa(pid)) {
+			break
+		}
+		if i == 3 {
+			t.Fatalf("supervisor kill of a retrying agent: %q", out)
+		}
+		d.waitLogs(t, len(d.findLogs(retryWarn(pid, "")))+1, 30*time.Second, retryWarn(pid, ""))
+	}
+	manual := d.waitLog(t, 30*time.Second, killRow(pid, "manual", "failed"))
+	if manual["requested_by"] == nil || manual["attempt"] != nil {
+		t.Errorf("manual kill record %v: want requested_by and a first attempt", manual)
+	}
+	d.waitLog(t, 10*time.Second, retryWarn(pid, "manual"))
+
+	// Killable now: the next attempt kills it, and the retries stop.
+	if _, err := io.WriteString(wr, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	end := d.waitLog(t, 30*time.Second, func(m map[string]any) bool {
+		return killRow(pid, "manual", "")(m) && m["outcome"] != "failed"
+	})
+	if end["outcome"] != "terminated" || num(end["attempt"]) < 1 || end["retry_pids"] != nil ||
+		num(end["deadline_boot_ns"]) != num(manual["deadline_boot_ns"]) {
+		t.Errorf("last record %v: want terminated by a retry of the manual kill, nothing retried", end)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the agent outlived its successful kill")
+	}
+	if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("agent ended %v, want SIGTERM", ws)
+	}
+	if as := d.agentsFor(t, pid); len(as) != 0 {
+		t.Errorf("/agents still lists the dead agent: %+v", as)
+	}
+	var h healthView
+	d.get(t, "/healthz", &h)
+	if h.Retrying != 0 {
+		t.Errorf("kills_retrying %d after the process died", h.Retrying)
+	}
+	for _, reason := range []string{"max_age", "manual"} {
+		if got, want := retriesMetric(t, d, reason), len(d.findLogs(retryWarn(pid, reason))); got != float64(want) {
+			t.Errorf("retries{%s} = %v, want one per warning (%d)", reason, got, want)
+		}
+	}
+}
+
+// The agent dies at its deadline but a member of its tree may not be
+// signalled: the member is retried as a kill root of its own, with the
+// agent's reason, session and deadline, until it is killed.
+func TestIntegrationRetryEPERMMember(t *testing.T) {
+	needRoot(t)
+	const age = 2 * time.Second
+	d := startDaemonNoKill(t, "--max-age", age.String(), "--kill-grace", "1s", "--agent", "svtree", "--control-socket", "")
+	dir := retryBins(t, "svtree", "svmember")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The agent, as root: starts the member through the test binary,
+	// which becomes nobody and execs a shell that waits on fd 3, then
+	// waits for it. The member execs the setuid sleep on a line.
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := asUserEnv + `=` + strconv.Itoa(nobody) + ` "$1" "$2" -c 'read x <&3 && exec "$0" 600' "$3" & echo "member $!"; wait`
+	// A file, not a pipe: the member holds it open, and cmd.Wait would
+	// wait for it to close.
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(filepath.Join(dir, "svtree"), "-c", script, "svtree", self,
+		filepath.Join(dir, "svmember"), filepath.Join(dir, "setuid", "svmember"))
+	cmd.ExtraFiles = []*os.File{rd}
+	cmd.Stdout, cmd.Stderr = out, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rd.Close()
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		wr.Close()
+		cmd.Process.Kill()
+		<-done
+	})
+
+	agentRow := d.waitLog(t, age+30*time.Second, killRow(cmd.Process.Pid, "max_age", "failed"))
+	w := d.waitLog(t, 10*time.Second, retryWarn(cmd.Process.Pid, "max_age"))
+	rp, _ := w["retry_pids"].([]any)
+	if len(rp) != 1 {
+		t.Fatalf("retry warning %v: want the member alone retried", w)
+	}
+	member := int(rp[0].(float64))
+	mfd := pinned(t, member)
+	if said, _ := os.ReadFile(out.Name()); !strings.Contains(string(said), fmt.Sprintf("member %d\n", member)) {
+		t.Errorf("retried pid %d is not the member (agent said %q)", member, said)
+	}
+	if desc, _ := agentRow["descendants"].([]any); len(desc) != 1 || int(desc[0].(float64)) != member {
+		t.Errorf("agent's record: descendants %v, want [%d]", agentRow["descendants"], member)
+	}
+	<-done // the agent itself died at its deadline
+	deadline := num(agentRow["deadline_boot_ns"])
+
+	r1 := d.waitLog(t, 30*time.Second, killRow(member, "max_age", "failed"))
+	if num(r1["attempt"]) != 1 || num(r1["deadline_boot_ns"]) != deadline || num(r1["session_pid"]) != int64(cmd.Process.Pid) {
+		t.Errorf("member's first retry %v: want attempt 1, the agent's deadline %d and session", r1, deadline)
+	}
+	v := d.retryingEntry(t, member)
+	if v.Reason != "max_age" || int(v.SessionPID) != cmd.Process.Pid || v.NextAttempt == nil {
+		t.Errorf("/agents entry of the member %+v", v)
+	}
+	d.waitLogs(t, 1, 30*time.Second, retryWarn(member, "max_age"))
+	if n := retriesMetric(t, d, "max_age"); n < 2 {
+		t.Errorf("supervisor_kill_retries_total{reason=max_age} = %v after two retries", n)
+	}
+
+	if _, err := io.WriteString(wr, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	end := d.waitLog(t, 30*time.Second, func(m map[string]any) bool {
+		return killRow(member, "max_age", "")(m) && m["outcome"] != "failed"
+	})
+	if end["outcome"] != "terminated" || num(end["attempt"]) < 2 || num(end["deadline_boot_ns"]) != deadline || end["retry_pids"] != nil {
+		t.Errorf("member's last record %v: want terminated at a later attempt, the agent's deadline, nothing retried", end)
+	}
+	if alivePidfd(mfd) {
+		t.Error("the member outlived its successful kill")
+	}
+	if as := d.agentsFor(t, member); len(as) != 0 {
+		t.Errorf("/agents still lists the dead member: %+v", as)
+	}
+}

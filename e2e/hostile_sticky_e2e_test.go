@@ -1,0 +1,362 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/statefile"
+	"github.com/agent-supervisor/supervisor/internal/tracker"
+)
+
+// Hostile agents, part one: nothing an agent does to itself — a rename, an
+// exec of another program — switches its supervision off; only root's
+// rules do, and when they change, sessions follow (a session whose agent
+// no longer matches is dissolved: its members are nobody's leftovers).
+//
+// The self-renaming and self-exec'ing agent is the test binary run with
+// stickyEnv set (stickyHelper), under a symlink named as the agent rule.
+// Every daemon is scoped with --under this test process (startDaemon) and
+// its agent rules name only comms made up for the test.
+
+// stickyEnv makes the test binary run stickyHelper instead of the tests.
+const stickyEnv = "SUPERVISOR_TEST_STICKY"
+
+func init() {
+	if os.Getenv(stickyEnv) != "1" {
+		return
+	}
+	// main stays on the main thread (the runtime locks it there during
+	// init; locked again, it stays): prctl(PR_SET_NAME) then renames the
+	// thread-group leader, the process.
+	runtime.LockOSThread()
+	os.Exit(stickyHelper(os.Args[1:]))
+}
+
+// stickyHelper prints "pid N" and "ready", then waits for SIGUSR1 and
+// does to itself what its arguments say:
+//
+//	rename NAME   prctl(PR_SET_NAME, NAME), then prints "renamed"
+//	exec ARGS...  execve(ARGS): another program, same process
+//
+// SIGTERM before that is recorded in the file $STICKY_TERM (CLOCK_BOOTTIME
+// ns), then the process exits 143.
+func stickyHelper(args []string) int {
+	if len(args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: rename NAME | exec ARGS...")
+		return 2
+	}
+	term := make(chan os.Signal, 1)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		<-term
+		if f := os.Getenv("STICKY_TERM"); f != "" {
+			os.WriteFile(f, []byte(strconv.FormatInt(boottime(), 10)), 0o644)
+		}
+		os.Exit(143)
+	}()
+	fmt.Printf("pid %d\nready\n", os.Getpid())
+	<-usr1
+	switch args[0] {
+	case "rename":
+		setName(args[1])
+		fmt.Println("renamed")
+	case "exec":
+		path, err := exec.LookPath(args[1])
+		if err == nil {
+			signal.Reset()
+			err = syscall.Exec(path, args[1:], os.Environ())
+		}
+		fmt.Fprintln(os.Stderr, "exec:", err)
+		return 1
+	default:
+		fmt.Fprintln(os.Stderr, "unknown action", args[0])
+		return 2
+	}
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
+// startSticky runs stickyHelper under the name comm with args, as
+// startAgent runs the fake agent.
+func startSticky(t *testing.T, comm string, args ...string) *agent {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, comm)
+	self, _ := os.Executable()
+	if err := os.Symlink(self, path); err != nil {
+		t.Fatal(err)
+	}
+	a := &agent{done: make(chan struct{}), lines: make(chan string, 100), term: filepath.Join(dir, "term")}
+	a.cmd = exec.Command(path, args...)
+	a.cmd.Env = append(os.Environ(), stickyEnv+"=1", "STICKY_TERM="+a.term)
+	a.cmd.Stderr = os.Stderr
+	out, _ := a.cmd.StdoutPipe()
+	a.t0 = boottime()
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.pid = a.cmd.Process.Pid
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			select {
+			case a.lines <- sc.Text():
+			default:
+			}
+		}
+	}()
+	go func() {
+		a.cmd.Wait()
+		a.exited = boottime()
+		a.state = a.cmd.ProcessState
+		close(a.done)
+	}()
+	t.Cleanup(func() {
+		a.cmd.Process.Kill()
+		<-a.done
+	})
+	a.waitLine(t, "ready", 20*time.Second)
+	return a
+}
+
+// writeConf writes a config file with the given lines.
+func writeConf(t *testing.T, path string, lines ...string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reload sends SIGHUP and waits for the daemon to say the new
+// configuration is in force.
+func (d *testDaemon) reload(t *testing.T) {
+	t.Helper()
+	d.mu.Lock()
+	from := len(d.logs)
+	d.mu.Unlock()
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLogFrom(t, from, 30*time.Second, func(m map[string]any) bool { return m["msg"] == "configuration reloaded" })
+}
+
+// dissolvedOf matches the line of the session of pid dissolved for cause.
+func dissolvedOf(pid int, cause string) func(map[string]any) bool {
+	return func(m map[string]any) bool {
+		return strings.HasPrefix(fmt.Sprint(m["msg"]), "session dissolved") && num(m["session_pid"]) == int64(pid) && m["cause"] == cause
+	}
+}
+
+// sameTime: two wall-clock renderings of one boottime instant (/agents
+// converts at each request, so they differ by the clocks' drift between
+// two requests).
+func sameTime(a, b time.Time) bool { return a.Sub(b).Abs() < 10*time.Millisecond }
+
+// procComm reads the comm of pid from /proc.
+func procComm(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(b))
+}
+
+// tracksAfter starts a sentinel agent (the fake agent under the name comm)
+// and waits until the daemon tracks it. The kernel reports events in the
+// order they happen and the daemon applies them in that order, so by then
+// it has applied everything the test saw happen before (a rename, an exec,
+// a child's fork).
+func tracksAfter(t *testing.T, d *testDaemon, comm string, args ...string) *agent {
+	t.Helper()
+	s := startAgent(t, comm, args...)
+	d.waitTracked(t, s.pid)
+	return s
+}
+
+// An agent that renames itself (prctl PR_SET_NAME, as Node's
+// process.title does) to a name no rule matches, after the daemon tracks
+// it, keeps its deadline: it is killed at its start + max age.
+func TestIntegrationHostileRename(t *testing.T) {
+	needRoot(t)
+	comm, sentinel := randName("sr"), randName("ss")
+	conf := filepath.Join(t.TempDir(), "supervisor.conf")
+	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
+	d := startDaemon(t, "--config", conf, "--kill-grace", "1s")
+	a := startSticky(t, comm, "rename", "node")
+	before := d.waitTracked(t, a.pid)
+	a.cmd.Process.Signal(syscall.SIGUSR1)
+	a.waitLine(t, "renamed", 20*time.Second)
+	if c := procComm(a.pid); c != "node" {
+		t.Fatalf("the agent's comm is %q after its rename, want node", c)
+	}
+	tracksAfter(t, d, sentinel)
+	as := d.agentsFor(t, a.pid)
+	if len(as) != 1 || as[0].Reason != "max_age" || !sameTime(as[0].Deadline, before.Deadline) || as[0].Rule != comm {
+		t.Fatalf("after its rename to node: %+v, want its deadline %v by rule %s", as, before.Deadline, comm)
+	}
+	// Max age brought down to 2 s by a reload (rules unchanged): the
+	// deadline is its start + 2 s, past already; the rename changed
+	// nothing.
+	const newAge = 2 * time.Second
+	writeConf(t, conf, "REAPER_MAX_AGE="+newAge.String(), "REAPER_AGENTS="+comm+","+sentinel)
+	d.reload(t)
+	m := d.waitLog(t, 30*time.Second, killOf(a.pid))
+	a.waitExit(t, 20*time.Second)
+	checkKill(t, m, a, newAge)
+	if m["reason"] != "max_age" || m["rule"] != comm {
+		t.Errorf("kill line %v, want reason max_age by rule %s", m, comm)
+	}
+}
+
+// An agent that execs another program no rule matches (a shell exec'ing
+// its last command: sh, then sleep) keeps its deadline.
+func TestIntegrationHostileExec(t *testing.T) {
+	needRoot(t)
+	comm, sentinel := randName("se"), randName("ss")
+	conf := filepath.Join(t.TempDir(), "supervisor.conf")
+	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
+	d := startDaemon(t, "--config", conf, "--kill-grace", "1s")
+	a := startSticky(t, comm, "exec", "sh", "-c", "echo execd; exec sleep 3600")
+	before := d.waitTracked(t, a.pid)
+	a.cmd.Process.Signal(syscall.SIGUSR1)
+	a.waitLine(t, "execd", 20*time.Second)
+	// The shell's own exec of sleep follows its echo: wait until /proc
+	// shows it done.
+	for end := time.Now().Add(30 * time.Second); procComm(a.pid) != "sleep"; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) || !a.alive() {
+			t.Fatalf("the agent never became sleep: comm %q", procComm(a.pid))
+		}
+	}
+	tracksAfter(t, d, sentinel)
+	as := d.agentsFor(t, a.pid)
+	if len(as) != 1 || as[0].Reason != "max_age" || !sameTime(as[0].Deadline, before.Deadline) {
+		t.Fatalf("after its execs of sh and sleep: %+v, want its deadline %v", as, before.Deadline)
+	}
+	const newAge = 2 * time.Second
+	writeConf(t, conf, "REAPER_MAX_AGE="+newAge.String(), "REAPER_AGENTS="+comm+","+sentinel)
+	d.reload(t)
+	m := d.waitLog(t, 30*time.Second, killOf(a.pid))
+	a.waitExit(t, 20*time.Second)
+	checkKill(t, m, a, newAge)
+	if ws := a.state.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("the agent (sleep by then) ended with %v, want SIGTERM", ws)
+	}
+}
+
+// noLeftoverKill asserts that none of the pids was queued or killed as a
+// leftover, nor signalled, once the sentinel's leftover — queued later than
+// theirs would have been, on the same timer — has been killed.
+func noLeftoverKill(t *testing.T, d *testDaemon, r rig, pids, fds map[string]int) {
+	t.Helper()
+	for l, pid := range pids {
+		if v := d.findLogs(func(m map[string]any) bool { return leftoverOf(pid)(m) || leftoverKillOf(pid)(m) }); len(v) > 0 {
+			t.Errorf("%s (%d), a member of a dissolved session, treated as a leftover: %v", l, pid, v)
+		}
+		if pidfdDead(fds[l], 0) {
+			t.Errorf("%s (%d), a member of a dissolved session, died", l, pid)
+		}
+		if _, ok := r.termAt(l + ".term"); ok {
+			t.Errorf("%s (%d), a member of a dissolved session, got SIGTERM", l, pid)
+		}
+	}
+}
+
+// sentinelLeftover makes the sentinel agent s exit and waits for the kill
+// of its leftover child (label bkid): its kill time is its agent's exit +
+// the grace, after that of any leftover of an agent that exited before.
+func sentinelLeftover(t *testing.T, d *testDaemon, r rig, s *agent, exitFile string) {
+	t.Helper()
+	spids, _ := s.children(t, "bkid")
+	r.trigger(t, exitFile)
+	s.waitExit(t, 20*time.Second)
+	d.waitLog(t, 60*time.Second, leftoverOf(spids["bkid"]))
+	d.waitLog(t, 60*time.Second, leftoverKillOf(spids["bkid"]))
+}
+
+// A reload that drops an agent's rule dissolves its session: the agent
+// loses its deadline, and when it exits its child is no leftover.
+func TestIntegrationHostileReloadDropsRule(t *testing.T) {
+	needRoot(t)
+	r := newRig(t)
+	comm, sentinel := randName("sd"), randName("ss")
+	conf := filepath.Join(t.TempDir(), "supervisor.conf")
+	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
+	d := startDaemon(t, "--config", conf, "--kill-grace", leftKillGrace.String(), "--leftover-grace", "1s")
+	a := startAgent(t, comm, "-exit-file", r.path("exit"), "-spawn", "label=kid,term="+r.path("kid.term"))
+	pids, fds := a.children(t, "kid")
+	d.waitTracked(t, a.pid)
+	s := tracksAfter(t, d, sentinel, "-exit-file", r.path("sexit"), "-spawn", "label=bkid")
+	if as := d.agentsFor(t, a.pid); len(as) != 1 || as[0].Members != 2 {
+		t.Fatalf("before the reload: %+v, want the agent heading a session of 2 (it and its child)", as)
+	}
+
+	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+sentinel)
+	d.reload(t)
+	d.waitLog(t, 30*time.Second, dissolvedOf(a.pid, "reload"))
+	if as := d.agentsFor(t, a.pid); len(as) != 0 {
+		t.Fatalf("after its rule was dropped: %+v, want no deadline", as)
+	}
+	r.trigger(t, "exit")
+	a.waitExit(t, 20*time.Second)
+	sentinelLeftover(t, d, r, s, "sexit")
+	noLeftoverKill(t, d, r, pids, fds)
+	if v := d.findLogs(killOf(a.pid)); len(v) > 0 {
+		t.Errorf("the agent whose rule was dropped was killed: %v", v)
+	}
+}
+
+// A restart under a configuration without the agents' rule dissolves
+// their persisted sessions, that of a live agent and that of one that
+// exited while no daemon ran: no member is ever a leftover.
+func TestIntegrationHostileRestartDropsRule(t *testing.T) {
+	needRoot(t)
+	r := newRig(t)
+	comm, sentinel := randName("sr"), randName("ss")
+	state := t.TempDir()
+	conf := filepath.Join(t.TempDir(), "supervisor.conf")
+	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
+	args := []string{"--config", conf, "--state-dir", state, "--kill-grace", leftKillGrace.String(), "--leftover-grace", "1s"}
+	d1 := startDaemon(t, args...)
+	live := startAgent(t, comm, "-exit-file", r.path("exit"), "-spawn", "label=kid,term="+r.path("kid.term"))
+	gone := startAgent(t, comm, "-exit-file", r.path("gone-exit"), "-spawn", "label=kid2,term="+r.path("kid2.term"))
+	pids, fds := live.children(t, "kid")
+	pids2, fds2 := gone.children(t, "kid2")
+	pids["kid2"], fds["kid2"] = pids2["kid2"], fds2["kid2"]
+	d1.waitTracked(t, live.pid)
+	d1.waitTracked(t, gone.pid)
+	s0 := tracksAfter(t, d1, sentinel) // the children's forks are applied
+	d1.stop(t)                         // persists the sessions
+	var saved []tracker.MemberState
+	if err := statefile.Load(filepath.Join(state, "sessions.json"), &saved); err != nil {
+		t.Fatal(err)
+	}
+	for l, pid := range pids {
+		if !slices.ContainsFunc(saved, func(m tracker.MemberState) bool { return int(m.PID) == pid && m.Session.PID != int32(s0.pid) }) {
+			t.Fatalf("sessions.json does not name %s (%d) a member: %+v", l, pid, saved)
+		}
+	}
+	r.trigger(t, "gone-exit") // exits while no daemon runs
+	gone.waitExit(t, 20*time.Second)
+
+	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+sentinel)
+	d2 := startDaemon(t, args...)
+	d2.waitLog(t, 30*time.Second, dissolvedOf(live.pid, "restart"))
+	d2.waitLog(t, 30*time.Second, dissolvedOf(gone.pid, "restart"))
+	if as := d2.agentsFor(t, live.pid); len(as) != 0 {
+		t.Fatalf("after a restart without its rule: %+v, want no deadline", as)
+	}
+	s := tracksAfter(t, d2, sentinel, "-exit-file", r.path("sexit"), "-spawn", "label=bkid")
+	r.trigger(t, "exit")
+	live.waitExit(t, 20*time.Second)
+	sentinelLeftover(t, d2, r, s, "sexit")
+	noLeftoverKill(t, d2, r, pids, fds)
+}

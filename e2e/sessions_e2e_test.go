@@ -1,0 +1,596 @@
+package e2e
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Sessions and leftovers, end to end: real agents (the fake agent under the
+// name claude), real forks, setsid and double forks that the kernel
+// reparents to PID 1, real signals. Every daemon is scoped with --under this
+// test process (startDaemon). The leftovers are reparented away from the
+// test, so every PID a test learns from a child's output is only ever
+// touched through a pidfd that ourPidfd proved to be ours.
+
+const (
+	leftoverGrace = 3 * time.Second
+	leftKillGrace = time.Second
+)
+
+// rig is one test's files: exit triggers and SIGTERM records.
+type rig struct{ dir string }
+
+func newRig(t *testing.T) rig { return rig{t.TempDir()} }
+
+func (r rig) path(name string) string { return filepath.Join(r.dir, name) }
+
+// trigger creates the file name, which a process started with
+// exit-file=path(name) waits for, and returns when it did: no process can
+// have exited because of it before then.
+func (r rig) trigger(t *testing.T, name string) int64 {
+	t.Helper()
+	at := boottime()
+	if err := os.WriteFile(r.path(name), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
+// termAt returns when the process that records SIGTERM in path(name) got
+// it, and whether it did.
+func (r rig) termAt(name string) (int64, bool) {
+	b, err := os.ReadFile(r.path(name))
+	if err != nil {
+		return 0, false
+	}
+	n, _ := strconv.ParseInt(string(b), 10, 64)
+	return n, true
+}
+
+// symlink makes a symlink to the test binary named comm, so that a child
+// run through it has that comm.
+func (r rig) symlink(t *testing.T, comm string) string {
+	t.Helper()
+	self, _ := os.Executable()
+	p := r.path(comm)
+	if err := os.Symlink(self, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// children reads the "child PID LABEL" lines of the agent's spawned
+// children until every label is seen, and opens a pidfd for each: from
+// then on the test can wait for them and check on them wherever the kernel
+// reparents them, and the cleanup kills them through the pidfd.
+func (a *agent) children(t *testing.T, labels ...string) (pids, fds map[string]int) {
+	t.Helper()
+	pids, fds = map[string]int{}, map[string]int{}
+	want := map[string]bool{}
+	for _, l := range labels {
+		want[l] = true
+	}
+	tm := time.After(20 * time.Second)
+	for len(pids) < len(labels) {
+		select {
+		case l := <-a.lines:
+			f := strings.Fields(l)
+			if len(f) != 3 || f[0] != "child" || !want[f[2]] {
+				continue
+			}
+			pid, _ := strconv.Atoi(f[1])
+			pids[f[2]] = pid
+			fds[f[2]] = pidfdOf(t, pid)
+		case <-tm:
+			t.Fatalf("agent %d: children %v printed, want %v", a.pid, pids, labels)
+		}
+	}
+	return pids, fds
+}
+
+// leftoverKillOf matches the kill line (or dry-run line) for pid.
+func leftoverKillOf(pid int) func(map[string]any) bool {
+	return func(m map[string]any) bool {
+		switch m["msg"] {
+		case "kill", "would kill", "would kill leftover":
+			return num(m["pid"]) == int64(pid)
+		}
+		return false
+	}
+}
+
+// leftoverOf matches the debug line of pid queued as a leftover.
+func leftoverOf(pid int) func(map[string]any) bool {
+	return func(m map[string]any) bool { return m["msg"] == "leftover" && num(m["pid"]) == int64(pid) }
+}
+
+// waitLogFrom is waitLog for the lines from index from on; it returns the
+// line and its index.
+func (d *testDaemon) waitLogFrom(t testing.TB, from int, timeout time.Duration, pred func(map[string]any) bool) (map[string]any, int) {
+	t.Helper()
+	timer := time.AfterFunc(timeout, func() {
+		d.mu.Lock()
+		d.cond.Broadcast()
+		d.mu.Unlock()
+	})
+	defer timer.Stop()
+	end := time.Now().Add(timeout)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := from; ; {
+		for ; i < len(d.logs); i++ {
+			if pred(d.logs[i]) {
+				return d.logs[i], i
+			}
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("daemon exited before the expected log line")
+		default:
+		}
+		if time.Now().After(end) {
+			t.Fatalf("no expected log line within %s", timeout)
+		}
+		d.cond.Wait()
+	}
+}
+
+// exitSlack bounds how much later than the agent's parent the daemon may
+// date the agent's exit: do_exit (kernel/exit.c) calls exit_notify, which
+// wakes the parent's wait, before proc_exit_connector stamps the exit event.
+const exitSlack = 100 * time.Millisecond
+
+// checkLeftoverKill asserts the kill line m of a leftover of agent a: reason
+// leftover, its session, and signalled never before exitReq (when the test
+// let the agent exit: a lower bound of its exit) + grace, nor more than late
+// after the deadline. The deadline is no later than the agent's exit as its
+// parent saw it + grace + slack. It returns the signal time.
+func checkLeftoverKill(t *testing.T, m map[string]any, a *agent, exitReq int64, grace, slack, late time.Duration) int64 {
+	t.Helper()
+	pid := num(m["pid"])
+	if m["reason"] != "leftover" {
+		t.Errorf("leftover %d: reason %v, want leftover", pid, m["reason"])
+	}
+	if num(m["session_pid"]) != int64(a.pid) {
+		t.Errorf("leftover %d: session_pid %v, want the agent %d", pid, m["session_pid"], a.pid)
+	}
+	deadline, signalled := num(m["deadline_boot_ns"]), num(m["signalled_boot_ns"])
+	if deadline < exitReq+int64(grace) {
+		t.Errorf("leftover %d: deadline %s before the agent's exit + grace", pid, time.Duration(exitReq+int64(grace)-deadline))
+	}
+	if deadline > a.exited+int64(grace+slack) {
+		t.Errorf("leftover %d: deadline %s after the agent's exit (as its parent saw it) + grace", pid, time.Duration(deadline-a.exited-int64(grace)))
+	}
+	if signalled < deadline || signalled < exitReq+int64(grace) {
+		t.Errorf("leftover %d signalled early: %s before its deadline, %s after the agent was let exit (grace %s)",
+			pid, time.Duration(deadline-signalled), time.Duration(signalled-exitReq), grace)
+	}
+	if l := time.Duration(signalled - deadline); l > late {
+		t.Errorf("leftover %d signalled %s after its deadline", pid, l)
+	}
+	return signalled
+}
+
+// TestIntegrationSessionLeftovers: an agent starts a TERM-ignoring child, a
+// daemon (setsid, double fork, reparented away), a child that exits within
+// the grace, a child with REAPER_KEEP=1 and one matched by --keep, then
+// exits by itself. The first two are killed after the grace, never before;
+// the others are never signalled.
+func TestIntegrationSessionLeftovers(t *testing.T) {
+	needRoot(t)
+	r := newRig(t)
+	keepComm := randName("kp")[:10] // well under the 15 characters of a comm
+	keepExe := r.symlink(t, keepComm)
+	d := startDaemon(t, "--max-age", "1h", "--kill-grace", leftKillGrace.String(),
+		"--leftover-grace", leftoverGrace.String(), "--keep", keepComm)
+	a := startAgent(t, "claude", "-exit-file", r.path("agent-exit"),
+		"-spawn", "label=stubborn,ignore-term,term="+r.path("stubborn.term"),
+		"-spawn", "label=daemon,double-fork,term="+r.path("daemon.term"),
+		"-spawn", "label=brief,term="+r.path("brief.term")+",exit-file="+r.path("brief-exit"),
+		"-spawn", "label=marked,env=REAPER_KEEP=1,term="+r.path("marked.term"),
+		"-spawn", "label=ruled,exe="+keepExe+",term="+r.path("ruled.term"))
+	pids, fds := a.children(t, "stubborn", "daemon", "brief", "marked", "ruled")
+	d.waitTracked(t, a.pid)
+
+	exitReq := r.trigger(t, "agent-exit")
+	a.waitExit(t, 10*time.Second)
+	if ws := a.state.Sys().(syscall.WaitStatus); ws.ExitStatus() != 0 {
+		t.Fatalf("agent exited with %v, want 0 by itself", ws)
+	}
+	queued := map[string]map[string]any{}
+	for _, l := range []string{"stubborn", "daemon", "brief"} {
+		queued[l] = d.waitLog(t, 10*time.Second, leftoverOf(pids[l]))
+	}
+	// The brief child exits by itself well inside the grace.
+	r.trigger(t, "brief-exit")
+	if !pidfdDead(fds["brief"], 5*time.Second) {
+		t.Fatal("the brief child did not exit when told")
+	}
+	if died := boottime(); died >= num(queued["brief"]["deadline_boot_ns"]) {
+		t.Fatalf("test too slow: the brief child exited %s after its leftover deadline", time.Duration(died-num(queued["brief"]["deadline_boot_ns"])))
+	}
+
+	stubborn := d.waitLog(t, leftoverGrace+30*time.Second, leftoverKillOf(pids["stubborn"]))
+	daemonKill := d.waitLog(t, leftoverGrace+30*time.Second, leftoverKillOf(pids["daemon"]))
+	for l, m := range map[string]map[string]any{"stubborn": stubborn, "daemon": daemonKill} {
+		sig := checkLeftoverKill(t, m, a, exitReq, leftoverGrace, exitSlack, time.Second)
+		if num(m["deadline_boot_ns"]) != num(queued[l]["deadline_boot_ns"]) {
+			t.Errorf("%s: killed with deadline %v, queued with %v", l, m["deadline_boot_ns"], queued[l]["deadline_boot_ns"])
+		}
+		if m["msg"] != "kill" {
+			t.Errorf("%s: %v, want a kill line", l, m["msg"])
+		}
+		term, ok := r.termAt(l + ".term")
+		if !ok {
+			t.Errorf("%s never got SIGTERM", l)
+		} else if term < exitReq+int64(leftoverGrace) || term < sig {
+			t.Errorf("%s got SIGTERM %s after the agent was let exit, before the %s grace", l, time.Duration(term-exitReq), leftoverGrace)
+		}
+		if !pidfdDead(fds[l], 10*time.Second) {
+			t.Errorf("%s (%d) survived its leftover kill", l, pids[l])
+		}
+	}
+	if stubborn["outcome"] != "killed" || stubborn["final_signal"] != "KILL" {
+		t.Errorf("TERM-ignoring leftover: outcome %v / %v, want killed / KILL", stubborn["outcome"], stubborn["final_signal"])
+	}
+	if daemonKill["outcome"] != "terminated" || daemonKill["final_signal"] != "TERM" {
+		t.Errorf("reparented daemon: outcome %v / %v, want terminated / TERM", daemonKill["outcome"], daemonKill["final_signal"])
+	}
+
+	// Well after the grace and the kill grace: the kept ones were never
+	// queued nor signalled and live on; the brief one exited by itself.
+	time.Sleep(leftKillGrace + time.Second)
+	for _, l := range []string{"marked", "ruled"} {
+		if pidfdDead(fds[l], 0) {
+			t.Errorf("kept child %s (%d) died", l, pids[l])
+		}
+		if v := d.findLogs(leftoverOf(pids[l])); len(v) > 0 {
+			t.Errorf("kept child %s was queued as a leftover: %v", l, v)
+		}
+	}
+	for _, l := range []string{"marked", "ruled", "brief"} {
+		if _, ok := r.termAt(l + ".term"); ok {
+			t.Errorf("%s got SIGTERM", l)
+		}
+		if v := d.findLogs(leftoverKillOf(pids[l])); len(v) > 0 {
+			t.Errorf("%s has a kill line: %v", l, v)
+		}
+	}
+	if v := d.findLogs(leftoverKillOf(a.pid)); len(v) > 0 {
+		t.Errorf("the agent, which exited by itself, has a kill line: %v", v)
+	}
+}
+
+// TestIntegrationNonAgentOrphan: a process that is no agent double-forks a
+// daemon, leaves a child behind and exits. Neither is anyone's leftover. A
+// claude exiting at the same time, whose leftover is killed, shows that the
+// grace has passed.
+func TestIntegrationNonAgentOrphan(t *testing.T) {
+	needRoot(t)
+	r := newRig(t)
+	d := startDaemon(t, "--max-age", "1h", "--kill-grace", leftKillGrace.String(), "--leftover-grace", leftoverGrace.String())
+	other := startAgent(t, "builder", "-exit-file", r.path("exit"),
+		"-spawn", "label=orphan,double-fork,term="+r.path("orphan.term"),
+		"-spawn", "label=kid,term="+r.path("kid.term"))
+	a := startAgent(t, "claude", "-exit-file", r.path("exit"), "-spawn", "label=sentinel,term="+r.path("sentinel.term"))
+	opids, ofds := other.children(t, "orphan", "kid")
+	apids, _ := a.children(t, "sentinel")
+	d.waitTracked(t, a.pid)
+	exitReq := r.trigger(t, "exit")
+	other.waitExit(t, 10*time.Second)
+	a.waitExit(t, 10*time.Second)
+	m := d.waitLog(t, leftoverGrace+30*time.Second, leftoverKillOf(apids["sentinel"]))
+	checkLeftoverKill(t, m, a, exitReq, leftoverGrace, exitSlack, time.Second)
+	time.Sleep(leftKillGrace)
+	for _, l := range []string{"orphan", "kid"} {
+		if pidfdDead(ofds[l], 0) {
+			t.Errorf("non-agent's %s (%d) died", l, opids[l])
+		}
+		if _, ok := r.termAt(l + ".term"); ok {
+			t.Errorf("non-agent's %s got SIGTERM", l)
+		}
+		if v := d.findLogs(func(m map[string]any) bool { return leftoverOf(opids[l])(m) || leftoverKillOf(opids[l])(m) }); len(v) > 0 {
+			t.Errorf("non-agent's %s treated as a leftover: %v", l, v)
+		}
+	}
+}
+
+// TestIntegrationNestedAgent: a claude started by a claude belongs to the
+// outer session; when the outer one exits, the inner one (its own max age
+// far away) is a leftover, killed at the outer's exit + grace.
+func TestIntegrationNestedAgent(t *testing.T) {
+	needRoot(t)
+	r := newRig(t)
+	inner := r.symlink(t, "claude")
+	d := startDaemon(t, "--max-age", "1h", "--kill-grace", leftKillGrace.String(), "--leftover-grace", leftoverGrace.String())
+	a := startAgent(t, "claude", "-exit-file", r.path("exit"), "-spawn", "label=inner,exe="+inner+",term="+r.path("inner.term"))
+	pids, fds := a.children(t, "inner")
+	d.waitTracked(t, a.pid)
+	// The inner claude is an agent too, with its own deadline.
+	d.waitTracked(t, pids["inner"])
+	exitReq := r.trigger(t, "exit")
+	a.waitExit(t, 10*time.Second)
+	m := d.waitLog(t, leftoverGrace+30*time.Second, leftoverKillOf(pids["inner"]))
+	sig := checkLeftoverKill(t, m, a, exitReq, leftoverGrace, exitSlack, time.Second)
+	if m["outcome"] != "terminated" {
+		t.Errorf("inner agent: outcome %v, want terminated", m["outcome"])
+	}
+	if term, ok := r.termAt("inner.term"); !ok || term < sig {
+		t.Errorf("inner agent's SIGTERM: %v (recorded %v), want after %d", term, ok, sig)
+	}
+	if !pidfdDead(fds["inner"], 10*time.Second) {
+		t.Error("the inner agent survived")
+	}
+	if n := len(d.findLogs(leftoverKillOf(pids["inner"]))); n != 1 {
+		t.Errorf("%d kill lines for the inner agent, want 1", n)
+	}
+}
+
+// TestIntegrationMaxAgeNoDoubleKill: an agent reaped at max age with a
+// TERM-ignoring child: one kill for the tree (reason max_age); the child is
+// no leftover to chase again.
+func TestIntegrationMaxAgeNoDoubleKill(t *testing.T) {
+	needRoot(t)
+	r := newRig(t)
+	const age, grace = 2 * time.Second, 2 * time.Second
+	d := startDaemon(t, "--max-age", age.String(), "--kill-grace", leftKillGrace.String(), "--leftover-grace", grace.String())
+	a := startAgent(t, "claude", "-spawn", "label=stubborn,ignore-term,term="+r.path("stubborn.term"))
+	pids, fds := a.children(t, "stubborn")
+	d.waitTracked(t, a.pid)
+	m := d.waitLog(t, age+30*time.Second, killOf(a.pid))
+	a.waitExit(t, 10*time.Second)
+	checkKill(t, m, a, age)
+	if m["reason"] != "max_age" {
+		t.Errorf("reason %v, want max_age", m["reason"])
+	}
+	if m["final_signal"] != "KILL" {
+		t.Errorf("final signal %v, want KILL (the child ignores SIGTERM)", m["final_signal"])
+	}
+	if desc, _ := m["descendants"].([]any); len(desc) != 1 || num(desc[0]) != int64(pids["stubborn"]) {
+		t.Errorf("descendants %v, want [%d]", desc, pids["stubborn"])
+	}
+	if !pidfdDead(fds["stubborn"], 10*time.Second) {
+		t.Fatal("the TERM-ignoring child survived the tree kill")
+	}
+	// Past where a leftover kill of the child would have come.
+	time.Sleep(time.Duration(a.exited + int64(grace+leftKillGrace+time.Second) - boottime()))
+	tree := d.findLogs(func(m map[string]any) bool {
+		return leftoverKillOf(a.pid)(m) || leftoverKillOf(pids["stubborn"])(m) ||
+			(m["reason"] == "leftover" && num(m["session_pid"]) == int64(a.pid))
+	})
+	if len(tree) != 1 {
+		t.Errorf("%d kill lines for the tree, want 1: %v", len(tree), tree)
+	}
+	if v := d.findLogs(leftoverOf(pids["stubborn"])); len(v) > 0 {
+		t.Errorf("the child of an agent killed at max age was queued as a leftover: %v", v)
+	}
+}
+
+// TestIntegrationLeftoversKeep: with --leftovers keep nothing is signalled
+// after the agent exits.
+func TestIntegrationLeftoversKeep(t *testing.T) {
+	needRoot(t)
+	r := newRig(t)
+	const grace = 2 * time.Second
+	d := startDaemon(t, "--max-age", "1h", "--kill-grace", leftKillGrace.String(), "--leftover-grace", grace.String(), "--leftovers", "keep")
+	a := startAgent(t, "claude", "-exit-file", r.path("exit"),
+		"-spawn", "label=stubborn,ignore-term,term="+r.path("stubborn.term"),
+		"-spawn", "label=daemon,double-fork,term="+r.path("daemon.term"))
+	pids, fds := a.children(t, "stubborn", "daemon")
+	d.waitTracked(t, a.pid)
+	r.trigger(t, "exit")
+	a.waitExit(t, 10*time.Second)
+	// There is no event for "nothing happened": wait past grace + kill grace.
+	time.Sleep(grace + leftKillGrace + 1500*time.Millisecond)
+	for l, pid := range pids {
+		if pidfdDead(fds[l], 0) {
+			t.Errorf("%s (%d) died with --leftovers keep", l, pid)
+		}
+		if _, ok := r.termAt(l + ".term"); ok {
+			t.Errorf("%s got SIGTERM with --leftovers keep", l)
+		}
+		if v := d.findLogs(func(m map[string]any) bool { return leftoverOf(pid)(m) || leftoverKillOf(pid)(m) }); len(v) > 0 {
+			t.Errorf("%s: %v with --leftovers keep", l, v)
+		}
+	}
+}
+
+// TestIntegrationLeftoverAcrossRestart: the daemon is SIGKILLed in the
+// middle of a grace, after it persisted the session; the next daemon, with
+// the same state dir, kills the leftovers (both reparented to PID 1, which
+// its scan cannot tie to the agent) at their original time.
+func TestIntegrationLeftoverAcrossRestart(t *testing.T) {
+	needRoot(t)
+	r := newRig(t)
+	// Long enough for a daemon (race-detector build) to start in the middle.
+	const grace = 6 * time.Second
+	state := t.TempDir()
+	args := []string{"--max-age", "1h", "--kill-grace", leftKillGrace.String(), "--leftover-grace", grace.String(), "--state-dir", state}
+	da := startDaemon(t, args...)
+	a := startAgent(t, "claude", "-exit-file", r.path("exit"),
+		"-spawn", "label=stubborn,ignore-term,term="+r.path("stubborn.term"),
+		"-spawn", "label=daemon,double-fork,term="+r.path("daemon.term"))
+	pids, fds := a.children(t, "stubborn", "daemon")
+	da.waitTracked(t, a.pid)
+	exitReq := r.trigger(t, "exit")
+	a.waitExit(t, 10*time.Second)
+	queued := map[string]map[string]any{}
+	last := 0
+	for _, l := range []string{"stubborn", "daemon"} {
+		var i int
+		queued[l], i = da.waitLogFrom(t, 0, 10*time.Second, leftoverOf(pids[l]))
+		last = max(last, i)
+	}
+	// Persisted after the agent's exit (the queue lines came from it).
+	da.waitLogFrom(t, last+1, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "sessions persisted" })
+	da.stopSignal = os.Kill
+	da.stop(t)
+	if v := da.findLogs(func(m map[string]any) bool { return m["msg"] == "kill" }); len(v) > 0 {
+		t.Fatalf("daemon A killed before it was stopped: %v", v)
+	}
+	if b, err := os.ReadFile(filepath.Join(state, "sessions.json")); err != nil || !strings.Contains(string(b), strconv.Itoa(pids["daemon"])) {
+		t.Errorf("sessions.json (%v) does not name the reparented daemon %d", err, pids["daemon"])
+	}
+
+	db := startDaemon(t, args...)
+	if up := boottime(); up >= num(queued["stubborn"]["deadline_boot_ns"])-int64(500*time.Millisecond) {
+		t.Fatalf("test too slow: daemon B was up %s after the leftover deadline; raise the grace",
+			time.Duration(up-num(queued["stubborn"]["deadline_boot_ns"])))
+	}
+	for _, l := range []string{"stubborn", "daemon"} {
+		m := db.waitLog(t, grace+30*time.Second, leftoverKillOf(pids[l]))
+		sig := checkLeftoverKill(t, m, a, exitReq, grace, exitSlack, time.Second)
+		if num(m["deadline_boot_ns"]) != num(queued[l]["deadline_boot_ns"]) {
+			t.Errorf("%s: daemon B's deadline is %s off daemon A's (its original time)",
+				l, time.Duration(num(m["deadline_boot_ns"])-num(queued[l]["deadline_boot_ns"])))
+		}
+		if term, ok := r.termAt(l + ".term"); !ok || term < sig || term < exitReq+int64(grace) {
+			t.Errorf("%s: SIGTERM at %d (recorded %v), want after %d and the agent's exit + grace", l, term, ok, sig)
+		}
+		if !pidfdDead(fds[l], 10*time.Second) {
+			t.Errorf("%s (%d) survived", l, pids[l])
+		}
+	}
+}
+
+// TestIntegrationLeftoverPolling: with /proc polling the lineage comes from
+// the polls: a child seen while its agent lived is killed after the grace.
+func TestIntegrationLeftoverPolling(t *testing.T) {
+	needRoot(t)
+	r := newRig(t)
+	const grace, poll = 2 * time.Second, 200 * time.Millisecond
+	d := startDaemon(t, "--source", "proc", "--poll-interval", poll.String(), "--max-age", "1h",
+		"--kill-grace", leftKillGrace.String(), "--leftover-grace", grace.String())
+	a := startAgent(t, "claude", "-exit-file", r.path("exit"), "-spawn", "label=stubborn,ignore-term,term="+r.path("stubborn.term"))
+	pids, fds := a.children(t, "stubborn")
+	d.waitTracked(t, a.pid)
+	// No line says a poll saw the child: give it several polls, so it is
+	// seen while its agent lives.
+	time.Sleep(5 * poll)
+	exitReq := r.trigger(t, "exit")
+	a.waitExit(t, 10*time.Second)
+	m := d.waitLog(t, grace+30*time.Second, leftoverKillOf(pids["stubborn"]))
+	// The exit is seen by the next poll: up to one interval late.
+	checkLeftoverKill(t, m, a, exitReq, grace, poll+exitSlack, time.Second)
+	if term, ok := r.termAt("stubborn.term"); !ok || term < exitReq+int64(grace) {
+		t.Errorf("SIGTERM at %d (recorded %v), want after the agent's exit + grace", term, ok)
+	}
+	if !pidfdDead(fds["stubborn"], 10*time.Second) {
+		t.Error("the leftover survived")
+	}
+}
+
+// TestIntegrationLeftoverDryRun: --dry-run says "would kill leftover" and
+// signals nothing.
+func TestIntegrationLeftoverDryRun(t *testing.T) {
+	needRoot(t)
+	r := newRig(t)
+	const grace = 2 * time.Second
+	d := startDaemon(t, "--max-age", "1h", "--kill-grace", leftKillGrace.String(), "--leftover-grace", grace.String(), "--dry-run")
+	a := startAgent(t, "claude", "-exit-file", r.path("exit"), "-spawn", "label=stubborn,ignore-term,term="+r.path("stubborn.term"))
+	pids, fds := a.children(t, "stubborn")
+	d.waitTracked(t, a.pid)
+	exitReq := r.trigger(t, "exit")
+	a.waitExit(t, 10*time.Second)
+	m := d.waitLog(t, grace+30*time.Second, leftoverKillOf(pids["stubborn"]))
+	checkLeftoverKill(t, m, a, exitReq, grace, exitSlack, time.Second)
+	if m["msg"] != "would kill leftover" || m["dry_run"] != true || m["outcome"] != "dry_run" {
+		t.Errorf("dry run reported %v", m)
+	}
+	time.Sleep(leftKillGrace + 500*time.Millisecond)
+	if pidfdDead(fds["stubborn"], 0) {
+		t.Error("dry run killed the leftover")
+	}
+	if _, ok := r.termAt("stubborn.term"); ok {
+		t.Error("dry run sent SIGTERM")
+	}
+	if v := d.findLogs(func(m map[string]any) bool { return m["msg"] == "kill" }); len(v) > 0 {
+		t.Errorf("dry run logged kills: %v", v)
+	}
+}
+
+// TestIntegrationKeepAfterExec: an agent's shell forks subshells that wait,
+// then exec a process with REAPER_KEEP=1 in its environment, or one whose
+// name a --keep rule matches. Between fork and exec each subshell has the
+// agent's name and environment; what counts is what it is once it has
+// exec'd. A plain child shows when the grace has passed.
+func TestIntegrationKeepAfterExec(t *testing.T) {
+	needRoot(t)
+	r := newRig(t)
+	keepComm := randName("kp")[:10]
+	if err := os.Symlink("/bin/sleep", r.path(keepComm)); err != nil {
+		t.Fatal(err)
+	}
+	script := r.path("claude")
+	os.WriteFile(script, []byte(`#!/bin/bash
+(sleep 0.3; REAPER_KEEP=1 exec sleep 1000) &
+echo "child $! marked"
+(sleep 0.3; exec "`+r.path(keepComm)+`" 1000) &
+echo "child $! ruled"
+sleep 1000 &
+echo "child $! plain"
+sleep 0.6
+echo ready
+while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.02; done
+`), 0o755)
+	d := startDaemon(t, "--max-age", "1h", "--kill-grace", leftKillGrace.String(),
+		"--leftover-grace", leftoverGrace.String(), "--keep", keepComm)
+	a := startScript(t, script)
+	pids, fds := a.children(t, "marked", "ruled", "plain")
+	a.waitLine(t, "ready", 10*time.Second)
+	exitReq := r.trigger(t, "exit")
+	a.waitExit(t, 10*time.Second)
+	m := d.waitLog(t, leftoverGrace+30*time.Second, leftoverKillOf(pids["plain"]))
+	checkLeftoverKill(t, m, a, exitReq, leftoverGrace, exitSlack, time.Second)
+	if !pidfdDead(fds["plain"], 10*time.Second) {
+		t.Error("the plain leftover survived")
+	}
+	time.Sleep(leftKillGrace + 500*time.Millisecond)
+	for _, l := range []string{"marked", "ruled"} {
+		if pidfdDead(fds[l], 0) {
+			t.Errorf("kept %s (%d) died", l, pids[l])
+		}
+		if v := d.findLogs(func(m map[string]any) bool { return leftoverOf(pids[l])(m) || leftoverKillOf(pids[l])(m) }); len(v) > 0 {
+			t.Errorf("kept %s: %v", l, v)
+		}
+	}
+}
+
+// startScript runs an executable script as an agent (its comm is the
+// script's name), with the harness's bookkeeping: lines, exit time.
+func startScript(t *testing.T, path string) *agent {
+	t.Helper()
+	a := &agent{done: make(chan struct{}), lines: make(chan string, 100)}
+	a.cmd = exec.Command(path)
+	a.cmd.Stderr = os.Stderr
+	out, _ := a.cmd.StdoutPipe()
+	a.t0 = boottime()
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.pid = a.cmd.Process.Pid
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			a.lines <- sc.Text()
+		}
+	}()
+	go func() {
+		a.cmd.Wait()
+		a.exited = boottime()
+		a.state = a.cmd.ProcessState
+		close(a.done)
+	}()
+	t.Cleanup(func() {
+		a.cmd.Process.Kill()
+		<-a.done
+	})
+	return a
+}
