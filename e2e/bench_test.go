@@ -640,28 +640,8 @@ int main(int argc, char **argv) {
 }
 `
 
-var (
-	sessForkerOnce sync.Once
-	sessForkerPath string
-	sessForkerErr  error
-)
-
-func sessForker(t testing.TB) string {
-	t.Helper()
-	sessForkerOnce.Do(func() {
-		dir := filepath.Dir(supervisorBin) // removed by TestMain
-		src := filepath.Join(dir, "sessforker.c")
-		os.WriteFile(src, []byte(sessForkerC), 0o644)
-		sessForkerPath = filepath.Join(dir, "sessforker")
-		if out, err := exec.Command("cc", "-O2", "-o", sessForkerPath, src).CombinedOutput(); err != nil {
-			sessForkerErr = fmt.Errorf("cc: %w: %s", err, out)
-		}
-	})
-	if sessForkerErr != nil {
-		t.Fatalf("build the C session forker: %v", sessForkerErr)
-	}
-	return sessForkerPath
-}
+// sessForker builds the session forker.
+func sessForker(t testing.TB) string { return buildC(t, "sessforker", sessForkerC) }
 
 // sessions runs the session forker in a process group of its own (killed
 // at cleanup, leftovers included) and waits for "ready".

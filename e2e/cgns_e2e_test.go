@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,8 +31,7 @@ func startDaemonInNamespace(t *testing.T, dir string, args ...string) *testDaemo
 		t.Fatal(err)
 	}
 	defer f.Close() // the child has joined the cgroup once Start returns
-	cmd := exec.Command(supervisorBin, append([]string{"run", "--listen", "127.0.0.1:0", "--state-dir", t.TempDir(),
-		"--log-level", "debug", "--control-socket", ""}, args...)...)
+	cmd := exec.Command(supervisorBin, runArgs(t, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(f.Fd()), Cloneflags: unix.CLONE_NEWCGROUP}
 	d := startDaemonCmd(t, cmd)
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
@@ -170,13 +168,8 @@ func TestIntegrationCgroupNamespaceUnresolved(t *testing.T) {
 
 	pa := startInCgroup(t, pod, podName)
 	// The control: a child named ctlName of a process named parentName.
-	dir := t.TempDir()
-	self, _ := os.Executable()
-	if err := os.Symlink(self, filepath.Join(dir, ctlName)); err != nil {
-		t.Fatal(err)
-	}
-	parent := startAgent(t, parentName, "-spawn", "exe="+filepath.Join(dir, ctlName)+",label=ctl")
-	ctl, _ := strconv.Atoi(strings.Fields(parent.waitLine(t, "child", 10*time.Second))[1])
+	parent := startAgent(t, parentName, "-spawn", "exe="+selfAs(t, ctlName)+",label=ctl")
+	ctl := parent.waitPID(t, "child", 10*time.Second)
 	pinned(t, ctl)
 	v := d.waitTracked(t, ctl)
 	if !cgroupinfo.Relative(v.Info.Path) {

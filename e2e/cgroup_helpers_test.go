@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -153,16 +152,6 @@ func emptyCgroup(dir string) error {
 		}
 	}
 	return errors.New("still populated 10s after cgroup.kill")
-}
-
-// joinCgroup moves the calling process into the cgroup v2 directory dir:
-// what a container runtime does to the container's process before it
-// execs the container's command. Called by the fake agent (-cgroup).
-func joinCgroup(dir string) error {
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
-		return fmt.Errorf("join cgroup %s: %w", dir, err)
-	}
-	return nil
 }
 
 // cgroupPath is the cgroup v2 path of dir as /proc/PID/cgroup shows it.

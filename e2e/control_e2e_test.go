@@ -11,56 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
-
-// ctlSocket is a per-test control socket path: never the default one,
-// which a real daemon on this machine may use.
-func ctlSocket(t *testing.T) string {
-	t.Helper()
-	return filepath.Join(t.TempDir(), "run", "control.sock")
-}
-
-// ctl runs a control command against sock and returns stdout, stderr and
-// the exit code.
-func ctl(t *testing.T, sock string, args ...string) (string, string, int) {
-	t.Helper()
-	return runCLI(t, append(args, "--control-socket", sock)...)
-}
-
-// mustCtl runs a control command that must succeed.
-func mustCtl(t *testing.T, sock string, args ...string) string {
-	t.Helper()
-	out, errs, code := ctl(t, sock, args...)
-	if code != 0 {
-		t.Fatalf("supervisor %s: exit %d: %s%s", strings.Join(args, " "), code, out, errs)
-	}
-	return out
-}
-
-// pinned opens a pidfd on a process the test knows to be its own (read
-// from the process's own output while it runs) and kills it at cleanup.
-func pinned(t *testing.T, pid int) int {
-	t.Helper()
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		t.Fatalf("pidfd_open %d: %v", pid, err)
-	}
-	t.Cleanup(func() {
-		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-		unix.Close(fd)
-	})
-	return fd
-}
-
-// alivePidfd reports whether the process behind fd still runs (a pidfd
-// turns readable when its process exits; pidfd_open(2)).
-func alivePidfd(fd int) bool {
-	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	n, _ := unix.Poll(p, 0)
-	return n == 0
-}
 
 // Root extends an agent by 3 s: it dies at start + max age + 3 s, never
 // before, by its own record of SIGTERM and by the daemon's.
@@ -381,8 +332,8 @@ func TestIntegrationControlKeep(t *testing.T) {
 
 	// Past both deadlines by a margin: neither was signalled.
 	time.Sleep(time.Until(time.Now().Add(max(age, lgrace+time.Second) + 2*time.Second)))
-	if !a.alive() || !alivePidfd(cfd) {
-		t.Fatalf("a kept process died: agent alive %v, leftover alive %v", a.alive(), alivePidfd(cfd))
+	if !a.alive() || pidfdDead(cfd, 0) {
+		t.Fatalf("a kept process died: agent alive %v, leftover alive %v", a.alive(), !pidfdDead(cfd, 0))
 	}
 	if _, err := os.Stat(a.term); err == nil {
 		t.Error("the kept agent got SIGTERM")

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,8 +17,6 @@ import (
 
 // Every daemon here runs with --under the test process (startDaemon), so it
 // can only ever kill what these tests started.
-
-const maxAge = 2 * time.Second
 
 func TestIntegrationAgentStartedAfterDaemon(t *testing.T) {
 	needRoot(t)
@@ -50,7 +47,7 @@ func TestIntegrationAgentStartedBeforeDaemon(t *testing.T) {
 	a.waitLine(t, "pid", 10*time.Second)
 	// Start the daemon well into the agent's life: its deadline is the
 	// agent's start plus max age, not the daemon's start plus max age.
-	time.Sleep(1500 * time.Millisecond)
+	sleepUntil(a.t0 + int64(1500*time.Millisecond))
 	daemonStart := boottime()
 	d := startDaemon(t, "--max-age", age.String())
 	m := d.waitLog(t, age+20*time.Second, killOf(a.pid))
@@ -149,79 +146,6 @@ func TestIntegrationIgnoresTerm(t *testing.T) {
 	}
 	if a.exited < num(m["signalled_boot_ns"])+int64(grace) {
 		t.Errorf("SIGKILLed %s after SIGTERM, before the %s grace", time.Duration(a.exited-num(m["signalled_boot_ns"])), grace)
-	}
-}
-
-// tokenEnv marks the environment of every process this test binary starts
-// (they inherit it), so that a PID read from a process's output can be
-// proven ours before anything signals it.
-const tokenEnv = "SUPERVISOR_TEST_TOKEN"
-
-var token = os.Getenv(tokenEnv)
-
-func init() {
-	if token == "" {
-		token = randName("run")
-		os.Setenv(tokenEnv, token)
-	}
-}
-
-// ourPidfd opens a pidfd for pid, a PID the test read from a process's
-// output, and proves through it that the process is ours: its environment
-// holds this run's token, and the pidfd still names a live process after
-// that was read, so the PID was not reused in between. It returns -1 if
-// the process is gone or is not ours: such a PID is never signalled.
-func ourPidfd(pid int) int {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return -1
-	}
-	for end := time.Now().Add(time.Second); ; time.Sleep(5 * time.Millisecond) {
-		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		mine := err == nil && slices.Contains(strings.Split(string(env), "\x00"), tokenEnv+"="+token)
-		alive := unix.PidfdSendSignal(fd, 0, nil, 0) == nil
-		switch {
-		case mine && alive:
-			return fd
-		case alive && !mine && time.Now().Before(end):
-			// In the middle of execve(2), environ reads empty or cut short
-			// (a read racing the new stack's setup): read it again while
-			// the process lives, within the bound.
-			continue
-		}
-		unix.Close(fd)
-		return -1
-	}
-}
-
-// pidfdOf opens a pidfd for a live process of the test's that the test
-// learned of from its output, so its death can be waited for even after it
-// is reparented; the cleanup kills it through the pidfd, never by PID.
-func pidfdOf(t testing.TB, pid int) int {
-	t.Helper()
-	fd := ourPidfd(pid)
-	if fd < 0 {
-		t.Fatalf("pid %d is gone or not started by this test", pid)
-	}
-	t.Cleanup(func() {
-		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-		unix.Close(fd)
-	})
-	return fd
-}
-
-func pidfdDead(fd int, timeout time.Duration) bool {
-	end := time.Now().Add(timeout)
-	for {
-		ms := int(time.Until(end).Milliseconds())
-		if ms < 0 {
-			ms = 0
-		}
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
-		if err == unix.EINTR {
-			continue
-		}
-		return n == 1
 	}
 }
 
@@ -381,14 +305,10 @@ func TestIntegrationEventLoss(t *testing.T) {
 // say so, poll /proc, and still kill on time.
 func TestIntegrationPIDNamespaceFallback(t *testing.T) {
 	needRoot(t)
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Fatal("unshare (util-linux) is needed: ", err)
-	}
+	needUnshare(t)
 	const age = 3 * time.Second
-	dir := t.TempDir()
-	self, _ := os.Executable()
-	claude := filepath.Join(dir, "claude")
-	os.Symlink(self, claude)
+	claude := selfAs(t, "claude")
+	dir := filepath.Dir(claude)
 	term := filepath.Join(dir, "term")
 	// Inside the namespace the shell is PID 1: everything there is ours, so
 	// --under 1 scopes the daemon to this test.
@@ -409,11 +329,10 @@ func TestIntegrationPIDNamespaceFallback(t *testing.T) {
 		t.Errorf("source %q, want proc", h.Source)
 	}
 	m := d.waitLog(t, age+20*time.Second, func(m map[string]any) bool { return m["msg"] == "kill" && m["comm"] == "claude" })
-	b, err := os.ReadFile(term)
-	if err != nil {
-		t.Fatalf("agent never got SIGTERM: %v", err)
+	got, ok := readBoottime(term)
+	if !ok {
+		t.Fatal("agent never got SIGTERM")
 	}
-	got, _ := strconv.ParseInt(string(b), 10, 64)
 	if got < t0+int64(age) {
 		t.Errorf("SIGTERM %s after start, before max age %s", time.Duration(got-t0), age)
 	}
@@ -436,61 +355,21 @@ func TestIntegrationPIDNamespaceFallback(t *testing.T) {
 func TestIntegrationForkWhileDying(t *testing.T) {
 	needRoot(t)
 	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "1s")
-	dir := t.TempDir()
-	script := filepath.Join(dir, "claude")
-	os.WriteFile(script, []byte(`#!/bin/bash
+	script := newRig(t).script(t, "claude", `#!/bin/bash
 trap 'trap "" TERM; sleep 1000 & echo "child $!"; exit 0' TERM
 echo "pid $$"
 sleep 1000 & wait $!
-`), 0o755)
+`)
 	const n = 10
-	type run struct {
-		cmd   *exec.Cmd
-		lines chan string
-	}
-	var runs []run
+	var runs []*agent
 	for range n {
-		c := exec.Command(script)
-		out, _ := c.StdoutPipe()
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
-		lines := make(chan string, 4)
-		go func() {
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-			close(lines)
-		}()
-		runs = append(runs, run{c, lines})
+		runs = append(runs, startScript(t, script))
 	}
-	for _, r := range runs {
-		d.waitLog(t, maxAge+20*time.Second, killOf(r.cmd.Process.Pid))
+	for _, a := range runs {
+		d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))
 	}
-	for _, r := range runs {
-		// Not until the pipe closes: a surviving child holds it open.
-		var child int
-		timeout := time.After(10 * time.Second)
-	read:
-		for {
-			select {
-			case l, ok := <-r.lines:
-				if !ok {
-					break read
-				}
-				if f := strings.Fields(l); len(f) == 2 && f[0] == "child" {
-					child, _ = strconv.Atoi(f[1])
-					break read
-				}
-			case <-timeout:
-				break read
-			}
-		}
-		if child == 0 {
-			t.Fatalf("agent %d printed no child", r.cmd.Process.Pid)
-		}
+	for _, a := range runs {
+		child := a.waitPID(t, "child", 10*time.Second)
 		// Read after the kill: the child may be gone and its PID reused.
 		fd := ourPidfd(child)
 		if fd < 0 {
@@ -498,7 +377,7 @@ sleep 1000 & wait $!
 		}
 		if !pidfdDead(fd, 15*time.Second) {
 			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-			t.Errorf("child %d forked by dying agent %d survived", child, r.cmd.Process.Pid)
+			t.Errorf("child %d forked by dying agent %d survived", child, a.pid)
 		}
 		unix.Close(fd)
 	}
@@ -512,53 +391,20 @@ sleep 1000 & wait $!
 func TestIntegrationShutdownFinishesKills(t *testing.T) {
 	needRoot(t)
 	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "2s")
-	script := filepath.Join(t.TempDir(), "claude")
 	// On SIGTERM: a child that ignores SIGTERM, waits half a second (the
 	// daemon is shutting down by then), then forks a grandchild that
 	// ignores SIGTERM too; the agent itself exits at once.
-	os.WriteFile(script, []byte(`#!/bin/bash
+	c := startScript(t, newRig(t).script(t, "claude", `#!/bin/bash
 trap 'trap "" TERM; (sleep 0.5; sleep 1000 & echo "grandchild $!"; wait) & echo "child $!"; exit 0' TERM
 echo "pid $$"
 sleep 1000 & wait $!
-`), 0o755)
-	c := exec.Command(script)
-	out, _ := c.StdoutPipe()
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
-	lines := make(chan string, 8)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	next := func(prefix string, timeout time.Duration) int {
-		t.Helper()
-		tm := time.After(timeout)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("no %q line: output closed", prefix)
-				}
-				if f := strings.Fields(l); len(f) == 2 && f[0] == prefix {
-					n, _ := strconv.Atoi(f[1])
-					return n
-				}
-			case <-tm:
-				t.Fatalf("no %q line within %s", prefix, timeout)
-			}
-		}
-	}
-	next("pid", 10*time.Second)
-	d.waitTracked(t, c.Process.Pid)
-	child := next("child", maxAge+20*time.Second) // the agent got its SIGTERM: the kill is in flight
+`))
+	c.waitLine(t, "pid", 10*time.Second)
+	d.waitTracked(t, c.pid)
+	child := c.waitPID(t, "child", maxAge+20*time.Second) // the agent got its SIGTERM: the kill is in flight
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	childFD := pidfdOf(t, child)
-	grandchild := next("grandchild", 10*time.Second)
+	grandchild := c.waitPID(t, "grandchild", 10*time.Second)
 	grandchildFD := pidfdOf(t, grandchild)
 
 	select {
@@ -576,7 +422,7 @@ sleep 1000 & wait $!
 	d.mu.Lock()
 	for i, m := range d.logs {
 		switch {
-		case killOf(c.Process.Pid)(m):
+		case killOf(c.pid)(m):
 			kill = i
 		case m["msg"] == "shutting down":
 			shutting = i

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,57 +20,6 @@ import (
 // eventWriteTimeout is how long a write to an /events client may be stuck
 // before the daemon drops it (docs/operations.md).
 const eventWriteTimeout = 10 * time.Second
-
-// eventStream follows a daemon's GET /events.
-type eventStream struct {
-	lines chan map[string]any
-	resp  *http.Response
-}
-
-func openEvents(t *testing.T, d *testDaemon, query string) *eventStream {
-	t.Helper()
-	resp, err := d.apiClient(0).Get(d.url("/events" + query))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/x-ndjson" {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET /events%s: %s %s: %s", query, resp.Status, resp.Header.Get("Content-Type"), b)
-	}
-	s := &eventStream{lines: make(chan map[string]any, 10000), resp: resp}
-	go func() {
-		defer close(s.lines)
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 1<<16), 1<<24)
-		for sc.Scan() {
-			var m map[string]any
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				m = map[string]any{"type": "bad line", "line": sc.Text()}
-			}
-			s.lines <- m
-		}
-	}()
-	t.Cleanup(func() { resp.Body.Close() })
-	return s
-}
-
-// next returns the next event, failing the test after timeout.
-func (s *eventStream) next(t *testing.T, timeout time.Duration) map[string]any {
-	t.Helper()
-	select {
-	case m, ok := <-s.lines:
-		if !ok {
-			t.Fatal("the event stream ended")
-		}
-		if m["type"] == "bad line" {
-			t.Fatalf("a line of the stream is not JSON: %q", m["line"])
-		}
-		return m
-	case <-time.After(timeout):
-		t.Fatalf("no event within %s", timeout)
-	}
-	return nil
-}
 
 func eventTime(t *testing.T, m map[string]any, key string) time.Time {
 	t.Helper()
@@ -185,21 +133,6 @@ func dialStuck(t *testing.T, d *testDaemon, path string) net.Conn {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func metricValue(t testing.TB, d *testDaemon, name string) float64 {
-	t.Helper()
-	for _, l := range strings.Split(scrape(t, d), "\n") {
-		if v, ok := strings.CutPrefix(l, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %q: %v", l, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("/metrics lacks %s", name)
-	return 0
 }
 
 // A client that never reads is dropped and counted, and kills stay on

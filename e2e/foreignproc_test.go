@@ -16,9 +16,7 @@ import (
 // so nothing is ever matched or signalled by a foreign PID.
 func TestIntegrationForeignProcRefused(t *testing.T) {
 	needRoot(t)
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Fatal("unshare (util-linux) is needed: ", err)
-	}
+	needUnshare(t)
 	dir := t.TempDir()
 	// Without the check `run` would scan the host's processes and run on:
 	// the deadline turns that into a failure, not a hang.

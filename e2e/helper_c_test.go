@@ -98,27 +98,37 @@ int main(int argc, char **argv) {
 `
 
 var (
-	forkerOnce sync.Once
-	forkerPath string
-	forkerErr  error
+	cHelpersMu sync.Mutex
+	cHelpers   = map[string]string{} // path under helperDir: the binary, or "" if cc failed
 )
 
-// forker builds the C helper once (cc is on every machine of this kind: it
-// is what cgo uses).
-func forker(t testing.TB) string {
+// buildC builds a C helper from src, once per test process, at path
+// under helperDir (the directory part lets a helper have an agent's name:
+// leader/claude). cc is on every machine of this kind: it is what cgo
+// uses. flags are cc's too.
+func buildC(t testing.TB, path, src string, flags ...string) string {
 	t.Helper()
-	forkerOnce.Do(func() {
-		dir := filepath.Dir(supervisorBin) // removed by TestMain
-		src := filepath.Join(dir, "forker.c")
-		os.WriteFile(src, []byte(forkerC), 0o644)
-		forkerPath = filepath.Join(dir, "forker")
-		if out, err := exec.Command("cc", "-O2", "-o", forkerPath, src).CombinedOutput(); err != nil {
-			forkerErr = &exec.Error{Name: "cc", Err: err}
-			_ = out
+	cHelpersMu.Lock()
+	defer cHelpersMu.Unlock()
+	bin, done := cHelpers[path]
+	if !done {
+		bin = filepath.Join(helperDir, path)
+		os.MkdirAll(filepath.Dir(bin), 0o755)
+		if err := os.WriteFile(bin+".c", []byte(src), 0o644); err != nil {
+			t.Fatal(err)
 		}
-	})
-	if forkerErr != nil {
-		t.Fatalf("build the C forker: %v", forkerErr)
+		args := append([]string{"-O2", "-o", bin, bin + ".c"}, flags...)
+		if out, err := exec.Command("cc", args...).CombinedOutput(); err != nil {
+			t.Logf("cc %s: %v\n%s", path, err, out)
+			bin = ""
+		}
+		cHelpers[path] = bin
 	}
-	return forkerPath
+	if bin == "" {
+		t.Fatalf("the C helper %s does not build (cc's output is logged at its first build)", path)
+	}
+	return bin
 }
+
+// forker builds the forker.
+func forker(t testing.TB) string { return buildC(t, "forker", forkerC) }

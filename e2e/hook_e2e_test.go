@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -20,16 +19,6 @@ import (
 // The --on-kill hook with the real daemon (scoped --under the test process,
 // as startDaemon does): real agents killed, a real shell run per kill.
 
-// startHookDaemon is startDaemon with extra environment for the daemon.
-func startHookDaemon(t *testing.T, env []string, args ...string) *testDaemon {
-	t.Helper()
-	cmd := exec.Command(supervisorBin, append([]string{"run",
-		"--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
-		"--state-dir", t.TempDir(), "--log-level", "debug"}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	return startDaemonCmd(t, cmd)
-}
-
 // recordingHook writes each run's stdin, environment and open descriptors
 // to DIR/stdin.PID, DIR/env.PID and DIR/fds.PID, PID being the killed
 // process's. The descriptors are listed by a child shell: the hook's own
@@ -42,16 +31,13 @@ func recordingHook(dir string) string {
 // waitFile waits for path to exist and returns its content.
 func waitFile(t *testing.T, path string, timeout time.Duration) []byte {
 	t.Helper()
-	end := time.Now().Add(timeout)
-	for {
-		if b, err := os.ReadFile(path); err == nil {
-			return b
-		}
-		if time.Now().After(end) {
-			t.Fatalf("%s not written within %s", path, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var b []byte
+	waitFor(t, timeout, path+" written", func() bool {
+		var err error
+		b, err = os.ReadFile(path)
+		return err == nil
+	})
+	return b
 }
 
 func hookLog(msg string, pid int) func(map[string]any) bool {
@@ -71,7 +57,7 @@ func TestIntegrationHookEveryKill(t *testing.T) {
 		db = testDatabase(t)
 		env = append(env, "DATABASE_URL="+db)
 	}
-	d := startHookDaemon(t, env, "--max-age", maxAge.String(), "--kill-grace", "1s", "--host-id", "hooked",
+	d := startDaemonUnder(t, nil, env, "--max-age", maxAge.String(), "--kill-grace", "1s", "--host-id", "hooked",
 		"--on-kill", recordingHook(dir))
 	var agents []*agent
 	for range 3 {
@@ -155,7 +141,7 @@ func TestIntegrationHookHangs(t *testing.T) {
 	const timeout = time.Second
 	// Records its own PID and a background child's, then hangs.
 	hang := fmt.Sprintf(`trap "" TERM; sleep 60 & echo $! > %[1]s/bg.$REAPER_EVENT_PID; echo $$ > %[1]s/sh.$REAPER_EVENT_PID; wait`, dir)
-	d := startHookDaemon(t, []string{"REAPER_HOOK_TIMEOUT=" + timeout.String()},
+	d := startDaemonUnder(t, nil, []string{"REAPER_HOOK_TIMEOUT=" + timeout.String()},
 		"--max-age", maxAge.String(), "--on-kill", hang)
 	// Five agents, 300 ms apart: the later ones die while four hooks hang.
 	var agents []*agent
@@ -226,13 +212,7 @@ func TestIntegrationHookFailsAndReload(t *testing.T) {
 	}
 	// The failure is logged as the hook's wait returns and counted right
 	// after: read /metrics until it is counted, within a bound.
-	counted := false
-	for end := time.Now().Add(10 * time.Second); !counted && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		counted = strings.Contains(scrape(t, d), "\nsupervisor_hook_failures_total 1\n")
-	}
-	if !counted {
-		t.Error("/metrics does not say supervisor_hook_failures_total 1")
-	}
+	waitMetric(t, d, "supervisor_hook_failures_total", 1)
 
 	os.WriteFile(conf, []byte("REAPER_ON_KILL="+recordingHook(dir)+"\n"), 0o644)
 	d.cmd.Process.Signal(syscall.SIGHUP)
@@ -245,16 +225,8 @@ func TestIntegrationHookFailsAndReload(t *testing.T) {
 	waitFile(t, filepath.Join(dir, "stdin."+strconv.Itoa(b.pid)), 10*time.Second)
 	// The file is written while the hook runs; the run is counted when it
 	// ends: wait for the count, bounded.
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		s := scrape(t, d)
-		if strings.Contains(s, "\nsupervisor_hook_runs_total 2\n") {
-			if !strings.Contains(s, "\nsupervisor_hook_failures_total 1\n") {
-				t.Error("/metrics: want 2 runs, 1 failure")
-			}
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatal("/metrics: want 2 runs, 1 failure; runs never reached 2")
-		}
+	waitMetric(t, d, "supervisor_hook_runs_total", 2)
+	if n := metricValue(t, d, "supervisor_hook_failures_total"); n != 1 {
+		t.Errorf("/metrics: want 2 runs, 1 failure; %v failures", n)
 	}
 }

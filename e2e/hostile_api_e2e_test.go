@@ -43,22 +43,19 @@ const (
 )
 
 const (
-	hostileEnv     = "SUPERVISOR_TEST_HOSTILE"
 	hostileCredEnv = "SUPERVISOR_TEST_CRED"
 	nobodyUID      = 65534
 	nobodyGID      = 65534
 )
 
-func init() {
-	mode := os.Getenv(hostileEnv)
-	if mode == "" {
-		return
-	}
+// hostileHelper is the helper's life (modes_test.go): it drops to the
+// credentials in hostileCredEnv, then acts.
+func hostileHelper(mode string) int {
 	if err := dropTo(os.Getenv(hostileCredEnv)); err != nil {
 		fmt.Fprintln(os.Stderr, "hostile helper:", err)
-		os.Exit(1)
+		return 1
 	}
-	os.Exit(hostileMain(mode, os.Args[1:]))
+	return hostileMain(mode, os.Args[1:])
 }
 
 // dropTo sets this process's groups, gid and uid (all threads: Go's
@@ -194,21 +191,11 @@ func hold(c net.Conn, tried func()) {
 	}
 }
 
-func unixClient(path string) *http.Client {
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-	}}
-}
-
 func hostileGet(target, path string) {
 	c, url := &http.Client{Timeout: 10 * time.Second}, ""
 	switch kind, where, _ := strings.Cut(target, ":"); kind {
 	case "unix":
-		c, url = unixClient(where), "http://supervisor"+path
+		c, url = unixClient(where, 10*time.Second), "http://supervisor"+path
 	default:
 		url = "http://" + where + path
 	}
@@ -251,69 +238,22 @@ func hostileStreams(sock string, n int) {
 	fmt.Printf("streams %d\n", ok)
 }
 
-// hostileProc is a running helper.
-type hostileProc struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	lines chan string
-	done  chan struct{}
-}
-
-// startHostile runs the helper as cred (UID:GID[:GROUPS]).
-func startHostile(t *testing.T, cred, mode string, args ...string) *hostileProc {
+// startHostile runs the helper as cred (UID:GID[:GROUPS]). It runs until
+// the test ends: its stdin, a pipe the test holds open, closes then.
+func startHostile(t *testing.T, cred, mode string, args ...string) *agent {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hostileProc{lines: make(chan string, 1000), done: make(chan struct{})}
-	h.cmd = exec.Command(self, args...)
-	h.cmd.Env = append(os.Environ(), hostileEnv+"="+mode, hostileCredEnv+"="+cred)
-	h.cmd.Stderr = os.Stderr
-	h.stdin, _ = h.cmd.StdinPipe()
-	out, _ := h.cmd.StdoutPipe()
-	if err := h.cmd.Start(); err != nil {
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), hostileEnv+"="+mode, hostileCredEnv+"="+cred)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			select {
-			case h.lines <- sc.Text():
-			default:
-			}
-		}
-		close(h.lines)
-	}()
-	go func() {
-		h.cmd.Wait()
-		close(h.done)
-	}()
-	t.Cleanup(func() {
-		h.stdin.Close()
-		h.cmd.Process.Kill()
-		<-h.done
-	})
-	return h
-}
-
-// waitLine returns the helper's next line starting with prefix.
-func (h *hostileProc) waitLine(t *testing.T, prefix string, timeout time.Duration) string {
-	t.Helper()
-	tm := time.After(timeout)
-	for {
-		select {
-		case l, ok := <-h.lines:
-			if !ok {
-				t.Fatalf("hostile helper ended without a %q line", prefix)
-			}
-			if strings.HasPrefix(l, prefix) {
-				return l
-			}
-		case <-tm:
-			t.Fatalf("hostile helper: no %q line within %s", prefix, timeout)
-		}
-	}
+	t.Cleanup(func() { stdin.Close() })
+	return runAgent(t, cmd)
 }
 
 // hostileGetAs runs one GET as cred and returns the status code (0 when
@@ -454,16 +394,6 @@ func apiMetric(t *testing.T, d *testDaemon, name string) float64 {
 	return 0
 }
 
-// openFDs counts pid's open descriptors.
-func openFDs(t *testing.T, pid int) int {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // An unprivileged user holds 600 keep-alive connections to the --listen
 // port of a daemon limited to 512 descriptors, each sending a request just
 // inside the idle timeout, and retakes every slot freed: the daemon's
@@ -497,14 +427,14 @@ func TestIntegrationHostileHTTPFlood(t *testing.T) {
 	if maddr == "" || maddr == d.addr {
 		t.Fatalf("--metrics-listen on %q, --listen on %q: want two listeners", maddr, d.addr)
 	}
-	base := openFDs(t, pid)
+	base := openFDs(pid)
 
 	fl := startHostile(t, fmt.Sprintf("%d:%d", nobodyUID, nobodyGID), "flood", d.addr, strconv.Itoa(conns))
 	fl.waitLine(t, "flooding ", 60*time.Second)
 	within(t, "/healthz on the API socket, as root", time.Second, rootHealthz(d))
 	within(t, "supervisor health (the probe)", time.Second, probeHealth(d, time.Second))
 	within(t, "/healthz on --metrics-listen", time.Second, tcpHealthz(maddr, ""))
-	t.Logf("flood of %d connections up: the daemon holds %d descriptors (%d before)", conns, openFDs(t, pid), base)
+	t.Logf("flood of %d connections up: the daemon holds %d descriptors (%d before)", conns, openFDs(pid), base)
 
 	a := startAgent(t, name)
 	m := d.waitLog(t, age+30*time.Second, killOf(a.pid))
@@ -515,7 +445,7 @@ func TestIntegrationHostileHTTPFlood(t *testing.T) {
 	}
 	// The connections never reach into the half of the descriptors the
 	// reaper keeps for kills (reap.Pins: pidfds at match below limit/2).
-	if n := openFDs(t, pid); n >= limit/2 {
+	if n := openFDs(pid); n < 0 || n >= limit/2 {
 		t.Errorf("the daemon holds %d descriptors under the flood, want fewer than %d", n, limit/2)
 	}
 	within(t, "after the kill: /healthz on the API socket", time.Second, rootHealthz(d))
@@ -660,7 +590,7 @@ func TestIntegrationHostileAPIStreamLimit(t *testing.T) {
 		t.Fatalf("API socket %v %v: want mode 0660 with a control group", fi, err)
 	}
 	const users, each = 10, 6
-	var helpers []*hostileProc
+	var helpers []*agent
 	for i := range users {
 		helpers = append(helpers, startHostile(t, fmt.Sprintf("%d:%d:%s", 60100+i, nobodyGID, g.Gid), "streams", sock, strconv.Itoa(each)))
 	}

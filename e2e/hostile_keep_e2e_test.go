@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,16 +33,8 @@ func TestIntegrationHostileKeepMaxAge(t *testing.T) {
 	comm := randName("hk")[:10]
 	d := startDaemon(t, "--agent", comm, "--max-age", maxAge.String(), "--kill-grace", "1s")
 	marked := startHolder(t, comm, 1, "REAPER_KEEP=1")
-	bin := r.path("bin")
-	if err := os.Mkdir(bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("/bin/sh", filepath.Join(bin, comm)); err != nil {
-		t.Fatal(err)
-	}
-	script := r.path(comm)
-	os.WriteFile(script, []byte("#!/bin/sh\nexec env REAPER_KEEP=1 "+filepath.Join(bin, comm)+
-		" -c 'sleep 1000 & echo \"child $! kid\"; wait'\n"), 0o755)
+	script := r.script(t, comm, "#!/bin/sh\nexec env REAPER_KEEP=1 "+linkAs(t, "/bin/sh", comm)+
+		" -c 'sleep 1000 & echo \"child $! kid\"; wait'\n")
 	reexec := startScript(t, script)
 	pids, fds := reexec.children(t, "kid")
 	for _, a := range []struct {
@@ -142,7 +131,7 @@ func TestIntegrationHostileKeepPressure(t *testing.T) {
 	if !pidfdDead(fds["marked"], 30*time.Second) {
 		t.Errorf("the REAPER_KEEP=1 child (%d) survived its session's pressure kill", pids["marked"])
 	}
-	if !plain.alive() || plain.termAt() != 0 {
+	if _, signalled := plain.termAt(); !plain.alive() || signalled {
 		t.Error("the 150 MiB session was signalled")
 	}
 }
@@ -212,29 +201,8 @@ int main(int argc, char **argv) {
 }
 `
 
-var (
-	swarmOnce sync.Once
-	swarmPath string
-	swarmErr  error
-)
-
-// swarmBin builds the swarm helper once, beside the daemon under test.
-func swarmBin(t *testing.T) string {
-	t.Helper()
-	swarmOnce.Do(func() {
-		dir := filepath.Dir(supervisorBin) // removed by TestMain
-		src := filepath.Join(dir, "swarm.c")
-		os.WriteFile(src, []byte(swarmC), 0o644)
-		swarmPath = filepath.Join(dir, "swarm")
-		if out, err := exec.Command("cc", "-O2", "-o", swarmPath, src).CombinedOutput(); err != nil {
-			swarmErr = fmt.Errorf("cc: %v: %s", err, out)
-		}
-	})
-	if swarmErr != nil {
-		t.Fatalf("build the swarm helper: %v", swarmErr)
-	}
-	return swarmPath
-}
+// swarmBin builds the swarm helper.
+func swarmBin(t testing.TB) string { return buildC(t, "swarm", swarmC) }
 
 // TestIntegrationHostileKeepSwarm: 300 members renaming themselves once a
 // second, in a session holding ~104 MiB (in one more member, renaming
@@ -250,8 +218,7 @@ func TestIntegrationHostileKeepSwarm(t *testing.T) {
 	if err := unix.Mkfifo(r.path("go"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	script := r.path(comm)
-	os.WriteFile(script, []byte(fmt.Sprintf("#!/bin/sh\n%s 300 104 %s &\nwait\n", swarmBin(t), r.path("go"))), 0o755)
+	script := r.script(t, comm, fmt.Sprintf("#!/bin/sh\n%s 300 104 %s &\nwait\n", swarmBin(t), r.path("go")))
 	const interval = 2 * time.Second
 	d := startDaemon(t, "--agent", comm, "--max-age", "1h", "--kill-grace", "1s", "--resource-interval", interval.String(),
 		"--session-max-memory", "80MiB")
@@ -305,28 +272,20 @@ func TestIntegrationHostileKeepParentExitsFirst(t *testing.T) {
 	needRoot(t)
 	r := newRig(t)
 	comm := randName("hx")[:10]
-	bin := r.path("bin")
-	if err := os.Mkdir(bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	self, _ := os.Executable()
-	if err := os.Symlink(self, filepath.Join(bin, comm)); err != nil { // the sentinel: a fake agent
-		t.Fatal(err)
-	}
+	sentinel := selfAs(t, comm) // the sentinel: a fake agent
 	if err := unix.Mkfifo(r.path("go"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(r.path("marked.sh"), []byte(`#!/bin/sh
+	marked := r.script(t, "marked.sh", `#!/bin/sh
 ( read x < "`+r.path("go")+`"; exec env -u REAPER_KEEP sleep 1000 ) &
 echo "child $! kid"
 exit 0
-`), 0o755)
-	script := r.path(comm)
-	os.WriteFile(script, []byte(`#!/bin/sh
-REAPER_KEEP=1 "`+r.path("marked.sh")+`"
-`+agentEnv+`=1 "`+filepath.Join(bin, comm)+`" -label sentinel &
+`)
+	script := r.script(t, comm, `#!/bin/sh
+REAPER_KEEP=1 "`+marked+`"
+`+agentEnv+`=1 "`+sentinel+`" -label sentinel &
 while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.05; done
-`), 0o755)
+`)
 	d := startDaemon(t, "--agent", comm, "--max-age", "1h", "--kill-grace", leftKillGrace.String(),
 		"--leftover-grace", leftoverGrace.String())
 	a := startScript(t, script)

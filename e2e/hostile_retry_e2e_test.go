@@ -28,109 +28,22 @@ import (
 // kernel lets the signal through (kill_ok_by_cred) — the next retry kills
 // it.
 
-// Modes of the test binary run as a wrapper: set in the environment, they
-// act and exec os.Args[1:] before any test code runs.
-const (
-	noKillEnv = "SUPERVISOR_TEST_NO_CAP_KILL" // drop CAP_KILL, then exec
-	asUserEnv = "SUPERVISOR_TEST_EXEC_AS"     // become this uid (and gid), then exec
-)
-
-func init() {
-	noKill, asUser := os.Getenv(noKillEnv) == "1", os.Getenv(asUserEnv)
-	if !noKill && asUser == "" {
-		return
-	}
-	// Package initialisation runs on the main thread, locked to it;
-	// credentials and capabilities are per thread, and execve takes the
-	// calling thread's.
-	if err := wrapperExec(noKill, asUser); err != nil {
-		fmt.Fprintln(os.Stderr, "test wrapper:", err)
-		os.Exit(127)
-	}
-}
-
-func wrapperExec(noKill bool, asUser string) error {
-	if len(os.Args) < 2 {
-		return fmt.Errorf("nothing to exec")
-	}
-	if noKill {
-		if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_KILL, 0, 0, 0); err != nil {
-			return fmt.Errorf("drop CAP_KILL from the bounding set: %w", err)
-		}
-		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-		var data [2]unix.CapUserData
-		if err := unix.Capget(&hdr, &data[0]); err != nil {
-			return fmt.Errorf("capget: %w", err)
-		}
-		data[0].Inheritable &^= 1 << unix.CAP_KILL
-		if err := unix.Capset(&hdr, &data[0]); err != nil {
-			return fmt.Errorf("capset: %w", err)
-		}
-		_ = unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-	}
-	if asUser != "" {
-		id, err := strconv.Atoi(asUser)
-		if err != nil {
-			return err
-		}
-		// Raw: this thread only, the one that execs.
-		for _, c := range []struct {
-			nr   uintptr
-			args [3]uintptr
-		}{
-			{unix.SYS_SETGROUPS, [3]uintptr{0, 0, 0}},
-			{unix.SYS_SETRESGID, [3]uintptr{uintptr(id), uintptr(id), uintptr(id)}},
-			{unix.SYS_SETRESUID, [3]uintptr{uintptr(id), uintptr(id), uintptr(id)}},
-		} {
-			if _, _, e := unix.RawSyscall(c.nr, c.args[0], c.args[1], c.args[2]); e != 0 {
-				return fmt.Errorf("become uid %d: syscall %d: %w", id, c.nr, e)
-			}
-		}
-	}
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, noKillEnv+"=") && !strings.HasPrefix(kv, asUserEnv+"=") {
-			env = append(env, kv)
-		}
-	}
-	return unix.Exec(os.Args[1], os.Args[1:], env)
-}
-
 const nobody = 65534
 
-// startDaemonNoKill runs the daemon as startDaemon does, without CAP_KILL,
-// and checks that it really has none.
+// startDaemonNoKill runs the daemon as startDaemon does, without CAP_KILL
+// (through the test binary as a wrapper: modes_test.go), and checks that
+// it really has none.
 func startDaemonNoKill(t *testing.T, args ...string) *testDaemon {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The harness gives a daemon it starts itself an API socket of its
-	// own; this one goes through the wrapper, so it is given here (a short
-	// path: a unix socket's is at most 107 bytes).
-	apiDir, err := os.MkdirTemp("", "sv-api-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(apiDir) })
-	cmd := exec.Command(self, append([]string{supervisorBin, "run",
-		"--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
-		"--api-socket", filepath.Join(apiDir, "api.sock"),
-		"--state-dir", t.TempDir(), "--log-level", "debug"}, args...)...)
-	cmd.Env = append(os.Environ(), noKillEnv+"=1")
-	d := startDaemonCmd(t, cmd)
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
-			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			if err != nil || caps&(1<<unix.CAP_KILL) != 0 || caps&(1<<unix.CAP_NET_ADMIN) == 0 {
-				t.Fatalf("daemon capabilities %q (%v): want CAP_NET_ADMIN and no CAP_KILL", v, err)
-			}
-		}
+	d := startDaemonUnder(t, []string{self}, []string{dropCapsEnv + "=kill"}, args...)
+	v := procStatus(d.cmd.Process.Pid, "CapEff")
+	caps, err := strconv.ParseUint(v, 16, 64)
+	if err != nil || caps&(1<<unix.CAP_KILL) != 0 || caps&(1<<unix.CAP_NET_ADMIN) == 0 {
+		t.Fatalf("daemon capabilities %q (%v): want CAP_NET_ADMIN and no CAP_KILL", v, err)
 	}
 	return d
 }
@@ -180,53 +93,6 @@ func retryBins(t *testing.T, names ...string) (dir string) {
 		t.Fatalf("%s is on a nosuid mount: the target could never become killable (set TMPDIR elsewhere)", dir)
 	}
 	return dir
-}
-
-// waitLogs waits until n log lines satisfy pred and returns them.
-func (d *testDaemon) waitLogs(t testing.TB, n int, timeout time.Duration, pred func(map[string]any) bool) []map[string]any {
-	t.Helper()
-	timer := time.AfterFunc(timeout, func() {
-		d.mu.Lock()
-		d.cond.Broadcast()
-		d.mu.Unlock()
-	})
-	defer timer.Stop()
-	end := time.Now().Add(timeout)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for {
-		var out []map[string]any
-		for _, l := range d.logs {
-			if pred(l) {
-				out = append(out, l)
-			}
-		}
-		if len(out) >= n {
-			return out
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("daemon exited with %d of %d expected log lines", len(out), n)
-		default:
-		}
-		if time.Now().After(end) {
-			t.Fatalf("%d of %d expected log lines within %s", len(out), n, timeout)
-		}
-		d.cond.Wait()
-	}
-}
-
-func retryWarn(pid int, reason string) func(map[string]any) bool {
-	return func(m map[string]any) bool {
-		return m["msg"] == "kill failed: retrying" && m["level"] == "warn" && num(m["pid"]) == int64(pid) &&
-			(reason == "" || m["reason"] == reason)
-	}
-}
-
-func killRow(pid int, reason, outcome string) func(map[string]any) bool {
-	return func(m map[string]any) bool {
-		return killOf(pid)(m) && m["reason"] == reason && (outcome == "" || m["outcome"] == outcome)
-	}
 }
 
 // retryingEntry waits until /agents lists pid as retrying (its retry is
@@ -399,7 +265,7 @@ func TestIntegrationRetryEPERMMember(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	script := asUserEnv + `=` + strconv.Itoa(nobody) + ` "$1" "$2" -c 'read x <&3 && exec "$0" 600' "$3" & echo "member $!"; wait`
+	script := execAsEnv + `=` + strconv.Itoa(nobody) + ` "$1" "$2" -c 'read x <&3 && exec "$0" 600' "$3" & echo "member $!"; wait`
 	// A file, not a pipe: the member holds it open, and cmd.Wait would
 	// wait for it to close.
 	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
@@ -462,7 +328,7 @@ func TestIntegrationRetryEPERMMember(t *testing.T) {
 	if end["outcome"] != "terminated" || num(end["attempt"]) < 2 || num(end["deadline_boot_ns"]) != deadline || end["retry_pids"] != nil {
 		t.Errorf("member's last record %v: want terminated at a later attempt, the agent's deadline, nothing retried", end)
 	}
-	if alivePidfd(mfd) {
+	if !pidfdDead(mfd, 0) {
 		t.Error("the member outlived its successful kill")
 	}
 	if as := d.agentsFor(t, member); len(as) != 0 {

@@ -1,16 +1,8 @@
 package e2e
 
 import (
-	"bufio"
-	"fmt"
-	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -24,151 +16,25 @@ import (
 // rules do, and when they change, sessions follow (a session whose agent
 // no longer matches is dissolved: its members are nobody's leftovers).
 //
-// The self-renaming and self-exec'ing agent is the test binary run with
-// stickyEnv set (stickyHelper), under a symlink named as the agent rule.
+// The self-renaming and self-exec'ing agent is the fake agent (-on-usr1),
+// under a symlink named as the agent rule.
 // Every daemon is scoped with --under this test process (startDaemon) and
 // its agent rules name only comms made up for the test.
 
-// stickyEnv makes the test binary run stickyHelper instead of the tests.
-const stickyEnv = "SUPERVISOR_TEST_STICKY"
-
-func init() {
-	if os.Getenv(stickyEnv) != "1" {
-		return
-	}
-	// main stays on the main thread (the runtime locks it there during
-	// init; locked again, it stays): prctl(PR_SET_NAME) then renames the
-	// thread-group leader, the process.
-	runtime.LockOSThread()
-	os.Exit(stickyHelper(os.Args[1:]))
-}
-
-// stickyHelper prints "pid N" and "ready", then waits for SIGUSR1 and
-// does to itself what its arguments say:
-//
-//	rename NAME   prctl(PR_SET_NAME, NAME), then prints "renamed"
-//	exec ARGS...  execve(ARGS): another program, same process
-//
-// SIGTERM before that is recorded in the file $STICKY_TERM (CLOCK_BOOTTIME
-// ns), then the process exits 143.
-func stickyHelper(args []string) int {
-	if len(args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: rename NAME | exec ARGS...")
-		return 2
-	}
-	term := make(chan os.Signal, 1)
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	go func() {
-		<-term
-		if f := os.Getenv("STICKY_TERM"); f != "" {
-			os.WriteFile(f, []byte(strconv.FormatInt(boottime(), 10)), 0o644)
-		}
-		os.Exit(143)
-	}()
-	fmt.Printf("pid %d\nready\n", os.Getpid())
-	<-usr1
-	switch args[0] {
-	case "rename":
-		setName(args[1])
-		fmt.Println("renamed")
-	case "exec":
-		path, err := exec.LookPath(args[1])
-		if err == nil {
-			signal.Reset()
-			err = syscall.Exec(path, args[1:], os.Environ())
-		}
-		fmt.Fprintln(os.Stderr, "exec:", err)
-		return 1
-	default:
-		fmt.Fprintln(os.Stderr, "unknown action", args[0])
-		return 2
-	}
-	for {
-		time.Sleep(time.Hour)
-	}
-}
-
-// startSticky runs stickyHelper under the name comm with args, as
-// startAgent runs the fake agent.
-func startSticky(t *testing.T, comm string, args ...string) *agent {
+// startSticky runs the fake agent under the name comm, to rename itself
+// or exec another program on SIGUSR1 as action says (-on-usr1), and waits
+// until it is ready for the signal.
+func startSticky(t *testing.T, comm, action string, args ...string) *agent {
 	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, comm)
-	self, _ := os.Executable()
-	if err := os.Symlink(self, path); err != nil {
-		t.Fatal(err)
-	}
-	a := &agent{done: make(chan struct{}), lines: make(chan string, 100), term: filepath.Join(dir, "term")}
-	a.cmd = exec.Command(path, args...)
-	a.cmd.Env = append(os.Environ(), stickyEnv+"=1", "STICKY_TERM="+a.term)
-	a.cmd.Stderr = os.Stderr
-	out, _ := a.cmd.StdoutPipe()
-	a.t0 = boottime()
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	a.pid = a.cmd.Process.Pid
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			select {
-			case a.lines <- sc.Text():
-			default:
-			}
-		}
-	}()
-	go func() {
-		a.cmd.Wait()
-		a.exited = boottime()
-		a.state = a.cmd.ProcessState
-		close(a.done)
-	}()
-	t.Cleanup(func() {
-		a.cmd.Process.Kill()
-		<-a.done
-	})
+	a := startAgent(t, comm, append([]string{"-on-usr1", action, "--"}, args...)...)
 	a.waitLine(t, "ready", 20*time.Second)
 	return a
-}
-
-// writeConf writes a config file with the given lines.
-func writeConf(t *testing.T, path string, lines ...string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// reload sends SIGHUP and waits for the daemon to say the new
-// configuration is in force.
-func (d *testDaemon) reload(t *testing.T) {
-	t.Helper()
-	d.mu.Lock()
-	from := len(d.logs)
-	d.mu.Unlock()
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	d.waitLogFrom(t, from, 30*time.Second, func(m map[string]any) bool { return m["msg"] == "configuration reloaded" })
-}
-
-// dissolvedOf matches the line of the session of pid dissolved for cause.
-func dissolvedOf(pid int, cause string) func(map[string]any) bool {
-	return func(m map[string]any) bool {
-		return strings.HasPrefix(fmt.Sprint(m["msg"]), "session dissolved") && num(m["session_pid"]) == int64(pid) && m["cause"] == cause
-	}
 }
 
 // sameTime: two wall-clock renderings of one boottime instant (/agents
 // converts at each request, so they differ by the clocks' drift between
 // two requests).
 func sameTime(a, b time.Time) bool { return a.Sub(b).Abs() < 10*time.Millisecond }
-
-// procComm reads the comm of pid from /proc.
-func procComm(pid int) string {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	return strings.TrimSpace(string(b))
-}
 
 // tracksAfter starts a sentinel agent (the fake agent under the name comm)
 // and waits until the daemon tracks it. The kernel reports events in the
@@ -191,7 +57,7 @@ func TestIntegrationHostileRename(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "supervisor.conf")
 	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
 	d := startDaemon(t, "--config", conf, "--kill-grace", "1s")
-	a := startSticky(t, comm, "rename", "node")
+	a := startSticky(t, comm, "rename=node")
 	before := d.waitTracked(t, a.pid)
 	a.cmd.Process.Signal(syscall.SIGUSR1)
 	a.waitLine(t, "renamed", 20*time.Second)

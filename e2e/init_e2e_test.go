@@ -1,15 +1,12 @@
 package e2e
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -139,40 +136,8 @@ int main(int argc, char **argv) {
 }
 `
 
-var (
-	initHelperOnce sync.Once
-	initHelperPath string
-	initHelperErr  error
-)
-
-// initHelper builds the C helper once, next to the daemon under test.
-func initHelper(t testing.TB) string {
-	t.Helper()
-	initHelperOnce.Do(func() {
-		dir := filepath.Dir(supervisorBin) // removed by TestMain
-		src := filepath.Join(dir, "inithelper.c")
-		os.WriteFile(src, []byte(initHelperC), 0o644)
-		initHelperPath = filepath.Join(dir, "inithelper")
-		if out, err := exec.Command("cc", "-O2", "-o", initHelperPath, src).CombinedOutput(); err != nil {
-			initHelperErr = fmt.Errorf("cc: %w: %s", err, out)
-		}
-	})
-	if initHelperErr != nil {
-		t.Fatalf("build the C init helper: %v", initHelperErr)
-	}
-	return initHelperPath
-}
-
-// needUnshare: the namespace tests run unshare(1) from util-linux.
-func needUnshare(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("unshare"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI must provide unshare (util-linux): ", err)
-		}
-		t.Skip("skipped: needs unshare from util-linux for a fresh PID namespace; apt-get install util-linux (scripts/test does)")
-	}
-}
+// initHelper builds the init helper.
+func initHelper(t testing.TB) string { return buildC(t, "inithelper", initHelperC) }
 
 // initArgs are the flags every test init gets: nothing outside the test,
 // no endpoint, no database, and agent rules no real process matches.
@@ -181,29 +146,19 @@ func initArgs(t testing.TB, extra ...string) []string {
 		"--log-level", "debug", "--agent", "init-none"}, extra...)
 }
 
-type outLine struct {
-	text string
-	at   int64 // CLOCK_BOOTTIME when the test read it
-}
-
 // initRun is one `supervisor init` started by a test: in a fresh PID
 // namespace (through unshare, whose child it is) or directly, as the test's
 // child. CMD shares its stdout and stderr: the test reads CMD's lines from
 // stdout and the daemon's JSON logs (and CMD's stderr) from stderr.
 type initRun struct {
-	cmd   *exec.Cmd // unshare, or init itself
-	ns    bool
-	pid   int // init's PID here
-	pidfd int // a pidfd of init, for signals
-
-	mu       sync.Mutex
-	cond     *sync.Cond
-	out      []outLine
-	taken    map[int]bool
-	outEOF   bool
-	logs     []map[string]any
-	done     chan struct{}
-	exitedAt int64 // CLOCK_BOOTTIME when Wait returned
+	*logStream           // init's log (and CMD's stderr)
+	out        *output   // CMD's stdout
+	cmd        *exec.Cmd // unshare, or init itself
+	ns         bool
+	pid        int // init's PID here
+	pidfd      int // a pidfd of init, for signals
+	done       chan struct{}
+	exitedAt   int64 // CLOCK_BOOTTIME when Wait returned
 }
 
 // startInit runs supervisor with args (beginning with "init") and
@@ -225,8 +180,7 @@ func startInitArgv(t testing.TB, ns bool, argv []string, exe string) *initRun {
 		// namespace (kernel/pid_namespace.c, zap_pid_ns_processes).
 		argv = append([]string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child"}, argv...)
 	}
-	r := &initRun{ns: ns, pidfd: -1, taken: map[int]bool{}, done: make(chan struct{})}
-	r.cond = sync.NewCond(&r.mu)
+	r := &initRun{logStream: newLogStream(), ns: ns, pidfd: -1, done: make(chan struct{})}
 	r.cmd = exec.Command(argv[0], argv[1:]...)
 	// Files, not exec's copying pipes: Wait must not wait for leftovers
 	// that inherited them.
@@ -239,80 +193,47 @@ func startInitArgv(t testing.TB, ns bool, argv []string, exe string) *initRun {
 		t.Fatal(err)
 	}
 	r.cmd.Stdout, r.cmd.Stderr = outW, errW
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	err = r.cmd.Start()
 	outW.Close()
 	errW.Close()
-	var readers sync.WaitGroup
-	readers.Add(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.out = readOutput(outR)
 	go func() {
-		defer readers.Done()
-		sc := bufio.NewScanner(outR)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			r.mu.Lock()
-			r.out = append(r.out, outLine{sc.Text(), boottime()})
-			r.cond.Broadcast()
-			r.mu.Unlock()
-		}
-		outR.Close()
-		r.mu.Lock()
-		r.outEOF = true
-		r.cond.Broadcast()
-		r.mu.Unlock()
-	}()
-	go func() {
-		defer readers.Done()
-		sc := bufio.NewScanner(errR)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) != nil {
-				m = map[string]any{"msg": "non-json", "line": sc.Text()}
-			}
-			r.mu.Lock()
-			r.logs = append(r.logs, m)
-			r.cond.Broadcast()
-			r.mu.Unlock()
-		}
-		errR.Close()
+		defer errR.Close()
+		r.read(errR)
 	}()
 	go func() {
 		r.cmd.Wait()
 		r.exitedAt = boottime()
 		close(r.done)
-		r.mu.Lock()
-		r.cond.Broadcast()
-		r.mu.Unlock()
 	}()
 	t.Cleanup(func() {
 		r.stop(t)
-		// The readers end once every holder of the pipes is gone; in a
-		// namespace that is when init is, outside only if init cleaned up.
-		ended := make(chan struct{})
-		go func() { readers.Wait(); close(ended) }()
-		select {
-		case <-ended:
-		case <-time.After(5 * time.Second):
-			t.Errorf("CMD's stdout or stderr still open 5s after init exited: a descendant outlived init")
-		}
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for _, l := range r.logs {
-			if s, _ := l["line"].(string); strings.Contains(s, "DATA RACE") {
-				t.Error("the race detector found a data race in init; see its stderr")
-				break
+		// The pipes end once every holder is gone; in a namespace that is
+		// when init is, outside only if init cleaned up.
+		timeout := time.After(5 * time.Second)
+		for _, ended := range []chan struct{}{r.out.ended, r.ended} {
+			select {
+			case <-ended:
+			case <-timeout:
+				t.Errorf("CMD's stdout or stderr still open 5s after init exited: a descendant outlived init")
 			}
+		}
+		if races := r.findLogs(func(m map[string]any) bool {
+			s, _ := m["line"].(string)
+			return strings.Contains(s, "DATA RACE")
+		}); len(races) > 0 {
+			t.Error("the race detector found a data race in init; see its stderr")
 		}
 		if t.Failed() {
-			for _, l := range r.logs {
-				b, _ := json.Marshal(l)
-				t.Logf("init: %s", b)
-			}
-			for _, l := range r.out {
+			r.dump(t, "init")
+			r.out.mu.Lock()
+			for _, l := range r.out.lines {
 				t.Logf("stdout: %s", l.text)
 			}
+			r.out.mu.Unlock()
 		}
 		if r.pidfd >= 0 {
 			unix.Close(r.pidfd)
@@ -382,25 +303,6 @@ func (r *initRun) findInit(t testing.TB, exe string) {
 	t.Fatalf("unshare %d started no child within 10s", u)
 }
 
-// statField returns field i (0: state, 1: ppid, ...) after the comm in
-// /proc/PID/stat, and the comm.
-func statField(pid, i int) (string, string) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", ""
-	}
-	s := string(b)
-	lp, rp := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if lp < 0 || rp < lp || rp+2 > len(s) {
-		return "", ""
-	}
-	f := strings.Fields(s[rp+2:])
-	if i >= len(f) {
-		return "", s[lp+1 : rp]
-	}
-	return f[i], s[lp+1 : rp]
-}
-
 // signal sends sig to init through its pidfd.
 func (r *initRun) signal(t testing.TB, sig unix.Signal) {
 	t.Helper()
@@ -437,72 +339,11 @@ func (r *initRun) stop(t testing.TB) {
 // earlier waitOut returned, and returns it.
 func (r *initRun) waitOut(t testing.TB, timeout time.Duration, prefix string) outLine {
 	t.Helper()
-	l, ok := r.waitOutOK(timeout, prefix)
+	l, ok := r.out.take(prefix, timeout)
 	if !ok {
 		t.Fatalf("no %q line from CMD within %s", prefix, timeout)
 	}
 	return l
-}
-
-func (r *initRun) waitOutOK(timeout time.Duration, prefix string) (outLine, bool) {
-	timer := time.AfterFunc(timeout, func() {
-		r.mu.Lock()
-		r.cond.Broadcast()
-		r.mu.Unlock()
-	})
-	defer timer.Stop()
-	end := time.Now().Add(timeout)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for {
-		for i, l := range r.out {
-			if !r.taken[i] && strings.HasPrefix(l.text, prefix) {
-				r.taken[i] = true
-				return l, true
-			}
-		}
-		if r.outEOF || time.Now().After(end) {
-			return outLine{}, false
-		}
-		r.cond.Wait()
-	}
-}
-
-// hasOut says whether CMD printed a line starting with prefix so far.
-func (r *initRun) hasOut(prefix string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, l := range r.out {
-		if strings.HasPrefix(l.text, prefix) {
-			return true
-		}
-	}
-	return false
-}
-
-// waitLog waits for a log line of init's satisfying pred.
-func (r *initRun) waitLog(t testing.TB, timeout time.Duration, pred func(map[string]any) bool) map[string]any {
-	t.Helper()
-	timer := time.AfterFunc(timeout, func() {
-		r.mu.Lock()
-		r.cond.Broadcast()
-		r.mu.Unlock()
-	})
-	defer timer.Stop()
-	end := time.Now().Add(timeout)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i := 0; ; {
-		for ; i < len(r.logs); i++ {
-			if pred(r.logs[i]) {
-				return r.logs[i]
-			}
-		}
-		if time.Now().After(end) {
-			t.Fatalf("no expected log line from init within %s", timeout)
-		}
-		r.cond.Wait()
-	}
 }
 
 // wait waits for init (through unshare in a namespace) to exit and
@@ -573,13 +414,8 @@ func TestIntegrationInitAgentDeadline(t *testing.T) {
 	needUnshare(t)
 	const age = 2 * time.Second
 	const name = "initagent" // a comm is at most 15 bytes
-	dir := t.TempDir()
-	self, _ := os.Executable()
-	exe := filepath.Join(dir, name)
-	if err := os.Symlink(self, exe); err != nil {
-		t.Fatal(err)
-	}
-	term := filepath.Join(dir, "term")
+	exe := selfAs(t, name)
+	term := filepath.Join(filepath.Dir(exe), "term")
 	args := initArgs(t, "--agent", name, "--max-age", age.String(), "--kill-grace", "1s")
 	script := fmt.Sprintf(`%s=1 %s -term-file %s & a=$!; echo "agentstat $(cat /proc/$a/stat)"; wait $a; echo "agent-exit $?"`,
 		agentEnv, exe, term)
@@ -716,7 +552,7 @@ echo parent-ready; while :; do sleep 0.05; done`
 			r.waitOut(t, 10*time.Second, "parent-usr1")
 			if mode == "group" {
 				r.waitOut(t, 10*time.Second, "child-usr1")
-			} else if _, ok := r.waitOutOK(500*time.Millisecond, "child-usr1"); ok {
+			} else if _, ok := r.out.take("child-usr1", 500*time.Millisecond); ok {
 				t.Errorf("--forward-to child: CMD's child got the signal too")
 			}
 			r.signal(t, unix.SIGTERM)
@@ -827,23 +663,6 @@ while [ ! -e %s ]; do sleep 0.02; done; exit 7`, goFile)
 	}
 }
 
-// childrenOf returns pid's children and their states, from
-// /proc/PID/task/*/children (every thread: a child's parent is the thread
-// that forked it, or for a reparented orphan the reaper's leader).
-func childrenOf(pid int) map[int]string {
-	out := map[int]string{}
-	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	for _, task := range tasks {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
-		for _, f := range strings.Fields(string(b)) {
-			c, _ := strconv.Atoi(f)
-			st, _ := statField(c, 0)
-			out[c] = st
-		}
-	}
-	return out
-}
-
 // TestIntegrationInitStorm: 1,000 short-lived orphans made while signals
 // are forwarded. CMD acknowledges each SIGUSR1 before the test sends the
 // next (so none may coalesce with another pending one): every one must
@@ -863,7 +682,7 @@ while [ $stop = 0 ]; do wait $sp; done; kill $sp
 	r.waitOut(t, 20*time.Second, "ready")
 	sent, during := 0, 0
 	for {
-		stormOver := r.hasOut("storm-done")
+		stormOver := r.out.has("storm-done")
 		if stormOver && sent >= 100 {
 			break
 		}
@@ -875,7 +694,7 @@ while [ $stop = 0 ]; do wait $sp; done; kill $sp
 		if !stormOver {
 			during++
 		}
-		if _, ok := r.waitOutOK(10*time.Second, fmt.Sprintf("ack %d", sent)); !ok {
+		if _, ok := r.out.take(fmt.Sprintf("ack %d", sent), 10*time.Second); !ok {
 			t.Fatalf("SIGUSR1 #%d never reached CMD (%d sent during the storm)", sent, during)
 		}
 	}

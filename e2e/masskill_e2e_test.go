@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,28 +82,8 @@ int main(int argc, char **argv) {
 }
 `
 
-var (
-	massForkerOnce sync.Once
-	massForkerPath string
-	massForkerErr  error
-)
-
-func massForker(t testing.TB) string {
-	t.Helper()
-	massForkerOnce.Do(func() {
-		dir := filepath.Dir(supervisorBin) // removed by TestMain
-		src := filepath.Join(dir, "massforker.c")
-		os.WriteFile(src, []byte(massForkerC), 0o644)
-		massForkerPath = filepath.Join(dir, "massforker")
-		if out, err := exec.Command("cc", "-O2", "-o", massForkerPath, src).CombinedOutput(); err != nil {
-			massForkerErr = fmt.Errorf("cc: %w: %s", err, out)
-		}
-	})
-	if massForkerErr != nil {
-		t.Fatalf("build the C mass forker: %v", massForkerErr)
-	}
-	return massForkerPath
-}
+// massForker builds the mass forker.
+func massForker(t testing.TB) string { return buildC(t, "massforker", massForkerC) }
 
 // procCount reads "Threads:" of /proc/PID/status and counts /proc/PID/fd.
 func procCount(pid int, fds bool) (threads, nfd int) {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -80,40 +78,6 @@ func TestIntegrationMetricsAndAgents(t *testing.T) {
 	if h.Status != "ok" || h.Source != "netlink" || h.Database != "none" || h.LastSnap == "" || !h.Realtime {
 		t.Errorf("healthz %+v", h)
 	}
-}
-
-func scrape(t testing.TB, d *testDaemon) string {
-	t.Helper()
-	resp, err := http.Get("http://" + d.addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return string(body)
-}
-
-func runCLI(t *testing.T, args ...string) (string, string, int) {
-	t.Helper()
-	return runCLIEnv(t, nil, args...)
-}
-
-// runCLIEnv runs the supervisor binary with extra environment and returns
-// its stdout, stderr and exit code.
-func runCLIEnv(t *testing.T, env []string, args ...string) (string, string, int) {
-	t.Helper()
-	cmd := exec.Command(supervisorBin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
 }
 
 func TestIntegrationStatus(t *testing.T) {

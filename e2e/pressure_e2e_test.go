@@ -17,106 +17,20 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/psi"
 )
 
-// The memory holder: the test binary run with holderEnv=1 allocates and
-// touches holderMBEnv MiB (anonymous memory: resident, as the resource
-// sampler counts it), says "held", records when SIGTERM comes (boottime ns,
-// to the file in holderTermEnv) and exits on it. It runs in init, before
-// TestMain, so the harness's fake agent needs no new flag.
-const (
-	holderEnv     = "SUPERVISOR_TEST_HOLDER"
-	holderMBEnv   = "SUPERVISOR_TEST_HOLD_MB"
-	holderTermEnv = "SUPERVISOR_TEST_HOLD_TERM"
-)
-
-var holderMem []byte
-
-func init() {
-	if os.Getenv(holderEnv) != "1" {
-		return
-	}
-	mb, _ := strconv.Atoi(os.Getenv(holderMBEnv))
-	term := os.Getenv(holderTermEnv)
-	ch := make(chan os.Signal, 1)
-	signalNotifyTerm(ch)
-	holderMem = make([]byte, mb<<20)
-	for i := 0; i < len(holderMem); i += 4096 {
-		holderMem[i] = 1 // a byte a page: resident, not just reserved
-	}
-	fmt.Printf("held %d\n", mb)
-	<-ch
-	os.WriteFile(term, []byte(strconv.FormatInt(boottime(), 10)), 0o644)
-	os.Exit(143)
-}
-
-// holder is a running memory holder.
+// holder is a fake agent holding mb MiB of anonymous memory (resident, as
+// the resource sampler counts it).
 type holder struct {
 	*agent
-	mb   int
-	term string
+	mb int
 }
 
-// startHolder starts a holder of mb MiB as comm (a symlink to the test
-// binary), with extra environment.
+// startHolder starts a holder of mb MiB as comm, with extra environment,
+// and waits until it holds the memory.
 func startHolder(t testing.TB, comm string, mb int, env ...string) *holder {
 	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, comm)
-	self, _ := os.Executable()
-	if err := os.Symlink(self, path); err != nil {
-		t.Fatal(err)
-	}
-	h := &holder{mb: mb, term: filepath.Join(dir, "term")}
-	a := &agent{done: make(chan struct{}), lines: make(chan string, 100), term: h.term}
-	a.cmd = exec.Command(path)
-	a.cmd.Env = append(append(os.Environ(), holderEnv+"=1", holderMBEnv+"="+strconv.Itoa(mb), holderTermEnv+"="+h.term), env...)
-	a.cmd.Stderr = os.Stderr
-	out, _ := a.cmd.StdoutPipe()
-	a.t0 = boottime()
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	a.pid = a.cmd.Process.Pid
-	go func() {
-		buf := make([]byte, 4096)
-		var line []byte
-		for {
-			n, err := out.Read(buf)
-			for _, c := range buf[:n] {
-				if c == '\n' {
-					a.lines <- string(line)
-					line = nil
-				} else {
-					line = append(line, c)
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	go func() {
-		a.cmd.Wait()
-		a.exited = boottime()
-		a.state = a.cmd.ProcessState
-		close(a.done)
-	}()
-	t.Cleanup(func() {
-		a.cmd.Process.Kill()
-		<-a.done
-	})
-	h.agent = a
-	a.waitLine(t, "held", 30*time.Second)
+	h := &holder{agent: startAgentEnv(t, comm, env, "-hold-mb", strconv.Itoa(mb)), mb: mb}
+	h.waitLine(t, "held", 30*time.Second)
 	return h
-}
-
-// termAt is when the holder got SIGTERM (boottime ns), 0 if it did not.
-func (h *holder) termAt() int64 {
-	b, err := os.ReadFile(h.term)
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.ParseInt(string(b), 10, 64)
-	return n
 }
 
 // pressureSpec is "some 100ms 1s" where this process may register any
@@ -229,7 +143,7 @@ func TestIntegrationPressure(t *testing.T) {
 	mid.waitExit(t, 30*time.Second)
 	// Never before the cooldown: by the holder's own clock, SIGTERM came
 	// at least the cooldown after the wake-up that killed the first.
-	if term := mid.termAt(); term == 0 {
+	if term, ok := mid.termAt(); !ok {
 		t.Errorf("the second holder recorded no SIGTERM")
 	} else if gap := time.Duration(term - woke1); gap < cooldown {
 		t.Errorf("second victim signalled %v after the first kill's trigger; want at least the cooldown %v", gap, cooldown)
@@ -247,11 +161,11 @@ func TestIntegrationPressure(t *testing.T) {
 	d.waitLog(t, 90*time.Second, func(m map[string]any) bool {
 		return m["msg"] == "memory pressure trigger fired" && m["outcome"] == "no_candidate"
 	})
-	if !kept.alive() || kept.termAt() != 0 {
+	if _, signalled := kept.termAt(); !kept.alive() || signalled {
 		t.Fatal("the exempt session was signalled")
 	}
 	for _, pid := range readers {
-		if err := syscallKill0(pid); err != nil {
+		if err := syscall.Kill(pid, 0); err != nil {
 			t.Errorf("rig reader %d is gone (%v): the daemon must not touch non-agents", pid, err)
 		}
 	}
@@ -314,7 +228,7 @@ func TestIntegrationPressure(t *testing.T) {
 
 // Without CAP_SYS_RESOURCE (a container's root) the kernel refuses a window
 // that is not a multiple of 2 s: the daemon does not start, and says why.
-// The daemon runs through the capability dropper (pressure_caps_test.go),
+// The daemon runs through the capability dropper (modes_test.go),
 // so this holds on a runner that has the capability too; one that started
 // anyway would be stopped by the context and fail the test.
 func TestIntegrationPressureWindowRefused(t *testing.T) {
@@ -329,7 +243,7 @@ func TestIntegrationPressureWindowRefused(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, self, supervisorBin, "run", "--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
 		"--state-dir", t.TempDir(), "--control-socket", "", "--pressure", "some 100ms 1s")
-	cmd.Env = append(os.Environ(), dropSysResourceEnv+"=1")
+	cmd.Env = append(os.Environ(), dropCapsEnv+"=sys_resource")
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		t.Fatalf("the daemon started with a 1s window without CAP_SYS_RESOURCE (was the capability dropped?)\n%s", out)
@@ -404,7 +318,9 @@ func TestIntegrationPressureDryRun(t *testing.T) {
 		t.Fatalf("first dry-run report: %v; want session %d", first, big.pid)
 	}
 	d.waitLog(t, 90*time.Second, would(small.pid))
-	if !big.alive() || !small.alive() || big.termAt() != 0 || small.termAt() != 0 {
+	_, bigTerm := big.termAt()
+	_, smallTerm := small.termAt()
+	if !big.alive() || !small.alive() || bigTerm || smallTerm {
 		t.Fatal("a dry run signalled a session")
 	}
 }

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"os"
-	"os/signal"
-	"syscall"
 	"testing"
 	"time"
 
@@ -54,8 +52,3 @@ func TestIntegrationPressureRig(t *testing.T) {
 		t.Fatalf("the rig made too little pressure: some %.1f %% of the time, avg10 %.2f", some, after.Some.Avg10)
 	}
 }
-
-func signalNotifyTerm(ch chan os.Signal) { signal.Notify(ch, syscall.SIGTERM) }
-
-// syscallKill0 checks that pid exists (signal 0 sends nothing).
-func syscallKill0(pid int) error { return syscall.Kill(pid, 0) }

@@ -3,12 +3,9 @@ package e2e
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,112 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// fakeResources are the fake agent's resource flags.
-type fakeResources struct {
-	holdMB   *int
-	sleepers *int
-	spin     *bool
-	bomb     *bool
-	cgroup   *string
-	holding  *string
-	// busyAfter, busyFor: one burst of CPU at a known moment, whose end is
-	// printed (burst-end BOOTTIME_NS); pulse: a short burst every period.
-	busyAfter, busyFor, pulse *time.Duration
-}
-
-func resourceFlags(fs *flag.FlagSet) *fakeResources {
-	return &fakeResources{
-		holdMB:    fs.Int("hold-mb", 0, "allocate and touch this many MB and keep them"),
-		sleepers:  fs.Int("sleepers", 0, "start this many `sleep` children"),
-		spin:      fs.Bool("spin", false, "burn CPU on one thread"),
-		bomb:      fs.Bool("bomb", false, "fork `sleep` children without end (bound it with cgroup-procs)"),
-		cgroup:    fs.String("cgroup-procs", "", "first write our PID to this cgroup.procs"),
-		holding:   fs.String("holding", "", "write CLOCK_BOOTTIME ns here just before -hold-mb touches its memory"),
-		busyAfter: fs.Duration("busy-after", 0, "with -busy-for: wait this long, then burn CPU"),
-		busyFor:   fs.Duration("busy-for", 0, "burn CPU this long after -busy-after, then print burst-end and the boottime"),
-		pulse:     fs.Duration("pulse", 0, "burn CPU for 20ms every this long"),
-	}
-}
-
-// burn uses CPU on this thread until end.
-func burn(end time.Time) {
-	for x := 0; time.Now().Before(end); x++ {
-		_ = x * x
-	}
-}
-
-// held keeps the memory -hold-mb touched reachable.
-var held []byte
-
-func (r *fakeResources) start() error {
-	if *r.cgroup != "" {
-		if err := os.WriteFile(*r.cgroup, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-			return err
-		}
-	}
-	if n := *r.holdMB; n > 0 {
-		if *r.holding != "" {
-			_ = os.WriteFile(*r.holding, []byte(strconv.FormatInt(boottime(), 10)), 0o644)
-		}
-		held = make([]byte, n<<20)
-		for i := 0; i < len(held); i += 4096 {
-			held[i] = 1 // touched: anonymous pages now resident
-		}
-		fmt.Printf("held %d %d\n", os.Getpid(), n)
-	}
-	for i := 0; i < *r.sleepers; i++ {
-		c := exec.Command("sleep", "1000")
-		if err := c.Start(); err != nil {
-			return err
-		}
-		go c.Wait()
-	}
-	if *r.sleepers > 0 {
-		fmt.Printf("sleepers %d %d\n", os.Getpid(), *r.sleepers)
-	}
-	if *r.spin {
-		go func() {
-			runtime.LockOSThread()
-			for x := 0; ; x++ {
-				_ = x * x
-			}
-		}()
-		fmt.Printf("spinning %d\n", os.Getpid())
-	}
-	if *r.busyFor > 0 {
-		go func() {
-			time.Sleep(*r.busyAfter)
-			burn(time.Now().Add(*r.busyFor))
-			// The last CPU use but this line's: the boottime is taken after
-			// the burst, the write follows within microseconds.
-			fmt.Printf("burst-end %d\n", boottime())
-		}()
-	}
-	if *r.pulse > 0 {
-		go func() {
-			for {
-				time.Sleep(*r.pulse)
-				burn(time.Now().Add(20 * time.Millisecond))
-			}
-		}()
-		fmt.Printf("pulsing %d\n", os.Getpid())
-	}
-	if *r.bomb {
-		fmt.Printf("bombing %d\n", os.Getpid())
-		go func() {
-			for {
-				c := exec.Command("sleep", "1000")
-				if c.Start() != nil {
-					time.Sleep(time.Millisecond) // pids.max reached: try again
-					continue
-				}
-				go c.Wait()
-			}
-		}()
-	}
-	return nil
-}
 
 // waitSamples waits for n more resource samples than the daemon took so far.
 func (d *testDaemon) waitSamples(t *testing.T, n int) {

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,165 +17,6 @@ import (
 // test, so every PID a test learns from a child's output is only ever
 // touched through a pidfd that ourPidfd proved to be ours.
 
-const (
-	leftoverGrace = 3 * time.Second
-	leftKillGrace = time.Second
-)
-
-// rig is one test's files: exit triggers and SIGTERM records.
-type rig struct{ dir string }
-
-func newRig(t *testing.T) rig { return rig{t.TempDir()} }
-
-func (r rig) path(name string) string { return filepath.Join(r.dir, name) }
-
-// trigger creates the file name, which a process started with
-// exit-file=path(name) waits for, and returns when it did: no process can
-// have exited because of it before then.
-func (r rig) trigger(t *testing.T, name string) int64 {
-	t.Helper()
-	at := boottime()
-	if err := os.WriteFile(r.path(name), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return at
-}
-
-// termAt returns when the process that records SIGTERM in path(name) got
-// it, and whether it did.
-func (r rig) termAt(name string) (int64, bool) {
-	b, err := os.ReadFile(r.path(name))
-	if err != nil {
-		return 0, false
-	}
-	n, _ := strconv.ParseInt(string(b), 10, 64)
-	return n, true
-}
-
-// symlink makes a symlink to the test binary named comm, so that a child
-// run through it has that comm.
-func (r rig) symlink(t *testing.T, comm string) string {
-	t.Helper()
-	self, _ := os.Executable()
-	p := r.path(comm)
-	if err := os.Symlink(self, p); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// children reads the "child PID LABEL" lines of the agent's spawned
-// children until every label is seen, and opens a pidfd for each: from
-// then on the test can wait for them and check on them wherever the kernel
-// reparents them, and the cleanup kills them through the pidfd.
-func (a *agent) children(t *testing.T, labels ...string) (pids, fds map[string]int) {
-	t.Helper()
-	pids, fds = map[string]int{}, map[string]int{}
-	want := map[string]bool{}
-	for _, l := range labels {
-		want[l] = true
-	}
-	tm := time.After(20 * time.Second)
-	for len(pids) < len(labels) {
-		select {
-		case l := <-a.lines:
-			f := strings.Fields(l)
-			if len(f) != 3 || f[0] != "child" || !want[f[2]] {
-				continue
-			}
-			pid, _ := strconv.Atoi(f[1])
-			pids[f[2]] = pid
-			fds[f[2]] = pidfdOf(t, pid)
-		case <-tm:
-			t.Fatalf("agent %d: children %v printed, want %v", a.pid, pids, labels)
-		}
-	}
-	return pids, fds
-}
-
-// leftoverKillOf matches the kill line (or dry-run line) for pid.
-func leftoverKillOf(pid int) func(map[string]any) bool {
-	return func(m map[string]any) bool {
-		switch m["msg"] {
-		case "kill", "would kill", "would kill leftover":
-			return num(m["pid"]) == int64(pid)
-		}
-		return false
-	}
-}
-
-// leftoverOf matches the debug line of pid queued as a leftover.
-func leftoverOf(pid int) func(map[string]any) bool {
-	return func(m map[string]any) bool { return m["msg"] == "leftover" && num(m["pid"]) == int64(pid) }
-}
-
-// waitLogFrom is waitLog for the lines from index from on; it returns the
-// line and its index.
-func (d *testDaemon) waitLogFrom(t testing.TB, from int, timeout time.Duration, pred func(map[string]any) bool) (map[string]any, int) {
-	t.Helper()
-	timer := time.AfterFunc(timeout, func() {
-		d.mu.Lock()
-		d.cond.Broadcast()
-		d.mu.Unlock()
-	})
-	defer timer.Stop()
-	end := time.Now().Add(timeout)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for i := from; ; {
-		for ; i < len(d.logs); i++ {
-			if pred(d.logs[i]) {
-				return d.logs[i], i
-			}
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("daemon exited before the expected log line")
-		default:
-		}
-		if time.Now().After(end) {
-			t.Fatalf("no expected log line within %s", timeout)
-		}
-		d.cond.Wait()
-	}
-}
-
-// exitSlack bounds how much later than the agent's parent the daemon may
-// date the agent's exit: do_exit (kernel/exit.c) calls exit_notify, which
-// wakes the parent's wait, before proc_exit_connector stamps the exit event.
-const exitSlack = 100 * time.Millisecond
-
-// checkLeftoverKill asserts the kill line m of a leftover of agent a: reason
-// leftover, its session, and signalled never before exitReq (when the test
-// let the agent exit: a lower bound of its exit) + grace, nor more than late
-// after the deadline. The deadline is no later than the agent's exit as its
-// parent saw it + grace + slack. It returns the signal time.
-func checkLeftoverKill(t *testing.T, m map[string]any, a *agent, exitReq int64, grace, slack, late time.Duration) int64 {
-	t.Helper()
-	pid := num(m["pid"])
-	if m["reason"] != "leftover" {
-		t.Errorf("leftover %d: reason %v, want leftover", pid, m["reason"])
-	}
-	if num(m["session_pid"]) != int64(a.pid) {
-		t.Errorf("leftover %d: session_pid %v, want the agent %d", pid, m["session_pid"], a.pid)
-	}
-	deadline, signalled := num(m["deadline_boot_ns"]), num(m["signalled_boot_ns"])
-	if deadline < exitReq+int64(grace) {
-		t.Errorf("leftover %d: deadline %s before the agent's exit + grace", pid, time.Duration(exitReq+int64(grace)-deadline))
-	}
-	if deadline > a.exited+int64(grace+slack) {
-		t.Errorf("leftover %d: deadline %s after the agent's exit (as its parent saw it) + grace", pid, time.Duration(deadline-a.exited-int64(grace)))
-	}
-	if signalled < deadline || signalled < exitReq+int64(grace) {
-		t.Errorf("leftover %d signalled early: %s before its deadline, %s after the agent was let exit (grace %s)",
-			pid, time.Duration(deadline-signalled), time.Duration(signalled-exitReq), grace)
-	}
-	if l := time.Duration(signalled - deadline); l > late {
-		t.Errorf("leftover %d signalled %s after its deadline", pid, l)
-	}
-	return signalled
-}
-
 // TestIntegrationSessionLeftovers: an agent starts a TERM-ignoring child, a
 // daemon (setsid, double fork, reparented away), a child that exits within
 // the grace, a child with REAPER_KEEP=1 and one matched by --keep, then
@@ -187,7 +26,7 @@ func TestIntegrationSessionLeftovers(t *testing.T) {
 	needRoot(t)
 	r := newRig(t)
 	keepComm := randName("kp")[:10] // well under the 15 characters of a comm
-	keepExe := r.symlink(t, keepComm)
+	keepExe := selfAs(t, keepComm)
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", leftKillGrace.String(),
 		"--leftover-grace", leftoverGrace.String(), "--keep", keepComm)
 	a := startAgent(t, "claude", "-exit-file", r.path("agent-exit"),
@@ -308,7 +147,7 @@ func TestIntegrationNonAgentOrphan(t *testing.T) {
 func TestIntegrationNestedAgent(t *testing.T) {
 	needRoot(t)
 	r := newRig(t)
-	inner := r.symlink(t, "claude")
+	inner := selfAs(t, "claude")
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", leftKillGrace.String(), "--leftover-grace", leftoverGrace.String())
 	a := startAgent(t, "claude", "-exit-file", r.path("exit"), "-spawn", "label=inner,exe="+inner+",term="+r.path("inner.term"))
 	pids, fds := a.children(t, "inner")
@@ -525,21 +364,18 @@ func TestIntegrationKeepAfterExec(t *testing.T) {
 	needRoot(t)
 	r := newRig(t)
 	keepComm := randName("kp")[:10]
-	if err := os.Symlink("/bin/sleep", r.path(keepComm)); err != nil {
-		t.Fatal(err)
-	}
-	script := r.path("claude")
-	os.WriteFile(script, []byte(`#!/bin/bash
+	keepSleep := linkAs(t, "/bin/sleep", keepComm)
+	script := r.script(t, "claude", `#!/bin/bash
 (sleep 0.3; REAPER_KEEP=1 exec sleep 1000) &
 echo "child $! marked"
-(sleep 0.3; exec "`+r.path(keepComm)+`" 1000) &
+(sleep 0.3; exec "`+keepSleep+`" 1000) &
 echo "child $! ruled"
 sleep 1000 &
 echo "child $! plain"
 sleep 0.6
 echo ready
 while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.02; done
-`), 0o755)
+`)
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", leftKillGrace.String(),
 		"--leftover-grace", leftoverGrace.String(), "--keep", keepComm)
 	a := startScript(t, script)
@@ -561,36 +397,4 @@ while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.02; done
 			t.Errorf("kept %s: %v", l, v)
 		}
 	}
-}
-
-// startScript runs an executable script as an agent (its comm is the
-// script's name), with the harness's bookkeeping: lines, exit time.
-func startScript(t *testing.T, path string) *agent {
-	t.Helper()
-	a := &agent{done: make(chan struct{}), lines: make(chan string, 100)}
-	a.cmd = exec.Command(path)
-	a.cmd.Stderr = os.Stderr
-	out, _ := a.cmd.StdoutPipe()
-	a.t0 = boottime()
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	a.pid = a.cmd.Process.Pid
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			a.lines <- sc.Text()
-		}
-	}()
-	go func() {
-		a.cmd.Wait()
-		a.exited = boottime()
-		a.state = a.cmd.ProcessState
-		close(a.done)
-	}()
-	t.Cleanup(func() {
-		a.cmd.Process.Kill()
-		<-a.done
-	})
-	return a
 }
