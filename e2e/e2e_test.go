@@ -19,7 +19,9 @@ import (
 // can only ever kill what these tests started.
 
 func TestIntegrationAgentStartedAfterDaemon(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "2s")
 	a := startAgent(t, "claude")
 	v := d.waitTracked(t, a.pid)
@@ -41,7 +43,9 @@ func TestIntegrationAgentStartedAfterDaemon(t *testing.T) {
 }
 
 func TestIntegrationAgentStartedBeforeDaemon(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	const age = 4 * time.Second
 	a := startAgent(t, "claude")
 	a.waitLine(t, "pid", 10*time.Second)
@@ -66,7 +70,9 @@ func TestIntegrationAgentStartedBeforeDaemon(t *testing.T) {
 }
 
 func TestIntegrationRenamedByPrctl(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	d := startDaemon(t, "--max-age", maxAge.String())
 	// Starts as "node-x", becomes "claude" as Node's process.title does.
 	a := startAgent(t, "node-x", "-rename", "claude", "-rename-delay", "300ms")
@@ -85,7 +91,9 @@ func TestIntegrationRenamedByPrctl(t *testing.T) {
 }
 
 func TestIntegrationNpmRule(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	d := startDaemon(t, "--max-age", maxAge.String())
 	// A worker whose command line says agent, one that does not, and one
 	// that renames itself the way real npm does (comm "npm run agent:r").
@@ -111,7 +119,9 @@ func TestIntegrationNpmRule(t *testing.T) {
 }
 
 func TestIntegrationMultiThreadedAgent(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	d := startDaemon(t, "--max-age", "4s")
 	a := startAgent(t, "claude", "-threads", "50")
 	d.waitTracked(t, a.pid)
@@ -130,7 +140,9 @@ func TestIntegrationMultiThreadedAgent(t *testing.T) {
 }
 
 func TestIntegrationIgnoresTerm(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	const grace = time.Second
 	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", grace.String())
 	a := startAgent(t, "claude", "-ignore-term")
@@ -150,7 +162,9 @@ func TestIntegrationIgnoresTerm(t *testing.T) {
 }
 
 func TestIntegrationTreeWithTermIgnoringGrandchild(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	const grace = time.Second
 	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", grace.String())
 	a := startAgent(t, "claude", "-children", "2", "-grandchildren", "1", "-grandchild-ignore-term")
@@ -184,7 +198,9 @@ func TestIntegrationTreeWithTermIgnoringGrandchild(t *testing.T) {
 }
 
 func TestIntegrationExitsEarlyAndUntouched(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	const age = 3 * time.Second
 	d := startDaemon(t, "--max-age", age.String())
 	early := startAgent(t, "claude", "-exit-after", "300ms")
@@ -223,7 +239,9 @@ func TestIntegrationExitsEarlyAndUntouched(t *testing.T) {
 }
 
 func TestIntegrationDryRun(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	d := startDaemon(t, "--max-age", maxAge.String(), "--dry-run")
 	a := startAgent(t, "claude", "-children", "1")
 	a.waitLine(t, "pid", 10*time.Second)
@@ -247,7 +265,9 @@ func TestIntegrationDryRun(t *testing.T) {
 }
 
 func TestIntegrationSIGTERMStopsCleanly(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	d := startDaemon(t, "--max-age", "1h")
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -304,7 +324,9 @@ func TestIntegrationEventLoss(t *testing.T) {
 // namespace, where the kernel ignores proc connector subscriptions: it must
 // say so, poll /proc, and still kill on time.
 func TestIntegrationPIDNamespaceFallback(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	needUnshare(t)
 	const age = 3 * time.Second
 	claude := selfAs(t, "claude")
@@ -353,7 +375,9 @@ func TestIntegrationPIDNamespaceFallback(t *testing.T) {
 // just before the agent's exit; the reaper must wait for the table to catch
 // up before it decides the tree is empty.
 func TestIntegrationForkWhileDying(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "1s")
 	script := newRig(t).script(t, "claude", `#!/bin/bash
 trap 'trap "" TERM; sleep 1000 & echo "child $!"; exit 0' TERM
@@ -389,7 +413,9 @@ sleep 1000 & wait $!
 // before the daemon exits: the event loop runs until in-flight kills are
 // done, so the reaper learns of the late fork.
 func TestIntegrationShutdownFinishesKills(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "2s")
 	// On SIGTERM: a child that ignores SIGTERM, waits half a second (the
 	// daemon is shutting down by then), then forks a grandchild that

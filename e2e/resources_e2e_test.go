@@ -45,7 +45,9 @@ func waitGone(t *testing.T, a *agent, d *testDaemon, timeout time.Duration) map[
 // 200 MiB), and a session whose
 // agent is kept (250 MB) is exempt — both shown in /agents, by session.
 func TestIntegrationResourceMemory(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	dsn := testDatabase(t)
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", "1s", "--resource-interval", "200ms",
 		"--session-max-memory", "200MiB", "--keep", "claude:label=kept", "--keep", "exe:-label heldkept", "--database-url", dsn)
@@ -113,7 +115,9 @@ func TestIntegrationResourceMemory(t *testing.T) {
 // A session forking 80 sleepers is killed under a limit of 50; one with 10
 // is not.
 func TestIntegrationResourceProcs(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	dsn := testDatabase(t)
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", "1s", "--resource-interval", "200ms",
 		"--session-max-procs", "50", "--database-url", dsn)
@@ -142,7 +146,9 @@ func TestIntegrationResourceProcs(t *testing.T) {
 // busy session survives, and so does one that goes quiet and resumes
 // before --session-idle, again and again.
 func TestIntegrationResourceIdle(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	const idle = 3 * time.Second
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", "1s", "--resource-interval", "200ms",
 		"--session-idle", idle.String())
@@ -184,7 +190,9 @@ func TestIntegrationResourceIdle(t *testing.T) {
 // every fork after it. The bomb is bounded by a pids cgroup (pids.max),
 // so a failing test cannot take the box, and cleaned up through pidfds.
 func TestIntegrationResourceForkBomb(t *testing.T) {
-	needRoot(t)
+	if ranApart(t) {
+		return
+	}
 	cg := pidsCgroup(t, 400)
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", "500ms", "--resource-interval", "1s",
 		"--session-max-procs", "50")
