@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -179,6 +178,25 @@ func (d *testDaemon) waitTracked(t testing.TB, pid int) agentView {
 	return agentView{}
 }
 
+// waitSessionMemory waits until /agents shows each session (by its
+// agent's PID) holding at least the bytes want says, kept or not: the
+// resource sampler has seen it.
+func waitSessionMemory(t testing.TB, d *testDaemon, want map[int]int64) {
+	t.Helper()
+	var all []agentView
+	waitFor(t, 30*time.Second, func() bool {
+		all = nil
+		d.get(t, "/agents", &all)
+		ok := 0
+		for _, v := range all {
+			if f := v.SessionFigures; f != nil && want[int(v.PID)] > 0 && f.MemoryBytes+f.KeptMemoryBytes >= want[int(v.PID)] {
+				ok++
+			}
+		}
+		return ok == len(want)
+	}, "/agents showing the sessions' memory %v", want)
+}
+
 // scrape reads /metrics, on the API socket (which no flood of the TCP
 // listeners reaches) when the daemon has one.
 func scrape(t testing.TB, d *testDaemon) string {
@@ -212,7 +230,7 @@ func metricValue(t testing.TB, d *testDaemon, name string) float64 {
 // some things just after it logs them.
 func waitMetric(t testing.TB, d *testDaemon, name string, want float64) {
 	t.Helper()
-	waitFor(t, 10*time.Second, fmt.Sprintf("%s = %v on /metrics", name, want), func() bool { return metricValue(t, d, name) == want })
+	waitFor(t, 10*time.Second, func() bool { return metricValue(t, d, name) == want }, "%s = %v on /metrics", name, want)
 }
 
 // runCLI runs the supervisor binary and returns its stdout, stderr and exit

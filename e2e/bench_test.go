@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The benchmarks are whole scenarios on real processes; one iteration is one
@@ -266,27 +268,18 @@ func BenchmarkIntegrationBurst(b *testing.B) {
 	const age = 3 * time.Second
 	for b.Loop() {
 		d := startDaemon(b, "--max-age", age.String(), "--agent", "burst-agent", "--log-level", "info", "--kill-grace", "5s")
-		c := exec.Command(forker(b), "burst", "burst-agent", strconv.Itoa(n))
-		out, _ := c.StdoutPipe()
-		if err := c.Start(); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { c.Process.Kill(); c.Wait() })
-		sc := bufio.NewScanner(out)
-		sc.Scan()
-		f := strings.Fields(sc.Text()) // ready FIRST LAST
+		fk := runAgent(b, exec.Command(forker(b), "burst", "burst-agent", strconv.Itoa(n)))
+		f := strings.Fields(fk.waitLine(b, "ready ", 30*time.Second)) // ready FIRST LAST
 		first, _ := strconv.ParseInt(f[1], 10, 64)
 		last, _ := strconv.ParseInt(f[2], 10, 64)
+		fk.waitLine(b, "done", age+60*time.Second) // every agent reaped
 		var lastExit int64
 		exits := 0
-		for exits < n && sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "exit" {
-				t, _ := strconv.ParseInt(f[2], 10, 64)
-				lastExit = max(lastExit, t)
-				exits++
-			}
+		for _, l := range fk.out.matching("exit ") { // exit PID BOOTTIME_NS
+			t, _ := strconv.ParseInt(strings.Fields(l)[2], 10, 64)
+			lastExit = max(lastExit, t)
+			exits++
 		}
-		c.Wait()
 		isKill := func(m map[string]any) bool { return m["msg"] == "kill" && m["comm"] == "burst-agent" }
 		seen := 0
 		d.waitLog(b, 30*time.Second, func(m map[string]any) bool {
@@ -548,125 +541,21 @@ func forkstatForks(path string) int64 {
 	return n
 }
 
-// sessForkerC builds sessions for the leftover benchmarks: `sessforker NAME
-// A C` forks A agents; each forks C children that ignore SIGTERM and
-// pause(), then renames itself NAME (so its children, forked first, keep
-// the helper's name and are no agents themselves) and pause()s. The agents
-// die with the helper (PR_SET_PDEATHSIG); their children must outlive them,
-// so the benchmark kills the whole process group at cleanup. Once every
-// agent is renamed it prints "ready". Then a line "exit STAGGER_US" on its
-// stdin sends SIGUSR1 (whose default action ends the agent) to each agent
-// in turn, STAGGER_US apart, printing "sent PID BOOTTIME_NS" just before
-// each: no agent exits before its line's time. It reaps them and prints
-// "done".
-const sessForkerC = `
-#define _GNU_SOURCE
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-static long long boot(void) {
-	struct timespec ts;
-	clock_gettime(CLOCK_BOOTTIME, &ts);
-	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-int main(int argc, char **argv) {
-	if (argc != 4) {
-		fprintf(stderr, "usage: sessforker NAME AGENTS CHILDREN\n");
-		return 2;
-	}
-	int na = atoi(argv[2]), nc = atoi(argv[3]);
-	pid_t helper = getpid();
-	pid_t *agents = calloc(na, sizeof(pid_t));
-	int sync[2];
-	if (pipe(sync) < 0) { perror("pipe"); return 1; }
-	for (int i = 0; i < na; i++) {
-		pid_t a = fork();
-		if (a < 0) { perror("fork"); return 1; }
-		if (a == 0) {
-			prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-			if (getppid() != helper) _exit(0);
-			for (int j = 0; j < nc; j++) {
-				pid_t c = fork();
-				if (c < 0) { perror("fork"); _exit(1); }
-				if (c == 0) {
-					signal(SIGTERM, SIG_IGN);
-					/* SESSFORKER_WAKE_MS: wake that often and burn
-					   SESSFORKER_BURN_US of CPU each time (a working process),
-					   else sleep for good. */
-					const char *w = getenv("SESSFORKER_WAKE_MS"), *u = getenv("SESSFORKER_BURN_US");
-					long burn = u ? atol(u) * 1000 : 0;
-					if (w) for (;;) {
-						usleep(atol(w) * 1000);
-						struct timespec t0, t1;
-						clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
-						do clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
-						while ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) < burn);
-					}
-					for (;;) pause();
-				}
-			}
-			prctl(PR_SET_NAME, argv[1], 0, 0, 0);
-			if (write(sync[1], "x", 1) != 1) _exit(1);
-			for (;;) pause();
-		}
-		agents[i] = a;
-	}
-	close(sync[1]);
-	char b;
-	for (int i = 0; i < na; i++) {
-		if (read(sync[0], &b, 1) != 1) { fprintf(stderr, "an agent died\n"); return 1; }
-	}
-	printf("ready\n");
-	fflush(stdout);
-	long stagger;
-	if (scanf("exit %ld", &stagger) != 1) return 0;
-	for (int i = 0; i < na; i++) {
-		if (i > 0) usleep(stagger);
-		printf("sent %d %lld\n", agents[i], boot());
-		fflush(stdout);
-		kill(agents[i], SIGUSR1);
-	}
-	while (wait(NULL) > 0) {}
-	printf("done\n");
-	fflush(stdout);
-	return 0;
-}
-`
-
-// sessForker builds the session forker.
-func sessForker(t testing.TB) string { return buildC(t, "sessforker", sessForkerC) }
-
-// sessions runs the session forker in a process group of its own (killed
-// at cleanup, leftovers included) and waits for "ready".
-type sessions struct {
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	lines *bufio.Scanner
-}
-
-func startSessions(b *testing.B, name string, agents, children int, env ...string) *sessions {
-	c := exec.Command(sessForker(b), name, strconv.Itoa(agents), strconv.Itoa(children))
+// startSessions runs the forker's sessions mode in a process group of its
+// own (killed at cleanup, leftovers included), waits for "ready" and
+// returns it and its stdin.
+func startSessions(b *testing.B, name string, agents, children int, env ...string) (*agent, io.Writer) {
+	c := exec.Command(forker(b), "sessions", name, strconv.Itoa(agents), strconv.Itoa(children))
 	c.Env = append(os.Environ(), env...)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	in, _ := c.StdinPipe()
-	out, _ := c.StdoutPipe()
-	c.Stderr = os.Stderr
-	if err := c.Start(); err != nil {
+	in, err := c.StdinPipe()
+	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { syscall.Kill(-c.Process.Pid, syscall.SIGKILL); c.Wait() })
-	s := &sessions{cmd: c, in: in, lines: bufio.NewScanner(out)}
-	if !s.lines.Scan() || s.lines.Text() != "ready" {
-		b.Fatalf("session forker: %q, want ready", s.lines.Text())
-	}
-	return s
+	s := runAgent(b, c)
+	b.Cleanup(func() { syscall.Kill(-s.pid, syscall.SIGKILL) })
+	s.waitLine(b, "ready", 60*time.Second)
+	return s, in
 }
 
 // waitHealth polls /healthz until ok says so.
@@ -710,19 +599,15 @@ func benchLeftoverLateness(b *testing.B, mode string) {
 			storm(b)
 		}
 		f0, t0 := forksSinceBoot(), time.Now()
-		s := startSessions(b, name, n, 1)
+		s, in := startSessions(b, name, n, 1)
 		waitHealth(b, d, 30*time.Second, func(h healthView) bool { return h.Agents >= n })
-		fmt.Fprintf(s.in, "exit %d\n", stagger.Microseconds())
-		sent := map[int64]int64{} // agent pid → when its SIGUSR1 was sent
-		for s.lines.Scan() {
-			f := strings.Fields(s.lines.Text())
-			if len(f) == 3 && f[0] == "sent" {
-				pid, _ := strconv.ParseInt(f[1], 10, 64)
-				sent[pid], _ = strconv.ParseInt(f[2], 10, 64)
-			}
-			if len(f) == 1 && f[0] == "done" {
-				break
-			}
+		fmt.Fprintf(in, "exit %d\n", stagger.Microseconds())
+		s.waitLine(b, "done", 60*time.Second)
+		sent := map[int64]int64{}                   // agent pid → when its SIGUSR1 was sent
+		for _, l := range s.out.matching("sent ") { // sent PID BOOTTIME_NS
+			f := strings.Fields(l)
+			pid, _ := strconv.ParseInt(f[1], 10, 64)
+			sent[pid], _ = strconv.ParseInt(f[2], 10, 64)
 		}
 		isLeftoverKill := func(m map[string]any) bool {
 			return m["msg"] == "kill" && m["reason"] == "leftover" && sent[num(m["session_pid"])] != 0
@@ -819,5 +704,264 @@ func benchLineageCost(b *testing.B, mode string) {
 			"rss_before_mb": float64(rss0) / (1 << 20), "state_bytes": stateBytes})
 		b.ReportMetric(100*(c1-c0)/window.Seconds(), "idle-cpu-%")
 		b.ReportMetric(float64(rss)/(1<<20), "rss-MB")
+	}
+}
+
+// BenchmarkIntegrationInitCost: `supervisor init` as PID 1 of a fresh PID
+// namespace (a container's entrypoint), against tini in the same place and
+// the same run: the init's CPU (utime + stime) and RSS while CMD idles, and
+// while CMD makes short-lived orphans at a fixed rate, all of which the init
+// must reap; and the zombies left after the storm (must be 0).
+func BenchmarkIntegrationInitCost(b *testing.B) {
+	for _, side := range []string{"supervisor", "tini"} {
+		b.Run(side, func(b *testing.B) { benchInitCost(b, side) })
+	}
+}
+
+func benchInitCost(b *testing.B, side string) {
+	needRoot(b)
+	needUnshare(b)
+	settle := scale(300*time.Millisecond, 2*time.Second, 3*time.Second)
+	idle := scale(300*time.Millisecond, 5*time.Second, 30*time.Second)
+	rate := scale(1000, 1000, 1000) // orphans a second
+	secs := scale(0.3, 5.0, 20.0)   // of storm
+	n := int(float64(rate) * secs)
+	var argv []string
+	exe := supervisorBin
+	switch side {
+	case "supervisor":
+		// Info, as in production: debug logs a line per process seen.
+		argv = append(append([]string{supervisorBin}, initArgs(b, "--log-level", "info")...), "--")
+	case "tini":
+		path, err := exec.LookPath("tini")
+		if err != nil {
+			b.Skip("skipped: tini is not installed (apt-get install tini; scripts/bench installs it)")
+		}
+		argv, exe = []string{path, "--"}, path
+	}
+	h := initHelper(b)
+	for b.Loop() {
+		// CMD waits on a FIFO the benchmark holds open for reading and
+		// writing (so neither side's open blocks): no polling child of
+		// CMD's adds to what the init sees.
+		fifo := filepath.Join(b.TempDir(), "fifo")
+		if err := unix.Mkfifo(fifo, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		ctl, err := os.OpenFile(fifo, os.O_RDWR, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		script := fmt.Sprintf(`echo ready; read x < %[1]s; %[2]s orphans %[3]d %[4]d; %[2]s zombies 10000 %[5]s; read x < %[1]s; exit 0`,
+			fifo, h, n, rate, filepath.Base(h))
+		r := startInitArgv(b, true, append(argv, "sh", "-c", script), exe)
+		r.waitOut(b, 30*time.Second, "ready")
+		time.Sleep(settle) // past the start-up scan and first snapshot
+		c0, _ := procCPU(r.pid)
+		time.Sleep(idle)
+		c1, rssIdle := procCPU(r.pid)
+		t1 := time.Now()
+		fmt.Fprintln(ctl, "go")
+		l := r.waitOut(b, time.Duration(secs*float64(time.Second))+60*time.Second, "orphans ")
+		storm := time.Since(t1).Seconds()
+		c2, rssStorm := procCPU(r.pid)
+		peak := vmHWM(r.pid)
+		_, zinit, live := zombieLine(b, r.waitOut(b, 20*time.Second, "zombies").text)
+		fmt.Fprintln(ctl, "stop")
+		if st := r.wait(b, 30*time.Second); st != 0 {
+			b.Errorf("%s exited %d, want CMD's 0", side, st)
+		}
+		ctl.Close()
+		made, _ := strconv.Atoi(strings.Fields(l.text)[1])
+		res := map[string]any{"init": side, "idle_s": idle.Seconds(), "idle_cpu_pct": 100 * (c1 - c0) / idle.Seconds(),
+			"orphans": made, "storm_s": storm, "orphans_per_s": float64(made) / storm,
+			"storm_cpu_pct": 100 * (c2 - c1) / storm, "cpu_ms_per_1000_orphans": 1e6 * (c2 - c1) / float64(max(made, 1)),
+			"rss_idle_mb": float64(rssIdle) / (1 << 20), "rss_storm_mb": float64(rssStorm) / (1 << 20),
+			"rss_peak_mb": float64(peak) / (1 << 20), "zombies_left": zinit + live}
+		record(b, "init_cost", res)
+		b.ReportMetric(res["idle_cpu_pct"].(float64), "idle-cpu-%")
+		b.ReportMetric(res["storm_cpu_pct"].(float64), "storm-cpu-%")
+		b.ReportMetric(float64(rssStorm)/(1<<20), "rss-MB")
+		if zinit+live != 0 || made != n {
+			b.Errorf("%s: %d of %d orphans made, %d zombies and %d orphans left after the storm", side, made, n, zinit, live)
+		}
+	}
+}
+
+// vmHWM is the peak RSS of pid in bytes (VmHWM in /proc/PID/status).
+func vmHWM(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// BenchmarkIntegrationPressureLatency: sessions of memory holders (the
+// largest first), real pressure from the rig, --pressure-cooldown 0 so each
+// trigger kills the next session. Per kill: the first signal
+// (signalled_boot_ns of the kill line, sent by the deadline thread) minus
+// the trigger's POLLPRI wake-up (woke_boot_ns, read right after poll
+// returned): reading the pressure file, the policy's choice over the last
+// resource sample, KillSession and the deadline thread's wake-up. Also the
+// order: each victim must be the largest left.
+func BenchmarkIntegrationPressureLatency(b *testing.B) {
+	needRoot(b)
+	needPSI(b)
+	n := scale(2, 5, 10)
+	const name = "psi-bench"
+	for b.Loop() {
+		spec := pressureSpec(b)
+		d := startDaemon(b, "--agent", name, "--max-age", "1h", "--kill-grace", "1s", "--log-level", "info",
+			"--pressure", spec, "--pressure-min-age", "0s", "--pressure-cooldown", "0s", "--resource-interval", "500ms")
+		hs := make([]*holder, n)
+		for i := range hs {
+			hs[i] = startHolder(b, name, 20+10*(n-i)) // the first is the largest
+		}
+		waitFigures(b, d, hs...)
+		t0 := time.Now()
+		startPressureRig(b)
+		isKill := func(m map[string]any) bool {
+			return m["msg"] == "memory pressure trigger fired" && m["outcome"] == "killed"
+		}
+		seen := 0
+		d.waitLog(b, time.Duration(n)*30*time.Second, func(m map[string]any) bool {
+			if isKill(m) {
+				seen++
+			}
+			return seen >= n
+		})
+		var lat []float64
+		order := 0
+		for i, f := range d.findLogs(isKill) {
+			pid := num(f["session_pid"])
+			if i < n && pid == int64(hs[i].pid) {
+				order++
+			}
+			k := d.waitLog(b, 30*time.Second, func(m map[string]any) bool {
+				return m["msg"] == "kill" && m["reason"] == "pressure" && num(m["pid"]) == pid
+			})
+			lat = append(lat, float64(num(k["signalled_boot_ns"])-num(f["woke_boot_ns"]))/1e6)
+		}
+		took := time.Since(t0)
+		d.stop(b)
+		p50, p99, pmax := pcts(lat)
+		record(b, "pressure_latency", map[string]any{"trigger": spec, "sessions": n, "kills": len(lat), "in_order": order,
+			"latency_p50_ms": p50, "latency_p99_ms": p99, "latency_max_ms": pmax, "took_s": took.Seconds()})
+		b.ReportMetric(p50, "p50-ms")
+		b.ReportMetric(pmax, "max-ms")
+		if len(lat) != n || order != n {
+			b.Fatalf("%d kills, %d in order of size; want %d", len(lat), order, n)
+		}
+	}
+}
+
+// BenchmarkIntegrationResourceCost: what sampling costs, as the sampling
+// thread's own CPU time per sample (supervisor_resource_sample_cpu_seconds_total
+// over supervisor_resource_samples_total: CLOCK_THREAD_CPUTIME_ID around
+// each sample, the /proc reads and the table snapshot included), at the
+// default --resource-interval of 2 s, for sessions of C processes (agents ×
+// children, every one a session member). Three kinds of members: idle
+// (paused: their CPU clock never moves, so their statm figure is reused,
+// read again every 10 s), waking (every 500 ms, a few µs of CPU each: under
+// the 250 µs that makes a statm read) and busy (every 500 ms, 300 µs of CPU
+// each: every sample reads every member's statm). Busy is measured at 100 ×
+// 21 only: 10,100 such members would need 6 cores.
+func BenchmarkIntegrationResourceCost(b *testing.B) {
+	for _, size := range scale([][2]int{{10, 20}}, [][2]int{{100, 20}, {100, 100}}, [][2]int{{100, 20}, {100, 100}}) {
+		for _, kind := range []string{"idle", "waking", "busy"} {
+			if kind == "busy" && size[1] > 20 {
+				continue
+			}
+			b.Run(strconv.Itoa(size[0])+"x"+strconv.Itoa(size[1])+"/"+kind, func(b *testing.B) { benchResourceCost(b, size[0], size[1], kind) })
+		}
+	}
+}
+
+func benchResourceCost(b *testing.B, agents, children int, kind string) {
+	needRoot(b)
+	window := scale(4*time.Second, 20*time.Second, 60*time.Second)
+	var env []string
+	switch kind {
+	case "waking":
+		env = append(env, "SESSFORKER_WAKE_MS=500")
+	case "busy":
+		env = append(env, "SESSFORKER_WAKE_MS=500", "SESSFORKER_BURN_US=300")
+	}
+	for b.Loop() {
+		startSessions(b, "res-agent", agents, children, env...)
+		total := agents * (children + 1)
+		d := startDaemon(b, "--max-age", "1h", "--agent", "res-agent", "--log-level", "info",
+			"--summary-interval", "1h", "--resource-interval", "2s")
+		waitHealth(b, d, 60*time.Second, func(h healthView) bool { return h.Agents >= agents && h.Members >= total })
+		// Past the first samples, which open every member's statm.
+		for metricValue(b, d, "supervisor_resource_samples_total") < 2 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		c0, n0 := metricValue(b, d, "supervisor_resource_sample_cpu_seconds_total"), metricValue(b, d, "supervisor_resource_samples_total")
+		p0, _ := procCPU(d.cmd.Process.Pid)
+		time.Sleep(window)
+		c1, n1 := metricValue(b, d, "supervisor_resource_sample_cpu_seconds_total"), metricValue(b, d, "supervisor_resource_samples_total")
+		p1, _ := procCPU(d.cmd.Process.Pid)
+		// The whole daemon over the window (every thread: GC, the proc
+		// connector's events — busy members' wake-ups make none): an upper
+		// bound beside the sampling thread's own figure.
+		daemonPct := 100 * (p1 - p0) / window.Seconds()
+		var agentsNow []agentView
+		d.get(b, "/agents", &agentsNow)
+		for _, v := range agentsNow {
+			if v.SessionFigures != nil && v.Procs != children+1 {
+				b.Errorf("session %d: %d procs sampled, want %d", v.PID, v.Procs, children+1)
+			}
+		}
+		d.stop(b)
+		if n1 <= n0 {
+			b.Fatalf("no sample in %s", window)
+		}
+		perSample := (c1 - c0) / (n1 - n0) // seconds of CPU
+		cost := 100 * perSample / 2        // % of a core at one sample per 2 s
+		usPer := perSample * 1e6 / float64(total)
+		record(b, "resource_cost", map[string]any{"sessions": agents, "members_each": children + 1,
+			"members": total, "kind": kind, "interval": "2s", "samples": n1 - n0,
+			"ms_per_sample": perSample * 1e3, "cost_cpu_pct": cost, "us_per_member": usPer, "daemon_cpu_pct": daemonPct})
+		b.ReportMetric(cost, "sampling-cpu-%")
+		b.ReportMetric(usPer, "us/member")
+	}
+}
+
+// BenchmarkIntegrationResourceLatency: from a session crossing its memory
+// limit to the first signal. Each agent's child notes the boottime before
+// it touches 200 MB (so the crossing of 100 MiB is later) and the daemon's
+// kill line says when SIGTERM went out. Bounded by --resource-interval
+// (2 s) plus the read of the session; a procs limit is checked at fork.
+func BenchmarkIntegrationResourceLatency(b *testing.B) {
+	needRoot(b)
+	n := scale(2, 5, 10)
+	for b.Loop() {
+		d := startDaemon(b, "--max-age", "1h", "--kill-grace", "1s", "--log-level", "info",
+			"--session-max-memory", "100MiB")
+		var lat []float64
+		for i := 0; i < n; i++ {
+			dir := b.TempDir()
+			mark := filepath.Join(dir, "holding")
+			a := startAgent(b, "claude", "-spawn", "label=h,hold-mb=200,holding="+mark)
+			m := d.waitLog(b, 60*time.Second, killOf(a.pid))
+			a.waitExit(b, 10*time.Second)
+			raw, err := os.ReadFile(mark)
+			if err != nil {
+				b.Fatal(err)
+			}
+			before, _ := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+			lat = append(lat, float64(num(m["signalled_boot_ns"])-before)/1e6)
+		}
+		d.stop(b)
+		p50, p99, pmax := pcts(lat)
+		record(b, "resource_latency", map[string]any{"limit": "memory 100MiB", "interval": "2s", "agents": n,
+			"p50_ms": p50, "p99_ms": p99, "max_ms": pmax})
+		b.ReportMetric(p50, "cross-to-signal-p50-ms")
+		b.ReportMetric(pmax, "cross-to-signal-max-ms")
 	}
 }

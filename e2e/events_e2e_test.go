@@ -197,13 +197,7 @@ func TestIntegrationEventsSlowClientDropped(t *testing.T) {
 // waitClients waits until n /events clients are subscribed.
 func waitClients(t *testing.T, d *testDaemon, n float64) {
 	t.Helper()
-	end := time.Now().Add(10 * time.Second)
-	for metricValue(t, d, "supervisor_event_clients") != n {
-		if time.Now().After(end) {
-			t.Fatalf("never %v event clients", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitMetric(t, d, "supervisor_event_clients", n)
 }
 
 // The filter, its errors, snapshots, `supervisor events` and the end of

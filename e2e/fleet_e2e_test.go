@@ -31,18 +31,18 @@ func fleetJSON(t *testing.T, db string) map[string]map[string]any {
 // or the timeout passes, and returns the hosts seen last.
 func waitFleet(t *testing.T, db string, timeout time.Duration, what string, cond func(map[string]map[string]any) bool) map[string]map[string]any {
 	t.Helper()
-	end := time.Now().Add(timeout)
-	for {
-		hosts := fleetJSON(t, db)
-		if cond(hosts) {
-			return hosts
-		}
-		if time.Now().After(end) {
+	var hosts map[string]map[string]any
+	defer func() {
+		if t.Failed() {
 			b, _ := json.MarshalIndent(hosts, "", "  ")
-			t.Fatalf("not within %s: %s; fleet:\n%s", timeout, what, b)
+			t.Logf("fleet:\n%s", b)
 		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	}()
+	waitFor(t, timeout, func() bool {
+		hosts = fleetJSON(t, db)
+		return cond(hosts)
+	}, "%s", what)
+	return hosts
 }
 
 // TestIntegrationFleet: two daemons with their own --host-id write to one

@@ -32,11 +32,11 @@ func recordingHook(dir string) string {
 func waitFile(t *testing.T, path string, timeout time.Duration) []byte {
 	t.Helper()
 	var b []byte
-	waitFor(t, timeout, path+" written", func() bool {
+	waitFor(t, timeout, func() bool {
 		var err error
 		b, err = os.ReadFile(path)
 		return err == nil
-	})
+	}, "%s written", path)
 	return b
 }
 

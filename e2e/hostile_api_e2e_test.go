@@ -371,29 +371,6 @@ func tcpHealthz(addr, from string) func(context.Context) error {
 	}
 }
 
-// apiMetric is a sample of /metrics read on the API socket, which no flood
-// of the TCP listeners reaches.
-func apiMetric(t *testing.T, d *testDaemon, name string) float64 {
-	t.Helper()
-	resp, err := d.apiClient(10 * time.Second).Get(d.url("/metrics"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %q: %v", l, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("/metrics on the API socket lacks %s", name)
-	return 0
-}
-
 // An unprivileged user holds 600 keep-alive connections to the --listen
 // port of a daemon limited to 512 descriptors, each sending a request just
 // inside the idle timeout, and retakes every slot freed: the daemon's
@@ -456,12 +433,12 @@ func TestIntegrationHostileHTTPFlood(t *testing.T) {
 		t.Fatal("the flood ended early: the test proved nothing")
 	default:
 	}
-	if got := apiMetric(t, d, `supervisor_http_refused_total{reason="tcp_connections"}`); got == 0 {
+	if got := metricValue(t, d, `supervisor_http_refused_total{reason="tcp_connections"}`); got == 0 {
 		t.Errorf("no TCP connection refused past the cap: the flood did not reach it")
 	} else {
 		t.Logf("TCP connections refused past the cap: %.0f", got)
 	}
-	if got := apiMetric(t, d, `supervisor_http_connections{listener="listen"}`); got > tcpMaxConns {
+	if got := metricValue(t, d, `supervisor_http_connections{listener="listen"}`); got > tcpMaxConns {
 		t.Errorf("%.0f connections open on --listen, want at most %d", got, tcpMaxConns)
 	}
 }
@@ -498,13 +475,13 @@ func TestIntegrationHostileHTTPFloodPerAddress(t *testing.T) {
 		t.Fatal("the flood ended early: the test proved nothing")
 	default:
 	}
-	if got := apiMetric(t, d, `supervisor_http_refused_total{reason="tcp_per_ip"}`); got == 0 {
+	if got := metricValue(t, d, `supervisor_http_refused_total{reason="tcp_per_ip"}`); got == 0 {
 		t.Errorf("no connection from 127.0.0.2 refused past the per-address cap: the flood did not reach it")
 	}
-	if got := apiMetric(t, d, `supervisor_http_refused_total{reason="tcp_connections"}`); got != 0 {
+	if got := metricValue(t, d, `supervisor_http_refused_total{reason="tcp_connections"}`); got != 0 {
 		t.Errorf("%.0f connections refused past the listener's cap: one address filled it", got)
 	}
-	if got := apiMetric(t, d, `supervisor_http_connections{listener="metrics_listen"}`); got > tcpConnsPerIP+3 {
+	if got := metricValue(t, d, `supervisor_http_connections{listener="metrics_listen"}`); got > tcpConnsPerIP+3 {
 		t.Errorf("%.0f connections open on the metrics listener, want about %d (the flood's share) at most", got, tcpConnsPerIP)
 	}
 }

@@ -3,13 +3,9 @@ package e2e
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"os"
-	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // What a process says about itself only delays cleanup after its agent
@@ -102,24 +98,7 @@ func TestIntegrationHostileKeepPressure(t *testing.T) {
 	pids, fds := hider.children(t, "marked")
 	plain := startHolder(t, comm, 150)
 	// Sampled: the whole session's memory, however it is split.
-	end := time.Now().Add(30 * time.Second)
-	for seen := false; !seen; {
-		var all []agentView
-		d.get(t, "/agents", &all)
-		mem := map[int]int64{}
-		for _, v := range all {
-			if f := v.SessionFigures; f != nil {
-				mem[int(v.PID)] = f.MemoryBytes + f.KeptMemoryBytes
-			}
-		}
-		seen = mem[hider.pid] >= 290<<20 && mem[plain.pid] >= 140<<20
-		if !seen && time.Now().After(end) {
-			t.Fatalf("/agents never showed both sessions' memory: %+v", all)
-		}
-		if !seen {
-			time.Sleep(100 * time.Millisecond) // the sampler runs every --resource-interval
-		}
-	}
+	waitSessionMemory(t, d, map[int]int64{hider.pid: 290 << 20, plain.pid: 140 << 20})
 	startPressureRig(t)
 	kill := d.waitLog(t, 90*time.Second, func(m map[string]any) bool {
 		return m["msg"] == "memory pressure: killing the largest session"
@@ -221,10 +200,8 @@ func TestIntegrationHostileKeepSwarm(t *testing.T) {
 	}
 	r := newRig(t)
 	comm := randName("hs")[:10]
-	if err := unix.Mkfifo(r.path("go"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	script := r.script(t, comm, fmt.Sprintf("#!/bin/sh\n%s 300 104 %s &\nwait\n", swarmBin(t), r.path("go")))
+	goFifo := r.fifo(t, "go")
+	script := r.script(t, comm, fmt.Sprintf("#!/bin/sh\n%s 300 104 %s &\nwait\n", swarmBin(t), goFifo))
 	const interval = 2 * time.Second
 	d := startDaemon(t, "--agent", comm, "--max-age", "1h", "--kill-grace", "1s", "--resource-interval", interval.String(),
 		"--session-max-memory", "80MiB")
@@ -232,12 +209,7 @@ func TestIntegrationHostileKeepSwarm(t *testing.T) {
 	pids, fds := a.children(t, "holder")
 	a.waitLine(t, "renamers", 60*time.Second)
 	// Now the memory.
-	f, err := os.OpenFile(r.path("go"), os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(f, "go\n")
-	f.Close()
+	r.release(t, "go")
 	a.waitLine(t, "held", 60*time.Second)
 	held := time.Now() // at or after the holder printed it
 	over := d.waitLog(t, 120*time.Second, func(m map[string]any) bool {
@@ -280,18 +252,16 @@ func TestIntegrationHostileKeepParentExitsFirst(t *testing.T) {
 	}
 	r := newRig(t)
 	comm := randName("hx")[:10]
-	sentinel := selfAs(t, comm) // the sentinel: a fake agent
-	if err := unix.Mkfifo(r.path("go"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	sentinel, _ := fakeAgentShell(t, comm)
+	goFifo := r.fifo(t, "go")
 	marked := r.script(t, "marked.sh", `#!/bin/sh
-( read x < "`+r.path("go")+`"; exec env -u REAPER_KEEP sleep 1000 ) &
+( read x < "`+goFifo+`"; exec env -u REAPER_KEEP sleep 1000 ) &
 echo "child $! kid"
 exit 0
 `)
 	script := r.script(t, comm, `#!/bin/sh
 REAPER_KEEP=1 "`+marked+`"
-`+agentEnv+`=1 "`+sentinel+`" -label sentinel &
+`+sentinel+` -label sentinel &
 while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.05; done
 `)
 	d := startDaemon(t, "--agent", comm, "--max-age", "1h", "--kill-grace", leftKillGrace.String(),
@@ -301,26 +271,15 @@ while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.05; done
 	d.waitTracked(t, pids["sentinel"])
 
 	// Let the kid exec without the marker, and see that it did.
-	f, err := os.OpenFile(r.path("go"), os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(f, "go\n")
-	f.Close()
+	r.release(t, "go")
 	kid := pids["kid"]
-	for end := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", kid))
+	waitFor(t, 30*time.Second, func() bool {
 		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", kid))
 		if pidfdDead(fds["kid"], 0) {
 			t.Fatal("the kid died before its agent ended")
 		}
-		if strings.TrimSpace(string(c)) == "sleep" && len(env) > 0 && !bytes.Contains(env, []byte("REAPER_KEEP=1")) {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("the kid never exec'd sleep without REAPER_KEEP=1 (comm %q)", c)
-		}
-	}
+		return procComm(kid) == "sleep" && len(env) > 0 && !bytes.Contains(env, []byte("REAPER_KEEP=1"))
+	}, "the kid exec'ing sleep without REAPER_KEEP=1")
 
 	exitReq := r.trigger(t, "exit")
 	a.waitExit(t, 10*time.Second)

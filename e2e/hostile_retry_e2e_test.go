@@ -136,21 +136,13 @@ func TestIntegrationRetryEPERMAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { wr.Close() })
 	cmd := exec.Command(filepath.Join(dir, "svretry"), "-c", `read x && exec "$0" 600`, filepath.Join(dir, "setuid", "svretry"))
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = rd, os.Stdout, os.Stderr
+	cmd.Stdin = rd
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	proc := runAgent(t, cmd)
 	rd.Close()
-	pid := cmd.Process.Pid
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		wr.Close()
-		cmd.Process.Kill()
-		<-done
-	})
+	pid := proc.pid
 
 	// The first kill fails, and is not the last.
 	failed := d.waitLog(t, age+30*time.Second, killRow(pid, "max_age", "failed"))
@@ -225,12 +217,7 @@ func TestIntegrationRetryEPERMAgent(t *testing.T) {
 		num(end["deadline_boot_ns"]) != num(manual["deadline_boot_ns"]) {
 		t.Errorf("last record %v: want terminated by a retry of the manual kill, nothing retried", end)
 	}
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the agent outlived its successful kill")
-	}
-	if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+	if ws := proc.waitExit(t, 30*time.Second); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
 		t.Errorf("agent ended %v, want SIGTERM", ws)
 	}
 	if as := d.agentsFor(t, pid); len(as) != 0 {
@@ -269,53 +256,37 @@ func TestIntegrationRetryEPERMMember(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { wr.Close() })
 	script := execAsEnv + `=` + strconv.Itoa(nobody) + ` "$1" "$2" -c 'read x <&3 && exec "$0" 600' "$3" & echo "member $!"; wait`
-	// A file, not a pipe: the member holds it open, and cmd.Wait would
-	// wait for it to close.
-	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
 	cmd := exec.Command(filepath.Join(dir, "svtree"), "-c", script, "svtree", self,
 		filepath.Join(dir, "svmember"), filepath.Join(dir, "setuid", "svmember"))
 	cmd.ExtraFiles = []*os.File{rd}
-	cmd.Stdout, cmd.Stderr = out, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	proc := runAgent(t, cmd)
 	rd.Close()
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		wr.Close()
-		cmd.Process.Kill()
-		<-done
-	})
 
-	agentRow := d.waitLog(t, age+30*time.Second, killRow(cmd.Process.Pid, "max_age", "failed"))
-	w := d.waitLog(t, 10*time.Second, retryWarn(cmd.Process.Pid, "max_age"))
+	agentRow := d.waitLog(t, age+30*time.Second, killRow(proc.pid, "max_age", "failed"))
+	w := d.waitLog(t, 10*time.Second, retryWarn(proc.pid, "max_age"))
 	rp, _ := w["retry_pids"].([]any)
 	if len(rp) != 1 {
 		t.Fatalf("retry warning %v: want the member alone retried", w)
 	}
 	member := int(rp[0].(float64))
 	mfd := pinned(t, member)
-	if said, _ := os.ReadFile(out.Name()); !strings.Contains(string(said), fmt.Sprintf("member %d\n", member)) {
-		t.Errorf("retried pid %d is not the member (agent said %q)", member, said)
+	if said := proc.waitPID(t, "member", 10*time.Second); said != member {
+		t.Errorf("retried pid %d is not the member (agent said %d)", member, said)
 	}
 	if desc, _ := agentRow["descendants"].([]any); len(desc) != 1 || int(desc[0].(float64)) != member {
 		t.Errorf("agent's record: descendants %v, want [%d]", agentRow["descendants"], member)
 	}
-	<-done // the agent itself died at its deadline
+	proc.waitExit(t, 30*time.Second) // the agent itself died at its deadline
 	deadline := num(agentRow["deadline_boot_ns"])
 
 	r1 := d.waitLog(t, 30*time.Second, killRow(member, "max_age", "failed"))
-	if num(r1["attempt"]) != 1 || num(r1["deadline_boot_ns"]) != deadline || num(r1["session_pid"]) != int64(cmd.Process.Pid) {
+	if num(r1["attempt"]) != 1 || num(r1["deadline_boot_ns"]) != deadline || num(r1["session_pid"]) != int64(proc.pid) {
 		t.Errorf("member's first retry %v: want attempt 1, the agent's deadline %d and session", r1, deadline)
 	}
 	v := d.retryingEntry(t, member)
-	if v.Reason != "max_age" || int(v.SessionPID) != cmd.Process.Pid || v.NextAttempt == nil {
+	if v.Reason != "max_age" || int(v.SessionPID) != proc.pid || v.NextAttempt == nil {
 		t.Errorf("/agents entry of the member %+v", v)
 	}
 	d.waitLogs(t, 1, 30*time.Second, retryWarn(member, "max_age"))

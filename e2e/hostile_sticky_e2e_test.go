@@ -48,32 +48,27 @@ func tracksAfter(t *testing.T, d *testDaemon, comm string, args ...string) *agen
 	return s
 }
 
-// An agent that renames itself (prctl PR_SET_NAME, as Node's
-// process.title does) to a name no rule matches, after the daemon tracks
-// it, keeps its deadline: it is killed at its start + max age.
-func TestIntegrationHostileRename(t *testing.T) {
-	if ranApart(t) {
-		return
-	}
-	comm, sentinel := randName("sr"), randName("ss")
+// selfChange runs an agent that changes itself on SIGUSR1 (-on-usr1
+// action, with args) under a daemon whose rules name it (and a sentinel),
+// waits until changed says it did, and checks that it kept its deadline and
+// rule. Then a reload brings max age down to 2 s, rules unchanged: the
+// deadline is its start + 2 s, past already; the change changed nothing.
+// It returns the agent and its kill line, checked as a kill at that age.
+func selfChange(t *testing.T, action string, args []string, changed func(a *agent)) (*agent, map[string]any) {
+	t.Helper()
+	comm, sentinel := randName("sc"), randName("ss")
 	conf := filepath.Join(t.TempDir(), "supervisor.conf")
 	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
 	d := startDaemon(t, "--config", conf, "--kill-grace", "1s")
-	a := startSticky(t, comm, "rename=node")
+	a := startSticky(t, comm, action, args...)
 	before := d.waitTracked(t, a.pid)
 	a.cmd.Process.Signal(syscall.SIGUSR1)
-	a.waitLine(t, "renamed", 20*time.Second)
-	if c := procComm(a.pid); c != "node" {
-		t.Fatalf("the agent's comm is %q after its rename, want node", c)
-	}
+	changed(a)
 	tracksAfter(t, d, sentinel)
 	as := d.agentsFor(t, a.pid)
 	if len(as) != 1 || as[0].Reason != "max_age" || !sameTime(as[0].Deadline, before.Deadline) || as[0].Rule != comm {
-		t.Fatalf("after its rename to node: %+v, want its deadline %v by rule %s", as, before.Deadline, comm)
+		t.Fatalf("after %s: %+v, want its deadline %v by rule %s", action, as, before.Deadline, comm)
 	}
-	// Max age brought down to 2 s by a reload (rules unchanged): the
-	// deadline is its start + 2 s, past already; the rename changed
-	// nothing.
 	const newAge = 2 * time.Second
 	writeConf(t, conf, "REAPER_MAX_AGE="+newAge.String(), "REAPER_AGENTS="+comm+","+sentinel)
 	d.reload(t)
@@ -83,6 +78,22 @@ func TestIntegrationHostileRename(t *testing.T) {
 	if m["reason"] != "max_age" || m["rule"] != comm {
 		t.Errorf("kill line %v, want reason max_age by rule %s", m, comm)
 	}
+	return a, m
+}
+
+// An agent that renames itself (prctl PR_SET_NAME, as Node's
+// process.title does) to a name no rule matches, after the daemon tracks
+// it, keeps its deadline: it is killed at its start + max age.
+func TestIntegrationHostileRename(t *testing.T) {
+	if ranApart(t) {
+		return
+	}
+	selfChange(t, "rename=node", nil, func(a *agent) {
+		a.waitLine(t, "renamed", 20*time.Second)
+		if c := procComm(a.pid); c != "node" {
+			t.Fatalf("the agent's comm is %q after its rename, want node", c)
+		}
+	})
 }
 
 // An agent that execs another program no rule matches (a shell exec'ing
@@ -91,32 +102,17 @@ func TestIntegrationHostileExec(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	comm, sentinel := randName("se"), randName("ss")
-	conf := filepath.Join(t.TempDir(), "supervisor.conf")
-	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
-	d := startDaemon(t, "--config", conf, "--kill-grace", "1s")
-	a := startSticky(t, comm, "exec", "sh", "-c", "echo execd; exec sleep 3600")
-	before := d.waitTracked(t, a.pid)
-	a.cmd.Process.Signal(syscall.SIGUSR1)
-	a.waitLine(t, "execd", 20*time.Second)
-	// The shell's own exec of sleep follows its echo: wait until /proc
-	// shows it done.
-	for end := time.Now().Add(30 * time.Second); procComm(a.pid) != "sleep"; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(end) || !a.alive() {
-			t.Fatalf("the agent never became sleep: comm %q", procComm(a.pid))
-		}
-	}
-	tracksAfter(t, d, sentinel)
-	as := d.agentsFor(t, a.pid)
-	if len(as) != 1 || as[0].Reason != "max_age" || !sameTime(as[0].Deadline, before.Deadline) {
-		t.Fatalf("after its execs of sh and sleep: %+v, want its deadline %v", as, before.Deadline)
-	}
-	const newAge = 2 * time.Second
-	writeConf(t, conf, "REAPER_MAX_AGE="+newAge.String(), "REAPER_AGENTS="+comm+","+sentinel)
-	d.reload(t)
-	m := d.waitLog(t, 30*time.Second, killOf(a.pid))
-	a.waitExit(t, 20*time.Second)
-	checkKill(t, m, a, newAge)
+	a, _ := selfChange(t, "exec", []string{"sh", "-c", "echo execd; exec sleep 3600"}, func(a *agent) {
+		a.waitLine(t, "execd", 20*time.Second)
+		// The shell's own exec of sleep follows its echo: wait until
+		// /proc shows it done.
+		waitFor(t, 30*time.Second, func() bool {
+			if !a.alive() {
+				t.Fatal("the agent died before it became sleep")
+			}
+			return procComm(a.pid) == "sleep"
+		}, "the agent becoming sleep")
+	})
 	if ws := a.state.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
 		t.Errorf("the agent (sleep by then) ended with %v, want SIGTERM", ws)
 	}

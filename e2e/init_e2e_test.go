@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -262,45 +264,37 @@ func (r *initRun) findInit(t testing.TB, exe string) {
 		return
 	}
 	u := r.cmd.Process.Pid
-	bin, _ := filepath.EvalSymlinks(exe)
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
+	var pid int
+	waitFor(t, 10*time.Second, func() bool {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", u, u))
 		f := strings.Fields(string(b))
-		if len(f) == 0 {
-			continue
+		if len(f) > 0 {
+			pid, _ = strconv.Atoi(f[0])
 		}
-		pid, _ := strconv.Atoi(f[0])
-		fd, err := unix.PidfdOpen(pid, 0)
-		if err != nil {
-			t.Fatalf("pidfd of init %d: %v", pid, err)
-		}
-		if ppid, _ := statField(pid, 1); ppid != strconv.Itoa(u) {
-			unix.Close(fd)
-			t.Fatalf("init %d: parent %q, not unshare %d", pid, ppid, u)
-		}
-		// Wait for the exec: until then the child is unshare itself.
-		for end := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); exe == bin {
-				break
-			}
-			if time.Now().After(end) || pidfdDead(fd, 0) {
-				unix.Close(fd)
-				t.Fatalf("unshare's child %d never became %s", pid, exe)
-			}
-		}
-		r.pid, r.pidfd = pid, fd
-		// It is PID 1 there: the last NSpid of its status.
-		b, _ = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "NSpid:"); ok {
-				if f := strings.Fields(v); len(f) != 2 || f[1] != "1" {
-					t.Fatalf("init %d: NSpid %q, want PID 1 of a child namespace", pid, v)
-				}
-			}
-		}
-		return
+		return len(f) > 0
+	}, "unshare %d started no child", u)
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatalf("pidfd of init %d: %v", pid, err)
 	}
-	t.Fatalf("unshare %d started no child within 10s", u)
+	r.pidfd = fd // closed at cleanup
+	if ppid, _ := statField(pid, 1); ppid != strconv.Itoa(u) {
+		t.Fatalf("init %d: parent %q, not unshare %d", pid, ppid, u)
+	}
+	// Wait for the exec: until then the child is unshare itself.
+	bin, _ := filepath.EvalSymlinks(exe)
+	waitFor(t, 10*time.Second, func() bool {
+		if pidfdDead(fd, 0) {
+			t.Fatalf("unshare's child %d exited before it became %s", pid, exe)
+		}
+		now, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		return now == bin
+	}, "unshare's child %d never became %s", pid, exe)
+	r.pid = pid
+	// It is PID 1 there: the last NSpid of its status.
+	if f := strings.Fields(procStatus(pid, "NSpid")); len(f) != 2 || f[1] != "1" {
+		t.Fatalf("init %d: NSpid %q, want PID 1 of a child namespace", pid, f)
+	}
 }
 
 // signal sends sig to init through its pidfd.
@@ -418,11 +412,9 @@ func TestIntegrationInitAgentDeadline(t *testing.T) {
 	needUnshare(t)
 	const age = 2 * time.Second
 	const name = "initagent" // a comm is at most 15 bytes
-	exe := selfAs(t, name)
-	term := filepath.Join(filepath.Dir(exe), "term")
+	agent, term := fakeAgentShell(t, name)
 	args := initArgs(t, "--agent", name, "--max-age", age.String(), "--kill-grace", "1s")
-	script := fmt.Sprintf(`%s=1 %s -term-file %s & a=$!; echo "agentstat $(cat /proc/$a/stat)"; wait $a; echo "agent-exit $?"`,
-		agentEnv, exe, term)
+	script := fmt.Sprintf(`%s & a=$!; echo "agentstat $(cat /proc/$a/stat)"; wait $a; echo "agent-exit $?"`, agent)
 	r := startInit(t, true, args, script)
 	stat := r.waitOut(t, 20*time.Second, "agentstat ").text
 	// Field 22 of stat, after the comm: the start in clock ticks since
@@ -637,31 +629,18 @@ while [ ! -e %s ]; do sleep 0.02; done; exit 7`, goFile)
 	ofd := pidfdOf(t, orphan) // ours: it carries this run's token
 	// `$!` is the forked child, which may still be sh for a moment before
 	// it execs sleep: wait for the exec, bounded.
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		_, comm := statField(orphan, 0)
-		if comm == "sleep" {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("orphan %d is %q, not our sleep", orphan, comm)
-		}
-	}
+	waitFor(t, 10*time.Second, func() bool { return procComm(orphan) == "sleep" }, "orphan %d our sleep", orphan)
 	// Wait until init's children are CMD and the long orphan, none a
 	// zombie: the 20 short orphans came to it, exited and were reaped.
 	var kids map[int]string
-	for end := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	waitFor(t, 15*time.Second, func() bool {
 		kids = childrenOf(r.pid)
 		ok := len(kids) == 2 && kids[cmdPID] != "" && kids[orphan] != ""
 		for _, st := range kids {
 			ok = ok && st != "Z"
 		}
-		if ok {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("init's children 15s on: %v (pid: state); want only CMD %d and orphan %d, no zombie", kids, cmdPID, orphan)
-		}
-	}
+		return ok
+	}, "init's children %v (pid: state) only CMD %d and orphan %d, no zombie", &kids, cmdPID, orphan)
 	if ppid, _ := statField(orphan, 1); ppid != strconv.Itoa(r.pid) {
 		t.Fatalf("the orphan's parent is %s, not init %d: init is no subreaper", ppid, r.pid)
 	}
@@ -731,4 +710,36 @@ while [ $stop = 0 ]; do wait $sp; done; kill $sp
 		t.Errorf("only %d signals went out during the storm: the test did not test forwarding under it", during)
 	}
 	t.Logf("%d SIGUSR1 forwarded and acknowledged, %d during the storm of %d orphans", sent, during, orphans)
+}
+
+// In a new PID namespace whose /proc is still the host's (unshare --pid
+// without --mount-proc), PIDs in /proc name other processes than the same
+// PIDs do for us: `run` refuses to start, naming the cause, and `init`
+// keeps being CMD's init without the supervisor (CMD's status comes back),
+// so nothing is ever matched or signalled by a foreign PID.
+func TestIntegrationForeignProcRefused(t *testing.T) {
+	if ranApart(t) {
+		return
+	}
+	needUnshare(t)
+	dir := t.TempDir()
+	// Without the check `run` would scan the host's processes and run on:
+	// the deadline turns that into a failure, not a hang.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	common := []string{"--dry-run", "--listen", "", "--control-socket", "", "--state-dir", dir, "--agent", "foreign-agent"}
+
+	out, err := exec.CommandContext(ctx, "unshare", append([]string{"--pid", "--fork", supervisorBin, "run"}, common...)...).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "belongs to another PID namespace") {
+		t.Errorf("run with a foreign /proc: %v\n%s\nwant exit 1 naming the foreign /proc", err, out)
+	}
+
+	out, err = exec.CommandContext(ctx, "unshare", append(append([]string{"--pid", "--fork", supervisorBin, "init"}, common...), "--", "sh", "-c", "exit 4")...).CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != 4 {
+		t.Fatalf("init with a foreign /proc: %v, want CMD's status 4\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "belongs to another PID namespace") || strings.Contains(string(out), `"msg":"initial scan"`) {
+		t.Errorf("init with a foreign /proc scanned it, or did not say why it did not:\n%s", out)
+	}
 }

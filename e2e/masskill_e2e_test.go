@@ -1,106 +1,17 @@
 package e2e
 
 import (
-	"bufio"
-	"fmt"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-// massForkerC starts many TERM-ignoring agents at once: `massforker NAME N`
-// clones N children that ignore SIGTERM (inherited from the forker, which
-// ignores it before cloning), die with the forker (PR_SET_PDEATHSIG, so a
-// failed test leaves nothing behind) and rename themselves NAME; prints
-// "ready FIRST LAST" (CLOCK_BOOTTIME ns of the first and last clone), then
-// "exit PID BOOTTIME_NS" for each child it reaps, then "done".
-const massForkerC = `
-#define _GNU_SOURCE
-#include <sched.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-static const char *name;
-static pid_t parent;
-
-static int child(void *arg) {
-	(void)arg;
-	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-	if (getppid() != parent) _exit(0); // the forker died before the prctl
-	prctl(PR_SET_NAME, name, 0, 0, 0);
-	for (;;) pause();
-	return 0;
-}
-
-static long long boot(void) {
-	struct timespec ts;
-	clock_gettime(CLOCK_BOOTTIME, &ts);
-	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-int main(int argc, char **argv) {
-	if (argc != 3) {
-		fprintf(stderr, "usage: massforker NAME N\n");
-		return 2;
-	}
-	name = argv[1];
-	int n = atoi(argv[2]);
-	parent = getpid();
-	signal(SIGTERM, SIG_IGN);
-	// clone(CLONE_VM): no page tables to copy, thousands start in
-	// milliseconds; each child is a process (no CLONE_THREAD) with a stack
-	// of its own.
-	char *stacks = malloc((size_t)n * 16384);
-	long long first = boot();
-	for (int i = 0; i < n; i++) {
-		if (clone(child, stacks + (size_t)(i + 1) * 16384, CLONE_VM | SIGCHLD, NULL) < 0) {
-			perror("clone");
-			return 1;
-		}
-	}
-	printf("ready %lld %lld\n", first, boot());
-	fflush(stdout);
-	for (int i = 0; i < n; i++) {
-		pid_t p = wait(NULL);
-		if (p < 0) break;
-		printf("exit %d %lld\n", p, boot());
-		fflush(stdout);
-	}
-	printf("done\n");
-	fflush(stdout);
-	return 0;
-}
-`
-
-// massForker builds the mass forker.
-func massForker(t testing.TB) string { return buildC(t, "massforker", massForkerC) }
-
-// procCount reads "Threads:" of /proc/PID/status and counts /proc/PID/fd.
-func procCount(pid int, fds bool) (threads, nfd int) {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
-			threads, _ = strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	if fds {
-		if f, err := os.Open(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
-			names, _ := f.Readdirnames(-1)
-			f.Close()
-			nfd = len(names)
-		}
-	}
-	return threads, nfd
+// threads counts pid's threads.
+func threads(pid int) int {
+	n, _ := strconv.Atoi(procStatus(pid, "Threads"))
+	return n
 }
 
 // massResult is what one mass-kill run measured.
@@ -129,55 +40,19 @@ func (r massResult) allGoneMS() float64      { return float64(r.lastExit-r.first
 // daemon's threads (and fds, if fds) all along.
 func massKill(t testing.TB, n int, name string, grace, lead, bound time.Duration, fds bool, wrap ...string) massResult {
 	t.Helper()
-	fk := exec.Command(massForker(t), name, strconv.Itoa(n))
-	out, _ := fk.StdoutPipe()
-	fk.Stderr = os.Stderr
-	if err := fk.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// Killing the forker kills every agent left (PR_SET_PDEATHSIG).
-	t.Cleanup(func() { fk.Process.Kill(); fk.Wait() })
-	sc := bufio.NewScanner(out)
-	if !sc.Scan() {
-		t.Fatalf("mass forker: no ready line")
-	}
-	f := strings.Fields(sc.Text()) // ready FIRST LAST
-	if len(f) != 3 || f[0] != "ready" {
-		t.Fatalf("mass forker: %q", sc.Text())
-	}
+	// Killing the forker (at cleanup) kills every agent left
+	// (PR_SET_PDEATHSIG).
+	fk := runAgent(t, exec.Command(forker(t), "burst", name, strconv.Itoa(n), "stubborn"))
+	f := strings.Fields(fk.waitLine(t, "ready ", 30*time.Second)) // ready FIRST LAST
 	first, _ := strconv.ParseInt(f[1], 10, 64)
 	last, _ := strconv.ParseInt(f[2], 10, 64)
 	res := massResult{agents: n, forkSpreadMS: float64(last-first) / 1e6}
 
-	var exitMu sync.Mutex
-	exited := map[int]int64{}
-	forkerDone := make(chan struct{})
-	go func() {
-		defer close(forkerDone)
-		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "exit" {
-				pid, _ := strconv.Atoi(f[1])
-				at, _ := strconv.ParseInt(f[2], 10, 64)
-				exitMu.Lock()
-				exited[pid] = at
-				exitMu.Unlock()
-			}
-		}
-	}()
-
 	maxAge := (time.Duration(boottime()-first) + lead).Round(time.Millisecond)
-	args := []string{"run", "--listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
-		"--state-dir", t.TempDir(), "--log-level", "info", "--agent", name,
-		"--max-age", maxAge.String(), "--kill-grace", grace.String(), "--summary-interval", "1h", "--control-socket", ""}
-	var cmd *exec.Cmd
-	if len(wrap) > 0 {
-		cmd = exec.Command(wrap[0], append(append(wrap[1:], supervisorBin), args...)...)
-	} else {
-		cmd = exec.Command(supervisorBin, args...)
-	}
-	d := startDaemonCmd(t, cmd)
+	d := startDaemonUnder(t, wrap, nil, "--log-level", "info", "--agent", name,
+		"--max-age", maxAge.String(), "--kill-grace", grace.String(), "--summary-interval", "1h")
 	dpid := d.cmd.Process.Pid
-	res.baseThreads, _ = procCount(dpid, false)
+	res.baseThreads = threads(dpid)
 	if now := boottime(); now > first+int64(maxAge) {
 		t.Logf("the daemon was ready %s after the deadlines: they fire at match", time.Duration(now-first-int64(maxAge)))
 	}
@@ -189,9 +64,10 @@ func massKill(t testing.TB, n int, name string, grace, lead, bound time.Duration
 		tk := time.NewTicker(20 * time.Millisecond)
 		defer tk.Stop()
 		for {
-			th, nfd := procCount(dpid, fds)
-			res.peakThreads = max(res.peakThreads, th)
-			res.peakFDs = max(res.peakFDs, nfd)
+			res.peakThreads = max(res.peakThreads, threads(dpid))
+			if fds {
+				res.peakFDs = max(res.peakFDs, openFDs(dpid))
+			}
 			select {
 			case <-stop:
 				return
@@ -202,18 +78,14 @@ func massKill(t testing.TB, n int, name string, grace, lead, bound time.Duration
 
 	// Every agent gone: the forker has reaped them all and says "done".
 	end := time.Duration(first+int64(maxAge)-boottime()) + grace + bound
-	select {
-	case <-forkerDone:
-	case <-time.After(end):
-	}
+	fk.out.take("done", end)
 	close(stop)
 	<-sampled
-	exitMu.Lock()
-	res.exits = len(exited)
-	for _, at := range exited {
+	for _, l := range fk.out.matching("exit ") { // exit PID BOOTTIME_NS
+		at, _ := strconv.ParseInt(strings.Fields(l)[2], 10, 64)
+		res.exits++
 		res.lastExit = max(res.lastExit, at)
 	}
-	exitMu.Unlock()
 	if res.exits < n {
 		t.Errorf("%d of %d agents still running %s after the deadlines", n-res.exits, n, end-time.Duration(first+int64(maxAge)-boottime()))
 	}

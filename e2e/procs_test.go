@@ -101,6 +101,20 @@ func (o *output) takeFunc(match func(string) bool, timeout time.Duration) (outLi
 	}
 }
 
+// matching returns every line so far that starts with prefix, taken or
+// not.
+func (o *output) matching(prefix string) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []string
+	for _, l := range o.lines {
+		if strings.HasPrefix(l.text, prefix) {
+			out = append(out, l.text)
+		}
+	}
+	return out
+}
+
 // has says whether a line starting with prefix came so far.
 func (o *output) has(prefix string) bool {
 	o.mu.Lock()
@@ -201,6 +215,16 @@ func startAgentEnv(t testing.TB, comm string, env []string, args ...string) *age
 	a := runAgent(t, cmd)
 	a.term = term
 	return a
+}
+
+// fakeAgentShell is a shell command running the fake agent as comm,
+// recording SIGTERM in the file term: for a script the test starts, in a
+// namespace or a session of its own, to start the agent.
+func fakeAgentShell(t testing.TB, comm string) (cmd, term string) {
+	t.Helper()
+	exe := selfAs(t, comm)
+	term = filepath.Join(filepath.Dir(exe), "term")
+	return fmt.Sprintf("%s=1 %s -term-file %s", agentEnv, exe, term), term
 }
 
 // startScript runs an executable script as an agent (its comm is the
@@ -332,6 +356,29 @@ func (r rig) trigger(t testing.TB, name string) int64 {
 // it, and whether it did.
 func (r rig) termAt(name string) (int64, bool) { return readBoottime(r.path(name)) }
 
+// fifo makes the named pipe name, which a process reads to wait for the
+// test's go (release).
+func (r rig) fifo(t testing.TB, name string) string {
+	t.Helper()
+	if err := unix.Mkfifo(r.path(name), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return r.path(name)
+}
+
+// release writes a line to the named pipe name: what waits on it goes on.
+func (r rig) release(t testing.TB, name string) {
+	t.Helper()
+	f, err := os.OpenFile(r.path(name), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.WriteString(f, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // script writes an executable script.
 func (r rig) script(t testing.TB, name, body string) string {
 	t.Helper()
@@ -352,11 +399,13 @@ func writeConf(t testing.TB, path string, lines ...string) {
 
 // waitFor polls cond until it holds, failing the test if timeout passes
 // first: for what no event announces (a file written, a count in /proc).
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+// The failure says what (format and args, formatted then: a pointer
+// shows what it points to at the end).
+func waitFor(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
 	for end := time.Now().Add(timeout); !cond(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(end) {
-			t.Fatalf("not within %s: %s", timeout, what)
+			t.Fatalf("not within %s: %s", timeout, fmt.Sprintf(format, args...))
 		}
 	}
 }

@@ -205,17 +205,11 @@ func TestIntegrationResourceForkBomb(t *testing.T) {
 		t.Errorf("outcome %v", o)
 	}
 	// Empty: nothing of the bomb is left in its cgroup.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		procs := cgroupProcs(t, cg)
-		if len(procs) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d processes of the bomb left after its kill: %v", len(procs), procs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var procs []int
+	waitFor(t, 20*time.Second, func() bool {
+		procs = cgroupProcs(t, cg)
+		return len(procs) == 0
+	}, "the bomb's cgroup empty after its kill: %v left", &procs)
 }
 
 // pidsCgroup makes a cgroup v1 pids cgroup (or, on a unified host, a v2

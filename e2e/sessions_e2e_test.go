@@ -87,7 +87,8 @@ func TestIntegrationSessionLeftovers(t *testing.T) {
 
 	// Well after the grace and the kill grace: the kept ones were never
 	// queued nor signalled and live on; the brief one exited by itself.
-	time.Sleep(leftKillGrace + time.Second)
+	// (Nothing announces that nothing happened: a window from the kills.)
+	sleepUntil(num(stubborn["signalled_boot_ns"]) + int64(leftKillGrace+time.Second))
 	for _, l := range []string{"marked", "ruled"} {
 		if pidfdDead(fds[l], 0) {
 			t.Errorf("kept child %s (%d) died", l, pids[l])
@@ -130,8 +131,8 @@ func TestIntegrationNonAgentOrphan(t *testing.T) {
 	other.waitExit(t, 10*time.Second)
 	a.waitExit(t, 10*time.Second)
 	m := d.waitLog(t, leftoverGrace+30*time.Second, leftoverKillOf(apids["sentinel"]))
-	checkLeftoverKill(t, m, a, exitReq, leftoverGrace, exitSlack, time.Second)
-	time.Sleep(leftKillGrace)
+	sig := checkLeftoverKill(t, m, a, exitReq, leftoverGrace, exitSlack, time.Second)
+	sleepUntil(sig + int64(leftKillGrace)) // a window for their kill, had they been queued with the sentinel
 	for _, l := range []string{"orphan", "kid"} {
 		if pidfdDead(ofds[l], 0) {
 			t.Errorf("non-agent's %s (%d) died", l, opids[l])
@@ -207,7 +208,7 @@ func TestIntegrationMaxAgeNoDoubleKill(t *testing.T) {
 		t.Fatal("the TERM-ignoring child survived the tree kill")
 	}
 	// Past where a leftover kill of the child would have come.
-	time.Sleep(time.Duration(a.exited + int64(grace+leftKillGrace+time.Second) - boottime()))
+	sleepUntil(a.exited + int64(grace+leftKillGrace+time.Second))
 	tree := d.findLogs(func(m map[string]any) bool {
 		return leftoverKillOf(a.pid)(m) || leftoverKillOf(pids["stubborn"])(m) ||
 			(m["reason"] == "leftover" && num(m["session_pid"]) == int64(a.pid))
@@ -236,8 +237,9 @@ func TestIntegrationLeftoversKeep(t *testing.T) {
 	d.waitTracked(t, a.pid)
 	r.trigger(t, "exit")
 	a.waitExit(t, 10*time.Second)
-	// There is no event for "nothing happened": wait past grace + kill grace.
-	time.Sleep(grace + leftKillGrace + 1500*time.Millisecond)
+	// There is no event for "nothing happened": a window past grace + kill
+	// grace.
+	sleepUntil(a.exited + int64(grace+leftKillGrace+1500*time.Millisecond))
 	for l, pid := range pids {
 		if pidfdDead(fds[l], 0) {
 			t.Errorf("%s (%d) died with --leftovers keep", l, pid)
@@ -324,9 +326,12 @@ func TestIntegrationLeftoverPolling(t *testing.T) {
 	a := startAgent(t, "claude", "-exit-file", r.path("exit"), "-spawn", "label=stubborn,ignore-term,term="+r.path("stubborn.term"))
 	pids, fds := a.children(t, "stubborn")
 	d.waitTracked(t, a.pid)
-	// No line says a poll saw the child: give it several polls, so it is
-	// seen while its agent lives.
-	time.Sleep(5 * poll)
+	// A poll saw the child while its agent lives: /agents counts it in
+	// the agent's session.
+	waitFor(t, 10*time.Second, func() bool {
+		as := d.agentsFor(t, a.pid)
+		return len(as) == 1 && as[0].Members >= 2
+	}, "a poll seeing the child %d in the session of %d", pids["stubborn"], a.pid)
 	exitReq := r.trigger(t, "exit")
 	a.waitExit(t, 10*time.Second)
 	m := d.waitLog(t, grace+30*time.Second, leftoverKillOf(pids["stubborn"]))
@@ -355,11 +360,11 @@ func TestIntegrationLeftoverDryRun(t *testing.T) {
 	exitReq := r.trigger(t, "exit")
 	a.waitExit(t, 10*time.Second)
 	m := d.waitLog(t, grace+30*time.Second, leftoverKillOf(pids["stubborn"]))
-	checkLeftoverKill(t, m, a, exitReq, grace, exitSlack, time.Second)
+	sig := checkLeftoverKill(t, m, a, exitReq, grace, exitSlack, time.Second)
 	if m["msg"] != "would kill leftover" || m["dry_run"] != true || m["outcome"] != "dry_run" {
 		t.Errorf("dry run reported %v", m)
 	}
-	time.Sleep(leftKillGrace + 500*time.Millisecond)
+	sleepUntil(sig + int64(leftKillGrace+500*time.Millisecond)) // past where a real kill would have ended
 	if pidfdDead(fds["stubborn"], 0) {
 		t.Error("dry run killed the leftover")
 	}
@@ -402,11 +407,11 @@ while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.02; done
 	exitReq := r.trigger(t, "exit")
 	a.waitExit(t, 10*time.Second)
 	m := d.waitLog(t, leftoverGrace+30*time.Second, leftoverKillOf(pids["plain"]))
-	checkLeftoverKill(t, m, a, exitReq, leftoverGrace, exitSlack, time.Second)
+	sig := checkLeftoverKill(t, m, a, exitReq, leftoverGrace, exitSlack, time.Second)
 	if !pidfdDead(fds["plain"], 10*time.Second) {
 		t.Error("the plain leftover survived")
 	}
-	time.Sleep(leftKillGrace + 500*time.Millisecond)
+	sleepUntil(sig + int64(leftKillGrace+500*time.Millisecond)) // a window for their kill, had they been queued with it
 	for _, l := range []string{"marked", "ruled"} {
 		if pidfdDead(fds[l], 0) {
 			t.Errorf("kept %s (%d) died", l, pids[l])

@@ -67,7 +67,7 @@ func TestIntegrationSeedTableCompat(t *testing.T) {
 	}
 	a := startAgent(t, "claude")
 	a.waitLine(t, "pid", 10*time.Second)
-	time.Sleep(1200 * time.Millisecond) // let it grow older than the max age below
+	sleepUntil(a.t0 + int64(1200*time.Millisecond)) // let it grow older than the max age below
 	before := time.Now()
 	res, logs, code := runOnce(t, []string{"DATABASE_URL=" + db, "REAPER_MAX_AGENT_AGE_MINUTES=5"},
 		"--max-age", "1s", "--kill-grace", "2s", "--state-dir", t.TempDir(), "--host-id", "seed-host")
@@ -427,16 +427,12 @@ func TestIntegrationTwoHostsAndRetention(t *testing.T) {
 	if n := waitCount(t, conn, 20*time.Second, 2, "SELECT count(*) FROM tel.system_health WHERE host = 'alpha' AND created_at > now() - interval '1 hour'"); n < 2 {
 		t.Errorf("alpha wrote %d snapshots over two starts, want 2", n)
 	}
-	end := time.Now().Add(20 * time.Second)
 	var alphaOld, betaOld int
-	for time.Now().Before(end) {
+	waitFor(t, 20*time.Second, func() bool {
 		conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM tel.system_health WHERE host = 'alpha' AND created_at < now() - interval '1 day')
 			+ (SELECT count(*) FROM tel.agent_kills WHERE host = 'alpha')`).Scan(&alphaOld)
-		if alphaOld == 0 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return alphaOld == 0
+	}, "alpha's old rows removed: %v left", &alphaOld)
 	conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM tel.system_health WHERE host = 'beta' AND created_at < now() - interval '1 day')
 		+ (SELECT count(*) FROM tel.agent_kills WHERE host = 'beta')`).Scan(&betaOld)
 	if alphaOld != 0 || betaOld != 2 {
@@ -543,5 +539,63 @@ func TestIntegrationPasswordNeverPrinted(t *testing.T) {
 	for _, l := range d.logs {
 		b, _ := json.Marshal(l)
 		noPassword("daemon log", string(b))
+	}
+}
+
+// killRecords returns the spooled kill rows for pid.
+func killRecords(t *testing.T, dir string, pid int) []store.Record {
+	t.Helper()
+	var out []store.Record
+	for _, r := range spooled(t, dir) {
+		if r.Kill != nil && int(r.Kill.PID) == pid {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// A kill is on record from its first signal: the row is spooled with
+// outcome pending, a daemon SIGKILLed during a long grace leaves it, and a
+// kill that finishes replaces it with the complete row under the same id.
+func TestIntegrationKillRecordPending(t *testing.T) {
+	if ranApart(t) {
+		return
+	}
+	dir := t.TempDir()
+	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "1h", "--state-dir", dir)
+	d.stopSignal = syscall.SIGKILL
+	a := startAgent(t, "claude", "-ignore-term")
+	d.waitTracked(t, a.pid)
+	m := d.waitLog(t, maxAge+30*time.Second, func(m map[string]any) bool {
+		return m["msg"] == "kill record pending" && num(m["pid"]) == int64(a.pid)
+	})
+	d.stop(t) // SIGKILL, within the hour of grace
+	recs := killRecords(t, dir, a.pid)
+	if len(recs) != 1 || recs[0].Kill.Outcome != store.OutcomePending || recs[0].ID != m["id"] {
+		t.Fatalf("after a crash mid-kill the spool holds %+v, want one pending row with id %v", recs, m["id"])
+	}
+	if recs[0].Kill.FinalSignal != "TERM" || recs[0].Kill.SignalledAt.IsZero() {
+		t.Errorf("pending row %+v: want final signal TERM and the signal time", recs[0].Kill)
+	}
+	if !a.alive() {
+		t.Fatal("the agent died without SIGKILL: the test proves nothing")
+	}
+
+	// A second daemon on the same state dir kills it (its deadline is
+	// past) and completes its own row; the crashed daemon's row stays.
+	d2 := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "500ms", "--state-dir", dir)
+	m2 := d2.waitLog(t, 30*time.Second, killOf(a.pid))
+	a.waitExit(t, 10*time.Second)
+	d2.stop(t)
+	recs = killRecords(t, dir, a.pid)
+	if len(recs) != 2 {
+		t.Fatalf("spool holds %d rows for the agent, want the crashed daemon's pending one and the complete one: %+v", len(recs), recs)
+	}
+	done := recs[1]
+	if recs[0].ID != m["id"] || recs[0].Kill.Outcome != store.OutcomePending {
+		t.Errorf("first row %+v, want the pending row %v", recs[0].Kill, m["id"])
+	}
+	if done.Kill.Outcome != "killed" || done.Kill.Outcome != m2["outcome"] || done.Kill.ExitedAt == nil {
+		t.Errorf("second row %+v: want the complete row (killed, with its exit time)", done.Kill)
 	}
 }
