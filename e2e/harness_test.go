@@ -43,7 +43,7 @@ const (
 	// parallelTests is how many tests run apart at once unless
 	// -test.parallel says otherwise: they mostly wait on timers and
 	// deadlines, not on the CPU.
-	parallelTests = 6
+	parallelTests = 10
 )
 
 func TestMain(m *testing.M) {
@@ -80,16 +80,34 @@ func TestMain(m *testing.M) {
 // A test process of its own is what scopes the test's daemons to the
 // test: they run with --under that process, so the agents other tests
 // start beside it (named claude too) are never theirs. Tests that load the
-// whole machine (fork storms, thousands of agents, memory pressure, forged
-// proc connector messages, which every daemon receives) or that bound
-// lateness tightly stay serial: go test runs them before the parallel ones.
+// whole machine (fork storms that every daemon receives, thousands of
+// agents at once, HTTP floods) stay serial: go test runs them before the
+// parallel ones.
 func ranApart(t *testing.T) bool {
+	t.Helper()
+	return ranApartTurn(t, "")
+}
+
+// turns holds a lock for each kind of test that must run alone among its
+// kind: ranApartTurn.
+var turns sync.Map // string → *sync.Mutex
+
+// ranApartTurn is ranApart for a test that shares something machine-wide
+// with the other tests of its kind (memory pressure: a PSI trigger fires
+// on anyone's; the root cgroup's memory controller): those take turns,
+// beside the other tests.
+func ranApartTurn(t *testing.T, kind string) bool {
 	t.Helper()
 	needRoot(t)
 	if os.Getenv(apartEnv) == t.Name() {
 		return false
 	}
 	t.Parallel()
+	if kind != "" {
+		mu, _ := turns.LoadOrStore(kind, new(sync.Mutex))
+		mu.(*sync.Mutex).Lock()
+		defer mu.(*sync.Mutex).Unlock()
+	}
 	args := []string{"-test.run", "^" + regexp.QuoteMeta(t.Name()) + "$", "-test.count", "1", "-test.v"}
 	if dl, ok := t.Deadline(); ok {
 		args = append(args, "-test.timeout", time.Until(dl).Round(time.Second).String())

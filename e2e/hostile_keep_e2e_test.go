@@ -86,7 +86,9 @@ func TestIntegrationHostileKeepMemory(t *testing.T) {
 // session whose memory is mostly in a REAPER_KEEP=1 child (~300 MiB) is
 // the largest and is killed, child included, not the 150 MiB one.
 func TestIntegrationHostileKeepPressure(t *testing.T) {
-	needRoot(t)
+	if ranApartTurn(t, "pressure") {
+		return
+	}
 	needPSI(t)
 	comm := randName("hp")[:10]
 	// One kill at most (a 1h cooldown); the minimum age keeps both out of

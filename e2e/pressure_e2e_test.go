@@ -77,7 +77,9 @@ func waitFigures(t testing.TB, d *testDaemon, hs ...*holder) {
 // the cooldown, and never the exempt one, however large. The readers are
 // not agents and are never touched.
 func TestIntegrationPressure(t *testing.T) {
-	needRoot(t)
+	if ranApartTurn(t, "pressure") {
+		return
+	}
 	needPSI(t)
 	dsn := testDatabase(t)
 	const cooldown = 5 * time.Second
@@ -287,7 +289,9 @@ func TestIntegrationPressureReload(t *testing.T) {
 // In a dry run the pressure policy reports what it would kill, in order,
 // one per cooldown, and signals nothing.
 func TestIntegrationPressureDryRun(t *testing.T) {
-	needRoot(t)
+	if ranApartTurn(t, "pressure") {
+		return
+	}
 	needPSI(t)
 	d := startDaemon(t, "--agent", "presshold", "--max-age", "1h", "--dry-run",
 		"--pressure", pressureSpec(t), "--pressure-min-age", pressureTestMinAge, "--pressure-cooldown", "3s", "--resource-interval", "500ms")
@@ -433,7 +437,9 @@ func registered(t *testing.T, procs []string, args ...string) map[string]any {
 // daemon alone) watches /proc/pressure/memory; --pressure-file overrides
 // both.
 func TestIntegrationPressureFile(t *testing.T) {
-	needRoot(t)
+	if ranApartTurn(t, "pressure") {
+		return
+	}
 	needPSI(t)
 	procs, want := limitedCgroup(t)
 	common := []string{"--pressure", "some 200ms 2s", "--under", strconv.Itoa(os.Getpid()), "--listen", "", "--control-socket", ""}
