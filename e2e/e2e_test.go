@@ -269,14 +269,7 @@ func TestIntegrationSIGTERMStopsCleanly(t *testing.T) {
 	}
 	d := startDaemon(t, "--max-age", "1h")
 	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit after SIGTERM")
-	}
-	if !d.cmd.ProcessState.Success() {
-		t.Errorf("exit %v, want 0", d.cmd.ProcessState)
-	}
+	d.exitsCleanly(t, 20*time.Second)
 	d.waitLog(t, time.Second, func(m map[string]any) bool { return m["msg"] == "stopped" })
 }
 
@@ -323,10 +316,9 @@ func TestIntegrationEventLoss(t *testing.T) {
 // namespace, where the kernel ignores proc connector subscriptions: it must
 // say so, poll /proc, and still kill on time.
 func TestIntegrationPIDNamespaceFallback(t *testing.T) {
-	if ranApart(t) {
+	if ranApart(t, needUnshare) {
 		return
 	}
-	needUnshare(t)
 	const age = 3 * time.Second
 	claude, term := fakeAgentShell(t, "claude")
 	// Inside the namespace the shell is PID 1: everything there is ours, so
@@ -430,14 +422,7 @@ sleep 1000 & wait $!
 	grandchild := c.waitPID(t, "grandchild", 10*time.Second)
 	grandchildFD := pidfdOf(t, grandchild)
 
-	select {
-	case <-d.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the daemon did not stop within 30s of SIGTERM")
-	}
-	if !d.cmd.ProcessState.Success() {
-		t.Errorf("exit %v, want 0", d.cmd.ProcessState)
-	}
+	d.exitsCleanly(t, 30*time.Second)
 	if !pidfdDead(childFD, 0) || !pidfdDead(grandchildFD, 5*time.Second) {
 		t.Error("the daemon stopped and left its in-flight kill's tree alive (the grandchild forked during shutdown survived?)")
 	}

@@ -75,7 +75,8 @@ func TestMain(m *testing.M) {
 // ranApart runs the calling test in a test process of its own, in
 // parallel with the other tests that do, and reports whether it did: then
 // the caller returns at once, its body having run there. In that process
-// ranApart reports false and the body runs.
+// ranApart reports false and the body runs. Both check first what the
+// test needs of the machine: root, and needs (needUnshare, needPSI).
 //
 // A test process of its own is what scopes the test's daemons to the
 // test: they run with --under that process, so the agents other tests
@@ -83,9 +84,9 @@ func TestMain(m *testing.M) {
 // whole machine (fork storms that every daemon receives, thousands of
 // agents at once, HTTP floods) stay serial: go test runs them before the
 // parallel ones.
-func ranApart(t *testing.T) bool {
+func ranApart(t *testing.T, needs ...func(testing.TB)) bool {
 	t.Helper()
-	return ranApartTurn(t, "")
+	return ranApartTurn(t, "", needs...)
 }
 
 // turns holds a lock for each kind of test that must run alone among its
@@ -96,9 +97,12 @@ var turns sync.Map // string → *sync.Mutex
 // with the other tests of its kind (memory pressure: a PSI trigger fires
 // on anyone's; the root cgroup's memory controller): those take turns,
 // beside the other tests.
-func ranApartTurn(t *testing.T, kind string) bool {
+func ranApartTurn(t *testing.T, kind string, needs ...func(testing.TB)) bool {
 	t.Helper()
 	needRoot(t)
+	for _, need := range needs {
+		need(t)
+	}
 	if os.Getenv(apartEnv) == t.Name() {
 		return false
 	}
@@ -414,6 +418,20 @@ func (d *testDaemon) stop(t testing.TB) {
 		d.cmd.Process.Kill()
 		<-d.done
 		t.Error("daemon did not stop within 30s of SIGTERM")
+	}
+}
+
+// exitsCleanly waits for the daemon to exit by itself, after a signal the
+// test sent, and wants exit status 0.
+func (d *testDaemon) exitsCleanly(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-d.done:
+	case <-time.After(timeout):
+		t.Fatalf("the daemon did not exit within %s", timeout)
+	}
+	if !d.cmd.ProcessState.Success() {
+		t.Errorf("exit %v, want 0", d.cmd.ProcessState)
 	}
 }
 

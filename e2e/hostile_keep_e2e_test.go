@@ -86,10 +86,9 @@ func TestIntegrationHostileKeepMemory(t *testing.T) {
 // session whose memory is mostly in a REAPER_KEEP=1 child (~300 MiB) is
 // the largest and is killed, child included, not the 150 MiB one.
 func TestIntegrationHostileKeepPressure(t *testing.T) {
-	if ranApartTurn(t, "pressure") {
+	if ranApartTurn(t, "pressure", needPSI) {
 		return
 	}
-	needPSI(t)
 	comm := randName("hp")[:10]
 	// One kill at most (a 1h cooldown); the minimum age keeps both out of
 	// reach of pressure from elsewhere until their figures were sampled.
@@ -283,10 +282,7 @@ while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.05; done
 		return procComm(kid) == "sleep" && len(env) > 0 && !bytes.Contains(env, []byte("REAPER_KEEP=1"))
 	}, "the kid exec'ing sleep without REAPER_KEEP=1")
 
-	exitReq := r.trigger(t, "exit")
-	a.waitExit(t, 10*time.Second)
-	m := d.waitLog(t, leftoverGrace+30*time.Second, leftoverKillOf(pids["sentinel"]))
-	checkLeftoverKill(t, m, a, exitReq, leftoverGrace, exitSlack, time.Second)
+	leftoverKilled(t, d, r, a, "exit", pids["sentinel"], leftoverGrace, exitSlack)
 	if !pidfdDead(fds["sentinel"], 10*time.Second) {
 		t.Error("the sentinel survived its leftover kill")
 	}
@@ -310,10 +306,7 @@ func TestIntegrationHostileKeepEnvOff(t *testing.T) {
 	a := startAgent(t, "claude", "-exit-file", r.path("exit"), "-spawn", "label=marked,env=REAPER_KEEP=1,term="+r.path("marked.term"))
 	pids, fds := a.children(t, "marked")
 	d.waitTracked(t, a.pid)
-	exitReq := r.trigger(t, "exit")
-	a.waitExit(t, 10*time.Second)
-	m := d.waitLog(t, leftoverGrace+30*time.Second, leftoverKillOf(pids["marked"]))
-	checkLeftoverKill(t, m, a, exitReq, leftoverGrace, exitSlack, time.Second)
+	leftoverKilled(t, d, r, a, "exit", pids["marked"], leftoverGrace, exitSlack)
 	if !pidfdDead(fds["marked"], 10*time.Second) {
 		t.Error("the REAPER_KEEP=1 leftover survived with --keep-env=false")
 	}

@@ -373,10 +373,9 @@ func zombieLine(t testing.TB, l string) (all, init, live int) {
 // can fail: a PID 1 that does not reap keeps every one of them as a zombie
 // (KERNEL-NOTES: 24 left 1.5 s later).
 func TestIntegrationInitReapsOrphans(t *testing.T) {
-	if ranApart(t) {
+	if ranApart(t, needUnshare) {
 		return
 	}
-	needUnshare(t)
 	h := initHelper(t)
 	script := fmt.Sprintf(`i=0; while [ $i -lt 30 ]; do (sleep 0.2 &); i=$((i+1)); done; echo made; %s zombies %%d sleep`, h)
 	t.Run("init", func(t *testing.T) {
@@ -406,10 +405,9 @@ func TestIntegrationInitReapsOrphans(t *testing.T) {
 // is killed at its start + max age and never before, by its own record of
 // SIGTERM against its start time as the kernel shows it.
 func TestIntegrationInitAgentDeadline(t *testing.T) {
-	if ranApart(t) {
+	if ranApart(t, needUnshare) {
 		return
 	}
-	needUnshare(t)
 	const age = 2 * time.Second
 	const name = "initagent" // a comm is at most 15 bytes
 	agent, term := fakeAgentShell(t, name)
@@ -455,10 +453,9 @@ func TestIntegrationInitAgentDeadline(t *testing.T) {
 // TestIntegrationInitExitStatus: init exits with CMD's status, and 128 + n
 // when CMD dies of signal n, as a shell reports it.
 func TestIntegrationInitExitStatus(t *testing.T) {
-	if ranApart(t) {
+	if ranApart(t, needUnshare) {
 		return
 	}
-	needUnshare(t)
 	for _, c := range []struct {
 		script string
 		want   int
@@ -504,10 +501,9 @@ func TestIntegrationInitExitStatus(t *testing.T) {
 // SIGTERM's trap exit status comes back. The signals go to init through a
 // pidfd.
 func TestIntegrationInitForwardsSignals(t *testing.T) {
-	if ranApart(t) {
+	if ranApart(t, needUnshare) {
 		return
 	}
-	needUnshare(t)
 	sigs := []struct {
 		name string
 		sig  unix.Signal
@@ -536,10 +532,9 @@ func TestIntegrationInitForwardsSignals(t *testing.T) {
 // reaches CMD's whole process group, its children too; by default only
 // CMD.
 func TestIntegrationInitForwardToGroup(t *testing.T) {
-	if ranApart(t) {
+	if ranApart(t, needUnshare) {
 		return
 	}
-	needUnshare(t)
 	// The child is a background job of a non-interactive shell: same
 	// process group as CMD, which init put in a group of its own.
 	script := `trap 'echo parent-usr1' USR1; trap 'echo parent-term; kill $cp 2>/dev/null; exit 0' TERM
@@ -570,10 +565,9 @@ echo parent-ready; while :; do sleep 0.05; done`
 // SIGKILL after --kill-grace to one that ignores SIGTERM, and exits with
 // CMD's status no sooner than the grace and promptly after it.
 func TestIntegrationInitTerminatesLeftovers(t *testing.T) {
-	if ranApart(t) {
+	if ranApart(t, needUnshare) {
 		return
 	}
-	needUnshare(t)
 	const grace = time.Second
 	dir := t.TempDir()
 	rec, goFile := filepath.Join(dir, "rec"), filepath.Join(dir, "go")
@@ -661,10 +655,9 @@ while [ ! -e %s ]; do sleep 0.02; done; exit 7`, goFile)
 // next (so none may coalesce with another pending one): every one must
 // arrive, and once the storm is over no zombie is left.
 func TestIntegrationInitStorm(t *testing.T) {
-	if ranApart(t) {
+	if ranApart(t, needUnshare) {
 		return
 	}
-	needUnshare(t)
 	h := initHelper(t)
 	const orphans, rate = 1000, 500 // two seconds of storm
 	script := fmt.Sprintf(`n=0; stop=0; trap 'n=$((n+1)); echo "ack $n"' USR1; trap 'stop=1' USR2
@@ -720,10 +713,9 @@ while [ $stop = 0 ]; do wait $sp; done; kill $sp
 // keeps being CMD's init without the supervisor (CMD's status comes back),
 // so nothing is ever matched or signalled by a foreign PID.
 func TestIntegrationForeignProcRefused(t *testing.T) {
-	if ranApart(t) {
+	if ranApart(t, needUnshare) {
 		return
 	}
-	needUnshare(t)
 	dir := t.TempDir()
 	// Without the check `run` would scan the host's processes and run on:
 	// the deadline turns that into a failure, not a hang.

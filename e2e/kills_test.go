@@ -109,6 +109,18 @@ func checkKill(t testing.TB, m map[string]any, a *agent, maxAge time.Duration) {
 	}
 }
 
+// leftoverKilled lets the agent a exit (triggering exitFile), waits for
+// the kill line of its leftover pid and checks it (checkLeftoverKill, within
+// a second of its deadline). It returns the line, when the exit was
+// triggered and when the leftover was signalled.
+func leftoverKilled(t testing.TB, d *testDaemon, r rig, a *agent, exitFile string, pid int, grace, slack time.Duration) (m map[string]any, exitReq, sig int64) {
+	t.Helper()
+	exitReq = r.trigger(t, exitFile)
+	a.waitExit(t, 10*time.Second)
+	m = d.waitLog(t, grace+30*time.Second, leftoverKillOf(pid))
+	return m, exitReq, checkLeftoverKill(t, m, a, exitReq, grace, slack, time.Second)
+}
+
 // checkLeftoverKill asserts the kill line m of a leftover of agent a: reason
 // leftover, its session, and signalled never before exitReq (when the test
 // let the agent exit: a lower bound of its exit) + grace, nor more than late

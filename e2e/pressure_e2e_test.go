@@ -77,10 +77,9 @@ func waitFigures(t testing.TB, d *testDaemon, hs ...*holder) {
 // the cooldown, and never the exempt one, however large. The readers are
 // not agents and are never touched.
 func TestIntegrationPressure(t *testing.T) {
-	if ranApartTurn(t, "pressure") {
+	if ranApartTurn(t, "pressure", needPSI) {
 		return
 	}
-	needPSI(t)
 	dsn := testDatabase(t)
 	const cooldown = 5 * time.Second
 	spec := pressureSpec(t)
@@ -217,10 +216,9 @@ func TestIntegrationPressure(t *testing.T) {
 // so this holds on a runner that has the capability too; one that started
 // anyway would be stopped by the context and fail the test.
 func TestIntegrationPressureWindowRefused(t *testing.T) {
-	if ranApart(t) {
+	if ranApart(t, needPSI) {
 		return
 	}
-	needPSI(t)
 	t.Logf("this process has CAP_SYS_RESOURCE: %v (the daemon runs without it)", psi.Privileged())
 	self, err := os.Executable()
 	if err != nil {
@@ -251,10 +249,9 @@ func lastLine(b []byte) string {
 // SIGHUP turns the trigger on, re-registers it when the spec changes, and
 // removes it; the limits change without touching the trigger.
 func TestIntegrationPressureReload(t *testing.T) {
-	if ranApart(t) {
+	if ranApart(t, needPSI) {
 		return
 	}
-	needPSI(t)
 	conf := filepath.Join(t.TempDir(), "supervisor.conf")
 	os.WriteFile(conf, []byte("REAPER_MAX_AGE=1h\n"), 0o644)
 	d := startDaemon(t, "--config", conf)
@@ -289,10 +286,9 @@ func TestIntegrationPressureReload(t *testing.T) {
 // In a dry run the pressure policy reports what it would kill, in order,
 // one per cooldown, and signals nothing.
 func TestIntegrationPressureDryRun(t *testing.T) {
-	if ranApartTurn(t, "pressure") {
+	if ranApartTurn(t, "pressure", needPSI) {
 		return
 	}
-	needPSI(t)
 	d := startDaemon(t, "--agent", "presshold", "--max-age", "1h", "--dry-run",
 		"--pressure", pressureSpec(t), "--pressure-min-age", pressureTestMinAge, "--pressure-cooldown", "3s", "--resource-interval", "500ms")
 	big := startHolder(t, "presshold", 200)
@@ -437,10 +433,9 @@ func registered(t *testing.T, procs []string, args ...string) map[string]any {
 // daemon alone) watches /proc/pressure/memory; --pressure-file overrides
 // both.
 func TestIntegrationPressureFile(t *testing.T) {
-	if ranApartTurn(t, "pressure") {
+	if ranApartTurn(t, "pressure", needPSI) {
 		return
 	}
-	needPSI(t)
 	procs, want := limitedCgroup(t)
 	common := []string{"--pressure", "some 200ms 2s", "--under", strconv.Itoa(os.Getpid()), "--listen", "", "--control-socket", ""}
 

@@ -161,10 +161,7 @@ func TestIntegrationNestedAgent(t *testing.T) {
 	d.waitTracked(t, a.pid)
 	// The inner claude is an agent too, with its own deadline.
 	d.waitTracked(t, pids["inner"])
-	exitReq := r.trigger(t, "exit")
-	a.waitExit(t, 10*time.Second)
-	m := d.waitLog(t, leftoverGrace+30*time.Second, leftoverKillOf(pids["inner"]))
-	sig := checkLeftoverKill(t, m, a, exitReq, leftoverGrace, exitSlack, time.Second)
+	m, _, sig := leftoverKilled(t, d, r, a, "exit", pids["inner"], leftoverGrace, exitSlack)
 	if m["outcome"] != "terminated" {
 		t.Errorf("inner agent: outcome %v, want terminated", m["outcome"])
 	}
@@ -332,11 +329,8 @@ func TestIntegrationLeftoverPolling(t *testing.T) {
 		as := d.agentsFor(t, a.pid)
 		return len(as) == 1 && as[0].Members >= 2
 	}, "a poll seeing the child %d in the session of %d", pids["stubborn"], a.pid)
-	exitReq := r.trigger(t, "exit")
-	a.waitExit(t, 10*time.Second)
-	m := d.waitLog(t, grace+30*time.Second, leftoverKillOf(pids["stubborn"]))
 	// The exit is seen by the next poll: up to one interval late.
-	checkLeftoverKill(t, m, a, exitReq, grace, poll+exitSlack, time.Second)
+	_, exitReq, _ := leftoverKilled(t, d, r, a, "exit", pids["stubborn"], grace, poll+exitSlack)
 	if term, ok := r.termAt("stubborn.term"); !ok || term < exitReq+int64(grace) {
 		t.Errorf("SIGTERM at %d (recorded %v), want after the agent's exit + grace", term, ok)
 	}
@@ -357,10 +351,7 @@ func TestIntegrationLeftoverDryRun(t *testing.T) {
 	a := startAgent(t, "claude", "-exit-file", r.path("exit"), "-spawn", "label=stubborn,ignore-term,term="+r.path("stubborn.term"))
 	pids, fds := a.children(t, "stubborn")
 	d.waitTracked(t, a.pid)
-	exitReq := r.trigger(t, "exit")
-	a.waitExit(t, 10*time.Second)
-	m := d.waitLog(t, grace+30*time.Second, leftoverKillOf(pids["stubborn"]))
-	sig := checkLeftoverKill(t, m, a, exitReq, grace, exitSlack, time.Second)
+	m, _, sig := leftoverKilled(t, d, r, a, "exit", pids["stubborn"], grace, exitSlack)
 	if m["msg"] != "would kill leftover" || m["dry_run"] != true || m["outcome"] != "dry_run" {
 		t.Errorf("dry run reported %v", m)
 	}
@@ -404,10 +395,7 @@ while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.02; done
 	a := startScript(t, script)
 	pids, fds := a.children(t, "marked", "ruled", "plain")
 	a.waitLine(t, "ready", 10*time.Second)
-	exitReq := r.trigger(t, "exit")
-	a.waitExit(t, 10*time.Second)
-	m := d.waitLog(t, leftoverGrace+30*time.Second, leftoverKillOf(pids["plain"]))
-	sig := checkLeftoverKill(t, m, a, exitReq, leftoverGrace, exitSlack, time.Second)
+	_, _, sig := leftoverKilled(t, d, r, a, "exit", pids["plain"], leftoverGrace, exitSlack)
 	if !pidfdDead(fds["plain"], 10*time.Second) {
 		t.Error("the plain leftover survived")
 	}
