@@ -560,18 +560,12 @@ func startSessions(b *testing.B, name string, agents, children int, env ...strin
 
 // waitHealth polls /healthz until ok says so.
 func waitHealth(b *testing.B, d *testDaemon, timeout time.Duration, ok func(healthView) bool) healthView {
-	end := time.Now().Add(timeout)
-	for {
-		var h healthView
+	var h healthView
+	waitFor(b, timeout, func() bool {
 		d.get(b, "/healthz", &h)
-		if ok(h) {
-			return h
-		}
-		if time.Now().After(end) {
-			b.Fatalf("health never reached the expected state: %+v", h)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return ok(h)
+	}, "health in the expected state: %+v", &h)
+	return h
 }
 
 // BenchmarkIntegrationLeftoverLateness: sessions of an agent and one
@@ -898,9 +892,7 @@ func benchResourceCost(b *testing.B, agents, children int, kind string) {
 			"--summary-interval", "1h", "--resource-interval", "2s")
 		waitHealth(b, d, 60*time.Second, func(h healthView) bool { return h.Agents >= agents && h.Members >= total })
 		// Past the first samples, which open every member's statm.
-		for metricValue(b, d, "supervisor_resource_samples_total") < 2 {
-			time.Sleep(100 * time.Millisecond)
-		}
+		waitFor(b, 60*time.Second, func() bool { return metricValue(b, d, "supervisor_resource_samples_total") >= 2 }, "two resource samples")
 		c0, n0 := metricValue(b, d, "supervisor_resource_sample_cpu_seconds_total"), metricValue(b, d, "supervisor_resource_samples_total")
 		p0, _ := procCPU(d.cmd.Process.Pid)
 		time.Sleep(window)

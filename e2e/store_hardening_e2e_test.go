@@ -258,8 +258,8 @@ func TestIntegrationLeastPrivilege(t *testing.T) {
 	want := "schema tel is not current (missing migrations " + strings.Join(names, ", ") + ") and this role cannot create it: run `supervisor migrate` with an owner role"
 	d = startDaemon(t, "--max-age", "1h", "--database-url", roleURL, "--host-id", "lp-host")
 	d.waitLog(t, 20*time.Second, func(m map[string]any) bool { return m["msg"] == want })
-	// Retries at 1 s, 2 s, 4 s of backoff: wait for two more attempts'
-	// worth, then count.
+	// Retries at 1 s, 2 s, 4 s of backoff: two more attempts' worth, then
+	// count. (An attempt that says nothing leaves no mark: a window.)
 	time.Sleep(4 * time.Second)
 	if n := len(d.findLogs(func(m map[string]any) bool { return m["msg"] == want })); n != 1 {
 		t.Errorf("%d schema lines, want exactly 1", n)
