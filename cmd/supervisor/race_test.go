@@ -1,7 +1,0 @@
-//go:build race
-
-package main
-
-// Built with -race, the tests build the daemon with -race too, so races in
-// the daemon under real workloads fail the run (the race detector exits 66).
-func init() { buildFlags = append(buildFlags, "-race") }

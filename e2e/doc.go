@@ -1,0 +1,27 @@
+// Package e2e holds the end-to-end tests: they build the real supervisor
+// binary (../cmd/supervisor, with -race when the tests run with it) and
+// drive it from outside, as an operator and the kernel do, against the
+// real proc connector, real processes and signals, real cgroups and PSI
+// triggers, and a real PostgreSQL. Fake agents are the test binary itself
+// run under another name; C helpers are built with cc where Go cannot
+// fork fast enough.
+//
+// The tests are black-box: they talk to the binary through its command
+// line, its files (state dir, spool, config) and its sockets (API, control,
+// /metrics), and read what it writes to PostgreSQL. They never import the
+// daemon's own code (cmd/supervisor, or what it is made of beyond formats).
+// Besides the standard library, x/sys/unix and pgx, they may import the
+// internal packages that define a format the binary writes or reads, to
+// read or forge it: store (spool records), statefile and tracker (the
+// state dir's member states; a process's start from /proc as the daemon
+// names it), procevents (the proc connector's wire format), cgroupinfo and
+// psi (what /proc shows); and test rigs (psi/psitest).
+//
+// The harness: harness_test.go (TestMain, ranApart, the daemon under test
+// and its log), procs_test.go (the processes tests start, their output,
+// pidfds, /proc), modes_test.go (the test binary's other lives: the fake
+// agent, the capability and user wrappers), kills_test.go (what a kill
+// line must say), api_test.go (endpoints, metrics, CLI, events),
+// helper_c_test.go (C helpers), cgroup_helpers_test.go, pg_test.go
+// (PostgreSQL) and pressure_rig_test.go.
+package e2e

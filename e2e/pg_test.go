@@ -1,0 +1,179 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// needPostgres returns TEST_DATABASE_URL. scripts/test sets it, starting a
+// private server when it is not given.
+func needPostgres(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv("TEST_DATABASE_URL")
+	if u == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI must provide PostgreSQL: TEST_DATABASE_URL is not set (scripts/test sets it)")
+		}
+		t.Skip("skipped: needs PostgreSQL; set TEST_DATABASE_URL or run scripts/test, which starts a private server")
+	}
+	return u
+}
+
+func randName(prefix string) string {
+	var b [6]byte
+	rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// testDatabase creates an empty database for one test on the test server
+// and drops it afterwards.
+func testDatabase(t testing.TB) string {
+	t.Helper()
+	base := needPostgres(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect to TEST_DATABASE_URL: %v", err)
+	}
+	defer conn.Close(ctx)
+	name := randName("sv_test_")
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(ctx, base)
+		if err == nil {
+			c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			c.Close(ctx)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func dbConn(t testing.TB, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// cluster is a private PostgreSQL server a test can stop and start, on a
+// loopback TCP port with password authentication.
+type cluster struct {
+	bin, dir string
+	port     int
+	password string
+}
+
+func pgBin(t testing.TB) string {
+	if b := os.Getenv("TEST_PG_BIN"); b != "" {
+		return b
+	}
+	m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	if len(m) == 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("initdb not found: scripts/test installs the postgresql package")
+		}
+		t.Skip("skipped: needs the PostgreSQL server binaries (initdb); run scripts/test, which installs them")
+	}
+	return filepath.Dir(m[0])
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func newCluster(t testing.TB) *cluster {
+	t.Helper()
+	needRoot(t)
+	c := &cluster{bin: pgBin(t), password: randName("pw")}
+	dir, err := os.MkdirTemp("", "supervisor-pgc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.dir = dir
+	c.port = freePort(t)
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte(c.password+"\n"), 0o600)
+	c.pg(t, "chown", "-R", "postgres:", dir)
+	c.pg(t, "runuser", "-u", "postgres", "--", filepath.Join(c.bin, "initdb"), "-D", filepath.Join(dir, "data"),
+		"-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile="+pw)
+	t.Cleanup(func() {
+		exec.Command("runuser", "-u", "postgres", "--", filepath.Join(c.bin, "pg_ctl"), "-D", filepath.Join(dir, "data"),
+			"-m", "immediate", "stop").Run()
+		os.RemoveAll(dir)
+	})
+	c.start(t)
+	return c
+}
+
+func (c *cluster) pg(t testing.TB, args ...string) {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+}
+
+func (c *cluster) start(t testing.TB) {
+	t.Helper()
+	c.pg(t, "runuser", "-u", "postgres", "--", filepath.Join(c.bin, "pg_ctl"), "-D", filepath.Join(c.dir, "data"),
+		"-l", filepath.Join(c.dir, "log"), "-w", "-o",
+		fmt.Sprintf("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories=%s", c.port, c.dir), "start")
+}
+
+func (c *cluster) stop(t testing.TB) {
+	t.Helper()
+	c.pg(t, "runuser", "-u", "postgres", "--", filepath.Join(c.bin, "pg_ctl"), "-D", filepath.Join(c.dir, "data"),
+		"-m", "fast", "-w", "stop")
+}
+
+// url connects over TCP with the password.
+func (c *cluster) url(password string) string {
+	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable", url.QueryEscape(password), c.port)
+}
+
+// waitRows polls the database until query returns want rows or the
+// timeout passes; it returns the count seen last.
+func waitCount(t testing.TB, conn *pgx.Conn, timeout time.Duration, want int, query string, args ...any) int {
+	t.Helper()
+	end := time.Now().Add(timeout)
+	var n int
+	for {
+		err := conn.QueryRow(context.Background(), query, args...).Scan(&n)
+		if err == nil && n >= want {
+			return n
+		}
+		if time.Now().After(end) {
+			if err != nil {
+				t.Fatalf("%s: %v", query, err)
+			}
+			return n
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

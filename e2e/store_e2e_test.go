@@ -1,0 +1,601 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/store"
+)
+
+// runOnce runs `supervisor once` scoped to this test and returns its JSON,
+// its log lines and its exit code.
+func runOnce(t *testing.T, env []string, args ...string) (map[string]any, []map[string]any, int) {
+	t.Helper()
+	stdout, stderr, code := runCLIEnv(t, env, append([]string{"once", "--under", strconv.Itoa(os.Getpid())}, args...)...)
+	var logs []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil {
+			logs = append(logs, m)
+		}
+	}
+	var res map[string]any
+	if code == 0 {
+		if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+			t.Fatalf("once printed no JSON: %v\n%s\nstderr: %s", err, stdout, stderr)
+		}
+	}
+	return res, logs, code
+}
+
+var seedKeys = []string{"zombie_count", "zombie_threshold", "free_mem_mb", "swap_used_mb", "swap_pct",
+	"stale_processes_killed", "max_age_minutes"}
+
+// TestIntegrationSeedTableCompat: against a tel.system_health created the
+// way the seed's users created it, `once` kills a stale agent, writes a row
+// with the seed's keys and more, keeps the old rows, and prints the seed's
+// JSON.
+func TestIntegrationSeedTableCompat(t *testing.T) {
+	if ranApart(t) {
+		return
+	}
+	db := testDatabase(t)
+	conn := dbConn(t, db)
+	ctx := context.Background()
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA tel;
+		CREATE TABLE tel.system_health (
+			id SERIAL PRIMARY KEY,
+			check_type VARCHAR(50) NOT NULL,
+			status VARCHAR(20) NOT NULL,
+			details JSONB,
+			action_taken TEXT,
+			created_at TIMESTAMP DEFAULT NOW());
+		INSERT INTO tel.system_health (check_type, status, details, action_taken)
+			VALUES ('process_reaper', 'ok', '{"zombie_count": 0}', NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, "claude")
+	a.waitLine(t, "pid", 10*time.Second)
+	sleepUntil(a.t0 + int64(1200*time.Millisecond)) // let it grow older than the max age below
+	before := time.Now()
+	res, logs, code := runOnce(t, []string{"DATABASE_URL=" + db, "REAPER_MAX_AGENT_AGE_MINUTES=5"},
+		"--max-age", "1s", "--kill-grace", "2s", "--state-dir", t.TempDir(), "--host-id", "seed-host")
+	if code != 0 {
+		t.Fatalf("once exit %d: %v", code, logs)
+	}
+	for _, k := range append(seedKeys, "status", "duration_seconds", "killed") {
+		if _, ok := res[k]; !ok {
+			t.Errorf("once output lacks %q: %v", k, res)
+		}
+	}
+	killed, _ := res["killed"].([]any)
+	if len(killed) != 1 || num(killed[0].(map[string]any)["pid"]) != int64(a.pid) || killed[0].(map[string]any)["comm"] != "claude" {
+		t.Fatalf("killed %v, want the agent %d", killed, a.pid)
+	}
+	if _, ok := killed[0].(map[string]any)["ageMinutes"]; !ok {
+		t.Error("killed entry lacks ageMinutes")
+	}
+	if res["stale_processes_killed"] != 1.0 || res["max_age_minutes"] != 0.0 {
+		t.Errorf("stale_processes_killed %v, max_age_minutes %v", res["stale_processes_killed"], res["max_age_minutes"])
+	}
+	a.waitExit(t, 10*time.Second)
+
+	var n int
+	conn.QueryRow(ctx, "SELECT count(*) FROM tel.system_health").Scan(&n)
+	if n != 2 {
+		t.Fatalf("%d rows, want the seed's and ours", n)
+	}
+	var status, host string
+	var action *string
+	var details map[string]any
+	var created time.Time
+	if err := conn.QueryRow(ctx, `SELECT status, host, details, action_taken, created_at::timestamptz FROM tel.system_health
+		WHERE row_id IS NOT NULL`).Scan(&status, &host, &details, &action, &created); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range append(seedKeys, "zombie_parents", "mem_available_mb", "psi_memory_some_avg10",
+		"processes_tracked", "agents_tracked", "events_lost", "resyncs", "event_source", "oldest_agent_age_seconds") {
+		if _, ok := details[k]; !ok {
+			t.Errorf("details lack %q", k)
+		}
+	}
+	if host != "seed-host" || action == nil || *action != fmt.Sprintf("Killed PIDs: %d", a.pid) {
+		t.Errorf("host %q, action_taken %v", host, action)
+	}
+	if created.Before(before.Add(-time.Second)) || created.After(time.Now()) {
+		t.Errorf("created_at %v, not when the snapshot was taken (%v)", created, before)
+	}
+	var kills int
+	conn.QueryRow(ctx, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND host = 'seed-host'", a.pid).Scan(&kills)
+	if kills != 1 {
+		t.Errorf("%d kill rows for the agent, want 1", kills)
+	}
+}
+
+// TestIntegrationKillRows: the daemon writes one tel.agent_kills row per
+// reaped agent as it happens.
+func TestIntegrationKillRows(t *testing.T) {
+	if ranApart(t) {
+		return
+	}
+	db := testDatabase(t)
+	conn := dbConn(t, db)
+	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "1s", "--database-url", db, "--host-id", "kills")
+	a := startAgent(t, "claude", "-children", "1", "-child-ignore-term")
+	a.waitLine(t, "pid", 10*time.Second)
+	child, _ := strconv.Atoi(strings.Fields(a.waitLine(t, "pid", 10*time.Second))[1])
+	m := d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))
+	// The row is spooled pending at the first signal and replaced by the
+	// complete one when the tree is gone: wait for the complete one.
+	if waitCount(t, conn, 20*time.Second, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", a.pid) != 1 {
+		t.Fatal("no complete kill row")
+	}
+	var (
+		host, comm, cmdline, rule, outcome string
+		final                              *string
+		started, deadline, signalled       time.Time
+		exited                             *time.Time
+		desc                               []int32
+		dry                                bool
+		late                               float64
+	)
+	if err := conn.QueryRow(context.Background(), `SELECT host, comm, cmdline, rule, outcome, final_signal, started_at,
+		deadline, signalled_at, exited_at, descendants, dry_run, lateness_ms FROM tel.agent_kills WHERE pid = $1`, a.pid).
+		Scan(&host, &comm, &cmdline, &rule, &outcome, &final, &started, &deadline, &signalled, &exited, &desc, &dry, &late); err != nil {
+		t.Fatal(err)
+	}
+	if host != "kills" || comm != "claude" || !strings.Contains(cmdline, "claude") || rule != "claude" || dry {
+		t.Errorf("row: host %q comm %q cmdline %q rule %q dry %v", host, comm, cmdline, rule, dry)
+	}
+	if outcome != "killed" || final == nil || *final != "KILL" || len(desc) != 1 || int(desc[0]) != child {
+		t.Errorf("outcome %q final %v descendants %v (child %d)", outcome, final, desc, child)
+	}
+	if d := deadline.Sub(started); d < maxAge || d > maxAge+20*time.Millisecond {
+		t.Errorf("deadline - start = %s", d)
+	}
+	if signalled.Before(deadline) || exited == nil || exited.Before(signalled) {
+		t.Errorf("deadline %v signalled %v exited %v", deadline, signalled, exited)
+	}
+	if want := float64(num(m["lateness_ns"])) / 1e6; late != want {
+		t.Errorf("lateness_ms %v, log says %v", late, want)
+	}
+	if m := scrape(t, d); !strings.Contains(m, "\nsupervisor_db_up 1\n") {
+		t.Error("/metrics does not say supervisor_db_up 1")
+	}
+}
+
+// TestIntegrationZombiesAndThresholds: zombies are attributed to the parent
+// that never waits for them, and the seed's warning rules decide status.
+func TestIntegrationZombiesAndThresholds(t *testing.T) {
+	if ranApart(t) {
+		return
+	}
+	db := testDatabase(t)
+	conn := dbConn(t, db)
+	z := startAgent(t, "zmaker", "-zombies", "3")
+	z.waitLine(t, "zombies ready", 10*time.Second)
+	calm := []string{"REAPER_ZOMBIE_WARN_THRESHOLD=1000000", "REAPER_FREE_MEM_WARN_MB=0", "REAPER_SWAP_WARN_PCT=1"}
+	cases := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"calm", calm, "ok"},
+		{"zombies", []string{"REAPER_ZOMBIE_WARN_THRESHOLD=2", "REAPER_FREE_MEM_WARN_MB=0", "REAPER_SWAP_WARN_PCT=1"}, "warning"},
+		{"memory", []string{"REAPER_ZOMBIE_WARN_THRESHOLD=1000000", "REAPER_FREE_MEM_WARN_MB=100000000", "REAPER_SWAP_WARN_PCT=1"}, "warning"},
+	}
+	for _, c := range cases {
+		res, logs, code := runOnce(t, append(c.env, "DATABASE_URL="+db), "--state-dir", t.TempDir(), "--host-id", c.name)
+		if code != 0 {
+			t.Fatalf("%s: exit %d %v", c.name, code, logs)
+		}
+		if res["status"] != c.want {
+			t.Errorf("%s: status %v, want %s (%v)", c.name, res["status"], c.want, res)
+		}
+		if num(res["zombie_count"]) < 3 {
+			t.Errorf("%s: zombie_count %v, want at least 3", c.name, res["zombie_count"])
+		}
+	}
+	var parents []map[string]any
+	if err := conn.QueryRow(context.Background(),
+		`SELECT details->'zombie_parents' FROM tel.system_health WHERE host = 'calm'`).Scan(&parents); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range parents {
+		if num(p["pid"]) == int64(z.pid) {
+			found = true
+			if num(p["zombies"]) != 3 || p["comm"] != "zmaker" {
+				t.Errorf("zombie parent %v, want 3 zombies of zmaker", p)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("zombie_parents %v lacks the parent %d", parents, z.pid)
+	}
+}
+
+// spooled reads the records left in a state dir's spool.
+func spooled(t *testing.T, dir string) []store.Record {
+	t.Helper()
+	recs, _, err := store.ReadSpool(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// TestIntegrationOutage: Postgres stops while agents are being reaped, the
+// daemon is SIGKILLed, Postgres comes back, the daemon restarts on the same
+// state dir: every kill and snapshot arrives once, with its original time.
+func TestIntegrationOutage(t *testing.T) {
+	if ranApart(t) {
+		return
+	}
+	c := newCluster(t)
+	dsn := c.url(c.password)
+	conn := dbConn(t, dsn)
+	state := t.TempDir()
+	args := []string{"--control-socket", "", "--max-age", maxAge.String(), "--database-url", dsn, "--summary-interval", "1s",
+		"--host-id", "outage", "--state-dir", state}
+	d := startDaemonCmd(t, exec.Command(supervisorBin, append([]string{"run", "--listen", "127.0.0.1:0",
+		"--under", strconv.Itoa(os.Getpid())}, args...)...))
+	a1 := startAgent(t, "claude")
+	d.waitLog(t, maxAge+20*time.Second, killOf(a1.pid))
+	waitCount(t, conn, 20*time.Second, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1", a1.pid)
+	conn.Close(context.Background())
+
+	c.stop(t)
+	a2 := startAgent(t, "claude")
+	a3 := startAgent(t, "claude")
+	for _, a := range []*agent{a2, a3} {
+		d.waitLog(t, maxAge+20*time.Second, killOf(a.pid)) // reaping goes on
+		a.waitExit(t, 10*time.Second)
+	}
+	d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
+		return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable")
+	})
+	// Two more snapshots into the outage, then kill the daemon hard.
+	n := len(d.findLogs(func(m map[string]any) bool { return m["msg"] == "snapshot" }))
+	seen := 0
+	d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
+		if m["msg"] == "snapshot" {
+			seen++
+		}
+		return seen >= n+2
+	})
+	if w := d.findLogs(func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable") }); len(w) != 1 {
+		t.Errorf("outage logged %d times, want once", len(w))
+	}
+	d.cmd.Process.Kill()
+	<-d.done
+
+	pending := spooled(t, state)
+	kinds := map[string]int{}
+	for _, r := range pending {
+		kinds[r.Kind]++
+	}
+	if kinds[store.KindKill] < 2 || kinds[store.KindSnapshot] < 2 {
+		t.Fatalf("spool after the outage holds %v, want both kills and snapshots", kinds)
+	}
+
+	c.start(t)
+	conn = dbConn(t, dsn)
+	d2 := startDaemonCmd(t, exec.Command(supervisorBin, append([]string{"run", "--listen", "127.0.0.1:0",
+		"--under", strconv.Itoa(os.Getpid())}, append(args[:len(args)-6], "--summary-interval", "1h",
+		"--host-id", "outage", "--state-dir", state)...)...))
+	_ = d2
+	// Every spooled record arrives exactly once, with its original time.
+	for _, r := range pending {
+		var q string
+		switch r.Kind {
+		case store.KindKill:
+			q = "SELECT count(*) FROM tel.agent_kills WHERE id = $1"
+		default:
+			q = "SELECT count(*) FROM tel.system_health WHERE row_id = $1"
+		}
+		if got := waitCount(t, conn, 30*time.Second, 1, q, r.ID); got != 1 {
+			t.Fatalf("%s %s arrived %d times", r.Kind, r.ID, got)
+		}
+		var created time.Time
+		tbl := map[string]string{store.KindKill: "tel.agent_kills WHERE id", store.KindSnapshot: "tel.system_health WHERE row_id"}[r.Kind]
+		conn.QueryRow(context.Background(), "SELECT created_at FROM "+tbl+" = $1", r.ID).Scan(&created)
+		if d := created.Sub(r.Created); d > time.Microsecond || d < -time.Microsecond {
+			t.Errorf("%s %s: created_at %v, spooled at %v", r.Kind, r.ID, created, r.Created)
+		}
+	}
+	var kills []int
+	rows, _ := conn.Query(context.Background(), "SELECT pid FROM tel.agent_kills WHERE host = 'outage' ORDER BY pid")
+	for rows.Next() {
+		var p int
+		rows.Scan(&p)
+		kills = append(kills, p)
+	}
+	want := []int{a1.pid, a2.pid, a3.pid}
+	sort.Ints(want)
+	if fmt.Sprint(kills) != fmt.Sprint(want) {
+		t.Errorf("kill rows for pids %v, want each of %v once", kills, want)
+	}
+	var dup int
+	conn.QueryRow(context.Background(), `SELECT count(*) - count(DISTINCT created_at) FROM tel.system_health WHERE host = 'outage'`).Scan(&dup)
+	if dup != 0 {
+		t.Errorf("%d duplicate snapshots", dup)
+	}
+	if left := spooled(t, state); len(left) > 1 { // the new start's own snapshot may still be on its way
+		t.Errorf("%d rows still spooled after recovery", len(left))
+	}
+}
+
+// TestIntegrationBadDatabase: a wrong password or a closed port is an
+// outage, not a stop: clear error, reaping goes on, the password never
+// appears in a log.
+func TestIntegrationBadDatabase(t *testing.T) {
+	if ranApart(t) {
+		return
+	}
+	c := newCluster(t)
+	wrong := randName("wrongpw")
+	for name, dsn := range map[string]string{
+		"wrong password": c.url(wrong),
+		"closed port":    fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=3", wrong, freePort(t)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := startDaemon(t, "--max-age", maxAge.String(), "--database-url", dsn)
+			a := startAgent(t, "claude")
+			m := d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))
+			checkKill(t, m, a, maxAge)
+			w := d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
+				return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable")
+			})
+			errMsg := fmt.Sprint(w["error"])
+			if name == "wrong password" && !strings.Contains(errMsg, "password authentication failed") {
+				t.Errorf("error %q does not say the password was wrong", errMsg)
+			}
+			if name == "closed port" && !strings.Contains(errMsg, "refused") {
+				t.Errorf("error %q does not say the connection was refused", errMsg)
+			}
+			var h healthView
+			d.get(t, "/healthz", &h)
+			if h.Database != "down" {
+				t.Errorf("healthz database %q, want down", h.Database)
+			}
+			if m := scrape(t, d); !strings.Contains(m, "\nsupervisor_db_up 0\n") {
+				t.Error("/metrics does not say supervisor_db_up 0")
+			}
+			d.stop(t)
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			for _, l := range d.logs {
+				b, _ := json.Marshal(l)
+				if strings.Contains(string(b), wrong) {
+					t.Errorf("the password reached the log: %s", b)
+				}
+			}
+		})
+	}
+	// A malformed URL is a configuration error, and says so without the password.
+	var errb bytes.Buffer
+	cmd := exec.Command(supervisorBin, "run", "--database-url", "postgres://u:"+wrong+"@host:notaport/db")
+	cmd.Stderr = &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(errb.String(), "--database-url") ||
+		strings.Contains(errb.String(), wrong) {
+		t.Errorf("malformed URL: %v, stderr %q", err, errb.String())
+	}
+}
+
+// TestIntegrationTwoHostsAndRetention: two daemons with different host ids
+// share a database; each deletes only its own old rows.
+func TestIntegrationTwoHostsAndRetention(t *testing.T) {
+	if ranApart(t) {
+		return
+	}
+	db := testDatabase(t)
+	conn := dbConn(t, db)
+	ctx := context.Background()
+	// The first daemon creates the schema; then plant old rows for both hosts.
+	d1 := startDaemon(t, "--database-url", db, "--host-id", "alpha", "--retention", "24h", "--max-age", "1h")
+	waitCount(t, conn, 20*time.Second, 1, "SELECT count(*) FROM tel.system_health WHERE host = 'alpha'")
+	old := time.Now().Add(-48 * time.Hour)
+	for _, h := range []string{"alpha", "beta"} {
+		if _, err := conn.Exec(ctx, `INSERT INTO tel.system_health (row_id, host, check_type, status, details, created_at)
+			VALUES (gen_random_uuid(), $1, 'process_reaper', 'ok', '{}', $2)`, h, old); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO tel.agent_kills (id, host, pid, comm, cmdline, rule, started_at, deadline,
+			signalled_at, lateness_ms, outcome, descendants, dry_run, created_at)
+			VALUES (gen_random_uuid(), $1, 1, 'claude', '', 'claude', $2, $2, $2, 0, 'terminated', '{}', false, $2)`, h, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d1.stop(t)
+	// Both daemons at once: beta keeps 30 days, alpha 24 hours.
+	startDaemon(t, "--database-url", db, "--host-id", "alpha", "--retention", "24h", "--max-age", "1h")
+	startDaemon(t, "--database-url", db, "--host-id", "beta", "--retention", "720h", "--max-age", "1h")
+	waitCount(t, conn, 20*time.Second, 1, "SELECT count(*) FROM tel.system_health WHERE host = 'beta' AND created_at > now() - interval '1 hour'")
+	if n := waitCount(t, conn, 20*time.Second, 2, "SELECT count(*) FROM tel.system_health WHERE host = 'alpha' AND created_at > now() - interval '1 hour'"); n < 2 {
+		t.Errorf("alpha wrote %d snapshots over two starts, want 2", n)
+	}
+	var alphaOld, betaOld int
+	waitFor(t, 20*time.Second, func() bool {
+		conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM tel.system_health WHERE host = 'alpha' AND created_at < now() - interval '1 day')
+			+ (SELECT count(*) FROM tel.agent_kills WHERE host = 'alpha')`).Scan(&alphaOld)
+		return alphaOld == 0
+	}, "alpha's old rows removed: %v left", &alphaOld)
+	conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM tel.system_health WHERE host = 'beta' AND created_at < now() - interval '1 day')
+		+ (SELECT count(*) FROM tel.agent_kills WHERE host = 'beta')`).Scan(&betaOld)
+	if alphaOld != 0 || betaOld != 2 {
+		t.Errorf("old rows left: alpha %d (want 0), beta %d (want 2: its retention is 30 days)", alphaOld, betaOld)
+	}
+	var migrations int
+	conn.QueryRow(ctx, "SELECT count(*) FROM tel.supervisor_migrations").Scan(&migrations)
+	files, _ := filepath.Glob(filepath.Join("..", "internal", "store", "migrations", "*.sql"))
+	if migrations != len(files) {
+		t.Errorf("%d migration rows, want %d (one per embedded file)", migrations, len(files))
+	}
+}
+
+// TestIntegrationPasswordNeverPrinted: a database URL with a distinctive
+// password, unreachable (a closed port), given by flag, environment,
+// --config file and --database-url-file, to run, once and history; then a
+// malformed one through a SIGHUP reload. The password appears in no
+// output and no log line.
+func TestIntegrationPasswordNeverPrinted(t *testing.T) {
+	if ranApart(t) {
+		return
+	}
+	const pw = "Pw-n0t-For-Your-Eyes-7731"
+	closed := fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=3", pw, freePort(t))
+	dir := t.TempDir()
+	urlFile := filepath.Join(dir, "database-url")
+	os.WriteFile(urlFile, []byte(closed+"\n"), 0o600)
+	conf := filepath.Join(dir, "supervisor.conf")
+	os.WriteFile(conf, []byte("DATABASE_URL="+closed+"\n"), 0o600)
+	noPassword := func(what, text string) {
+		t.Helper()
+		if strings.Contains(text, pw) {
+			t.Errorf("%s: the password was printed:\n%s", what, text)
+		}
+	}
+	sources := map[string]struct{ args, env []string }{
+		"flag":        {[]string{"--database-url", closed}, nil},
+		"environment": {nil, []string{"DATABASE_URL=" + closed}},
+		"config file": {[]string{"--config", conf}, nil},
+		"url file":    {nil, []string{"DATABASE_URL_FILE=" + urlFile}},
+	}
+	for name, src := range sources {
+		// once: one scan (nothing of this test is stale), a row that stays
+		// in the spool, a warning.
+		args := append([]string{"once", "--under", strconv.Itoa(os.Getpid()), "--state-dir", t.TempDir()}, src.args...)
+		out, errs, code := runCLIEnv(t, src.env, args...)
+		if code != 0 || !strings.Contains(errs, "the row stays in the spool") {
+			t.Errorf("once via %s: exit %d, stderr %s", name, code, errs)
+		}
+		noPassword("once via "+name, out+errs)
+		out, errs, code = runCLIEnv(t, src.env, append([]string{"history", "--state-dir", t.TempDir()}, src.args...)...)
+		if code != 1 || !strings.Contains(errs, "database") {
+			t.Errorf("history via %s: exit %d, stderr %s", name, code, errs)
+		}
+		noPassword("history via "+name, out+errs)
+		out, errs, code = runCLIEnv(t, src.env, append([]string{"fleet"}, src.args...)...)
+		if code != 1 || !strings.Contains(errs, "database") {
+			t.Errorf("fleet via %s: exit %d, stderr %s", name, code, errs)
+		}
+		noPassword("fleet via "+name, out+errs)
+	}
+
+	// run, reading the file, then reloads: a malformed URL in the config
+	// file, then in the URL file.
+	os.WriteFile(conf, []byte("DATABASE_URL_FILE="+urlFile+"\n"), 0o600)
+	d := startDaemon(t, "--config", conf, "--max-age", "1h")
+	d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
+		return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable")
+	})
+	var h healthView
+	d.get(t, "/healthz", &h)
+	if h.Database != "down" {
+		t.Errorf("healthz database %q, want down", h.Database)
+	}
+	rejected := func() map[string]any {
+		t.Helper()
+		n := len(d.findLogs(func(m map[string]any) bool { return strings.HasPrefix(fmt.Sprint(m["msg"]), "reload rejected") }))
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		var got map[string]any
+		d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
+			if strings.HasPrefix(fmt.Sprint(m["msg"]), "reload rejected") {
+				if n == 0 {
+					got = m
+					return true
+				}
+				n--
+			}
+			return false
+		})
+		return got
+	}
+	os.WriteFile(conf, []byte("DATABASE_URL=postgres://u:"+pw+"@127.0.0.1:notaport/x\n"), 0o600)
+	if r := rejected(); !strings.Contains(fmt.Sprint(r["error"]), "DATABASE_URL") {
+		t.Errorf("rejection does not name the variable: %v", r)
+	}
+	os.WriteFile(conf, []byte("DATABASE_URL_FILE="+urlFile+"\n"), 0o600)
+	os.WriteFile(urlFile, []byte("postgres://u:"+pw+"@127.0.0.1/x?sslmode=bogus\n"), 0o600)
+	if r := rejected(); !strings.Contains(fmt.Sprint(r["error"]), urlFile) || !strings.Contains(fmt.Sprint(r["error"]), "xxxxx") {
+		t.Errorf("rejection does not name the file or show the masked URL: %v", r)
+	}
+	d.stop(t)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, l := range d.logs {
+		b, _ := json.Marshal(l)
+		noPassword("daemon log", string(b))
+	}
+}
+
+// killRecords returns the spooled kill rows for pid.
+func killRecords(t *testing.T, dir string, pid int) []store.Record {
+	t.Helper()
+	var out []store.Record
+	for _, r := range spooled(t, dir) {
+		if r.Kill != nil && int(r.Kill.PID) == pid {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// A kill is on record from its first signal: the row is spooled with
+// outcome pending, a daemon SIGKILLed during a long grace leaves it, and a
+// kill that finishes replaces it with the complete row under the same id.
+func TestIntegrationKillRecordPending(t *testing.T) {
+	if ranApart(t) {
+		return
+	}
+	dir := t.TempDir()
+	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "1h", "--state-dir", dir)
+	d.stopSignal = syscall.SIGKILL
+	a := startAgent(t, "claude", "-ignore-term")
+	d.waitTracked(t, a.pid)
+	m := d.waitLog(t, maxAge+30*time.Second, func(m map[string]any) bool {
+		return m["msg"] == "kill record pending" && num(m["pid"]) == int64(a.pid)
+	})
+	d.stop(t) // SIGKILL, within the hour of grace
+	recs := killRecords(t, dir, a.pid)
+	if len(recs) != 1 || recs[0].Kill.Outcome != store.OutcomePending || recs[0].ID != m["id"] {
+		t.Fatalf("after a crash mid-kill the spool holds %+v, want one pending row with id %v", recs, m["id"])
+	}
+	if recs[0].Kill.FinalSignal != "TERM" || recs[0].Kill.SignalledAt.IsZero() {
+		t.Errorf("pending row %+v: want final signal TERM and the signal time", recs[0].Kill)
+	}
+	if !a.alive() {
+		t.Fatal("the agent died without SIGKILL: the test proves nothing")
+	}
+
+	// A second daemon on the same state dir kills it (its deadline is
+	// past) and completes its own row; the crashed daemon's row stays.
+	d2 := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "500ms", "--state-dir", dir)
+	m2 := d2.waitLog(t, 30*time.Second, killOf(a.pid))
+	a.waitExit(t, 10*time.Second)
+	d2.stop(t)
+	recs = killRecords(t, dir, a.pid)
+	if len(recs) != 2 {
+		t.Fatalf("spool holds %d rows for the agent, want the crashed daemon's pending one and the complete one: %+v", len(recs), recs)
+	}
+	done := recs[1]
+	if recs[0].ID != m["id"] || recs[0].Kill.Outcome != store.OutcomePending {
+		t.Errorf("first row %+v, want the pending row %v", recs[0].Kill, m["id"])
+	}
+	if done.Kill.Outcome != "killed" || done.Kill.Outcome != m2["outcome"] || done.Kill.ExitedAt == nil {
+		t.Errorf("second row %+v: want the complete row (killed, with its exit time)", done.Kill)
+	}
+}
