@@ -60,6 +60,10 @@ type Conn struct {
 	onForged                   func(senderPort uint32)
 }
 
+// subscribeBuffer is the least receive buffer the subscription is made
+// with (see Dial).
+const subscribeBuffer = 1 << 20
+
 // Dial opens a NETLINK_CONNECTOR socket, joins CN_IDX_PROC, sets the receive
 // buffer and subscribes, waiting for the kernel's acknowledgement. It returns
 // ErrNotAcknowledged (wrapped) if none comes; the socket is closed then.
@@ -85,13 +89,23 @@ func Dial(cfg Config) (*Conn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("procevents: raw conn: %w", err)
 	}
-	if err := c.setReadBuffer(cfg.ReadBuffer); err != nil {
+	// The ack comes through the same buffer as every event: a small buffer
+	// already full of other processes' events (another subscriber keeps
+	// them coming) drops it, and the subscription would look refused. So
+	// subscribe with room for it, then shrink to what was asked for.
+	if err := c.setReadBuffer(max(cfg.ReadBuffer, subscribeBuffer)); err != nil {
 		nc.Close()
 		return nil, err
 	}
 	if err := c.subscribe(mcastListen, cfg.AckTimeout); err != nil {
 		nc.Close()
 		return nil, err
+	}
+	if cfg.ReadBuffer < subscribeBuffer {
+		if err := c.setReadBuffer(cfg.ReadBuffer); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	return c, nil
 }
