@@ -61,8 +61,7 @@ func TestIntegrationCgroupAttribution(t *testing.T) {
 		return
 	}
 	dock, pod, want := containerCgroups(t)
-	db := testDatabase(t)
-	conn := dbConn(t, db)
+	db, conn := testDB(t)
 	tag := strconv.Itoa(os.Getpid())
 	dockName, podName, leftName := "cgd"+tag, "cgk"+tag, "cgl"+tag
 	const age = 4 * time.Second
@@ -247,8 +246,7 @@ func TestIntegrationCgroupNamespace(t *testing.T) {
 		return
 	}
 	daemonDir, pod, dock, want := nsCgroups(t)
-	db := testDatabase(t)
-	conn := dbConn(t, db)
+	db, conn := testDB(t)
 	tag := strconv.Itoa(os.Getpid())
 	podName, dockName := "nsk"+tag, "nsd"+tag
 	const age = 2 * time.Second

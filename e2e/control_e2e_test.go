@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // Root extends an agent by 3 s: it dies at start + max age + 3 s, never
@@ -280,7 +282,7 @@ func TestIntegrationControlKillForce(t *testing.T) {
 	}
 	sock := ctlSocket(t)
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", "1s", "--control-socket", sock)
-	name := randName("idle")
+	name := testutil.RandName("idle")
 	other := startAgent(t, name) // runs as a plain process: no rule matches it
 	other.waitLine(t, "pid ", 10*time.Second)
 	if _, errs, code := ctl(t, sock, "kill", strconv.Itoa(other.pid)); code != 1 || !strings.Contains(errs, "--force") {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -358,7 +359,7 @@ func TestIntegrationDashboard(t *testing.T) {
 	if _, errs, code := runCLI(t, "migrate", "--database-url", db); code != 0 {
 		t.Fatalf("migrate: %s", errs)
 	}
-	host := randName("dash-")
+	host := testutil.RandName("dash-")
 	d := startDaemon(t, "--database-url", db, "--host-id", host, "--max-age", "1h")
 	d.waitLog(t, 30*time.Second, func(m map[string]any) bool { return m["msg"] == "snapshot" })
 

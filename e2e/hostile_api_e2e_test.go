@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 )
 
@@ -389,7 +390,7 @@ func TestIntegrationHostileHTTPFlood(t *testing.T) {
 		t.Fatal("prlimit (util-linux) is needed: ", err)
 	}
 	const age, limit, conns = 3 * time.Second, 512, 600
-	name := randName("fl")
+	name := testutil.RandName("fl")
 	sock := filepath.Join(apiDir(t), "api.sock")
 	d := startDaemonCmd(t, exec.Command("prlimit", fmt.Sprintf("--nofile=%d:%d", limit, limit), "--",
 		supervisorBin, "run", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
@@ -494,8 +495,8 @@ func TestIntegrationHostileAPIRefused(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	name := randName("sec")
-	secret := randName("token-")
+	name := testutil.RandName("sec")
+	secret := testutil.RandName("token-")
 	sock := filepath.Join(apiDir(t), "api.sock")
 	d := startDaemon(t, "--max-age", "1h", "--agent", name, "--api-socket", sock)
 	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o600 {
@@ -650,7 +651,7 @@ func TestIntegrationHostilePIDStart(t *testing.T) {
 
 	// kill --force of a process that is no agent, named with the start
 	// /proc gives (as ps does): a stale one is refused, the right one kills.
-	other := startAgent(t, randName("idle"))
+	other := startAgent(t, testutil.RandName("idle"))
 	other.waitLine(t, "pid ", 10*time.Second)
 	procfs, err := tracker.NewProcFS("/proc")
 	if err != nil {

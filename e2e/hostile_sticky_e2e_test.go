@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/statefile"
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 )
 
@@ -56,7 +57,7 @@ func tracksAfter(t *testing.T, d *testDaemon, comm string, args ...string) *agen
 // It returns the agent and its kill line, checked as a kill at that age.
 func selfChange(t *testing.T, action string, args []string, changed func(a *agent)) (*agent, map[string]any) {
 	t.Helper()
-	comm, sentinel := randName("sc"), randName("ss")
+	comm, sentinel := testutil.RandName("sc"), testutil.RandName("ss")
 	conf := filepath.Join(t.TempDir(), "supervisor.conf")
 	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
 	d := startDaemon(t, "--config", conf, "--kill-grace", "1s")
@@ -155,7 +156,7 @@ func TestIntegrationHostileReloadDropsRule(t *testing.T) {
 		return
 	}
 	r := newRig(t)
-	comm, sentinel := randName("sd"), randName("ss")
+	comm, sentinel := testutil.RandName("sd"), testutil.RandName("ss")
 	conf := filepath.Join(t.TempDir(), "supervisor.conf")
 	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
 	d := startDaemon(t, "--config", conf, "--kill-grace", leftKillGrace.String(), "--leftover-grace", "1s")
@@ -190,7 +191,7 @@ func TestIntegrationHostileRestartDropsRule(t *testing.T) {
 		return
 	}
 	r := newRig(t)
-	comm, sentinel := randName("sr"), randName("ss")
+	comm, sentinel := testutil.RandName("sr"), testutil.RandName("ss")
 	state := t.TempDir()
 	conf := filepath.Join(t.TempDir(), "supervisor.conf")
 	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -428,7 +429,7 @@ var token = os.Getenv(tokenEnv)
 
 func init() {
 	if token == "" {
-		token = randName("run")
+		token = testutil.RandName("run")
 		os.Setenv(tokenEnv, token)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // Sessions and leftovers, end to end: real agents (the fake agent under the
@@ -27,7 +29,7 @@ func TestIntegrationSessionLeftovers(t *testing.T) {
 		return
 	}
 	r := newRig(t)
-	keepComm := randName("kp")[:10] // well under the 15 characters of a comm
+	keepComm := testutil.RandName("kp")[:10] // well under the 15 characters of a comm
 	keepExe := selfAs(t, keepComm)
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", leftKillGrace.String(),
 		"--leftover-grace", leftoverGrace.String(), "--keep", keepComm)
@@ -377,7 +379,7 @@ func TestIntegrationKeepAfterExec(t *testing.T) {
 		return
 	}
 	r := newRig(t)
-	keepComm := randName("kp")[:10]
+	keepComm := testutil.RandName("kp")[:10]
 	keepSleep := linkAs(t, "/bin/sleep", keepComm)
 	script := r.script(t, "claude", `#!/bin/bash
 (sleep 0.3; REAPER_KEEP=1 exec sleep 1000) &

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/store"
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // runOnce runs `supervisor once` scoped to this test and returns its JSON,
@@ -50,17 +51,9 @@ func TestIntegrationSeedTableCompat(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	db := testDatabase(t)
-	conn := dbConn(t, db)
+	db, conn := testDB(t)
 	ctx := context.Background()
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA tel;
-		CREATE TABLE tel.system_health (
-			id SERIAL PRIMARY KEY,
-			check_type VARCHAR(50) NOT NULL,
-			status VARCHAR(20) NOT NULL,
-			details JSONB,
-			action_taken TEXT,
-			created_at TIMESTAMP DEFAULT NOW());
+	if _, err := conn.Exec(ctx, testutil.SeedTable+`;
 		INSERT INTO tel.system_health (check_type, status, details, action_taken)
 			VALUES ('process_reaper', 'ok', '{"zombie_count": 0}', NULL)`); err != nil {
 		t.Fatal(err)
@@ -129,8 +122,7 @@ func TestIntegrationKillRows(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	db := testDatabase(t)
-	conn := dbConn(t, db)
+	db, conn := testDB(t)
 	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "1s", "--database-url", db, "--host-id", "kills")
 	a := startAgent(t, "claude", "-children", "1", "-child-ignore-term")
 	a.waitLine(t, "pid", 10*time.Second)
@@ -181,8 +173,7 @@ func TestIntegrationZombiesAndThresholds(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	db := testDatabase(t)
-	conn := dbConn(t, db)
+	db, conn := testDB(t)
 	z := startAgent(t, "zmaker", "-zombies", "3")
 	z.waitLine(t, "zombies ready", 10*time.Second)
 	calm := []string{"REAPER_ZOMBIE_WARN_THRESHOLD=1000000", "REAPER_FREE_MEM_WARN_MB=0", "REAPER_SWAP_WARN_PCT=1"}
@@ -345,7 +336,7 @@ func TestIntegrationBadDatabase(t *testing.T) {
 		return
 	}
 	c := newCluster(t)
-	wrong := randName("wrongpw")
+	wrong := testutil.RandName("wrongpw")
 	for name, dsn := range map[string]string{
 		"wrong password": c.url(wrong),
 		"closed port":    fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=3", wrong, freePort(t)),
@@ -401,8 +392,7 @@ func TestIntegrationTwoHostsAndRetention(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	db := testDatabase(t)
-	conn := dbConn(t, db)
+	db, conn := testDB(t)
 	ctx := context.Background()
 	// The first daemon creates the schema; then plant old rows for both hosts.
 	d1 := startDaemon(t, "--database-url", db, "--host-id", "alpha", "--retention", "24h", "--max-age", "1h")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/store"
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // runBounded runs the supervisor binary and returns its stdout, stderr and
@@ -155,8 +156,7 @@ func TestIntegrationNonUTF8Cmdline(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	db := testDatabase(t)
-	conn := dbConn(t, db)
+	db, conn := testDB(t)
 	d := startDaemon(t, "--max-age", maxAge.String(), "--database-url", db, "--host-id", "utf8-host")
 	a := startAgent(t, "claude", "--", "resume-\xff\xfe-session")
 	d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))
@@ -190,14 +190,13 @@ func TestIntegrationLeastPrivilege(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	db := testDatabase(t)
-	conn := dbConn(t, db)
+	db, conn := testDB(t)
 	ctx := context.Background()
 	out, errs, code := runBounded(t, 60*time.Second, "migrate", "--database-url", db)
 	if code != 0 || !strings.Contains(out, "schema tel is current") {
 		t.Fatalf("migrate: exit %d, %s%s", code, out, errs)
 	}
-	role, pw := randName("sv_role_"), randName("pw")
+	role, pw := testutil.RandName("sv_role_"), testutil.RandName("pw")
 	if _, err := conn.Exec(ctx, `CREATE ROLE `+role+` LOGIN PASSWORD '`+pw+`';
 		GRANT USAGE ON SCHEMA tel TO `+role+`;
 		GRANT SELECT, INSERT, DELETE ON tel.system_health, tel.agent_kills TO `+role+`;
