@@ -133,9 +133,7 @@ func TestIntegrationMultiThreadedAgent(t *testing.T) {
 	m := d.waitLog(t, 30*time.Second, killOf(a.pid))
 	a.waitExit(t, 10*time.Second)
 	checkKill(t, m, a, 4*time.Second)
-	if v := d.findLogs(func(m map[string]any) bool { return m["msg"] == "agent" && m["comm"] == "worker" }); len(v) > 0 {
-		t.Errorf("a thread rename made an agent: %v", v)
-	}
+	d.noLogs(t, func(m map[string]any) bool { return m["msg"] == "agent" && m["comm"] == "worker" }, "a thread rename made an agent")
 }
 
 func TestIntegrationIgnoresTerm(t *testing.T) {
@@ -223,9 +221,7 @@ func TestIntegrationExitsEarlyAndUntouched(t *testing.T) {
 	if ws := early.state.Sys().(syscall.WaitStatus); ws.ExitStatus() != 0 {
 		t.Errorf("early agent exited with %v, want 0 on its own", ws)
 	}
-	if l := d.findLogs(killOf(early.pid)); len(l) > 0 {
-		t.Errorf("an agent that had exited was killed: %v", l)
-	}
+	d.noLogs(t, killOf(early.pid), "an agent that had exited was killed")
 	if !nonMatching.alive() || len(d.findLogs(killOf(nonMatching.pid))) > 0 {
 		t.Error("a process matching no rule was killed")
 	}

@@ -291,9 +291,7 @@ while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.05; done
 	if pidfdDead(fds["kid"], 0) {
 		t.Errorf("the child of a REAPER_KEEP=1 process that exited first (%d) died", kid)
 	}
-	if v := d.findLogs(func(m map[string]any) bool { return leftoverOf(kid)(m) || leftoverKillOf(kid)(m) }); len(v) > 0 {
-		t.Errorf("the child of a REAPER_KEEP=1 process that exited first was treated as a leftover: %v", v)
-	}
+	d.noLogs(t, leftoverOrKillOf(kid), "the child of a REAPER_KEEP=1 process that exited first was treated as a leftover")
 }
 
 // TestIntegrationHostileKeepEnvOff: with --keep-env=false, a REAPER_KEEP=1

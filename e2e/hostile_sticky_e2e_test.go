@@ -125,9 +125,7 @@ func TestIntegrationHostileExec(t *testing.T) {
 func noLeftoverKill(t *testing.T, d *testDaemon, r rig, pids, fds map[string]int) {
 	t.Helper()
 	for l, pid := range pids {
-		if v := d.findLogs(func(m map[string]any) bool { return leftoverOf(pid)(m) || leftoverKillOf(pid)(m) }); len(v) > 0 {
-			t.Errorf("%s (%d), a member of a dissolved session, treated as a leftover: %v", l, pid, v)
-		}
+		d.noLogs(t, leftoverOrKillOf(pid), "%s (%d), a member of a dissolved session, treated as a leftover", l, pid)
 		if pidfdDead(fds[l], 0) {
 			t.Errorf("%s (%d), a member of a dissolved session, died", l, pid)
 		}
@@ -178,9 +176,7 @@ func TestIntegrationHostileReloadDropsRule(t *testing.T) {
 	a.waitExit(t, 20*time.Second)
 	sentinelLeftover(t, d, r, s, "sexit")
 	noLeftoverKill(t, d, r, pids, fds)
-	if v := d.findLogs(killOf(a.pid)); len(v) > 0 {
-		t.Errorf("the agent whose rule was dropped was killed: %v", v)
-	}
+	d.noLogs(t, killOf(a.pid), "the agent whose rule was dropped was killed")
 }
 
 // A restart under a configuration without the agents' rule dissolves
