@@ -201,10 +201,7 @@ func startDaemonInNamespace(t *testing.T, dir string, args ...string) *testDaemo
 	cmd := exec.Command(supervisorBin, runArgs(t, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(f.Fd()), Cloneflags: unix.CLONE_NEWCGROUP}
 	d := startDaemonCmd(t, cmd)
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
 	if want := "0::" + cgroupPath(t, dir) + "\n"; !strings.HasSuffix(string(b), want) {
 		t.Fatalf("the daemon's cgroup is %q, want %q", b, want)
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -347,10 +346,7 @@ func TestDashboardPromNames(t *testing.T) {
 // snapshots and a kill, returns rows, and a time series query has a time
 // column.
 func TestIntegrationDashboard(t *testing.T) {
-	raw, err := os.ReadFile(dashboardPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := readFile(t, dashboardPath)
 	queries := dashboardQueries(t, raw)
 	if ranApart(t) { // the file alone checked here; all of it there
 		return
@@ -470,10 +466,7 @@ func contains(list []string, s string) bool {
 // module's test checks the socket is the daemon's and the binary the
 // image's.)
 func TestDeployProbeCommand(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "deploy", "kubernetes", "30-daemonset.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, filepath.Join("..", "deploy", "kubernetes", "30-daemonset.yaml"))
 	// The probes' flow sequences, `command: ["...", ...]`, are JSON.
 	var cmds [][]string
 	for _, m := range regexp.MustCompile(`(?m)^\s+command:\s*(\[.*\])\s*$`).FindAllStringSubmatch(string(b), -1) {

@@ -575,3 +575,13 @@ func childrenOf(pid int) map[int]string {
 	}
 	return out
 }
+
+// readFile is os.ReadFile for a file the test cannot go on without.
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -109,10 +109,7 @@ func TestIntegrationDamagedSpool(t *testing.T) {
 		t.Errorf("damaged lines %v, want 3", warn["lines"])
 	}
 	d.stop(t)
-	bad, err := os.ReadFile(filepath.Join(state, "spool.bad"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	bad := readFile(t, filepath.Join(state, "spool.bad"))
 	for _, piece := range []string{torn, glued, garbage} {
 		if !bytes.Contains(bad, []byte("\n"+piece+"\n")) {
 			t.Errorf("spool.bad lacks %q:\n%q", piece, bad)
