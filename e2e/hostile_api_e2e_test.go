@@ -239,6 +239,27 @@ func hostileStreams(sock string, n int) {
 	fmt.Printf("streams %d\n", ok)
 }
 
+// startFlood runs the helper's flood (see hostileMain) as nobody, of n
+// connections to addr, from the local address from[0] if given, and waits
+// until each has been tried.
+func startFlood(t *testing.T, addr string, n int, from ...string) *agent {
+	t.Helper()
+	fl := startHostile(t, fmt.Sprintf("%d:%d", nobodyUID, nobodyGID), "flood", append([]string{addr, strconv.Itoa(n)}, from...)...)
+	fl.waitLine(t, "flooding ", 60*time.Second)
+	return fl
+}
+
+// floodGoesOn fails the test at once if the flood fl has ended: what the
+// test saw then was not under the flood.
+func floodGoesOn(t *testing.T, fl *agent) {
+	t.Helper()
+	select {
+	case <-fl.done:
+		t.Fatal("the flood ended early: the test proved nothing")
+	default:
+	}
+}
+
 // startHostile runs the helper as cred (UID:GID[:GROUPS]). It runs until
 // the test ends: its stdin, a pipe the test holds open, closes then.
 func startHostile(t *testing.T, cred, mode string, args ...string) *agent {
@@ -407,8 +428,7 @@ func TestIntegrationHostileHTTPFlood(t *testing.T) {
 	}
 	base := openFDs(pid)
 
-	fl := startHostile(t, fmt.Sprintf("%d:%d", nobodyUID, nobodyGID), "flood", d.addr, strconv.Itoa(conns))
-	fl.waitLine(t, "flooding ", 60*time.Second)
+	fl := startFlood(t, d.addr, conns)
 	within(t, "/healthz on the API socket, as root", time.Second, rootHealthz(d))
 	within(t, "supervisor health (the probe)", time.Second, probeHealth(d, time.Second))
 	within(t, "/healthz on --metrics-listen", time.Second, tcpHealthz(maddr, ""))
@@ -429,11 +449,7 @@ func TestIntegrationHostileHTTPFlood(t *testing.T) {
 	within(t, "after the kill: /healthz on the API socket", time.Second, rootHealthz(d))
 	within(t, "after the kill: supervisor health", time.Second, probeHealth(d, time.Second))
 	within(t, "after the kill: /healthz on --metrics-listen", time.Second, tcpHealthz(maddr, ""))
-	select {
-	case <-fl.done:
-		t.Fatal("the flood ended early: the test proved nothing")
-	default:
-	}
+	floodGoesOn(t, fl)
 	if got := metricValue(t, d, `supervisor_http_refused_total{reason="tcp_connections"}`); got == 0 {
 		t.Errorf("no TCP connection refused past the cap: the flood did not reach it")
 	} else {
@@ -468,14 +484,9 @@ func TestIntegrationHostileHTTPFloodPerAddress(t *testing.T) {
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		target = net.JoinHostPort("127.0.0.1", port)
 	}
-	fl := startHostile(t, fmt.Sprintf("%d:%d", nobodyUID, nobodyGID), "flood", target, "200", "127.0.0.2")
-	fl.waitLine(t, "flooding ", 60*time.Second)
+	fl := startFlood(t, target, 200, "127.0.0.2")
 	within(t, "/healthz on the metrics listener from 127.0.0.3", time.Second, tcpHealthz(target, "127.0.0.3"))
-	select {
-	case <-fl.done:
-		t.Fatal("the flood ended early: the test proved nothing")
-	default:
-	}
+	floodGoesOn(t, fl)
 	if got := metricValue(t, d, `supervisor_http_refused_total{reason="tcp_per_ip"}`); got == 0 {
 		t.Errorf("no connection from 127.0.0.2 refused past the per-address cap: the flood did not reach it")
 	}
