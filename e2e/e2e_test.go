@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Every daemon here runs with --under the test process (startDaemon), so it
@@ -385,10 +383,9 @@ sleep 1000 & wait $!
 			continue // gone
 		}
 		if !pidfdDead(fd, 15*time.Second) {
-			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 			t.Errorf("child %d forked by dying agent %d survived", child, a.pid)
 		}
-		unix.Close(fd)
+		killPidfd(fd)
 	}
 }
 

@@ -488,11 +488,16 @@ func pinned(t testing.TB, pid int) int {
 	return fd
 }
 
+// killAtCleanup kills the process behind fd when the test ends.
 func killAtCleanup(t testing.TB, fd int) {
-	t.Cleanup(func() {
-		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-		unix.Close(fd)
-	})
+	t.Cleanup(func() { killPidfd(fd) })
+}
+
+// killPidfd kills the process behind the pidfd, if it still runs, and
+// closes the pidfd.
+func killPidfd(fd int) {
+	unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	unix.Close(fd)
 }
 
 // pidfdDead waits up to timeout for the process behind the pidfd to exit
