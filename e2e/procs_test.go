@@ -493,6 +493,14 @@ func killAtCleanup(t testing.TB, fd int) {
 	t.Cleanup(func() { killPidfd(fd) })
 }
 
+// killPid kills pid, if it runs, through a pidfd: for a PID read where
+// only the test's own processes can be (a cgroup of its own).
+func killPid(pid int) {
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		killPidfd(fd)
+	}
+}
+
 // killPidfd kills the process behind the pidfd, if it still runs, and
 // closes the pidfd.
 func killPidfd(fd int) {
