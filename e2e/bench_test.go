@@ -942,10 +942,7 @@ func BenchmarkIntegrationResourceLatency(b *testing.B) {
 			a := startAgent(b, "claude", "-spawn", "label=h,hold-mb=200,holding="+mark)
 			m := d.waitLog(b, 60*time.Second, killOf(a.pid))
 			a.waitExit(b, 10*time.Second)
-			raw, err := os.ReadFile(mark)
-			if err != nil {
-				b.Fatal(err)
-			}
+			raw := readFile(b, mark)
 			before, _ := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
 			lat = append(lat, float64(num(m["signalled_boot_ns"])-before)/1e6)
 		}

@@ -61,8 +61,7 @@ func TestIntegrationCgroupAttribution(t *testing.T) {
 		return
 	}
 	dock, pod, want := containerCgroups(t)
-	db := testDatabase(t)
-	conn := dbConn(t, db)
+	db, conn := testDB(t)
 	tag := strconv.Itoa(os.Getpid())
 	dockName, podName, leftName := "cgd"+tag, "cgk"+tag, "cgl"+tag
 	const age = 4 * time.Second
@@ -202,10 +201,7 @@ func startDaemonInNamespace(t *testing.T, dir string, args ...string) *testDaemo
 	cmd := exec.Command(supervisorBin, runArgs(t, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(f.Fd()), Cloneflags: unix.CLONE_NEWCGROUP}
 	d := startDaemonCmd(t, cmd)
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
 	if want := "0::" + cgroupPath(t, dir) + "\n"; !strings.HasSuffix(string(b), want) {
 		t.Fatalf("the daemon's cgroup is %q, want %q", b, want)
 	}
@@ -247,8 +243,7 @@ func TestIntegrationCgroupNamespace(t *testing.T) {
 		return
 	}
 	daemonDir, pod, dock, want := nsCgroups(t)
-	db := testDatabase(t)
-	conn := dbConn(t, db)
+	db, conn := testDB(t)
 	tag := strconv.Itoa(os.Getpid())
 	podName, dockName := "nsk"+tag, "nsd"+tag
 	const age = 2 * time.Second

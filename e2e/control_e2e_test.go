@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // Root extends an agent by 3 s: it dies at start + max age + 3 s, never
@@ -126,9 +128,7 @@ func TestIntegrationControlExtendSurvives(t *testing.T) {
 	// The lease ended with the process: a new process is not extended.
 	d2.stop(t)
 	d3 := startDaemon(t, args...)
-	if n := d3.findLogs(func(m map[string]any) bool { return m["msg"] == "leases restored" }); len(n) != 0 {
-		t.Errorf("leases of an exited process restored: %v", n)
-	}
+	d3.noLogs(t, func(m map[string]any) bool { return m["msg"] == "leases restored" }, "leases of an exited process restored")
 }
 
 // `supervisor kill` reaps an agent's session within its kill grace through
@@ -244,9 +244,7 @@ func TestIntegrationControlRefused(t *testing.T) {
 			t.Errorf("refusal logged as %v: want uid 65534 and the caller's pid", refused)
 		}
 	}
-	if n := d.findLogs(func(m map[string]any) bool { return m["msg"] == "control command" }); len(n) != 0 {
-		t.Errorf("a refused caller's command ran: %v", n)
-	}
+	d.noLogs(t, func(m map[string]any) bool { return m["msg"] == "control command" }, "a refused caller's command ran")
 	if !a.alive() {
 		t.Fatal("the agent died: a refused kill went through")
 	}
@@ -280,7 +278,7 @@ func TestIntegrationControlKillForce(t *testing.T) {
 	}
 	sock := ctlSocket(t)
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", "1s", "--control-socket", sock)
-	name := randName("idle")
+	name := testutil.RandName("idle")
 	other := startAgent(t, name) // runs as a plain process: no rule matches it
 	other.waitLine(t, "pid ", 10*time.Second)
 	if _, errs, code := ctl(t, sock, "kill", strconv.Itoa(other.pid)); code != 1 || !strings.Contains(errs, "--force") {

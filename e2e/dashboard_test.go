@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -346,10 +346,7 @@ func TestDashboardPromNames(t *testing.T) {
 // snapshots and a kill, returns rows, and a time series query has a time
 // column.
 func TestIntegrationDashboard(t *testing.T) {
-	raw, err := os.ReadFile(dashboardPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := readFile(t, dashboardPath)
 	queries := dashboardQueries(t, raw)
 	if ranApart(t) { // the file alone checked here; all of it there
 		return
@@ -358,7 +355,7 @@ func TestIntegrationDashboard(t *testing.T) {
 	if _, errs, code := runCLI(t, "migrate", "--database-url", db); code != 0 {
 		t.Fatalf("migrate: %s", errs)
 	}
-	host := randName("dash-")
+	host := testutil.RandName("dash-")
 	d := startDaemon(t, "--database-url", db, "--host-id", host, "--max-age", "1h")
 	d.waitLog(t, 30*time.Second, func(m map[string]any) bool { return m["msg"] == "snapshot" })
 
@@ -469,10 +466,7 @@ func contains(list []string, s string) bool {
 // module's test checks the socket is the daemon's and the binary the
 // image's.)
 func TestDeployProbeCommand(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "deploy", "kubernetes", "30-daemonset.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, filepath.Join("..", "deploy", "kubernetes", "30-daemonset.yaml"))
 	// The probes' flow sequences, `command: ["...", ...]`, are JSON.
 	var cmds [][]string
 	for _, m := range regexp.MustCompile(`(?m)^\s+command:\s*(\[.*\])\s*$`).FindAllStringSubmatch(string(b), -1) {

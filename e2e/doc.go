@@ -15,7 +15,8 @@
 // read or forge it: store (spool records), statefile and tracker (the
 // state dir's member states; a process's start from /proc as the daemon
 // names it), procevents (the proc connector's wire format), cgroupinfo and
-// psi (what /proc shows); and test rigs (psi/psitest).
+// psi (what /proc shows); and test rigs (psi/psitest, and testutil for a
+// PostgreSQL database per test).
 //
 // The harness: harness_test.go (TestMain, ranApart, the daemon under test
 // and its log), procs_test.go (the processes tests start, their output,

@@ -35,20 +35,14 @@ func TestDocsLinks(t *testing.T) {
 		if a, ok := anchors[f]; ok {
 			return a
 		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := readFile(t, f)
 		a := headingAnchors(string(b))
 		anchors[f] = a
 		return a
 	}
 	n := 0
 	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := readFile(t, f)
 		rel, _ := filepath.Rel(root, f)
 		fence := false
 		for i, line := range strings.Split(string(b), "\n") {

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Every daemon here runs with --under the test process (startDaemon), so it
@@ -133,9 +131,7 @@ func TestIntegrationMultiThreadedAgent(t *testing.T) {
 	m := d.waitLog(t, 30*time.Second, killOf(a.pid))
 	a.waitExit(t, 10*time.Second)
 	checkKill(t, m, a, 4*time.Second)
-	if v := d.findLogs(func(m map[string]any) bool { return m["msg"] == "agent" && m["comm"] == "worker" }); len(v) > 0 {
-		t.Errorf("a thread rename made an agent: %v", v)
-	}
+	d.noLogs(t, func(m map[string]any) bool { return m["msg"] == "agent" && m["comm"] == "worker" }, "a thread rename made an agent")
 }
 
 func TestIntegrationIgnoresTerm(t *testing.T) {
@@ -223,9 +219,7 @@ func TestIntegrationExitsEarlyAndUntouched(t *testing.T) {
 	if ws := early.state.Sys().(syscall.WaitStatus); ws.ExitStatus() != 0 {
 		t.Errorf("early agent exited with %v, want 0 on its own", ws)
 	}
-	if l := d.findLogs(killOf(early.pid)); len(l) > 0 {
-		t.Errorf("an agent that had exited was killed: %v", l)
-	}
+	d.noLogs(t, killOf(early.pid), "an agent that had exited was killed")
 	if !nonMatching.alive() || len(d.findLogs(killOf(nonMatching.pid))) > 0 {
 		t.Error("a process matching no rule was killed")
 	}
@@ -389,10 +383,9 @@ sleep 1000 & wait $!
 			continue // gone
 		}
 		if !pidfdDead(fd, 15*time.Second) {
-			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 			t.Errorf("child %d forked by dying agent %d survived", child, a.pid)
 		}
-		unix.Close(fd)
+		killPidfd(fd)
 	}
 }
 
@@ -507,24 +500,30 @@ int main(int argc, char **argv) {
 // leaderBin builds the helper, as "claude" so its comm is an agent's.
 func leaderBin(t testing.TB) string { return buildC(t, "leader/claude", leaderC, "-pthread") }
 
-// startThreaded runs the C helper in mode and waits for its "ready".
-func startThreaded(t *testing.T, mode string) *agent {
+// threadedAge is the max age of the daemon startThreaded starts.
+const threadedAge = 3 * time.Second
+
+// startThreaded starts a daemon with threadedAge as its max age, then
+// runs the C helper in mode, waits for its "ready" and for the daemon to
+// track it.
+func startThreaded(t *testing.T, mode string) (*testDaemon, *agent, agentView) {
 	t.Helper()
+	d := startDaemon(t, "--max-age", threadedAge.String(), "--kill-grace", "1s")
 	a := runAgent(t, exec.Command(leaderBin(t), mode))
 	a.waitLine(t, "ready", 10*time.Second)
-	return a
+	return d, a, d.waitTracked(t, a.pid)
 }
 
-// checkThreadedKill asserts that the daemon signalled a at its deadline,
-// counted from its start (which the thread's exit or exec did not move),
-// and that it did not die before. Its death is the whole thread group's:
+// checkThreadedKill asserts that the daemon signalled a at its deadline
+// (threadedAge counted from its start, which the thread's exit or exec did
+// not move), and that it did not die before. Its death is the whole thread group's:
 // the exit of a leader whose threads run on is not reported to its parent
 // (delay_group_leader, kernel/exit.c).
-func checkThreadedKill(t *testing.T, d *testDaemon, a *agent, age time.Duration) {
+func checkThreadedKill(t *testing.T, d *testDaemon, a *agent) {
 	t.Helper()
-	m := d.waitLog(t, age+20*time.Second, killOf(a.pid))
+	m := d.waitLog(t, threadedAge+20*time.Second, killOf(a.pid))
 	a.waitExit(t, 10*time.Second)
-	checkKill(t, m, a, age)
+	checkKill(t, m, a, threadedAge)
 	if start := num(m["start_boot_ns"]); start > a.t0+int64(500*time.Millisecond) {
 		t.Errorf("pid %d: start %s after the fork: its age restarted", a.pid, time.Duration(start-a.t0))
 	}
@@ -536,10 +535,7 @@ func TestIntegrationLeaderThreadExit(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	const age = 3 * time.Second
-	d := startDaemon(t, "--max-age", age.String(), "--kill-grace", "1s")
-	a := startThreaded(t, "pthread-exit")
-	d.waitTracked(t, a.pid)
+	d, a, _ := startThreaded(t, "pthread-exit")
 	// Wait for the leader to be a zombie: its exit event has been sent.
 	waitFor(t, 10*time.Second, func() bool {
 		st, _ := statField(a.pid, 0)
@@ -552,7 +548,7 @@ func TestIntegrationLeaderThreadExit(t *testing.T) {
 	if len(d.agentsFor(t, a.pid)) != 1 {
 		t.Fatalf("agent %d untracked after its leader thread exited", a.pid)
 	}
-	checkThreadedKill(t, d, a, age)
+	checkThreadedKill(t, d, a)
 }
 
 // A non-leader thread's execve: the process keeps its PID, its start and its
@@ -561,10 +557,7 @@ func TestIntegrationExecFromThread(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	const age = 3 * time.Second
-	d := startDaemon(t, "--max-age", age.String(), "--kill-grace", "1s")
-	a := startThreaded(t, "exec-thread")
-	before := d.waitTracked(t, a.pid)
+	d, a, before := startThreaded(t, "exec-thread")
 	a.waitLine(t, "execd", 10*time.Second)
 	marker := startAgent(t, "claude")
 	d.waitTracked(t, marker.pid)
@@ -575,5 +568,5 @@ func TestIntegrationExecFromThread(t *testing.T) {
 	if len(after) != 1 || !near(after[0].StartedAt, before.StartedAt) || !near(after[0].Deadline, before.Deadline) {
 		t.Fatalf("after a thread's exec: %+v, before %+v", after, before)
 	}
-	checkThreadedKill(t, d, a, age)
+	checkThreadedKill(t, d, a)
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // fleetJSON runs `supervisor fleet --json` against db and returns its hosts
@@ -54,15 +56,14 @@ func TestIntegrationFleet(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	db := testDatabase(t)
-	conn := dbConn(t, db)
-	live, quiet := randName("fleet-live-"), randName("fleet-quiet-")
+	db, conn := testDB(t)
+	live, quiet := testutil.RandName("fleet-live-"), testutil.RandName("fleet-quiet-")
 	dl := startDaemon(t, "--database-url", db, "--host-id", live, "--summary-interval", "1s",
 		"--max-age", maxAge.String(), "--kill-grace", "1s")
 	// The second daemon matches no process (its one agent rule names
 	// nothing that runs): the agent below is the first daemon's alone.
 	dq := startDaemon(t, "--database-url", db, "--host-id", quiet, "--summary-interval", "1s",
-		"--agent", randName("fq")[:14])
+		"--agent", testutil.RandName("fq")[:14])
 	for _, h := range []string{live, quiet} {
 		if n := waitCount(t, conn, 30*time.Second, 3, `SELECT count(*) FROM tel.system_health
 			WHERE host = $1 AND (details->>'summary_interval_s')::float8 = 1`, h); n < 3 {

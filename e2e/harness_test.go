@@ -281,6 +281,16 @@ func (s *logStream) findLogs(pred func(map[string]any) bool) []map[string]any {
 	return out
 }
 
+// noLogs marks the test failed (and goes on) when log lines so far
+// satisfy pred: what must not have happened did. The message is format
+// and args, then the lines.
+func (s *logStream) noLogs(t testing.TB, pred func(map[string]any) bool, format string, args ...any) {
+	t.Helper()
+	if l := s.findLogs(pred); len(l) > 0 {
+		t.Errorf(format+": %v", append(args, l)...)
+	}
+}
+
 // lines is how many log lines came so far: where to wait from for what
 // comes after.
 func (s *logStream) lines() int {

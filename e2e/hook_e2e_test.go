@@ -184,8 +184,7 @@ func TestIntegrationHookHangs(t *testing.T) {
 			t.Errorf("hook for %d ran %s, timeout %s", a.pid, took, timeout)
 		}
 		for _, fd := range fds {
-			p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			if n, _ := unix.Poll(p, 5000); n != 1 {
+			if !pidfdDead(fd, 5*time.Second) {
 				t.Errorf("a process of the hook for %d outlived its timeout", a.pid)
 			}
 		}

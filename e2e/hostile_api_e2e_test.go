@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 )
 
@@ -238,6 +239,27 @@ func hostileStreams(sock string, n int) {
 	fmt.Printf("streams %d\n", ok)
 }
 
+// startFlood runs the helper's flood (see hostileMain) as nobody, of n
+// connections to addr, from the local address from[0] if given, and waits
+// until each has been tried.
+func startFlood(t *testing.T, addr string, n int, from ...string) *agent {
+	t.Helper()
+	fl := startHostile(t, fmt.Sprintf("%d:%d", nobodyUID, nobodyGID), "flood", append([]string{addr, strconv.Itoa(n)}, from...)...)
+	fl.waitLine(t, "flooding ", 60*time.Second)
+	return fl
+}
+
+// floodGoesOn fails the test at once if the flood fl has ended: what the
+// test saw then was not under the flood.
+func floodGoesOn(t *testing.T, fl *agent) {
+	t.Helper()
+	select {
+	case <-fl.done:
+		t.Fatal("the flood ended early: the test proved nothing")
+	default:
+	}
+}
+
 // startHostile runs the helper as cred (UID:GID[:GROUPS]). It runs until
 // the test ends: its stdin, a pipe the test holds open, closes then.
 func startHostile(t *testing.T, cred, mode string, args ...string) *agent {
@@ -389,7 +411,7 @@ func TestIntegrationHostileHTTPFlood(t *testing.T) {
 		t.Fatal("prlimit (util-linux) is needed: ", err)
 	}
 	const age, limit, conns = 3 * time.Second, 512, 600
-	name := randName("fl")
+	name := testutil.RandName("fl")
 	sock := filepath.Join(apiDir(t), "api.sock")
 	d := startDaemonCmd(t, exec.Command("prlimit", fmt.Sprintf("--nofile=%d:%d", limit, limit), "--",
 		supervisorBin, "run", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--under", strconv.Itoa(os.Getpid()),
@@ -406,8 +428,7 @@ func TestIntegrationHostileHTTPFlood(t *testing.T) {
 	}
 	base := openFDs(pid)
 
-	fl := startHostile(t, fmt.Sprintf("%d:%d", nobodyUID, nobodyGID), "flood", d.addr, strconv.Itoa(conns))
-	fl.waitLine(t, "flooding ", 60*time.Second)
+	fl := startFlood(t, d.addr, conns)
 	within(t, "/healthz on the API socket, as root", time.Second, rootHealthz(d))
 	within(t, "supervisor health (the probe)", time.Second, probeHealth(d, time.Second))
 	within(t, "/healthz on --metrics-listen", time.Second, tcpHealthz(maddr, ""))
@@ -428,11 +449,7 @@ func TestIntegrationHostileHTTPFlood(t *testing.T) {
 	within(t, "after the kill: /healthz on the API socket", time.Second, rootHealthz(d))
 	within(t, "after the kill: supervisor health", time.Second, probeHealth(d, time.Second))
 	within(t, "after the kill: /healthz on --metrics-listen", time.Second, tcpHealthz(maddr, ""))
-	select {
-	case <-fl.done:
-		t.Fatal("the flood ended early: the test proved nothing")
-	default:
-	}
+	floodGoesOn(t, fl)
 	if got := metricValue(t, d, `supervisor_http_refused_total{reason="tcp_connections"}`); got == 0 {
 		t.Errorf("no TCP connection refused past the cap: the flood did not reach it")
 	} else {
@@ -467,14 +484,9 @@ func TestIntegrationHostileHTTPFloodPerAddress(t *testing.T) {
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		target = net.JoinHostPort("127.0.0.1", port)
 	}
-	fl := startHostile(t, fmt.Sprintf("%d:%d", nobodyUID, nobodyGID), "flood", target, "200", "127.0.0.2")
-	fl.waitLine(t, "flooding ", 60*time.Second)
+	fl := startFlood(t, target, 200, "127.0.0.2")
 	within(t, "/healthz on the metrics listener from 127.0.0.3", time.Second, tcpHealthz(target, "127.0.0.3"))
-	select {
-	case <-fl.done:
-		t.Fatal("the flood ended early: the test proved nothing")
-	default:
-	}
+	floodGoesOn(t, fl)
 	if got := metricValue(t, d, `supervisor_http_refused_total{reason="tcp_per_ip"}`); got == 0 {
 		t.Errorf("no connection from 127.0.0.2 refused past the per-address cap: the flood did not reach it")
 	}
@@ -494,8 +506,8 @@ func TestIntegrationHostileAPIRefused(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	name := randName("sec")
-	secret := randName("token-")
+	name := testutil.RandName("sec")
+	secret := testutil.RandName("token-")
 	sock := filepath.Join(apiDir(t), "api.sock")
 	d := startDaemon(t, "--max-age", "1h", "--agent", name, "--api-socket", sock)
 	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o600 {
@@ -650,7 +662,7 @@ func TestIntegrationHostilePIDStart(t *testing.T) {
 
 	// kill --force of a process that is no agent, named with the start
 	// /proc gives (as ps does): a stale one is refused, the right one kills.
-	other := startAgent(t, randName("idle"))
+	other := startAgent(t, testutil.RandName("idle"))
 	other.waitLine(t, "pid ", 10*time.Second)
 	procfs, err := tracker.NewProcFS("/proc")
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // What a process says about itself only delays cleanup after its agent
@@ -28,7 +30,7 @@ func TestIntegrationHostileKeepMaxAge(t *testing.T) {
 		return
 	}
 	r := newRig(t)
-	comm := randName("hk")[:10]
+	comm := testutil.RandName("hk")[:10]
 	d := startDaemon(t, "--agent", comm, "--max-age", maxAge.String(), "--kill-grace", "1s")
 	marked := startHolder(t, comm, 1, "REAPER_KEEP=1")
 	script := r.script(t, comm, "#!/bin/sh\nexec env REAPER_KEEP=1 "+linkAs(t, "/bin/sh", comm)+
@@ -89,7 +91,7 @@ func TestIntegrationHostileKeepPressure(t *testing.T) {
 	if ranApartTurn(t, "pressure", needPSI) {
 		return
 	}
-	comm := randName("hp")[:10]
+	comm := testutil.RandName("hp")[:10]
 	// One kill at most (a 1h cooldown); the minimum age keeps both out of
 	// reach of pressure from elsewhere until their figures were sampled.
 	d := startDaemon(t, "--agent", comm, "--max-age", "1h", "--kill-grace", "2s",
@@ -200,7 +202,7 @@ func TestIntegrationHostileKeepSwarm(t *testing.T) {
 		return
 	}
 	r := newRig(t)
-	comm := randName("hs")[:10]
+	comm := testutil.RandName("hs")[:10]
 	goFifo := r.fifo(t, "go")
 	script := r.script(t, comm, fmt.Sprintf("#!/bin/sh\n%s 300 104 %s &\nwait\n", swarmBin(t), goFifo))
 	const interval = 2 * time.Second
@@ -252,7 +254,7 @@ func TestIntegrationHostileKeepParentExitsFirst(t *testing.T) {
 		return
 	}
 	r := newRig(t)
-	comm := randName("hx")[:10]
+	comm := testutil.RandName("hx")[:10]
 	sentinel, _ := fakeAgentShell(t, comm)
 	goFifo := r.fifo(t, "go")
 	marked := r.script(t, "marked.sh", `#!/bin/sh
@@ -289,9 +291,7 @@ while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.05; done
 	if pidfdDead(fds["kid"], 0) {
 		t.Errorf("the child of a REAPER_KEEP=1 process that exited first (%d) died", kid)
 	}
-	if v := d.findLogs(func(m map[string]any) bool { return leftoverOf(kid)(m) || leftoverKillOf(kid)(m) }); len(v) > 0 {
-		t.Errorf("the child of a REAPER_KEEP=1 process that exited first was treated as a leftover: %v", v)
-	}
+	d.noLogs(t, leftoverOrKillOf(kid), "the child of a REAPER_KEEP=1 process that exited first was treated as a leftover")
 }
 
 // TestIntegrationHostileKeepEnvOff: with --keep-env=false, a REAPER_KEEP=1

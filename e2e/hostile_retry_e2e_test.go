@@ -63,10 +63,7 @@ func retryBins(t *testing.T, names ...string) (dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := os.ReadFile(sleep)
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := readFile(t, sleep)
 	if err := os.Mkdir(filepath.Join(dir, "setuid"), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/statefile"
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 )
 
@@ -56,7 +57,7 @@ func tracksAfter(t *testing.T, d *testDaemon, comm string, args ...string) *agen
 // It returns the agent and its kill line, checked as a kill at that age.
 func selfChange(t *testing.T, action string, args []string, changed func(a *agent)) (*agent, map[string]any) {
 	t.Helper()
-	comm, sentinel := randName("sc"), randName("ss")
+	comm, sentinel := testutil.RandName("sc"), testutil.RandName("ss")
 	conf := filepath.Join(t.TempDir(), "supervisor.conf")
 	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
 	d := startDaemon(t, "--config", conf, "--kill-grace", "1s")
@@ -124,9 +125,7 @@ func TestIntegrationHostileExec(t *testing.T) {
 func noLeftoverKill(t *testing.T, d *testDaemon, r rig, pids, fds map[string]int) {
 	t.Helper()
 	for l, pid := range pids {
-		if v := d.findLogs(func(m map[string]any) bool { return leftoverOf(pid)(m) || leftoverKillOf(pid)(m) }); len(v) > 0 {
-			t.Errorf("%s (%d), a member of a dissolved session, treated as a leftover: %v", l, pid, v)
-		}
+		d.noLogs(t, leftoverOrKillOf(pid), "%s (%d), a member of a dissolved session, treated as a leftover", l, pid)
 		if pidfdDead(fds[l], 0) {
 			t.Errorf("%s (%d), a member of a dissolved session, died", l, pid)
 		}
@@ -155,7 +154,7 @@ func TestIntegrationHostileReloadDropsRule(t *testing.T) {
 		return
 	}
 	r := newRig(t)
-	comm, sentinel := randName("sd"), randName("ss")
+	comm, sentinel := testutil.RandName("sd"), testutil.RandName("ss")
 	conf := filepath.Join(t.TempDir(), "supervisor.conf")
 	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
 	d := startDaemon(t, "--config", conf, "--kill-grace", leftKillGrace.String(), "--leftover-grace", "1s")
@@ -177,9 +176,7 @@ func TestIntegrationHostileReloadDropsRule(t *testing.T) {
 	a.waitExit(t, 20*time.Second)
 	sentinelLeftover(t, d, r, s, "sexit")
 	noLeftoverKill(t, d, r, pids, fds)
-	if v := d.findLogs(killOf(a.pid)); len(v) > 0 {
-		t.Errorf("the agent whose rule was dropped was killed: %v", v)
-	}
+	d.noLogs(t, killOf(a.pid), "the agent whose rule was dropped was killed")
 }
 
 // A restart under a configuration without the agents' rule dissolves
@@ -190,7 +187,7 @@ func TestIntegrationHostileRestartDropsRule(t *testing.T) {
 		return
 	}
 	r := newRig(t)
-	comm, sentinel := randName("sr"), randName("ss")
+	comm, sentinel := testutil.RandName("sr"), testutil.RandName("ss")
 	state := t.TempDir()
 	conf := filepath.Join(t.TempDir(), "supervisor.conf")
 	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)

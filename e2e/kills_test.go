@@ -62,6 +62,12 @@ func leftoverOf(pid int) func(map[string]any) bool {
 	return func(m map[string]any) bool { return m["msg"] == "leftover" && num(m["pid"]) == int64(pid) }
 }
 
+// leftoverOrKillOf matches either line of pid as a leftover: queued
+// (leftoverOf) or killed (leftoverKillOf).
+func leftoverOrKillOf(pid int) func(map[string]any) bool {
+	return func(m map[string]any) bool { return leftoverOf(pid)(m) || leftoverKillOf(pid)(m) }
+}
+
 // dissolvedOf matches the line of the session of pid dissolved for cause.
 func dissolvedOf(pid int, cause string) func(map[string]any) bool {
 	return func(m map[string]any) bool {

@@ -161,8 +161,7 @@ func TestIntegrationHistoryDatabase(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	db := testDatabase(t)
-	conn := dbConn(t, db)
+	db, conn := testDB(t)
 	d := startDaemon(t, "--max-age", maxAge.String(), "--database-url", db)
 	a := startAgent(t, "claude")
 	d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
@@ -13,57 +11,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"github.com/jackc/pgx/v5"
 )
 
-// needPostgres returns TEST_DATABASE_URL. scripts/test sets it, starting a
-// private server when it is not given.
-func needPostgres(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv("TEST_DATABASE_URL")
-	if u == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI must provide PostgreSQL: TEST_DATABASE_URL is not set (scripts/test sets it)")
-		}
-		t.Skip("skipped: needs PostgreSQL; set TEST_DATABASE_URL or run scripts/test, which starts a private server")
-	}
-	return u
-}
-
-func randName(prefix string) string {
-	var b [6]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
-}
-
 // testDatabase creates an empty database for one test on the test server
+// (testutil.Database: skipped without TEST_DATABASE_URL, failed under CI)
 // and drops it afterwards.
 func testDatabase(t testing.TB) string {
 	t.Helper()
-	base := needPostgres(t)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect to TEST_DATABASE_URL: %v", err)
-	}
-	defer conn.Close(ctx)
-	name := randName("sv_test_")
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(ctx, base)
-		if err == nil {
-			c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			c.Close(ctx)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return testutil.Database(t, "sv_test_")
+}
+
+// testDB is testDatabase with a connection to it, closed when the test
+// ends: most tests that give the daemon a database read back what it wrote.
+func testDB(t testing.TB) (string, *pgx.Conn) {
+	t.Helper()
+	db := testDatabase(t)
+	return db, dbConn(t, db)
 }
 
 func dbConn(t testing.TB, dsn string) *pgx.Conn {
@@ -110,7 +75,7 @@ func freePort(t testing.TB) int {
 func newCluster(t testing.TB) *cluster {
 	t.Helper()
 	needRoot(t)
-	c := &cluster{bin: pgBin(t), password: randName("pw")}
+	c := &cluster{bin: pgBin(t), password: testutil.RandName("pw")}
 	dir, err := os.MkdirTemp("", "supervisor-pgc-")
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +122,7 @@ func (c *cluster) url(password string) string {
 	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable", url.QueryEscape(password), c.port)
 }
 
-// waitRows polls the database until query returns want rows or the
+// waitCount polls the database until query returns want rows or the
 // timeout passes; it returns the count seen last.
 func waitCount(t testing.TB, conn *pgx.Conn, timeout time.Duration, want int, query string, args ...any) int {
 	t.Helper()

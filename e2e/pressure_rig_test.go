@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"os"
 	"testing"
 	"time"
 
@@ -23,10 +22,7 @@ func startPressureRig(t testing.TB) *psitest.Rig {
 
 func readPressure(t testing.TB) psi.Pressure {
 	t.Helper()
-	b, err := os.ReadFile("/proc/pressure/memory")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, "/proc/pressure/memory")
 	p, err := psi.Parse(b)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -428,7 +429,7 @@ var token = os.Getenv(tokenEnv)
 
 func init() {
 	if token == "" {
-		token = randName("run")
+		token = testutil.RandName("run")
 		os.Setenv(tokenEnv, token)
 	}
 }
@@ -487,11 +488,24 @@ func pinned(t testing.TB, pid int) int {
 	return fd
 }
 
+// killAtCleanup kills the process behind fd when the test ends.
 func killAtCleanup(t testing.TB, fd int) {
-	t.Cleanup(func() {
-		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-		unix.Close(fd)
-	})
+	t.Cleanup(func() { killPidfd(fd) })
+}
+
+// killPid kills pid, if it runs, through a pidfd: for a PID read where
+// only the test's own processes can be (a cgroup of its own).
+func killPid(pid int) {
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		killPidfd(fd)
+	}
+}
+
+// killPidfd kills the process behind the pidfd, if it still runs, and
+// closes the pidfd.
+func killPidfd(fd int) {
+	unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	unix.Close(fd)
 }
 
 // pidfdDead waits up to timeout for the process behind the pidfd to exit
@@ -573,4 +587,14 @@ func childrenOf(pid int) map[int]string {
 		}
 	}
 	return out
+}
+
+// readFile is os.ReadFile for a file the test cannot go on without.
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

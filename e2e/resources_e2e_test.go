@@ -8,11 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // waitSamples waits for n more resource samples than the daemon took so far.
@@ -237,10 +234,7 @@ func pidsCgroup(t *testing.T, max int) string {
 			}
 			for _, pid := range procs {
 				// Only our bomb's processes ever enter this cgroup.
-				if fd, err := unix.PidfdOpen(pid, 0); err == nil {
-					_ = unix.PidfdSendSignal(fd, syscall.SIGKILL, nil, 0)
-					unix.Close(fd)
-				}
+				killPid(pid)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

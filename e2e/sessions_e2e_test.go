@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // Sessions and leftovers, end to end: real agents (the fake agent under the
@@ -27,7 +29,7 @@ func TestIntegrationSessionLeftovers(t *testing.T) {
 		return
 	}
 	r := newRig(t)
-	keepComm := randName("kp")[:10] // well under the 15 characters of a comm
+	keepComm := testutil.RandName("kp")[:10] // well under the 15 characters of a comm
 	keepExe := selfAs(t, keepComm)
 	d := startDaemon(t, "--max-age", "1h", "--kill-grace", leftKillGrace.String(),
 		"--leftover-grace", leftoverGrace.String(), "--keep", keepComm)
@@ -93,21 +95,15 @@ func TestIntegrationSessionLeftovers(t *testing.T) {
 		if pidfdDead(fds[l], 0) {
 			t.Errorf("kept child %s (%d) died", l, pids[l])
 		}
-		if v := d.findLogs(leftoverOf(pids[l])); len(v) > 0 {
-			t.Errorf("kept child %s was queued as a leftover: %v", l, v)
-		}
+		d.noLogs(t, leftoverOf(pids[l]), "kept child %s was queued as a leftover", l)
 	}
 	for _, l := range []string{"marked", "ruled", "brief"} {
 		if _, ok := r.termAt(l + ".term"); ok {
 			t.Errorf("%s got SIGTERM", l)
 		}
-		if v := d.findLogs(leftoverKillOf(pids[l])); len(v) > 0 {
-			t.Errorf("%s has a kill line: %v", l, v)
-		}
+		d.noLogs(t, leftoverKillOf(pids[l]), "%s has a kill line", l)
 	}
-	if v := d.findLogs(leftoverKillOf(a.pid)); len(v) > 0 {
-		t.Errorf("the agent, which exited by itself, has a kill line: %v", v)
-	}
+	d.noLogs(t, leftoverKillOf(a.pid), "the agent, which exited by itself, has a kill line")
 }
 
 // TestIntegrationNonAgentOrphan: a process that is no agent double-forks a
@@ -140,9 +136,7 @@ func TestIntegrationNonAgentOrphan(t *testing.T) {
 		if _, ok := r.termAt(l + ".term"); ok {
 			t.Errorf("non-agent's %s got SIGTERM", l)
 		}
-		if v := d.findLogs(func(m map[string]any) bool { return leftoverOf(opids[l])(m) || leftoverKillOf(opids[l])(m) }); len(v) > 0 {
-			t.Errorf("non-agent's %s treated as a leftover: %v", l, v)
-		}
+		d.noLogs(t, leftoverOrKillOf(opids[l]), "non-agent's %s treated as a leftover", l)
 	}
 }
 
@@ -213,9 +207,7 @@ func TestIntegrationMaxAgeNoDoubleKill(t *testing.T) {
 	if len(tree) != 1 {
 		t.Errorf("%d kill lines for the tree, want 1: %v", len(tree), tree)
 	}
-	if v := d.findLogs(leftoverOf(pids["stubborn"])); len(v) > 0 {
-		t.Errorf("the child of an agent killed at max age was queued as a leftover: %v", v)
-	}
+	d.noLogs(t, leftoverOf(pids["stubborn"]), "the child of an agent killed at max age was queued as a leftover")
 }
 
 // TestIntegrationLeftoversKeep: with --leftovers keep nothing is signalled
@@ -244,9 +236,7 @@ func TestIntegrationLeftoversKeep(t *testing.T) {
 		if _, ok := r.termAt(l + ".term"); ok {
 			t.Errorf("%s got SIGTERM with --leftovers keep", l)
 		}
-		if v := d.findLogs(func(m map[string]any) bool { return leftoverOf(pid)(m) || leftoverKillOf(pid)(m) }); len(v) > 0 {
-			t.Errorf("%s: %v with --leftovers keep", l, v)
-		}
+		d.noLogs(t, leftoverOrKillOf(pid), "%s with --leftovers keep", l)
 	}
 }
 
@@ -362,9 +352,7 @@ func TestIntegrationLeftoverDryRun(t *testing.T) {
 	if _, ok := r.termAt("stubborn.term"); ok {
 		t.Error("dry run sent SIGTERM")
 	}
-	if v := d.findLogs(func(m map[string]any) bool { return m["msg"] == "kill" }); len(v) > 0 {
-		t.Errorf("dry run logged kills: %v", v)
-	}
+	d.noLogs(t, func(m map[string]any) bool { return m["msg"] == "kill" }, "dry run logged kills")
 }
 
 // TestIntegrationKeepAfterExec: an agent's shell forks subshells that wait,
@@ -377,7 +365,7 @@ func TestIntegrationKeepAfterExec(t *testing.T) {
 		return
 	}
 	r := newRig(t)
-	keepComm := randName("kp")[:10]
+	keepComm := testutil.RandName("kp")[:10]
 	keepSleep := linkAs(t, "/bin/sleep", keepComm)
 	script := r.script(t, "claude", `#!/bin/bash
 (sleep 0.3; REAPER_KEEP=1 exec sleep 1000) &
@@ -404,8 +392,6 @@ while [ ! -e "`+r.path("exit")+`" ]; do sleep 0.02; done
 		if pidfdDead(fds[l], 0) {
 			t.Errorf("kept %s (%d) died", l, pids[l])
 		}
-		if v := d.findLogs(func(m map[string]any) bool { return leftoverOf(pids[l])(m) || leftoverKillOf(pids[l])(m) }); len(v) > 0 {
-			t.Errorf("kept %s: %v", l, v)
-		}
+		d.noLogs(t, leftoverOrKillOf(pids[l]), "kept %s", l)
 	}
 }
