@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/config"
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // TestConfigErrors: every bad value exits 2 with one line naming it,
@@ -270,14 +271,8 @@ func TestConfigUnderCgroup(t *testing.T) {
 	}
 }
 
-// env is a getenv over the given KEY, VALUE pairs.
-func env(kv ...string) func(string) string {
-	m := map[string]string{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return func(k string) string { return m[k] }
-}
+// env is the environment a test gives the code it runs.
+var env = testutil.Env
 
 // Usage errors exit 2 before any connection; a missing daemon exits 1.
 func TestControlCmdUsage(t *testing.T) {

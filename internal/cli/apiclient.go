@@ -22,6 +22,10 @@ import (
 // apiFlags are the flags status and events take to find the daemon.
 type apiFlags struct {
 	api, control, listen *string
+	// moreUsage and valid are a command's other flags: their usage,
+	// after apiUsage, and the check of their values (nil: any).
+	moreUsage string
+	valid     func() bool
 }
 
 func addAPIFlags(fs *flag.FlagSet) *apiFlags {
@@ -62,13 +66,19 @@ func (f *apiFlags) resolve(fs *flag.FlagSet, cmd string, getenv func(string) str
 	return path
 }
 
-// parse parses a client command's flags and finds the API socket; done,
-// with the exit code, when it printed the help (0) or a usage error (2).
+// parse parses a client command's flags (it takes no arguments) and finds
+// the API socket; done, with the exit code, when it printed the help (0)
+// or a usage error (2).
 func (f *apiFlags) parse(fs *flag.FlagSet, cmd string, args []string, getenv func(string) string, stdout, stderr io.Writer) (path string, code int, done bool) {
 	if code, done := config.ParseFlags(fs, args, stdout, stderr); done {
 		return "", code, true
 	}
-	return f.resolve(fs, cmd, getenv, stderr), 0, false
+	path = f.resolve(fs, cmd, getenv, stderr)
+	if fs.NArg() > 0 || path == "" || (f.valid != nil && !f.valid()) {
+		fmt.Fprintf(stderr, "supervisor: %s: want %s%s and no arguments\n", cmd, apiUsage, f.moreUsage)
+		return "", 2, true
+	}
+	return path, 0, false
 }
 
 // apiHTTP is an HTTP client that dials the API socket at path.
@@ -126,13 +136,11 @@ func Health(args []string, getenv func(string) string, stdout, stderr io.Writer)
 	fs := config.NewFlagSet("health")
 	af := addAPIFlags(fs)
 	timeout := config.Duration(fs, "timeout")
+	af.moreUsage = " [--timeout DURATION > 0]"
+	af.valid = func() bool { return *timeout > 0 }
 	path, code, done := af.parse(fs, "health", args, getenv, stdout, stderr)
 	if done {
 		return code
-	}
-	if fs.NArg() > 0 || path == "" || *timeout <= 0 {
-		fmt.Fprintf(stderr, "supervisor: health: want %s [--timeout DURATION > 0] and no arguments\n", apiUsage)
-		return 2
 	}
 	resp, err := apiHTTP(path, *timeout).Get(apiURL("/healthz"))
 	if err != nil {

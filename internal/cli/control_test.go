@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 func TestParseUntil(t *testing.T) {
@@ -87,11 +89,5 @@ func TestParsePIDStart(t *testing.T) {
 	}
 }
 
-// env is a getenv over the given KEY, VALUE pairs.
-func env(kv ...string) func(string) string {
-	m := map[string]string{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return func(k string) string { return m[k] }
-}
+// env is the environment a test gives the code it runs.
+var env = testutil.Env

@@ -22,10 +22,6 @@ func Status(args []string, getenv func(string) string, stdout, stderr io.Writer)
 	if done {
 		return code
 	}
-	if fs.NArg() > 0 || path == "" {
-		fmt.Fprintf(stderr, "supervisor: status: want %s and no arguments\n", apiUsage)
-		return 2
-	}
 	c := apiHTTP(path, 5*time.Second)
 	var h api.HealthView
 	var agents []api.AgentView
