@@ -22,11 +22,10 @@ import (
 // terminal: one line per event, or the raw JSON lines with --json, until
 // interrupted or the stream ends.
 func Events(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := config.NewFlagSet("events")
-	af := addAPIFlags(fs)
-	asJSON := config.Bool(fs, "json")
-	typeList := config.String(fs, "types")
-	path, code, done := af.parse(fs, "events", args, getenv, stdout, stderr)
+	af := newAPIFlags("events")
+	asJSON := config.Bool(af.fs, "json")
+	typeList := config.String(af.fs, "types")
+	path, code, done := af.parse(args, getenv, stdout, stderr)
 	if done {
 		return code
 	}
@@ -96,25 +95,8 @@ func formatEvent(line []byte) string {
 	}
 	// Each type is read into the events package's own struct: the wire
 	// shapes are declared once, where they are written.
-	var ev events.Event
-	switch h.Type {
-	case events.TypeAgent:
-		ev = &events.Agent{}
-	case events.TypeDeadline:
-		ev = &events.Deadline{}
-	case events.TypeLeftover:
-		ev = &events.Leftover{}
-	case events.TypeKill:
-		ev = &events.Kill{}
-	case events.TypeSnapshot:
-		ev = &events.Snapshot{}
-	case events.TypeResync:
-		ev = &events.Resync{}
-	case events.TypeLost:
-		ev = &events.Lost{}
-	case events.TypePressure:
-		ev = &events.Pressure{}
-	default:
+	ev := events.New(h.Type)
+	if ev == nil {
 		return printable(string(line))
 	}
 	if err := json.Unmarshal(line, ev); err != nil {
