@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/config"
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // TestConfigErrors: every bad value exits 2 with one line naming it,
@@ -127,37 +128,26 @@ func TestConfigMaxAgePrecedence(t *testing.T) {
 // naming the flag; the edges are accepted.
 func TestConfigBounds(t *testing.T) {
 	for _, c := range []struct {
-		args []string
-		ok   bool
+		flag    string
+		ok, bad []string
 	}{
-		{[]string{"--summary-interval", "999ms"}, false},
-		{[]string{"--summary-interval", "1ms"}, false},
-		{[]string{"--summary-interval", "1s"}, true},
-		{[]string{"--summary-interval", "24h"}, true},
-		{[]string{"--summary-interval", "25h"}, false},
-		{[]string{"--kill-grace", "-1s"}, false},
-		{[]string{"--kill-grace", "0s"}, true},
-		{[]string{"--kill-grace", "2h"}, false},
-		{[]string{"--max-age", "0s"}, false},
-		{[]string{"--max-age", "2562047h"}, false}, // start + max age would wrap
-		{[]string{"--max-age", "8760h"}, true},
-		{[]string{"--poll-interval", "5ms"}, false},
-		{[]string{"--poll-interval", "2h"}, false},
-		{[]string{"--retention", "1s"}, false},
-		{[]string{"--retention", "-24h"}, false},
-		{[]string{"--retention", "1h"}, true},
+		{"--summary-interval", []string{"1s", "24h"}, []string{"999ms", "1ms", "25h"}},
+		{"--kill-grace", []string{"0s"}, []string{"-1s", "2h"}},
+		{"--max-age", []string{"8760h"}, []string{"0s", "2562047h"}}, // 2562047h: start + max age would wrap
+		{"--poll-interval", nil, []string{"5ms", "2h"}},
+		{"--retention", []string{"1h"}, []string{"1s", "-24h"}},
 	} {
-		if c.ok {
-			_, err := config.Parse("run", c.args, env(), io.Discard)
-			if err != nil {
-				t.Errorf("%v: %v, want accepted", c.args, err)
+		for _, v := range c.ok {
+			if _, err := config.Parse("run", []string{c.flag, v}, env(), io.Discard); err != nil {
+				t.Errorf("%s %s: %v, want accepted", c.flag, v, err)
 			}
-			continue
 		}
-		var errb bytes.Buffer
-		code := safeMain(t, append([]string{"run"}, c.args...), env(), io.Discard, &errb)
-		if code != 2 || !strings.Contains(errb.String(), c.args[0]) {
-			t.Errorf("%v: exit %d, stderr %q; want 2 naming %s", c.args, code, errb.String(), c.args[0])
+		for _, v := range c.bad {
+			var errb bytes.Buffer
+			code := safeMain(t, []string{"run", c.flag, v}, env(), io.Discard, &errb)
+			if code != 2 || !strings.Contains(errb.String(), c.flag) {
+				t.Errorf("%s %s: exit %d, stderr %q; want 2 naming %s", c.flag, v, code, errb.String(), c.flag)
+			}
 		}
 	}
 	var errb bytes.Buffer
@@ -270,14 +260,8 @@ func TestConfigUnderCgroup(t *testing.T) {
 	}
 }
 
-// env is a getenv over the given KEY, VALUE pairs.
-func env(kv ...string) func(string) string {
-	m := map[string]string{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return func(k string) string { return m[k] }
-}
+// env is the environment a test gives the code it runs.
+var env = testutil.Env
 
 // Usage errors exit 2 before any connection; a missing daemon exits 1.
 func TestControlCmdUsage(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/events"
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // limitListener: a listener's own cap, and a per-address cap under it.
@@ -32,15 +33,9 @@ func TestLimitListenerCaps(t *testing.T) {
 		verdicts <- verdict{from: ip, perIP: perIP}
 	}}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			verdicts <- verdict{from: remoteIP(c.RemoteAddr()), ok: true, conn: c}
-		}
-	}()
+	testutil.Accept(ln, func(c net.Conn) {
+		verdicts <- verdict{from: remoteIP(c.RemoteAddr()), ok: true, conn: c}
+	})
 	dial := func(from string) verdict {
 		t.Helper()
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}

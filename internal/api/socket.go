@@ -234,18 +234,13 @@ func (c *releaseConn) Close() error {
 
 // peerConn is a connection to the API socket and who made it.
 type peerConn struct {
-	*net.UnixConn
-	peer       control.Peer
-	authorized bool
-	once       sync.Once
-	release    func()
+	releaseConn // a *net.UnixConn
+	peer        control.Peer
+	authorized  bool
 }
 
-func (c *peerConn) Close() error {
-	err := c.UnixConn.Close()
-	c.once.Do(c.release)
-	return err
-}
+// unix is the connection itself, for the socket options.
+func (c *peerConn) unix() *net.UnixConn { return c.Conn.(*net.UnixConn) }
 
 // peerKey is the context key of a request's peerConn (API socket only).
 type peerKey struct{}
@@ -288,7 +283,7 @@ func (l *peerListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		return &peerConn{UnixConn: c, peer: p, authorized: ok, release: release}, nil
+		return &peerConn{releaseConn: releaseConn{Conn: c, release: release}, peer: p, authorized: ok}, nil
 	}
 }
 
@@ -497,7 +492,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer release()
-		_ = pc.SetWriteBuffer(eventSndbuf)
+		_ = pc.unix().SetWriteBuffer(eventSndbuf)
 	}
 	// Subscribed before the response starts: a client that has the
 	// headers misses nothing that happens after.

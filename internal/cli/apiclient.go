@@ -21,11 +21,22 @@ import (
 
 // apiFlags are the flags status and events take to find the daemon.
 type apiFlags struct {
+	fs                   *flag.FlagSet
+	cmd                  string
 	api, control, listen *string
+	// moreUsage and valid are a command's other flags: their usage,
+	// after apiUsage, and the check of their values (nil: any).
+	moreUsage string
+	valid     func() bool
 }
 
-func addAPIFlags(fs *flag.FlagSet) *apiFlags {
+// newAPIFlags is the flag set of the client command cmd, with the flags
+// that find the daemon; the command adds its own to f.fs.
+func newAPIFlags(cmd string) *apiFlags {
+	fs := config.NewFlagSet(cmd)
 	return &apiFlags{
+		fs:      fs,
+		cmd:     cmd,
 		api:     config.String(fs, "api-socket"),
 		control: config.String(fs, "control-socket"),
 		listen:  config.String(fs, "listen"),
@@ -39,9 +50,9 @@ const apiUsage = "[--api-socket PATH | --control-socket PATH]"
 // --control-socket, else REAPER_API_SOCKET, else beside
 // REAPER_CONTROL_SOCKET, else beside the default control socket. A
 // --listen given is said to be ignored on stderr.
-func (f *apiFlags) resolve(fs *flag.FlagSet, cmd string, getenv func(string) string, stderr io.Writer) string {
+func (f *apiFlags) resolve(getenv func(string) string, stderr io.Writer) string {
 	given := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+	f.fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
 	path := ""
 	switch {
 	case given["api-socket"]:
@@ -57,18 +68,24 @@ func (f *apiFlags) resolve(fs *flag.FlagSet, cmd string, getenv func(string) str
 	}
 	if given["listen"] {
 		fmt.Fprintf(stderr, "supervisor: %s: --listen is ignored: /agents and /events are served on the daemon's API socket only "+
-			"(the TCP listener has /healthz and /metrics); reading %s\n", cmd, path)
+			"(the TCP listener has /healthz and /metrics); reading %s\n", f.cmd, path)
 	}
 	return path
 }
 
-// parse parses a client command's flags and finds the API socket; done,
-// with the exit code, when it printed the help (0) or a usage error (2).
-func (f *apiFlags) parse(fs *flag.FlagSet, cmd string, args []string, getenv func(string) string, stdout, stderr io.Writer) (path string, code int, done bool) {
-	if code, done := config.ParseFlags(fs, args, stdout, stderr); done {
+// parse parses a client command's flags (it takes no arguments) and finds
+// the API socket; done, with the exit code, when it printed the help (0)
+// or a usage error (2).
+func (f *apiFlags) parse(args []string, getenv func(string) string, stdout, stderr io.Writer) (path string, code int, done bool) {
+	if code, done := config.ParseFlags(f.fs, args, stdout, stderr); done {
 		return "", code, true
 	}
-	return f.resolve(fs, cmd, getenv, stderr), 0, false
+	path = f.resolve(getenv, stderr)
+	if f.fs.NArg() > 0 || path == "" || (f.valid != nil && !f.valid()) {
+		fmt.Fprintf(stderr, "supervisor: %s: want %s%s and no arguments\n", f.cmd, apiUsage, f.moreUsage)
+		return "", 2, true
+	}
+	return path, 0, false
 }
 
 // apiHTTP is an HTTP client that dials the API socket at path.
@@ -123,16 +140,13 @@ func statusError(resp *http.Response) error {
 // else (not ready, refused) or nothing answered within --timeout; 2: a
 // usage error.
 func Health(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := config.NewFlagSet("health")
-	af := addAPIFlags(fs)
-	timeout := config.Duration(fs, "timeout")
-	path, code, done := af.parse(fs, "health", args, getenv, stdout, stderr)
+	af := newAPIFlags("health")
+	timeout := config.Duration(af.fs, "timeout")
+	af.moreUsage = " [--timeout DURATION > 0]"
+	af.valid = func() bool { return *timeout > 0 }
+	path, code, done := af.parse(args, getenv, stdout, stderr)
 	if done {
 		return code
-	}
-	if fs.NArg() > 0 || path == "" || *timeout <= 0 {
-		fmt.Fprintf(stderr, "supervisor: health: want %s [--timeout DURATION > 0] and no arguments\n", apiUsage)
-		return 2
 	}
 	resp, err := apiHTTP(path, *timeout).Get(apiURL("/healthz"))
 	if err != nil {

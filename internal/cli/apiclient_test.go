@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/api"
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // fakeAPI serves handler on a unix socket in a fresh directory and returns
@@ -82,15 +83,7 @@ func TestHealthCmd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	testutil.Accept(ln, nil)
 	t0 := time.Now()
 	code, _, errs = runHealth("--api-socket", ln.Addr().String(), "--timeout", "300ms")
 	if code != 1 || !strings.Contains(errs, "no answer") || !strings.Contains(errs, "300ms") {

@@ -2,10 +2,11 @@ package cli
 
 import (
 	"bytes"
-	"flag"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 func TestParseUntil(t *testing.T) {
@@ -47,13 +48,12 @@ func TestAPIFlagsResolve(t *testing.T) {
 		{env: []string{"REAPER_API_SOCKET", "auto", "REAPER_CONTROL_SOCKET", "/z/control.sock"}, want: "/z/api.sock"},
 		{args: []string{"--listen", "127.0.0.1:9847"}, want: "/run/agent-supervisor/api.sock", note: true},
 	} {
-		fs := flag.NewFlagSet("status", flag.ContinueOnError)
-		af := addAPIFlags(fs)
-		if err := fs.Parse(c.args); err != nil {
+		af := newAPIFlags("status")
+		if err := af.fs.Parse(c.args); err != nil {
 			t.Fatal(err)
 		}
 		var stderr bytes.Buffer
-		if got := af.resolve(fs, "status", env(c.env...), &stderr); got != c.want {
+		if got := af.resolve(env(c.env...), &stderr); got != c.want {
 			t.Errorf("%v %v: %q, want %q", c.args, c.env, got, c.want)
 		}
 		if note := strings.Contains(stderr.String(), "--listen is ignored"); note != c.note {
@@ -87,11 +87,5 @@ func TestParsePIDStart(t *testing.T) {
 	}
 }
 
-// env is a getenv over the given KEY, VALUE pairs.
-func env(kv ...string) func(string) string {
-	m := map[string]string{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return func(k string) string { return m[k] }
-}
+// env is the environment a test gives the code it runs.
+var env = testutil.Env

@@ -22,17 +22,12 @@ import (
 // terminal: one line per event, or the raw JSON lines with --json, until
 // interrupted or the stream ends.
 func Events(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := config.NewFlagSet("events")
-	af := addAPIFlags(fs)
-	asJSON := config.Bool(fs, "json")
-	typeList := config.String(fs, "types")
-	path, code, done := af.parse(fs, "events", args, getenv, stdout, stderr)
+	af := newAPIFlags("events")
+	asJSON := config.Bool(af.fs, "json")
+	typeList := config.String(af.fs, "types")
+	path, code, done := af.parse(args, getenv, stdout, stderr)
 	if done {
 		return code
-	}
-	if fs.NArg() > 0 || path == "" {
-		fmt.Fprintf(stderr, "supervisor: events: want %s and no arguments\n", apiUsage)
-		return 2
 	}
 	types, err := events.ParseTypes(*typeList)
 	if err != nil {
@@ -91,51 +86,28 @@ func Events(args []string, getenv func(string) string, stdout, stderr io.Writer)
 	return 1
 }
 
-// wireEvent is any event as it arrives, for formatEvent: the union of the
-// types' fields.
-type wireEvent struct {
-	Type        string     `json:"type"`
-	Time        time.Time  `json:"time"`
-	PID         int32      `json:"pid"`
-	Comm        string     `json:"comm"`
-	Rule        string     `json:"rule"`
-	Reason      string     `json:"reason"`
-	Cause       string     `json:"cause"`
-	Deadline    time.Time  `json:"deadline"`
-	Previous    time.Time  `json:"previous"`
-	KillAt      time.Time  `json:"kill_at"`
-	SessionPID  *int32     `json:"session_pid"`
-	LatenessMS  float64    `json:"lateness_ms"`
-	FinalSignal string     `json:"final_signal"`
-	Outcome     string     `json:"outcome"`
-	Descendants []int32    `json:"descendants"`
-	DryRun      bool       `json:"dry_run"`
-	ExitedAt    *time.Time `json:"exited_at"`
-	Status      string     `json:"status"`
-	ActionTaken *string    `json:"action_taken"`
-	TookMS      float64    `json:"took_ms"`
-	Processes   int        `json:"processes"`
-	LostTotal   uint64     `json:"events_lost_total"`
-	Events      uint64     `json:"events"`
-	Total       uint64     `json:"total"`
-	Resource    string     `json:"resource"`
-	SomeAvg10   float64    `json:"some_avg10"`
-	FullAvg10   float64    `json:"full_avg10"`
-}
-
 // formatEvent is one readable line for an event: its local time, its type
 // and its key fields. A line it cannot read is shown as it came.
 func formatEvent(line []byte) string {
-	var e wireEvent
-	if err := json.Unmarshal(line, &e); err != nil || e.Type == "" {
+	var h events.Header
+	if err := json.Unmarshal(line, &h); err != nil || h.Type == "" {
+		return printable(string(line))
+	}
+	// Each type is read into the events package's own struct: the wire
+	// shapes are declared once, where they are written.
+	ev := events.New(h.Type)
+	if ev == nil {
+		return printable(string(line))
+	}
+	if err := json.Unmarshal(line, ev); err != nil {
 		return printable(string(line))
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %-8s", e.Time.Local().Format("15:04:05.000"), e.Type)
+	fmt.Fprintf(&b, "%s %-8s", h.Time.Local().Format("15:04:05.000"), h.Type)
 	kv := func(k string, v any) { fmt.Fprintf(&b, " %s=%v", k, v) }
-	session := func() {
-		if e.SessionPID != nil && *e.SessionPID != 0 && *e.SessionPID != e.PID {
-			kv("session", *e.SessionPID)
+	session := func(pid, session int32) {
+		if session != 0 && session != pid {
+			kv("session", session)
 		}
 	}
 	at := func(t time.Time) string {
@@ -145,14 +117,14 @@ func formatEvent(line []byte) string {
 		}
 		return t.Local().Format("15:04:05") + " (" + (-d).String() + " ago)"
 	}
-	switch e.Type {
-	case "agent":
+	switch e := ev.(type) {
+	case *events.Agent:
 		kv("pid", e.PID)
 		kv("comm", e.Comm)
 		kv("rule", e.Rule)
 		kv("deadline", at(e.Deadline))
-		session()
-	case "deadline":
+		session(e.PID, e.SessionPID)
+	case *events.Deadline:
 		kv("pid", e.PID)
 		kv("comm", e.Comm)
 		kv("deadline", at(e.Deadline))
@@ -161,12 +133,12 @@ func formatEvent(line []byte) string {
 		if e.Reason != string(tracker.ReasonMaxAge) {
 			kv("reason", e.Reason)
 		}
-	case "leftover":
+	case *events.Leftover:
 		kv("pid", e.PID)
 		kv("comm", e.Comm)
-		session()
+		session(e.PID, e.SessionPID)
 		kv("kill_at", at(e.KillAt))
-	case "kill":
+	case *events.Kill:
 		kv("pid", e.PID)
 		kv("comm", e.Comm)
 		kv("reason", e.Reason)
@@ -176,27 +148,29 @@ func formatEvent(line []byte) string {
 		}
 		kv("late", fmt.Sprintf("%.1fms", e.LatenessMS))
 		kv("descendants", len(e.Descendants))
-		session()
+		if e.SessionPID != nil {
+			session(e.PID, *e.SessionPID)
+		}
 		if e.DryRun {
 			b.WriteString(" dry-run")
 		}
-	case "snapshot":
+	case *events.Snapshot:
 		kv("status", e.Status)
 		if e.ActionTaken != nil {
 			kv("action", fmt.Sprintf("%q", *e.ActionTaken))
 		}
-	case "resync":
+	case *events.Resync:
 		kv("took", fmt.Sprintf("%.1fms", e.TookMS))
 		kv("processes", e.Processes)
-		kv("lost_total", e.LostTotal)
-	case "lost":
+		kv("lost_total", e.EventsLost)
+	case *events.Lost:
 		kv("events", e.Events)
 		kv("total", e.Total)
-	case "pressure":
+	case *events.Pressure:
 		kv("resource", e.Resource)
 		kv("some_avg10", e.SomeAvg10)
 		kv("full_avg10", e.FullAvg10)
-		session()
+		session(0, e.SessionPID)
 	default:
 		return printable(string(line))
 	}

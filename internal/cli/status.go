@@ -9,22 +9,16 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/api"
-	"github.com/agent-supervisor/supervisor/internal/config"
 )
 
 // Status asks the running daemon for /healthz and /agents on its API
 // socket and prints them for a person: one header, then one line per agent
 // with a bar of how much of its max age is used. It fits 80 columns.
 func Status(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := config.NewFlagSet("status")
-	af := addAPIFlags(fs)
-	path, code, done := af.parse(fs, "status", args, getenv, stdout, stderr)
+	af := newAPIFlags("status")
+	path, code, done := af.parse(args, getenv, stdout, stderr)
 	if done {
 		return code
-	}
-	if fs.NArg() > 0 || path == "" {
-		fmt.Fprintf(stderr, "supervisor: status: want %s and no arguments\n", apiUsage)
-		return 2
 	}
 	c := apiHTTP(path, 5*time.Second)
 	var h api.HealthView

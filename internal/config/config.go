@@ -116,18 +116,12 @@ var options = []option{
 		help: "kill agents this old (Go duration, at most 8760h); env fallback REAPER_MAX_AGENT_AGE_MINUTES (integer minutes)",
 		doc: "kill agents this old: a Go duration, at most 8760h; when `REAPER_MAX_AGE` is unset, the seed's " +
 			"`REAPER_MAX_AGENT_AGE_MINUTES` (integer minutes) stands in for it",
-		set: func(c *Config, v string, _ []string) (err error) {
-			// A year at most: beyond that a deadline is nonsense, and near
-			// the int64 limit start + max age would wrap into the past.
-			c.MaxAge, err = durationIn(v, time.Nanosecond, MaxMaxAge)
-			return
-		}},
+		// A year at most: beyond that a deadline is nonsense, and near
+		// the int64 limit start + max age would wrap into the past.
+		set: to(func(c *Config) *time.Duration { return &c.MaxAge }, durations(time.Nanosecond, MaxMaxAge))},
 	{flag: "kill-grace", env: "REAPER_KILL_GRACE", def: "5s",
 		help: "time between SIGTERM and SIGKILL (0 to 1h)",
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.KillGrace, err = durationIn(v, 0, time.Hour)
-			return
-		}},
+		set:  to(func(c *Config) *time.Duration { return &c.KillGrace }, durations(0, time.Hour))},
 	{flag: "agent", env: "REAPER_AGENTS", def: "claude,npm*:agent", repeat: true,
 		help: "agent rule COMM, COMM* (prefix) or either with :TEXT required in the cmdline; repeatable",
 		doc:  "agent rule: `COMM`, `COMM*` (a prefix), either with `:TEXT` required in the command line ([Agent rules](#agent-rules))",
@@ -161,13 +155,7 @@ var options = []option{
 			"private cgroup namespace, to turn the paths it reads into host paths " +
 			"([Attribution](design.md#attribution-containers-and-pods)); read at start",
 		shown: "host PID 1's /sys/fs/cgroup (via /proc/1/root)", restart: true,
-		set: func(c *Config, v string, _ []string) error {
-			if v != "" && !filepath.IsAbs(v) {
-				return fmt.Errorf("%q is not an absolute path", v)
-			}
-			c.HostCgroupRoot = v
-			return nil
-		}},
+		set: to(func(c *Config) *string { return &c.HostCgroupRoot }, absPath)},
 	{flag: "leftovers", env: "REAPER_LEFTOVERS", def: "kill",
 		help: "what happens to a session's processes still alive --leftover-grace after its agent exited: kill or keep",
 		doc:  "`kill` or `keep` a session's members still alive `--leftover-grace` after its agent exited",
@@ -181,10 +169,7 @@ var options = []option{
 		}},
 	{flag: "leftover-grace", env: "REAPER_LEFTOVER_GRACE", def: "30s",
 		help: "how long a session's leftovers may outlive its agent",
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.LeftoverGrace, err = durationIn(v, 0, MaxMaxAge)
-			return
-		}},
+		set:  to(func(c *Config) *time.Duration { return &c.LeftoverGrace }, durations(0, MaxMaxAge))},
 	{flag: "keep", env: "REAPER_KEEP", def: "", repeat: true,
 		help: "exempt processes matching this rule (agent rule syntax), with their descendants, from every policy but a manual kill: leftover kills, max age, resource limits and memory pressure (they do not count toward their session's limits); repeatable",
 		set: func(c *Config, _ string, many []string) (err error) {
@@ -209,17 +194,11 @@ var options = []option{
 		doc: "honour `REAPER_KEEP=1` in a process's own environment: it and its descendants outlive their agent (never " +
 			"leftovers, spared by the agent's tree kill at max age) and nothing else — an agent's own max age, the resource " +
 			"limits and memory pressure still apply; `false` ignores the marker ([Keeping something](design.md#sessions-and-leftovers))",
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.KeepEnv, err = boolean(v)
-			return
-		}},
+		set: to(func(c *Config) *bool { return &c.KeepEnv }, boolean)},
 	{flag: "summary-interval", env: "REAPER_SUMMARY_INTERVAL", def: "5m",
 		help: "health snapshot period (1s to 24h; one is also taken at start)",
-		set: func(c *Config, v string, _ []string) (err error) {
-			// Each snapshot reads /proc of every process and writes a row.
-			c.SummaryInterval, err = durationIn(v, time.Second, 24*time.Hour)
-			return
-		}},
+		// Each snapshot reads /proc of every process and writes a row.
+		set: to(func(c *Config) *time.Duration { return &c.SummaryInterval }, durations(time.Second, 24*time.Hour))},
 	{flag: "database-url", env: "DATABASE_URL", def: "",
 		help: "PostgreSQL URL for health and kill rows (default: none, the spool is the store); prefer --database-url-file", restart: true,
 		set: func(c *Config, v string, _ []string) error {
@@ -267,16 +246,10 @@ var options = []option{
 		}},
 	{flag: "retention", env: "REAPER_RETENTION", def: "168h",
 		help: "delete this host's rows older than this, hourly (at least 1m)", restart: true,
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.Retention, err = durationIn(v, time.Minute, 100*MaxMaxAge)
-			return
-		}},
+		set: to(func(c *Config) *time.Duration { return &c.Retention }, durations(time.Minute, 100*MaxMaxAge))},
 	{flag: "spool-max-rows", env: "REAPER_SPOOL_MAX_ROWS", def: "10000",
 		help: "spool bound; beyond it the oldest snapshots are dropped first, kills last", restart: true,
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.SpoolMaxRows, err = integer(v, 10, 10_000_000)
-			return
-		}},
+		set: to(func(c *Config) *int { return &c.SpoolMaxRows }, integers(10, 10_000_000))},
 	{flag: "state-dir", env: "REAPER_STATE_DIR", def: "/var/lib/agent-supervisor",
 		help: "directory for the spool", restart: true,
 		set: func(c *Config, v string, _ []string) error {
@@ -288,38 +261,16 @@ var options = []option{
 		}},
 	{flag: "listen", env: "REAPER_LISTEN", def: DefaultListen,
 		help: "HTTP address for /healthz and /metrics (only: /agents and /events are on --api-socket); empty disables", restart: true,
-		set: func(c *Config, v string, _ []string) error {
-			if v != "" {
-				if _, _, err := net.SplitHostPort(v); err != nil {
-					return fmt.Errorf("invalid address %q: %v", v, err)
-				}
-			}
-			c.Listen = v
-			return nil
-		}},
+		set: to(func(c *Config) *string { return &c.Listen }, address)},
 	{flag: "metrics-listen", env: "REAPER_METRICS_LISTEN", def: "",
 		help: "a second HTTP address serving /metrics and /healthz, as --listen does, e.g. the node's IP for a Prometheus elsewhere; empty disables",
 		doc: "a second HTTP address serving `/metrics` and `/healthz`, as `--listen` does, for a Prometheus elsewhere " +
 			"([Running on Kubernetes](deployment.md#running-on-kubernetes)); empty disables",
 		restart: true,
-		set: func(c *Config, v string, _ []string) error {
-			if v != "" {
-				if _, _, err := net.SplitHostPort(v); err != nil {
-					return fmt.Errorf("invalid address %q: %v", v, err)
-				}
-			}
-			c.MetricsListen = v
-			return nil
-		}},
+		set:     to(func(c *Config) *string { return &c.MetricsListen }, address)},
 	{flag: "control-socket", env: "REAPER_CONTROL_SOCKET", def: DefaultControlSocket,
 		help: "unix socket for extend, keep, unkeep, kill and reload (root, or --control-group members); empty disables", restart: true,
-		set: func(c *Config, v string, _ []string) error {
-			if v != "" && !filepath.IsAbs(v) {
-				return fmt.Errorf("%q is not an absolute path", v)
-			}
-			c.ControlSocket = v
-			return nil
-		}},
+		set: to(func(c *Config) *string { return &c.ControlSocket }, absPath)},
 	{flag: "control-group", env: "REAPER_CONTROL_GROUP", def: "",
 		help: "group (name or gid) whose members may use the control socket and the API socket besides root (default: root only)", restart: true,
 		set: func(c *Config, v string, _ []string) (err error) {
@@ -356,28 +307,16 @@ var options = []option{
 		}},
 	{flag: "poll-interval", env: "REAPER_POLL_INTERVAL", def: "1s",
 		help: "how often to scan /proc when polling (10ms to 1h)", restart: true,
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.PollInterval, err = durationIn(v, 10*time.Millisecond, time.Hour)
-			return
-		}},
+		set: to(func(c *Config) *time.Duration { return &c.PollInterval }, durations(10*time.Millisecond, time.Hour))},
 	{flag: "dry-run", env: "REAPER_DRY_RUN", def: "false",
 		help: "report what would be killed, signal nothing", restart: true,
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.DryRun, err = boolean(v)
-			return
-		}},
+		set: to(func(c *Config) *bool { return &c.DryRun }, boolean)},
 	{flag: "realtime", env: "REAPER_REALTIME", def: "true",
 		help: "run the deadline timer thread at SCHED_FIFO priority 1", restart: true,
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.Realtime, err = boolean(v)
-			return
-		}},
+		set: to(func(c *Config) *bool { return &c.Realtime }, boolean)},
 	{flag: "netlink-rcvbuf", env: "REAPER_NETLINK_RCVBUF", def: "8388608",
 		help: "proc connector receive buffer to request, bytes (the kernel doubles it)", restart: true,
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.NetlinkRcvbuf, err = integer(v, 1024, 1<<30)
-			return
-		}},
+		set: to(func(c *Config) *int { return &c.NetlinkRcvbuf }, integers(1024, 1<<30))},
 	{flag: "on-kill", env: "REAPER_ON_KILL", def: "",
 		help: "run this with /bin/sh -c after each finished kill, the kill record as JSON on stdin (see docs/operations.md); re-read on SIGHUP",
 		doc: "command run with `/bin/sh -c` after each finished kill, the kill record as JSON on stdin; re-read on SIGHUP " +
@@ -398,36 +337,21 @@ var options = []option{
 			"`REAPER_KEEP=1` ones counted) exceeds this size: `8GiB`, `500MB`, bytes (KiB/MiB/GiB/TiB, KB/MB/GB/TB); `0` is off, " +
 			"a size below one byte (`0.4`) exits 2; reason `memory` ([Resource guard](design.md#resource-guard))",
 		shown: "0 (off)",
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.SessionMaxMemory, err = parseSize(v)
-			return
-		}},
+		set:   to(func(c *Config) *int64 { return &c.SessionMaxMemory }, parseSize)},
 	{flag: "session-max-procs", env: "REAPER_SESSION_MAX_PROCS", def: "0",
 		help:  "kill a session with more live processes than this (processes, not threads; zombies and kept members not counted; checked at every fork too); 0 is off",
 		shown: "0 (off)",
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.SessionMaxProcs, err = integer(v, 0, 1<<22)
-			return
-		}},
+		set:   to(func(c *Config) *int { return &c.SessionMaxProcs }, integers(0, 1<<22))},
 	{flag: "session-idle", env: "REAPER_SESSION_IDLE", def: "0",
 		help:  "kill a session none of whose processes used CPU for this long (hung on a prompt, a pager, a dead socket); 0 is off",
 		shown: "0 (off)",
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.SessionIdle, err = durationIn(v, 0, MaxMaxAge)
-			return
-		}},
+		set:   to(func(c *Config) *time.Duration { return &c.SessionIdle }, durations(0, MaxMaxAge))},
 	{flag: "resource-interval", env: "REAPER_RESOURCE_INTERVAL", def: "2s",
 		help: "how often sessions' memory, processes and CPU are sampled (100ms to 1h)",
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.ResourceInterval, err = durationIn(v, 100*time.Millisecond, time.Hour)
-			return
-		}},
+		set:  to(func(c *Config) *time.Duration { return &c.ResourceInterval }, durations(100*time.Millisecond, time.Hour))},
 	{env: "REAPER_HOOK_TIMEOUT", def: "10s", hidden: true,
 		help: "test knob: how long an --on-kill run may take before its process group is killed",
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.HookTimeout, err = durationIn(v, 10*time.Millisecond, time.Hour)
-			return
-		}},
+		set:  to(func(c *Config) *time.Duration { return &c.HookTimeout }, durations(10*time.Millisecond, time.Hour))},
 	{flag: "pressure", env: "REAPER_PRESSURE", def: "",
 		help: `on memory pressure ("some|full STALL WINDOW", e.g. "some 150ms 1s": a PSI trigger) kill the largest session; off by default`,
 		doc: "`some|full STALL WINDOW`, e.g. `some 150ms 1s`: on that memory pressure (a PSI trigger) kill the largest session " +
@@ -449,25 +373,13 @@ var options = []option{
 		doc: "the memory pressure file for `--pressure`, an absolute path (default: `/proc/pressure/memory`, or under " +
 			"`supervisor init` the `memory.pressure` of the limited cgroup it shares with its command; " +
 			"[Memory pressure](design.md#memory-pressure))",
-		set: func(c *Config, v string, _ []string) error {
-			if v != "" && !filepath.IsAbs(v) {
-				return fmt.Errorf("%q is not an absolute path", v)
-			}
-			c.PressureFile = v
-			return nil
-		}},
+		set: to(func(c *Config) *string { return &c.PressureFile }, absPath)},
 	{flag: "pressure-min-age", env: "REAPER_PRESSURE_MIN_AGE", def: "1m",
 		help: "memory pressure kills only sessions at least this old",
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.PressureMinAge, err = durationIn(v, 0, MaxMaxAge)
-			return
-		}},
+		set:  to(func(c *Config) *time.Duration { return &c.PressureMinAge }, durations(0, MaxMaxAge))},
 	{flag: "pressure-cooldown", env: "REAPER_PRESSURE_COOLDOWN", def: "10s",
 		help: "after a pressure kill, triggers are only counted for this long (0 to 1h)",
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.PressureCooldown, err = durationIn(v, 0, time.Hour)
-			return
-		}},
+		set:  to(func(c *Config) *time.Duration { return &c.PressureCooldown }, durations(0, time.Hour))},
 	{flag: "log-level", env: "REAPER_LOG_LEVEL", def: "info",
 		help: "debug, info, warn or error", restart: true,
 		set: func(c *Config, v string, _ []string) error {
@@ -480,24 +392,15 @@ var options = []option{
 		}},
 	{flag: "event-buffer", env: "REAPER_EVENT_BUFFER", def: "1024",
 		help: "events each /events client may have waiting before it is dropped as too slow (1 to 65536)", restart: true,
-		set: func(c *Config, v string, _ []string) (err error) {
-			// At most 64 clients (events.MaxSubscribers): 64 x 65536
-			// buffered events is the most a reader can make us hold.
-			c.EventBuffer, err = integer(v, 1, 1<<16)
-			return
-		}},
+		// At most 64 clients (events.MaxSubscribers): 64 x 65536
+		// buffered events is the most a reader can make us hold.
+		set: to(func(c *Config) *int { return &c.EventBuffer }, integers(1, 1<<16))},
 	{env: "REAPER_ZOMBIE_WARN_THRESHOLD", def: "500",
 		help: "status is warning above this many zombies",
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.ZombieWarnThreshold, err = integer(v, 0, 1<<30)
-			return
-		}},
+		set:  to(func(c *Config) *int { return &c.ZombieWarnThreshold }, integers(0, 1<<30))},
 	{env: "REAPER_FREE_MEM_WARN_MB", def: "1024",
 		help: "status is warning below this much free memory",
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.FreeMemWarnMB, err = integer(v, 0, 1<<30)
-			return
-		}},
+		set:  to(func(c *Config) *int { return &c.FreeMemWarnMB }, integers(0, 1<<30))},
 	{env: "REAPER_SWAP_WARN_PCT", def: "0.7",
 		help: "status is warning above this fraction of swap used (0..1)",
 		set: func(c *Config, v string, _ []string) error {
@@ -551,6 +454,43 @@ func parseSize(v string) (int64, error) {
 const MaxMaxAge = 365 * 24 * time.Hour
 
 // durationIn parses a Go duration and checks it is within [min, max].
+// to is the set of an option that parses its value into one field of
+// Config: at says where.
+func to[T any](at func(*Config) *T, parse func(string) (T, error)) func(*Config, string, []string) error {
+	return func(c *Config, v string, _ []string) (err error) {
+		*at(c), err = parse(v)
+		return
+	}
+}
+
+// durations parses a duration from min to max.
+func durations(min, max time.Duration) func(string) (time.Duration, error) {
+	return func(v string) (time.Duration, error) { return durationIn(v, min, max) }
+}
+
+// integers parses an integer from min to max.
+func integers(min, max int) func(string) (int, error) {
+	return func(v string) (int, error) { return integer(v, min, max) }
+}
+
+// absPath is an absolute path, or empty.
+func absPath(v string) (string, error) {
+	if v != "" && !filepath.IsAbs(v) {
+		return "", fmt.Errorf("%q is not an absolute path", v)
+	}
+	return v, nil
+}
+
+// address is a host:port to listen on, or empty.
+func address(v string) (string, error) {
+	if v != "" {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return "", fmt.Errorf("invalid address %q: %v", v, err)
+		}
+	}
+	return v, nil
+}
+
 func durationIn(v string, min, max time.Duration) (time.Duration, error) {
 	d, err := time.ParseDuration(strings.TrimSpace(v))
 	if err != nil {

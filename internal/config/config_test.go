@@ -9,15 +9,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
-func env(kv ...string) func(string) string {
-	m := map[string]string{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return func(k string) string { return m[k] }
-}
+// env is the environment a test gives the code it runs.
+var env = testutil.Env
 
 func TestConfigPrecedence(t *testing.T) {
 	c, err := Parse("run", nil, env(), io.Discard)

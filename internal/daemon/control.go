@@ -107,27 +107,12 @@ func (c *controller) handle(p control.Peer, r control.Request) control.Response 
 		return c.extend(r, start)
 	case control.CmdKeep:
 		res, err := c.table.Keep(r.PID, start)
-		if err != nil {
-			return control.Errorf("%v", err)
-		}
-		msg := fmt.Sprintf("pid %d (%s) kept, with its descendants", res.PID, res.Comm)
-		if len(res.Dequeued) > 0 {
-			msg += "; kills taken back: " + pidList(res.Dequeued)
-		}
-		if len(res.Busy) > 0 {
-			msg += "; already being killed, too late: " + pidList(res.Busy)
-		}
-		return c.saved(control.Response{Message: msg, PIDs: res.Dequeued})
+		return c.leaseAnswer(err, fmt.Sprintf("pid %d (%s) kept, with its descendants", res.PID, res.Comm), res.Dequeued,
+			pidNote{"; kills taken back: ", res.Dequeued}, pidNote{"; already being killed, too late: ", res.Busy})
 	case control.CmdUnkeep:
 		res, err := c.table.Unkeep(r.PID, start)
-		if err != nil {
-			return control.Errorf("%v", err)
-		}
-		msg := fmt.Sprintf("pid %d (%s) is subject to the policies again", res.PID, res.Comm)
-		if len(res.Queued) > 0 {
-			msg += "; queued: " + pidList(res.Queued)
-		}
-		return c.saved(control.Response{Message: msg, PIDs: res.Queued})
+		return c.leaseAnswer(err, fmt.Sprintf("pid %d (%s) is subject to the policies again", res.PID, res.Comm), res.Queued,
+			pidNote{"; queued: ", res.Queued})
 	case control.CmdKill:
 		res, err := c.table.KillNow(r.PID, start, r.Force, p.String(), c.allow)
 		if err != nil {
@@ -194,6 +179,26 @@ func (c *controller) saved(resp control.Response) control.Response {
 		return control.Errorf("%s, but it could not be saved and a restart would lose it: %v", resp.Message, err)
 	}
 	return resp
+}
+
+// pidNote is a list of pids an answer names after its label, if any.
+type pidNote struct {
+	label string
+	pids  []int32
+}
+
+// leaseAnswer is the answer to keep and unkeep, saved: err, else msg and
+// each note that has pids, with pids as the answer's list.
+func (c *controller) leaseAnswer(err error, msg string, pids []int32, notes ...pidNote) control.Response {
+	if err != nil {
+		return control.Errorf("%v", err)
+	}
+	for _, n := range notes {
+		if len(n.pids) > 0 {
+			msg += n.label + pidList(n.pids)
+		}
+	}
+	return c.saved(control.Response{Message: msg, PIDs: pids})
 }
 
 func pidList(pids []int32) string {

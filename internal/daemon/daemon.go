@@ -247,14 +247,26 @@ func (d *daemon) applyReload(n *config.Config) {
 // Run is the daemon. attach, if given, is called once the event source is
 // known and before the first scan (supervisor init wires itself in there).
 func Run(ctx context.Context, cfg *config.Config, logw io.Writer, reload func() (*config.Config, error), attach ...func(*daemon)) error {
+	return withDaemon(ctx, cfg, logw, func(d *daemon) error { return run(ctx, d, cfg, reload, attach) })
+}
+
+// withDaemon builds the daemon for cfg, logging to logw, and runs body with
+// it; the daemon is closed and the log synced when body returns.
+func withDaemon(ctx context.Context, cfg *config.Config, logw io.Writer, body func(*daemon) error) error {
 	log := newLogger(cfg.LogLevel, logw)
 	defer log.Sync()
-
 	d, err := newDaemon(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer d.close()
+	return body(d)
+}
+
+// run is Run's body: the built daemon until ctx ends.
+func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*config.Config, error), attach []func(*daemon)) error {
+	log := d.log
+	var err error
 	d.timer, err = reap.NewTimer(reap.TimerConfig{
 		Queue: d.table.Queue(), Clock: d.clock, Guard: d.guard, DryRun: cfg.DryRun, Realtime: cfg.Realtime, Fire: d.reaper.Fire,
 	})

@@ -28,13 +28,12 @@ type killedView struct {
 // JSON on stdout.
 func Once(ctx context.Context, cfg *config.Config, stdout, logw io.Writer) error {
 	start := time.Now()
-	log := newLogger(cfg.LogLevel, logw)
-	defer log.Sync()
-	d, err := newDaemon(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer d.close()
+	return withDaemon(ctx, cfg, logw, func(d *daemon) error { return once(ctx, d, cfg, stdout, start) })
+}
+
+// once is Once's body, with the built daemon.
+func once(ctx context.Context, d *daemon, cfg *config.Config, stdout io.Writer, start time.Time) error {
+	log := d.log
 	d.source, d.rec.keepResults = "proc", true
 	d.reaper.NoRetry() // nothing would fire a retry: once exits when its kills are over
 

@@ -42,17 +42,8 @@ const SessionsFile = "sessions.json"
 // process that was reparented, and a leftover whose grace began before the
 // restart must still die at its original time.
 func (d *stateDir) restoreSessions() {
-	path := filepath.Join(d.dir, SessionsFile)
 	var state []tracker.MemberState
-	err := statefile.Load(path, &state)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return
-	case errors.Is(err, statefile.ErrOtherBoot):
-		d.log.Info("session state is from before the last reboot: ignored", zap.String("file", path))
-		return
-	case err != nil:
-		d.log.Warn("session state unreadable: sessions start empty", zap.Error(err))
+	if !d.load(SessionsFile, &state, "session state is from before the last reboot: ignored", "session state unreadable: sessions start empty") {
 		return
 	}
 	n := d.table.RestoreSessions(state)
@@ -101,19 +92,28 @@ func (d *stateDir) saveLeases() error {
 // Called before the start-up scan is merged; what belongs to processes
 // that are gone is pruned after it.
 func (d *stateDir) loadLeases() {
-	path := filepath.Join(d.dir, leasesFile)
 	var state []tracker.Lease
-	switch err := statefile.Load(path, &state); {
-	case errors.Is(err, os.ErrNotExist):
-		return
-	case errors.Is(err, statefile.ErrOtherBoot):
-		d.log.Info("leases are from before the last reboot: ignored", zap.String("file", path))
-		return
-	case err != nil:
-		d.log.Warn("leases unreadable: none restored", zap.Error(err))
-		return
+	if d.load(leasesFile, &state, "leases are from before the last reboot: ignored", "leases unreadable: none restored") {
+		d.table.LoadLeases(state)
 	}
-	d.table.LoadLeases(state)
+}
+
+// load reads the state file name into v: false (v is not to be used) when
+// there is none, when it is from before the last reboot (said with
+// otherBoot), or when it cannot be read (warned with unreadable).
+func (d *stateDir) load(name string, v any, otherBoot, unreadable string) bool {
+	path := filepath.Join(d.dir, name)
+	switch err := statefile.Load(path, v); {
+	case errors.Is(err, os.ErrNotExist):
+		return false
+	case errors.Is(err, statefile.ErrOtherBoot):
+		d.log.Info(otherBoot, zap.String("file", path))
+		return false
+	case err != nil:
+		d.log.Warn(unreadable, zap.Error(err))
+		return false
+	}
+	return true
 }
 
 // leasesFile holds the leases and keeps given through the control socket,

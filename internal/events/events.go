@@ -206,6 +206,17 @@ var (
 	_ Event = (*Lost)(nil)
 )
 
+// New is a new, empty event of type t, to decode one into; nil for a type
+// it does not know.
+func New(t Type) Event {
+	for _, ev := range []Event{new(Agent), new(Deadline), new(Leftover), new(Kill), new(Snapshot), new(Resync), new(Pressure), new(Lost)} {
+		if ev.Kind() == t {
+			return ev
+		}
+	}
+	return nil
+}
+
 // AppendJSON appends ev as one line of JSON (with its newline) to buf.
 func AppendJSON(buf []byte, ev Event) ([]byte, error) {
 	b, err := json.Marshal(ev)

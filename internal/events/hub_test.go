@@ -402,3 +402,16 @@ func TestSubscriberCap(t *testing.T) {
 		t.Fatalf("after one left: %v", err)
 	}
 }
+
+// New knows every type, and nothing else: the events client decodes
+// through it.
+func TestNew(t *testing.T) {
+	for _, typ := range AllTypes {
+		if ev := New(typ); ev == nil || ev.Kind() != typ {
+			t.Errorf("New(%q) = %#v", typ, ev)
+		}
+	}
+	if ev := New("bogus"); ev != nil {
+		t.Errorf("New(bogus) = %#v, want nil", ev)
+	}
+}

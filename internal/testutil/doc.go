@@ -1,4 +1,5 @@
 // Package testutil holds what the tests of several packages would
-// otherwise each write again: a private PostgreSQL database per test.
+// otherwise each write again: a private PostgreSQL database per test, a
+// getenv over given pairs (Env), an accept loop (Accept).
 // Only tests import it; nothing the daemon runs depends on it.
 package testutil
