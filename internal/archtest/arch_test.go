@@ -242,3 +242,41 @@ func TestEntryPoint(t *testing.T) {
 		t.Errorf("cmd/supervisor has %d lines of non-test code: at most 300 (it picks the subcommand; the work is in internal/)", lines)
 	}
 }
+
+// TestReadmeLayout: README's Layout section names every package and names
+// nothing that is not there.
+func TestReadmeLayout(t *testing.T) {
+	root, dirs := packages(t)
+	b, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	i := strings.Index(text, "\n## Layout\n")
+	if i < 0 {
+		t.Fatal("README.md has no ## Layout section")
+	}
+	text = text[i+len("\n## Layout\n"):]
+	if j := strings.Index(text, "\n## "); j >= 0 {
+		text = text[:j]
+	}
+	listed := map[string]bool{}
+	for _, line := range strings.Split(text, "\n") {
+		if line == "" || line[0] == ' ' || strings.HasPrefix(line, "```") {
+			continue
+		}
+		name := strings.Fields(line)[0]
+		listed[strings.TrimSuffix(name, "/")] = true
+		if _, err := os.Stat(filepath.Join(root, name)); err != nil {
+			t.Errorf("README's Layout names %s, which is not in the tree", name)
+		}
+	}
+	for _, dir := range dirs {
+		if strings.HasPrefix(dir, "internal/config/internal/") || dir == "internal/psi/psitest" {
+			continue // inside a listed package, and named in its line
+		}
+		if !listed[dir] {
+			t.Errorf("README's Layout does not name the package %s", dir)
+		}
+	}
+}
