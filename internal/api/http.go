@@ -17,7 +17,7 @@ import (
 
 // The HTTP endpoints are read-only views for the host's operators: no
 // request changes any state. /agents and /events show process names and
-// command lines and are served on the API socket only (apisocket.go); the
+// command lines and are served on the API socket only (socket.go); the
 // TCP listeners serve /healthz and /metrics, on loopback by default, and
 // answer only requests that name this machine (see allowedHost).
 
@@ -54,7 +54,7 @@ type Listener struct {
 	addr     string
 	inflight sync.WaitGroup
 	done     chan struct{}
-	metrics  *Listener // --metrics-listen (metricslisten.go), stopped with this one
+	metrics  *Listener // --metrics-listen (serveMetricsListen), stopped with this one
 }
 
 // serveHTTP serves /healthz and /metrics on listen and on --metrics-listen;
@@ -78,7 +78,7 @@ func (s *Server) serveHTTP(listen string) (*Listener, error) {
 
 // serveTCP listens on listen (the flag's value; flag names it) and serves
 // tcpRoutes until stop, within the listener's connection caps (counted in
-// conns), timeouts and connection lifetime (apisocket.go).
+// conns), timeouts and connection lifetime (socket.go).
 func (s *Server) serveTCP(listen, flag string, conns *atomic.Int64) (*Listener, error) {
 	tl, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -125,7 +125,7 @@ func (s *Server) serveTCP(listen, flag string, conns *atomic.Int64) (*Listener, 
 	}), nil
 }
 
-// stop closes the listener, lets requests in flight finish within a bound,
+// Stop closes the listener, lets requests in flight finish within a bound,
 // then closes what is left and waits until no handler runs.
 func (h *Listener) Stop() {
 	if h == nil {
@@ -217,7 +217,7 @@ func (s *Server) ServeHTTP() (*Listener, error) { return s.serveHTTP(s.cfg.Liste
 // check, the timeouts and the connection lifetime apply as on --listen; its
 // connection cap is its own, so a client holding --listen's slots leaves
 // these alone, and on an address that is not loopback one remote address
-// holds at most TCPConnsPerIP of them (apisocket.go).
+// holds at most TCPConnsPerIP of them (socket.go).
 
 // serveMetricsListen serves tcpRoutes on --metrics-listen; nil when it is
 // empty.

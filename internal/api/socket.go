@@ -481,7 +481,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Per peer: a --control-group member has a few streams, root has
-	// slots no one else can take (apisocket.go).
+	// slots no one else can take (socket.go).
 	if pc := requestPeer(r); pc != nil {
 		release := s.state.stream(pc.peer.UID)
 		if release == nil {

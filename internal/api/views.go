@@ -87,6 +87,8 @@ func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
 // EventTypes name tracker.Counters.Events, in order.
 var EventTypes = []string{"fork", "exec", "comm", "exit", "other"}
 
+// HealthView is GET /healthz: the daemon's state in counts, no process
+// names (the TCP listeners serve it too).
 type HealthView struct {
 	Status     string            `json:"status"`
 	Source     string            `json:"source"`
@@ -151,6 +153,7 @@ type AgentView struct {
 	session tracker.SessionID // the session this entry heads or belongs to (not served)
 }
 
+// LeftoverView is one leftover of an /agents entry whose agent exited.
 type LeftoverView struct {
 	PID         int32     `json:"pid"`
 	Comm        string    `json:"comm"`
@@ -164,6 +167,9 @@ type LeftoverView struct {
 // is tried again.
 const StateRetrying = "retrying"
 
+// Agents is GET /agents: the max-age queue's agents, the sessions whose
+// agent exited with their leftovers, the kills being retried, and every
+// sampled session's figures, soonest deadline first.
 func Agents(src AgentSource) []AgentView {
 	now := src.Now()
 	queue := src.Queue()

@@ -8,6 +8,6 @@
 // What it prints of a process (names, command lines) is escaped
 // (printable.go): a process chooses its own name. It may import config
 // (flags and socket paths), api (the JSON views it decodes), control (the
-// control protocol), events and store (rows and their wire form); never
+// control protocol), tracker (times), events and store (rows and their wire form); never
 // the daemon's assembly.
 package cli

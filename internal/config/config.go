@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agent-supervisor/supervisor/internal/initd"
 	"github.com/agent-supervisor/supervisor/internal/psi"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 )
@@ -26,7 +25,7 @@ type Config struct {
 	KillGrace       time.Duration
 	Agents          []tracker.Rule
 	Under           []tracker.Ancestor
-	HostCgroupRoot  string // the host's cgroup hierarchy, read in a private cgroup namespace (cgns.go)
+	HostCgroupRoot  string // the host's cgroup hierarchy, read in a private cgroup namespace (internal/daemon/cgns.go)
 	Leftovers       string // kill or keep
 	LeftoverGrace   time.Duration
 	Keep            []tracker.Rule
@@ -36,7 +35,7 @@ type Config struct {
 	DatabaseURLFile string // where DatabaseURL was read from, if a file
 	StateDir        string
 	Listen          string
-	MetricsListen   string // /metrics and /healthz alone, for a Prometheus elsewhere (metricslisten.go)
+	MetricsListen   string // /metrics and /healthz alone, for a Prometheus elsewhere (internal/api)
 	Source          string
 	PollInterval    time.Duration
 	DryRun          bool
@@ -47,18 +46,18 @@ type Config struct {
 	Retention       time.Duration
 	SpoolMaxRows    int
 	ConfigFile      string
-	// The control socket (control.go): its path ("" disables it) and the
+	// The control socket (internal/daemon/control.go): its path ("" disables it) and the
 	// group whose members may use it besides root (ControlGID -1: none).
 	ControlSocket string
 	ControlGroup  string
 	ControlGID    int
 	EventBuffer   int           // events each /events client may have waiting
 	OnKill        string        // shell command run after each finished kill; "" for none
-	ForwardTo     initd.Forward // supervisor init: where forwarded signals go
+	ForwardGroup  bool          // supervisor init: forwarded signals go to CMD's process group (--forward-to group), else to CMD alone
 	HookTimeout   time.Duration // per hook run (a test knob)
 
 	// APISocket serves /agents, /events, /healthz and /metrics to the
-	// control socket's peers (apisocket.go); "" disables it.
+	// control socket's peers (internal/api); "" disables it.
 	APISocket string
 
 	// The resource guard (internal/policy/limits): limits per session, 0 is off.
@@ -327,9 +326,13 @@ var options = []option{
 		}},
 	{flag: "forward-to", env: "REAPER_FORWARD_TO", def: "child",
 		help: "under supervisor init: send the forwarded signals to the command alone (child) or to its process group (group)", restart: true,
-		set: func(c *Config, v string, _ []string) (err error) {
-			c.ForwardTo, err = initd.ParseForward(strings.TrimSpace(v))
-			return
+		set: func(c *Config, v string, _ []string) error {
+			switch v = strings.TrimSpace(v); v {
+			case "child", "group":
+				c.ForwardGroup = v == "group"
+				return nil
+			}
+			return fmt.Errorf("invalid value %q (want child or group)", v)
 		}},
 	{flag: "session-max-memory", env: "REAPER_SESSION_MAX_MEMORY", def: "0",
 		help: "kill a session whose members' memory (anon RSS; kept members not counted) exceeds this size, e.g. 8GiB (KiB/MiB/GiB, KB/MB/GB, or bytes); 0 is off, a size below one byte an error",
@@ -453,7 +456,6 @@ func parseSize(v string) (int64, error) {
 // MaxMaxAge bounds --max-age (and the seed's minutes variable).
 const MaxMaxAge = 365 * 24 * time.Hour
 
-// durationIn parses a Go duration and checks it is within [min, max].
 // to is the set of an option that parses its value into one field of
 // Config: at says where.
 func to[T any](at func(*Config) *T, parse func(string) (T, error)) func(*Config, string, []string) error {
@@ -491,6 +493,7 @@ func address(v string) (string, error) {
 	return v, nil
 }
 
+// durationIn parses a Go duration and checks it is within [min, max].
 func durationIn(v string, min, max time.Duration) (time.Duration, error) {
 	d, err := time.ParseDuration(strings.TrimSpace(v))
 	if err != nil {

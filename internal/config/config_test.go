@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/control"
 	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
@@ -175,3 +176,11 @@ func TestAPISocketConfig(t *testing.T) {
 
 // testPassword is distinctive: it must never appear in any output.
 const testPassword = "Pw-n0t-For-Your-Eyes-7731"
+
+// TestMaxExtend: one extend is bounded as --max-age is (the control
+// protocol keeps its own copy of the bound).
+func TestMaxExtend(t *testing.T) {
+	if control.MaxExtend != MaxMaxAge {
+		t.Errorf("control.MaxExtend %s, config.MaxMaxAge %s: want the same bound", control.MaxExtend, MaxMaxAge)
+	}
+}

@@ -14,7 +14,7 @@ import (
 // A database URL holds a password, and the URL arrives by flag, environment,
 // --config file or --database-url-file. No message may show it: errors name
 // the flag or variable and the cause, and show the URL only with its
-// passwords Masked, or not at all when they cannot be located for certain.
+// passwords masked, or not at all when they cannot be located for certain.
 
 const Masked = "xxxxx"
 
@@ -70,7 +70,7 @@ func dsnSecrets(dsn string) (secrets []string, ok bool) {
 			out = append(out, s)
 		}
 	}
-	// Longest first, so a password containing another is Masked whole.
+	// Longest first, so a password containing another is masked whole.
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out, true
 }
@@ -90,7 +90,7 @@ func RawPassword(dsn string) string {
 	return pw
 }
 
-// redactDSN returns dsn with its passwords Masked, or "" when they cannot
+// redactDSN returns dsn with its passwords masked, or "" when they cannot
 // be located.
 func redactDSN(dsn string) string {
 	if _, ok := dsnSecrets(dsn); !ok {
@@ -138,7 +138,7 @@ func RedactURL(dsn, msg string) string {
 }
 
 // checkDSN parses a database URL as the daemon will; its error shows the
-// URL only with the password Masked, or not at all.
+// URL only with the password masked, or not at all.
 func checkDSN(dsn string) error {
 	if isURL(dsn) && strings.Contains(dsn, "#") {
 		// url.Parse would take the rest as a fragment, and pgx would

@@ -59,7 +59,7 @@ type daemon struct {
 	pool      *pgxpool.Pool
 	collector *health.Collector
 	metrics   *metrics.Metrics
-	events    *events.Hub // the /events stream (events.go)
+	events    *events.Hub // the /events stream (served by internal/api; fed by intake.go and records.go)
 	lostSeen  uint64      // proc connector events lost, as last published (eventLoop only)
 	unlock    func()      // closes the spool and releases the state dir
 
@@ -360,6 +360,9 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 	sumDone := spawn(func() { d.summarise(intake) })
 	rateDone := spawn(func() { d.sampleRate(intake) })
 	persistDone := spawn(func() { d.state.persistSessions(intake) })
+	reloadMu.Lock()
+	d.res.Arm() // the fork-time process limit, before ready
+	reloadMu.Unlock()
 	resDone := spawn(func() { d.res.Run(intake) })
 	hupDone := d.reloadOnHUP(intake, reload)
 
@@ -527,7 +530,7 @@ func restartChanges(n, old *config.Config) map[string]bool {
 		"poll-interval": n.PollInterval != old.PollInterval, "retention": n.Retention != old.Retention,
 		"spool-max-rows": n.SpoolMaxRows != old.SpoolMaxRows, "log-level": n.LogLevel != old.LogLevel,
 		"control-socket": n.ControlSocket != old.ControlSocket, "control-group": n.ControlGID != old.ControlGID,
-		"event-buffer": n.EventBuffer != old.EventBuffer, "forward-to": n.ForwardTo != old.ForwardTo, "metrics-listen": n.MetricsListen != old.MetricsListen,
+		"event-buffer": n.EventBuffer != old.EventBuffer, "forward-to": n.ForwardGroup != old.ForwardGroup, "metrics-listen": n.MetricsListen != old.MetricsListen,
 		"database-url-file": n.DatabaseURLFile != old.DatabaseURLFile, "host-cgroup-root": n.HostCgroupRoot != old.HostCgroupRoot,
 		"api-socket": n.APISocket != old.APISocket,
 	}

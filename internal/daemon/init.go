@@ -63,6 +63,9 @@ func (m *initMode) attach(d *daemon) {
 	}
 }
 
+// Init is `supervisor init [flags] -- CMD [ARGS...]`: the daemon as a
+// container's init (internal/initd runs CMD, reaps and forwards signals),
+// returning CMD's exit code, or 2 on a usage error.
 func Init(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	initd.CatchEarly()
 	flags, argv, dashes := splitInit(args)
@@ -90,7 +93,7 @@ func Init(args []string, getenv func(string) string, stdout, stderr io.Writer) i
 		return 1
 	}
 	m := &initMode{cfg: cfg}
-	m.in, err = initd.Start(initd.Config{Argv: argv, Forward: cfg.ForwardTo, Grace: m.grace, Procs: procs, Log: log.Named("init")})
+	m.in, err = initd.Start(initd.Config{Argv: argv, Forward: forwardTo(cfg), Grace: m.grace, Procs: procs, Log: log.Named("init")})
 	if err != nil {
 		fmt.Fprintf(stderr, "supervisor: init: %v\n", err)
 		return initd.StartCode(err)
@@ -115,4 +118,12 @@ func Init(args []string, getenv func(string) string, stdout, stderr io.Writer) i
 	log.Info("init exits", zap.Int("status", m.in.Status()), zap.Uint64("reaped", st.Reaped),
 		zap.Uint64("forwarded", st.Forwarded), zap.Uint64("terminated", st.Terminated))
 	return m.in.Status()
+}
+
+// forwardTo is where init forwards signals, as --forward-to says.
+func forwardTo(cfg *config.Config) initd.Forward {
+	if cfg.ForwardGroup {
+		return initd.ForwardGroup
+	}
+	return initd.ForwardChild
 }

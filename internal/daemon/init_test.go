@@ -34,8 +34,8 @@ func TestInitForwardTo(t *testing.T) {
 		{[]string{"--forward-to", "child"}, []string{"REAPER_FORWARD_TO", "group"}, initd.ForwardChild},
 	} {
 		cfg, err := config.Parse("init", c.args, env(c.env...), io.Discard)
-		if err != nil || cfg.ForwardTo != c.want {
-			t.Errorf("%q %q: %v %v, want %v", c.args, c.env, cfg.ForwardTo, err, c.want)
+		if err != nil || forwardTo(cfg) != c.want {
+			t.Errorf("%q %q: %v %v, want %v", c.args, c.env, forwardTo(cfg), err, c.want)
 		}
 	}
 }

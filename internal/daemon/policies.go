@@ -22,12 +22,15 @@ func pressureSettings(c *config.Config) pressure.Settings {
 // startPressure starts the memory pressure watch over the resource guard's
 // sample and the table (run, once the endpoints listen): an error (no PSI
 // here, a window the kernel refuses) stops the daemon before it is ready.
+// Called under reloadMu, from the configuration in force: a reload through
+// the control socket (already serving) is not lost.
 func startPressure(d *daemon) (*pressure.Watch, error) {
 	var members []int // what psi.Locate checks: supervisor init's command
 	if d.cfg.InitPID > 0 {
 		members = []int{d.cfg.InitPID}
 	}
-	return pressure.Start(pressure.Config{Settings: pressureSettings(d.cfg), DryRun: d.cfg.DryRun, Members: members,
+	live := d.liveConfig()
+	return pressure.Start(pressure.Config{Settings: pressureSettings(live), DryRun: live.DryRun, Members: members,
 		Now: d.clock.Now, Log: d.log.Named("pressure"), Registerer: d.metrics.Registerer(),
 		Samples: d.res, Table: d.table, Report: d.res, Events: d.events})
 }

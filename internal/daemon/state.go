@@ -53,7 +53,7 @@ func (d *stateDir) restoreSessions() {
 }
 
 // persistSessions writes session membership whenever it changed, at most
-// Once a second, and once more when ctx ends.
+// once a second, and once more when ctx ends.
 func (d *stateDir) persistSessions(ctx context.Context) {
 	var saved uint64
 	save := func() {

@@ -12,7 +12,7 @@
 // Table interface this package defines (*tracker.Table satisfies it), the
 // limits as plain values (Settings, also what Reload takes), the kill rows
 // through a callback and the metrics through a prometheus.Registerer. It
-// may import tracker, resource, reap (for the row's type), health (for the
-// snapshot's type) and nothing of the daemon's assembly (internal/daemon,
+// may import tracker, resource and health (for the snapshot's type): not
+// the reaper (a dry-run kill is reported as a DryRunKill) and nothing of the daemon's assembly (internal/daemon,
 // internal/api, internal/cli, internal/config).
 package limits

@@ -115,7 +115,18 @@ func New(cfg Config) *Guard {
 	return g
 }
 
-// Run gives the table the process limit, then samples until ctx ends.
+// Arm hands the table the process limit in force: from then on the table
+// checks it at every fork. The daemon calls it after the start-up scan (the
+// first sample judges what the scan found) and before it is ready, under
+// its reload lock, so that no reload's limit is overwritten by an older one.
+func (g *Guard) Arm() {
+	g.mu.Lock()
+	n := g.limits.MaxProcs
+	g.mu.Unlock()
+	g.cfg.Table.SetProcsLimit(n)
+}
+
+// Run samples until ctx ends.
 func (g *Guard) Run(ctx context.Context) {
 	// One OS thread for the loop, so that its CPU-time clock is the
 	// sampling's cost (supervisor_resource_sample_cpu_seconds_total).
@@ -123,9 +134,6 @@ func (g *Guard) Run(ctx context.Context) {
 	defer runtime.UnlockOSThread()
 	g.mu.Lock()
 	iv := g.interval
-	// Set here, not in New: the table checks it at every fork from now on,
-	// not at the start-up scan (the first sample judges what it found).
-	g.cfg.Table.SetProcsLimit(g.limits.MaxProcs)
 	g.mu.Unlock()
 	t := time.NewTicker(iv)
 	defer t.Stop()
