@@ -33,8 +33,8 @@ func startSticky(t *testing.T, comm, action string, args ...string) *agent {
 }
 
 // sameTime: two wall-clock renderings of one boottime instant (/agents
-// converts at each request, so they differ by the clocks' drift between
-// two requests).
+// converts each answer with one reading of both clocks, so two answers
+// differ by the clocks' drift between them and the reading's width).
 func sameTime(a, b time.Time) bool { return a.Sub(b).Abs() < 10*time.Millisecond }
 
 // tracksAfter starts a sentinel agent (the fake agent under the name comm)

@@ -41,7 +41,7 @@ func figuresOf(s *resource.Session) *SessionFigures {
 // sampled session with no entry — an exempt one (no deadline: often the
 // largest), one being killed, leftovers under --leftovers keep — gets an
 // entry of its own with its figures, no deadline and no reason.
-func addFigures(src AgentSource, views []AgentView, sessions []tracker.SessionView, now int64) []AgentView {
+func addFigures(src AgentSource, views []AgentView, sessions []tracker.SessionView, w tracker.Wall) []AgentView {
 	latest := src.Latest()
 	if len(latest) == 0 {
 		return views
@@ -69,12 +69,12 @@ func addFigures(src AgentSource, views []AgentView, sessions []tracker.SessionVi
 			continue
 		}
 		v := AgentView{PID: s.ID.PID, Comm: s.Comm, Rule: tv.Rule, SessionPID: s.ID.PID, Members: tv.Members,
-			StartedAt: tracker.Time(s.ID.Start.NS, now), Info: tv.Cgroup, SessionFigures: figuresOf(s), session: s.ID}
+			StartedAt: w.Time(s.ID.Start.NS), Info: tv.Cgroup, SessionFigures: figuresOf(s), session: s.ID}
 		if p, ok := src.Lookup(s.ID.PID); ok && tv.AgentAlive && p.Start.Same(s.ID.Start) {
 			v.Cmdline = p.Cmdline
 		}
 		if !tv.AgentAlive {
-			exited := tracker.Time(tv.ExitedAt, now)
+			exited := w.Time(tv.ExitedAt)
 			v.ExitedAt = &exited
 		}
 		views = append(views, v)
@@ -171,7 +171,8 @@ const StateRetrying = "retrying"
 // agent exited with their leftovers, the kills being retried, and every
 // sampled session's figures, soonest deadline first.
 func Agents(src AgentSource) []AgentView {
-	now := src.Now()
+	w := tracker.ReadWall(src.Now)
+	now := w.Now()
 	queue := src.Queue()
 	retrying := map[int32]bool{}
 	for _, a := range queue {
@@ -190,14 +191,14 @@ func Agents(src AgentSource) []AgentView {
 			continue
 		}
 		sort.Slice(s.Leftovers, func(i, j int) bool { return s.Leftovers[i].KillAt < s.Leftovers[j].KillAt })
-		exited := tracker.Time(s.ExitedAt, now)
+		exited := w.Time(s.ExitedAt)
 		v := AgentView{PID: s.ID.PID, Comm: s.Comm, Rule: s.Rule, Reason: string(tracker.ReasonLeftover),
-			SessionPID: s.ID.PID, Members: s.Members, StartedAt: tracker.Time(s.ID.Start.NS, now), ExitedAt: &exited,
-			Deadline: tracker.Time(s.Leftovers[0].KillAt, now), SecondsLeft: float64(s.Leftovers[0].KillAt-now) / 1e9,
+			SessionPID: s.ID.PID, Members: s.Members, StartedAt: w.Time(s.ID.Start.NS), ExitedAt: &exited,
+			Deadline: w.Time(s.Leftovers[0].KillAt), SecondsLeft: float64(s.Leftovers[0].KillAt-now) / 1e9,
 			Info: s.Cgroup, session: s.ID}
 		for _, l := range s.Leftovers {
-			v.Leftovers = append(v.Leftovers, LeftoverView{PID: l.PID, Comm: l.Comm, StartedAt: tracker.Time(l.Start.NS, now),
-				KillAt: tracker.Time(l.KillAt, now), SecondsLeft: float64(l.KillAt-now) / 1e9, Info: l.Cgroup})
+			v.Leftovers = append(v.Leftovers, LeftoverView{PID: l.PID, Comm: l.Comm, StartedAt: w.Time(l.Start.NS),
+				KillAt: w.Time(l.KillAt), SecondsLeft: float64(l.KillAt-now) / 1e9, Info: l.Cgroup})
 		}
 		out = append(out, v)
 	}
@@ -208,8 +209,8 @@ func Agents(src AgentSource) []AgentView {
 		v := AgentView{
 			PID: a.PID, Comm: a.Comm, Cmdline: a.Cmdline, Rule: a.Rule, Reason: string(a.Reason),
 			SessionPID:  a.Session.PID,
-			StartedAt:   tracker.Time(a.Start.NS, now),
-			Deadline:    tracker.Time(a.Deadline, now),
+			StartedAt:   w.Time(a.Start.NS),
+			Deadline:    w.Time(a.Deadline),
 			SecondsLeft: float64(a.Deadline-now) / 1e9,
 			Info:        a.Cgroup,
 			session:     a.Session,
@@ -220,12 +221,12 @@ func Agents(src AgentSource) []AgentView {
 		if a.Attempt > 0 {
 			next := v.Deadline
 			v.State, v.Attempt, v.NextAttempt = StateRetrying, a.Attempt, &next
-			v.Deadline = tracker.Time(a.FirstDeadline, now)
+			v.Deadline = w.Time(a.FirstDeadline)
 			v.SecondsLeft = float64(a.FirstDeadline-now) / 1e9
 		}
 		out = append(out, v)
 	}
-	out = addFigures(src, out, sessions, now)
+	out = addFigures(src, out, sessions, w)
 	sort.SliceStable(out, func(i, j int) bool { // entries with no deadline (exempt...) last
 		a, b := out[i].Deadline, out[j].Deadline
 		if a.IsZero() || b.IsZero() {

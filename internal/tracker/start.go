@@ -89,3 +89,39 @@ func (s Start) StartedAfter(o Start) bool {
 func Time(boot, now int64) time.Time {
 	return time.Now().Add(time.Duration(boot - now))
 }
+
+// Wall converts boottime instants to wall-clock time from one reading of
+// both clocks, so every time in one answer (and the same instant in two
+// answers) comes out the same: Time reads the wall clock at each call, and
+// a goroutine preempted between the two clocks moves its answer by as long
+// as it waited.
+type Wall struct {
+	now  int64     // the boottime reading
+	wall time.Time // the wall clock at that reading
+}
+
+// ReadWall reads boottime from now between two readings of the wall
+// clock, up to five times, and keeps the reading with the narrowest gap
+// (a preempted reading is wide).
+func ReadWall(now func() int64) Wall {
+	var w Wall
+	best := time.Duration(-1)
+	for range 5 {
+		w1 := time.Now()
+		b := now()
+		gap := time.Since(w1)
+		if best < 0 || gap < best {
+			best, w = gap, Wall{now: b, wall: w1.Add(gap / 2)}
+		}
+		if best < 20*time.Microsecond {
+			break
+		}
+	}
+	return w
+}
+
+// Now is the boottime reading w was taken at.
+func (w Wall) Now() int64 { return w.now }
+
+// Time is the wall-clock time of the boottime instant boot.
+func (w Wall) Time(boot int64) time.Time { return w.wall.Add(time.Duration(boot - w.now)) }
