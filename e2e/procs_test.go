@@ -264,7 +264,9 @@ func (a *agent) waitPID(t testing.TB, prefix string, timeout time.Duration) int 
 func (a *agent) children(t testing.TB, labels ...string) (pids, fds map[string]int) {
 	t.Helper()
 	pids, fds = map[string]int{}, map[string]int{}
-	end := time.Now().Add(20 * time.Second)
+	// Generous: a child that holds memory prints once it touched it all,
+	// which took over 20 s on a 2-core machine at a load of 24.
+	end := time.Now().Add(90 * time.Second)
 	for len(pids) < len(labels) {
 		// In the order they come: a pidfd is opened as soon as the test
 		// knows the PID.
