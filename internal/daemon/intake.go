@@ -99,8 +99,9 @@ func (d *daemon) onNotice(n tracker.Notice) {
 	if !d.events.Wants(kind) {
 		return
 	}
-	now := d.clock.Now()
-	wall := func(boot int64) time.Time { return tracker.Time(boot, now).UTC() }
+	// One reading of both clocks: every time in the message moves together.
+	w := tracker.ReadWall(d.clock.Now)
+	wall := func(boot int64) time.Time { return w.Time(boot).UTC() }
 	switch kind {
 	case events.TypeAgent:
 		d.events.Publish(&events.Agent{PID: n.PID, Comm: n.Comm, Cmdline: n.Cmdline, Rule: n.Rule,

@@ -56,8 +56,9 @@ func (d *recorder) giveBack(killed, leftovers []int32) {
 
 // killRow is the tel.agent_kills row of a reap, pending or finished.
 func (d *recorder) killRow(r reap.Result) (*store.KillRow, time.Time) {
-	now := d.clock.Now()
-	wall := func(boot int64) time.Time { return tracker.Time(boot, now).UTC() }
+	// One reading of both clocks: every time in the message moves together.
+	w := tracker.ReadWall(d.clock.Now)
+	wall := func(boot int64) time.Time { return w.Time(boot).UTC() }
 	k := &store.KillRow{
 		PID: r.PID, Comm: r.Comm, Cmdline: r.Cmdline, Rule: r.Rule,
 		StartedAt: wall(r.Start.NS), Deadline: wall(r.Deadline), SignalledAt: wall(r.Signalled),
@@ -78,7 +79,7 @@ func (d *recorder) killRow(r reap.Result) (*store.KillRow, time.Time) {
 		k.Procs, k.Details = &procs, f.Details
 	}
 	if r.Attempt > 0 || len(r.Retried) > 0 {
-		k.Details = retryDetails(k.Details, r, now)
+		k.Details = retryDetails(k.Details, r, w.Now())
 	}
 	if r.Exited != 0 {
 		t := wall(r.Exited)
