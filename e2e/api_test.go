@@ -292,6 +292,7 @@ func openEvents(t testing.TB, d *testDaemon, query string) *eventStream {
 // next returns the next event, failing the test after timeout.
 func (s *eventStream) next(t testing.TB, timeout time.Duration) map[string]any {
 	t.Helper()
+	timeout = patient(timeout)
 	select {
 	case m, ok := <-s.lines:
 		if !ok {

@@ -223,6 +223,7 @@ func (s *logStream) waitCond(timeout time.Duration, ok func() bool) bool {
 // ends (the process exited) or the timeout passes first.
 func (s *logStream) waitLogsFrom(t testing.TB, from, n int, timeout time.Duration, pred func(map[string]any) bool) ([]map[string]any, int) {
 	t.Helper()
+	timeout = patient(timeout)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var got []map[string]any

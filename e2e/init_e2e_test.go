@@ -333,6 +333,7 @@ func (r *initRun) stop(t testing.TB) {
 // earlier waitOut returned, and returns it.
 func (r *initRun) waitOut(t testing.TB, timeout time.Duration, prefix string) outLine {
 	t.Helper()
+	timeout = patient(timeout)
 	l, ok := r.out.take(prefix, timeout)
 	if !ok {
 		t.Fatalf("no %q line from CMD within %s", prefix, timeout)
@@ -344,6 +345,7 @@ func (r *initRun) waitOut(t testing.TB, timeout time.Duration, prefix string) ou
 // returns its exit status.
 func (r *initRun) wait(t testing.TB, timeout time.Duration) int {
 	t.Helper()
+	timeout = patient(timeout)
 	select {
 	case <-r.done:
 	case <-time.After(timeout):
