@@ -142,7 +142,7 @@ func (d *testDaemon) agentsFor(t testing.TB, pid int) []agentView {
 // waitTracked waits until the daemon lists pid as an agent.
 func (d *testDaemon) waitTracked(t testing.TB, pid int) agentView {
 	t.Helper()
-	end := time.Now().Add(20 * time.Second)
+	end := time.Now().Add(patient(0))
 	for time.Now().Before(end) {
 		if as := d.agentsFor(t, pid); len(as) > 0 {
 			return as[0]

@@ -159,8 +159,13 @@ func TestIntegrationEventsSlowClientDropped(t *testing.T) {
 	pad := strings.Repeat("x", 4000)
 	agents := map[int]*agent{}
 	for range n {
+		// One at a time, each found before the next starts: their kills
+		// come apart as their starts did, so the reading client is never
+		// a whole buffer behind, however slow the machine (started at
+		// once, 40 kills in one burst outran its writer at a load of 24).
 		a := startAgent(t, "evslow", pad)
 		agents[a.pid] = a
+		d.waitLog(t, time.Minute, func(m map[string]any) bool { return m["msg"] == "agent" && num(m["pid"]) == int64(a.pid) })
 	}
 	kills := map[int]map[string]any{}
 	end := time.Now().Add(60 * time.Second)
