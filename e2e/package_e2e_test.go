@@ -155,7 +155,7 @@ func TestIntegrationDebPackage(t *testing.T) {
 		}
 	}
 	if unit, err := os.ReadFile("/lib/systemd/system/agent-supervisor.service"); err != nil ||
-		!regexp.MustCompile(`(?m)^ExecStart=/usr/bin/supervisor run --config ` + pkgConf + ` `).Match(unit) {
+		!regexp.MustCompile(`(?m)^ExecStart=/usr/bin/supervisor run --config `+pkgConf+` `).Match(unit) {
 		t.Errorf("the installed unit does not run /usr/bin/supervisor with %s (%v)", pkgConf, err)
 	}
 
