@@ -168,9 +168,9 @@ var capNumber = map[string]int{
 // leaves them.
 func syscallNumbers(t testing.TB, names []string) []int {
 	t.Helper()
-	analyze, err := exec.LookPath("systemd-analyze")
+	analyze, err := exec.LookPath("systemd-analyze") // needTools made sure
 	if err != nil {
-		t.Fatal("systemd-analyze (the systemd package; scripts/test installs it) expands the unit's system call groups: ", err)
+		t.Fatal(err)
 	}
 	out, err := exec.Command("cc", "-dM", "-E", "-x", "c", "-", "-include", "sys/syscall.h").CombinedOutput()
 	if err != nil {
@@ -219,7 +219,7 @@ func syscallNumbers(t testing.TB, names []string) []int {
 // PostgreSQL (over TCP) is down and delivers it once it is back,
 // and answers on its API and control sockets.
 func TestIntegrationHardenedUnit(t *testing.T) {
-	if ranApart(t, needUnshare) {
+	if ranApart(t, func(t testing.TB) { needTools(t, "systemd-analyze", "cc") }) {
 		return
 	}
 	dir := t.TempDir()
