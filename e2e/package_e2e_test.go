@@ -173,7 +173,7 @@ func TestIntegrationDebPackage(t *testing.T) {
 	}
 
 	man := exec.Command("man", "-l", "/usr/share/man/man8/supervisor.8.gz")
-	man.Env = append(os.Environ(), "MANPAGER=cat", "MANWIDTH=80")
+	man.Env = append(os.Environ(), "MANPAGER=cat", "MANWIDTH=80", "LANG=C.UTF-8", "LC_ALL=C.UTF-8")
 	var stderr strings.Builder
 	man.Stderr = &stderr
 	page, err := man.Output()
