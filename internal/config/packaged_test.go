@@ -159,12 +159,41 @@ func TestFishCompletion(t *testing.T) {
 	}
 }
 
-// TestZshCompletion: zsh parses the file (what it offers is the same
-// table as bash's and fish's, checked by TestCompletionsName).
+// TestZshCompletion: zsh parses the file, and the function offers what
+// bash's does, run with the completion system's words, CURRENT and PREFIX
+// and its _describe and _files standing in (printing what they are given).
 func TestZshCompletion(t *testing.T) {
 	zsh := needShell(t, "zsh")
 	file := completionFile(t, ZshCompletion())
 	if out, err := exec.Command(zsh, "-n", file).CombinedOutput(); err != nil {
 		t.Fatalf("zsh -n: %v\n%s", err, out)
+	}
+	complete := func(prefix string, words ...string) []string {
+		script := `_describe() { print -l -- ${(P)${@[-1]}} }; _files() { print FILES }
+file=$1; PREFIX=$2; shift 2; words=("$@"); CURRENT=$#words; source $file`
+		out, err := exec.Command(zsh, append([]string{"-fc", script, "zsh", file, prefix}, words...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("zsh: %v\n%s", err, out)
+		}
+		var names []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			name, _, _ := strings.Cut(l, ":")
+			if strings.HasPrefix(name, prefix) {
+				names = append(names, name)
+			}
+		}
+		return names
+	}
+	if got := complete("", "supervisor", ""); len(got) != len(commands) || got[0] != "run" {
+		t.Errorf("supervisor <tab>: %v, want the %d commands", got, len(commands))
+	}
+	if got := complete("--max", "supervisor", "run", "--max"); !slices.Equal(got, []string{"--max-age"}) {
+		t.Errorf("supervisor run --max<tab>: %v", got)
+	}
+	if got := complete("--", "supervisor", "status", "--"); !slices.Equal(got, []string{"--api-socket", "--control-socket", "--help"}) {
+		t.Errorf("supervisor status --<tab>: %v", got)
+	}
+	if got := complete("", "supervisor", "run", ""); !slices.Equal(got, []string{"FILES"}) {
+		t.Errorf("supervisor run <tab>: %v, want files", got)
 	}
 }
