@@ -104,6 +104,14 @@ func TestPackagedUnit(t *testing.T) {
 	if score > 4.5 {
 		t.Errorf("exposure level %.1f, want at most 4.5:\n%s", score, out)
 	}
+	// The docs say the score it has.
+	for file, says := range map[string]string{"../README.md": "`systemd-analyze security` **" + m[1] + "**",
+		"../docs/deployment.md": "`systemd-analyze security --offline=true` rates the unit\n**" + m[1] + " ",
+		"../" + unitSource:      "`systemd-analyze security --offline=true` rates this unit " + m[1]} {
+		if !strings.Contains(string(mustRead(t, file)), says) {
+			t.Errorf("%s does not say the unit's score as %q", file, says)
+		}
+	}
 }
 
 // TestPackage builds the package and the tarball around a stand-in binary
