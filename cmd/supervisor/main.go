@@ -25,7 +25,13 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/daemon"
 )
 
-var version = "dev"
+// version and commit are set at link time (-X main.version=..., -X
+// main.commit=...: scripts/lib/build.sh) to `git describe` of the checkout
+// and its commit; a plain go build says dev and the commit Go stamped.
+var (
+	version = "dev"
+	commit  = ""
+)
 
 // commands names the subcommands, for the message that lists them.
 var commands = config.CommandNames()
@@ -49,6 +55,9 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		return 0
 	case "version", "--version":
 		fmt.Fprintf(stdout, "supervisor %s %s\n", buildVersion(), runtime.Version())
+		if commit != "" {
+			fmt.Fprintf(stdout, "commit %s\n", commit)
+		}
 		return 0
 	case "status":
 		return cli.Status(rest, getenv, stdout, stderr)

@@ -40,7 +40,8 @@ var tiers = map[string]int{
 }
 
 // packages returns every Go package directory of the module (relative,
-// slash-separated), the deploy module excepted.
+// slash-separated): not those of the modules of their own below it
+// (deploy/, packaging/: a directory with a go.mod).
 func packages(t *testing.T) (root string, dirs []string) {
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
@@ -54,8 +55,11 @@ func packages(t *testing.T) (root string, dirs []string) {
 		rel = filepath.ToSlash(rel)
 		if d.IsDir() {
 			switch {
-			case rel == "deploy", strings.HasPrefix(d.Name(), "."), d.Name() == "testdata", rel == "scripts":
+			case strings.HasPrefix(d.Name(), "."), d.Name() == "testdata", rel == "scripts":
 				return filepath.SkipDir
+			}
+			if _, err := os.Stat(filepath.Join(p, "go.mod")); err == nil && rel != "." {
+				return filepath.SkipDir // a module of its own
 			}
 			return nil
 		}

@@ -36,7 +36,9 @@ func Generated() (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string][]byte{ReferencePath: md, ManPagePath: man}, nil
+	files := packaged()
+	files[ReferencePath], files[ManPagePath] = md, man
+	return files, nil
 }
 
 // docData is what the templates are given. The text fields are already

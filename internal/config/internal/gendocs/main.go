@@ -1,5 +1,6 @@
 // Command gendocs writes the files internal/config generates from its
-// tables (docs/configuration.md, the man page docs/supervisor.8): run by
+// tables (docs/configuration.md, the man page docs/supervisor.8, the
+// package's config file and shell completions in packaging/): run by
 // `go generate ./internal/config`.
 package main
 
@@ -27,7 +28,12 @@ func main() {
 	}
 	sort.Strings(paths)
 	for _, p := range paths {
-		if err := os.WriteFile(filepath.Join(*root, p), files[p], 0o644); err != nil {
+		path := filepath.Join(*root, p)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			fmt.Fprintf(os.Stderr, "gendocs: %v\n", err)
+			os.Exit(1)
+		}
+		if err := os.WriteFile(path, files[p], 0o644); err != nil {
 			fmt.Fprintf(os.Stderr, "gendocs: %v\n", err)
 			os.Exit(1)
 		}
