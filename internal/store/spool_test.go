@@ -184,10 +184,10 @@ func TestSpoolGroupCommit(t *testing.T) {
 	check(s.Records(), "after reopen")
 }
 
-// A failed fsync fails every append its line was waiting on, cuts their
-// lines back, and never tells anyone "durable" for a line that is gone:
-// every append that returned nil is in the spool after a reopen, and none
-// that returned an error is.
+// A failed fsync holds every append its line was waiting on in memory
+// (their lines cut back) and never loses one: every append returns nil,
+// and after WriteHeld and a reopen every record is in the spool, none
+// damaged.
 func TestSpoolFailedFsyncSettlesEveryWaiter(t *testing.T) {
 	dir := t.TempDir()
 	s, err := OpenSpool(dir, 100000)
@@ -238,14 +238,17 @@ func TestSpoolFailedFsyncSettlesEveryWaiter(t *testing.T) {
 			failed++
 		}
 	}
-	if failed < more+1 {
-		t.Errorf("%d of %d appends written before the failed fsync failed; all should", failed, more+1)
+	if failed != 0 || s.Held() != more+1 || s.Fault() == nil {
+		t.Errorf("%d of %d appends failed, %d held (fault %v); want none failed, all held", failed, more+1, s.Held(), s.Fault())
 	}
 	r, err := s.Append(rec(KindKill, now))
 	if err != nil {
 		t.Fatalf("append after the failure: %v", err)
 	}
 	ok[r.ID] = true
+	if n, err := s.WriteHeld(); err != nil || n != more+2 {
+		t.Fatalf("WriteHeld: %d, %v", n, err)
+	}
 	s.Close()
 	s, err = OpenSpool(dir, 100000)
 	if err != nil {
@@ -256,7 +259,7 @@ func TestSpoolFailedFsyncSettlesEveryWaiter(t *testing.T) {
 	for _, r := range s.Records() {
 		got[r.ID] = true
 		if !ok[r.ID] {
-			t.Errorf("record %s is in the spool, but its append failed", r.ID)
+			t.Errorf("record %s is in the spool, but no append returned it", r.ID)
 		}
 	}
 	for id := range ok {
