@@ -236,7 +236,10 @@ func Outage(err error, table, role string) (key, cause string) {
 		return "schema", se.Error()
 	}
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
+	var ce *pgconn.ConnectError
+	if !errors.As(err, &pe) || errors.As(err, &ce) || strings.HasPrefix(pe.Code, "28") || pe.Code == "3D000" {
+		// Not connected at all: no server, a wrong password, no such
+		// database, ... (the error says which).
 		return "unreachable", "database unreachable"
 	}
 	on := ""

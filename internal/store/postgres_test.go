@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -223,5 +224,32 @@ func TestIntegrationMigrateChecksFirst(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "schema tel is not current (missing migrations "+strings.Join(names, ", ")+") and this role cannot create it") {
 		t.Errorf("message: %v", err)
+	}
+}
+
+// TestPermanentOnlyTheRowsFault: only data errors (classes 22 and 23) set
+// a row aside; privilege, missing table, connection, read-only,
+// timeout and resource errors are outages, each named with its cure.
+func TestPermanentOnlyTheRowsFault(t *testing.T) {
+	for code, want := range map[string]bool{
+		"22021": true, "22P02": true, "23505": true, "23514": true,
+		"42501": false, "42P01": false, "08006": false, "25006": false, "57014": false, "53100": false, "57P01": false, "40001": false,
+	} {
+		if got := Permanent(&RowError{Err: &pgconn.PgError{Code: code}}); got != want {
+			t.Errorf("Permanent(%s) = %v, want %v", code, got, want)
+		}
+	}
+	for code, want := range map[string]string{
+		"42501": "permission denied on tel.agent_kills: GRANT INSERT, SELECT, DELETE ON tel.agent_kills TO sv",
+		"42P01": "table missing on tel.agent_kills: run `supervisor migrate`",
+		"25006": "the database is read-only on tel.agent_kills",
+		"57014": "statement timeout on tel.agent_kills",
+		"53100": "the database is out of resources on tel.agent_kills",
+		"57P01": "database unreachable",
+		"28P01": "database unreachable",
+	} {
+		if _, cause := Outage(&pgconn.PgError{Code: code}, "tel.agent_kills", "sv"); !strings.HasPrefix(cause, want) {
+			t.Errorf("Outage(%s) = %q, want %q…", code, cause, want)
+		}
 	}
 }
