@@ -193,6 +193,14 @@ func (d *daemon) close() {
 	if d.pool != nil {
 		d.pool.Close()
 	}
+	// Rows held in memory because the disk refused them (and not
+	// delivered): a last try, else say plainly what is lost.
+	if sp := d.store.Spool(); sp.Held() > 0 {
+		if n, err := sp.WriteHeld(); err != nil {
+			d.log.Error("rows held in memory are lost at exit: the state dir still refuses them and the database did not take them",
+				zap.Int("rows", n), zap.Error(err))
+		}
+	}
 	d.unlock() // closes the spool, then lets the next owner in
 }
 

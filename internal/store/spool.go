@@ -604,7 +604,12 @@ func (s *Spool) SetAside(r Record, reason string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := appendSync(filepath.Join(s.dir, badFile), []byte(entry)); err != nil {
-		return fmt.Errorf("spool: set aside record %d: %w", r.Seq, err)
+		// The row stays (unacked) and is set aside when the disk takes it.
+		err = fmt.Errorf("spool: set aside record %d: %w", r.Seq, err)
+		if s.fault == nil {
+			s.fault = err
+		}
+		return &DiskError{err}
 	}
 	s.bad++
 	return nil
@@ -820,3 +825,10 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// DiskError is the spool's disk refusing a write the deliverer needed (a
+// row to set aside): not a database outage.
+type DiskError struct{ Err error }
+
+func (e *DiskError) Error() string { return e.Err.Error() }
+func (e *DiskError) Unwrap() error { return e.Err }

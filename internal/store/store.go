@@ -196,7 +196,11 @@ func (s *Store) Run(ctx context.Context) {
 					return
 				}
 				backoff = min(max(2*backoff, time.Second), 30*time.Second)
-				s.down(err)
+				if de := (*DiskError)(nil); errors.As(err, &de) {
+					s.noteDisk() // the disk, not the database
+				} else {
+					s.down(err)
+				}
 			} else {
 				backoff = 0
 			}
