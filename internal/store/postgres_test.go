@@ -253,3 +253,54 @@ func TestPermanentOnlyTheRowsFault(t *testing.T) {
 		}
 	}
 }
+
+// TestIntegrationRevokedGrantIsAnOutage: INSERT revoked on tel.agent_kills
+// is not the row's fault: the row stays in the spool (nothing in
+// spool.bad), one warning names the GRANT, and once granted again it is
+// delivered.
+func TestIntegrationRevokedGrantIsAnOutage(t *testing.T) {
+	db := testDB(t)
+	ctx := context.Background()
+	owner := testPool(t, db)
+	if err := NewPostgres(owner).Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restricted := restrictedRole(t, owner, db, "USAGE ON SCHEMA tel",
+		"SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA tel", "USAGE ON ALL SEQUENCES IN SCHEMA tel")
+	role := restricted.Config().ConnConfig.User
+	core, logs := observer.New(zap.WarnLevel)
+	st, sp := spooled(t, t.TempDir(), Config{Postgres: NewPostgres(restricted), Host: "h", Role: role, Log: zap.New(core)})
+	if _, err := owner.Exec(ctx, "REVOKE INSERT ON tel.agent_kills FROM "+role); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Add(KindKill, time.Now(), nil, killRec("", 4343, "killed", "claude"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := st.deliver(ctx); err == nil {
+			t.Fatal("delivered without INSERT")
+		} else {
+			st.down(err)
+		}
+	}
+	if sp.Len() != 1 || sp.Bad() != 0 {
+		t.Fatalf("after the refusals: %d rows spooled, %d set aside; want 1, 0", sp.Len(), sp.Bad())
+	}
+	want := "permission denied on tel.agent_kills: GRANT INSERT, SELECT, DELETE ON tel.agent_kills TO " + role
+	if n := logs.FilterMessageSnippet(want).Len(); n != 1 {
+		t.Errorf("%d warnings %q, want 1 (all: %v)", n, want, logs.All())
+	}
+	if f := st.Faults(); len(f) != 1 || !strings.Contains(f[0], want) {
+		t.Errorf("faults %q, want the grant named", f)
+	}
+	if _, err := owner.Exec(ctx, "GRANT INSERT ON tel.agent_kills TO "+role); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, st)
+	var n int
+	owner.QueryRow(ctx, "SELECT count(*) FROM tel.agent_kills WHERE id = $1", r.ID).Scan(&n)
+	if n != 1 || sp.Len() != 0 || len(st.Faults()) != 0 {
+		t.Errorf("after the grant: %d rows in the table, %d spooled, faults %q; want 1, 0, none", n, sp.Len(), st.Faults())
+	}
+}
