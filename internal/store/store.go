@@ -120,20 +120,30 @@ func diskCause(err error) string {
 // writeHeld writes out what the spool holds in memory, once the disk takes
 // it: true when nothing is held any more.
 func (s *Store) writeHeld() bool {
-	if s.cfg.Spool.Fault() == nil {
-		return true
-	}
-	n, err := s.cfg.Spool.WriteHeld()
-	if err != nil {
-		s.noteDisk()
-		return false
+	n := 0
+	if s.cfg.Spool.Fault() != nil {
+		var err error
+		if n, err = s.cfg.Spool.WriteHeld(); err != nil {
+			s.noteDisk()
+			return false
+		}
 	}
 	s.faultMu.Lock()
 	was := s.diskCause
 	s.diskCause = ""
 	s.faultMu.Unlock()
-	s.log.Info("spool: the disk takes writes again: held rows written out", zap.Int("rows", n), zap.String("was", was))
+	if was != "" {
+		s.log.Info("spool: the disk takes writes again: held rows written out", zap.Int("rows", n), zap.String("was", was))
+	}
 	return true
+}
+
+// diskLogged reports whether a disk fault was warned of and its recovery
+// not yet said.
+func (s *Store) diskLogged() bool {
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	return s.diskCause != ""
 }
 
 // Faults names what is wrong with where rows go, for /healthz's
@@ -143,8 +153,8 @@ func (s *Store) Faults() []string {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
 	var out []string
-	if s.diskCause != "" {
-		out = append(out, fmt.Sprintf("spool: %s: rows held in memory", s.diskCause))
+	if err := s.cfg.Spool.Fault(); err != nil {
+		out = append(out, fmt.Sprintf("spool: %s: rows held in memory", diskCause(err)))
 	}
 	if s.dbCause != "" && s.cfg.Postgres != nil && !s.up.Load() {
 		out = append(out, "database: "+s.dbCause)
@@ -180,7 +190,7 @@ func (s *Store) Run(ctx context.Context) {
 	nextDisk := time.Now()
 	nextPrune := time.Now()
 	for {
-		if diskBackoff > 0 || s.cfg.Spool.Fault() != nil {
+		if diskBackoff > 0 || s.cfg.Spool.Fault() != nil || s.diskLogged() {
 			if time.Now().Before(nextDisk) {
 				// not yet
 			} else if s.writeHeld() {
