@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -246,7 +247,16 @@ func TestIntegrationFaultStateDirReadOnly(t *testing.T) {
 	}
 	src := t.TempDir()
 	state := readOnlyBind(t, src)
-	d := startDaemon(t, "--max-age", maxAge.String(), "--summary-interval", "1s", "--state-dir", state)
+	sock := ctlSocket(t)
+	d := startDaemon(t, "--max-age", maxAge.String(), "--summary-interval", "1s", "--state-dir", state, "--control-socket", sock)
+	// A lease given while the state dir is read-only: in force, kept in
+	// memory, saved once it can be.
+	leased := startAgent(t, "claude")
+	d.waitTracked(t, leased.pid)
+	_, errs, code := ctl(t, sock, "extend", strconv.Itoa(leased.pid), "1h")
+	if code != 1 || !strings.Contains(errs, "could not be saved") || !strings.Contains(errs, "kept in memory") {
+		t.Errorf("extend on a read-only state dir: exit %d, %q; want 1 saying it is kept in memory", code, errs)
+	}
 	var agents []*agent
 	for range 3 {
 		agents = append(agents, startAgent(t, "claude"))
@@ -264,6 +274,13 @@ func TestIntegrationFaultStateDirReadOnly(t *testing.T) {
 		_, err := os.Stat(filepath.Join(src, "sessions.json"))
 		return err == nil
 	}, "sessions.json saved once the state dir is writable")
+	waitFor(t, 30*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(src, "leases.json"))
+		return strings.Contains(string(b), strconv.Itoa(leased.pid))
+	}, "leases.json saved with the lease once the state dir is writable")
+	if !leased.alive() || len(d.findLogs(killOf(leased.pid))) > 0 {
+		t.Errorf("the leased agent %d was killed: its lease was lost", leased.pid)
+	}
 	lost := 0
 	recs, _, err := store.ReadSpool(src)
 	if err != nil {
@@ -288,9 +305,9 @@ func TestIntegrationFaultStateDirReadOnly(t *testing.T) {
 	}
 	recordFault(t, faultRow{
 		Fault:    "state dir read-only at start",
-		Produced: "state dir a read-only bind mount (mount -o remount,bind,ro) when the daemon starts, no database; 3 agents due; remounted rw",
-		Did: "starts and reaps on time; rows held in memory (supervisor_spool_rows_held), /healthz degraded naming EROFS, " +
-			"one warning; after the remount the spool and sessions.json are written, /healthz ok",
+		Produced: "state dir a read-only bind mount (mount -o remount,bind,ro) when the daemon starts, no database; an agent extended by 1h, 3 agents due; remounted rw",
+		Did: "starts and reaps on time; rows held in memory (supervisor_spool_rows_held), the lease in force and kept in memory, " +
+			"/healthz degraded naming EROFS, one warning; after the remount the spool, sessions.json and leases.json are written, /healthz ok",
 		RowsLost: lost, KillsLate: late, KillsMissed: missed,
 	})
 }
