@@ -60,6 +60,8 @@ type SessionFigures struct {
 // healthView is GET /healthz.
 type healthView struct {
 	Status     string            `json:"status"`
+	Degraded   []string          `json:"degraded"`
+	SpoolHeld  int               `json:"spool_held"`
 	Source     string            `json:"source"`
 	Processes  int               `json:"processes"`
 	Agents     int               `json:"agents"`

@@ -67,7 +67,9 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
+	faults := faultRowsDir(helperDir) // faulttable_test.go
 	code := m.Run()
+	code = faultTableMain(code, faults)
 	os.RemoveAll(helperDir)
 	os.Exit(code)
 }

@@ -177,6 +177,9 @@ func allowedHost(host, listenHost string, local net.Addr) bool {
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	h := s.cfg.Health()
 	h.Status = "ok"
+	if len(h.Degraded) > 0 {
+		h.Status = "degraded" // still 200: it reaps
+	}
 	code := http.StatusOK
 	if !s.cfg.Ready() {
 		h.Status, code = "starting", http.StatusServiceUnavailable

@@ -90,7 +90,11 @@ var EventTypes = []string{"fork", "exec", "comm", "exit", "other"}
 // HealthView is GET /healthz: the daemon's state in counts, no process
 // names (the TCP listeners serve it too).
 type HealthView struct {
-	Status     string            `json:"status"`
+	Status string `json:"status"` // "ok", "degraded" (Degraded says why) or "starting"
+	// Degraded names each cause that makes the daemon degraded: reaping
+	// goes on, but rows or state cannot go where they belong (the spool's
+	// disk, a state file, the database), each with its cause.
+	Degraded   []string          `json:"degraded,omitempty"`
 	Source     string            `json:"source"`
 	Processes  int               `json:"processes"`
 	Agents     int               `json:"agents"`
@@ -111,6 +115,7 @@ type HealthView struct {
 	SpoolRows  int               `json:"spool_rows"`
 	Dropped    uint64            `json:"spool_dropped"`
 	SpoolBad   uint64            `json:"spool_bad"`
+	SpoolHeld  int               `json:"spool_held"` // rows held in memory only: the disk refused them
 	InFlight   int64             `json:"kills_in_flight"`
 	Retrying   int               `json:"kills_retrying"`
 	Host       string            `json:"host"`

@@ -80,6 +80,9 @@ func printStatus(w io.Writer, addr string, h api.HealthView, agents []api.AgentV
 	if h.DryRun {
 		lines = append(lines, "DRY RUN: nothing is signalled")
 	}
+	for _, c := range h.Degraded { // reaping goes on; rows or state do not go where they belong
+		lines = append(lines, "DEGRADED: "+c)
+	}
 	for _, l := range lines {
 		fmt.Fprintln(w, clip(l))
 	}

@@ -70,3 +70,17 @@ func TestPrintStatusRetrying(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintStatusDegraded: each cause /healthz names is a line of its own.
+func TestPrintStatusDegraded(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	printStatus(&b, "127.0.0.1:9847", api.HealthView{Source: "netlink", MaxAge: "2h0m0s", Database: "down", Status: "degraded",
+		Degraded: []string{"spool: no space left on device: rows held in memory", "database: database unreachable"}}, nil, now)
+	out := b.String()
+	for _, want := range []string{"DEGRADED: spool: no space left on device", "DEGRADED: database: database unreachable"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}

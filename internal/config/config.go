@@ -45,7 +45,10 @@ type Config struct {
 	HostID          string
 	Retention       time.Duration
 	SpoolMaxRows    int
-	ConfigFile      string
+	// DBStatementTimeout is the server's statement_timeout for the
+	// daemon's writes (internal/store).
+	DBStatementTimeout time.Duration
+	ConfigFile         string
 	// The control socket (internal/daemon/control.go): its path ("" disables it) and the
 	// group whose members may use it besides root (ControlGID -1: none).
 	ControlSocket string
@@ -243,6 +246,10 @@ var options = []option{
 			c.HostID = v
 			return nil
 		}},
+	{flag: "db-statement-timeout", env: "REAPER_DB_STATEMENT_TIMEOUT", def: "15s",
+		help:    "the database's statement_timeout for the daemon's writes: a stuck database fails a batch after this, which stays in the spool and is retried (at least 1s)",
+		restart: true,
+		set:     to(func(c *Config) *time.Duration { return &c.DBStatementTimeout }, durations(time.Second, time.Hour))},
 	{flag: "retention", env: "REAPER_RETENTION", def: "168h",
 		help: "delete this host's rows older than this, hourly (at least 1m)", restart: true,
 		set: to(func(c *Config) *time.Duration { return &c.Retention }, durations(time.Minute, 100*MaxMaxAge))},

@@ -14,6 +14,7 @@ var (
 	descProcesses  = prometheus.NewDesc("supervisor_processes_tracked", "Live processes in the table.", nil, nil)
 	descAgents     = prometheus.NewDesc("supervisor_agents_tracked", "Agents waiting for their deadline.", nil, nil)
 	descSpool      = prometheus.NewDesc("supervisor_db_spool_rows", "Rows in the spool (undelivered, or kept when there is no database).", nil, nil)
+	descSpoolHeld  = prometheus.NewDesc("supervisor_spool_rows_held", "Rows held in memory only because the spool's disk refused them (full, read-only, failing fsync); written out when it recovers.", nil, nil)
 	descSpoolDrops = prometheus.NewDesc("supervisor_db_spool_dropped_total", "Rows dropped to keep the spool bounded.", nil, nil)
 	descDBUp       = prometheus.NewDesc("supervisor_db_up", "1 if the database was reachable at the last attempt, 0 if not; absent without a database.", nil, nil)
 	descSpoolBad   = prometheus.NewDesc("supervisor_db_spool_bad_total", "Damaged spool lines and rows the database refused for good, set aside in spool.bad.", nil, nil)
@@ -31,7 +32,7 @@ var (
 type daemonCollector struct{ d *daemon }
 
 func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEvents, descLost, descResyncs, descProcesses, descAgents, descSpool, descSpoolDrops, descDBUp, descLastSnap,
+	for _, d := range []*prometheus.Desc{descEvents, descLost, descResyncs, descProcesses, descAgents, descSpool, descSpoolHeld, descSpoolDrops, descDBUp, descLastSnap,
 		descSpoolBad, descInFlight, descPinDefer, descPinFail, descSigErrs, descSessions, descMembers, descLeftQueued} {
 		ch <- d
 	}
@@ -55,6 +56,7 @@ func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(st.SessionMembers))
 	ch <- prometheus.MustNewConstMetric(descLeftQueued, prometheus.GaugeValue, float64(st.Leftovers))
 	ch <- prometheus.MustNewConstMetric(descSpool, prometheus.GaugeValue, float64(d.store.Spool().Len()))
+	ch <- prometheus.MustNewConstMetric(descSpoolHeld, prometheus.GaugeValue, float64(d.store.Spool().Held()))
 	ch <- prometheus.MustNewConstMetric(descSpoolDrops, prometheus.CounterValue, float64(d.store.Spool().Dropped()))
 	ch <- prometheus.MustNewConstMetric(descSpoolBad, prometheus.CounterValue, float64(d.store.Spool().Bad()))
 	rs := d.reaper.Stats()

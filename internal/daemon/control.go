@@ -176,7 +176,7 @@ func (c *controller) extend(r control.Request, start tracker.Start) control.Resp
 // the change is in force, but a restart would lose it.
 func (c *controller) saved(resp control.Response) control.Response {
 	if err := c.save(); err != nil {
-		return control.Errorf("%s, but it could not be saved and a restart would lose it: %v", resp.Message, err)
+		return control.Errorf("%s, but it could not be saved (%v): it is kept in memory and saved when the state dir takes it; a restart before then would lose it", resp.Message, err)
 	}
 	return resp
 }

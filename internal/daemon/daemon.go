@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -118,7 +119,12 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 	// One owner per state dir: a second `run` or `once` would write the
 	// same spool.
 	unlock, err := store.LockDir(cfg.StateDir)
-	if err != nil {
+	if ue := (*store.UnwritableError)(nil); errors.As(err, &ue) {
+		// Reaping never depends on the disk: rows and state are held in
+		// memory until it takes them (records.go, state.go).
+		log.Warn(ue.Error()+"; reaping goes on, rows and state are held in memory and written when it can be",
+			zap.String("error", ue.Err.Error()))
+	} else if err != nil {
 		return nil, err
 	}
 	spool, err := store.OpenSpool(cfg.StateDir, cfg.SpoolMaxRows)
@@ -131,7 +137,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 		log.Warn("spool: damaged lines set aside, every valid row kept", zap.Int("lines", n),
 			zap.String("file", spool.BadPath()), zap.Error(err))
 	}
-	scfg := store.Config{Spool: spool, Host: cfg.HostID, Retention: cfg.Retention, Log: log.Named("store")}
+	scfg := store.Config{Spool: spool, Host: cfg.HostID, Retention: cfg.Retention, Log: log.Named("store"),
+		WriteTimeout: cfg.DBStatementTimeout + 5*time.Second}
 	if cfg.DatabaseURL != "" {
 		pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 		if err != nil {
@@ -139,7 +146,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 			return nil, errors.New("database URL: " + config.RedactURL(cfg.DatabaseURL, err.Error()))
 		}
 		pcfg.MaxConns = 4
+		// A stuck database fails a batch (57014, an outage: the rows stay
+		// in the spool) instead of stalling delivery for ever.
+		pcfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(cfg.DBStatementTimeout.Milliseconds(), 10)
 		scfg.Secret = pcfg.ConnConfig.Password
+		scfg.Role = pcfg.ConnConfig.User
 		// pgxpool connects lazily: an unreachable database at start is an
 		// outage like any other, not a reason not to reap.
 		if d.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
@@ -181,6 +192,14 @@ func (d *daemon) close() {
 	d.table.Close() // its /proc retry timer (a no-op if run closed it)
 	if d.pool != nil {
 		d.pool.Close()
+	}
+	// Rows held in memory because the disk refused them (and not
+	// delivered): a last try, else say plainly what is lost.
+	if sp := d.store.Spool(); sp.Held() > 0 {
+		if n, err := sp.WriteHeld(); err != nil {
+			d.log.Error("rows held in memory are lost at exit: the state dir still refuses them and the database did not take them",
+				zap.Int("rows", n), zap.Error(err))
+		}
 	}
 	d.unlock() // closes the spool, then lets the next owner in
 }
@@ -532,6 +551,6 @@ func restartChanges(n, old *config.Config) map[string]bool {
 		"control-socket": n.ControlSocket != old.ControlSocket, "control-group": n.ControlGID != old.ControlGID,
 		"event-buffer": n.EventBuffer != old.EventBuffer, "forward-to": n.ForwardGroup != old.ForwardGroup, "metrics-listen": n.MetricsListen != old.MetricsListen,
 		"database-url-file": n.DatabaseURLFile != old.DatabaseURLFile, "host-cgroup-root": n.HostCgroupRoot != old.HostCgroupRoot,
-		"api-socket": n.APISocket != old.APISocket,
+		"api-socket": n.APISocket != old.APISocket, "db-statement-timeout": n.DBStatementTimeout != old.DBStatementTimeout,
 	}
 }

@@ -23,6 +23,8 @@ func (d *daemon) health() api.HealthView {
 		SpoolRows: d.store.Spool().Len(), Dropped: d.store.Spool().Dropped(), SpoolBad: d.store.Spool().Bad(),
 		InFlight: d.reaper.Stats().InFlight, Retrying: d.table.Queue().Retrying(), Host: d.cfg.HostID,
 		Rate: math.Float64frombits(d.rate.Load()), MaxAge: d.table.MaxAge().String()}
+	h.SpoolHeld = d.store.Spool().Held()
+	h.Degraded = append(d.store.Faults(), d.state.stateFaults()...)
 	switch {
 	case d.store.Up():
 		h.Database = "up"

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/statefile"
@@ -22,6 +24,13 @@ type stateDir struct {
 	log   *zap.Logger
 
 	leaseMu sync.Mutex // orders lease saves: an older state never replaces a newer one
+
+	// A state file the disk refuses is kept in memory (the table holds
+	// it) and saved again by persistSessions each second until it takes
+	// it: one warning per file and cause, and /healthz names it.
+	faultMu     sync.Mutex
+	faults      map[string]string // file → cause of its last failed save
+	leasesDirty bool              // the last lease save failed
 }
 
 // stateTable is what stateDir reads and restores of the tracker.
@@ -63,11 +72,20 @@ func (d *stateDir) persistSessions(ctx context.Context) {
 		}
 		state := d.table.SessionState()
 		if err := statefile.Save(filepath.Join(d.dir, SessionsFile), state); err != nil {
-			d.log.Error("persist sessions", zap.Error(err))
+			d.saveFailed(SessionsFile, err)
 			return
 		}
+		d.savedOK(SessionsFile)
 		saved = gen
 		d.log.Debug("sessions persisted", zap.Int("members", len(state)))
+	}
+	retryLeases := func() {
+		d.faultMu.Lock()
+		dirty := d.leasesDirty
+		d.faultMu.Unlock()
+		if dirty {
+			_ = d.saveLeases()
+		}
 	}
 	tk := time.NewTicker(time.Second)
 	defer tk.Stop()
@@ -75,9 +93,11 @@ func (d *stateDir) persistSessions(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			save()
+			retryLeases()
 			return
 		case <-tk.C:
 			save()
+			retryLeases()
 		}
 	}
 }
@@ -85,7 +105,61 @@ func (d *stateDir) persistSessions(ctx context.Context) {
 func (d *stateDir) saveLeases() error {
 	d.leaseMu.Lock()
 	defer d.leaseMu.Unlock()
-	return statefile.Save(filepath.Join(d.dir, leasesFile), d.table.LeaseState())
+	err := statefile.Save(filepath.Join(d.dir, leasesFile), d.table.LeaseState())
+	d.faultMu.Lock()
+	d.leasesDirty = err != nil
+	d.faultMu.Unlock()
+	if err != nil {
+		d.saveFailed(leasesFile, err)
+		return err
+	}
+	d.savedOK(leasesFile)
+	return nil
+}
+
+// saveFailed notes a state file the disk refused: warned once per file
+// and cause.
+func (d *stateDir) saveFailed(name string, err error) {
+	cause := err.Error()
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		cause = errno.Error()
+	}
+	d.faultMu.Lock()
+	if d.faults == nil {
+		d.faults = map[string]string{}
+	}
+	first := d.faults[name] != cause
+	d.faults[name] = cause
+	d.faultMu.Unlock()
+	if first {
+		d.log.Warn("state: "+name+" cannot be saved ("+cause+"): kept in memory and saved when the state dir takes it; a restart before then loses it",
+			zap.Error(err))
+	}
+}
+
+// savedOK notes a state file saved: a fault it had is over.
+func (d *stateDir) savedOK(name string) {
+	d.faultMu.Lock()
+	cause, was := d.faults[name]
+	delete(d.faults, name)
+	d.faultMu.Unlock()
+	if was {
+		d.log.Info("state: "+name+" saved again", zap.String("was", cause))
+	}
+}
+
+// stateFaults names the state files that could not be saved, for
+// /healthz's "degraded".
+func (d *stateDir) stateFaults() []string {
+	d.faultMu.Lock()
+	defer d.faultMu.Unlock()
+	var out []string
+	for name, cause := range d.faults {
+		out = append(out, "state: "+name+" not saved: "+cause)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // loadLeases gives the table the leases and keeps of the previous run.

@@ -104,8 +104,10 @@ func TestSpoolDamageSetAside(t *testing.T) {
 
 // TestSpoolFailedAppendCutBack: a write that runs into the file size limit
 // (RLIMIT_FSIZE: the kernel writes up to the limit, then EFBIG, as on a
-// full disk) leaves a partial line; Append cuts it off and reports the
-// error, and the next append and the next open find a clean file.
+// full disk) leaves a partial line; Append cuts it off and holds the record
+// in memory (Fault says why), and so every record after it, writing
+// nothing, until WriteHeld rewrites the file: the next open finds a clean
+// file with every record.
 func TestSpoolFailedAppendCutBack(t *testing.T) {
 	dir := t.TempDir()
 	s, err := OpenSpool(dir, 100)
@@ -133,19 +135,30 @@ func TestSpoolFailedAppendCutBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, aerr := s.Append(rec(KindKill, now))
-	syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
-	if !errors.Is(aerr, syscall.EFBIG) {
-		t.Fatalf("append over the limit: %v, want EFBIG", aerr)
+	if aerr != nil || !errors.Is(s.Fault(), syscall.EFBIG) {
+		syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
+		t.Fatalf("append over the limit: %v, fault %v; want nil, EFBIG", aerr, s.Fault())
 	}
 	if st, _ := os.Stat(path); st.Size() != before {
 		t.Fatalf("file is %d bytes after the failed append, want %d (cut back)", st.Size(), before)
 	}
-	if s.Len() != 3 {
-		t.Fatalf("%d records held, want 3: a failed append is not held", s.Len())
+	r, err := s.Append(rec(KindKill, now)) // held, not written
+	if err != nil || r.Seq != 5 {
+		t.Fatalf("next append: seq %d, %v; want 5", r.Seq, err)
 	}
-	r, err := s.Append(rec(KindKill, now))
-	if err != nil || r.Seq != 4 {
-		t.Fatalf("next append: seq %d, %v; want 4", r.Seq, err)
+	if s.Len() != 5 || s.Held() != 2 {
+		t.Fatalf("%d records, %d held; want 5, 2", s.Len(), s.Held())
+	}
+	if n, err := s.WriteHeld(); err == nil {
+		t.Fatalf("WriteHeld under the limit wrote %d rows", n)
+	}
+	syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
+	if n, err := s.WriteHeld(); err != nil || n != 2 || s.Held() != 0 || s.Fault() != nil {
+		t.Fatalf("WriteHeld: %d, %v; held %d, fault %v", n, err, s.Held(), s.Fault())
+	}
+	r, err = s.Append(rec(KindKill, now))
+	if err != nil || r.Seq != 6 || s.Held() != 0 {
+		t.Fatalf("append after recovery: seq %d, %v, held %d", r.Seq, err, s.Held())
 	}
 	s.Close()
 	s2, err := OpenSpool(dir, 100)
@@ -153,8 +166,34 @@ func TestSpoolFailedAppendCutBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if n, _ := s2.LoadDamage(); n != 0 || s2.Len() != 4 {
-		t.Errorf("reopen: %d damaged, %d records; want 0, 4", n, s2.Len())
+	if n, _ := s2.LoadDamage(); n != 0 || s2.Len() != 6 {
+		t.Errorf("reopen: %d damaged, %d records; want 0, 6", n, s2.Len())
+	}
+}
+
+// TestSpoolHeldBound: records held in memory keep the spool's bound, the
+// oldest snapshots dropped first and kills last, counted.
+func TestSpoolHeldBound(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fsync = func(*os.File) error { return errors.New("injected EIO") }
+	defer func() { fsync = (*os.File).Sync }()
+	now := time.Now()
+	for _, k := range []string{KindKill, KindSnapshot, KindKill, KindSnapshot, KindKill, KindSnapshot} {
+		if _, err := s.Append(rec(k, now)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kinds := ""
+	for _, r := range s.Records() {
+		kinds += r.Kind[:1]
+	}
+	if kinds != "kkks" || s.Dropped() != 2 || s.Held() != 4 {
+		t.Fatalf("held %q (%d), dropped %d; want kkks, 4, 2", kinds, s.Held(), s.Dropped())
 	}
 }
 

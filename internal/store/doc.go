@@ -8,8 +8,12 @@
 // here, and inserts do nothing on a conflicting id (a kill row replaces a
 // pending one), so replaying a row after a crash never duplicates it.
 // Without a database the spool is the store. Damaged spool lines and rows
-// the database refuses for good are set aside in spool.bad, never in the
-// way of the others. LockDir makes one process the owner of a state dir.
+// the database refuses for their own fault (a data error) are set aside in
+// spool.bad, never in the way of the others; any other refusal is an
+// outage (Outage names its cause) and keeps every row. A disk that refuses
+// a write or an fsync never loses a row either: it and the rows after it
+// are held in memory, under the same bound, until WriteHeld rewrites the
+// spool. LockDir makes one process the owner of a state dir.
 //
 // The caller owns the pgxpool.Pool. The schema is created from SQL files
 // embedded in the binary, under a PostgreSQL advisory lock, so daemons on

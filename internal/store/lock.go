@@ -29,3 +29,18 @@ func (e *LockedError) Error() string {
 }
 
 func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// UnwritableError is LockDir finding a state directory it can neither
+// create nor write a lock file in (a read-only mount, a full disk): the
+// release it returns does nothing, and the caller may run on without the
+// lock, holding what it would write in memory.
+type UnwritableError struct {
+	Dir string
+	Err error
+}
+
+func (e *UnwritableError) Error() string {
+	return fmt.Sprintf("state dir %s cannot be written (%v): running without its lock", e.Dir, e.Err)
+}
+
+func (e *UnwritableError) Unwrap() error { return e.Err }

@@ -22,12 +22,21 @@ import (
 // files of one name).
 func LockDir(dir string) (release func(), err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create state dir %s: %w", dir, err)
+		if _, serr := os.Stat(dir); serr != nil {
+			return func() {}, &UnwritableError{Dir: dir, Err: err}
+		}
 	}
 	path := filepath.Join(dir, LockFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", path, err)
+		// A state dir that cannot be written (read-only, full) stops
+		// nothing: the lock is taken on the file as it is, read-only
+		// (flock needs no write access); without one, the caller runs
+		// unlocked (*UnwritableError) and says so.
+		werr := err
+		if f, err = os.Open(path); err != nil {
+			return func() {}, &UnwritableError{Dir: dir, Err: werr}
+		}
 	}
 	for {
 		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)

@@ -196,16 +196,19 @@ func (p *Postgres) apply(ctx context.Context, conn *pgxpool.Conn) error {
 type RowError struct {
 	Index int
 	Err   error
+	Table string // the record's table, set by the Store for its warning
 }
 
 func (e *RowError) Error() string { return fmt.Sprintf("record %d of the batch: %v", e.Index, e.Err) }
 func (e *RowError) Unwrap() error { return e.Err }
 
-// Permanent reports whether err is the database refusing a row for good
-// (a data exception, a constraint, a privilege or another error in the
-// statement itself: SQLSTATE classes 22, 23 and 42) rather than an outage
-// (connection errors, timeouts, classes 08, 53, 57, ...), which a retry
-// may cure.
+// Permanent reports whether err is the row's own fault: the database
+// refusing its values for good (a data exception or a constraint:
+// SQLSTATE classes 22 and 23). Everything else is an outage that a retry
+// may cure, however long it takes: no privilege (42501, a revoked grant),
+// a missing table (42P01), a lost connection (08), a read-only server
+// (25006), a timeout or shutdown (57014, 57P0x), no resources (53), ...
+// Rows stay in the spool meanwhile.
 func Permanent(err error) bool {
 	if errors.Is(err, errNotARow) {
 		return true
@@ -215,10 +218,65 @@ func Permanent(err error) bool {
 		return false
 	}
 	switch pe.Code[:2] {
-	case "22", "23", "42":
+	case "22", "23":
 		return true
 	}
 	return false
+}
+
+// Outage names the cause of a failed delivery, for the one warning per
+// cause and /healthz: key tells causes apart (a lost connection is one
+// cause, however its error reads), cause says it with what an operator
+// does about it, without the row's values. table is the table of the
+// statement that failed ("" when not known), role the daemon's database
+// role.
+func Outage(err error, table, role string) (key, cause string) {
+	var se *SchemaError
+	if errors.As(err, &se) {
+		return "schema", se.Error()
+	}
+	var pe *pgconn.PgError
+	var ce *pgconn.ConnectError
+	if !errors.As(err, &pe) || errors.As(err, &ce) || strings.HasPrefix(pe.Code, "28") || pe.Code == "3D000" {
+		// Not connected at all: no server, a wrong password, no such
+		// database, ... (the error says which).
+		return "unreachable", "database unreachable"
+	}
+	on := ""
+	if table != "" {
+		on = " on " + table
+	}
+	if role == "" {
+		role = "<role>"
+	}
+	key = pe.Code + on
+	switch {
+	case pe.Code == "42501":
+		t := table
+		if t == "" {
+			t = "tel.agent_kills, tel.system_health"
+		}
+		return key, fmt.Sprintf("permission denied%s: GRANT INSERT, SELECT, DELETE ON %s TO %s", on, t, role)
+	case pe.Code == "42P01":
+		return key, fmt.Sprintf("table missing%s: run `supervisor migrate` with an owner role", on)
+	case pe.Code == "25006":
+		return key, fmt.Sprintf("the database is read-only%s (a standby, or default_transaction_read_only): point the URL at the primary", on)
+	case pe.Code == "57014":
+		return key, fmt.Sprintf("statement timeout%s: the database did not answer within --db-statement-timeout", on)
+	case strings.HasPrefix(pe.Code, "53"):
+		return key, fmt.Sprintf("the database is out of resources%s (SQLSTATE %s)", on, pe.Code)
+	case strings.HasPrefix(pe.Code, "08"), strings.HasPrefix(pe.Code, "57P"):
+		return "unreachable", "database unreachable"
+	}
+	return key, fmt.Sprintf("the database refuses the daemon's writes%s (SQLSTATE %s)", on, pe.Code)
+}
+
+// Table is the table a record is written to.
+func Table(r Record) string {
+	if r.Kind == KindSnapshot {
+		return "tel.system_health"
+	}
+	return "tel.agent_kills"
 }
 
 // Insert writes records in one transaction. A snapshot whose id is already

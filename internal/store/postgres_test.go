@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -223,5 +224,83 @@ func TestIntegrationMigrateChecksFirst(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "schema tel is not current (missing migrations "+strings.Join(names, ", ")+") and this role cannot create it") {
 		t.Errorf("message: %v", err)
+	}
+}
+
+// TestPermanentOnlyTheRowsFault: only data errors (classes 22 and 23) set
+// a row aside; privilege, missing table, connection, read-only,
+// timeout and resource errors are outages, each named with its cure.
+func TestPermanentOnlyTheRowsFault(t *testing.T) {
+	for code, want := range map[string]bool{
+		"22021": true, "22P02": true, "23505": true, "23514": true,
+		"42501": false, "42P01": false, "08006": false, "25006": false, "57014": false, "53100": false, "57P01": false, "40001": false,
+	} {
+		if got := Permanent(&RowError{Err: &pgconn.PgError{Code: code}}); got != want {
+			t.Errorf("Permanent(%s) = %v, want %v", code, got, want)
+		}
+	}
+	for code, want := range map[string]string{
+		"42501": "permission denied on tel.agent_kills: GRANT INSERT, SELECT, DELETE ON tel.agent_kills TO sv",
+		"42P01": "table missing on tel.agent_kills: run `supervisor migrate`",
+		"25006": "the database is read-only on tel.agent_kills",
+		"57014": "statement timeout on tel.agent_kills",
+		"53100": "the database is out of resources on tel.agent_kills",
+		"57P01": "database unreachable",
+		"28P01": "database unreachable",
+	} {
+		if _, cause := Outage(&pgconn.PgError{Code: code}, "tel.agent_kills", "sv"); !strings.HasPrefix(cause, want) {
+			t.Errorf("Outage(%s) = %q, want %q…", code, cause, want)
+		}
+	}
+}
+
+// TestIntegrationRevokedGrantIsAnOutage: INSERT revoked on tel.agent_kills
+// is not the row's fault: the row stays in the spool (nothing in
+// spool.bad), one warning names the GRANT, and once granted again it is
+// delivered.
+func TestIntegrationRevokedGrantIsAnOutage(t *testing.T) {
+	db := testDB(t)
+	ctx := context.Background()
+	owner := testPool(t, db)
+	if err := NewPostgres(owner).Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restricted := restrictedRole(t, owner, db, "USAGE ON SCHEMA tel",
+		"SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA tel", "USAGE ON ALL SEQUENCES IN SCHEMA tel")
+	role := restricted.Config().ConnConfig.User
+	core, logs := observer.New(zap.WarnLevel)
+	st, sp := spooled(t, t.TempDir(), Config{Postgres: NewPostgres(restricted), Host: "h", Role: role, Log: zap.New(core)})
+	if _, err := owner.Exec(ctx, "REVOKE INSERT ON tel.agent_kills FROM "+role); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Add(KindKill, time.Now(), nil, killRec("", 4343, "killed", "claude"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := st.deliver(ctx); err == nil {
+			t.Fatal("delivered without INSERT")
+		} else {
+			st.down(err)
+		}
+	}
+	if sp.Len() != 1 || sp.Bad() != 0 {
+		t.Fatalf("after the refusals: %d rows spooled, %d set aside; want 1, 0", sp.Len(), sp.Bad())
+	}
+	want := "permission denied on tel.agent_kills: GRANT INSERT, SELECT, DELETE ON tel.agent_kills TO " + role
+	if n := logs.FilterMessageSnippet(want).Len(); n != 1 {
+		t.Errorf("%d warnings %q, want 1 (all: %v)", n, want, logs.All())
+	}
+	if f := st.Faults(); len(f) != 1 || !strings.Contains(f[0], want) {
+		t.Errorf("faults %q, want the grant named", f)
+	}
+	if _, err := owner.Exec(ctx, "GRANT INSERT ON tel.agent_kills TO "+role); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, st)
+	var n int
+	owner.QueryRow(ctx, "SELECT count(*) FROM tel.agent_kills WHERE id = $1", r.ID).Scan(&n)
+	if n != 1 || sp.Len() != 0 || len(st.Faults()) != 0 {
+		t.Errorf("after the grant: %d rows in the table, %d spooled, faults %q; want 1, 0, none", n, sp.Len(), st.Faults())
 	}
 }

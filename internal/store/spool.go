@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,17 @@ type Spool struct {
 	garbage int    // lines in the file that are no longer in recs
 	notify  chan struct{}
 
+	// The disk failing (full, read-only, fsync errors) never loses a row:
+	// from the first record that could not be made durable (heldFrom, its
+	// seq; 0 when none) on, records are held in memory only, under the
+	// same bound, until WriteHeld rewrites the file with everything held.
+	// Meanwhile nothing is written to the file. fault is the error that
+	// started it (or the ack file that could not be written: ackDirty);
+	// nil when the disk is fine.
+	heldFrom uint64
+	ackDirty bool
+	fault    error
+
 	// Group commit (see Append). Tickets number written lines; all
 	// guarded by mu, except that syncMu serialises the fsyncs.
 	syncMu     sync.Mutex
@@ -64,30 +76,52 @@ const (
 // Lines that are not valid records, wherever they are, are moved to
 // spool.bad and every valid one is kept: damage never stops a start.
 // LoadDamage reports what was set aside.
+//
+// A directory that cannot be written (read-only, full) does not stop it
+// either: what the spool holds is read, and new records are held in
+// memory (Fault says why) until WriteHeld succeeds. Only a spool that
+// exists and cannot be read is an error: rewriting it later would lose
+// its rows.
 func OpenSpool(dir string, max int) (*Spool, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("spool: max rows %d must be positive", max)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("spool: create %s: %w", dir, err)
-	}
 	s := &Spool{dir: dir, max: max, notify: make(chan struct{}, 1), next: 1}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		if _, serr := os.Stat(dir); serr != nil {
+			// Nothing to read: everything is held until it can be created.
+			s.fault = fmt.Errorf("spool: create %s: %w", dir, err)
+			s.heldFrom = s.next
+			return s, nil
+		}
+	}
 	if b, err := os.ReadFile(filepath.Join(dir, ackFile)); err == nil {
 		s.acked, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("spool: read ack: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, spoolFile), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	path := filepath.Join(dir, spoolFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("spool: open: %w", err)
+		werr := err
+		// Read what there is; hold everything new.
+		if f, err = os.Open(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("spool: open: %w", err)
+		}
+		s.fault = fmt.Errorf("spool: open %s for writing: %w", path, werr)
 	}
-	s.f = f
-	if err := s.load(); err != nil {
-		f.Close()
-		return nil, err
+	if f != nil {
+		s.f = f
+		if err := s.load(); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	if s.next <= s.acked {
 		s.next = s.acked + 1
+	}
+	if s.fault != nil {
+		s.heldFrom = s.next
 	}
 	s.syncedSize = s.size
 	return s, nil
@@ -315,10 +349,35 @@ func (s *Spool) add(r Record, replace bool) (Record, error) {
 		s.mu.Unlock()
 		return r, fmt.Errorf("spool: encode: %w", err)
 	}
+	if s.heldFrom != 0 && len(s.waiting) == 0 {
+		// The disk failed earlier: held in memory, nothing written.
+		s.next++
+		s.ticket++
+		s.waiting = append(s.waiting, unsynced{r: r, replace: replace, ticket: s.ticket, st: &syncState{}})
+		s.commitLocked(s.ticket)
+		s.mu.Unlock()
+		return r, nil
+	}
+	st := &syncState{}
+	s.next++
+	s.ticket++
+	s.waiting = append(s.waiting, unsynced{r: r, replace: replace, ticket: s.ticket, st: st})
+	if s.heldFrom == 0 {
+		if err := s.writeLocked(line); err != nil {
+			// Cut back (if it can be) and held: the lines before it are
+			// settled by the fsync below, it is not written.
+			s.holdLocked(r.Seq, err)
+		}
+	}
+	s.mu.Unlock()
+	return r, s.syncTo(st)
+}
+
+// writeLocked appends one line to the file.
+func (s *Spool) writeLocked(line []byte) error {
 	if s.torn {
 		if err := s.cutLocked(); err != nil {
-			s.mu.Unlock()
-			return r, fmt.Errorf("spool: cut back an earlier failed write: %w", err)
+			return fmt.Errorf("spool: cut back an earlier failed write: %w", err)
 		}
 	}
 	var buf []byte
@@ -327,18 +386,22 @@ func (s *Spool) add(r Record, replace bool) (Record, error) {
 	}
 	buf = append(append(buf, line...), '\n')
 	if _, err := s.f.Write(buf); err != nil {
-		err = s.failLocked("write", err)
-		s.mu.Unlock()
-		return r, err
+		return s.failLocked("write", err)
 	}
 	s.size += int64(len(buf))
 	s.needNL = false
-	s.next++
-	s.ticket++
-	st := &syncState{}
-	s.waiting = append(s.waiting, unsynced{r: r, replace: replace, ticket: s.ticket, st: st})
-	s.mu.Unlock()
-	return r, s.syncTo(st)
+	return nil
+}
+
+// holdLocked notes that the record seq and every later one is held in
+// memory only, because of err, until WriteHeld.
+func (s *Spool) holdLocked(seq uint64, err error) {
+	if s.heldFrom == 0 || seq < s.heldFrom {
+		s.heldFrom = seq
+	}
+	if s.fault == nil {
+		s.fault = err
+	}
 }
 
 // syncTo returns once the append st stands for is settled: nil when its
@@ -363,16 +426,17 @@ func (s *Spool) syncTo(st *syncState) error {
 	}
 	if err != nil {
 		// Every line since the last good fsync may be lost: cut them all
-		// back; every writer still waiting gets this error.
+		// back (if the disk lets us) and hold them, and every record after
+		// them, in memory until WriteHeld. Every waiting writer is settled:
+		// its record is kept.
 		s.size = s.syncedSize
 		ferr := s.failLocked("fsync", err)
 		s.needNL = s.endsMidLineLocked()
-		for _, w := range s.waiting {
-			w.st.done, w.st.err = true, ferr
+		if len(s.waiting) > 0 {
+			s.holdLocked(s.waiting[0].r.Seq, ferr)
 		}
-		clear(s.waiting)
-		s.waiting = s.waiting[:0]
-		return ferr
+		s.commitLocked(s.ticket)
+		return nil
 	}
 	s.syncedSize = size
 	s.commitLocked(upto)
@@ -407,7 +471,9 @@ func (s *Spool) commitLocked(upto uint64) {
 	if s.takeLocked(upto) == 0 {
 		return
 	}
-	_ = s.maybeCompactLocked() // a failed rewrite only leaves garbage on disk
+	if s.heldFrom == 0 {
+		_ = s.maybeCompactLocked() // a failed rewrite only leaves garbage on disk
+	}
 	select {
 	case s.notify <- struct{}{}:
 	default:
@@ -476,7 +542,7 @@ func (s *Spool) dropOldestLocked(compact bool) {
 	s.recs = s.recs[1:]
 	s.dropped++
 	s.garbage++
-	if compact {
+	if compact && s.heldFrom == 0 {
 		_ = s.maybeCompactLocked() // a failed rewrite only leaves garbage on disk
 	}
 }
@@ -538,7 +604,12 @@ func (s *Spool) SetAside(r Record, reason string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := appendSync(filepath.Join(s.dir, badFile), []byte(entry)); err != nil {
-		return fmt.Errorf("spool: set aside record %d: %w", r.Seq, err)
+		// The row stays (unacked) and is set aside when the disk takes it.
+		err = fmt.Errorf("spool: set aside record %d: %w", r.Seq, err)
+		if s.fault == nil {
+			s.fault = err
+		}
+		return &DiskError{err}
 	}
 	s.bad++
 	return nil
@@ -546,12 +617,22 @@ func (s *Spool) SetAside(r Record, reason string) error {
 
 // Ack removes the records up to seq, which have been committed to the
 // database (or set aside). The ack is made durable before they are
-// forgotten.
+// forgotten; if the disk refuses it they are forgotten all the same (a
+// replay after a crash inserts nothing) and the ack is written by the
+// next WriteHeld.
 func (s *Spool) Ack(seq uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := writeFileSync(filepath.Join(s.dir, ackFile), []byte(strconv.FormatUint(seq, 10)+"\n")); err != nil {
-		return fmt.Errorf("spool: write ack: %w", err)
+		s.ackDirty = true
+		if s.fault == nil {
+			s.fault = fmt.Errorf("spool: write ack: %w", err)
+		}
+	} else {
+		s.ackDirty = false
+		if s.heldFrom == 0 {
+			s.fault = nil
+		}
 	}
 	s.acked = seq
 	n := 0
@@ -561,7 +642,61 @@ func (s *Spool) Ack(seq uint64) error {
 	clear(s.recs[:n])
 	s.recs = s.recs[n:]
 	s.garbage += n
-	return s.maybeCompactLocked()
+	if s.heldFrom == 0 {
+		_ = s.maybeCompactLocked() // a failed rewrite only leaves garbage on disk
+	}
+	return nil
+}
+
+// Fault is why records are held in memory (or the ack could not be
+// written): nil when the disk takes everything.
+func (s *Spool) Fault() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fault
+}
+
+// Held is the number of records held in memory only, not on disk.
+func (s *Spool) Held() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.heldFrom == 0 {
+		return 0
+	}
+	i := sort.Search(len(s.recs), func(i int) bool { return s.recs[i].Seq >= s.heldFrom })
+	return len(s.recs) - i
+}
+
+// WriteHeld makes what is held in memory durable again: the file is
+// rewritten with every record held (and the ack written) once the disk
+// takes it. It returns how many records were held before, and the
+// error if the disk still refuses (they stay held).
+func (s *Spool) WriteHeld() (int, error) {
+	held := s.Held()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fault == nil && s.heldFrom == 0 && !s.ackDirty {
+		return 0, nil
+	}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		s.fault = fmt.Errorf("spool: create %s: %w", s.dir, err)
+		return held, s.fault
+	}
+	if s.ackDirty {
+		if err := writeFileSync(filepath.Join(s.dir, ackFile), []byte(strconv.FormatUint(s.acked, 10)+"\n")); err != nil {
+			s.fault = fmt.Errorf("spool: write ack: %w", err)
+			return held, s.fault
+		}
+		s.ackDirty = false
+	}
+	if s.heldFrom != 0 || s.torn || s.f == nil {
+		if err := s.compactLocked(); err != nil {
+			s.fault = err
+			return held, err
+		}
+	}
+	s.fault = nil
+	return held, nil
 }
 
 // Prune removes records created before t (retention without a database).
@@ -617,8 +752,11 @@ func (s *Spool) compactLocked() error {
 	if err != nil {
 		return fmt.Errorf("spool: reopen: %w", err)
 	}
-	s.f.Close()
+	if s.f != nil {
+		s.f.Close()
+	}
 	s.f = f
+	s.heldFrom = 0
 	s.size = int64(buf.Len())
 	s.torn, s.needNL = false, false
 	s.garbage = 0
@@ -631,6 +769,9 @@ func (s *Spool) compactLocked() error {
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.f == nil {
+		return nil
+	}
 	return s.f.Close()
 }
 
@@ -648,9 +789,11 @@ func appendSync(path string, data []byte) error {
 func writeFileSync(path string, data []byte) error {
 	tmp := path + ".tmp"
 	if err := writeSync(tmp, os.O_TRUNC, data); err != nil {
+		os.Remove(tmp) // a partial copy would take the space a retry needs
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	return syncDir(filepath.Dir(path))
@@ -667,7 +810,7 @@ func writeSync(path string, mode int, data []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
+	if err := fsync(f); err != nil {
 		f.Close()
 		return err
 	}
@@ -682,3 +825,10 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// DiskError is the spool's disk refusing a write the deliverer needed (a
+// row to set aside): not a database outage.
+type DiskError struct{ Err error }
+
+func (e *DiskError) Error() string { return e.Err.Error() }
+func (e *DiskError) Unwrap() error { return e.Err }

@@ -4,9 +4,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func rec(kind string, created time.Time) Record {
@@ -184,10 +189,10 @@ func TestSpoolGroupCommit(t *testing.T) {
 	check(s.Records(), "after reopen")
 }
 
-// A failed fsync fails every append its line was waiting on, cuts their
-// lines back, and never tells anyone "durable" for a line that is gone:
-// every append that returned nil is in the spool after a reopen, and none
-// that returned an error is.
+// A failed fsync holds every append its line was waiting on in memory
+// (their lines cut back) and never loses one: every append returns nil,
+// and after WriteHeld and a reopen every record is in the spool, none
+// damaged.
 func TestSpoolFailedFsyncSettlesEveryWaiter(t *testing.T) {
 	dir := t.TempDir()
 	s, err := OpenSpool(dir, 100000)
@@ -238,14 +243,17 @@ func TestSpoolFailedFsyncSettlesEveryWaiter(t *testing.T) {
 			failed++
 		}
 	}
-	if failed < more+1 {
-		t.Errorf("%d of %d appends written before the failed fsync failed; all should", failed, more+1)
+	if failed != 0 || s.Held() != more+1 || s.Fault() == nil {
+		t.Errorf("%d of %d appends failed, %d held (fault %v); want none failed, all held", failed, more+1, s.Held(), s.Fault())
 	}
 	r, err := s.Append(rec(KindKill, now))
 	if err != nil {
 		t.Fatalf("append after the failure: %v", err)
 	}
 	ok[r.ID] = true
+	if n, err := s.WriteHeld(); err != nil || n != more+2 {
+		t.Fatalf("WriteHeld: %d, %v", n, err)
+	}
 	s.Close()
 	s, err = OpenSpool(dir, 100000)
 	if err != nil {
@@ -256,7 +264,7 @@ func TestSpoolFailedFsyncSettlesEveryWaiter(t *testing.T) {
 	for _, r := range s.Records() {
 		got[r.ID] = true
 		if !ok[r.ID] {
-			t.Errorf("record %s is in the spool, but its append failed", r.ID)
+			t.Errorf("record %s is in the spool, but no append returned it", r.ID)
 		}
 	}
 	for id := range ok {
@@ -266,5 +274,42 @@ func TestSpoolFailedFsyncSettlesEveryWaiter(t *testing.T) {
 	}
 	if n, _ := s.LoadDamage(); n != 0 {
 		t.Errorf("%d damaged lines after the cut-back", n)
+	}
+}
+
+// TestStoreDiskFaultOnce: a disk that fails every fsync holds the rows,
+// warns once for the cause however many rows come, names it in Faults,
+// and once it recovers writeHeld writes them out and the fault is over.
+func TestStoreDiskFaultOnce(t *testing.T) {
+	dir := t.TempDir()
+	core, logs := observer.New(zap.InfoLevel)
+	st, sp := spooled(t, dir, Config{Host: "h", Log: zap.New(core)})
+	fsync = func(*os.File) error { return syscall.EIO }
+	defer func() { fsync = (*os.File).Sync }()
+	now := time.Now()
+	for range 5 {
+		if _, err := st.Add(KindKill, now, nil, &KillRow{PID: 7, Outcome: "killed"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := logs.FilterMessageSnippet("the disk refuses writes (input/output error)").Len(); n != 1 {
+		t.Errorf("%d disk warnings, want 1: %v", n, logs.All())
+	}
+	if f := st.Faults(); len(f) != 1 || !strings.Contains(f[0], "input/output error") || sp.Held() != 5 {
+		t.Errorf("faults %q, held %d; want the EIO named, 5 held", f, sp.Held())
+	}
+	if st.writeHeld() {
+		t.Fatal("written out while every fsync fails")
+	}
+	fsync = (*os.File).Sync
+	if !st.writeHeld() || len(st.Faults()) != 0 || sp.Held() != 0 {
+		t.Fatalf("after recovery: faults %q, held %d", st.Faults(), sp.Held())
+	}
+	if logs.FilterMessageSnippet("the disk takes writes again").Len() != 1 {
+		t.Errorf("recovery not said once: %v", logs.All())
+	}
+	recs, _, err := ReadSpool(dir)
+	if err != nil || len(recs) != 5 {
+		t.Fatalf("spool after recovery: %d records, %v; want 5", len(recs), err)
 	}
 }

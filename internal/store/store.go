@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -25,20 +26,28 @@ type Config struct {
 	Log    *zap.Logger
 	// PruneEvery is how often retention runs; zero means hourly.
 	PruneEvery time.Duration
+	// WriteTimeout bounds one batch's transaction (the daemon sets the
+	// server's statement_timeout a little below it); zero means 30s.
+	WriteTimeout time.Duration
+	// Role is the database role, named in the GRANT a privilege outage
+	// asks for.
+	Role string
 }
 
 // Store takes rows, keeps them in the spool and delivers them.
 type Store struct {
-	cfg Config
-	log *zap.Logger
-	up  atomic.Bool // database reachable at the last attempt
-	// schemaLogged: the schema-not-current error was logged (once: only
-	// an operator can cure it).
-	schemaLogged atomic.Bool
-	flushMu      sync.Mutex
-	kick         chan struct{}
-	seenMu       sync.Mutex
-	seen         map[string]bool // refusals logged
+	cfg     Config
+	log     *zap.Logger
+	up      atomic.Bool // database reachable at the last attempt
+	flushMu sync.Mutex
+	kick    chan struct{}
+	seenMu  sync.Mutex
+	seen    map[string]bool // refusals logged
+
+	faultMu   sync.Mutex
+	dbCause   string // the database outage's cause, "" when up
+	dbKey     string // its key: one warning per cause
+	diskCause string // the spool's disk fault, "" when none
 }
 
 // New returns a Store; Run delivers.
@@ -48,6 +57,9 @@ func New(cfg Config) *Store {
 	}
 	if cfg.PruneEvery == 0 {
 		cfg.PruneEvery = time.Hour
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 30 * time.Second
 	}
 	s := &Store{cfg: cfg, log: cfg.Log, kick: make(chan struct{}, 1), seen: map[string]bool{}}
 	s.up.Store(true)
@@ -72,7 +84,82 @@ func (s *Store) Replace(id string, kind string, created time.Time, snap *Snapsho
 	}
 	r := Record{Kind: kind, ID: id, Host: s.cfg.Host, Created: created.UTC(), Snapshot: snap, Kill: kill}
 	sanitize(&r)
-	return s.cfg.Spool.Replace(r)
+	r, err := s.cfg.Spool.Replace(r)
+	s.noteDisk()
+	return r, err
+}
+
+// noteDisk logs the spool's disk fault once per cause, as it appears.
+func (s *Store) noteDisk() {
+	err := s.cfg.Spool.Fault()
+	if err == nil {
+		return
+	}
+	cause := diskCause(err)
+	s.faultMu.Lock()
+	first := s.diskCause != cause
+	s.diskCause = cause
+	s.faultMu.Unlock()
+	if first {
+		s.log.Warn("spool: the disk refuses writes ("+cause+"): rows are held in memory (bounded by --spool-max-rows) and written out when it recovers; kills go on",
+			zap.Error(err), zap.Int("held", s.cfg.Spool.Held()), zap.String("dir", s.cfg.Spool.dir))
+	}
+}
+
+// diskCause is what a disk error comes down to: the errno's text ("no
+// space left on device", "read-only file system", ...), one cause however
+// many files it hit.
+func diskCause(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return err.Error()
+}
+
+// writeHeld writes out what the spool holds in memory, once the disk takes
+// it: true when nothing is held any more.
+func (s *Store) writeHeld() bool {
+	n := 0
+	if s.cfg.Spool.Fault() != nil {
+		var err error
+		if n, err = s.cfg.Spool.WriteHeld(); err != nil {
+			s.noteDisk()
+			return false
+		}
+	}
+	s.faultMu.Lock()
+	was := s.diskCause
+	s.diskCause = ""
+	s.faultMu.Unlock()
+	if was != "" {
+		s.log.Info("spool: the disk takes writes again: held rows written out", zap.Int("rows", n), zap.String("was", was))
+	}
+	return true
+}
+
+// diskLogged reports whether a disk fault was warned of and its recovery
+// not yet said.
+func (s *Store) diskLogged() bool {
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	return s.diskCause != ""
+}
+
+// Faults names what is wrong with where rows go, for /healthz's
+// "degraded": the spool's disk and the database, each with its cause;
+// none when both are fine.
+func (s *Store) Faults() []string {
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	var out []string
+	if err := s.cfg.Spool.Fault(); err != nil {
+		out = append(out, fmt.Sprintf("spool: %s: rows held in memory", diskCause(err)))
+	}
+	if s.dbCause != "" && s.cfg.Postgres != nil && !s.up.Load() {
+		out = append(out, "database: "+s.dbCause)
+	}
+	return out
 }
 
 // Spool returns the spool.
@@ -99,15 +186,31 @@ func (s *Store) errField(err error) zap.Field { return zap.String("error", s.Red
 // doubling to 30s) and keeps every row in the spool meanwhile.
 func (s *Store) Run(ctx context.Context) {
 	backoff := time.Duration(0)
+	diskBackoff := time.Duration(0) // retrying a disk that refused writes: 1s doubling to 10s
+	nextDisk := time.Now()
 	nextPrune := time.Now()
 	for {
+		if diskBackoff > 0 || s.cfg.Spool.Fault() != nil || s.diskLogged() {
+			if time.Now().Before(nextDisk) {
+				// not yet
+			} else if s.writeHeld() {
+				diskBackoff = 0
+			} else {
+				diskBackoff = min(max(2*diskBackoff, time.Second), 10*time.Second)
+				nextDisk = time.Now().Add(diskBackoff)
+			}
+		}
 		if s.cfg.Postgres != nil && s.cfg.Spool.Len() > 0 {
 			if err := s.deliver(ctx); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
 				backoff = min(max(2*backoff, time.Second), 30*time.Second)
-				s.down(err)
+				if de := (*DiskError)(nil); errors.As(err, &de) {
+					s.noteDisk() // the disk, not the database
+				} else {
+					s.down(err)
+				}
 			} else {
 				backoff = 0
 			}
@@ -120,12 +223,19 @@ func (s *Store) Run(ctx context.Context) {
 		if backoff > 0 {
 			wait = min(wait, backoff)
 		}
+		if diskBackoff > 0 {
+			wait = min(wait, max(time.Until(nextDisk), 0))
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-s.cfg.Spool.Notify():
+			if s.cfg.Spool.Fault() != nil && diskBackoff == 0 {
+				diskBackoff = time.Second // a fault that just appeared: first retry in a second
+				nextDisk = time.Now().Add(diskBackoff)
+			}
 			if backoff > 0 { // new rows do not shorten the backoff
 				select {
 				case <-t.C:
@@ -140,20 +250,29 @@ func (s *Store) Run(ctx context.Context) {
 	}
 }
 
-// down records a failed attempt and logs it once per outage: a schema this
-// role cannot migrate is said as such (once), anything else is an outage.
+// down records a failed attempt and logs it once per cause: a schema this
+// role cannot migrate, no privilege on a table, a lost connection, ...
+// (Outage), each with what cures it.
 func (s *Store) down(err error) {
-	wasUp := s.up.Swap(false)
-	if se := (*SchemaError)(nil); errors.As(err, &se) {
-		if !s.schemaLogged.Swap(true) {
-			s.log.Error(se.Error(), zap.String("error", s.Redact(se.Err.Error())), zap.Int("spooled", s.cfg.Spool.Len()))
-		}
+	s.up.Store(false)
+	table := ""
+	if re := (*RowError)(nil); errors.As(err, &re) {
+		table = re.Table
+	}
+	key, cause := Outage(err, table, s.cfg.Role)
+	s.faultMu.Lock()
+	first := s.dbKey != key
+	s.dbKey, s.dbCause = key, cause
+	s.faultMu.Unlock()
+	if !first {
 		return
 	}
-	if wasUp {
-		s.log.Warn("database unreachable: rows stay in the spool and are retried with backoff",
-			s.errField(err), zap.Int("spooled", s.cfg.Spool.Len()))
+	if se := (*SchemaError)(nil); errors.As(err, &se) {
+		s.log.Error(se.Error(), zap.String("error", s.Redact(se.Err.Error())), zap.Int("spooled", s.cfg.Spool.Len()))
+		return
 	}
+	s.log.Warn(cause+": rows stay in the spool and are retried with backoff",
+		s.errField(err), zap.Int("spooled", s.cfg.Spool.Len()))
 }
 
 // deliver sends everything spooled, in order, in batches. A row the
@@ -179,7 +298,7 @@ func (s *Store) deliver(ctx context.Context) error {
 		if len(recs) == 0 {
 			break
 		}
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 		err := s.cfg.Postgres.Insert(cctx, recs)
 		cancel()
 		re := (*RowError)(nil)
@@ -201,6 +320,9 @@ func (s *Store) deliver(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
+			if re != nil && re.Index >= 0 && re.Index < len(recs) {
+				re.Table = Table(recs[re.Index])
+			}
 			return err
 		}
 		if err := s.cfg.Spool.Ack(recs[len(recs)-1].Seq); err != nil {
@@ -210,9 +332,13 @@ func (s *Store) deliver(ctx context.Context) error {
 		}
 		sent += len(recs)
 	}
+	s.faultMu.Lock()
+	s.dbKey, s.dbCause = "", ""
+	s.faultMu.Unlock()
 	if !s.up.Swap(true) {
 		s.log.Info("database reachable again: spooled rows delivered", zap.Int("delivered", sent))
 	}
+	s.noteDisk() // an ack the disk refused
 	return nil
 }
 
