@@ -301,13 +301,16 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 		f(d)
 	}
 	t0 := time.Now()
+	done := d.table.ScanStart() // init's exits from here on (attach) are remembered against it
 	scan, err := d.procs.Scan()
 	if err != nil {
+		done()
 		return fmt.Errorf("initial /proc scan: %w", err)
 	}
 	t1 := time.Now()
 	d.state.loadLeases() // before the merge: an extended agent is never queued at its bare max age
 	d.table.Merge(scan, false)
+	done()
 	st := d.table.Stats()
 	log.Info("initial scan", zap.Int("processes", st.Processes), zap.Int("agents", st.Agents),
 		zap.Duration("took", time.Since(t0)), zap.Duration("read", t1.Sub(t0)), zap.Duration("merge", time.Since(t1)))
