@@ -82,7 +82,7 @@ type Init struct {
 	done       chan struct{}  // CMD reaped and what it left ended
 	stop       chan struct{}
 	loops      sync.WaitGroup // the forwarder (the reaper is not waited for: reapLoop)
-	reapMu     sync.Mutex // held while reaping: Close takes it, and nothing is reaped after
+	reapMu     sync.Mutex     // held while reaping: Close takes it, and nothing is reaped after
 	stopOnce   sync.Once
 	reaped     atomic.Uint64
 	forwarded  atomic.Uint64
