@@ -77,6 +77,9 @@ type daemon struct {
 	live         *config.Config // the configuration in force: cfg, or the last SIGHUP's
 	lastSnapshot time.Time
 
+	// afterReady, if set, runs once the daemon is ready (init: initMode.attach).
+	afterReady func()
+
 	res      *limits.Guard   // the resource limits (internal/policy/limits)
 	pressure *pressure.Watch // the PSI trigger (internal/policy/pressure); nil until run starts it
 }
@@ -371,6 +374,9 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 
 	d.ready.Store(true)
 	d.logReady(web, apiL)
+	if d.afterReady != nil {
+		d.afterReady()
+	}
 
 	<-ctx.Done()
 	log.Info("shutting down")
