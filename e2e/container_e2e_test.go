@@ -28,10 +28,11 @@ import (
 // entrypoint; a host daemon watches containers from outside. Containers
 // get unique names and are removed (podman rm -f) when the test ends.
 
-// ctrRunFlags are what every container here runs with: runc, and the
-// rlimits the container already has (root cannot raise them on this
-// machine's kind of VM, and runc would try to set podman's defaults).
-var ctrRunFlags = []string{"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"}
+// ctrRunFlags are what every container here runs with: the rlimits the
+// container already has (root cannot raise them on this machine's kind of
+// VM, and runc would try to set podman's defaults), and no network (none
+// of them needs one: no network namespace to set up, no plugin to need).
+var ctrRunFlags = []string{"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network", "none"}
 
 // ctrAgentScript is the fake agent in the test image, /usr/local/bin/claude
 // (a script's comm is its file's name): it waits until SIGTERM, then says
