@@ -36,6 +36,7 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "markdown to write")
 	svg := flag.String("svg", "bench-lateness.svg", "picture to write")
 	scale := flag.String("scale", "full", "quick or full")
+	hyperfinePath := flag.String("hyperfine", "", "hyperfine --export-json of init's start and exit beside tini's (optional)")
 	flag.Parse()
 
 	var rs []result
@@ -343,6 +344,15 @@ func main() {
 	if initRows > 0 && !tini {
 		w("\ntini is not installed (`apt-get install tini` failed): no comparison in this run.\n")
 	}
+	if hf := readHyperfine(*hyperfinePath); len(hf) > 0 {
+		w("\nStart and exit, side by side (`hyperfine -N`, runs alternating per command): each init as PID 1 of a fresh namespace ")
+		w("(`unshare --pid --fork --mount-proc`) running `/bin/true` as CMD, from exec to exit. The supervisor starts its whole daemon ")
+		w("(the initial /proc scan, the state dir, the API socket) and shuts it down when CMD has exited; user and system are CPU time.\n\n")
+		w("| init | wall, mean ± σ | min | user | system |\n|---|---|---|---|---|\n")
+		for _, r := range hf {
+			w("| %s | %s ± %s | %s | %s | %s |\n", r.Command, ms(1000*r.Mean), ms(1000*r.Stddev), ms(1000*r.Min), ms(1000*r.User), ms(1000*r.System))
+		}
+	}
 
 	// 8. Resource guard.
 	resRows := 0
@@ -501,4 +511,33 @@ func plot(cs []curve) string {
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "benchreport:", err)
 	os.Exit(1)
+}
+
+// hyperfineResult is a result of hyperfine's --export-json (seconds).
+type hyperfineResult struct {
+	Command string  `json:"command"`
+	Mean    float64 `json:"mean"`
+	Stddev  float64 `json:"stddev"`
+	Min     float64 `json:"min"`
+	User    float64 `json:"user"`
+	System  float64 `json:"system"`
+}
+
+// readHyperfine reads hyperfine's JSON export at path; none if path is
+// empty or unreadable.
+func readHyperfine(path string) []hyperfineResult {
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var v struct {
+		Results []hyperfineResult `json:"results"`
+	}
+	if json.Unmarshal(b, &v) != nil {
+		return nil
+	}
+	return v.Results
 }
