@@ -396,9 +396,9 @@ while :; do sleep 1000 & wait $!; done`
 	if took >= timeout*time.Second {
 		t.Errorf("podman stop took %s: the stop timeout ran out", took)
 	}
-	fwd := c.findLogs(func(m map[string]any) bool { return m["msg"] == "init exits" })
-	if len(fwd) != 1 || num(fwd[0]["forwarded"]) < 2 {
-		t.Errorf("init's exit line %v: want at least 2 signals forwarded (HUP, TERM)", fwd)
+	m := c.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "init exits" })
+	if num(m["forwarded"]) < 2 {
+		t.Errorf("init's exit line %v: want at least 2 signals forwarded (HUP, TERM)", m)
 	}
 	t.Logf("podman stop returned after %s", took)
 }
