@@ -27,8 +27,7 @@
 // /proc (state Z, our PID as parent) and reaped one by one, so an owned
 // zombie never holds up the rest.
 //
-// The reaper sleeps on a thread of its own in a blocking
-// waitid(P_ALL, WEXITED|WNOWAIT), which the kernel wakes when a child has
+// The reaper sleeps in a blocking waitid(P_ALL, WEXITED|WNOWAIT), which the kernel wakes when a child has
 // exited (as sigtimedwait wakes tini), and then runs rounds until waitid
 // reports no exited child: a storm of short-lived orphans leaves no zombie
 // behind. Waiting for SIGCHLD through os/signal instead cost a hop through
