@@ -345,7 +345,7 @@ func main() {
 		w("\ntini is not installed (`apt-get install tini` failed): no comparison in this run.\n")
 	}
 	if hf := readHyperfine(*hyperfinePath); len(hf) > 0 {
-		w("\nStart and exit, side by side (`hyperfine -N`, runs alternating per command): each init as PID 1 of a fresh namespace ")
+		w("\nStart and exit, side by side in the same run (`hyperfine -N --warmup 3`): each init as PID 1 of a fresh namespace ")
 		w("(`unshare --pid --fork --mount-proc`) running `/bin/true` as CMD, from exec to exit. The supervisor starts its whole daemon ")
 		w("(the initial /proc scan, the state dir, the API socket) and shuts it down when CMD has exited; user and system are CPU time.\n\n")
 		w("| init | wall, mean ± σ | min | user | system |\n|---|---|---|---|---|\n")
