@@ -9,8 +9,11 @@
 # hostPID and host network, docs/deployment.md "Running in Docker" and "Running on
 # Kubernetes"). As a container's init: `supervisor init -- CMD`, or copy the
 # binary into an agent image:
-#   COPY --from=agent-supervisor /usr/local/bin/supervisor /usr/local/bin/supervisor
-#   ENTRYPOINT ["supervisor", "init", "--"]
+#   COPY --from=agent-supervisor /usr/bin/supervisor /usr/bin/supervisor
+#   ENTRYPOINT ["/usr/bin/supervisor", "init", "--"]
+#
+# Without a registry, scripts/image builds the same layout FROM scratch
+# around the static binary (deploy/image/Containerfile).
 
 FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
@@ -32,6 +35,6 @@ FROM debian:bookworm-slim
 RUN apt-get update \
 	&& apt-get install -y --no-install-recommends ca-certificates \
 	&& rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/supervisor /usr/local/bin/supervisor
-ENTRYPOINT ["/usr/local/bin/supervisor"]
+COPY --from=build /out/supervisor /usr/bin/supervisor
+ENTRYPOINT ["/usr/bin/supervisor"]
 CMD ["run"]

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -157,20 +158,11 @@ func TestDockerfile(t *testing.T) {
 	if !strings.Contains(build.from, "bookworm") {
 		t.Errorf("build stage FROM %s: build on bookworm too, so the cgo binary's glibc matches the runtime's", build.from)
 	}
-	var entry, cmd []string
-	copied := false
+	var copied bool
 	for _, in := range final.ins {
 		switch in.cmd {
-		case "ENTRYPOINT":
-			if err := json.Unmarshal([]byte(in.args), &entry); err != nil {
-				t.Errorf("ENTRYPOINT %s: want the exec (JSON) form, so signals reach the daemon: %v", in.args, err)
-			}
-		case "CMD":
-			if err := json.Unmarshal([]byte(in.args), &cmd); err != nil {
-				t.Errorf("CMD %s: want the exec (JSON) form: %v", in.args, err)
-			}
 		case "COPY":
-			if strings.Contains(in.args, "--from="+build.name) && strings.HasSuffix(in.args, "/usr/local/bin/supervisor") {
+			if strings.Contains(in.args, "--from="+build.name) && strings.HasSuffix(in.args, " "+binaryPath) {
 				copied = true
 			}
 		case "RUN":
@@ -184,20 +176,84 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	if !copied {
-		t.Errorf("the final stage does not COPY --from=%s the binary to /usr/local/bin/supervisor", build.name)
+		t.Errorf("the final stage does not COPY --from=%s the binary to %s", build.name, binaryPath)
 	}
-	if len(entry) != 1 || entry[0] != "/usr/local/bin/supervisor" {
-		t.Errorf("ENTRYPOINT %q: want [/usr/local/bin/supervisor]", entry)
-	}
-	if len(cmd) == 0 || cmd[0] != "run" {
-		t.Errorf("CMD %q: want [run]", cmd)
-	}
+	checkLayout(t, "Dockerfile", final)
 
 	// .dockerignore keeps the context to what the build copies.
 	ign := readFile(t, "../.dockerignore")
 	for _, p := range []string{".git", "bin", "deploy"} {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(p) + `$`).MatchString(ign) {
 			t.Errorf(".dockerignore does not exclude %s", p)
+		}
+	}
+}
+
+// binaryPath is where both images put the daemon (and the .deb installs
+// it): what an agent image copies to use it as its init.
+const binaryPath = "/usr/bin/supervisor"
+
+// checkLayout: the image's entrypoint is the binary at binaryPath, in the
+// exec form, and its default command is run.
+func checkLayout(t *testing.T, what string, final stage) {
+	t.Helper()
+	var entry, cmd []string
+	for _, in := range final.ins {
+		switch in.cmd {
+		case "ENTRYPOINT":
+			if err := json.Unmarshal([]byte(in.args), &entry); err != nil {
+				t.Errorf("%s: ENTRYPOINT %s: want the exec (JSON) form, so signals reach the daemon: %v", what, in.args, err)
+			}
+		case "CMD":
+			if err := json.Unmarshal([]byte(in.args), &cmd); err != nil {
+				t.Errorf("%s: CMD %s: want the exec (JSON) form: %v", what, in.args, err)
+			}
+		}
+	}
+	if len(entry) != 1 || entry[0] != binaryPath {
+		t.Errorf("%s: ENTRYPOINT %q: want [%s]", what, entry, binaryPath)
+	}
+	if len(cmd) != 1 || cmd[0] != "run" {
+		t.Errorf("%s: CMD %q: want [run]", what, cmd)
+	}
+}
+
+// TestContainerfile: the image scripts/image builds without a registry is
+// FROM scratch around the static binary, in the Dockerfile's layout, with
+// the CA bundle and nothing else; scripts/image fills its context.
+func TestContainerfile(t *testing.T) {
+	ss := stages(parseDockerfile(readFile(t, "image/Containerfile")))
+	if len(ss) != 1 || ss[0].from != "scratch" {
+		t.Fatalf("stages %+v: want one, FROM scratch", ss)
+	}
+	copies := map[string]string{}
+	for _, in := range ss[0].ins {
+		switch in.cmd {
+		case "RUN":
+			t.Errorf("RUN %s: FROM scratch there is nothing to run it with", in.args)
+		case "COPY", "ADD":
+			f := strings.Fields(in.args)
+			if in.cmd == "ADD" || len(f) != 2 {
+				t.Errorf("%s %s: want COPY SRC DEST", in.cmd, in.args)
+				continue
+			}
+			copies[f[1]] = f[0]
+		}
+	}
+	want := map[string]string{binaryPath: "supervisor", "/etc/ssl/certs/ca-certificates.crt": "ca-certificates.crt"}
+	if !maps.Equal(copies, want) {
+		t.Errorf("copies %v: want %v", copies, want)
+	}
+	checkLayout(t, "deploy/image/Containerfile", ss[0])
+	script := readFile(t, "../scripts/image")
+	for _, src := range want {
+		if !strings.Contains(script, `"$ctx/`+src+`"`) {
+			t.Errorf("scripts/image does not put %s into the build context", src)
+		}
+	}
+	for _, s := range []string{"build_static", "deploy/image/Containerfile", "podman --runtime runc build --pull=never"} {
+		if !strings.Contains(script, s) {
+			t.Errorf("scripts/image does not use %s", s)
 		}
 	}
 }

@@ -706,10 +706,39 @@ func benchLineageCost(b *testing.B, mode string) {
 // the same run: the init's CPU (utime + stime) and RSS while CMD idles, and
 // while CMD makes short-lived orphans at a fixed rate, all of which the init
 // must reap; and the zombies left after the storm (must be 0).
+//
+// The supervisor runs twice (once in the smoke): the binary the tests run
+// (built with cgo, linked against the machine's glibc) and the static one
+// scripts/image puts in the image (build_static), which is what a
+// container's init is.
 func BenchmarkIntegrationInitCost(b *testing.B) {
-	for _, side := range []string{"supervisor", "tini"} {
+	// The smoke (CI) leaves the static build out: it takes a minute there.
+	sides := scale([]string{"supervisor", "tini"}, []string{"supervisor", "supervisor-static", "tini"}, []string{"supervisor", "supervisor-static", "tini"})
+	for _, side := range sides {
 		b.Run(side, func(b *testing.B) { benchInitCost(b, side) })
 	}
+}
+
+var (
+	staticOnce sync.Once
+	staticBin  string
+	staticErr  error
+)
+
+// staticSupervisor is the daemon built as scripts/image builds it
+// (build_static in scripts/lib/build.sh), once per test process.
+func staticSupervisor(b *testing.B) string {
+	staticOnce.Do(func() {
+		staticBin = filepath.Join(helperDir, "supervisor-static")
+		out, err := exec.Command("bash", "-c", `cd .. && . scripts/lib/build.sh && build_static "$1"`, "build", staticBin).CombinedOutput()
+		if err != nil {
+			staticErr = fmt.Errorf("build_static: %v\n%s", err, out)
+		}
+	})
+	if staticErr != nil {
+		b.Fatal(staticErr)
+	}
+	return staticBin
 }
 
 func benchInitCost(b *testing.B, side string) {
@@ -723,15 +752,25 @@ func benchInitCost(b *testing.B, side string) {
 	var argv []string
 	exe := supervisorBin
 	switch side {
-	case "supervisor":
+	case "supervisor", "supervisor-static":
+		if side == "supervisor-static" {
+			exe = staticSupervisor(b)
+		}
 		// Info, as in production: debug logs a line per process seen.
-		argv = append(append([]string{supervisorBin}, initArgs(b, "--log-level", "info")...), "--")
+		argv = append(append([]string{exe}, initArgs(b, "--log-level", "info")...), "--")
 	case "tini":
 		path, err := exec.LookPath("tini")
 		if err != nil {
 			b.Skip("skipped: tini is not installed (apt-get install tini; scripts/bench installs it)")
 		}
 		argv, exe = []string{path, "--"}, path
+	}
+	// Written out, as an installed binary is: one just linked is still
+	// dirty in the page cache, which init cannot give back (its start-up
+	// pages: internal/initd, pages_linux.go) until it is written.
+	if f, err := os.Open(exe); err == nil {
+		f.Sync()
+		f.Close()
 	}
 	h := initHelper(b)
 	for b.Loop() {
@@ -754,11 +793,13 @@ func benchInitCost(b *testing.B, side string) {
 		c0, _ := procCPU(r.pid)
 		time.Sleep(idle)
 		c1, rssIdle := procCPU(r.pid)
+		anonIdle, fileIdle := rssParts(r.pid)
 		t1 := time.Now()
 		fmt.Fprintln(ctl, "go")
 		l := r.waitOut(b, time.Duration(secs*float64(time.Second))+60*time.Second, "orphans ")
 		storm := time.Since(t1).Seconds()
 		c2, rssStorm := procCPU(r.pid)
+		anonStorm, fileStorm := rssParts(r.pid)
 		peak := vmHWM(r.pid)
 		_, zinit, live := zombieLine(b, r.waitOut(b, 20*time.Second, "zombies").text)
 		fmt.Fprintln(ctl, "stop")
@@ -771,7 +812,8 @@ func benchInitCost(b *testing.B, side string) {
 			"orphans": made, "storm_s": storm, "orphans_per_s": float64(made) / storm,
 			"storm_cpu_pct": 100 * (c2 - c1) / storm, "cpu_ms_per_1000_orphans": 1e6 * (c2 - c1) / float64(max(made, 1)),
 			"rss_idle_mb": float64(rssIdle) / (1 << 20), "rss_storm_mb": float64(rssStorm) / (1 << 20),
-			"rss_peak_mb": float64(peak) / (1 << 20), "zombies_left": zinit + live}
+			"rss_peak_mb": float64(peak) / (1 << 20), "zombies_left": zinit + live,
+			"rss_anon_idle_mb": anonIdle, "rss_file_idle_mb": fileIdle, "rss_anon_storm_mb": anonStorm, "rss_file_storm_mb": fileStorm}
 		record(b, "init_cost", res)
 		b.ReportMetric(res["idle_cpu_pct"].(float64), "idle-cpu-%")
 		b.ReportMetric(res["storm_cpu_pct"].(float64), "storm-cpu-%")
@@ -780,6 +822,16 @@ func benchInitCost(b *testing.B, side string) {
 			b.Errorf("%s: %d of %d orphans made, %d zombies and %d orphans left after the storm", side, made, n, zinit, live)
 		}
 	}
+}
+
+// rssParts are RssAnon and RssFile of pid in MB (/proc/PID/status): the
+// heap and stacks, and the pages of the binary (and libraries) mapped.
+func rssParts(pid int) (anon, file float64) {
+	kb := func(key string) float64 {
+		v, _ := strconv.ParseFloat(strings.TrimSuffix(procStatus(pid, key), " kB"), 64)
+		return v / 1024
+	}
+	return kb("RssAnon"), kb("RssFile")
 }
 
 // vmHWM is the peak RSS of pid in bytes (VmHWM in /proc/PID/status).

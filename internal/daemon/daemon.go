@@ -78,6 +78,9 @@ type daemon struct {
 	live         *config.Config // the configuration in force: cfg, or the last SIGHUP's
 	lastSnapshot time.Time
 
+	// afterReady, if set, runs once the daemon is ready (init: initMode.attach).
+	afterReady func()
+
 	res      *limits.Guard   // the resource limits (internal/policy/limits)
 	pressure *pressure.Watch // the PSI trigger (internal/policy/pressure); nil until run starts it
 }
@@ -320,13 +323,16 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 		f(d)
 	}
 	t0 := time.Now()
+	done := d.table.ScanStart() // init's exits from here on (attach) are remembered against it
 	scan, err := d.procs.Scan()
 	if err != nil {
+		done()
 		return fmt.Errorf("initial /proc scan: %w", err)
 	}
 	t1 := time.Now()
 	d.state.loadLeases() // before the merge: an extended agent is never queued at its bare max age
 	d.table.Merge(scan, false)
+	done()
 	st := d.table.Stats()
 	log.Info("initial scan", zap.Int("processes", st.Processes), zap.Int("agents", st.Agents),
 		zap.Duration("took", time.Since(t0)), zap.Duration("read", t1.Sub(t0)), zap.Duration("merge", time.Since(t1)))
@@ -387,6 +393,9 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 
 	d.ready.Store(true)
 	d.logReady(web, apiL)
+	if d.afterReady != nil {
+		d.afterReady()
+	}
 
 	<-ctx.Done()
 	log.Info("shutting down")

@@ -56,6 +56,12 @@ func (m *initMode) grace() time.Duration {
 func (m *initMode) attach(d *daemon) {
 	m.d.Store(d)
 	d.hooks.SetRegistry(m.in)
+	// Up and running, an init gives back the pages of its binary that only
+	// start-up used: most of its resident memory (internal/initd, pages_linux.go).
+	d.afterReady = func() {
+		n, err := initd.ReleaseStartupPages()
+		d.log.Debug("start-up pages released", zap.Int64("mapped_bytes", n), zap.Error(err))
+	}
 	if d.source == "proc" {
 		// With the proc connector (a host PID namespace) exit events are
 		// as prompt and cover every process.

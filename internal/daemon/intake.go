@@ -53,6 +53,8 @@ func (d *daemon) eventLoop(ctx context.Context) {
 func (d *daemon) resync() {
 	start := d.clock.Now() // events stamped before it are in the scan already
 	retryCgroupNamespace(d.log, d.procs, d.cfg)
+	done := d.table.ScanStart()
+	defer done()
 	scan, err := d.procs.Scan()
 	if err != nil {
 		d.log.Error("resync: scan /proc", zap.Error(err))
@@ -71,12 +73,15 @@ func (d *daemon) pollLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tk.C:
+			done := d.table.ScanStart()
 			scan, err := d.procs.Scan()
 			if err != nil {
+				done()
 				d.log.Error("poll /proc", zap.Error(err))
 				continue
 			}
 			d.table.Merge(scan, false)
+			done()
 		}
 	}
 }

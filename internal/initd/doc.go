@@ -27,10 +27,15 @@
 // /proc (state Z, our PID as parent) and reaped one by one, so an owned
 // zombie never holds up the rest.
 //
-// SIGCHLD is a standard signal: any number of exits while one is pending
-// make one signal. Each SIGCHLD (and a 1 s tick, in case) runs rounds until
-// waitid reports no exited child: a storm of short-lived orphans leaves no
-// zombie behind.
+// The reaper sleeps in a blocking waitid(P_ALL, WEXITED|WNOWAIT), which the kernel wakes when a child has
+// exited (as sigtimedwait wakes tini), and then runs rounds until waitid
+// reports no exited child: a storm of short-lived orphans leaves no zombie
+// behind. Waiting for SIGCHLD through os/signal instead cost a hop through
+// the runtime's signal goroutine and another thread's wake-up per exit.
+// Only while we have no child at all (waitid then fails with ECHILD at
+// once) does SIGCHLD wake it, or a 1 s tick. SIGCHLD is a standard signal:
+// any number of exits while one is pending make one signal, which is why
+// every wake-up reaps until nothing is left.
 //
 // Before a child is reaped its exit is reported (OnExit) while the zombie
 // still holds the PID, so the process table can drop it at once

@@ -80,7 +80,8 @@ type Init struct {
 	cmdExited  chan struct{}  // CMD reaped
 	done       chan struct{}  // CMD reaped and what it left ended
 	stop       chan struct{}
-	loops      sync.WaitGroup
+	loops      sync.WaitGroup // the forwarder (the reaper is not waited for: reapLoop)
+	reapMu     sync.Mutex     // held while reaping: Close takes it, and nothing is reaped after
 	stopOnce   sync.Once
 	reaped     atomic.Uint64
 	forwarded  atomic.Uint64
@@ -132,9 +133,9 @@ func Start(cfg Config) (*Init, error) {
 	}
 
 	// Caught before CMD exists: nothing it or its children do is missed.
-	// SIGCHLD coalesces, so one slot is enough (every wake-up reaps until
-	// nothing is left); the forwarded signals have room for a burst.
-	signal.Notify(in.chld, unix.SIGCHLD)
+	// The forwarded signals have room for a burst. (SIGCHLD is caught only
+	// while there is no child to wait for: reapLoop. It coalesces, so one
+	// slot is enough: every wake-up reaps until nothing is left.)
 	signal.Notify(in.fwd, Forwarded...)
 	if !in.pid1 {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -165,8 +166,8 @@ func Start(cfg Config) (*Init, error) {
 	}
 	in.log.Info("command started", zap.Int("pid", in.cmdPID), zap.Strings("argv", cfg.Argv),
 		zap.Bool("pid1", in.pid1), zap.Bool("foreground", sys.Foreground), zap.Stringer("forward_to", cfg.Forward))
-	in.loops.Add(2)
 	go in.reapLoop()
+	in.loops.Add(1)
 	go in.forwardLoop()
 	return in, nil
 }
@@ -216,6 +217,10 @@ func (in *Init) Close() {
 	in.stopOnce.Do(func() {
 		close(in.stop)
 		in.loops.Wait()
+		// The reaper may be asleep in waitid (reapLoop): it is not waited
+		// for, but once this lock is ours it reaps nothing more.
+		in.reapMu.Lock()
+		defer in.reapMu.Unlock()
 		in.stopSignals()
 		if in.cmdFD >= 0 {
 			unix.Close(in.cmdFD)
@@ -275,17 +280,61 @@ func (in *Init) ownedBy(pid int) chan struct{} {
 	return in.owned[pid]
 }
 
+// reapLoop reaps after a blocking waitid(2), which the kernel wakes when a
+// child has exited (as sigtimedwait wakes tini). (Waking on SIGCHLD through
+// os/signal took a hop through the runtime's signal goroutine and another
+// thread's wake-up per exit: most of init's CPU in an orphan storm.) Only
+// while there is no child at all, when waitid does not block, SIGCHLD and
+// a 1 s tick wake it. The goroutine is not locked to its thread: a locked
+// one whose processor was handed off during the wait costs two threads'
+// wake-ups to resume (measured: more CPU per orphan, not less).
+//
+// The loop may stay asleep in waitid after Close, while children are left
+// (Close cannot interrupt the call; the process exits soon after); once
+// stop is closed it reaps nothing more (reapMu).
 func (in *Init) reapLoop() {
-	defer in.loops.Done()
-	tick := time.NewTicker(time.Second) // in case: a lost wake-up costs at most this
+	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		in.reapAll()
-		select {
-		case <-in.stop:
+		if !in.reapAll() {
 			return
-		case <-in.chld:
-		case <-tick.C:
+		}
+		err := waitExited()
+		switch {
+		case err == nil:
+			// An exited child: reaped at the top. (An owned one that its
+			// owner has not reaped yet is waited for there.)
+		case errors.Is(err, unix.ECHILD):
+			// No child: until one exists waitid cannot sleep. SIGCHLD
+			// (an orphan reparented to us that exits, a command os/exec
+			// starts and that exits) or the tick wakes us meanwhile.
+			signal.Notify(in.chld, unix.SIGCHLD)
+			if _, err := peek(); errors.Is(err, unix.ECHILD) {
+				select {
+				case <-in.stop:
+				case <-in.chld:
+				case <-tick.C:
+				}
+			}
+			signal.Stop(in.chld)
+		default:
+			in.log.Error("waitid", zap.Error(err))
+			select {
+			case <-in.stop:
+			case <-tick.C:
+			}
+		}
+	}
+}
+
+// waitExited sleeps until a child has exited (without reaping it), or
+// returns an error: ECHILD when there is no child at all.
+func waitExited() error {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOWAIT|unix.WALL, nil)
+		if !errors.Is(err, unix.EINTR) {
+			return err
 		}
 	}
 }
@@ -325,18 +374,25 @@ func exitedChild(pid int) bool {
 }
 
 // reapAll reaps every exited child that os/exec does not own, until none
-// is left.
-func (in *Init) reapAll() {
+// is left. It reports false once Close has begun: nothing is reaped then.
+func (in *Init) reapAll() bool {
+	in.reapMu.Lock()
+	defer in.reapMu.Unlock()
 	for {
+		select {
+		case <-in.stop:
+			return false
+		default:
+		}
 		pid, err := peek()
 		if err != nil {
 			if !errors.Is(err, unix.ECHILD) {
 				in.log.Error("waitid", zap.Error(err))
 			}
-			return
+			return true
 		}
 		if pid == 0 {
-			return
+			return true
 		}
 		if ch := in.ownedBy(pid); ch != nil {
 			// waitid(P_ALL) would report it again and again until its
@@ -347,7 +403,7 @@ func (in *Init) reapAll() {
 			case <-ch:
 			case <-time.After(10 * time.Millisecond):
 			case <-in.stop:
-				return
+				return false
 			}
 			continue
 		}

@@ -1,5 +1,10 @@
 package tracker
 
+import (
+	"sync"
+	"sync/atomic"
+)
+
 // Exits told by a parent. Polling /proc learns of an exit up to one poll
 // interval late; under `supervisor init` the daemon is PID 1 of its
 // namespace (or a child subreaper), the parent of CMD and of every orphan,
@@ -11,7 +16,10 @@ package tracker
 //
 // A /proc scan taken before the exit still shows the process alive; Merge
 // would bring it back. So the exit is remembered (PID and start time) in
-// the table's exitLog until a scan no longer shows that process.
+// the table's exitLog until a scan no longer shows that process. Only a
+// scan in flight at the exit can show it alive: the callers of Merge say
+// when one is (Table.ScanStart), and with none in flight Exited neither
+// reads /proc nor remembers anything.
 
 // exitedMax bounds the tombstones Exited keeps: a polling loop that stopped
 // would otherwise let them grow with every exit.
@@ -22,7 +30,23 @@ const exitedMax = 1 << 16
 // guards it.
 type exitLog struct {
 	m map[int32]Start
+	// scans counts the /proc scans in flight, from ScanStart to their
+	// done; read without the table's lock. A scan that starts after an
+	// exit reads the process as a zombie or not at all: only one counted
+	// here when Exited is told can bring the process back.
+	scans atomic.Int32
 }
+
+// scanStart counts a scan in flight until the returned done is called
+// (once; later calls do nothing).
+func (e *exitLog) scanStart() (done func()) {
+	e.scans.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { e.scans.Add(-1) }) }
+}
+
+// scanning reports whether a scan is in flight.
+func (e *exitLog) scanning() bool { return e.scans.Load() > 0 }
 
 // recordLocked remembers the exit of the process pid that started at s.
 func (e *exitLog) recordLocked(pid int32, s Start) {

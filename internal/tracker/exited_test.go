@@ -17,6 +17,7 @@ func TestExitedWhilePolling(t *testing.T) {
 	if _, ok := agents(tb)[200]; !ok {
 		t.Fatal("claude is not an agent")
 	}
+	scanDone := tb.ScanStart()
 	stale := must(procs.Scan()) // taken before the exit, merged after it
 
 	// The agent exits: a zombie until its parent (init) reaps it.
@@ -35,6 +36,7 @@ func TestExitedWhilePolling(t *testing.T) {
 	delete(procs.stat, 200) // reaped
 
 	tb.Merge(stale, false)
+	scanDone()
 	if _, ok := tb.Lookup(200); ok {
 		t.Fatal("a scan taken before the exit brought the agent back")
 	}
@@ -72,5 +74,36 @@ func TestExitedUnknown(t *testing.T) {
 	}
 	if st := tb.Stats(); st.ProcErrs != 0 {
 		t.Errorf("a vanished zombie counted as a /proc error: %d", st.ProcErrs)
+	}
+}
+
+// With no scan in flight, an exit is applied without a /proc read and
+// leaves no tombstone: a scan that starts after it shows the zombie (gone)
+// or nothing. That is each orphan's exit under init, reaped between polls.
+func TestExitedNoScanInFlight(t *testing.T) {
+	tb, procs := scannedTable(t, ProcInfo{PID: 300, PPID: 1, Start: FromTicks(10), Comm: "sh", State: 'S'})
+	procs.stat[300] = ProcInfo{PID: 300, PPID: 1, Start: FromTicks(10), Comm: "sh", State: 'Z'}
+	r0 := procs.reads
+	tb.Exited(999, 5) // an orphan the table never saw
+	tb.Exited(300, 5)
+	if procs.reads != r0 {
+		t.Errorf("%d /proc reads for two exits with no scan in flight, want none", procs.reads-r0)
+	}
+	if _, ok := tb.Lookup(300); ok {
+		t.Fatal("300 still in the table")
+	}
+	if len(tb.exited.m) != 0 {
+		t.Fatalf("tombstones %v with no scan in flight", tb.exited.m)
+	}
+	tb.Merge(must(procs.Scan()), false) // the zombie: gone
+	if _, ok := tb.Lookup(300); ok {
+		t.Fatal("a scan showing the zombie brought 300 back")
+	}
+	// A scan's done called twice ends it once.
+	done := tb.ScanStart()
+	done()
+	done()
+	if tb.exited.scanning() {
+		t.Fatal("a scan still in flight after its done")
 	}
 }

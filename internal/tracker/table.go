@@ -629,8 +629,21 @@ func (t *Table) exit(pid int32, at int64) {
 //
 // A /proc scan taken before the exit still shows the process alive; Merge
 // would bring it back. So the exit is remembered (PID and start time) until
-// a scan no longer shows that process.
+// a scan no longer shows that process. With no scan in flight (ScanStart)
+// nothing needs remembering, and nothing is read: a scan that starts after
+// the exit shows a zombie (gone, to Merge) or nothing. That is the common
+// case under `supervisor init`, where every orphan's exit comes here.
 func (t *Table) Exited(pid int32, at int64) {
+	if !t.exited.scanning() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if p := t.procs[pid]; p != nil {
+			t.exitAt = at
+			t.removeLocked(p)
+			t.exitAt = 0
+		}
+		return
+	}
 	info, err := t.cfg.Proc.Stat(pid)
 	known := err == nil
 	t.mu.Lock()
@@ -728,6 +741,12 @@ func (t *Table) Close() {
 	defer t.mu.Unlock()
 	t.retries.closeLocked()
 }
+
+// ScanStart tells the table that a /proc scan is about to be read, to be
+// merged (Merge, MergeAt) or dropped; call done once it was, or was
+// dropped. While a scan is in flight, Exited reads the start time of each
+// exit it is told of and remembers the exit against that scan (exited.go).
+func (t *Table) ScanStart() (done func()) { return t.exited.scanStart() }
 
 // Merge reconciles the table with a /proc scan: processes the scan shows
 // that the table lacks (or holds under an older identity) are added,

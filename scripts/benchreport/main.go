@@ -36,6 +36,7 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "markdown to write")
 	svg := flag.String("svg", "bench-lateness.svg", "picture to write")
 	scale := flag.String("scale", "full", "quick or full")
+	hyperfinePath := flag.String("hyperfine", "", "hyperfine --export-json of init's start and exit beside tini's (optional)")
 	flag.Parse()
 
 	var rs []result
@@ -298,6 +299,8 @@ func main() {
 
 	// 7. Init mode.
 	tini := false
+	var initCPU, initRSS []float64
+	var tiniCPU float64
 	initRows := scenario("init_cost", func(result) {
 		w("\n## 7. Init mode\n\n")
 		w("`supervisor init` as PID 1 of a fresh PID namespace (`unshare --pid --fork --mount-proc`, a container's entrypoint), ")
@@ -305,20 +308,50 @@ func main() {
 		w("(double forks whose grandchild exits once reparented) at a fixed rate, which the init must reap. ")
 		w("CPU is the init's utime + stime (`/proc/PID/stat`, 10 ms ticks) over the window; RSS from the same line, peak from `VmHWM`. ")
 		w("The supervisor runs its whole daemon there (/proc polling every second, health snapshots, spool) with `--log-level info`; ")
-		w("zombies left: orphans of PID 1 still zombies or alive when the storm is over (the helper waits up to 10 s for none; must be 0).\n\n")
-		w("| init | idle CPU | storm: orphans/s | storm CPU | CPU per 1,000 orphans | RSS idle | RSS storm | peak RSS | zombies left |\n|---|---|---|---|---|---|---|---|---|\n")
+		w("zombies left: orphans of PID 1 still zombies or alive when the storm is over (the helper waits up to 10 s for none; must be 0). ")
+		w("`supervisor` is the binary the tests run (cgo, the machine's glibc); `supervisor-static` the static one `scripts/image` puts in the image. ")
+		w("RSS anon / file: `RssAnon` (heap, stacks) and `RssFile` (the binary's pages mapped) of `/proc/PID/status` at the storm's end.\n\n")
+		w("| init | idle CPU | storm: orphans/s | storm CPU | CPU per 1,000 orphans | RSS idle | RSS storm | anon / file | peak RSS | zombies left |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	}, func(r result) {
 		tini = tini || r.s("init") == "tini"
-		w("| %s | %.2f %% | %.0f (%.0f in %.1f s) | %.1f %% | %s | %.1f MB | %.1f MB | %.1f MB | %.0f |\n", r.s("init"), r.f("idle_cpu_pct"),
+		w("| %s | %.2f %% | %.0f (%.0f in %.1f s) | %.1f %% | %s | %.1f MB | %.1f MB | %.1f / %.1f MB | %.1f MB | %.0f |\n", r.s("init"), r.f("idle_cpu_pct"),
 			r.f("orphans_per_s"), r.f("orphans"), r.f("storm_s"), r.f("storm_cpu_pct"), ms(r.f("cpu_ms_per_1000_orphans")),
-			r.f("rss_idle_mb"), r.f("rss_storm_mb"), r.f("rss_peak_mb"), r.f("zombies_left"))
-		if r.s("init") == "supervisor" && r.f("orphans") >= 1000 {
-			targets = append(targets, [3]string{"init mode: no zombie left after an orphan storm",
-				fmt.Sprintf("%.0f left after %.0f orphans", r.f("zombies_left"), r.f("orphans")), verdict(r.f("zombies_left") == 0)})
+			r.f("rss_idle_mb"), r.f("rss_storm_mb"), r.f("rss_anon_storm_mb"), r.f("rss_file_storm_mb"), r.f("rss_peak_mb"), r.f("zombies_left"))
+		switch r.s("init") {
+		case "supervisor":
+			if r.f("orphans") >= 1000 {
+				targets = append(targets, [3]string{"init mode: no zombie left after an orphan storm",
+					fmt.Sprintf("%.0f left after %.0f orphans", r.f("zombies_left"), r.f("orphans")), verdict(r.f("zombies_left") == 0)})
+			}
+			initCPU = append(initCPU, r.f("cpu_ms_per_1000_orphans"))
+			initRSS = append(initRSS, max(r.f("rss_idle_mb"), r.f("rss_storm_mb")))
+		case "supervisor-static":
+			initCPU = append(initCPU, r.f("cpu_ms_per_1000_orphans"))
+			initRSS = append(initRSS, max(r.f("rss_idle_mb"), r.f("rss_storm_mb")))
+		case "tini":
+			tiniCPU = r.f("cpu_ms_per_1000_orphans")
 		}
 	})
+	if len(initCPU) > 0 && tiniCPU > 0 {
+		worst := slices.Max(initCPU)
+		targets = append(targets, [3]string{"init mode: CPU per 1,000 reaped orphans ≤ 3 × tini's",
+			fmt.Sprintf("%s vs tini's %s (%.1f ×)", ms(worst), ms(tiniCPU), worst/tiniCPU), verdict(worst <= 3*tiniCPU)})
+	}
+	if len(initRSS) > 0 {
+		worst := slices.Max(initRSS)
+		targets = append(targets, [3]string{"init mode: RSS ≤ 12 MB (idle and storm)", fmt.Sprintf("%.1f MB", worst), verdict(worst <= 12)})
+	}
 	if initRows > 0 && !tini {
 		w("\ntini is not installed (`apt-get install tini` failed): no comparison in this run.\n")
+	}
+	if hf := readHyperfine(*hyperfinePath); len(hf) > 0 {
+		w("\nStart and exit, side by side in the same run (`hyperfine -N --warmup 3`): each init as PID 1 of a fresh namespace ")
+		w("(`unshare --pid --fork --mount-proc`) running `/bin/true` as CMD, from exec to exit. The supervisor starts its whole daemon ")
+		w("(the initial /proc scan, the state dir, the API socket) and shuts it down when CMD has exited; user and system are CPU time.\n\n")
+		w("| init | wall, mean ± σ | min | user | system |\n|---|---|---|---|---|\n")
+		for _, r := range hf {
+			w("| %s | %s ± %s | %s | %s | %s |\n", r.Command, ms(1000*r.Mean), ms(1000*r.Stddev), ms(1000*r.Min), ms(1000*r.User), ms(1000*r.System))
+		}
 	}
 
 	// 8. Resource guard.
@@ -478,4 +511,33 @@ func plot(cs []curve) string {
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "benchreport:", err)
 	os.Exit(1)
+}
+
+// hyperfineResult is a result of hyperfine's --export-json (seconds).
+type hyperfineResult struct {
+	Command string  `json:"command"`
+	Mean    float64 `json:"mean"`
+	Stddev  float64 `json:"stddev"`
+	Min     float64 `json:"min"`
+	User    float64 `json:"user"`
+	System  float64 `json:"system"`
+}
+
+// readHyperfine reads hyperfine's JSON export at path; none if path is
+// empty or unreadable.
+func readHyperfine(path string) []hyperfineResult {
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var v struct {
+		Results []hyperfineResult `json:"results"`
+	}
+	if json.Unmarshal(b, &v) != nil {
+		return nil
+	}
+	return v.Results
 }
