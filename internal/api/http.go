@@ -185,7 +185,12 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) agents(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.cfg.Agents())
+	q, err := ParseMemberQuery(r.URL.Query().Get("members"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.cfg.Agents(q))
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -24,11 +24,11 @@ type Config struct {
 	// HostID is this host's name, as in /healthz.
 	HostID string
 
-	Health  func() HealthView  // /healthz's figures; Status is set here
-	Ready   func() bool        // false: /healthz answers 503 "starting"
-	Agents  func() []AgentView // /agents (see Agents)
-	Events  *events.Hub        // /events
-	Metrics http.Handler       // /metrics
+	Health  func() HealthView             // /healthz's figures; Status is set here
+	Ready   func() bool                   // false: /healthz answers 503 "starting"
+	Agents  func(MemberQuery) []AgentView // /agents (see Agents), ?members= (members.go)
+	Events  *events.Hub                   // /events
+	Metrics http.Handler                  // /metrics
 }
 
 // Server serves the read-only endpoints. Its listeners are started by
