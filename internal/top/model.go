@@ -74,6 +74,7 @@ type Model struct {
 	width    int
 	height   int
 	quitting bool
+	batch    bool // the frame being drawn is --once's: no selection
 }
 
 // NewModel is a model reading src; now is the clock (time.Now).

@@ -33,7 +33,7 @@ type cellCtx struct {
 }
 
 // minCommand is the narrowest COMMAND column before others are dropped.
-const minCommand = 12
+const minCommand = 16
 
 var columns = []column{
 	{name: "PID", width: 7, right: true, cell: func(a api.AgentView, _ *cellCtx) string { return strconv.Itoa(int(a.PID)) }},
@@ -67,7 +67,7 @@ var columns = []column{
 		}
 		return "-"
 	}},
-	{name: "STATE", width: 17, cell: func(a api.AgentView, c *cellCtx) string { return state(a, c.maxAge, c.now) }},
+	{name: "STATE", width: 16, cell: func(a api.AgentView, c *cellCtx) string { return state(a, c.maxAge, c.now) }},
 }
 
 // layout picks the columns that fit width and the COMMAND column's width.
@@ -146,9 +146,9 @@ func (m *Model) Frame(width, height int) string {
 	st := newStyles(m.color)
 	now := m.now()
 	var out []string
-	add := func(s string, style lipgloss.Style) { out = append(out, paint(style, fit(s, width))) }
+	add := func(s string, style lipgloss.Style) { out = append(out, paint(style, strings.TrimRight(fit(s, width), " "))) }
+	m.batch = height == 0
 
-	h := m.snap.Health
 	add(m.header1(), st.title)
 	add(m.header2(), lipgloss.NewStyle())
 
@@ -197,7 +197,6 @@ func (m *Model) Frame(width, height int) string {
 			out = append(out[:height-1], out[len(out)-1])
 		}
 	}
-	_ = h
 	return strings.Join(out, "\n")
 }
 
@@ -206,7 +205,7 @@ func (m *Model) header1() string {
 	if !m.fetched {
 		return "supervisor top  waiting for the daemon..."
 	}
-	s := fmt.Sprintf("supervisor top  %s  status %s  max age %s  sessions %d (%d procs)  leftovers %d",
+	s := fmt.Sprintf("supervisor top @ %s  %s  max age %s  %d sessions (%d procs)  %d leftovers",
 		printable(h.Host), printable(h.Status), maxAgeShort(h.MaxAge), h.Sessions, h.Members, h.Leftovers)
 	if h.DryRun {
 		s += "  DRY RUN"
@@ -230,7 +229,7 @@ func (m *Model) header2() string {
 	case h.SpoolRows > 0:
 		db += fmt.Sprintf(" (%d spooled)", h.SpoolRows)
 	}
-	s := fmt.Sprintf("%s %.0f ev/s  %d lost  mem pressure %s  %s", printable(h.Source), h.Rate, h.EventsLost, psi, db)
+	s := fmt.Sprintf("%s  %.0f events/s  %d lost  PSI memory some avg10 %s  %s", printable(h.Source), h.Rate, h.EventsLost, psi, db)
 	if h.Retrying > 0 {
 		s += fmt.Sprintf("  %d kills retrying", h.Retrying)
 	}
@@ -267,7 +266,7 @@ func (m *Model) table(out *[]string, width, height, tail int, now time.Time, st 
 		}
 		cell(&hb, i, c, cmdW, name)
 	}
-	*out = append(*out, paint(st.head, fit(hb.String(), width)))
+	*out = append(*out, paint(st.head, strings.TrimRight(fit(hb.String(), width), " ")))
 	if len(m.rows) == 0 {
 		msg := "no sessions tracked"
 		if m.filter != "" {
@@ -316,7 +315,7 @@ func (m *Model) sessionLines(i int, cols []column, cmdW, width int, now time.Tim
 	a := m.rows[i]
 	ctx := &cellCtx{now: now, maxAge: maxAgeOf(m.snap.Health.MaxAge)}
 	var b strings.Builder
-	if i == m.sel && m.fetched {
+	if i == m.sel && m.fetched && !m.batch {
 		b.WriteByte('>')
 	} else {
 		b.WriteByte(' ')
@@ -325,8 +324,10 @@ func (m *Model) sessionLines(i int, cols []column, cmdW, width int, now time.Tim
 		cell(&b, j, c, cmdW, c.cell(a, ctx))
 	}
 	row := fit(b.String(), width)
-	if i == m.sel {
+	if i == m.sel && m.color {
 		row = paint(st.sel, padTo(row, width))
+	} else {
+		row = strings.TrimRight(row, " ")
 	}
 	out := []string{row}
 	if !m.expanded[a.PID] {
@@ -347,7 +348,7 @@ func (m *Model) sessionLines(i int, cols []column, cmdW, width int, now time.Tim
 		}
 		left := fmt.Sprintf("    %s%d %s", l.prefix, l.m.PID, cmd)
 		lw := max(width-ansi.StringWidth(right), 8)
-		out = append(out, paint(st.dim, padTo(fit(left, lw), lw)+right))
+		out = append(out, paint(st.dim, strings.TrimRight(padTo(fit(left, lw), lw)+right, " ")))
 	}
 	return out
 }
