@@ -160,6 +160,16 @@ func (m *Model) AddKill(k Kill) {
 }
 
 func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
+	// Keys typed faster than they are read arrive as one message ("/123"):
+	// outside a prompt each is a key of its own.
+	if k.Type == tea.KeyRunes && len(k.Runes) > 1 && !k.Paste && m.mode != modeFilter && m.mode != modeExtend {
+		var cmds []tea.Cmd
+		for _, r := range k.Runes {
+			_, cmd := m.key(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}, Alt: k.Alt})
+			cmds = append(cmds, cmd)
+		}
+		return m, tea.Batch(cmds...)
+	}
 	if k.Type == tea.KeyCtrlC {
 		m.quitting = true
 		return m, tea.Quit

@@ -205,7 +205,10 @@ func TestFilter(t *testing.T) {
 		t.Errorf("container filter: %d rows", len(m.rows))
 	}
 	press(m, "esc")
-	press(m, "/", "G", "e", "M", "enter")
+	press(m, "/GeM", "enter") // typed faster than read: one message
+	if m.filter != "GeM" {
+		t.Errorf("/GeM in one message: filter %q", m.filter)
+	}
 	if len(m.rows) != 1 || m.rows[0].PID != 7100 {
 		t.Errorf("command filter: %d rows", len(m.rows))
 	}
