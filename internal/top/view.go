@@ -146,7 +146,9 @@ func (m *Model) Frame(width, height int) string {
 	st := newStyles(m.color)
 	now := m.now()
 	var out []string
-	add := func(s string, style lipgloss.Style) { out = append(out, paint(style, strings.TrimRight(fit(s, width), " "))) }
+	add := func(s string, style lipgloss.Style) {
+		out = append(out, paint(style, strings.TrimRight(fit(s, width), " ")))
+	}
 	m.batch = height == 0
 
 	add(m.header1(), st.title)
