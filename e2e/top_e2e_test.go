@@ -288,3 +288,50 @@ func TestIntegrationTopBatch(t *testing.T) {
 		t.Errorf("without a daemon: exit %d %q", code, errs)
 	}
 }
+
+// BenchmarkIntegrationTopCPU: supervisor top in a real terminal (tmux,
+// 120×40) against a real daemon holding 1,000 sessions (an agent and a
+// child each, the forker's sessions mode): top's CPU over a window (utime
+// + stime from /proc/PID/stat), and the daemon's over a window without top
+// and one with it, with the requests top made (its once-a-second
+// snapshot: /healthz and /agents, and one /events stream).
+func BenchmarkIntegrationTopCPU(b *testing.B) {
+	needRoot(b)
+	needTmux(b)
+	n := scale(100, 1000, 1000)
+	window := scale(5*time.Second, 30*time.Second, 60*time.Second)
+	for b.Loop() {
+		startSessions(b, "top-agent", n, 1)
+		d := startDaemon(b, "--max-age", "1h", "--agent", "top-agent", "--log-level", "info", "--summary-interval", "1h")
+		waitHealth(b, d, 60*time.Second, func(h healthView) bool { return h.Agents == n })
+		dpid := d.cmd.Process.Pid
+		time.Sleep(time.Second) // settle after start-up before measuring
+		d0, _ := procCPU(dpid)
+		time.Sleep(window)
+		d1, _ := procCPU(dpid)
+
+		term := startTerminal(b, 120, 40, fmt.Sprintf("exec %s top --api-socket %s", supervisorBin, d.api))
+		term.waitScreen(b, 60*time.Second, fmt.Sprintf("%d sessions", n), func(s string) bool {
+			return strings.Contains(s, fmt.Sprintf("Sessions %d ", n))
+		})
+		pid, err := strconv.Atoi(strings.TrimSpace(term.tmux(b, "display-message", "-p", "-t", "0", "#{pane_pid}")))
+		if err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		t0, _ := procCPU(pid)
+		d2, _ := procCPU(dpid)
+		time.Sleep(window)
+		t1, rss := procCPU(pid)
+		d3, _ := procCPU(dpid)
+		if s := term.screen(b); !strings.Contains(s, fmt.Sprintf("Sessions %d ", n)) {
+			b.Fatalf("top no longer shows the sessions:\n%s", s)
+		}
+		topPct := 100 * (t1 - t0) / window.Seconds()
+		record(b, "top_cpu", map[string]any{"sessions": n, "window_s": window.Seconds(), "top_cpu_pct": topPct,
+			"top_rss_mb": float64(rss) / (1 << 20), "daemon_cpu_pct_without": 100 * (d1 - d0) / window.Seconds(),
+			"daemon_cpu_pct_with": 100 * (d3 - d2) / window.Seconds()})
+		b.ReportMetric(topPct, "top-cpu-%")
+		b.ReportMetric(100*(d3-d2)/window.Seconds()-100*(d1-d0)/window.Seconds(), "daemon-added-cpu-%")
+	}
+}

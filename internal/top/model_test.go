@@ -81,8 +81,8 @@ func newTestModel(t *testing.T) (*Model, *fakeSource) {
 	src := &fakeSource{snap: fixture()}
 	m := NewModel(src, func() time.Time { return t0 }, false)
 	m.SetSnapshot(src.snap)
-	m.AddKill(Kill{At: at(-40 * time.Second), PID: 3999, Comm: "claude", Reason: "max_age", Outcome: "exited_after_sigterm", LatenessMS: 0.4})
-	m.AddKill(Kill{At: at(-3 * time.Second), PID: 4001, Comm: "codex", Reason: "manual", Outcome: "exited_after_sigterm", LatenessMS: 0.2})
+	m.AddKill(Kill{At: at(-40 * time.Second), PID: 3999, Comm: "claude", Reason: "max_age", Outcome: "terminated", LatenessMS: 0.4})
+	m.AddKill(Kill{At: at(-3 * time.Second), PID: 4001, Comm: "codex", Reason: "manual", Outcome: "terminated", LatenessMS: 0.2})
 	return m, src
 }
 
@@ -313,7 +313,7 @@ func TestRefusalInStatusLine(t *testing.T) {
 
 func TestKillsAndQuit(t *testing.T) {
 	m, _ := newTestModel(t)
-	m.Update(killMsg(Kill{At: at(0), PID: 4242, Comm: "claude", Reason: "manual", Outcome: "exited_after_sigterm", LatenessMS: 1.5}))
+	m.Update(killMsg(Kill{At: at(0), PID: 4242, Comm: "claude", Reason: "manual", Outcome: "terminated", LatenessMS: 1.5}))
 	if m.kills[0].PID != 4242 || !strings.Contains(m.Frame(80, 24), "12:00:00    4242 claude          manual") {
 		t.Errorf("kill not first:\n%s", m.Frame(80, 24))
 	}
