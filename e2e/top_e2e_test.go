@@ -211,10 +211,22 @@ func TestIntegrationTopBatch(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	d := startDaemon(t, "--max-age", "1h", "--resource-interval", "1s")
+	sock := ctlSocket(t)
+	d := startDaemon(t, "--max-age", "1h", "--resource-interval", "1s", "--control-socket", sock)
 	a := startAgent(t, "claude", "-children", "1")
 	d.waitTracked(t, a.pid)
 	child := childOf(t, a)
+	gone := startAgent(t, "claude")
+	d.waitTracked(t, gone.pid)
+	mustCtl(t, sock, "kill", strconv.Itoa(gone.pid))
+	d.waitLog(t, 30*time.Second, killOf(gone.pid))
+	waitFor(t, 30*time.Second, func() bool {
+		var rows []struct {
+			PID int32 `json:"pid"`
+		}
+		d.get(t, "/kills", &rows)
+		return len(rows) == 1 && int(rows[0].PID) == gone.pid
+	}, "GET /kills listing the kill of %d", gone.pid)
 
 	for _, args := range [][]string{{"top", "--once"}, {"top"}} { // a pipe is batch mode by itself
 		out, errs, code := runCLI(t, append(args, "--api-socket", d.api)...)
@@ -224,7 +236,7 @@ func TestIntegrationTopBatch(t *testing.T) {
 		if strings.Contains(out, "\x1b") {
 			t.Errorf("%v: escape sequences in a pipe:\n%q", args, out)
 		}
-		if !strings.HasPrefix(out, "supervisor top @ ") || !strings.Contains(out, "Last kills") ||
+		if !strings.HasPrefix(out, "supervisor top @ ") || !regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d\s+`+strconv.Itoa(gone.pid)+` claude\s+manual `).MatchString(out) ||
 			!regexp.MustCompile(`(?m)^\s+`+strconv.Itoa(a.pid)+` .*\s\d+m\d\ds\s.*running$`).MatchString(out) {
 			t.Errorf("%v: frame:\n%s", args, out)
 		}
@@ -252,7 +264,10 @@ func TestIntegrationTopBatch(t *testing.T) {
 			MemoryBytes *int64    `json:"memory_bytes"`
 			Members     []member  `json:"member_list"`
 		} `json:"sessions"`
-		Kills []any `json:"recent_kills"`
+		Kills []struct {
+			PID    int32  `json:"pid"`
+			Reason string `json:"reason"`
+		} `json:"recent_kills"`
 	}
 	// The sampler reads the members once a second: wait for the figures.
 	waitFor(t, 30*time.Second, func() bool {
@@ -270,8 +285,8 @@ func TestIntegrationTopBatch(t *testing.T) {
 		}
 		return false
 	}, "top --json with the session's figures and its two members' memory")
-	if doc.Health.Source == "" || doc.Kills == nil {
-		t.Errorf("--json health %+v, kills %v", doc.Health, doc.Kills)
+	if doc.Health.Source == "" || len(doc.Kills) != 1 || int(doc.Kills[0].PID) != gone.pid || doc.Kills[0].Reason != "manual" {
+		t.Errorf("--json health %+v, recent kills %+v: want the manual kill of %d", doc.Health, doc.Kills, gone.pid)
 	}
 	for _, s := range doc.Sessions {
 		if int(s.PID) != a.pid {

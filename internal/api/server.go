@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/agent-supervisor/supervisor/internal/events"
+	"github.com/agent-supervisor/supervisor/internal/store"
 	"go.uber.org/zap"
 )
 
@@ -27,6 +28,7 @@ type Config struct {
 	Health  func() HealthView             // /healthz's figures; Status is set here
 	Ready   func() bool                   // false: /healthz answers 503 "starting"
 	Agents  func(MemberQuery) []AgentView // /agents (see Agents), ?members= (members.go)
+	Kills   func() []store.KillRow        // /kills: the last RecentKills kill rows, newest first
 	Events  *events.Hub                   // /events
 	Metrics http.Handler                  // /metrics
 }

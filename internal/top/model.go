@@ -153,6 +153,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 
 // AddKill puts a kill at the top of "Last kills".
 func (m *Model) AddKill(k Kill) {
+	for _, o := range m.kills {
+		if o.PID == k.PID && o.At.Equal(k.At) && o.Reason == k.Reason {
+			return // from GET /kills and the stream both
+		}
+	}
 	m.kills = append([]Kill{k}, m.kills...)
 	if len(m.kills) > maxKills {
 		m.kills = m.kills[:maxKills]

@@ -317,8 +317,12 @@ func TestKillsAndQuit(t *testing.T) {
 	if m.kills[0].PID != 4242 || !strings.Contains(m.Frame(80, 24), "12:00:00    4242 claude          manual") {
 		t.Errorf("kill not first:\n%s", m.Frame(80, 24))
 	}
-	for range 60 {
-		m.AddKill(Kill{PID: 1})
+	m.AddKill(m.kills[0]) // from GET /kills and the stream both: once
+	if len(m.kills) != 3 {
+		t.Errorf("a kill seen twice is listed twice: %d kills", len(m.kills))
+	}
+	for i := range 60 {
+		m.AddKill(Kill{PID: int32(i)})
 	}
 	if len(m.kills) != maxKills {
 		t.Errorf("%d kills kept", len(m.kills))

@@ -17,6 +17,7 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/api"
 	"github.com/agent-supervisor/supervisor/internal/control"
 	"github.com/agent-supervisor/supervisor/internal/events"
+	"github.com/agent-supervisor/supervisor/internal/store"
 )
 
 // Snapshot is one reading of the daemon: /healthz and /agents.
@@ -171,11 +172,29 @@ func (s *daemonSource) followKills(ctx context.Context, send func(Kill)) error {
 }
 
 func killOf(ev *events.Kill) Kill {
-	at := ev.SignalledAt
-	if at.IsZero() {
-		at = ev.Time
+	k := killOfRow(&ev.KillRow)
+	if k.At.IsZero() {
+		k.At = ev.Time
 	}
-	return Kill{At: at, PID: ev.PID, Comm: ev.Comm, Reason: ev.Reason, Outcome: ev.Outcome, LatenessMS: ev.LatenessMS}
+	return k
+}
+
+func killOfRow(r *store.KillRow) Kill {
+	return Kill{At: r.SignalledAt, PID: r.PID, Comm: r.Comm, Reason: r.Reason, Outcome: r.Outcome, LatenessMS: r.LatenessMS}
+}
+
+// recentKills reads GET /kills: the daemon's last kills, newest first
+// (none from a daemon that does not serve it).
+func (s *daemonSource) recentKills(ctx context.Context) []Kill {
+	var rows []store.KillRow
+	if s.get(ctx, "/kills", &rows) != nil {
+		return nil
+	}
+	out := make([]Kill, 0, len(rows))
+	for i := range rows {
+		out = append(out, killOfRow(&rows[i]))
+	}
+	return out
 }
 
 // apiError explains a failure to reach the API socket at path.

@@ -67,7 +67,7 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			fmt.Fprintf(stderr, "supervisor: top: %v\n", err)
 			return 1
 		}
-		if err := writeJSON(stdout, snap, nil); err != nil {
+		if err := writeJSON(stdout, snap, src.recentKills(ctx)); err != nil {
 			return 1
 		}
 		return 0
@@ -77,11 +77,13 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "supervisor: top: %v\n", err)
 		return 1
 	}
+	kills := src.recentKills(ctx)
 	color := getenv("NO_COLOR") == ""
 	tty := isTerminal(stdout) && isTerminal(os.Stdin)
 	if *once || !tty {
 		m := NewModel(src, time.Now, false)
 		m.SetSnapshot(snap)
+		m.setKills(kills)
 		w := 80
 		if f, ok := stdout.(*os.File); ok && tty {
 			if tw, _, err := term.GetSize(f.Fd()); err == nil && tw > 0 {
@@ -97,6 +99,7 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	m := NewModel(src, time.Now, color)
 	m.SetSnapshot(snap)
+	m.setKills(kills)
 	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithOutput(stdout))
 	streamCtx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -117,6 +120,13 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 // view starts, and in tests).
 func (m *Model) SetSnapshot(s Snapshot) {
 	m.Update(snapMsg{snap: s})
+}
+
+// setKills puts the daemon's last kills (newest first) under Last kills.
+func (m *Model) setKills(ks []Kill) {
+	for i := len(ks) - 1; i >= 0; i-- {
+		m.AddKill(ks[i])
+	}
 }
 
 func isTerminal(w any) bool {

@@ -182,7 +182,7 @@ func (m *Model) Frame(width, height int) string {
 	add("Last kills", st.title)
 	add(fmt.Sprintf("%-8s %7s %-15s %-9s %9s  %s", "TIME", "PID", "COMMAND", "REASON", "LATE", "OUTCOME"), st.head)
 	if len(m.kills) == 0 {
-		add("none since top started", st.dim)
+		add("none yet", st.dim)
 	}
 	loc := now.Location()
 	for _, k := range m.kills[:nk] {
