@@ -75,6 +75,7 @@ type Model struct {
 	height   int
 	quitting bool
 	batch    bool // the frame being drawn is --once's: no selection
+	fetching bool // a snapshot is being read
 }
 
 // NewModel is a model reading src; now is the clock (time.Now).
@@ -112,6 +113,7 @@ func (m *Model) fetch() tea.Cmd {
 		members = append(members, pid)
 	}
 	slices.Sort(members)
+	m.fetching = true
 	src := m.src
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -127,8 +129,12 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
 	case tickMsg:
+		if m.fetching {
+			return m, tick() // the last one is not answered yet: never two at once
+		}
 		return m, tea.Batch(m.fetch(), tick())
 	case snapMsg:
+		m.fetching = false
 		m.err = msg.err
 		if msg.err == nil {
 			m.snap, m.fetched = msg.snap, true

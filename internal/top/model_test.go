@@ -170,6 +170,26 @@ func TestSortAndMove(t *testing.T) {
 	}
 }
 
+// One snapshot at a time: a tick while one is being read only re-arms
+// the clock.
+func TestOneFetchAtATime(t *testing.T) {
+	m, src := newTestModel(t)
+	_, cmd := m.Update(tickMsg(t0))
+	if cmd == nil || !m.fetching {
+		t.Fatal("tick did not fetch")
+	}
+	n := len(src.members)
+	m.Update(tickMsg(t0))
+	m.fetch()() // the first answer comes
+	if len(src.members) != n+1 {
+		t.Errorf("%d snapshots read", len(src.members)-n)
+	}
+	m.Update(snapMsg{snap: src.snap})
+	if m.fetching {
+		t.Error("still fetching after the answer")
+	}
+}
+
 func TestStates(t *testing.T) {
 	m, _ := newTestModel(t)
 	want := map[int32]string{7100: "retrying (2)", 6160: "leftovers in 12s", 4242: "running", 5151: "extended", 7000: "kept", 7200: "being killed"}
