@@ -52,8 +52,12 @@ func (memberSource) SessionMembers(buf []tracker.Member) []tracker.Member {
 	}
 	return buf
 }
-func (memberSource) MemberMemory(pid int32, _ tracker.Start) (int64, bool) { return int64(pid) << 20, pid != 11 }
-func (memberSource) Cmdline(pid int32, _ tracker.Start) string            { return "cmd " + string(rune('0'+pid-10)) }
+func (memberSource) MemberMemory(pid int32, _ tracker.Start) (int64, bool) {
+	return int64(pid) << 20, pid != 11
+}
+func (memberSource) Cmdline(pid int32, _ tracker.Start) string {
+	return "cmd " + string(rune('0'+pid-10))
+}
 
 func TestAgentsMembers(t *testing.T) {
 	if v := Agents(memberSource{}, MemberQuery{}); len(v) != 1 || v[0].MemberList != nil {
