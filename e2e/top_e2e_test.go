@@ -317,7 +317,9 @@ func BenchmarkIntegrationTopCPU(b *testing.B) {
 	window := scale(5*time.Second, 30*time.Second, 60*time.Second)
 	for b.Loop() {
 		startSessions(b, "top-agent", n, 1)
-		d := startDaemon(b, "--max-age", "1h", "--agent", "top-agent", "--log-level", "info", "--summary-interval", "1h")
+		sock := ctlSocket(b)
+		d := startDaemon(b, "--max-age", "1h", "--agent", "top-agent", "--log-level", "info", "--summary-interval", "1h",
+			"--control-socket", sock)
 		waitHealth(b, d, 60*time.Second, func(h healthView) bool { return h.Agents == n })
 		dpid := d.cmd.Process.Pid
 		time.Sleep(time.Second) // settle after start-up before measuring
@@ -342,11 +344,34 @@ func BenchmarkIntegrationTopCPU(b *testing.B) {
 		if s := term.screen(b); !strings.Contains(s, fmt.Sprintf("Sessions %d ", n)) {
 			b.Fatalf("top no longer shows the sessions:\n%s", s)
 		}
+		// A kill's row: from the first signal (the daemon's kill line) to
+		// the screen showing it, polled as fast as tmux answers.
+		var agents []struct {
+			PID int `json:"pid"`
+		}
+		d.get(b, "/agents", &agents)
+		victim := agents[0].PID
+		mustCtl(b, sock, "kill", strconv.Itoa(victim))
+		var shown int64
+		for end := time.Now().Add(30 * time.Second); ; {
+			s := term.screen(b)
+			shown = boottime() // the screen showed it by now
+			if killRowOf(s, victim) != "" {
+				break
+			}
+			if time.Now().After(end) {
+				b.Fatalf("the kill of %d never showed:\n%s", victim, s)
+			}
+		}
+		m := d.waitLog(b, 10*time.Second, killOf(victim))
+		toScreen := float64(shown-num(m["signalled_boot_ns"])) / 1e6
 		topPct := 100 * (t1 - t0) / window.Seconds()
 		record(b, "top_cpu", map[string]any{"sessions": n, "window_s": window.Seconds(), "top_cpu_pct": topPct,
+			"kill_to_screen_ms": toScreen,
 			"top_rss_mb": float64(rss) / (1 << 20), "daemon_cpu_pct_without": 100 * (d1 - d0) / window.Seconds(),
 			"daemon_cpu_pct_with": 100 * (d3 - d2) / window.Seconds()})
 		b.ReportMetric(topPct, "top-cpu-%")
+		b.ReportMetric(toScreen, "kill-to-screen-ms")
 		b.ReportMetric(100*(d3-d2)/window.Seconds()-100*(d1-d0)/window.Seconds(), "daemon-added-cpu-%")
 	}
 }
