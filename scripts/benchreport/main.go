@@ -390,8 +390,8 @@ func main() {
 		w("`supervisor top` in a real terminal (tmux, 120×40) against a real daemon holding 1,000 sessions (an agent and a child each, the forker's sessions mode): ")
 		w("its CPU (utime + stime from `/proc/PID/stat`) over the window, its RSS, and the daemon's CPU over a window without `top` and one with it ")
 		w("(what one `/healthz` and one `/agents` a second and one `/events` stream cost it).\n\n")
-		w("Then one session is killed through the control socket: \"kill to screen\" is from its first signal (the daemon's kill line) to tmux's screen showing its row under Last kills, ")
-		w("polled as fast as `tmux capture-pane` answers (an upper bound: it includes the agent's exit, the record, the event stream, one frame and tmux).\n\n")
+		w("Then one session is killed through the control socket: \"kill to screen\" is from its kill record (the daemon's kill line, logged just after the record is published on the event stream; the session's child ignores SIGTERM, so the record comes after the kill grace) ")
+		w("to tmux's screen showing its row under Last kills, polled as fast as `tmux capture-pane` answers (an upper bound: it includes the stream, one frame and tmux).\n\n")
 		w("| sessions | window | top CPU | top RSS | daemon CPU without top | with top | kill to screen |\n|---|---|---|---|---|---|---|\n")
 	}, func(r result) {
 		w("| %.0f | %.0f s | %.2f %% | %.1f MB | %.2f %% | %.2f %% | %s |\n", r.f("sessions"), r.f("window_s"), r.f("top_cpu_pct"), r.f("top_rss_mb"),
