@@ -371,10 +371,15 @@ func BenchmarkIntegrationTopCPU(b *testing.B) {
 		}
 		toScreen := float64(shown.Sub(logged)) / 1e6
 		topPct := 100 * (t1 - t0) / window.Seconds()
-		record(b, "top_cpu", map[string]any{"sessions": n, "window_s": window.Seconds(), "top_cpu_pct": topPct,
-			"kill_to_screen_ms": toScreen,
-			"top_rss_mb":        float64(rss) / (1 << 20), "daemon_cpu_pct_without": 100 * (d1 - d0) / window.Seconds(),
-			"daemon_cpu_pct_with": 100 * (d3 - d2) / window.Seconds()})
+		record(b, "top_cpu", map[string]any{
+			"sessions":               n,
+			"window_s":               window.Seconds(),
+			"top_cpu_pct":            topPct,
+			"top_rss_mb":             float64(rss) / (1 << 20),
+			"daemon_cpu_pct_without": 100 * (d1 - d0) / window.Seconds(),
+			"daemon_cpu_pct_with":    100 * (d3 - d2) / window.Seconds(),
+			"kill_to_screen_ms":      toScreen,
+		})
 		b.ReportMetric(topPct, "top-cpu-%")
 		b.ReportMetric(toScreen, "kill-to-screen-ms")
 		b.ReportMetric(100*(d3-d2)/window.Seconds()-100*(d1-d0)/window.Seconds(), "daemon-added-cpu-%")
