@@ -314,7 +314,7 @@ func BenchmarkIntegrationTopCPU(b *testing.B) {
 	needRoot(b)
 	needTmux(b)
 	n := scale(100, 1000, 1000)
-	window := scale(5*time.Second, 30*time.Second, 60*time.Second)
+	window := scale(2*time.Second, 30*time.Second, 60*time.Second)
 	for b.Loop() {
 		startSessions(b, "top-agent", n, 1)
 		sock := ctlSocket(b)
