@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,8 +24,9 @@ func needTmux(t testing.TB) {
 	}
 }
 
-// terminal is a tmux server of the test's own (its own socket: no other
-// tmux is touched) with one window running a command.
+// terminal is a tmux server of the test's own (its own socket, in the
+// test's temporary directory: no other tmux is touched) with one window
+// running a command.
 type terminal struct {
 	sock string
 }
@@ -32,15 +34,15 @@ type terminal struct {
 // startTerminal runs shell command cmd in a width × height tmux window.
 func startTerminal(t testing.TB, width, height int, cmd string) *terminal {
 	t.Helper()
-	term := &terminal{sock: fmt.Sprintf("sv-top-%d-%d", os.Getpid(), time.Now().UnixNano())}
+	term := &terminal{sock: filepath.Join(t.TempDir(), "tmux.sock")}
 	term.tmux(t, "new-session", "-d", "-x", strconv.Itoa(width), "-y", strconv.Itoa(height), "sh", "-c", cmd)
-	t.Cleanup(func() { exec.Command("tmux", "-L", term.sock, "kill-server").Run() })
+	t.Cleanup(func() { exec.Command("tmux", "-S", term.sock, "kill-server").Run() })
 	return term
 }
 
 func (term *terminal) tmux(t testing.TB, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("tmux", append([]string{"-L", term.sock}, args...)...).CombinedOutput()
+	out, err := exec.Command("tmux", append([]string{"-S", term.sock}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tmux %s: %v: %s", strings.Join(args, " "), err, out)
 	}
