@@ -25,5 +25,7 @@
 // unit's sandbox), kills_test.go (what a kill
 // line must say), api_test.go (endpoints, metrics, CLI, events),
 // helper_c_test.go (C helpers), cgroup_helpers_test.go, pg_test.go
-// (PostgreSQL) and pressure_rig_test.go.
+// (PostgreSQL), pressure_rig_test.go, and the terminal of
+// top_e2e_test.go (a tmux window of the test's own: send-keys,
+// capture-pane).
 package e2e

@@ -4,7 +4,8 @@
 //
 // This file is the whole command: it picks the subcommand and calls into
 // internal/ (daemon: run, once, init; cli: the clients of a running daemon
-// and of its database; config: flags, environment and help).
+// and of its database; top: the live view; config: flags, environment
+// and help).
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/cli"
 	"github.com/agent-supervisor/supervisor/internal/config"
 	"github.com/agent-supervisor/supervisor/internal/daemon"
+	"github.com/agent-supervisor/supervisor/internal/top"
 )
 
 // version and commit are set at link time (-X main.version=..., -X
@@ -72,6 +74,8 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		return cli.Events(rest, getenv, stdout, stderr)
 	case "fleet":
 		return cli.Fleet(rest, getenv, stdout, stderr)
+	case "top":
+		return top.Run(rest, getenv, stdout, stderr)
 	case "history":
 		extra = func(fs *flag.FlagSet) {
 			config.DurationVar(fs, &since, "since")

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/store"
 	"go.uber.org/zap"
 )
 
@@ -27,8 +28,21 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /agents", s.agents)
 	mux.HandleFunc("GET /events", s.serveEvents)
+	mux.HandleFunc("GET /kills", s.kills)
 	mux.Handle("GET /metrics", s.cfg.Metrics)
 	return mux
+}
+
+// RecentKills is how many kill rows GET /kills keeps: the last ones, for
+// supervisor top's "Last kills" when it starts and its --json.
+const RecentKills = 20
+
+func (s *Server) kills(w http.ResponseWriter, r *http.Request) {
+	rows := []store.KillRow{}
+	if s.cfg.Kills != nil {
+		rows = append(rows, s.cfg.Kills()...)
+	}
+	writeJSON(w, http.StatusOK, rows)
 }
 
 // tcpRoutes are the TCP listeners' endpoints: what a probe and a scraper
@@ -43,6 +57,7 @@ func (s *Server) tcpRoutes() http.Handler {
 	}
 	mux.HandleFunc("GET /agents", moved)
 	mux.HandleFunc("GET /events", moved)
+	mux.HandleFunc("GET /kills", moved)
 	return mux
 }
 
@@ -188,7 +203,12 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) agents(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.cfg.Agents())
+	q, err := ParseMemberQuery(r.URL.Query().Get("members"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.cfg.Agents(q))
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

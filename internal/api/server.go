@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/agent-supervisor/supervisor/internal/events"
+	"github.com/agent-supervisor/supervisor/internal/store"
 	"go.uber.org/zap"
 )
 
@@ -24,11 +25,12 @@ type Config struct {
 	// HostID is this host's name, as in /healthz.
 	HostID string
 
-	Health  func() HealthView  // /healthz's figures; Status is set here
-	Ready   func() bool        // false: /healthz answers 503 "starting"
-	Agents  func() []AgentView // /agents (see Agents)
-	Events  *events.Hub        // /events
-	Metrics http.Handler       // /metrics
+	Health  func() HealthView             // /healthz's figures; Status is set here
+	Ready   func() bool                   // false: /healthz answers 503 "starting"
+	Agents  func(MemberQuery) []AgentView // /agents (see Agents), ?members= (members.go)
+	Kills   func() []store.KillRow        // /kills: the last RecentKills kill rows, newest first
+	Events  *events.Hub                   // /events
+	Metrics http.Handler                  // /metrics
 }
 
 // Server serves the read-only endpoints. Its listeners are started by

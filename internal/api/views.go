@@ -122,6 +122,10 @@ type HealthView struct {
 	LastSnap   string            `json:"last_snapshot,omitempty"`
 	Rate       float64           `json:"events_per_second"`
 	MaxAge     string            `json:"max_age"`
+	// PressureSomeAvg10 is the memory pressure (PSI "some avg10", percent)
+	// of the file the pressure policy watches (--pressure-file, else
+	// /proc/pressure/memory); absent where the kernel has no PSI.
+	PressureSomeAvg10 *float64 `json:"pressure_some_avg10,omitempty"`
 }
 
 // AgentView is one entry of /agents: an agent waiting for its max age (with
@@ -154,6 +158,8 @@ type AgentView struct {
 	// The session's resource figures at the latest sample, on the entry
 	// that heads a session (internal/policy/limits); absent before the first sample.
 	*SessionFigures
+	// MemberList is the session's live members, on request (members.go).
+	MemberList []MemberView `json:"member_list,omitempty"`
 
 	session tracker.SessionID // the session this entry heads or belongs to (not served)
 }
@@ -175,7 +181,7 @@ const StateRetrying = "retrying"
 // Agents is GET /agents: the max-age queue's agents, the sessions whose
 // agent exited with their leftovers, the kills being retried, and every
 // sampled session's figures, soonest deadline first.
-func Agents(src AgentSource) []AgentView {
+func Agents(src AgentSource, q MemberQuery) []AgentView {
 	w := tracker.ReadWall(src.Now)
 	now := w.Now()
 	queue := src.Queue()
@@ -239,6 +245,7 @@ func Agents(src AgentSource) []AgentView {
 		}
 		return a.Before(b)
 	})
+	addMembers(src, out, q, w)
 	return out
 }
 

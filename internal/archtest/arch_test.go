@@ -33,7 +33,7 @@ var tiers = map[string]int{
 	"internal/initd":   5, // supervisor init: reaps and forwards
 	"internal/metrics": 5, // counts reaps, snapshots, stream clients
 	"internal/config":  8, "internal/api": 8,
-	"internal/cli": 9, "internal/daemon": 9, // the clients, and the assembly
+	"internal/cli": 9, "internal/daemon": 9, "internal/top": 9, // the clients, and the assembly
 	"cmd/supervisor":                   10,
 	"internal/config/internal/gendocs": 10, // go generate ./internal/config
 	"e2e":                              10,

@@ -111,6 +111,23 @@ var commands = []command{
 		}, apiClientFlags...),
 		summary: "follow the running daemon's event stream (--json, --types, --api-socket PATH)",
 		more:    "It reads GET /events on the API socket, one line per event, until interrupted or the stream ends."},
+	{name: "top", synopsis: "top [--once] [--json] [--api-socket PATH | --control-socket PATH]",
+		flags: []cmdFlag{
+			{name: "once", kind: kindBool, help: "print one frame as plain text and exit (also when stdout is not a terminal)"},
+			{name: "json", kind: kindBool, help: "print one JSON document (sessions with their members and figures, recent kills) and exit"},
+			apiClientFlags[0],
+			{name: "control-socket", arg: "PATH",
+				help: "the daemon's control socket, for the actions (extend, keep, kill), whose directory holds the API socket " +
+					"(env REAPER_CONTROL_SOCKET, default " + DefaultControlSocket + ")"},
+			apiClientFlags[2],
+		},
+		summary: "a live full-screen view of every agent session (its API socket), with extend, keep and kill at hand " +
+			"(its control socket); --once or a pipe prints one frame, --json one document",
+		more: "Keys: up/down or j/k move, enter expands or folds a session's members, / filters (enter applies, escape clears), " +
+			"s cycles the sort (LEFT, MEM, CPU, AGE), e extends (a duration, default 30m), K keeps or unkeeps, x kills after y, " +
+			"? shows the keys, q or ctrl-c quits. It refreshes once a second and follows /events for kills. A refused action " +
+			"(not root, not in the daemon's --control-group) is said on its status line; without the control socket it is read-only. " +
+			"NO_COLOR is respected. Exit 1 when no daemon answers, 2 on a usage error."},
 	{name: "history", synopsis: "history [--since DURATION] [--json] [flags]", daemon: true,
 		flags: []cmdFlag{
 			{name: "since", arg: "DURATION", def: "24h", kind: kindDuration, help: "how far back"},

@@ -101,7 +101,7 @@ func TestCommandsTable(t *testing.T) {
 		}
 		NewFlagSet(c.name) // panics on a default that does not parse
 	}
-	if CommandNames() != "run, init, once, status, health, events, history, fleet, migrate, extend, keep, unkeep, kill, reload, version" {
+	if CommandNames() != "run, init, once, status, health, events, top, history, fleet, migrate, extend, keep, unkeep, kill, reload, version" {
 		t.Errorf("commands: %s", CommandNames())
 	}
 	if eventTypes != events.All.String() {

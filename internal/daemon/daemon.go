@@ -178,7 +178,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 	d.metrics.KillReasons(append([]tracker.Reason{tracker.ReasonPressure}, limits.Reasons...)...)
 	d.api = api.New(api.Config{Log: log, APISocket: cfg.APISocket, ControlGroup: cfg.ControlGroup, ControlGID: cfg.ControlGID,
 		Listen: cfg.Listen, MetricsListen: cfg.MetricsListen, HostID: cfg.HostID,
-		Health: d.health, Ready: d.ready.Load, Agents: d.agentViews, Events: d.events, Metrics: d.metrics.Handler()})
+		Health: d.health, Ready: d.ready.Load, Agents: d.agentViews, Kills: d.rec.recentKills, Events: d.events, Metrics: d.metrics.Handler()})
 	d.metrics.Register(d.api.Collector())
 	return d, nil
 }

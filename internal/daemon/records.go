@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"github.com/agent-supervisor/supervisor/internal/api"
 	"math"
 	"sync"
 	"time"
@@ -35,6 +36,19 @@ type recorder struct {
 	leftovers   []int32               // leftovers killed since the last snapshot
 	results     []reap.Result         // kept by `once` for its output
 	keepResults bool
+	recent      []store.KillRow // the last api.RecentKills kill rows, oldest first (GET /kills)
+}
+
+// recentKills is GET /kills: the last kill rows, newest first, without
+// their descendants (counted in the row's own slice length no more).
+func (d *recorder) recentKills() []store.KillRow {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]store.KillRow, 0, len(d.recent))
+	for i := len(d.recent) - 1; i >= 0; i-- {
+		out = append(out, d.recent[i])
+	}
+	return out
 }
 
 // takeKilled returns the agents and leftovers killed since it was last
@@ -170,6 +184,12 @@ func (d *recorder) onResult(r reap.Result) {
 		d.runHook(rec.ID, k)
 	}
 	d.mu.Lock()
+	short := *k
+	short.Descendants = nil // a kill storm's tree stays out of the ring
+	if len(d.recent) == api.RecentKills {
+		d.recent = append(d.recent[:0], d.recent[1:]...)
+	}
+	d.recent = append(d.recent, short)
 	switch {
 	case r.DryRun || r.Outcome == reap.OutcomeRefused || again:
 	case r.Reason == tracker.ReasonLeftover:

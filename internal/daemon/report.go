@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"os"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/api"
 	"github.com/agent-supervisor/supervisor/internal/health"
+	"github.com/agent-supervisor/supervisor/internal/psi"
 	"github.com/agent-supervisor/supervisor/internal/resource"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
@@ -31,6 +33,7 @@ func (d *daemon) health() api.HealthView {
 	case d.store.HasDatabase():
 		h.Database = "down"
 	}
+	h.PressureSomeAvg10 = d.pressureSomeAvg10()
 	d.mu.Lock()
 	if !d.lastSnapshot.IsZero() {
 		h.LastSnap = d.lastSnapshot.UTC().Format(time.RFC3339Nano)
@@ -50,7 +53,7 @@ func (d *daemon) health() api.HealthView {
 }
 
 // agentViews is /agents.
-func (d *daemon) agentViews() []api.AgentView { return api.Agents(agentSource{d}) }
+func (d *daemon) agentViews(q api.MemberQuery) []api.AgentView { return api.Agents(agentSource{d}, q) }
 
 // agentSource is what /agents reads: the tracker and the latest resource
 // sample.
@@ -61,6 +64,46 @@ func (a agentSource) Queue() []tracker.Agent                { return a.d.table.Q
 func (a agentSource) Sessions() []tracker.SessionView       { return a.d.table.Sessions() }
 func (a agentSource) Lookup(pid int32) (tracker.Proc, bool) { return a.d.table.Lookup(pid) }
 func (a agentSource) Latest() []resource.Session            { return a.d.res.Latest() }
+
+// The members of /agents?members= (api/members.go).
+func (a agentSource) SessionMembers(buf []tracker.Member) []tracker.Member {
+	return a.d.table.SessionMembers(buf)
+}
+func (a agentSource) MemberMemory(pid int32, start tracker.Start) (int64, bool) {
+	return a.d.res.MemberMemory(pid, start)
+}
+
+// Cmdline reads pid's command line, and gives it only if pid still is
+// the process that started at start once it is read.
+func (a agentSource) Cmdline(pid int32, start tracker.Start) string {
+	c, err := a.d.procs.Cmdline(pid)
+	if err != nil {
+		return ""
+	}
+	if st, err := a.d.procs.Stat(pid); err != nil || !st.Start.Same(start) {
+		return ""
+	}
+	return c
+}
+
+// pressureSomeAvg10 reads the memory pressure file's "some avg10" for
+// /healthz: the --pressure-file, else the system's; nil without PSI.
+func (d *daemon) pressureSomeAvg10() *float64 {
+	file := d.liveConfig().PressureFile
+	if file == "" {
+		file = "/proc/pressure/memory"
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	p, err := psi.Parse(b)
+	if err != nil {
+		return nil
+	}
+	v := p.Some.Avg10
+	return &v
+}
 
 // snapshot takes a health snapshot and stores it as a tel.system_health row.
 func (d *daemon) snapshot() (health.Snapshot, error) {

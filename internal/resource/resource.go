@@ -88,6 +88,7 @@ type memberKey struct {
 // seen is a member at a sample: its cpu and its session.
 type seen struct {
 	cpu     uint64 // CPU ns
+	mem     int64  // memory (anon RSS) at the last read
 	session tracker.SessionID
 }
 
@@ -151,6 +152,16 @@ func (s *Sampler) Latest() []Session {
 	return s.latest
 }
 
+// MemberMemory is the memory (anon RSS) of one member (PID and start) at
+// the last sample that read it; false when it was not read (not a member
+// then, or not readable). It waits for a sample in progress.
+func (s *Sampler) MemberMemory(pid int32, start tracker.Start) (int64, bool) {
+	s.sampleMu.Lock()
+	defer s.sampleMu.Unlock()
+	p, ok := s.prev[memberKey{pid, start.NS}]
+	return p.mem, ok
+}
+
 // Sample reads every member of every session once and returns the new
 // figures (what Latest returns from now on) and the number of reads that
 // failed for another reason than a vanished process. A member that
@@ -209,7 +220,7 @@ func (s *Sampler) Sample() ([]Session, int) {
 			cur.MemoryBytes += u.MemoryBytes
 		}
 		s.sums[n] += u.CPUNanos
-		s.next[k] = seen{cpu: u.CPUNanos, session: m.Session}
+		s.next[k] = seen{cpu: u.CPUNanos, mem: u.MemoryBytes, session: m.Session}
 	}
 	// Members gone since the previous sample carry their cpu then into
 	// their session's total, so that it never goes back.

@@ -4,7 +4,7 @@ _supervisor() {
 	local cur=${COMP_WORDS[COMP_CWORD]} flags
 	COMPREPLY=()
 	if [ "$COMP_CWORD" -eq 1 ]; then
-		COMPREPLY=($(compgen -W 'run init once status health events history fleet migrate extend keep unkeep kill reload version --help --version' -- "$cur"))
+		COMPREPLY=($(compgen -W 'run init once status health events top history fleet migrate extend keep unkeep kill reload version --help --version' -- "$cur"))
 		return
 	fi
 	case $cur in -*) ;; *) return ;; esac
@@ -15,6 +15,7 @@ _supervisor() {
 	status) flags='--api-socket --control-socket --help' ;;
 	health) flags='--api-socket --control-socket --timeout --help' ;;
 	events) flags='--json --types --api-socket --control-socket --help' ;;
+	top) flags='--once --json --api-socket --control-socket --help' ;;
 	history) flags='--config --max-age --kill-grace --agent --under --host-cgroup-root --leftovers --leftover-grace --keep --keep-env --summary-interval --database-url --database-url-file --host-id --db-statement-timeout --retention --spool-max-rows --state-dir --listen --metrics-listen --control-socket --control-group --api-socket --source --poll-interval --dry-run --realtime --netlink-rcvbuf --on-kill --forward-to --session-max-memory --session-max-procs --session-idle --resource-interval --pressure --pressure-file --pressure-min-age --pressure-cooldown --log-level --event-buffer --since --json --help' ;;
 	fleet) flags='--config --max-age --kill-grace --agent --under --host-cgroup-root --leftovers --leftover-grace --keep --keep-env --summary-interval --database-url --database-url-file --host-id --db-statement-timeout --retention --spool-max-rows --state-dir --listen --metrics-listen --control-socket --control-group --api-socket --source --poll-interval --dry-run --realtime --netlink-rcvbuf --on-kill --forward-to --session-max-memory --session-max-procs --session-idle --resource-interval --pressure --pressure-file --pressure-min-age --pressure-cooldown --log-level --event-buffer --json --fail-silent --help' ;;
 	migrate) flags='--config --max-age --kill-grace --agent --under --host-cgroup-root --leftovers --leftover-grace --keep --keep-env --summary-interval --database-url --database-url-file --host-id --db-statement-timeout --retention --spool-max-rows --state-dir --listen --metrics-listen --control-socket --control-group --api-socket --source --poll-interval --dry-run --realtime --netlink-rcvbuf --on-kill --forward-to --session-max-memory --session-max-procs --session-idle --resource-interval --pressure --pressure-file --pressure-min-age --pressure-cooldown --log-level --event-buffer --help' ;;

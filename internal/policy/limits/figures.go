@@ -5,6 +5,7 @@ import (
 
 	"github.com/agent-supervisor/supervisor/internal/health"
 	"github.com/agent-supervisor/supervisor/internal/resource"
+	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
@@ -12,6 +13,17 @@ import (
 // Latest is the last sample (nil before the first): /agents, the pressure
 // policy's candidates and the health snapshot read it.
 func (g *Guard) Latest() []resource.Session { return g.cfg.Sampler.Latest() }
+
+// MemberMemory is one member's memory at the latest sample (/agents?members=).
+func (g *Guard) MemberMemory(pid int32, start tracker.Start) (int64, bool) {
+	m, ok := g.cfg.Sampler.(interface {
+		MemberMemory(pid int32, start tracker.Start) (int64, bool)
+	})
+	if !ok {
+		return 0, false
+	}
+	return m.MemberMemory(pid, start)
+}
 
 // Memory is the sessions' memory at the last sample, for the health
 // snapshot: their sum and the largest of them (nil: no session). A
