@@ -72,7 +72,8 @@ func fixture() Snapshot {
 			SessionPID: 5151, Members: 2, SessionFigures: fig(1<<30+300<<20, 97, 2)},
 		{PID: 7000, Comm: "claude", Cmdline: "claude --resume", StartedAt: at(-26 * time.Hour), SessionPID: 7000,
 			SessionFigures: &api.SessionFigures{MemoryBytes: 0, KeptMemoryBytes: 2 << 30, KeptProcs: 5, Exempt: true}},
-		{PID: 7200, Comm: "cursor-agent", StartedAt: at(-90 * time.Minute), SessionPID: 7200, SessionFigures: fig(40<<20, 3, 3)},
+		{PID: 7200, Comm: "cursor-agent", StartedAt: at(-90 * time.Minute), SessionPID: 7200,
+			SessionFigures: &api.SessionFigures{MemoryBytes: 40 << 20, CPUPercent: 3, Procs: 3, Killing: true}},
 	}}
 }
 
@@ -197,6 +198,57 @@ func TestStates(t *testing.T) {
 		if got := state(r, 2*time.Hour, t0); got != want[r.PID] {
 			t.Errorf("%d: state %q, want %q", r.PID, got, want[r.PID])
 		}
+	}
+}
+
+// TestStatesWithoutDeadline: a row with no deadline is "being killed"
+// only when the daemon says so; leftovers left alone (--leftovers keep,
+// REAPER_KEEP=1) and an agent without a deadline say what they are, and
+// K keeps them (it unkeeps only a root-kept session).
+func TestStatesWithoutDeadline(t *testing.T) {
+	exited := ptr(at(-time.Minute))
+	rows := []struct {
+		a    api.AgentView
+		want string
+	}{
+		{api.AgentView{PID: 1, ExitedAt: exited, SessionFigures: &api.SessionFigures{Procs: 2}}, "leftovers kept"},
+		{api.AgentView{PID: 2, ExitedAt: exited, SessionFigures: &api.SessionFigures{Procs: 2, Killing: true}}, "being killed"},
+		{api.AgentView{PID: 3, SessionFigures: &api.SessionFigures{Procs: 1}}, "no deadline"},
+		{api.AgentView{PID: 4, SessionFigures: &api.SessionFigures{Procs: 1, Exempt: true}}, "kept"},
+		{api.AgentView{PID: 5, ExitedAt: exited, SessionFigures: &api.SessionFigures{KeptProcs: 1, Exempt: true}}, "kept"},
+		{api.AgentView{PID: 6, Deadline: at(time.Hour), StartedAt: at(-time.Hour), SessionFigures: &api.SessionFigures{Killing: true}}, "being killed"},
+		{api.AgentView{PID: 7}, "no deadline"},
+	}
+	for _, r := range rows {
+		if got := state(r.a, 2*time.Hour, t0); got != r.want {
+			t.Errorf("%d: state %q, want %q", r.a.PID, got, r.want)
+		}
+	}
+
+	// K on leftovers kept (the agent exited): keep, named by a live member
+	// of the expanded session; without members, nothing is sent.
+	src := &fakeSource{snap: Snapshot{Agents: []api.AgentView{rows[0].a}}}
+	m := NewModel(src, func() time.Time { return t0 }, false)
+	m.SetSnapshot(src.snap)
+	if cmd := press(m, "K"); cmd != nil || len(src.reqs) != 0 || !strings.Contains(m.status, "expand") {
+		t.Fatalf("K with no member to name: %d requests, status %q", len(src.reqs), m.status)
+	}
+	a := rows[0].a
+	a.MemberList = []api.MemberView{{PID: 11, StartedAt: at(-time.Hour)}}
+	src.snap.Agents = []api.AgentView{a}
+	m.SetSnapshot(src.snap)
+	do(t, m, press(m, "K"))
+	if len(src.reqs) != 1 || src.reqs[0].Cmd != control.CmdKeep || src.reqs[0].PID != 11 {
+		t.Fatalf("K on leftovers kept: %+v", src.reqs)
+	}
+	// K on a root-kept session whose agent exited: unkeep its kept member.
+	a = rows[4].a
+	a.MemberList = []api.MemberView{{PID: 12}, {PID: 13, Kept: true}}
+	src.snap.Agents = []api.AgentView{a}
+	m.SetSnapshot(src.snap)
+	do(t, m, press(m, "K"))
+	if len(src.reqs) != 2 || src.reqs[1].Cmd != control.CmdUnkeep || src.reqs[1].PID != 13 {
+		t.Fatalf("K on a kept session: %+v", src.reqs)
 	}
 }
 
