@@ -76,6 +76,8 @@ type Model struct {
 	quitting bool
 	batch    bool // the frame being drawn is --once's: no selection
 	fetching bool // a snapshot is being read
+	// streamDown: the event stream ended and is being opened again.
+	streamDown bool
 }
 
 // NewModel is a model reading src; now is the clock (time.Now).
@@ -93,9 +95,17 @@ type (
 		snap Snapshot
 		err  error
 	}
-	killMsg   Kill
-	streamMsg struct{ err error } // the event stream ended
-	actionMsg struct {
+	killMsg Kill
+	// streamMsg: the event stream ended (or could not open); it is
+	// opened again after retry.
+	streamMsg struct {
+		err   error
+		retry time.Duration
+	}
+	// streamUpMsg: the event stream is open; the daemon's last kills
+	// (GET /kills, newest first) read since.
+	streamUpMsg []Kill
+	actionMsg   struct {
 		text string
 		err  error
 	}
@@ -143,7 +153,14 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case killMsg:
 		m.AddKill(Kill(msg))
 	case streamMsg:
-		m.status = "event stream: " + msg.err.Error() + " (Last kills no longer live)"
+		m.streamDown = true
+		m.status = fmt.Sprintf("event stream: %v; reconnecting in %s (Last kills not live meanwhile)", msg.err, msg.retry)
+	case streamUpMsg:
+		m.setKills(msg)
+		if m.streamDown {
+			m.streamDown = false
+			m.status = "event stream reconnected"
+		}
 	case actionMsg:
 		if msg.err != nil {
 			m.status = msg.err.Error()

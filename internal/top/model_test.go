@@ -481,3 +481,29 @@ func equal(a, b []int32) bool {
 	}
 	return true
 }
+
+// TestStreamReconnect: an ended event stream shows in the status line
+// with its retry; once open again, the kills read since join Last kills
+// (those seen already once) and the status line says so.
+func TestStreamReconnect(t *testing.T) {
+	m, _ := newTestModel(t)
+	before := len(m.kills)
+	m.Update(streamMsg{err: errors.New("the daemon ended the event stream"), retry: 2 * time.Second})
+	if !strings.Contains(m.status, "reconnecting in 2s") || !strings.Contains(m.Frame(80, 24), "reconnecting in 2s") {
+		t.Fatalf("stream ended: status %q", m.status)
+	}
+	seen := m.kills[0]
+	m.Update(streamUpMsg{{At: at(-time.Second), PID: 4100, Comm: "claude", Reason: "memory", Outcome: "terminated"}, seen})
+	if len(m.kills) != before+1 || m.kills[0].PID != 4100 {
+		t.Errorf("kills after reconnecting: %+v", m.kills)
+	}
+	if m.status != "event stream reconnected" {
+		t.Errorf("status after reconnecting: %q", m.status)
+	}
+	// The first open (no stream ended before) leaves the status alone.
+	m.status = "sorted by MEM"
+	m.Update(streamUpMsg(nil))
+	if m.status != "sorted by MEM" {
+		t.Errorf("first open changed the status: %q", m.status)
+	}
+}
