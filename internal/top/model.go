@@ -386,11 +386,16 @@ func (m *Model) rebuild() {
 	}
 }
 
-// matches: the filter (lower case) is in the PID, the command, or the
+// matches: a filter of digits is a PID, the session's or one of its
+// members' (listed when expanded) or leftovers', exactly (/1000 never
+// shows 10001); any other filter (lower case) is in the command or the
 // container or pod ID.
 func matches(a api.AgentView, f string) bool {
-	if strings.Contains(strconv.Itoa(int(a.PID)), f) {
-		return true
+	if pid, err := strconv.ParseInt(f, 10, 32); err == nil && strings.Trim(f, "0123456789") == "" {
+		p := int32(pid)
+		return a.PID == p ||
+			slices.ContainsFunc(a.MemberList, func(mv api.MemberView) bool { return mv.PID == p }) ||
+			slices.ContainsFunc(a.Leftovers, func(l api.LeftoverView) bool { return l.PID == p })
 	}
 	for _, s := range []string{a.Comm, a.Cmdline, a.ContainerID, a.PodUID} {
 		if s != "" && strings.Contains(strings.ToLower(s), f) {

@@ -259,8 +259,19 @@ func TestFilter(t *testing.T) {
 		t.Errorf("filter applied before enter: %d rows", len(m.rows))
 	}
 	press(m, "enter")
-	if len(m.rows) != 1 || m.rows[0].PID != 5151 || m.filter != "515" {
-		t.Fatalf("filter 515: %+v", m.rows)
+	if len(m.rows) != 0 || m.filter != "515" {
+		t.Fatalf("filter 515 (a PID: exactly): %+v", m.rows)
+	}
+	press(m, "/", "esc", "/", "5", "1", "5", "1", "enter")
+	if len(m.rows) != 1 || m.rows[0].PID != 5151 || m.filter != "5151" {
+		t.Fatalf("filter 5151: %+v", m.rows)
+	}
+	// A member's PID (expanded: listed) or a leftover's finds its session.
+	for _, f := range []string{"4251", "6170"} {
+		press(m, "esc", "/"+f, "enter")
+		if len(m.rows) != 1 || m.rows[0].PID != map[string]int32{"4251": 4242, "6170": 6160}[f] {
+			t.Errorf("filter %s: %+v", f, m.rows)
+		}
 	}
 	press(m, "esc")
 	if len(m.rows) != 6 || m.filter != "" {
