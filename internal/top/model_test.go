@@ -446,9 +446,18 @@ func TestFrames(t *testing.T) {
 		{"80x24-extend", 80, 24, []string{"j", "j", "e", "1", "h"}},
 		{"80x12-scrolled", 80, 12, []string{"j", "j", "j", "j", "j"}},
 		{"once", 80, 0, nil},
+		{"120x24-degraded", 120, 24, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m, _ := newTestModel(t)
+			m, src := newTestModel(t)
+			if strings.HasSuffix(tc.name, "-degraded") {
+				// Polling, the database down, rows spooled and some held in
+				// memory (the disk refused them): degraded with two causes.
+				h := &src.snap.Health
+				h.Source, h.Status, h.Database, h.SpoolRows, h.SpoolHeld = "proc", "degraded", "down", 120, 7
+				h.Degraded = []string{"database: connection refused", "spool: no space left on device"}
+				m.SetSnapshot(src.snap)
+			}
 			press(m, tc.keys...)
 			got := m.Frame(tc.width, tc.height)
 			for i, l := range strings.Split(got, "\n") {
