@@ -231,7 +231,9 @@ func TestIntegrationTopBatch(t *testing.T) {
 	}, "GET /kills listing the kill of %d", gone.pid)
 
 	for _, args := range [][]string{{"top", "--once"}, {"top"}} { // a pipe is batch mode by itself
-		out, errs, code := runCLI(t, append(args, "--api-socket", d.api)...)
+		// The frame's width is COLUMNS through a pipe: 80 here, whatever
+		// the test's own environment says.
+		out, errs, code := runCLIEnv(t, []string{"COLUMNS=80"}, append(args, "--api-socket", d.api)...)
 		if code != 0 {
 			t.Fatalf("%v: exit %d: %s", args, code, errs)
 		}

@@ -88,3 +88,35 @@ func TestAgentsAndKillsHandlers(t *testing.T) {
 		}
 	}
 }
+
+// figureSource is memberSource with a sample: its agent's session, and
+// two sessions with no /agents entry (their agents exited, no leftover
+// queued), one of them being killed.
+type figureSource struct{ memberSource }
+
+var (
+	sidKept    = tracker.SessionID{PID: 20, Start: tracker.Start{NS: 200}}
+	sidKilling = tracker.SessionID{PID: 30, Start: tracker.Start{NS: 300}}
+)
+
+func (figureSource) Sessions() []tracker.SessionView {
+	return append(memberSource{}.Sessions(), tracker.SessionView{ID: sidKept, Comm: "aider", ExitedAt: 5e8, Members: 1},
+		tracker.SessionView{ID: sidKilling, Comm: "codex", ExitedAt: 5e8, Members: 2})
+}
+func (figureSource) Latest() []resource.Session {
+	return []resource.Session{{ID: sid, Procs: 3, AgentAlive: true}, {ID: sidKept, Procs: 1},
+		{ID: sidKilling, Procs: 2, Killing: true}}
+}
+
+// TestAgentsFiguresKilling: /agents says which sessions the daemon is
+// killing ("killing"), so a session without a deadline is not taken for
+// one being killed.
+func TestAgentsFiguresKilling(t *testing.T) {
+	got := map[int32]*SessionFigures{}
+	for _, v := range Agents(figureSource{}, MemberQuery{}) {
+		got[v.PID] = v.SessionFigures
+	}
+	if len(got) != 3 || got[10] == nil || got[10].Killing || got[20] == nil || got[20].Killing || got[30] == nil || !got[30].Killing {
+		t.Fatalf("figures: %+v", got)
+	}
+}

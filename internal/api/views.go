@@ -27,12 +27,16 @@ type SessionFigures struct {
 	// Exempt: no limit or pressure kill touches the session (its agent is
 	// root-kept, or every member left is).
 	Exempt bool `json:"exempt,omitempty"`
+	// Killing: the session is queued to be killed now or being reaped (a
+	// resource, pressure or manual kill, or its agent's tree at max age),
+	// as of the latest sample.
+	Killing bool `json:"killing,omitempty"`
 }
 
 func figuresOf(s *resource.Session) *SessionFigures {
 	return &SessionFigures{MemoryBytes: s.MemoryBytes, Procs: s.Procs, CPUSeconds: round3(s.CPUSeconds),
 		CPUPercent: round3(s.CPUPercent), IdleSeconds: round3(s.IdleSeconds), KeptMemoryBytes: s.KeptMemoryBytes,
-		KeptProcs: s.KeptProcs, Exempt: s.Exempt}
+		KeptProcs: s.KeptProcs, Exempt: s.Exempt, Killing: s.Killing}
 }
 
 // addFigures gives each /agents entry that heads a session its figures

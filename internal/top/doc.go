@@ -6,8 +6,9 @@
 // Its data is the daemon's own, read the way status and events read it:
 // one GET /healthz and one GET /agents a second on the API socket (with
 // ?members= for the sessions expanded, at most api.MaxMemberSessions), one
-// GET /events?types=kill stream for the last kills (seeded at start from
-// GET /kills, the daemon's last ones), and the control socket
+// GET /events?types=kill stream for the last kills (seeded, once the
+// stream is open, from GET /kills, the daemon's last ones; opened again
+// with backoff when it ends), and the control socket
 // for the actions (source.go). The model (model.go) is pure state and
 // keys; the frame (view.go) is a function of the model, its size and
 // whether colour is on, so it is tested as text (golden frames).

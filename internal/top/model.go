@@ -76,6 +76,8 @@ type Model struct {
 	quitting bool
 	batch    bool // the frame being drawn is --once's: no selection
 	fetching bool // a snapshot is being read
+	// streamDown: the event stream ended and is being opened again.
+	streamDown bool
 }
 
 // NewModel is a model reading src; now is the clock (time.Now).
@@ -93,9 +95,17 @@ type (
 		snap Snapshot
 		err  error
 	}
-	killMsg   Kill
-	streamMsg struct{ err error } // the event stream ended
-	actionMsg struct {
+	killMsg Kill
+	// streamMsg: the event stream ended (or could not open); it is
+	// opened again after retry.
+	streamMsg struct {
+		err   error
+		retry time.Duration
+	}
+	// streamUpMsg: the event stream is open; the daemon's last kills
+	// (GET /kills, newest first) read since.
+	streamUpMsg []Kill
+	actionMsg   struct {
 		text string
 		err  error
 	}
@@ -143,7 +153,14 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case killMsg:
 		m.AddKill(Kill(msg))
 	case streamMsg:
-		m.status = "event stream: " + msg.err.Error() + " (Last kills no longer live)"
+		m.streamDown = true
+		m.status = fmt.Sprintf("event stream: %v; reconnecting in %s (Last kills not live meanwhile)", msg.err, msg.retry)
+	case streamUpMsg:
+		m.setKills(msg)
+		if m.streamDown {
+			m.streamDown = false
+			m.status = "event stream reconnected"
+		}
 	case actionMsg:
 		if msg.err != nil {
 			m.status = msg.err.Error()
@@ -299,11 +316,22 @@ func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 }
 
 // act sends req for the session of row r, named by PID@START: an agent
-// that exited is named by its first leftover.
+// that exited is named by its first leftover, else (no leftover queued)
+// by a live member of the expanded session — a kept one for unkeep.
 func (m *Model) act(req control.Request, r api.AgentView) tea.Cmd {
 	req.PID, req.Start = r.PID, r.StartedAt.Format(time.RFC3339Nano)
-	if r.ExitedAt != nil && len(r.Leftovers) > 0 {
-		req.PID, req.Start = r.Leftovers[0].PID, r.Leftovers[0].StartedAt.Format(time.RFC3339Nano)
+	if r.ExitedAt != nil {
+		switch i := slices.IndexFunc(r.MemberList, func(mv api.MemberView) bool {
+			return mv.Kept || req.Cmd != control.CmdUnkeep
+		}); {
+		case len(r.Leftovers) > 0:
+			req.PID, req.Start = r.Leftovers[0].PID, r.Leftovers[0].StartedAt.Format(time.RFC3339Nano)
+		case i >= 0:
+			req.PID, req.Start = r.MemberList[i].PID, r.MemberList[i].StartedAt.Format(time.RFC3339Nano)
+		default:
+			m.status = fmt.Sprintf("%s: agent %d exited; expand the session (enter) to name a member", req.Cmd, r.PID)
+			return nil
+		}
 	}
 	src := m.src
 	m.status = fmt.Sprintf("%s %d...", req.Cmd, req.PID)
@@ -358,11 +386,16 @@ func (m *Model) rebuild() {
 	}
 }
 
-// matches: the filter (lower case) is in the PID, the command, or the
+// matches: a filter of digits is a PID, the session's or one of its
+// members' (listed when expanded) or leftovers', exactly (/1000 never
+// shows 10001); any other filter (lower case) is in the command or the
 // container or pod ID.
 func matches(a api.AgentView, f string) bool {
-	if strings.Contains(strconv.Itoa(int(a.PID)), f) {
-		return true
+	if pid, err := strconv.ParseInt(f, 10, 32); err == nil && strings.Trim(f, "0123456789") == "" {
+		p := int32(pid)
+		return a.PID == p ||
+			slices.ContainsFunc(a.MemberList, func(mv api.MemberView) bool { return mv.PID == p }) ||
+			slices.ContainsFunc(a.Leftovers, func(l api.LeftoverView) bool { return l.PID == p })
 	}
 	for _, s := range []string{a.Comm, a.Cmdline, a.ContainerID, a.PodUID} {
 		if s != "" && strings.Contains(strings.ToLower(s), f) {
@@ -421,7 +454,8 @@ func cpu(a api.AgentView) float64 {
 }
 
 // leftAt is when the row's countdown ends: its deadline, its leftovers'
-// kill, its next retry; false when it has none (kept, being killed).
+// kill, its next retry; false when it has none (kept, leftovers kept,
+// being killed).
 func leftAt(a api.AgentView) (time.Time, bool) {
 	if a.State == api.StateRetrying && a.NextAttempt != nil {
 		return *a.NextAttempt, true
@@ -429,9 +463,18 @@ func leftAt(a api.AgentView) (time.Time, bool) {
 	return a.Deadline, !a.Deadline.IsZero()
 }
 
-// kept: the session is root-kept (no deadline, exempt).
+// kept: the session is root-kept (its agent, or every member left, is
+// kept by --keep or a control-socket keep: exempt, no deadline). A
+// session that is merely not killed — leftovers under --leftovers keep or
+// REAPER_KEEP=1 — is not: K keeps it rather than unkeeping it.
 func kept(a api.AgentView) bool {
 	return a.Deadline.IsZero() && a.SessionFigures != nil && a.SessionFigures.Exempt
+}
+
+// killing: the daemon is killing the session now (queued to be killed now
+// or being reaped, at its latest sample).
+func killing(a api.AgentView) bool {
+	return a.SessionFigures != nil && a.SessionFigures.Killing
 }
 
 // state is the STATE column.
@@ -439,12 +482,18 @@ func state(a api.AgentView, maxAge time.Duration, now time.Time) string {
 	switch {
 	case a.State == api.StateRetrying:
 		return fmt.Sprintf("retrying (%d)", a.Attempt)
+	case killing(a):
+		return "being killed"
 	case a.ExitedAt != nil && !a.Deadline.IsZero():
 		return "leftovers in " + short(a.Deadline.Sub(now))
 	case kept(a):
 		return "kept"
+	case a.Deadline.IsZero() && a.ExitedAt != nil:
+		// No leftover queued: --leftovers keep, or each one left is
+		// REAPER_KEEP=1 (or below a kept one).
+		return "leftovers kept"
 	case a.Deadline.IsZero():
-		return "being killed"
+		return "no deadline"
 	case maxAge > 0 && a.Deadline.Sub(a.StartedAt) > maxAge+time.Second:
 		return "extended"
 	}

@@ -72,7 +72,8 @@ func fixture() Snapshot {
 			SessionPID: 5151, Members: 2, SessionFigures: fig(1<<30+300<<20, 97, 2)},
 		{PID: 7000, Comm: "claude", Cmdline: "claude --resume", StartedAt: at(-26 * time.Hour), SessionPID: 7000,
 			SessionFigures: &api.SessionFigures{MemoryBytes: 0, KeptMemoryBytes: 2 << 30, KeptProcs: 5, Exempt: true}},
-		{PID: 7200, Comm: "cursor-agent", StartedAt: at(-90 * time.Minute), SessionPID: 7200, SessionFigures: fig(40<<20, 3, 3)},
+		{PID: 7200, Comm: "cursor-agent", StartedAt: at(-90 * time.Minute), SessionPID: 7200,
+			SessionFigures: &api.SessionFigures{MemoryBytes: 40 << 20, CPUPercent: 3, Procs: 3, Killing: true}},
 	}}
 }
 
@@ -200,6 +201,57 @@ func TestStates(t *testing.T) {
 	}
 }
 
+// TestStatesWithoutDeadline: a row with no deadline is "being killed"
+// only when the daemon says so; leftovers left alone (--leftovers keep,
+// REAPER_KEEP=1) and an agent without a deadline say what they are, and
+// K keeps them (it unkeeps only a root-kept session).
+func TestStatesWithoutDeadline(t *testing.T) {
+	exited := ptr(at(-time.Minute))
+	rows := []struct {
+		a    api.AgentView
+		want string
+	}{
+		{api.AgentView{PID: 1, ExitedAt: exited, SessionFigures: &api.SessionFigures{Procs: 2}}, "leftovers kept"},
+		{api.AgentView{PID: 2, ExitedAt: exited, SessionFigures: &api.SessionFigures{Procs: 2, Killing: true}}, "being killed"},
+		{api.AgentView{PID: 3, SessionFigures: &api.SessionFigures{Procs: 1}}, "no deadline"},
+		{api.AgentView{PID: 4, SessionFigures: &api.SessionFigures{Procs: 1, Exempt: true}}, "kept"},
+		{api.AgentView{PID: 5, ExitedAt: exited, SessionFigures: &api.SessionFigures{KeptProcs: 1, Exempt: true}}, "kept"},
+		{api.AgentView{PID: 6, Deadline: at(time.Hour), StartedAt: at(-time.Hour), SessionFigures: &api.SessionFigures{Killing: true}}, "being killed"},
+		{api.AgentView{PID: 7}, "no deadline"},
+	}
+	for _, r := range rows {
+		if got := state(r.a, 2*time.Hour, t0); got != r.want {
+			t.Errorf("%d: state %q, want %q", r.a.PID, got, r.want)
+		}
+	}
+
+	// K on leftovers kept (the agent exited): keep, named by a live member
+	// of the expanded session; without members, nothing is sent.
+	src := &fakeSource{snap: Snapshot{Agents: []api.AgentView{rows[0].a}}}
+	m := NewModel(src, func() time.Time { return t0 }, false)
+	m.SetSnapshot(src.snap)
+	if cmd := press(m, "K"); cmd != nil || len(src.reqs) != 0 || !strings.Contains(m.status, "expand") {
+		t.Fatalf("K with no member to name: %d requests, status %q", len(src.reqs), m.status)
+	}
+	a := rows[0].a
+	a.MemberList = []api.MemberView{{PID: 11, StartedAt: at(-time.Hour)}}
+	src.snap.Agents = []api.AgentView{a}
+	m.SetSnapshot(src.snap)
+	do(t, m, press(m, "K"))
+	if len(src.reqs) != 1 || src.reqs[0].Cmd != control.CmdKeep || src.reqs[0].PID != 11 {
+		t.Fatalf("K on leftovers kept: %+v", src.reqs)
+	}
+	// K on a root-kept session whose agent exited: unkeep its kept member.
+	a = rows[4].a
+	a.MemberList = []api.MemberView{{PID: 12}, {PID: 13, Kept: true}}
+	src.snap.Agents = []api.AgentView{a}
+	m.SetSnapshot(src.snap)
+	do(t, m, press(m, "K"))
+	if len(src.reqs) != 2 || src.reqs[1].Cmd != control.CmdUnkeep || src.reqs[1].PID != 13 {
+		t.Fatalf("K on a kept session: %+v", src.reqs)
+	}
+}
+
 func TestFilter(t *testing.T) {
 	m, _ := newTestModel(t)
 	press(m, "/", "5", "1", "5")
@@ -207,8 +259,19 @@ func TestFilter(t *testing.T) {
 		t.Errorf("filter applied before enter: %d rows", len(m.rows))
 	}
 	press(m, "enter")
-	if len(m.rows) != 1 || m.rows[0].PID != 5151 || m.filter != "515" {
-		t.Fatalf("filter 515: %+v", m.rows)
+	if len(m.rows) != 0 || m.filter != "515" {
+		t.Fatalf("filter 515 (a PID: exactly): %+v", m.rows)
+	}
+	press(m, "/", "esc", "/", "5", "1", "5", "1", "enter")
+	if len(m.rows) != 1 || m.rows[0].PID != 5151 || m.filter != "5151" {
+		t.Fatalf("filter 5151: %+v", m.rows)
+	}
+	// A member's PID (expanded: listed) or a leftover's finds its session.
+	for _, f := range []string{"4251", "6170"} {
+		press(m, "esc", "/"+f, "enter")
+		if len(m.rows) != 1 || m.rows[0].PID != map[string]int32{"4251": 4242, "6170": 6160}[f] {
+			t.Errorf("filter %s: %+v", f, m.rows)
+		}
 	}
 	press(m, "esc")
 	if len(m.rows) != 6 || m.filter != "" {
@@ -383,9 +446,18 @@ func TestFrames(t *testing.T) {
 		{"80x24-extend", 80, 24, []string{"j", "j", "e", "1", "h"}},
 		{"80x12-scrolled", 80, 12, []string{"j", "j", "j", "j", "j"}},
 		{"once", 80, 0, nil},
+		{"120x24-degraded", 120, 24, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m, _ := newTestModel(t)
+			m, src := newTestModel(t)
+			if strings.HasSuffix(tc.name, "-degraded") {
+				// Polling, the database down, rows spooled and some held in
+				// memory (the disk refused them): degraded with two causes.
+				h := &src.snap.Health
+				h.Source, h.Status, h.Database, h.SpoolRows, h.SpoolHeld = "proc", "degraded", "down", 120, 7
+				h.Degraded = []string{"database: connection refused", "spool: no space left on device"}
+				m.SetSnapshot(src.snap)
+			}
 			press(m, tc.keys...)
 			got := m.Frame(tc.width, tc.height)
 			for i, l := range strings.Split(got, "\n") {
@@ -428,4 +500,30 @@ func equal(a, b []int32) bool {
 		}
 	}
 	return true
+}
+
+// TestStreamReconnect: an ended event stream shows in the status line
+// with its retry; once open again, the kills read since join Last kills
+// (those seen already once) and the status line says so.
+func TestStreamReconnect(t *testing.T) {
+	m, _ := newTestModel(t)
+	before := len(m.kills)
+	m.Update(streamMsg{err: errors.New("the daemon ended the event stream"), retry: 2 * time.Second})
+	if !strings.Contains(m.status, "reconnecting in 2s") || !strings.Contains(m.Frame(80, 24), "reconnecting in 2s") {
+		t.Fatalf("stream ended: status %q", m.status)
+	}
+	seen := m.kills[0]
+	m.Update(streamUpMsg{{At: at(-time.Second), PID: 4100, Comm: "claude", Reason: "memory", Outcome: "terminated"}, seen})
+	if len(m.kills) != before+1 || m.kills[0].PID != 4100 {
+		t.Errorf("kills after reconnecting: %+v", m.kills)
+	}
+	if m.status != "event stream reconnected" {
+		t.Errorf("status after reconnecting: %q", m.status)
+	}
+	// The first open (no stream ended before) leaves the status alone.
+	m.status = "sorted by MEM"
+	m.Update(streamUpMsg(nil))
+	if m.status != "sorted by MEM" {
+		t.Errorf("first open changed the status: %q", m.status)
+	}
 }

@@ -142,8 +142,11 @@ func (s *daemonSource) Control(ctx context.Context, req control.Request) (string
 }
 
 // followKills reads GET /events?types=kill until ctx ends or the stream
-// does, handing each kill to send. It returns why the stream ended.
-func (s *daemonSource) followKills(ctx context.Context, send func(Kill)) error {
+// does, handing each kill to send. Once the daemon has answered (it
+// subscribes the stream before it answers) it calls opened, which reads
+// /kills then: a kill between the two is in one or the other, or both
+// (AddKill drops the second). It returns why the stream ended.
+func (s *daemonSource) followKills(ctx context.Context, opened func(), send func(Kill)) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiBase+"/events?types=kill", nil)
 	if err != nil {
 		return err
@@ -156,6 +159,7 @@ func (s *daemonSource) followKills(ctx context.Context, send func(Kill)) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("/events: %s answered %s", s.api, resp.Status)
 	}
+	opened()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 64<<20) // a kill record lists every descendant
 	for sc.Scan() {

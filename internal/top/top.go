@@ -78,13 +78,12 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "supervisor: top: %v\n", err)
 		return 1
 	}
-	kills := src.recentKills(ctx)
 	color := getenv("NO_COLOR") == ""
 	tty := isTerminal(stdout) && isTerminal(os.Stdin)
 	if *once || !tty {
 		m := NewModel(src, time.Now, false)
 		m.SetSnapshot(snap)
-		m.setKills(kills)
+		m.setKills(src.recentKills(ctx))
 		w := 80
 		if f, ok := stdout.(*os.File); ok && tty {
 			if tw, _, err := term.GetSize(f.Fd()); err == nil && tw > 0 {
@@ -100,7 +99,6 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	m := NewModel(src, time.Now, color)
 	m.SetSnapshot(snap)
-	m.setKills(kills)
 	// Each refresh decodes the whole /agents (about 0.7 MB at 1,000
 	// sessions) and drops the last: the live heap is a few MB, so a
 	// collection every 4× of it instead of 2× halves the collector's
@@ -111,17 +109,47 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithOutput(stdout), tea.WithFPS(20))
 	streamCtx, stop := context.WithCancel(context.Background())
 	defer stop()
-	go func() {
-		err := src.followKills(streamCtx, func(k Kill) { p.Send(killMsg(k)) })
-		if streamCtx.Err() == nil {
-			p.Send(streamMsg{err})
-		}
-	}()
+	go followStream(streamCtx, src, p.Send)
 	if _, err := p.Run(); err != nil {
 		fmt.Fprintf(stderr, "supervisor: top: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// The event stream's reconnection: after it ends, top opens it again
+// after reconnectMin, doubling up to reconnectMax while it keeps failing.
+const (
+	reconnectMin = time.Second
+	reconnectMax = 10 * time.Second
+)
+
+// followStream keeps the kill stream open until ctx ends: it subscribes,
+// then seeds Last kills from /kills (so no kill falls between the two),
+// hands each kill to send, and when the stream ends (a daemon restart, a
+// client dropped as too slow) says so and opens it again with backoff.
+func followStream(ctx context.Context, src *daemonSource, send func(tea.Msg)) {
+	wait := reconnectMin
+	for {
+		err := src.followKills(ctx, func() {
+			wait = reconnectMin
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			send(streamUpMsg(src.recentKills(rctx)))
+		}, func(k Kill) { send(killMsg(k)) })
+		if ctx.Err() != nil {
+			return
+		}
+		send(streamMsg{err: err, retry: wait})
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(wait*2, reconnectMax)
+	}
 }
 
 // SetSnapshot hands the model a snapshot (the first one, read before the

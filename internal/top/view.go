@@ -207,8 +207,12 @@ func (m *Model) header1() string {
 	if !m.fetched {
 		return "supervisor top  waiting for the daemon..."
 	}
+	status := printable(h.Status)
+	if n := len(h.Degraded); n > 0 {
+		status = fmt.Sprintf("%s (%d cause%s)", status, n, map[bool]string{true: "s"}[n > 1])
+	}
 	s := fmt.Sprintf("supervisor top @ %s  %s  max age %s  %d sessions (%d procs)  %d leftovers",
-		printable(h.Host), printable(h.Status), maxAgeShort(h.MaxAge), h.Sessions, h.Members, h.Leftovers)
+		printable(h.Host), status, maxAgeShort(h.MaxAge), h.Sessions, h.Members, h.Leftovers)
 	if h.DryRun {
 		s += "  DRY RUN"
 	}
@@ -225,17 +229,30 @@ func (m *Model) header2() string {
 		psi = fmt.Sprintf("%.2f%%", *h.PressureSomeAvg10)
 	}
 	db := "database " + printable(h.Database)
-	switch {
-	case h.Database == "none":
-		db += fmt.Sprintf(" (spool %d)", h.SpoolRows)
-	case h.SpoolRows > 0:
-		db += fmt.Sprintf(" (%d spooled)", h.SpoolRows)
+	var spool []string
+	if h.Database == "none" || h.SpoolRows > 0 {
+		spool = append(spool, fmt.Sprintf("%d spooled", h.SpoolRows))
 	}
-	s := fmt.Sprintf("%s  %.0f events/s  %d lost  PSI memory some avg10 %s  %s", printable(h.Source), h.Rate, h.EventsLost, psi, db)
+	if h.SpoolHeld > 0 { // the disk refused them: in memory only
+		spool = append(spool, fmt.Sprintf("%d held in memory", h.SpoolHeld))
+	}
+	if len(spool) > 0 {
+		db += " (" + strings.Join(spool, ", ") + ")"
+	}
+	s := fmt.Sprintf("%s  %.0f events/s  %d lost  PSI memory some avg10 %s  %s", sourceName(h.Source), h.Rate, h.EventsLost, psi, db)
 	if h.Retrying > 0 {
 		s += fmt.Sprintf("  %d kills retrying", h.Retrying)
 	}
 	return s
+}
+
+// sourceName is the event source in the words: netlink (the proc
+// connector) or polling (/proc read each interval).
+func sourceName(src string) string {
+	if src == "proc" {
+		return "polling"
+	}
+	return printable(src)
 }
 
 // table adds the sessions' title, column names, rows and expanded
