@@ -24,6 +24,7 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/policy/pressure"
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/reap"
+	"github.com/agent-supervisor/supervisor/internal/statefile"
 	"github.com/agent-supervisor/supervisor/internal/resource"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
@@ -57,6 +58,7 @@ type daemon struct {
 	conn      *procevents.Conn // nil when polling
 	store     *store.Store
 	pool      *pgxpool.Pool
+	db        *store.Postgres // nil without a database
 	collector *health.Collector
 	metrics   *metrics.Metrics
 	events    *events.Hub // the /events stream (served by internal/api; fed by intake.go and records.go)
@@ -147,6 +149,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 			return nil, errors.New("database: " + config.RedactURL(cfg.DatabaseURL, err.Error()))
 		}
 		scfg.Postgres = store.NewPostgres(d.pool)
+		d.db = scfg.Postgres
 	}
 	d.store = store.New(scfg)
 	d.hooks = hook.New(hook.Config{Timeout: cfg.HookTimeout, Log: log.Named("hook")})
@@ -154,7 +157,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 	d.metrics.Register(&daemonCollector{d: d}, hookCollector{d.hooks})
 	d.state = &stateDir{dir: cfg.StateDir, table: d.table, log: log}
 	d.rec = &recorder{clock: d.clock, log: log, store: d.store, metrics: d.metrics, events: d.events, hooks: d.hooks,
-		host: cfg.HostID, onKill: func() string { return d.liveConfig().OnKill }}
+		host: cfg.HostID, onKill: func() string { return d.liveConfig().OnKill },
+		ids: killIDs{host: cfg.HostID, boot: statefile.BootID(), stat: procs.Stat}}
 	d.metrics.EventHub(d.events)
 	d.res = limits.New(limits.Config{Settings: limitSettings(cfg), DryRun: cfg.DryRun, Table: d.table,
 		Sampler: resource.NewSampler(d.table, resource.NewProcReader("/proc"), d.clock), Now: d.clock.Now,
@@ -301,6 +305,7 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 		f(d)
 	}
 	t0 := time.Now()
+	started := t0 // kill rows signalled before this are an earlier run's
 	scan, err := d.procs.Scan()
 	if err != nil {
 		return fmt.Errorf("initial /proc scan: %w", err)
@@ -312,6 +317,14 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 	log.Info("initial scan", zap.Int("processes", st.Processes), zap.Int("agents", st.Agents),
 		zap.Duration("took", time.Since(t0)), zap.Duration("read", t1.Sub(t0)), zap.Duration("merge", time.Since(t1)))
 	d.state.restoreSessions()
+	// Kill rows an earlier run left pending: completed here, or by this
+	// run's kill under the same id, before any of this run's is recorded.
+	var db pendingSource
+	if d.db != nil {
+		db = d.db
+	}
+	resume := newResumer(d.rec.ids, d.store, db, log, started, scan)
+	resume.fromSpool()
 	ctl, err := d.serveControl(reload)
 	if err != nil {
 		return err
@@ -346,6 +359,7 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 	storeCtx, stopStore := context.WithCancel(context.Background())
 	defer stopStore()
 	storeDone := spawn(func() { d.store.Run(storeCtx) })
+	resumeDone := spawn(func() { resume.fromDatabase(storeCtx) })
 	// Intake and the periodic work outlive ctx: in-flight kills need the
 	// table to see their trees' exits.
 	intake, stopIntake := context.WithCancel(context.Background())
@@ -405,6 +419,7 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 	// is not delivered stays in the spool for the next start.
 	stopStore()
 	<-storeDone
+	<-resumeDone
 	if d.store.HasDatabase() {
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := d.store.Flush(fctx); err != nil {
