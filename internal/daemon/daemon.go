@@ -24,8 +24,8 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/policy/pressure"
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/reap"
-	"github.com/agent-supervisor/supervisor/internal/statefile"
 	"github.com/agent-supervisor/supervisor/internal/resource"
+	"github.com/agent-supervisor/supervisor/internal/statefile"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -510,6 +510,7 @@ func (d *daemon) serveControl(reload func() (*config.Config, error)) (*control.S
 	if n := d.table.PruneLeases(); n > 0 {
 		d.log.Info("leases restored", zap.Int("processes", n))
 	}
+	d.state.resaveLeases()
 	if d.cfg.ControlSocket == "" {
 		return nil, nil
 	}
