@@ -183,4 +183,9 @@ func TestIntegrationCrashPendingGone(t *testing.T) {
 			}
 		}
 	}
+	recordFault(t, faultRow{
+		Fault:    "daemon SIGKILLed mid-grace, the process gone before the restart",
+		Produced: "SIGKILL to the daemon during a 1 h kill grace, the TERM-ignoring agent then SIGKILLed by the test, a new daemon on the same state dir (with and without PostgreSQL)",
+		Did:      "completed the pending row under its id as outcome interrupted, alive_at_restart 0: from the spool, and from PostgreSQL once delivered",
+	})
 }

@@ -67,6 +67,7 @@ func TestIntegrationTornStateFiles(t *testing.T) {
 		cases = append(cases, damage{name, []byte("\x00\x00\xff garbage {\"boot_id\": [[["), 0},
 			damage{name, bytes.Repeat([]byte{0}, len(b)), 0})
 	}
+	keptOf := map[string][]string{}
 	for i, c := range cases {
 		dir := t.TempDir()
 		path := filepath.Join(dir, c.file)
@@ -88,6 +89,7 @@ func TestIntegrationTornStateFiles(t *testing.T) {
 			num(warn["damaged_at"]) > int64(len(c.data)) || warn["moved_to"] != path+".damaged" {
 			t.Errorf("%s: warning %v; want the file, %d entries kept, the size and where the damage is", what, warn, c.kept)
 		}
+		keptOf[c.file] = append(keptOf[c.file], fmt.Sprintf("%d/%dB→%d kept", len(c.data), len(whole[c.file]), num(warn["kept"])))
 		if b, err := os.ReadFile(path + ".damaged"); err != nil || !bytes.Equal(b, c.data) {
 			t.Errorf("%s: the damaged bytes were not kept aside: %v", what, err)
 		}
@@ -104,6 +106,14 @@ func TestIntegrationTornStateFiles(t *testing.T) {
 		} else if c.file == "leases.json" && len(got) != c.kept {
 			t.Errorf("%s: %d leases saved, want the %d kept", what, len(got), c.kept)
 		}
+	}
+	for _, name := range []string{"sessions.json", "leases.json"} {
+		recordFault(t, faultRow{
+			Fault:    name + " torn or garbage",
+			Produced: "a real daemon's file cut at 4 offsets, NUL-filled, or replaced by garbage; then a daemon started on it",
+			Did: "started every time; one warning naming the file, the entries kept and the bytes dropped; whole entries before the damage restored (" +
+				strings.Join(keptOf[name], ", ") + "); damaged bytes moved to " + name + ".damaged; a good file written again",
+		})
 	}
 }
 
