@@ -158,7 +158,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 	d.state = &stateDir{dir: cfg.StateDir, table: d.table, log: log}
 	d.rec = &recorder{clock: d.clock, log: log, store: d.store, metrics: d.metrics, events: d.events, hooks: d.hooks,
 		host: cfg.HostID, onKill: func() string { return d.liveConfig().OnKill },
-		ids: killIDs{host: cfg.HostID, boot: statefile.BootID(), stat: procs.Stat}}
+		ids: &killIDs{host: cfg.HostID, boot: statefile.BootID(), stat: procs.Stat}}
 	d.metrics.EventHub(d.events)
 	d.res = limits.New(limits.Config{Settings: limitSettings(cfg), DryRun: cfg.DryRun, Table: d.table,
 		Sampler: resource.NewSampler(d.table, resource.NewProcReader("/proc"), d.clock), Now: d.clock.Now,

@@ -28,7 +28,7 @@ type recorder struct {
 	hooks   *hook.Runner
 	host    string        // the rows' host, for the hook's record
 	onKill  func() string // the --on-kill command in force (the last SIGHUP's)
-	ids     killIDs       // the same kill, the same row id in every run (resume.go)
+	ids     *killIDs      // the same kill, the same row id in every run (resume.go)
 
 	mu          sync.Mutex
 	pending     map[uint64]pendingRow // kill rows of reaps in flight, by agent Seq
@@ -161,6 +161,9 @@ func (d *recorder) onResult(r reap.Result) {
 	}
 	if err != nil {
 		d.log.Error("spool kill record", zap.Error(err), zap.Int32("pid", r.PID))
+	}
+	if r.Outcome == reap.OutcomeFailed || r.Outcome == reap.OutcomeRefused {
+		d.ids.spend(rec.ID) // it lives on: a later kill of it is another row
 	}
 	if d.events.Wants(events.TypeKill) {
 		d.events.Publish(&events.Kill{KillRow: *k})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/reap"
@@ -37,13 +38,46 @@ const OutcomeInterrupted = "interrupted"
 // be decided again; a restarted daemon decides anew and writes a row of
 // its own. A dry run, or a start time that cannot be read in ticks (the
 // process already gone), gets a random id, as every row did before.
+//
+// A process whose kill failed (or was refused) lives on and may be killed
+// again in the same run with the same key (a retry taken back by `keep`,
+// then given again): such an id is spent, and the next kill with it gets a
+// random one.
 type killIDs struct {
 	host, boot string
 	stat       func(int32) (tracker.ProcInfo, error)
+
+	mu    sync.Mutex
+	spent map[string]bool
 }
 
+// maxSpent bounds the spent ids kept; beyond it they are forgotten (a
+// process that failed to die that many kills ago).
+const maxSpent = 10000
+
 // of returns the id for r's row.
-func (k killIDs) of(r reap.Result) string {
+func (k *killIDs) of(r reap.Result) string {
+	id := k.key(r)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.spent[id] {
+		return store.NewID()
+	}
+	return id
+}
+
+// spend marks id as the row of a kill whose process may live on.
+func (k *killIDs) spend(id string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.spent == nil || len(k.spent) >= maxSpent {
+		k.spent = map[string]bool{}
+	}
+	k.spent[id] = true
+}
+
+// key is the id r's kill has in every run.
+func (k *killIDs) key(r reap.Result) string {
 	if r.DryRun || k.boot == "" {
 		return store.NewID()
 	}
@@ -70,7 +104,7 @@ func resumable(reason string) bool {
 }
 
 // id is a version 8 (RFC 9562) UUID from a SHA-256 of the kill's key.
-func (k killIDs) id(pid int32, start int64, reason string, attempt int, at int64) string {
+func (k *killIDs) id(pid int32, start int64, reason string, attempt int, at int64) string {
 	sum := sha256.Sum256(fmt.Appendf(nil, "agent-supervisor kill\x00%s\x00%s\x00%d\x00%d\x00%s\x00%d\x00%d",
 		k.host, k.boot, pid, start, reason, attempt, at))
 	b := sum[:16]
@@ -87,7 +121,7 @@ type pendingSource interface {
 
 // resumer completes the kill rows previous runs left pending.
 type resumer struct {
-	ids    killIDs
+	ids    *killIDs
 	store  *store.Store
 	db     pendingSource // nil without a database
 	log    *zap.Logger
@@ -98,7 +132,7 @@ type resumer struct {
 
 // newResumer remembers the start-up scan: a pending row whose process is
 // in it is left to this run's kill.
-func newResumer(ids killIDs, st *store.Store, db pendingSource, log *zap.Logger, before time.Time, scan []tracker.ProcInfo) *resumer {
+func newResumer(ids *killIDs, st *store.Store, db pendingSource, log *zap.Logger, before time.Time, scan []tracker.ProcInfo) *resumer {
 	r := &resumer{ids: ids, store: st, db: db, log: log, before: before, scan: make(map[int32]int64, len(scan)), done: map[string]bool{}}
 	for _, p := range scan {
 		if !p.Start.Exact && p.State != 'Z' {

@@ -17,7 +17,7 @@ func TestKillIDs(t *testing.T) {
 		}
 		return tracker.ProcInfo{}, errors.New("gone")
 	}
-	k := killIDs{host: "h", boot: "b", stat: stat}
+	k := &killIDs{host: "h", boot: "b", stat: stat}
 	scanned := reap.Result{PID: 7, Start: tracker.Start{NS: tick}, Reason: tracker.ReasonMaxAge, Deadline: tick + 10}
 	// The same kill seen by a daemon that had the fork event: its exact
 	// start lies in the same tick.
@@ -30,7 +30,7 @@ func TestKillIDs(t *testing.T) {
 	if id := k.of(scanned); len(id) != 36 || id[14] != '8' {
 		t.Errorf("id %q is not a version 8 UUID", id)
 	}
-	differ := func(what string, r reap.Result, kk killIDs) {
+	differ := func(what string, r reap.Result, kk *killIDs) {
 		t.Helper()
 		if kk.of(r) == k.of(scanned) {
 			t.Errorf("%s: the same id", what)
@@ -42,8 +42,8 @@ func TestKillIDs(t *testing.T) {
 	r = scanned
 	r.Reason = tracker.ReasonLeftover
 	differ("another reason", r, k)
-	differ("another host", scanned, killIDs{host: "g", boot: "b", stat: stat})
-	differ("another boot", scanned, killIDs{host: "h", boot: "c", stat: stat})
+	differ("another host", scanned, &killIDs{host: "g", boot: "b", stat: stat})
+	differ("another boot", scanned, &killIDs{host: "h", boot: "c", stat: stat})
 	// Decided at an instant: the deadline is part of the kill.
 	m1 := scanned
 	m1.Reason = tracker.ReasonManual
@@ -62,7 +62,14 @@ func TestKillIDs(t *testing.T) {
 			t.Errorf("%s: the same id twice", what)
 		}
 	}
-	if nb := (killIDs{host: "h", stat: stat}); nb.of(scanned) == nb.of(scanned) {
+	if nb := (&killIDs{host: "h", stat: stat}); nb.of(scanned) == nb.of(scanned) {
 		t.Error("no boot id: the same id twice")
+	}
+	// A kill that failed: its process lives on, and a later kill of it
+	// with the same key is another row.
+	first := k.of(scanned)
+	k.spend(first)
+	if again := k.of(scanned); again == first {
+		t.Error("a spent id given again")
 	}
 }
