@@ -136,7 +136,8 @@ func (d *recorder) onSignal(r reap.Result) {
 	}
 	d.pending[r.Seq] = pendingRow{id: rec.ID, at: at}
 	d.mu.Unlock()
-	d.log.Debug("kill record pending", zap.Int32("pid", r.PID), zap.String("id", rec.ID))
+	d.log.Debug("kill record pending", zap.Int32("pid", r.PID), zap.String("id", rec.ID),
+		zap.Int64("deadline_boot_ns", r.Deadline), zap.Int64("signalled_boot_ns", r.Signalled))
 }
 
 // onResult records a finished reap: its row (completing the pending one,
