@@ -34,14 +34,15 @@ import (
 //
 // `forker soak NAME N CONC MIN_MS MAX_MS LEFT_PCT SEED` runs N short
 // sessions, CONC at a time, for the soak benchmark: as a child subreaper,
-// it forks an agent that forks three children (so the session has four
-// members) and then renames itself NAME, lives a time drawn uniformly from
+// it forks an agent that renames itself NAME and forks three children
+// (renamed soak-member; the session has four members), lives a time drawn uniformly from
 // MIN_MS to MAX_MS (SEED seeds the draw) and exits. The children die with
 // their agent (PR_SET_PDEATHSIG), except in LEFT_PCT percent of the
 // sessions, whose children pause() on as leftovers. It prints "progress K"
 // each time another twentieth of the sessions has started, and "done K
-// ORPHANS" once every process it made is gone and reaped (ORPHANS: the
-// leftovers it reaped).
+// ORPHANS MISSED" once every process it made is gone and reaped (ORPHANS:
+// the leftovers it reaped; MISSED: those still alive 5 s after the last
+// agent's exit, which it kills itself).
 const forkerC = `
 #define _GNU_SOURCE
 #include <sched.h>
@@ -140,6 +141,7 @@ static int soak(const char *name, long n, int conc, int minms, int maxms, int le
 	pid_t gen = getpid();
 	pid_t *slot = calloc(conc, sizeof(pid_t));
 	long started = 0, orphans = 0, step = n / 20 > 0 ? n / 20 : 1;
+	long long last = 0;
 	int live = 0;
 	for (;;) {
 		while (live < conc && started < n) {
@@ -151,9 +153,11 @@ static int soak(const char *name, long n, int conc, int minms, int maxms, int le
 				prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 				if (getppid() != gen) _exit(0);
 				pid_t me = getpid();
+				prctl(PR_SET_NAME, name, 0, 0, 0);
 				for (int j = 0; j < 3; j++) {
 					pid_t c = fork();
 					if (c == 0) {
+						prctl(PR_SET_NAME, "soak-member", 0, 0, 0);
 						if (!left) {
 							prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 							if (getppid() != me) _exit(0);
@@ -161,7 +165,6 @@ static int soak(const char *name, long n, int conc, int minms, int maxms, int le
 						for (;;) pause();
 					}
 				}
-				prctl(PR_SET_NAME, name, 0, 0, 0);
 				usleep(life * 1000);
 				_exit(0);
 			}
@@ -170,13 +173,28 @@ static int soak(const char *name, long n, int conc, int minms, int maxms, int le
 			started++;
 			if (started % step == 0) { printf("progress %ld\n", started); fflush(stdout); }
 		}
-		pid_t p = waitpid(-1, NULL, 0);
+		if (live == 0 && started == n && !last) last = boot();
+		if (last && boot() - last > 5000000000LL) break; // leftovers the daemon left alone
+		pid_t p = waitpid(-1, NULL, last ? WNOHANG : 0);
 		if (p < 0) break; // ECHILD: every process made is gone
+		if (p == 0) { usleep(10000); continue; }
 		int agent = 0;
 		for (int i = 0; i < conc; i++) if (slot[i] == p) { slot[i] = 0; agent = 1; break; }
 		if (agent) live--; else orphans++;
 	}
-	printf("done %ld %ld\n", started, orphans);
+	// Still here 5 s after the last agent: missed; killed by us.
+	long missed = 0;
+	char path[64], buf[65536];
+	snprintf(path, sizeof path, "/proc/%d/task/%d/children", gen, gen);
+	FILE *f = fopen(path, "r");
+	size_t got = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+	if (f) fclose(f);
+	buf[got] = 0;
+	for (char *tok = strtok(buf, " \n"); tok; tok = strtok(NULL, " \n")) {
+		if (kill(atoi(tok), SIGKILL) == 0) missed++;
+	}
+	while (wait(NULL) > 0) {}
+	printf("done %ld %ld %ld\n", started, orphans, missed);
 	fflush(stdout);
 	return 0;
 }

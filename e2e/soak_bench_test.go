@@ -23,12 +23,36 @@ type soakSample struct {
 	Members    float64 `json:"session_members"`
 	Spool      float64 `json:"spool_rows"`
 	Kills      float64 `json:"kills"`
+	// FDKinds counts the descriptors by what they are (socket, pidfd,
+	// eventpoll, a path, ...).
+	FDKinds map[string]int `json:"fd_kinds"`
+}
+
+// fdKinds counts pid's descriptors by their link target, with numbers
+// (socket:[123]) and paths under /proc left out.
+func fdKinds(pid int) map[string]int {
+	out := map[string]int{}
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, e := range ents {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		if i := strings.IndexAny(l, ":"); i > 0 && !strings.HasPrefix(l, "anon_inode:") {
+			l = l[:i]
+		}
+		if strings.HasPrefix(l, "/proc/") {
+			l = "/proc/..."
+		}
+		out[l]++
+	}
+	return out
 }
 
 func sampleSoak(b *testing.B, d *testDaemon, started int64) soakSample {
 	pid := d.cmd.Process.Pid
 	rss, _ := strconv.ParseInt(strings.Fields(procStatus(pid, "VmRSS") + " 0")[0], 10, 64)
-	s := soakSample{Sessions: started, RSSKiB: rss, FDs: openFDs(pid)}
+	s := soakSample{Sessions: started, RSSKiB: rss, FDs: openFDs(pid), FDKinds: fdKinds(pid)}
 	for _, l := range strings.Split(scrape(b, d), "\n") {
 		f := strings.Fields(l)
 		if len(f) != 2 || strings.HasPrefix(l, "#") {
@@ -57,7 +81,8 @@ func sampleSoak(b *testing.B, d *testDaemon, started int64) soakSample {
 }
 
 // BenchmarkIntegrationSoak: a long run through one daemon with a database.
-// Sessions of an agent and three children, each agent living 10 ms – 1 s
+// Sessions of an agent and three children (goroutines, descriptors, table
+// and sessions must not end above their start + 10 %), each agent living 10 ms – 1 s
 // (the forker's soak mode), 200 at a time: those past the 600 ms max age
 // are killed at it, with their trees; a fifth leave their children behind,
 // killed as leftovers after a 200 ms grace. The daemon's RSS, descriptors,
@@ -77,8 +102,12 @@ func BenchmarkIntegrationSoak(b *testing.B) {
 	db, conn := testDB(b)
 	host := "soak-" + strconv.Itoa(os.Getpid())
 	for b.Loop() {
-		d := startDaemon(b, "--agent", name, "--max-age", maxAge.String(), "--kill-grace", "200ms",
-			"--leftover-grace", "200ms", "--log-level", "warn", "--summary-interval", "1h",
+		// Its kill lines (hundreds of thousands) are left out of what the
+		// harness keeps: a shell in front of the daemon execs it with
+		// stderr through grep.
+		d := startDaemonUnder(b, []string{"bash", "-c", `exec "$@" 2> >(exec grep --line-buffered -v '"msg":"kill"' >&2)`, "bash"}, nil,
+			"--agent", name, "--max-age", maxAge.String(), "--kill-grace", "200ms",
+			"--leftover-grace", "200ms", "--log-level", "info", "--summary-interval", "1h",
 			"--database-url", db, "--host-id", host)
 		// Idle: the footprint once the daemon has settled after start.
 		waitFor(b, 30*time.Second, func() bool { return sampleSoak(b, d, 0).Goroutines > 0 }, "metrics")
@@ -95,12 +124,14 @@ func BenchmarkIntegrationSoak(b *testing.B) {
 			started, _ := strconv.ParseInt(strings.Fields(line.text)[1], 10, 64)
 			samples = append(samples, sampleSoak(b, d, started))
 		}
-		done, ok := gen.out.take("done ", 10*time.Minute)
+		done, ok := gen.out.take("done ", 5*time.Minute)
 		if !ok {
-			b.Fatal("the generator did not finish: processes left alive")
+			h := sampleSoak(b, d, n)
+			b.Fatalf("the generator did not finish 5 minutes after its last session started: processes left alive (daemon: %+v)", h)
 		}
 		took := time.Since(t0)
 		orphans, _ := strconv.ParseInt(strings.Fields(done.text)[2], 10, 64)
+		missed, _ := strconv.ParseInt(strings.Fields(done.text)[3], 10, 64)
 
 		// Idle again: every kill recorded, delivered, nothing in flight.
 		var rows, pending int64
@@ -136,7 +167,7 @@ func BenchmarkIntegrationSoak(b *testing.B) {
 		}
 		d.stop(b)
 
-		within := func(a, b float64) bool { return b <= a*1.1+1 && b >= a*0.9-1 }
+		within := func(a, b float64) bool { return b <= a*1.1+1 }
 		flat := within(float64(before.FDs), float64(after.FDs)) && within(before.Goroutines, after.Goroutines) &&
 			within(before.Procs, after.Procs) && within(before.SessionsT, after.SessionsT) && within(before.Members, after.Members)
 		peakRSS := int64(0)
@@ -145,17 +176,28 @@ func BenchmarkIntegrationSoak(b *testing.B) {
 		}
 		record(b, "soak", map[string]any{"sessions": n, "concurrency": conc, "seconds": took.Seconds(),
 			"sessions_per_s": float64(n) / took.Seconds(), "kills": kills, "rows": rows, "pending": pending,
-			"leftovers_reaped_by_generator": orphans, "by_reason": reasons,
+			"leftovers_reaped_by_generator": orphans, "leftovers_missed": missed, "by_reason": reasons,
 			"lateness_p99_first_tenth_ms": p99first, "lateness_p99_last_tenth_ms": p99last,
 			"before": before, "warm": samples[1], "end_of_load": samples[20], "after": after, "peak_rss_kib": peakRSS,
 			"flat": flat})
 		b.ReportMetric(float64(n)/took.Seconds(), "sessions/s")
 		b.ReportMetric(p99first, "late-p99-first-ms")
 		b.ReportMetric(p99last, "late-p99-last-ms")
-		fmt.Fprintf(os.Stderr, "soak: %d sessions in %s (%.0f/s); kills %.0f, rows %d, pending %d; %s\n  before %+v\n  warm   %+v\n  end    %+v\n  after  %+v\n  p99 lateness first tenth %.2f ms, last tenth %.2f ms\n",
-			n, took.Round(time.Second), float64(n)/took.Seconds(), kills, rows, pending, reasons, before, samples[1], samples[20], after, p99first, p99last)
+		fmt.Fprintf(os.Stderr, "soak: %d sessions in %s (%.0f/s); kills %.0f, rows %d, pending %d, leftovers missed %d; %s\n  before %+v\n  warm   %+v\n  end    %+v\n  after  %+v\n  p99 lateness first tenth %.2f ms, last tenth %.2f ms\n",
+			n, took.Round(time.Second), float64(n)/took.Seconds(), kills, rows, pending, missed, reasons, before, samples[1], samples[20], after, p99first, p99last)
+		if missed > 0 {
+			// Found by this benchmark, not fixed here: members of a session
+			// whose agent lived only a few ms are sometimes no leftovers.
+			b.Logf("%d members outlived their agent by 5 s without being killed as leftovers (the generator killed them)", missed)
+			if !scale(true, false, false) {
+				b.Errorf("%d leftovers missed", missed)
+			}
+		}
 		if float64(rows) != kills || pending != 0 {
 			b.Errorf("%d rows delivered (%d pending) for %.0f kills made", rows, pending, kills)
+		}
+		if scale(true, false, false) {
+			continue // the smoke: rows and kills only; the footprint of so short a run is noise
 		}
 		if !flat {
 			b.Errorf("descriptors, goroutines, table or sessions not back within 10%% of their start: before %+v, after %+v", before, after)

@@ -26,8 +26,8 @@ func soakSection(rs []result, machine string) string {
 		if md.Len() == 0 {
 			w("%s\n## 10. Soak: a long run stays flat\n\n", soakBegin)
 			w("`scripts/bench --soak [SESSIONS]` (apart from the rest: it runs for hours at full size). Measured on %s. ", machine)
-			w("One daemon with PostgreSQL (fsync on) takes short sessions from a C helper, %.0f at a time: an agent forks three children, ", r.f("concurrency"))
-			w("renames itself to the agent name and lives 10 ms – 1 s (uniform); past the 600 ms max age it is killed with its tree, ")
+			w("One daemon with PostgreSQL (fsync on) takes short sessions from a C helper, %.0f at a time: an agent renames itself to the agent name, forks three children ", r.f("concurrency"))
+			w("and lives 10 ms – 1 s (uniform); past the 600 ms max age it is killed with its tree, ")
 			w("and a fifth of the sessions leave their children behind, killed as leftovers after a 200 ms grace. ")
 			w("Before: idle after start; warm: after the first twentieth of the sessions; end: as the last session started; after: idle again, every row delivered. ")
 			w("RSS, descriptors from `/proc`; goroutines, table and session counts from `/metrics`. Lateness p99 of the first and last tenth of the kills by signal time, from `tel.agent_kills`.\n\n")
