@@ -33,8 +33,9 @@ func soakSection(rs []result, machine string) string {
 			w("RSS, descriptors from `/proc`; goroutines, table and session counts from `/metrics`. Lateness p99 of the first and last tenth of the kills by signal time, from `tel.agent_kills`.\n\n")
 		}
 		sample := func(k string) map[string]any { m, _ := r[k].(map[string]any); return m }
-		w("%.0f sessions in %.0f s (%.0f sessions/s); kills made %.0f, rows delivered %.0f, pending %.0f; by reason and outcome: %s.\n\n",
+		w("%.0f sessions in %.0f s (%.0f sessions/s); kills made %.0f, rows delivered %.0f, pending %.0f; by reason and outcome: %s. ",
 			r.f("sessions"), r.f("seconds"), r.f("sessions_per_s"), r.f("kills"), r.f("rows"), r.f("pending"), r.s("by_reason"))
+		w("Leftovers missed (members still alive 5 s after the last agent's exit, killed by the helper): %.0f.\n\n", r.f("leftovers_missed"))
 		w("| | RSS | descriptors | goroutines | processes tracked | agents | sessions | members | spool rows |\n|---|---|---|---|---|---|---|---|---|\n")
 		for _, k := range []string{"before", "warm", "end_of_load", "after"} {
 			s := sample(k)
