@@ -44,7 +44,7 @@ const (
 	faultsHeader   = "| Fault | How the test produces it | What the daemon did | Rows lost | Kills late | Kills missed | Test |\n|---|---|---|---|---|---|---|"
 )
 
-// recordFault records the calling test's row of the fault table. A row
+// recordFault records a row of the fault table for the calling test. A row
 // with anything lost, late or missed fails the test too.
 func recordFault(t testing.TB, r faultRow) {
 	t.Helper()
@@ -63,7 +63,8 @@ func recordFault(t testing.TB, r faultRow) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := regexp.MustCompile(`[^A-Za-z0-9_.-]`).ReplaceAllString(t.Name(), "_") + ".json"
+	// One file per test and fault: a test may record several rows.
+	name := regexp.MustCompile(`[^A-Za-z0-9_.-]`).ReplaceAllString(t.Name()+"-"+r.Fault, "_") + ".json"
 	tmp := filepath.Join(dir, "."+name)
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
 		t.Fatal(err)

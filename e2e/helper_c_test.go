@@ -31,6 +31,18 @@ import (
 // each: no agent exits before its line's time. It reaps them and prints
 // "done". With SESSFORKER_WAKE_MS set, the children wake that often and
 // burn SESSFORKER_BURN_US of CPU each time (working processes).
+//
+// `forker soak NAME N CONC MIN_MS MAX_MS LEFT_PCT SEED` runs N short
+// sessions, CONC at a time, for the soak benchmark: as a child subreaper,
+// it forks an agent that renames itself NAME and forks three children
+// (renamed soak-member; the session has four members), lives a time drawn uniformly from
+// MIN_MS to MAX_MS (SEED seeds the draw) and exits. The children die with
+// their agent (PR_SET_PDEATHSIG), except in LEFT_PCT percent of the
+// sessions, whose children pause() on as leftovers. It prints "progress K"
+// each time another twentieth of the sessions has started, and "done K
+// ORPHANS MISSED" once every process it made is gone and reaped (ORPHANS:
+// the leftovers it reaped; MISSED: those still alive 5 s after the last
+// agent's exit, which it kills itself).
 const forkerC = `
 #define _GNU_SOURCE
 #include <sched.h>
@@ -117,7 +129,79 @@ static int sessions(const char *name, int na, int nc) {
 	return 0;
 }
 
+static unsigned long long soak_rng;
+static unsigned long long soak_next(void) {
+	soak_rng ^= soak_rng << 13; soak_rng ^= soak_rng >> 7; soak_rng ^= soak_rng << 17;
+	return soak_rng;
+}
+
+static int soak(const char *name, long n, int conc, int minms, int maxms, int leftpct, unsigned long long seed) {
+	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+	soak_rng = seed ? seed : 88172645463325252ULL;
+	pid_t gen = getpid();
+	pid_t *slot = calloc(conc, sizeof(pid_t));
+	long started = 0, orphans = 0, step = n / 20 > 0 ? n / 20 : 1;
+	long long last = 0;
+	int live = 0;
+	for (;;) {
+		while (live < conc && started < n) {
+			long life = minms + (long)(soak_next() % (unsigned long long)(maxms - minms + 1));
+			int left = (int)(soak_next() % 100) < leftpct;
+			pid_t a = fork();
+			if (a < 0) { perror("fork"); return 1; }
+			if (a == 0) {
+				prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+				if (getppid() != gen) _exit(0);
+				pid_t me = getpid();
+				prctl(PR_SET_NAME, name, 0, 0, 0);
+				for (int j = 0; j < 3; j++) {
+					pid_t c = fork();
+					if (c == 0) {
+						prctl(PR_SET_NAME, "soak-member", 0, 0, 0);
+						if (!left) {
+							prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+							if (getppid() != me) _exit(0);
+						}
+						for (;;) pause();
+					}
+				}
+				usleep(life * 1000);
+				_exit(0);
+			}
+			for (int i = 0; i < conc; i++) if (slot[i] == 0) { slot[i] = a; break; }
+			live++;
+			started++;
+			if (started % step == 0) { printf("progress %ld\n", started); fflush(stdout); }
+		}
+		if (live == 0 && started == n && !last) last = boot();
+		if (last && boot() - last > 5000000000LL) break; // leftovers the daemon left alone
+		pid_t p = waitpid(-1, NULL, last ? WNOHANG : 0);
+		if (p < 0) break; // ECHILD: every process made is gone
+		if (p == 0) { usleep(10000); continue; }
+		int agent = 0;
+		for (int i = 0; i < conc; i++) if (slot[i] == p) { slot[i] = 0; agent = 1; break; }
+		if (agent) live--; else orphans++;
+	}
+	// Still here 5 s after the last agent: missed; killed by us.
+	long missed = 0;
+	char path[64], buf[65536];
+	snprintf(path, sizeof path, "/proc/%d/task/%d/children", gen, gen);
+	FILE *f = fopen(path, "r");
+	size_t got = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+	if (f) fclose(f);
+	buf[got] = 0;
+	for (char *tok = strtok(buf, " \n"); tok; tok = strtok(NULL, " \n")) {
+		if (kill(atoi(tok), SIGKILL) == 0) missed++;
+	}
+	while (wait(NULL) > 0) {}
+	printf("done %ld %ld %ld\n", started, orphans, missed);
+	fflush(stdout);
+	return 0;
+}
+
 int main(int argc, char **argv) {
+	if (argc == 9 && strcmp(argv[1], "soak") == 0)
+		return soak(argv[2], atol(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), atoi(argv[7]), strtoull(argv[8], NULL, 10));
 	if (argc == 5 && strcmp(argv[1], "sessions") == 0)
 		return sessions(argv[2], atoi(argv[3]), atoi(argv[4]));
 	if ((argc == 4 || (argc == 5 && strcmp(argv[4], "stubborn") == 0)) && strcmp(argv[1], "burst") == 0) {
@@ -172,7 +256,7 @@ int main(int argc, char **argv) {
 		printf("%ld\n", n);
 		return 0;
 	}
-	fprintf(stderr, "usage: forker burst NAME N [stubborn] | hold N | storm SECONDS | sessions NAME AGENTS CHILDREN\n");
+	fprintf(stderr, "usage: forker burst NAME N [stubborn] | hold N | storm SECONDS | sessions NAME AGENTS CHILDREN | soak NAME N CONC MIN_MS MAX_MS LEFT_PCT SEED\n");
 	return 2;
 }
 `

@@ -549,8 +549,9 @@ func killRecords(t *testing.T, dir string, pid int) []store.Record {
 }
 
 // A kill is on record from its first signal: the row is spooled with
-// outcome pending, a daemon SIGKILLed during a long grace leaves it, and a
-// kill that finishes replaces it with the complete row under the same id.
+// outcome pending, a daemon SIGKILLed during a long grace leaves it, and the
+// next daemon's kill of the same process replaces it with the complete row
+// under the same id.
 func TestIntegrationKillRecordPending(t *testing.T) {
 	if ranApart(t) {
 		return
@@ -576,21 +577,22 @@ func TestIntegrationKillRecordPending(t *testing.T) {
 	}
 
 	// A second daemon on the same state dir kills it (its deadline is
-	// past) and completes its own row; the crashed daemon's row stays.
+	// past) and completes the crashed daemon's row: the same kill, the
+	// same id, one row.
 	d2 := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "500ms", "--state-dir", dir)
 	m2 := d2.waitLog(t, 30*time.Second, killOf(a.pid))
 	a.waitExit(t, 10*time.Second)
 	d2.stop(t)
 	recs = killRecords(t, dir, a.pid)
-	if len(recs) != 2 {
-		t.Fatalf("spool holds %d rows for the agent, want the crashed daemon's pending one and the complete one: %+v", len(recs), recs)
+	if len(recs) != 1 {
+		t.Fatalf("spool holds %d rows for the agent, want the crashed daemon's pending one completed: %+v", len(recs), recs)
 	}
-	done := recs[1]
-	if recs[0].ID != m["id"] || recs[0].Kill.Outcome != store.OutcomePending {
-		t.Errorf("first row %+v, want the pending row %v", recs[0].Kill, m["id"])
+	done := recs[0]
+	if done.ID != m["id"] {
+		t.Errorf("complete row id %v, want the pending row's %v", done.ID, m["id"])
 	}
 	if done.Kill.Outcome != "killed" || done.Kill.Outcome != m2["outcome"] || done.Kill.ExitedAt == nil {
-		t.Errorf("second row %+v: want the complete row (killed, with its exit time)", done.Kill)
+		t.Errorf("row %+v: want the complete row (killed, with its exit time)", done.Kill)
 	}
 }
 

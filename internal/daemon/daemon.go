@@ -26,6 +26,7 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/procevents"
 	"github.com/agent-supervisor/supervisor/internal/reap"
 	"github.com/agent-supervisor/supervisor/internal/resource"
+	"github.com/agent-supervisor/supervisor/internal/statefile"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -58,6 +59,7 @@ type daemon struct {
 	conn      *procevents.Conn // nil when polling
 	store     *store.Store
 	pool      *pgxpool.Pool
+	db        *store.Postgres // nil without a database
 	collector *health.Collector
 	metrics   *metrics.Metrics
 	events    *events.Hub // the /events stream (served by internal/api; fed by intake.go and records.go)
@@ -161,6 +163,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 			return nil, errors.New("database: " + config.RedactURL(cfg.DatabaseURL, err.Error()))
 		}
 		scfg.Postgres = store.NewPostgres(d.pool)
+		d.db = scfg.Postgres
 	}
 	d.store = store.New(scfg)
 	d.hooks = hook.New(hook.Config{Timeout: cfg.HookTimeout, Log: log.Named("hook")})
@@ -168,7 +171,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) (*daemo
 	d.metrics.Register(&daemonCollector{d: d}, hookCollector{d.hooks})
 	d.state = &stateDir{dir: cfg.StateDir, table: d.table, log: log}
 	d.rec = &recorder{clock: d.clock, log: log, store: d.store, metrics: d.metrics, events: d.events, hooks: d.hooks,
-		host: cfg.HostID, onKill: func() string { return d.liveConfig().OnKill }}
+		host: cfg.HostID, onKill: func() string { return d.liveConfig().OnKill },
+		ids: &killIDs{host: cfg.HostID, boot: statefile.BootID(), stat: procs.Stat}}
 	d.metrics.EventHub(d.events)
 	d.res = limits.New(limits.Config{Settings: limitSettings(cfg), DryRun: cfg.DryRun, Table: d.table,
 		Sampler: resource.NewSampler(d.table, resource.NewProcReader("/proc"), d.clock), Now: d.clock.Now,
@@ -324,6 +328,7 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 	}
 	t0 := time.Now()
 	done := d.table.ScanStart() // init's exits from here on (attach) are remembered against it
+	started := t0               // kill rows signalled before this are an earlier run's
 	scan, err := d.procs.Scan()
 	if err != nil {
 		done()
@@ -337,6 +342,14 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 	log.Info("initial scan", zap.Int("processes", st.Processes), zap.Int("agents", st.Agents),
 		zap.Duration("took", time.Since(t0)), zap.Duration("read", t1.Sub(t0)), zap.Duration("merge", time.Since(t1)))
 	d.state.restoreSessions()
+	// Kill rows an earlier run left pending: completed here, or by this
+	// run's kill under the same id, before any of this run's is recorded.
+	var db pendingSource
+	if d.db != nil {
+		db = d.db
+	}
+	resume := newResumer(d.rec.ids, d.store, db, log, started, scan)
+	resume.fromSpool()
 	ctl, err := d.serveControl(reload)
 	if err != nil {
 		return err
@@ -371,6 +384,7 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 	storeCtx, stopStore := context.WithCancel(context.Background())
 	defer stopStore()
 	storeDone := spawn(func() { d.store.Run(storeCtx) })
+	resumeDone := spawn(func() { resume.fromDatabase(storeCtx) })
 	// Intake and the periodic work outlive ctx: in-flight kills need the
 	// table to see their trees' exits.
 	intake, stopIntake := context.WithCancel(context.Background())
@@ -433,6 +447,7 @@ func run(ctx context.Context, d *daemon, cfg *config.Config, reload func() (*con
 	// is not delivered stays in the spool for the next start.
 	stopStore()
 	<-storeDone
+	<-resumeDone
 	if d.store.HasDatabase() {
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := d.store.Flush(fctx); err != nil {
@@ -523,6 +538,7 @@ func (d *daemon) serveControl(reload func() (*config.Config, error)) (*control.S
 	if n := d.table.PruneLeases(); n > 0 {
 		d.log.Info("leases restored", zap.Int("processes", n))
 	}
+	d.state.resaveLeases()
 	if d.cfg.ControlSocket == "" {
 		return nil, nil
 	}

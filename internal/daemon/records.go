@@ -29,6 +29,7 @@ type recorder struct {
 	hooks   *hook.Runner
 	host    string        // the rows' host, for the hook's record
 	onKill  func() string // the --on-kill command in force (the last SIGHUP's)
+	ids     *killIDs      // the same kill, the same row id in every run (resume.go)
 
 	mu          sync.Mutex
 	pending     map[uint64]pendingRow // kill rows of reaps in flight, by agent Seq
@@ -137,7 +138,9 @@ type pendingRow struct {
 // is gone (a long grace, thousands of kills) still leaves the record.
 func (d *recorder) onSignal(r reap.Result) {
 	k, at := d.killRow(r)
-	rec, err := d.store.Add(store.KindKill, at, nil, k)
+	// Under the kill's own id: a row a crashed run left pending for this
+	// kill is replaced, not doubled (resume.go).
+	rec, err := d.store.Replace(d.ids.of(r), store.KindKill, at, nil, k)
 	if err != nil {
 		d.log.Error("spool kill record", zap.Error(err), zap.Int32("pid", r.PID))
 		return
@@ -148,7 +151,8 @@ func (d *recorder) onSignal(r reap.Result) {
 	}
 	d.pending[r.Seq] = pendingRow{id: rec.ID, at: at}
 	d.mu.Unlock()
-	d.log.Debug("kill record pending", zap.Int32("pid", r.PID), zap.String("id", rec.ID))
+	d.log.Debug("kill record pending", zap.Int32("pid", r.PID), zap.String("id", rec.ID),
+		zap.Int64("deadline_boot_ns", r.Deadline), zap.Int64("signalled_boot_ns", r.Signalled))
 }
 
 // onResult records a finished reap: its row (completing the pending one,
@@ -169,10 +173,13 @@ func (d *recorder) onResult(r reap.Result) {
 		// created_at when it is completed.
 		rec, err = d.store.Replace(pend.id, store.KindKill, pend.at, nil, k)
 	} else {
-		rec, err = d.store.Add(store.KindKill, at, nil, k)
+		rec, err = d.store.Replace(d.ids.of(r), store.KindKill, at, nil, k)
 	}
 	if err != nil {
 		d.log.Error("spool kill record", zap.Error(err), zap.Int32("pid", r.PID))
+	}
+	if r.Outcome == reap.OutcomeFailed || r.Outcome == reap.OutcomeRefused {
+		d.ids.spend(rec.ID) // it lives on: a later kill of it is another row
 	}
 	if d.events.Wants(events.TypeKill) {
 		d.events.Publish(&events.Kill{KillRow: *k})

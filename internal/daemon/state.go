@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,7 +24,8 @@ type stateDir struct {
 	table stateTable
 	log   *zap.Logger
 
-	leaseMu sync.Mutex // orders lease saves: an older state never replaces a newer one
+	leaseMu sync.Mutex      // orders lease saves: an older state never replaces a newer one
+	damaged map[string]bool // state files found damaged at start (load)
 
 	// A state file the disk refuses is kept in memory (the table holds
 	// it) and saved again by persistSessions each second until it takes
@@ -51,8 +53,8 @@ const SessionsFile = "sessions.json"
 // process that was reparented, and a leftover whose grace began before the
 // restart must still die at its original time.
 func (d *stateDir) restoreSessions() {
-	var state []tracker.MemberState
-	if !d.load(SessionsFile, &state, "session state is from before the last reboot: ignored", "session state unreadable: sessions start empty") {
+	state, ok := load[tracker.MemberState](d, SessionsFile, "session members", "session state is from before the last reboot: ignored")
+	if !ok {
 		return
 	}
 	n := d.table.RestoreSessions(state)
@@ -166,28 +168,60 @@ func (d *stateDir) stateFaults() []string {
 // Called before the start-up scan is merged; what belongs to processes
 // that are gone is pruned after it.
 func (d *stateDir) loadLeases() {
-	var state []tracker.Lease
-	if d.load(leasesFile, &state, "leases are from before the last reboot: ignored", "leases unreadable: none restored") {
-		d.table.LoadLeases(state)
+	state, ok := load[tracker.Lease](d, leasesFile, "leases and keeps", "leases are from before the last reboot: ignored")
+	if !ok {
+		return
+	}
+	d.table.LoadLeases(state)
+}
+
+// resaveLeases writes the leases restored from a damaged leases.json back
+// at once, once the start-up scan has pruned them: leases are saved only
+// when they change, and the damaged file has been moved aside.
+func (d *stateDir) resaveLeases() {
+	if !d.damaged[leasesFile] {
+		return
+	}
+	if err := d.saveLeases(); err != nil {
+		d.log.Error("persist leases", zap.Error(err))
 	}
 }
 
-// load reads the state file name into v: false (v is not to be used) when
-// there is none, when it is from before the last reboot (said with
-// otherBoot), or when it cannot be read (warned with unreadable).
-func (d *stateDir) load(name string, v any, otherBoot, unreadable string) bool {
+// load reads the state file name, a JSON array of what (say "leases"):
+// false (nothing to restore) when there is none, when it is from before
+// the last reboot (said with otherBoot) or when it cannot be read. A
+// damaged file — cut mid-write, or garbage — is not a reason not to
+// start: the whole entries before the damage are restored, the file is
+// moved aside to name.damaged (the next save writes a new one), and one
+// warning names the file and says what was kept and what was dropped.
+func load[T any](d *stateDir, name, what, otherBoot string) ([]T, bool) {
 	path := filepath.Join(d.dir, name)
-	switch err := statefile.Load(path, v); {
+	state, dmg, err := statefile.Salvage[T](path)
+	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return false
+		return nil, false
 	case errors.Is(err, statefile.ErrOtherBoot):
 		d.log.Info(otherBoot, zap.String("file", path))
-		return false
+		return nil, false
 	case err != nil:
-		d.log.Warn(unreadable, zap.Error(err))
-		return false
+		d.log.Warn(fmt.Sprintf("%s unreadable: no %s restored", name, what), zap.String("file", path), zap.Error(err))
+		return nil, false
+	case dmg != nil:
+		aside := path + ".damaged"
+		if err := os.Rename(path, aside); err != nil {
+			aside = ""
+		}
+		if d.damaged == nil {
+			d.damaged = map[string]bool{}
+		}
+		d.damaged[name] = true
+		d.log.Warn(fmt.Sprintf("%s damaged: %d %s restored, the rest dropped (%d bytes from byte %d of %d; %d whole entries not valid)",
+			name, dmg.Kept, what, dmg.Size-dmg.At, dmg.At, dmg.Size, dmg.Skipped),
+			zap.String("file", path), zap.Int("kept", dmg.Kept), zap.Int("skipped", dmg.Skipped),
+			zap.Int64("damaged_at", dmg.At), zap.Int64("size", dmg.Size), zap.String("damage", dmg.Err.Error()),
+			zap.String("moved_to", aside))
 	}
-	return true
+	return state, true
 }
 
 // leasesFile holds the leases and keeps given through the control socket,

@@ -37,6 +37,7 @@ func main() {
 	svg := flag.String("svg", "bench-lateness.svg", "picture to write")
 	scale := flag.String("scale", "full", "quick or full")
 	hyperfinePath := flag.String("hyperfine", "", "hyperfine --export-json of init's start and exit beside tini's (optional)")
+	soakOnly := flag.Bool("soak-only", false, "replace only the soak section of -out with the soak results")
 	flag.Parse()
 
 	var rs []result
@@ -59,6 +60,19 @@ func main() {
 	w := func(format string, a ...any) { fmt.Fprintf(&md, format, a...) }
 	host, _ := os.Hostname()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	machine := fmt.Sprintf("%s, %d cores, %s; kernel %s; %s; %s", cpuModel(), runtime.NumCPU(), memTotal(),
+		strings.TrimSpace(string(kernel)), runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	if *soakOnly {
+		doc, _ := os.ReadFile(*out)
+		section := soakSection(rs, machine)
+		if section == "" {
+			fatal(fmt.Errorf("no soak results in %s", *resultsPath))
+		}
+		if err := os.WriteFile(*out, []byte(withSoak(string(doc), section)), 0o644); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	w("# Benchmarks\n\n")
 	w("Written by `scripts/bench` (%s run) on %s. Machine: %s, %d cores, %s; kernel %s; %s; host %q.\n\n",
 		*scale, time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpuModel(), runtime.NumCPU(), memTotal(),
@@ -446,6 +460,13 @@ func main() {
 	w("\n## Targets\n\n| target | measured | |\n|---|---|---|\n")
 	for _, t := range targets {
 		w("| %s | %s | %s |\n", t[0], t[1], t[2])
+	}
+	soak := soakSection(rs, machine)
+	if soak == "" {
+		soak = oldSoak(*out) // a run without the soak keeps the last one's
+	}
+	if soak != "" {
+		w("\n%s", soak)
 	}
 	if err := os.WriteFile(*out, []byte(md.String()), 0o644); err != nil {
 		fatal(err)
