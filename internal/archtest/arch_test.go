@@ -24,7 +24,7 @@ var tiers = map[string]int{
 	// no imports of this module.
 	"internal/procevents": 0, "internal/cgroupinfo": 0, "internal/statefile": 0,
 	"internal/control": 0, "internal/hook": 0, "internal/store": 0, "internal/testutil": 0,
-	"internal/archtest": 0,
+	"internal/archtest": 0, "internal/termtext": 0,
 	"internal/tracker":  1, // the table, sessions, deadlines, max age and leftovers
 	"internal/events":   1, // the live stream: kill rows and cgroup info, nothing else
 	"internal/resource": 2, "internal/psi": 2, "internal/health": 2, "internal/psi/psitest": 2,

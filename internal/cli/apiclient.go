@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/api"
 	"github.com/agent-supervisor/supervisor/internal/config"
 )
 
@@ -90,14 +90,7 @@ func (f *apiFlags) parse(args []string, getenv func(string) string, stdout, stde
 
 // apiHTTP is an HTTP client that dials the API socket at path.
 func apiHTTP(path string, timeout time.Duration) *http.Client {
-	return &http.Client{Timeout: timeout, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		ResponseHeaderTimeout: 5 * time.Second,
-		DisableKeepAlives:     true,
-	}}
+	return api.Client(path, timeout, false)
 }
 
 // apiURL is the URL of an endpoint on the API socket (the host is not

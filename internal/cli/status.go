@@ -159,31 +159,6 @@ func printLeftovers(w io.Writer, sessions []api.AgentView, now time.Time) {
 
 func comm15(c string) string { return clipTo(printable(c), 15) }
 
-func clipTo(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
-
-// short prints a duration in at most 8 characters: 1h52m, 8m05s, 4.2s.
-func short(d time.Duration) string {
-	neg := ""
-	if d < 0 {
-		neg, d = "-", -d
-	}
-	switch {
-	case d >= 100*time.Hour:
-		return fmt.Sprintf("%s%dd", neg, int(d.Hours()/24))
-	case d >= time.Hour:
-		return fmt.Sprintf("%s%dh%02dm", neg, int(d.Hours()), int(d.Minutes())%60)
-	case d >= time.Minute:
-		return fmt.Sprintf("%s%dm%02ds", neg, int(d.Minutes()), int(d.Seconds())%60)
-	default:
-		return fmt.Sprintf("%s%.1fs", neg, d.Seconds())
-	}
-}
-
 func clip(s string) string {
 	if len(s) > statusWidth {
 		return s[:statusWidth-1] + "…"

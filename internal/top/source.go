@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -60,17 +59,7 @@ func newDaemonSource(apiPath, controlPath string) *daemonSource {
 
 // apiHTTP is an HTTP client that dials the API socket at path; timeout 0
 // is no overall timeout (the stream).
-func apiHTTP(path string, timeout time.Duration) *http.Client {
-	return &http.Client{Timeout: timeout, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		ResponseHeaderTimeout: 5 * time.Second,
-		// One connection kept for the once-a-second reads.
-		MaxIdleConnsPerHost: 1,
-	}}
-}
+func apiHTTP(path string, timeout time.Duration) *http.Client { return api.Client(path, timeout, true) }
 
 const apiBase = "http://supervisor"
 

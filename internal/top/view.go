@@ -5,9 +5,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/agent-supervisor/supervisor/internal/api"
+	"github.com/agent-supervisor/supervisor/internal/termtext"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
 )
@@ -517,32 +517,10 @@ func paint(st lipgloss.Style, s string) string {
 	return st.Render(s)
 }
 
-func clipTo(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
+func clipTo(s string, n int) string { return termtext.Clip(s, n) }
 
 // short prints a duration in at most 7 characters: 1h52m, 8m05s, 42s, 4.2s.
-func short(d time.Duration) string {
-	neg := ""
-	if d < 0 {
-		neg, d = "-", -d
-	}
-	switch {
-	case d >= 100*time.Hour:
-		return fmt.Sprintf("%s%dd", neg, int(d.Hours()/24))
-	case d >= time.Hour:
-		return fmt.Sprintf("%s%dh%02dm", neg, int(d.Hours()), int(d.Minutes())%60)
-	case d >= time.Minute:
-		return fmt.Sprintf("%s%dm%02ds", neg, int(d.Minutes()), int(d.Seconds())%60)
-	case d >= 10*time.Second:
-		return fmt.Sprintf("%s%ds", neg, int(d.Seconds()))
-	default:
-		return fmt.Sprintf("%s%.1fs", neg, d.Seconds())
-	}
-}
+func short(d time.Duration) string { return termtext.Duration(d, 10*time.Second) }
 
 // bytesShort prints a size in at most 6 characters: 512K, 150M, 1.2G.
 func bytesShort(b int64) string {
@@ -560,20 +538,4 @@ func bytesShort(b int64) string {
 
 // printable escapes what a process chose and a terminal would obey
 // (escape sequences, newlines): \x1b, \n.
-func printable(s string) string {
-	if strings.IndexFunc(s, notPrintable) < 0 {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if notPrintable(r) {
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-func notPrintable(r rune) bool { return r != ' ' && !unicode.IsGraphic(r) }
+func printable(s string) string { return termtext.Printable(s) }

@@ -1,4 +1,4 @@
-package cli
+package termtext
 
 import "testing"
 
@@ -11,8 +11,8 @@ func TestPrintable(t *testing.T) {
 		"fake\n12:00:00 kill pid=1":  `fake\n12:00:00 kill pid=1`,
 		"tab\there\rback\x00nul\x7f": `tab\there\rback\x00nul\x7f`,
 	} {
-		if got := printable(in); got != want {
-			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
