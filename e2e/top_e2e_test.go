@@ -177,6 +177,10 @@ func TestIntegrationTop(t *testing.T) {
 	if row := killRowOf(s, killed.pid); !strings.Contains(row, " manual ") {
 		t.Errorf("kill row %q: want reason manual", row)
 	}
+	// The daemon's own kill record says so too.
+	if m := d.waitLog(t, bound, killOf(killed.pid)); m["reason"] != "manual" {
+		t.Errorf("the daemon's kill record of %d: reason %v, want manual", killed.pid, m["reason"])
+	}
 	killed.waitExit(t, bound)
 	term.keys(t, "Escape")
 
