@@ -173,18 +173,6 @@ func msgHas(s string) func(map[string]any) bool {
 	return func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m["msg"]), s) }
 }
 
-// completeKills counts pid's complete (not pending) kill rows.
-func completeKills(t testing.TB, dsn string, pid int) int {
-	t.Helper()
-	conn := dbConn(t, dsn)
-	defer conn.Close(context.Background())
-	var n int
-	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", pid).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // TestIntegrationFaultSpoolDiskFull: the spool's disk (a 2 MB tmpfs) fills
 // up mid-run. Kills stay on time, their rows reach PostgreSQL from memory,
 // /healthz is degraded naming ENOSPC (warned once), and when the disk is
@@ -205,13 +193,7 @@ func TestIntegrationFaultSpoolDiskFull(t *testing.T) {
 		agents = append(agents, startAgent(t, "claude"))
 	}
 	late, missed := killTally(t, d, agents, maxAge)
-	lost := 0
-	for _, a := range agents {
-		if n := waitCount(t, dbConn(t, db), 30*time.Second, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", a.pid); n != 1 {
-			t.Errorf("agent %d: %d complete kill rows in PostgreSQL while the disk is full, want 1", a.pid, n)
-			lost++
-		}
-	}
+	lost := lostKillRows(t, dbConn(t, db), 30*time.Second, agents, "in PostgreSQL while the disk is full")
 	h := waitHealthz(t, d, "degraded by ENOSPC", degradedBy("no space left on device"))
 	t.Logf("degraded: %v", h.Degraded)
 	if err := os.Remove(filler); err != nil {
@@ -367,11 +349,7 @@ func TestIntegrationFaultRevokeInsert(t *testing.T) {
 	if _, err := conn.Exec(ctx, "GRANT INSERT ON tel.agent_kills TO "+role); err != nil {
 		t.Fatal(err)
 	}
-	lost := 0
-	if n := waitCount(t, conn, 60*time.Second, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", a.pid); n != 1 {
-		t.Errorf("%d complete kill rows after the grant, want 1", n)
-		lost++
-	}
+	lost := lostKillRows(t, conn, 60*time.Second, []*agent{a}, "after the grant")
 	waitHealthz(t, d, "ok after the grant", healthOK)
 	if n := len(d.findLogs(msgHas("permission denied"))); n != 1 {
 		t.Errorf("%d permission warnings, want exactly 1 (one per cause)", n)
@@ -413,11 +391,7 @@ func TestIntegrationFaultStatementTimeout(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	lost := 0
-	if n := waitCount(t, conn, 60*time.Second, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", a.pid); n != 1 {
-		t.Errorf("%d complete kill rows after the lock is gone, want 1", n)
-		lost++
-	}
+	lost := lostKillRows(t, conn, 60*time.Second, []*agent{a}, "after the lock is gone")
 	waitHealthz(t, d, "ok after the lock is gone", healthOK)
 	recordFault(t, faultRow{
 		Fault:    "database stuck (statement timeout, 57014)",
@@ -508,13 +482,7 @@ func TestIntegrationFaultPostgresRestartMidBatch(t *testing.T) {
 		t.Errorf("after the restart: %d of %d snapshots, %d of %d kill rows, %d duplicates; want every row once",
 			gotSnaps, snaps, gotKills, kills, dupSnaps+dupKills)
 	}
-	lost := max(snaps-gotSnaps, 0) + max(kills-gotKills, 0)
-	for _, a := range agents {
-		if n := waitCount(t, conn, 60*time.Second, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", a.pid); n != 1 {
-			t.Errorf("agent %d: %d complete kill rows, want 1", a.pid, n)
-			lost++
-		}
-	}
+	lost := max(snaps-gotSnaps, 0) + max(kills-gotKills, 0) + lostKillRows(t, conn, 60*time.Second, agents, "after the restart")
 	t.Logf("%d of %d snapshots delivered when PostgreSQL was stopped", before, snaps)
 	recordFault(t, faultRow{
 		Fault:    "PostgreSQL stopped and started mid-batch",

@@ -122,6 +122,21 @@ func (c *cluster) url(password string) string {
 	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable", url.QueryEscape(password), c.port)
 }
 
+// lostKillRows waits (up to timeout for each) for every agent's one
+// complete (not pending) kill row in conn's database and returns how many
+// agents lack it, each named in an error saying when ("after the grant").
+func lostKillRows(t testing.TB, conn *pgx.Conn, timeout time.Duration, agents []*agent, when string) int {
+	t.Helper()
+	lost := 0
+	for _, a := range agents {
+		if n := waitCount(t, conn, timeout, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", a.pid); n != 1 {
+			t.Errorf("agent %d: %d complete kill rows %s, want 1", a.pid, n, when)
+			lost++
+		}
+	}
+	return lost
+}
+
 // waitCount polls the database until query returns want rows or the
 // timeout passes; it returns the count seen last.
 func waitCount(t testing.TB, conn *pgx.Conn, timeout time.Duration, want int, query string, args ...any) int {
