@@ -54,15 +54,23 @@ func migratedWithWriter(t *testing.T) (owner, writer *pgxpool.Pool) {
 	return owner, writer
 }
 
+// openSpool opens the spool in dir with bound max, closed when the test
+// ends.
+func openSpool(t testing.TB, dir string, max int) *Spool {
+	t.Helper()
+	s, err := OpenSpool(dir, max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // spooled is a Store configured as cfg says, whose rows go through a new
 // spool of 100 rows in dir; the spool is closed when the test ends.
 func spooled(t *testing.T, dir string, cfg Config) (*Store, *Spool) {
 	t.Helper()
-	sp, err := OpenSpool(dir, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sp.Close() })
+	sp := openSpool(t, dir, 100)
 	cfg.Spool = sp
 	return New(cfg), sp
 }
