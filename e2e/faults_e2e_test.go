@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/store"
-	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // The disk and the database fail under a running daemon, for real: a
@@ -307,23 +305,9 @@ func TestIntegrationFaultRevokeInsert(t *testing.T) {
 	if out, errs, code := runBounded(t, 60*time.Second, "migrate", "--database-url", db); code != 0 {
 		t.Fatalf("migrate: exit %d, %s%s", code, out, errs)
 	}
-	role, pw := testutil.RandName("sv_role_"), testutil.RandName("pw")
-	if _, err := conn.Exec(ctx, `CREATE ROLE `+role+` LOGIN PASSWORD '`+pw+`';
-		GRANT USAGE ON SCHEMA tel TO `+role+`;
-		GRANT SELECT, INSERT, DELETE ON tel.system_health, tel.agent_kills TO `+role+`;
-		GRANT SELECT ON tel.supervisor_migrations TO `+role+`;
-		GRANT USAGE ON SEQUENCE tel.system_health_id_seq TO `+role); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c := dbConn(t, db)
-		c.Exec(ctx, "DROP OWNED BY "+role)
-		c.Exec(ctx, "DROP ROLE "+role)
-	})
-	u, _ := url.Parse(db)
-	u.User = url.UserPassword(role, pw)
+	role, _, roleURL := daemonRole(t, conn, db)
 	state := t.TempDir()
-	d := startDaemon(t, "--max-age", maxAge.String(), "--database-url", u.String(), "--summary-interval", "1s",
+	d := startDaemon(t, "--max-age", maxAge.String(), "--database-url", roleURL, "--summary-interval", "1s",
 		"--state-dir", state, "--host-id", "fault-revoke")
 	waitCount(t, conn, 30*time.Second, 1, "SELECT count(*) FROM tel.system_health WHERE host = 'fault-revoke'")
 	if _, err := conn.Exec(ctx, "REVOKE INSERT ON tel.agent_kills FROM "+role); err != nil {
