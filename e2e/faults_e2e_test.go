@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/store"
-	"github.com/agent-supervisor/supervisor/internal/testutil"
 )
 
 // The disk and the database fail under a running daemon, for real: a
@@ -173,18 +171,6 @@ func msgHas(s string) func(map[string]any) bool {
 	return func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m["msg"]), s) }
 }
 
-// completeKills counts pid's complete (not pending) kill rows.
-func completeKills(t testing.TB, dsn string, pid int) int {
-	t.Helper()
-	conn := dbConn(t, dsn)
-	defer conn.Close(context.Background())
-	var n int
-	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", pid).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // TestIntegrationFaultSpoolDiskFull: the spool's disk (a 2 MB tmpfs) fills
 // up mid-run. Kills stay on time, their rows reach PostgreSQL from memory,
 // /healthz is degraded naming ENOSPC (warned once), and when the disk is
@@ -205,13 +191,7 @@ func TestIntegrationFaultSpoolDiskFull(t *testing.T) {
 		agents = append(agents, startAgent(t, "claude"))
 	}
 	late, missed := killTally(t, d, agents, maxAge)
-	lost := 0
-	for _, a := range agents {
-		if n := waitCount(t, dbConn(t, db), 30*time.Second, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", a.pid); n != 1 {
-			t.Errorf("agent %d: %d complete kill rows in PostgreSQL while the disk is full, want 1", a.pid, n)
-			lost++
-		}
-	}
+	lost := lostKillRows(t, dbConn(t, db), 30*time.Second, agents, "in PostgreSQL while the disk is full")
 	h := waitHealthz(t, d, "degraded by ENOSPC", degradedBy("no space left on device"))
 	t.Logf("degraded: %v", h.Degraded)
 	if err := os.Remove(filler); err != nil {
@@ -325,23 +305,9 @@ func TestIntegrationFaultRevokeInsert(t *testing.T) {
 	if out, errs, code := runBounded(t, 60*time.Second, "migrate", "--database-url", db); code != 0 {
 		t.Fatalf("migrate: exit %d, %s%s", code, out, errs)
 	}
-	role, pw := testutil.RandName("sv_role_"), testutil.RandName("pw")
-	if _, err := conn.Exec(ctx, `CREATE ROLE `+role+` LOGIN PASSWORD '`+pw+`';
-		GRANT USAGE ON SCHEMA tel TO `+role+`;
-		GRANT SELECT, INSERT, DELETE ON tel.system_health, tel.agent_kills TO `+role+`;
-		GRANT SELECT ON tel.supervisor_migrations TO `+role+`;
-		GRANT USAGE ON SEQUENCE tel.system_health_id_seq TO `+role); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c := dbConn(t, db)
-		c.Exec(ctx, "DROP OWNED BY "+role)
-		c.Exec(ctx, "DROP ROLE "+role)
-	})
-	u, _ := url.Parse(db)
-	u.User = url.UserPassword(role, pw)
+	role, _, roleURL := daemonRole(t, conn, db)
 	state := t.TempDir()
-	d := startDaemon(t, "--max-age", maxAge.String(), "--database-url", u.String(), "--summary-interval", "1s",
+	d := startDaemon(t, "--max-age", maxAge.String(), "--database-url", roleURL, "--summary-interval", "1s",
 		"--state-dir", state, "--host-id", "fault-revoke")
 	waitCount(t, conn, 30*time.Second, 1, "SELECT count(*) FROM tel.system_health WHERE host = 'fault-revoke'")
 	if _, err := conn.Exec(ctx, "REVOKE INSERT ON tel.agent_kills FROM "+role); err != nil {
@@ -367,11 +333,7 @@ func TestIntegrationFaultRevokeInsert(t *testing.T) {
 	if _, err := conn.Exec(ctx, "GRANT INSERT ON tel.agent_kills TO "+role); err != nil {
 		t.Fatal(err)
 	}
-	lost := 0
-	if n := waitCount(t, conn, 60*time.Second, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", a.pid); n != 1 {
-		t.Errorf("%d complete kill rows after the grant, want 1", n)
-		lost++
-	}
+	lost := lostKillRows(t, conn, 60*time.Second, []*agent{a}, "after the grant")
 	waitHealthz(t, d, "ok after the grant", healthOK)
 	if n := len(d.findLogs(msgHas("permission denied"))); n != 1 {
 		t.Errorf("%d permission warnings, want exactly 1 (one per cause)", n)
@@ -413,11 +375,7 @@ func TestIntegrationFaultStatementTimeout(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	lost := 0
-	if n := waitCount(t, conn, 60*time.Second, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", a.pid); n != 1 {
-		t.Errorf("%d complete kill rows after the lock is gone, want 1", n)
-		lost++
-	}
+	lost := lostKillRows(t, conn, 60*time.Second, []*agent{a}, "after the lock is gone")
 	waitHealthz(t, d, "ok after the lock is gone", healthOK)
 	recordFault(t, faultRow{
 		Fault:    "database stuck (statement timeout, 57014)",
@@ -508,13 +466,7 @@ func TestIntegrationFaultPostgresRestartMidBatch(t *testing.T) {
 		t.Errorf("after the restart: %d of %d snapshots, %d of %d kill rows, %d duplicates; want every row once",
 			gotSnaps, snaps, gotKills, kills, dupSnaps+dupKills)
 	}
-	lost := max(snaps-gotSnaps, 0) + max(kills-gotKills, 0)
-	for _, a := range agents {
-		if n := waitCount(t, conn, 60*time.Second, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", a.pid); n != 1 {
-			t.Errorf("agent %d: %d complete kill rows, want 1", a.pid, n)
-			lost++
-		}
-	}
+	lost := max(snaps-gotSnaps, 0) + max(kills-gotKills, 0) + lostKillRows(t, conn, 60*time.Second, agents, "after the restart")
 	t.Logf("%d of %d snapshots delivered when PostgreSQL was stopped", before, snaps)
 	recordFault(t, faultRow{
 		Fault:    "PostgreSQL stopped and started mid-batch",

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/procevents"
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,19 +25,8 @@ type forger struct {
 
 func newForger(t testing.TB) *forger {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_CONNECTOR)
-	if err != nil {
-		t.Fatalf("forger socket: %v", err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		t.Fatalf("forger bind: %v", err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		t.Fatalf("forger getsockname: %v", err)
-	}
-	return &forger{fd: fd, port: sa.(*unix.SockaddrNetlink).Pid}
+	fd, port := testutil.ConnectorSocket(t)
+	return &forger{fd: fd, port: port}
 }
 
 // send forges one event: nlmsghdr + cn_msg + proc_event, addressed as the

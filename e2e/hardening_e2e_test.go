@@ -330,19 +330,8 @@ type otherAgent struct {
 // there.
 func startOtherUsersAgent(t *testing.T) *otherAgent {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "sv-nobody-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sleep, err := os.ReadFile("/bin/sleep")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "claude"), sleep, 0o755); err != nil {
+	dir := publicTempDir(t, "sv-nobody-")
+	if err := os.WriteFile(filepath.Join(dir, "claude"), readFile(t, "/bin/sleep"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	a := &otherAgent{cmd: exec.Command(filepath.Join(dir, "claude"), "600"), done: make(chan struct{})}

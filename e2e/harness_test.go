@@ -144,22 +144,37 @@ func ranApartTurn(t *testing.T, kind string, needs ...func(testing.TB)) bool {
 func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI must run the tests as root")
-		}
-		t.Skip("skipped: needs root for the proc connector and pidfd signals to other processes; run as root")
+		failOrSkip(t, "needs root for the proc connector and pidfd signals to other processes; run as root (CI must)")
 	}
 }
 
-// needUnshare: the namespace tests run unshare(1) from util-linux.
+// failOrSkip: in CI the machine must be as the test needs it; elsewhere
+// the test says why it does not run.
+func failOrSkip(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf("skipped: "+format, args...)
+}
+
+// needTool: the test runs tool (from the package named in pkg, "" if
+// it is the tool's name), which scripts/test installs.
+func needTool(t testing.TB, tool, pkg string) {
+	t.Helper()
+	if pkg == "" {
+		pkg = tool
+	}
+	if _, err := exec.LookPath(tool); err != nil {
+		failOrSkip(t, "needs %s: apt-get install %s (scripts/test does): %v", tool, pkg, err)
+	}
+}
+
+// needUnshare: the namespace tests run unshare(1) from util-linux, for a
+// fresh PID namespace.
 func needUnshare(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("unshare"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI must provide unshare (util-linux): ", err)
-		}
-		t.Skip("skipped: needs unshare from util-linux for a fresh PID namespace; apt-get install util-linux (scripts/test does)")
-	}
+	needTool(t, "unshare", "util-linux")
 }
 
 // logStream is a process's JSON log, a line at a time as it writes them

@@ -301,16 +301,7 @@ func hostileGetAs(t *testing.T, cred, target, path string) (int, string) {
 // everyone (0755) so that only the socket's own mode and the peer check
 // stand between another user and the daemon.
 func apiDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sv-hostile-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return publicTempDir(t, "sv-hostile-")
 }
 
 // within tries something that must answer within bound three times, each

@@ -53,12 +53,7 @@ func startDaemonNoKill(t *testing.T, args ...string) *testDaemon {
 // copy of sleep, under the same name so that an agent rule matches both.
 func retryBins(t *testing.T, names ...string) (dir string) {
 	t.Helper()
-	// t.TempDir's parent is private to root: nobody could not exec from it.
-	dir, err := os.MkdirTemp("", "supervisor-retry-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir = publicTempDir(t, "supervisor-retry-")
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
 		t.Fatal(err)
@@ -78,9 +73,6 @@ func retryBins(t *testing.T, names ...string) (dir string) {
 		if err := unix.Chmod(p, 0o4755); err != nil { // os.Chmod would need os.ModeSetuid
 			t.Fatal(err)
 		}
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {

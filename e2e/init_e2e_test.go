@@ -416,16 +416,8 @@ func TestIntegrationInitAgentDeadline(t *testing.T) {
 	args := initArgs(t, "--agent", name, "--max-age", age.String(), "--kill-grace", "1s")
 	script := fmt.Sprintf(`%s & a=$!; echo "agentstat $(cat /proc/$a/stat)"; wait $a; echo "agent-exit $?"`, agent)
 	r := startInit(t, true, args, script)
-	stat := r.waitOut(t, 20*time.Second, "agentstat ").text
-	// Field 22 of stat, after the comm: the start in clock ticks since
-	// boot, rounded down (proc(5)): the agent started no earlier.
-	f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+2:])
-	ticks, err := strconv.ParseInt(f[19], 10, 64)
-	if err != nil {
-		t.Fatalf("agent stat %q: %v", stat, err)
-	}
-	tick := int64(time.Second) / 100 // USER_HZ
-	lo, hi := ticks*tick, (ticks+1)*tick
+	// The agent started in [lo, hi), the kernel says.
+	lo, hi := startRange(t, r.waitOut(t, 20*time.Second, "agentstat ").text)
 	exit := r.waitOut(t, age+20*time.Second, "agent-exit ").text
 	if exit != "agent-exit 143" {
 		t.Errorf("%s: want 143, the fake agent's exit on SIGTERM", exit)

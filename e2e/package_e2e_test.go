@@ -34,12 +34,7 @@ var pkgDirs = []string{"/etc/agent-supervisor", "/var/lib/agent-supervisor"}
 func needTools(t testing.TB, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("CI must provide %s (scripts/test installs it): %v", tool, err)
-			}
-			t.Skipf("skipped: needs %s", tool)
-		}
+		needTool(t, tool, "")
 	}
 }
 
@@ -218,16 +213,6 @@ func TestIntegrationDebPackage(t *testing.T) {
 			t.Errorf("dpkg --purge left %s", p)
 		}
 	}
-}
-
-// failOrSkip: in CI the machine must be as the test needs it; elsewhere
-// the test says why it does not run.
-func failOrSkip(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf("skipped: "+format, args...)
 }
 
 // must runs a command that must succeed and returns its output.

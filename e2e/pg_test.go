@@ -55,10 +55,7 @@ func pgBin(t testing.TB) string {
 	}
 	m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(m) == 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("initdb not found: scripts/test installs the postgresql package")
-		}
-		t.Skip("skipped: needs the PostgreSQL server binaries (initdb); run scripts/test, which installs them")
+		failOrSkip(t, "needs the PostgreSQL server binaries (initdb); run scripts/test, which installs the postgresql package")
 	}
 	return filepath.Dir(m[0])
 }
@@ -120,6 +117,49 @@ func (c *cluster) stop(t testing.TB) {
 // url connects over TCP with the password.
 func (c *cluster) url(password string) string {
 	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable", url.QueryEscape(password), c.port)
+}
+
+// daemonRole creates a login role with the grants docs/records.md gives
+// the daemon's role on a migrated database db (conn is its owner's),
+// dropped with what it owns when the test ends (after the daemons: their
+// cleanups run first), and returns its name, its password and a URL of db
+// as that role.
+func daemonRole(t testing.TB, conn *pgx.Conn, db string) (role, pw, roleURL string) {
+	t.Helper()
+	role, pw = testutil.RandName("sv_role_"), testutil.RandName("pw")
+	if _, err := conn.Exec(context.Background(), `CREATE ROLE `+role+` LOGIN PASSWORD '`+pw+`';
+		GRANT USAGE ON SCHEMA tel TO `+role+`;
+		GRANT SELECT, INSERT, DELETE ON tel.system_health, tel.agent_kills TO `+role+`;
+		GRANT SELECT ON tel.supervisor_migrations TO `+role+`;
+		GRANT USAGE ON SEQUENCE tel.system_health_id_seq TO `+role); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c := dbConn(t, db)
+		c.Exec(context.Background(), "DROP OWNED BY "+role)
+		c.Exec(context.Background(), "DROP ROLE "+role)
+	})
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(role, pw)
+	return role, pw, u.String()
+}
+
+// lostKillRows waits (up to timeout for each) for every agent's one
+// complete (not pending) kill row in conn's database and returns how many
+// agents lack it, each named in an error saying when ("after the grant").
+func lostKillRows(t testing.TB, conn *pgx.Conn, timeout time.Duration, agents []*agent, when string) int {
+	t.Helper()
+	lost := 0
+	for _, a := range agents {
+		if n := waitCount(t, conn, timeout, 1, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND outcome <> 'pending'", a.pid); n != 1 {
+			t.Errorf("agent %d: %d complete kill rows %s, want 1", a.pid, n, when)
+			lost++
+		}
+	}
+	return lost
 }
 
 // waitCount polls the database until query returns want rows or the

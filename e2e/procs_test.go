@@ -615,6 +615,37 @@ func childrenOf(pid int) map[int]string {
 	return out
 }
 
+// publicTempDir is a new directory under $TMPDIR, not t.TempDir (whose
+// parent is private to root: nobody could not reach into it), traversable
+// by everyone (0755) and removed with all in it when the test ends.
+func publicTempDir(t testing.TB, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// startRange is the range [lo, hi) of boot-time nanoseconds in which the
+// process of a /proc/PID/stat line started: its field 22, after the comm,
+// is the start in clock ticks (USER_HZ, 100 a second) since boot, rounded
+// down (proc(5)).
+func startRange(t testing.TB, stat string) (lo, hi int64) {
+	t.Helper()
+	f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+2:])
+	ticks, err := strconv.ParseInt(f[19], 10, 64)
+	if err != nil {
+		t.Fatalf("stat %q: %v", stat, err)
+	}
+	tick := int64(time.Second) / 100
+	return ticks * tick, (ticks + 1) * tick
+}
+
 // readFile is os.ReadFile for a file the test cannot go on without.
 func readFile(t testing.TB, path string) []byte {
 	t.Helper()

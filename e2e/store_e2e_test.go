@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -770,13 +769,8 @@ func TestIntegrationLeastPrivilege(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "schema tel is current") {
 		t.Fatalf("migrate: exit %d, %s%s", code, out, errs)
 	}
-	role, pw := testutil.RandName("sv_role_"), testutil.RandName("pw")
-	if _, err := conn.Exec(ctx, `CREATE ROLE `+role+` LOGIN PASSWORD '`+pw+`';
-		GRANT USAGE ON SCHEMA tel TO `+role+`;
-		GRANT SELECT, INSERT, DELETE ON tel.system_health, tel.agent_kills TO `+role+`;
-		GRANT SELECT ON tel.supervisor_migrations TO `+role+`;
-		GRANT USAGE ON SEQUENCE tel.system_health_id_seq TO `+role+`;
-		CREATE FUNCTION public.sv_no_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+	role, pw, roleURL := daemonRole(t, conn, db)
+	if _, err := conn.Exec(ctx, `CREATE FUNCTION public.sv_no_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
 		BEGIN
 			IF current_user = '`+role+`' THEN
 				RAISE EXCEPTION 'DDL by the daemon role: %', tg_tag;
@@ -786,20 +780,15 @@ func TestIntegrationLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		// After the daemons (their cleanups run first): the role's grants
-		// live in this database, dropped after this.
-		c := dbConn(t, db)
-		c.Exec(ctx, "DROP EVENT TRIGGER IF EXISTS sv_no_ddl; DROP OWNED BY "+role)
-		c.Exec(ctx, "DROP ROLE "+role)
+		// After the daemons (their cleanups run first), before the role
+		// is dropped (daemonRole's cleanup runs after this one).
+		dbConn(t, db).Exec(ctx, "DROP EVENT TRIGGER IF EXISTS sv_no_ddl")
 	})
 	var canCreate bool
 	conn.QueryRow(ctx, "SELECT has_database_privilege($1, current_database(), 'CREATE') OR has_schema_privilege($1, 'tel', 'CREATE')", role).Scan(&canCreate)
 	if canCreate {
 		t.Fatal("the test role can create objects; the test would prove nothing")
 	}
-	u, _ := url.Parse(db)
-	u.User = url.UserPassword(role, pw)
-	roleURL := u.String()
 
 	d := startDaemon(t, "--max-age", maxAge.String(), "--database-url", roleURL, "--host-id", "lp-host")
 	a := startAgent(t, "claude")

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -16,12 +15,7 @@ import (
 // needTmux: the top test drives the real binary in a real terminal, tmux's.
 func needTmux(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("tmux"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI must provide tmux (scripts/test installs it): ", err)
-		}
-		t.Skip("skipped: needs tmux for a real terminal; apt-get install tmux (scripts/test does)")
-	}
+	needTool(t, "tmux", "")
 }
 
 // terminal is a tmux server of the test's own (its own socket, in the

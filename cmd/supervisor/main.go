@@ -38,6 +38,18 @@ var (
 // commands names the subcommands, for the message that lists them.
 var commands = config.CommandNames()
 
+// clients are the subcommands that parse their own flags and run alone:
+// the clients of a running daemon, and init (which forwards signals, not
+// obeys them: it stops when CMD exits).
+var clients = map[string]func(args []string, getenv func(string) string, stdout, stderr io.Writer) int{
+	"status": cli.Status,
+	"health": cli.Health,
+	"init":   daemon.Init,
+	"events": cli.Events,
+	"fleet":  cli.Fleet,
+	"top":    top.Run,
+}
+
 func main() {
 	os.Exit(mainErr(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
@@ -48,6 +60,9 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 		return 2
 	}
 	cmd, rest := args[0], args[1:]
+	if run, ok := clients[cmd]; ok {
+		return run(rest, getenv, stdout, stderr)
+	}
 	extra := func(*flag.FlagSet) {} // a subcommand's own flags
 	var since time.Duration
 	var asJSON bool
@@ -61,21 +76,8 @@ func mainErr(args []string, getenv func(string) string, stdout, stderr io.Writer
 			fmt.Fprintf(stdout, "commit %s\n", commit)
 		}
 		return 0
-	case "status":
-		return cli.Status(rest, getenv, stdout, stderr)
-	case "health":
-		return cli.Health(rest, getenv, stdout, stderr)
-	case "init":
-		// Signals are forwarded, not obeyed: init stops when CMD exits.
-		return daemon.Init(rest, getenv, stdout, stderr)
 	case "extend", "keep", "unkeep", "kill", "reload":
 		return cli.Control(cmd, rest, getenv, stdout, stderr)
-	case "events":
-		return cli.Events(rest, getenv, stdout, stderr)
-	case "fleet":
-		return cli.Fleet(rest, getenv, stdout, stderr)
-	case "top":
-		return top.Run(rest, getenv, stdout, stderr)
 	case "history":
 		extra = func(fs *flag.FlagSet) {
 			config.DurationVar(fs, &since, "since")

@@ -190,14 +190,28 @@ func FishCompletion() []byte {
 	for _, c := range commands {
 		fmt.Fprintf(&b, "complete -c supervisor -n __fish_use_subcommand -f -a %s -d %s\n", c.name, fq(short(c.summary)))
 	}
+	// One line a flag, naming every subcommand that takes it with the same
+	// description (run and init share most of theirs): fish offers a line's
+	// flag after any subcommand it names, as if each had its own line.
+	type flagLine struct {
+		name, r, desc string
+	}
+	var order []flagLine
+	takers := map[flagLine][]string{}
 	for _, c := range commands {
 		for _, f := range completionFlags(c) {
-			r := ""
+			l := flagLine{name: f.name, desc: f.desc}
 			if f.value {
-				r = " -r"
+				l.r = " -r"
 			}
-			fmt.Fprintf(&b, "complete -c supervisor -n '__fish_seen_subcommand_from %s' -l %s%s -d %s\n", c.name, f.name, r, fq(f.desc))
+			if takers[l] == nil {
+				order = append(order, l)
+			}
+			takers[l] = append(takers[l], c.name)
 		}
+	}
+	for _, l := range order {
+		fmt.Fprintf(&b, "complete -c supervisor -n '__fish_seen_subcommand_from %s' -l %s%s -d %s\n", strings.Join(takers[l], " "), l.name, l.r, fq(l.desc))
 	}
 	return []byte(b.String())
 }

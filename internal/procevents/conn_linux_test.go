@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,20 +80,8 @@ type forger struct {
 
 func newForger(t *testing.T) *forger {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_CONNECTOR)
-	if err != nil {
-		t.Fatalf("forger socket: %v", err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	// Port 0 in bind asks the kernel to pick one (netlink_autobind).
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		t.Fatalf("forger bind: %v", err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		t.Fatalf("forger getsockname: %v", err)
-	}
-	return &forger{fd: fd, port: sa.(*unix.SockaddrNetlink).Pid}
+	fd, port := testutil.ConnectorSocket(t)
+	return &forger{fd: fd, port: port}
 }
 
 // send multicasts ev to CN_IDX_PROC's listeners, addressed as the kernel's

@@ -31,11 +31,7 @@ func BenchmarkSpoolAppend(b *testing.B) {
 // benchSpool opens a spool of at most max rows in a new directory, closed
 // when the benchmark ends.
 func benchSpool(b *testing.B, max int) *Spool {
-	s, err := OpenSpool(b.TempDir(), max)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Close() })
+	s := openSpool(b, b.TempDir(), max)
 	return s
 }
 

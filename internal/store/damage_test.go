@@ -89,11 +89,7 @@ func TestSpoolDamageSetAside(t *testing.T) {
 	}
 	s.Close()
 
-	s, err = OpenSpool(dir, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = openSpool(t, dir, 100)
 	if n, _ := s.LoadDamage(); n != 0 || s.Len() != len(good)+1 {
 		t.Errorf("second open: %d damaged, %d records; want 0, %d", n, s.Len(), len(good)+1)
 	}
@@ -110,11 +106,7 @@ func TestSpoolDamageSetAside(t *testing.T) {
 // file with every record.
 func TestSpoolFailedAppendCutBack(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenSpool(dir, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSpool(t, dir, 100)
 	now := time.Now()
 	for range 3 {
 		if _, err := s.Append(rec(KindSnapshot, now)); err != nil {
@@ -161,11 +153,7 @@ func TestSpoolFailedAppendCutBack(t *testing.T) {
 		t.Fatalf("append after recovery: seq %d, %v, held %d", r.Seq, err, s.Held())
 	}
 	s.Close()
-	s2, err := OpenSpool(dir, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s2 := openSpool(t, dir, 100)
 	if n, _ := s2.LoadDamage(); n != 0 || s2.Len() != 6 {
 		t.Errorf("reopen: %d damaged, %d records; want 0, 6", n, s2.Len())
 	}
@@ -175,11 +163,7 @@ func TestSpoolFailedAppendCutBack(t *testing.T) {
 // oldest snapshots dropped first and kills last, counted.
 func TestSpoolHeldBound(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenSpool(dir, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSpool(t, dir, 4)
 	fsync = func(*os.File) error { return errors.New("injected EIO") }
 	defer func() { fsync = (*os.File).Sync }()
 	now := time.Now()

@@ -39,15 +39,38 @@ func restrictedRole(t *testing.T, owner *pgxpool.Pool, db string, grants ...stri
 	return restricted
 }
 
+// migratedWithWriter migrates a fresh test database as its owner and
+// returns the owner's pool and a pool for a role that may read, insert and
+// delete in schema tel but not change it (the daemon's role).
+func migratedWithWriter(t *testing.T) (owner, writer *pgxpool.Pool) {
+	t.Helper()
+	db := testDB(t)
+	owner = testPool(t, db)
+	if err := NewPostgres(owner).Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	writer = restrictedRole(t, owner, db, "USAGE ON SCHEMA tel",
+		"SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA tel", "USAGE ON ALL SEQUENCES IN SCHEMA tel")
+	return owner, writer
+}
+
+// openSpool opens the spool in dir with bound max, closed when the test
+// ends.
+func openSpool(t testing.TB, dir string, max int) *Spool {
+	t.Helper()
+	s, err := OpenSpool(dir, max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // spooled is a Store configured as cfg says, whose rows go through a new
 // spool of 100 rows in dir; the spool is closed when the test ends.
 func spooled(t *testing.T, dir string, cfg Config) (*Store, *Spool) {
 	t.Helper()
-	sp, err := OpenSpool(dir, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sp.Close() })
+	sp := openSpool(t, dir, 100)
 	cfg.Spool = sp
 	return New(cfg), sp
 }

@@ -195,14 +195,8 @@ func TestIntegrationOutageKeepsRows(t *testing.T) {
 // no DDL rights migrates fine (nothing to do, nothing tried); with a
 // migration missing it gets a SchemaError naming it.
 func TestIntegrationMigrateChecksFirst(t *testing.T) {
-	db := testDB(t)
 	ctx := context.Background()
-	owner := testPool(t, db)
-	if err := NewPostgres(owner).Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	restricted := restrictedRole(t, owner, db, "USAGE ON SCHEMA tel",
-		"SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA tel", "USAGE ON ALL SEQUENCES IN SCHEMA tel")
+	owner, restricted := migratedWithWriter(t)
 	if err := NewPostgres(restricted).Migrate(ctx); err != nil {
 		t.Fatalf("restricted role, current schema: %v", err)
 	}
@@ -259,14 +253,8 @@ func TestPermanentOnlyTheRowsFault(t *testing.T) {
 // spool.bad), one warning names the GRANT, and once granted again it is
 // delivered.
 func TestIntegrationRevokedGrantIsAnOutage(t *testing.T) {
-	db := testDB(t)
 	ctx := context.Background()
-	owner := testPool(t, db)
-	if err := NewPostgres(owner).Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	restricted := restrictedRole(t, owner, db, "USAGE ON SCHEMA tel",
-		"SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA tel", "USAGE ON ALL SEQUENCES IN SCHEMA tel")
+	owner, restricted := migratedWithWriter(t)
 	role := restricted.Config().ConnConfig.User
 	core, logs := observer.New(zap.WarnLevel)
 	st, sp := spooled(t, t.TempDir(), Config{Postgres: NewPostgres(restricted), Host: "h", Role: role, Log: zap.New(core)})

@@ -72,11 +72,7 @@ func TestSpoolSurvivesReopenAndTornWrite(t *testing.T) {
 }
 
 func TestSpoolBoundDropsSnapshotsFirst(t *testing.T) {
-	s, err := OpenSpool(t.TempDir(), 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSpool(t, t.TempDir(), 3)
 	now := time.Now()
 	s.Append(rec(KindKill, now))
 	s.Append(rec(KindSnapshot, now))
@@ -181,11 +177,7 @@ func TestSpoolGroupCommit(t *testing.T) {
 	}
 	check(s.Records(), "in memory")
 	s.Close()
-	s, err = OpenSpool(dir, 100000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = openSpool(t, dir, 100000)
 	check(s.Records(), "after reopen")
 }
 
@@ -255,11 +247,7 @@ func TestSpoolFailedFsyncSettlesEveryWaiter(t *testing.T) {
 		t.Fatalf("WriteHeld: %d, %v", n, err)
 	}
 	s.Close()
-	s, err = OpenSpool(dir, 100000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = openSpool(t, dir, 100000)
 	got := map[string]bool{}
 	for _, r := range s.Records() {
 		got[r.ID] = true
