@@ -236,8 +236,11 @@ func TestIntegrationHostileKeepSwarm(t *testing.T) {
 		}
 	}
 	kill := d.waitLog(t, 30*time.Second, killOf(a.pid))
-	if num(kill["memory_bytes"]) < 100<<20 {
-		t.Errorf("kill record %v: want memory_bytes of at least 100 MiB (the holder's 104 MiB)", kill)
+	// Over the limit, so the holder's memory counted (the 300 renamers
+	// hold about 14 MiB): all 104 MiB of it if it was done touching, less
+	// if the sample came while it still was.
+	if num(kill["memory_bytes"]) <= 80<<20 {
+		t.Errorf("kill record %v: want memory_bytes over the 80 MiB limit (the holder's memory counted)", kill)
 	}
 	a.waitExit(t, 30*time.Second)
 	if !pidfdDead(fds["holder"], 30*time.Second) {
