@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/api"
+	"github.com/agent-supervisor/supervisor/internal/termtext"
 )
 
 // Status asks the running daemon for /healthz and /agents on its API
@@ -166,16 +167,4 @@ func clip(s string) string {
 	return s
 }
 
-// bytesShort prints a size in at most 6 characters: 512K, 150M, 1.2G.
-func bytesShort(b int64) string {
-	switch {
-	case b >= 100<<30:
-		return fmt.Sprintf("%dG", b>>30)
-	case b >= 1<<30:
-		return fmt.Sprintf("%.1fG", float64(b)/(1<<30))
-	case b >= 1<<20:
-		return fmt.Sprintf("%dM", b>>20)
-	default:
-		return fmt.Sprintf("%dK", b>>10)
-	}
-}
+func bytesShort(b int64) string { return termtext.Bytes(b) }

@@ -59,3 +59,17 @@ func Duration(d, wholeSeconds time.Duration) string {
 		return fmt.Sprintf("%s%.1fs", neg, d.Seconds())
 	}
 }
+
+// Bytes prints a size in at most 6 characters: 512K, 150M, 1.2G.
+func Bytes(b int64) string {
+	switch {
+	case b >= 100<<30:
+		return fmt.Sprintf("%dG", b>>30)
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%dM", b>>20)
+	default:
+		return fmt.Sprintf("%dK", b>>10)
+	}
+}

@@ -522,19 +522,7 @@ func clipTo(s string, n int) string { return termtext.Clip(s, n) }
 // short prints a duration in at most 7 characters: 1h52m, 8m05s, 42s, 4.2s.
 func short(d time.Duration) string { return termtext.Duration(d, 10*time.Second) }
 
-// bytesShort prints a size in at most 6 characters: 512K, 150M, 1.2G.
-func bytesShort(b int64) string {
-	switch {
-	case b >= 100<<30:
-		return fmt.Sprintf("%dG", b>>30)
-	case b >= 1<<30:
-		return fmt.Sprintf("%.1fG", float64(b)/(1<<30))
-	case b >= 1<<20:
-		return fmt.Sprintf("%dM", b>>20)
-	default:
-		return fmt.Sprintf("%dK", b>>10)
-	}
-}
+func bytesShort(b int64) string { return termtext.Bytes(b) }
 
 // printable escapes what a process chose and a terminal would obey
 // (escape sequences, newlines): \x1b, \n.
