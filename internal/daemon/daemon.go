@@ -542,7 +542,7 @@ func (d *daemon) serveControl(reload func() (*config.Config, error)) (*control.S
 	if d.cfg.ControlSocket == "" {
 		return nil, nil
 	}
-	c := &controller{table: d.table, clock: d.clock, allow: d.guard.Allowed, dryRun: d.cfg.DryRun, save: d.state.saveLeases, stat: d.procs.Stat,
+	c := &controller{table: lagging{d.table, d.procs.Stat}, clock: d.clock, allow: d.guard.Allowed, dryRun: d.cfg.DryRun, save: d.state.saveLeases, stat: d.procs.Stat,
 		reload: func() error { return d.reloadNow(reload) }}
 	s, err := control.Listen(control.Config{Path: d.cfg.ControlSocket, Group: d.cfg.ControlGID, Handler: c.handle,
 		Log: d.log.Named("control")})
