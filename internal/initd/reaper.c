@@ -181,7 +181,7 @@ sv_reaper *sv_reaper_start(int cmd_pid, uintptr_t handle, int *notify_fd, int *e
 
 void sv_reaper_report(sv_reaper *r, int on) {
 	pthread_mutex_lock(&r->mu);
-	r->report = on && !getenv("NOREPORT");
+	r->report = on;
 	pthread_mutex_unlock(&r->mu);
 }
 
