@@ -37,6 +37,7 @@ struct sv_reaper {
 	int              handoff; // a hand-off Go has not acknowledged
 	int              kind, arg;
 	int              stopped;
+	uint64_t         disowns; // Disown calls so far (atomic)
 	uint64_t         reaped;  // atomic
 	struct sigaction chld;    // SIGCHLD's disposition before start
 };
@@ -86,6 +87,7 @@ static void *run(void *arg) {
 	for (;;) {
 		siginfo_t si;
 		memset(&si, 0, sizeof si);
+		uint64_t disowns = __atomic_load_n(&r->disowns, __ATOMIC_ACQUIRE);
 		// Sleeps until a child has exited; reaps nothing (WNOWAIT).
 		int rc = waitid(P_ALL, 0, &si, WEXITED | WNOWAIT | __WALL);
 		int err = rc < 0 ? errno : 0;
@@ -114,6 +116,16 @@ static void *run(void *arg) {
 			if (!handoff_locked(r, SV_REAPER_CHILD, pid)) break;
 			pthread_mutex_unlock(&r->mu);
 			continue;
+		}
+		if (__atomic_load_n(&r->disowns, __ATOMIC_ACQUIRE) != disowns) {
+			// An owned child disowned since the peek may be this one,
+			// reaped by os/exec meanwhile: is it still an exited child?
+			siginfo_t again;
+			memset(&again, 0, sizeof again);
+			if (waitid(P_PID, pid, &again, WEXITED | WNOHANG | WNOWAIT | __WALL) < 0 || again.si_pid != pid) {
+				pthread_mutex_unlock(&r->mu);
+				continue;
+			}
 		}
 		int report = r->report;
 		pthread_mutex_unlock(&r->mu);
@@ -213,6 +225,7 @@ void sv_reaper_disown(sv_reaper *r, int pid) {
 	for (int i = 0; i < r->nowned; i++) {
 		if (r->owned[i] == pid) {
 			r->owned[i] = r->owned[--r->nowned];
+			__atomic_add_fetch(&r->disowns, 1, __ATOMIC_RELEASE);
 			break;
 		}
 	}
