@@ -46,8 +46,8 @@ import (
 // not in C) or when the P's scheduling tick has not moved for 10 ms, which
 // it never does while only callbacks run on it. A P taken means the next
 // callback takes an idle one and wakes sysmon from its deep sleep, which
-// then polls every 20 µs for a millisecond and more: twice the thread's
-// own CPU in a storm (measured). So the callback yields (runtime.Gosched)
+// then polls every 20 µs for a millisecond and more: as much CPU as the
+// thread itself in a storm (measured). So the callback yields (runtime.Gosched)
 // every yieldEvery, which moves the tick.
 type reaper struct {
 	c  *C.sv_reaper
