@@ -27,15 +27,22 @@
 // /proc (state Z, our PID as parent) and reaped one by one, so an owned
 // zombie never holds up the rest.
 //
-// The reaper sleeps in a blocking waitid(P_ALL, WEXITED|WNOWAIT), which the kernel wakes when a child has
-// exited (as sigtimedwait wakes tini), and then runs rounds until waitid
-// reports no exited child: a storm of short-lived orphans leaves no zombie
-// behind. Waiting for SIGCHLD through os/signal instead cost a hop through
-// the runtime's signal goroutine and another thread's wake-up per exit.
-// Only while we have no child at all (waitid then fails with ECHILD at
-// once) does SIGCHLD wake it, or a 1 s tick. SIGCHLD is a standard signal:
-// any number of exits while one is pending make one signal, which is why
-// every wake-up reaps until nothing is left.
+// The reaper sleeps in a blocking waitid(P_ALL, WEXITED|WNOWAIT), which the
+// kernel wakes when a child has exited (as sigtimedwait wakes tini), and
+// reaps until waitid reports no exited child: a storm of short-lived
+// orphans leaves no zombie behind. In builds with cgo it is a pthread
+// outside the Go scheduler (reaper.c, reaper_cgo.go), as the deadline
+// thread is: it reaps the orphans itself and hands CMD's exit and owned
+// children to Go, and SIGCHLD is left at its default action (discarded)
+// while it runs, so no exit wakes a Go thread for a signal. Only while we
+// have no child at all (waitid then fails with ECHILD at once) does it
+// poll, every 20 ms, or sooner when a child of our own is started. Without
+// cgo it is a goroutine (reapLoop), which SIGCHLD or a 1 s tick wakes
+// while we have no child. Waiting for SIGCHLD through os/signal instead
+// cost a hop through the runtime's signal goroutine and another thread's
+// wake-up per exit. SIGCHLD is a standard signal: any number of exits while
+// one is pending make one signal, which is why every wake-up reaps until
+// nothing is left.
 //
 // Before a child is reaped its exit is reported (OnExit) while the zombie
 // still holds the PID, so the process table can drop it at once

@@ -74,6 +74,7 @@ type Init struct {
 	owned map[int]chan struct{} // children os/exec waits for (Own)
 
 	onExit atomic.Pointer[func(pid int32)]
+	rp     *reaper // the reaper thread (reaper_cgo.go), or reapLoop
 
 	chld, fwd  chan os.Signal
 	tty        chan os.Signal // SIGTTIN, SIGTTOU: caught and dropped
@@ -166,7 +167,11 @@ func Start(cfg Config) (*Init, error) {
 	}
 	in.log.Info("command started", zap.Int("pid", in.cmdPID), zap.Strings("argv", cfg.Argv),
 		zap.Bool("pid1", in.pid1), zap.Bool("foreground", sys.Foreground), zap.Stringer("forward_to", cfg.Forward))
-	go in.reapLoop()
+	if in.rp, err = startReaper(in); err != nil {
+		in.log.Warn("reaping from a goroutine instead", zap.Error(err))
+		in.rp = &reaper{}
+		go in.reapLoop()
+	}
 	in.loops.Add(1)
 	go in.forwardLoop()
 	return in, nil
@@ -198,7 +203,7 @@ func (in *Init) Status() int {
 
 // Stats returns the counters.
 func (in *Init) Stats() Stats {
-	return Stats{Reaped: in.reaped.Load(), Forwarded: in.forwarded.Load(), Terminated: in.terminated.Load()}
+	return Stats{Reaped: in.reaped.Load() + in.rp.reaped(), Forwarded: in.forwarded.Load(), Terminated: in.terminated.Load()}
 }
 
 // SetOnExit sets f to be told of each child's exit before it is reaped
@@ -206,9 +211,10 @@ func (in *Init) Stats() Stats {
 func (in *Init) SetOnExit(f func(pid int32)) {
 	if f == nil {
 		in.onExit.Store(nil)
-		return
+	} else {
+		in.onExit.Store(&f)
 	}
-	in.onExit.Store(&f)
+	in.rp.report(f != nil)
 }
 
 // Close stops the loops and gives the signals back to their defaults. Call
@@ -221,6 +227,7 @@ func (in *Init) Close() {
 		// for, but once this lock is ours it reaps nothing more.
 		in.reapMu.Lock()
 		defer in.reapMu.Unlock()
+		in.rp.stop()
 		in.stopSignals()
 		if in.cmdFD >= 0 {
 			unix.Close(in.cmdFD)
@@ -254,11 +261,14 @@ func (in *Init) stopSignals() {
 func (in *Init) Own(start func() (int, error)) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	in.rp.ownBegin() // the reaper thread's own registry (reaper_cgo.go)
 	pid, err := start()
 	if err != nil {
+		in.rp.ownEnd(0)
 		return err
 	}
 	in.owned[pid] = make(chan struct{})
+	in.rp.ownEnd(pid)
 	return nil
 }
 
@@ -269,6 +279,7 @@ func (in *Init) Disown(pid int) {
 	if ch, ok := in.owned[pid]; ok {
 		close(ch)
 		delete(in.owned, pid)
+		in.rp.disown(pid)
 	}
 }
 
@@ -280,7 +291,8 @@ func (in *Init) ownedBy(pid int) chan struct{} {
 	return in.owned[pid]
 }
 
-// reapLoop reaps after a blocking waitid(2), which the kernel wakes when a
+// reapLoop, in builds without cgo (reaper_nocgo.go; with cgo a pthread
+// does this, reaper_cgo.go), reaps after a blocking waitid(2), which the kernel wakes when a
 // child has exited (as sigtimedwait wakes tini). (Waking on SIGCHLD through
 // os/signal took a hop through the runtime's signal goroutine and another
 // thread's wake-up per exit: most of init's CPU in an orphan storm.) Only
