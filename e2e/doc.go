@@ -14,8 +14,9 @@
 // internal packages that define a format the binary writes or reads, to
 // read or forge it: store (spool records), statefile and tracker (the
 // state dir's member states; a process's start from /proc as the daemon
-// names it), procevents (the proc connector's wire format), cgroupinfo and
-// psi (what /proc shows); and test rigs (psi/psitest, and testutil for a
+// names it), procevents (the proc connector's wire format), api (the JSON
+// views of /healthz and /agents, as status and top decode them),
+// cgroupinfo and psi (what /proc shows); and test rigs (psi/psitest, and testutil for a
 // PostgreSQL database per test).
 //
 // The harness: harness_test.go (TestMain, ranApart, the daemon under test
