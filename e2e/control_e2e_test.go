@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -82,8 +81,7 @@ func TestIntegrationControlExtendSurvives(t *testing.T) {
 	}
 	sock := ctlSocket(t)
 	state := t.TempDir()
-	conf := filepath.Join(t.TempDir(), "supervisor.conf")
-	os.WriteFile(conf, []byte("REAPER_MAX_AGE=2s\n"), 0o644)
+	conf := newConf(t, "REAPER_MAX_AGE=2s")
 	args := []string{"--config", conf, "--control-socket", sock, "--state-dir", state}
 	d := startDaemon(t, args...)
 	a := startAgent(t, "claude")
@@ -92,9 +90,8 @@ func TestIntegrationControlExtendSurvives(t *testing.T) {
 	mustCtl(t, sock, "extend", strconv.Itoa(a.pid), "2s") // extends add up: +4s
 
 	// A reload to max age 4s: the deadline is start + 4s + 4s.
-	os.WriteFile(conf, []byte("REAPER_MAX_AGE=4s\n"), 0o644)
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "configuration reloaded" })
+	writeConf(t, conf, "REAPER_MAX_AGE=4s")
+	d.reload(t)
 	const total = 8 * time.Second
 	v := d.waitTracked(t, a.pid)
 	if got := v.Deadline.Sub(v.StartedAt); got < total || got > total+time.Second {
@@ -102,11 +99,11 @@ func TestIntegrationControlExtendSurvives(t *testing.T) {
 	}
 	// `supervisor reload`: a bad file is refused with its error, the old
 	// configuration stays; a good one is ok.
-	os.WriteFile(conf, []byte("REAPER_MAX_AGE=soon\n"), 0o644)
+	writeConf(t, conf, "REAPER_MAX_AGE=soon")
 	if _, errs, code := ctl(t, sock, "reload"); code != 1 || !strings.Contains(errs, "REAPER_MAX_AGE") {
 		t.Errorf("reload of a bad file: exit %d %q, want 1 naming the variable", code, errs)
 	}
-	os.WriteFile(conf, []byte("REAPER_MAX_AGE=4s\n"), 0o644)
+	writeConf(t, conf, "REAPER_MAX_AGE=4s")
 	if out := mustCtl(t, sock, "reload"); strings.TrimSpace(out) != "ok" {
 		t.Errorf("reload printed %q, want ok", out)
 	}

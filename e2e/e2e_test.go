@@ -213,10 +213,10 @@ func TestIntegrationExitsEarlyAndUntouched(t *testing.T) {
 	// processes are past their would-be deadlines too.
 	sentinel := startAgent(t, "claude")
 	d.waitTracked(t, sentinel.pid)
-	early.waitExit(t, 10*time.Second)
+	ws := early.waitExit(t, 10*time.Second)
 	m := d.waitLog(t, age+20*time.Second, killOf(sentinel.pid))
 	checkKill(t, m, sentinel, age)
-	if ws := early.state.Sys().(syscall.WaitStatus); ws.ExitStatus() != 0 {
+	if ws.ExitStatus() != 0 {
 		t.Errorf("early agent exited with %v, want 0 on its own", ws)
 	}
 	d.noLogs(t, killOf(early.pid), "an agent that had exited was killed")

@@ -58,8 +58,7 @@ func tracksAfter(t *testing.T, d *testDaemon, comm string, args ...string) *agen
 func selfChange(t *testing.T, action string, args []string, changed func(a *agent)) (*agent, map[string]any) {
 	t.Helper()
 	comm, sentinel := testutil.RandName("sc"), testutil.RandName("ss")
-	conf := filepath.Join(t.TempDir(), "supervisor.conf")
-	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
+	conf := newConf(t, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
 	d := startDaemon(t, "--config", conf, "--kill-grace", "1s")
 	a := startSticky(t, comm, action, args...)
 	before := d.waitTracked(t, a.pid)
@@ -155,8 +154,7 @@ func TestIntegrationHostileReloadDropsRule(t *testing.T) {
 	}
 	r := newRig(t)
 	comm, sentinel := testutil.RandName("sd"), testutil.RandName("ss")
-	conf := filepath.Join(t.TempDir(), "supervisor.conf")
-	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
+	conf := newConf(t, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
 	d := startDaemon(t, "--config", conf, "--kill-grace", leftKillGrace.String(), "--leftover-grace", "1s")
 	a := startAgent(t, comm, "-exit-file", r.path("exit"), "-spawn", "label=kid,term="+r.path("kid.term"))
 	pids, fds := a.children(t, "kid")
@@ -189,8 +187,7 @@ func TestIntegrationHostileRestartDropsRule(t *testing.T) {
 	r := newRig(t)
 	comm, sentinel := testutil.RandName("sr"), testutil.RandName("ss")
 	state := t.TempDir()
-	conf := filepath.Join(t.TempDir(), "supervisor.conf")
-	writeConf(t, conf, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
+	conf := newConf(t, "REAPER_MAX_AGE=1h", "REAPER_AGENTS="+comm+","+sentinel)
 	args := []string{"--config", conf, "--state-dir", state, "--kill-grace", leftKillGrace.String(), "--leftover-grace", "1s"}
 	d1 := startDaemon(t, args...)
 	live := startAgent(t, comm, "-exit-file", r.path("exit"), "-spawn", "label=kid,term="+r.path("kid.term"))

@@ -249,31 +249,30 @@ func TestIntegrationPressureReload(t *testing.T) {
 	if ranApart(t, needPSI) {
 		return
 	}
-	conf := filepath.Join(t.TempDir(), "supervisor.conf")
-	os.WriteFile(conf, []byte("REAPER_MAX_AGE=1h\n"), 0o644)
+	conf := newConf(t, "REAPER_MAX_AGE=1h")
 	d := startDaemon(t, "--config", conf)
-	reload := func(body string) {
+	reload := func(lines ...string) {
 		t.Helper()
-		os.WriteFile(conf, []byte(body), 0o644)
-		d.cmd.Process.Signal(syscall.SIGHUP)
+		writeConf(t, conf, lines...)
+		d.hup()
 	}
 	registered := func(spec string) func(map[string]any) bool {
 		return func(m map[string]any) bool {
 			return m["msg"] == "memory pressure trigger registered" && m["trigger"] == spec
 		}
 	}
-	reload("REAPER_PRESSURE=full 10s 10s\n")
+	reload("REAPER_PRESSURE=full 10s 10s")
 	d.waitLog(t, 10*time.Second, registered("full 10s 10s"))
-	reload("REAPER_PRESSURE=full 8s 10s\nREAPER_PRESSURE_COOLDOWN=3s\n")
+	reload("REAPER_PRESSURE=full 8s 10s", "REAPER_PRESSURE_COOLDOWN=3s")
 	d.waitLog(t, 10*time.Second, registered("full 8s 10s"))
 	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
 		return m["msg"] == "memory pressure limits reloaded" && m["cooldown"] == "3s"
 	})
-	reload("REAPER_PRESSURE=full 8s 11s\n") // bad: rejected as a whole
-	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
-		return m["msg"] == "reload rejected; the old configuration stays in force" && strings.Contains(fmt.Sprint(m["error"]), "REAPER_PRESSURE")
-	})
-	reload("")
+	writeConf(t, conf, "REAPER_PRESSURE=full 8s 11s") // bad: rejected as a whole
+	if rej := d.reloadRejected(t); !strings.Contains(fmt.Sprint(rej["error"]), "REAPER_PRESSURE") {
+		t.Errorf("rejection does not name the variable: %v", rej)
+	}
+	reload()
 	d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "memory pressure trigger removed" })
 	if n := len(d.findLogs(func(m map[string]any) bool { return m["msg"] == "memory pressure trigger registered" })); n != 2 {
 		t.Errorf("trigger registered %d times; want 2", n)

@@ -407,6 +407,15 @@ func (r rig) script(t testing.TB, name, body string) string {
 	return p
 }
 
+// newConf writes a config file with the given lines in a directory of
+// its own and returns its path (writeConf rewrites it before a reload).
+func newConf(t testing.TB, lines ...string) string {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "supervisor.conf")
+	writeConf(t, conf, lines...)
+	return conf
+}
+
 // writeConf writes a config file with the given lines.
 func writeConf(t testing.TB, path string, lines ...string) {
 	t.Helper()

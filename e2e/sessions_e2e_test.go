@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,8 +42,7 @@ func TestIntegrationSessionLeftovers(t *testing.T) {
 	d.waitTracked(t, a.pid)
 
 	exitReq := r.trigger(t, "agent-exit")
-	a.waitExit(t, 10*time.Second)
-	if ws := a.state.Sys().(syscall.WaitStatus); ws.ExitStatus() != 0 {
+	if ws := a.waitExit(t, 10*time.Second); ws.ExitStatus() != 0 {
 		t.Fatalf("agent exited with %v, want 0 by itself", ws)
 	}
 	queued := map[string]map[string]any{}

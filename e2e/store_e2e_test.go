@@ -500,30 +500,13 @@ func TestIntegrationPasswordNeverPrinted(t *testing.T) {
 	if h.Database != "down" {
 		t.Errorf("healthz database %q, want down", h.Database)
 	}
-	rejected := func() map[string]any {
-		t.Helper()
-		n := len(d.findLogs(func(m map[string]any) bool { return strings.HasPrefix(fmt.Sprint(m["msg"]), "reload rejected") }))
-		d.cmd.Process.Signal(syscall.SIGHUP)
-		var got map[string]any
-		d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
-			if strings.HasPrefix(fmt.Sprint(m["msg"]), "reload rejected") {
-				if n == 0 {
-					got = m
-					return true
-				}
-				n--
-			}
-			return false
-		})
-		return got
-	}
 	os.WriteFile(conf, []byte("DATABASE_URL=postgres://u:"+pw+"@127.0.0.1:notaport/x\n"), 0o600)
-	if r := rejected(); !strings.Contains(fmt.Sprint(r["error"]), "DATABASE_URL") {
+	if r := d.reloadRejected(t); !strings.Contains(fmt.Sprint(r["error"]), "DATABASE_URL") {
 		t.Errorf("rejection does not name the variable: %v", r)
 	}
 	os.WriteFile(conf, []byte("DATABASE_URL_FILE="+urlFile+"\n"), 0o600)
 	os.WriteFile(urlFile, []byte("postgres://u:"+pw+"@127.0.0.1/x?sslmode=bogus\n"), 0o600)
-	if r := rejected(); !strings.Contains(fmt.Sprint(r["error"]), urlFile) || !strings.Contains(fmt.Sprint(r["error"]), "xxxxx") {
+	if r := d.reloadRejected(t); !strings.Contains(fmt.Sprint(r["error"]), urlFile) || !strings.Contains(fmt.Sprint(r["error"]), "xxxxx") {
 		t.Errorf("rejection does not name the file or show the masked URL: %v", r)
 	}
 	d.stop(t)
