@@ -28,7 +28,7 @@ const (
 	// symlink's name, as a real agent's is its program's.
 	agentEnv = "SUPERVISOR_TEST_AGENT"
 	// hostileEnv=MODE: an unprivileged local user attacking the daemon's
-	// endpoints (hostileHelper, hostile_api_e2e_test.go).
+	// endpoints (hostileHelper, hostile_e2e_test.go).
 	hostileEnv = "SUPERVISOR_TEST_HOSTILE"
 	// dropCapsEnv=kill,sys_resource and execAsEnv=UID: a wrapper that
 	// drops those capabilities and becomes that user (and group), then
