@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/psi"
+	"github.com/agent-supervisor/supervisor/internal/psi/psitest"
 )
 
 // holder is a fake agent holding mb MiB of anonymous memory (resident, as
@@ -328,49 +329,17 @@ func TestIntegrationPressureFileAlone(t *testing.T) {
 func limitedCgroup(t *testing.T) (procs []string, pressure string) {
 	t.Helper()
 	name := fmt.Sprintf("psi-file-%d", os.Getpid())
-	var dirs []string
-	mk := func(dir string) {
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		dirs = append(dirs, dir)
-		procs = append(procs, filepath.Join(dir, "cgroup.procs"))
+	unified := filepath.Join("/sys/fs/cgroup/unified", name)
+	if !cgFileExists("/sys/fs/cgroup/cgroup.controllers") && !cgFileExists(filepath.Dir(unified)+"/cgroup.controllers") {
+		failOrSkip(t, "no memory cgroup under /sys/fs/cgroup (neither v2 nor v1 memory with a unified hierarchy)")
 	}
-	t.Cleanup(func() {
-		for _, d := range dirs {
-			for end := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-				err := os.Remove(d)
-				if err == nil || errors.Is(err, os.ErrNotExist) {
-					break
-				}
-				if time.Now().After(end) {
-					t.Errorf("cgroup %s not removed: %v", d, err)
-					break
-				}
-			}
-		}
-	})
-	const limit = "1073741824"
-	switch {
-	case cgFileExists("/sys/fs/cgroup/cgroup.controllers"):
-		dir := filepath.Join("/sys/fs/cgroup", name)
-		mk(dir)
-		if err := os.WriteFile(filepath.Join(dir, "memory.max"), []byte(limit), 0); err != nil {
-			failOrSkip(t, "no memory controller for the root's children (%v)", err)
-		}
+	dir, v2 := psitest.Group(t, name, 1024)
+	procs = []string{filepath.Join(dir, "cgroup.procs")}
+	if v2 {
 		return procs, filepath.Join(dir, "memory.pressure")
-	case cgFileExists("/sys/fs/cgroup/memory/memory.limit_in_bytes") && cgFileExists("/sys/fs/cgroup/unified/cgroup.controllers"):
-		v1 := filepath.Join("/sys/fs/cgroup/memory", name)
-		mk(v1)
-		if err := os.WriteFile(filepath.Join(v1, "memory.limit_in_bytes"), []byte(limit), 0); err != nil {
-			t.Fatal(err)
-		}
-		unified := filepath.Join("/sys/fs/cgroup/unified", name)
-		mk(unified)
-		return procs, filepath.Join(unified, "memory.pressure")
 	}
-	failOrSkip(t, "no memory cgroup under /sys/fs/cgroup (neither v2 nor v1 memory with a unified hierarchy)")
-	return nil, ""
+	psitest.Mkdir(t, unified)
+	return append(procs, filepath.Join(unified, "cgroup.procs")), filepath.Join(unified, "memory.pressure")
 }
 
 func cgFileExists(p string) bool {
