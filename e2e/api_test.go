@@ -179,6 +179,38 @@ func runCLIEnv(t testing.TB, env []string, args ...string) (string, string, int)
 	t.Helper()
 	cmd := exec.Command(supervisorBin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	return runCmd(t, cmd)
+}
+
+// runBounded runs the supervisor binary and returns its stdout, stderr and
+// exit code; it fails the test if the command is still running after
+// timeout (a `run` that should have refused to start).
+func runBounded(t testing.TB, timeout time.Duration, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, errs, code := runCmd(t, exec.CommandContext(ctx, supervisorBin, args...))
+	if ctx.Err() != nil {
+		t.Fatalf("supervisor %v still running after %s\nstderr: %s", args, timeout, errs)
+	}
+	return out, errs, code
+}
+
+// runCLIAs runs the supervisor binary as another user, through runuser
+// with the options as (-u nobody, -G users, ...), and returns its stdout,
+// stderr and exit code.
+func runCLIAs(t testing.TB, as []string, args ...string) (string, string, int) {
+	t.Helper()
+	if _, err := exec.LookPath("runuser"); err != nil {
+		t.Fatal("runuser (util-linux) is needed: ", err)
+	}
+	return runCmd(t, exec.Command("runuser", append(append(as, "--", supervisorBin), args...)...))
+}
+
+// runCmd runs cmd and returns its stdout, stderr and exit code; a command
+// that cannot start fails the test.
+func runCmd(t testing.TB, cmd *exec.Cmd) (string, string, int) {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

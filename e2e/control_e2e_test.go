@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -204,9 +202,6 @@ func TestIntegrationControlRefused(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	if _, err := exec.LookPath("runuser"); err != nil {
-		t.Fatal("runuser (util-linux) is needed: ", err)
-	}
 	// Let nobody reach the socket and run the binary: every directory on
 	// the way traversable, the socket 0666. Only the peer check is left.
 	base := t.TempDir()
@@ -223,14 +218,9 @@ func TestIntegrationControlRefused(t *testing.T) {
 	a := startAgent(t, "claude")
 	d.waitTracked(t, a.pid)
 	for _, args := range [][]string{{"kill", strconv.Itoa(a.pid)}, {"keep", strconv.Itoa(a.pid)}, {"reload"}} {
-		cmd := exec.Command("runuser", append([]string{"-u", "nobody", "--", supervisorBin}, append(args, "--control-socket", sock)...)...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		ee, _ := err.(*exec.ExitError)
-		if ee == nil || ee.ExitCode() != 1 || !strings.Contains(errb.String(), "permission denied: the control socket is for root") ||
-			!strings.Contains(errb.String(), "uid 65534") {
-			t.Errorf("nobody %v: %v, stdout %q stderr %q; want exit 1, refused by the peer check", args, err, out.String(), errb.String())
+		out, errs, code := runCLIAs(t, []string{"-u", "nobody"}, append(args, "--control-socket", sock)...)
+		if code != 1 || !strings.Contains(errs, "permission denied: the control socket is for root") || !strings.Contains(errs, "uid 65534") {
+			t.Errorf("nobody %v: exit %d, stdout %q stderr %q; want exit 1, refused by the peer check", args, code, out, errs)
 		}
 	}
 	// Each connection refused (logged before the answer): none ran.
@@ -257,9 +247,8 @@ func TestIntegrationControlRefused(t *testing.T) {
 	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o660 {
 		t.Fatalf("socket with a control group: %v %v, want mode 0660", fi, err)
 	}
-	cmd := exec.Command("runuser", "-u", "nobody", "-g", "nogroup", "-G", "users", "--", supervisorBin, "reload", "--control-socket", sock)
-	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "ok" {
-		t.Errorf("a member of the control group: %v %q, want ok", err, out)
+	if out, errs, code := runCLIAs(t, []string{"-u", "nobody", "-g", "nogroup", "-G", "users"}, "reload", "--control-socket", sock); code != 0 || strings.TrimSpace(out+errs) != "ok" {
+		t.Errorf("a member of the control group: exit %d %q %q, want ok", code, out, errs)
 	}
 	logged := d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "control command" })
 	if num(logged["uid"]) != 65534 {

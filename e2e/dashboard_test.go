@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -490,13 +489,8 @@ func TestDeployProbeCommand(t *testing.T) {
 		// As the kubelet runs it: nothing from this environment.
 		cmd := exec.Command(supervisorBin, args...)
 		cmd.Env = []string{}
-		var out, errs bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errs
-		err := cmd.Run()
-		if _, exited := err.(*exec.ExitError); err != nil && !exited {
-			t.Fatal(err)
-		}
-		return cmd.ProcessState.ExitCode(), out.String(), errs.String()
+		out, errs, code := runCmd(t, cmd)
+		return code, out, errs
 	}
 	none := filepath.Join(t.TempDir(), "api.sock")
 	for _, c := range cmds {

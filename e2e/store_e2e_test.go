@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -380,13 +379,9 @@ func TestIntegrationBadDatabase(t *testing.T) {
 		})
 	}
 	// A malformed URL is a configuration error, and says so without the password.
-	var errb bytes.Buffer
-	cmd := exec.Command(supervisorBin, "run", "--database-url", "postgres://u:"+wrong+"@host:notaport/db")
-	cmd.Stderr = &errb
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(errb.String(), "--database-url") ||
-		strings.Contains(errb.String(), wrong) {
-		t.Errorf("malformed URL: %v, stderr %q", err, errb.String())
+	if _, errs, code := runCLI(t, "run", "--database-url", "postgres://u:"+wrong+"@host:notaport/db"); code != 2 ||
+		!strings.Contains(errs, "--database-url") || strings.Contains(errs, wrong) {
+		t.Errorf("malformed URL: exit %d, stderr %q", code, errs)
 	}
 }
 
@@ -577,30 +572,6 @@ func TestIntegrationKillRecordPending(t *testing.T) {
 	if done.Kill.Outcome != "killed" || done.Kill.Outcome != m2["outcome"] || done.Kill.ExitedAt == nil {
 		t.Errorf("row %+v: want the complete row (killed, with its exit time)", done.Kill)
 	}
-}
-
-// runBounded runs the supervisor binary and returns its stdout, stderr and
-// exit code; it fails the test if the command is still running after
-// timeout (a `run` that should have refused to start).
-func runBounded(t *testing.T, timeout time.Duration, args ...string) (string, string, int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, supervisorBin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("supervisor %v still running after %s\nstderr: %s", args, timeout, errb.String())
-	}
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
 }
 
 // TestIntegrationDamagedSpool: a spool with a torn line in the middle, a
