@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agent-supervisor/supervisor/internal/statefile"
 	"github.com/agent-supervisor/supervisor/internal/testutil"
 	"github.com/agent-supervisor/supervisor/internal/tracker"
 	"golang.org/x/sys/unix"
@@ -219,13 +217,9 @@ func TestIntegrationHostileRestartDropsRule(t *testing.T) {
 	d1.waitTracked(t, gone.pid)
 	s0 := tracksAfter(t, d1, sentinel) // the children's forks are applied
 	d1.stop(t)                         // persists the sessions
-	var saved []tracker.MemberState
-	if err := statefile.Load(filepath.Join(state, "sessions.json"), &saved); err != nil {
-		t.Fatal(err)
-	}
 	for l, pid := range pids {
-		if !slices.ContainsFunc(saved, func(m tracker.MemberState) bool { return int(m.PID) == pid && m.Session.PID != int32(s0.pid) }) {
-			t.Fatalf("sessions.json does not name %s (%d) a member: %+v", l, pid, saved)
+		if m, ok := savedMember(t, state, pid); !ok || m.Session.PID == int32(s0.pid) {
+			t.Fatalf("sessions.json does not name %s (%d) a member: %+v", l, pid, m)
 		}
 	}
 	r.trigger(t, "gone-exit") // exits while no daemon runs
