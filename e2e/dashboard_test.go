@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -358,12 +357,7 @@ func TestIntegrationDashboard(t *testing.T) {
 	d := startDaemon(t, "--database-url", db, "--host-id", host, "--max-age", "1h")
 	d.waitLog(t, 30*time.Second, func(m map[string]any) bool { return m["msg"] == "snapshot" })
 
-	resp, err := http.Get("http://" + d.addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	types, err := metricTypes(resp.Body)
-	resp.Body.Close()
+	types, err := metricTypes(strings.NewReader(scrape(t, d)))
 	if err != nil {
 		t.Fatal(err)
 	}
