@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -18,9 +17,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/agent-supervisor/supervisor/internal/statefile"
-	"github.com/agent-supervisor/supervisor/internal/tracker"
 )
 
 // The harness: the daemon under test, how tests run beside each other, and
@@ -465,21 +461,6 @@ func (d *testDaemon) exitsCleanly(t testing.TB, timeout time.Duration) {
 	if !d.cmd.ProcessState.Success() {
 		t.Errorf("exit %v, want 0", d.cmd.ProcessState)
 	}
-}
-
-// savedMember is the member pid in the state dir's sessions.json, as the
-// daemon last saved it; ok is false when the file does not name it.
-func savedMember(t testing.TB, state string, pid int) (m tracker.MemberState, ok bool) {
-	t.Helper()
-	var saved []tracker.MemberState
-	if err := statefile.Load(filepath.Join(state, "sessions.json"), &saved); err != nil {
-		t.Fatal(err)
-	}
-	i := slices.IndexFunc(saved, func(m tracker.MemberState) bool { return int(m.PID) == pid })
-	if i < 0 {
-		return m, false
-	}
-	return saved[i], true
 }
 
 // hup sends the daemon SIGHUP: it reads its configuration again. What

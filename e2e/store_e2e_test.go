@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/agent-supervisor/supervisor/internal/statefile"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/testutil"
+	"github.com/agent-supervisor/supervisor/internal/tracker"
 )
 
 // runOnce runs `supervisor once` scoped to this test and returns its JSON,
@@ -650,6 +652,21 @@ func TestIntegrationDamagedSpool(t *testing.T) {
 	if _, errs, _ := runCLI(t, "history", "--state-dir", state); strings.Contains(errs, "damaged") {
 		t.Errorf("the spool still has damaged lines after the daemon set them aside: %s", errs)
 	}
+}
+
+// savedMember is the member pid in the state dir's sessions.json, as the
+// daemon last saved it; ok is false when the file does not name it.
+func savedMember(t testing.TB, state string, pid int) (m tracker.MemberState, ok bool) {
+	t.Helper()
+	var saved []tracker.MemberState
+	if err := statefile.Load(filepath.Join(state, "sessions.json"), &saved); err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(saved, func(m tracker.MemberState) bool { return int(m.PID) == pid })
+	if i < 0 {
+		return m, false
+	}
+	return saved[i], true
 }
 
 // TestIntegrationTornStateFiles: sessions.json and leases.json written by
