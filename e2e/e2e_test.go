@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -167,8 +166,7 @@ func TestIntegrationTreeWithTermIgnoringGrandchild(t *testing.T) {
 	var fds []int
 	var pids []int
 	for i := 0; i < 5; i++ {
-		f := strings.Fields(a.waitLine(t, "pid", 10*time.Second))
-		pid, _ := strconv.Atoi(f[1])
+		pid := a.waitPID(t, "pid", 10*time.Second)
 		pids = append(pids, pid)
 		if pid != a.pid {
 			fds = append(fds, pidfdOf(t, pid))
@@ -238,7 +236,7 @@ func TestIntegrationDryRun(t *testing.T) {
 	d := startDaemon(t, "--max-age", maxAge.String(), "--dry-run")
 	a := startAgent(t, "claude", "-children", "1")
 	a.waitLine(t, "pid", 10*time.Second)
-	child, _ := strconv.Atoi(strings.Fields(a.waitLine(t, "pid", 10*time.Second))[1])
+	child := a.waitPID(t, "pid", 10*time.Second)
 	cfd := pidfdOf(t, child)
 	d.waitTracked(t, a.pid)
 	m := d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))

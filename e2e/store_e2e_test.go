@@ -129,7 +129,7 @@ func TestIntegrationKillRows(t *testing.T) {
 	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "1s", "--database-url", db, "--host-id", "kills")
 	a := startAgent(t, "claude", "-children", "1", "-child-ignore-term")
 	a.waitLine(t, "pid", 10*time.Second)
-	child, _ := strconv.Atoi(strings.Fields(a.waitLine(t, "pid", 10*time.Second))[1])
+	child := a.waitPID(t, "pid", 10*time.Second)
 	m := d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))
 	// The row is spooled pending at the first signal and replaced by the
 	// complete one when the tree is gone: wait for the complete one.
