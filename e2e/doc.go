@@ -22,7 +22,8 @@
 // The harness: harness_test.go (TestMain, ranApart, the daemon under test
 // and its log), procs_test.go (the processes tests start, their output,
 // pidfds, /proc), modes_test.go (the test binary's other lives: the fake
-// agent, the capability and user wrappers; sandbox_test.go: the systemd
+// agent, the capability and user wrappers, the hostile local user;
+// sandbox_test.go: the systemd
 // unit's sandbox), kills_test.go (what a kill
 // line must say), api_test.go (endpoints, metrics, CLI, events),
 // helper_c_test.go (C helpers), cgroup_helpers_test.go, pg_test.go
