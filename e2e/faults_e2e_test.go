@@ -24,14 +24,6 @@ import (
 // on time and no row is lost; each test records its row of the fault table
 // (faulttable_test.go, docs/reliability.md).
 
-// mount runs mount(8) with args; the test fails if it fails.
-func mount(t testing.TB, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
-		t.Fatalf("mount %v: %v\n%s", args, err, out)
-	}
-}
-
 // umountAtCleanup unmounts dir when the test ends (lazily: a daemon still
 // holding a file there does not keep it).
 func umountAtCleanup(t testing.TB, dir string) {
@@ -42,7 +34,7 @@ func umountAtCleanup(t testing.TB, dir string) {
 func tinyTmpfs(t testing.TB, size string) string {
 	t.Helper()
 	dir := t.TempDir()
-	mount(t, "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir)
+	must(t, "mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir)
 	umountAtCleanup(t, dir)
 	return dir
 }
@@ -80,9 +72,9 @@ func fillDisk(t testing.TB, dir string) string {
 func readOnlyBind(t testing.TB, src string) string {
 	t.Helper()
 	dst := t.TempDir()
-	mount(t, "--bind", src, dst)
+	must(t, "mount", "--bind", src, dst)
 	umountAtCleanup(t, dst)
-	mount(t, "-o", "remount,bind,ro", dst)
+	must(t, "mount", "-o", "remount,bind,ro", dst)
 	if err := os.WriteFile(filepath.Join(dst, "probe"), nil, 0o600); !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("writing in the read-only bind mount: %v, want EROFS", err)
 	}
@@ -246,7 +238,7 @@ func TestIntegrationFaultStateDirReadOnly(t *testing.T) {
 	waitFor(t, 30*time.Second, func() bool { return metricValue(t, d, "supervisor_spool_rows_held") >= 3 },
 		"supervisor_spool_rows_held holding the 3 kill rows")
 
-	mount(t, "-o", "remount,bind,rw", state)
+	must(t, "mount", "-o", "remount,bind,rw", state)
 	d.waitLog(t, 30*time.Second, msgHas("the disk takes writes again"))
 	waitHealthz(t, d, "ok once the mount is writable", healthOK)
 	waitFor(t, 30*time.Second, func() bool { return metricValue(t, d, "supervisor_spool_rows_held") == 0 }, "no rows held")

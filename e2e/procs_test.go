@@ -425,6 +425,16 @@ func writeConf(t testing.TB, path string, lines ...string) {
 	}
 }
 
+// must runs a command that must succeed and returns its output.
+func must(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
 // patient is the bound of a wait that fails the test when it runs out: at
 // least a minute, whatever the test asked. A wait on what a test depends on
 // only ends early when it comes, so a long bound costs nothing until
