@@ -750,9 +750,7 @@ func TestIntegrationCgroupNamespace(t *testing.T) {
 }
 
 // nsLog is the start log line about the cgroup namespace.
-func nsLog(m map[string]any) bool {
-	return strings.Contains(fmt.Sprint(m["msg"]), "private cgroup namespace")
-}
+var nsLog = msgHas("private cgroup namespace")
 
 // Without --host-cgroup-root the host hierarchy is read through host PID
 // 1's mounts. Where /proc/1/root may be followed, the root is found; where

@@ -224,9 +224,7 @@ func TestIntegrationControlRefused(t *testing.T) {
 		}
 	}
 	// Each connection refused (logged before the answer): none ran.
-	for _, refused := range d.waitLogs(t, 3, 10*time.Second, func(m map[string]any) bool {
-		return strings.HasPrefix(fmt.Sprint(m["msg"]), "control: connection refused")
-	}) {
+	for _, refused := range d.waitLogs(t, 3, 10*time.Second, msgStarts("control: connection refused")) {
 		if num(refused["uid"]) != 65534 || num(refused["pid"]) == 0 {
 			t.Errorf("refusal logged as %v: want uid 65534 and the caller's pid", refused)
 		}

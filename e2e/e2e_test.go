@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -323,9 +322,7 @@ func TestIntegrationPIDNamespaceFallback(t *testing.T) {
 	// unshare ignores SIGTERM while it waits; SIGKILL makes --kill-child
 	// take the namespace down.
 	d.stopSignal = os.Kill
-	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
-		return m["level"] == "warn" && strings.Contains(fmt.Sprint(m["msg"]), "falling back")
-	})
+	d.waitLog(t, 10*time.Second, warnHas("falling back"))
 	var h healthView
 	d.get(t, "/healthz", &h)
 	if h.Source != "proc" {

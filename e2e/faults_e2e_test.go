@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +23,12 @@ import (
 // on time and no row is lost; each test records its row of the fault table
 // (faulttable_test.go, docs/reliability.md).
 
+// mount runs mount(8) with args; the test fails if it fails.
+func mount(t testing.TB, args ...string) {
+	t.Helper()
+	must(t, "mount", args...)
+}
+
 // umountAtCleanup unmounts dir when the test ends (lazily: a daemon still
 // holding a file there does not keep it).
 func umountAtCleanup(t testing.TB, dir string) {
@@ -34,7 +39,7 @@ func umountAtCleanup(t testing.TB, dir string) {
 func tinyTmpfs(t testing.TB, size string) string {
 	t.Helper()
 	dir := t.TempDir()
-	must(t, "mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir)
+	mount(t, "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir)
 	umountAtCleanup(t, dir)
 	return dir
 }
@@ -72,9 +77,9 @@ func fillDisk(t testing.TB, dir string) string {
 func readOnlyBind(t testing.TB, src string) string {
 	t.Helper()
 	dst := t.TempDir()
-	must(t, "mount", "--bind", src, dst)
+	mount(t, "--bind", src, dst)
 	umountAtCleanup(t, dst)
-	must(t, "mount", "-o", "remount,bind,ro", dst)
+	mount(t, "-o", "remount,bind,ro", dst)
 	if err := os.WriteFile(filepath.Join(dst, "probe"), nil, 0o600); !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("writing in the read-only bind mount: %v, want EROFS", err)
 	}
@@ -158,11 +163,6 @@ func degradedBy(s string) func(healthView) bool {
 
 func healthOK(h healthView) bool { return h.Status == "ok" && len(h.Degraded) == 0 }
 
-// msgHas matches log lines whose message contains s.
-func msgHas(s string) func(map[string]any) bool {
-	return func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m["msg"]), s) }
-}
-
 // TestIntegrationFaultSpoolDiskFull: the spool's disk (a 2 MB tmpfs) fills
 // up mid-run. Kills stay on time, their rows reach PostgreSQL from memory,
 // /healthz is degraded naming ENOSPC (warned once), and when the disk is
@@ -177,7 +177,7 @@ func TestIntegrationFaultSpoolDiskFull(t *testing.T) {
 		"--state-dir", state, "--host-id", "fault-enospc")
 	filler := fillDisk(t, state)
 	// The next snapshots run into the full disk.
-	d.waitLog(t, 30*time.Second, func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m), "no space left on device") })
+	d.waitLog(t, 30*time.Second, lineHas("no space left on device"))
 	var agents []*agent
 	for range 3 {
 		agents = append(agents, startAgent(t, "claude"))
@@ -191,9 +191,7 @@ func TestIntegrationFaultSpoolDiskFull(t *testing.T) {
 	}
 	d.waitLog(t, 30*time.Second, msgHas("the disk takes writes again"))
 	waitHealthz(t, d, "ok after the disk is freed", healthOK)
-	if n := len(d.findLogs(func(m map[string]any) bool {
-		return m["level"] == "warn" && strings.HasPrefix(fmt.Sprint(m["msg"]), "spool: the disk refuses writes (no space left on device)")
-	})); n != 1 {
+	if n := len(d.findLogs(warnStarts("spool: the disk refuses writes (no space left on device)"))); n != 1 {
 		t.Errorf("%d spool ENOSPC warnings, want exactly 1 (one per cause)", n)
 	}
 	if l := d.findLogs(msgHas("spool kill record")); len(l) > 0 {
@@ -238,7 +236,7 @@ func TestIntegrationFaultStateDirReadOnly(t *testing.T) {
 	waitFor(t, 30*time.Second, func() bool { return metricValue(t, d, "supervisor_spool_rows_held") >= 3 },
 		"supervisor_spool_rows_held holding the 3 kill rows")
 
-	must(t, "mount", "-o", "remount,bind,rw", state)
+	mount(t, "-o", "remount,bind,rw", state)
 	d.waitLog(t, 30*time.Second, msgHas("the disk takes writes again"))
 	waitHealthz(t, d, "ok once the mount is writable", healthOK)
 	waitFor(t, 30*time.Second, func() bool { return metricValue(t, d, "supervisor_spool_rows_held") == 0 }, "no rows held")
@@ -270,9 +268,7 @@ func TestIntegrationFaultStateDirReadOnly(t *testing.T) {
 			lost++
 		}
 	}
-	if n := len(d.findLogs(func(m map[string]any) bool {
-		return m["level"] == "warn" && strings.HasPrefix(fmt.Sprint(m["msg"]), "spool: the disk refuses writes")
-	})); n != 1 {
+	if n := len(d.findLogs(warnStarts("spool: the disk refuses writes"))); n != 1 {
 		t.Errorf("%d spool warnings, want exactly 1 (one per cause)", n)
 	}
 	recordFault(t, faultRow{
@@ -308,7 +304,7 @@ func TestIntegrationFaultRevokeInsert(t *testing.T) {
 	a := startAgent(t, "claude")
 	late, missed := killTally(t, d, []*agent{a}, maxAge)
 	// The first refusal, however it is told.
-	d.waitLog(t, 30*time.Second, func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m), "permission denied") })
+	d.waitLog(t, 30*time.Second, lineHas("permission denied"))
 	want := "permission denied on tel.agent_kills: GRANT INSERT, SELECT, DELETE ON tel.agent_kills TO " + role
 	if !eventually(30*time.Second, func() bool { return len(d.findLogs(msgHas(want))) > 0 }) {
 		t.Errorf("no warning %q", want)

@@ -1156,9 +1156,7 @@ func TestIntegrationHostileAPIRefused(t *testing.T) {
 			return code == http.StatusForbidden && strings.Contains(out, "the API socket is for root") && strings.Contains(out, "uid 65534")
 		})
 	}
-	refused := d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
-		return strings.HasPrefix(fmt.Sprint(m["msg"]), "api socket: request refused")
-	})
+	refused := d.waitLog(t, 10*time.Second, msgStarts("api socket: request refused"))
 	if num(refused["uid"]) != nobodyUID {
 		t.Errorf("refusal logged as %v, want uid %d", refused, nobodyUID)
 	}

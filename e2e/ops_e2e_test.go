@@ -221,9 +221,7 @@ func TestIntegrationShutdownFlush(t *testing.T) {
 	c.stop(t)
 	state := t.TempDir()
 	d := startDaemon(t, "--database-url", dsn, "--state-dir", state, "--max-age", "1h")
-	d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
-		return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable")
-	})
+	d.waitLog(t, 20*time.Second, msgHas("database unreachable"))
 	d.waitLog(t, 20*time.Second, func(m map[string]any) bool { return m["msg"] == "snapshot" })
 	pending := spooled(t, state)
 	if len(pending) == 0 {

@@ -257,9 +257,7 @@ func TestIntegrationOutage(t *testing.T) {
 		d.waitLog(t, maxAge+20*time.Second, killOf(a.pid)) // reaping goes on
 		a.waitExit(t, 10*time.Second)
 	}
-	d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
-		return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable")
-	})
+	d.waitLog(t, 20*time.Second, msgHas("database unreachable"))
 	// Two more snapshots into the outage, then kill the daemon hard.
 	n := len(d.findLogs(func(m map[string]any) bool { return m["msg"] == "snapshot" }))
 	seen := 0
@@ -269,7 +267,7 @@ func TestIntegrationOutage(t *testing.T) {
 		}
 		return seen >= n+2
 	})
-	if w := d.findLogs(func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable") }); len(w) != 1 {
+	if w := d.findLogs(msgHas("database unreachable")); len(w) != 1 {
 		t.Errorf("outage logged %d times, want once", len(w))
 	}
 	d.cmd.Process.Kill()
@@ -351,9 +349,7 @@ func TestIntegrationBadDatabase(t *testing.T) {
 			a := startAgent(t, "claude")
 			m := d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))
 			checkKill(t, m, a, maxAge)
-			w := d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
-				return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable")
-			})
+			w := d.waitLog(t, 20*time.Second, msgHas("database unreachable"))
 			errMsg := fmt.Sprint(w["error"])
 			if name == "wrong password" && !strings.Contains(errMsg, "password authentication failed") {
 				t.Errorf("error %q does not say the password was wrong", errMsg)
@@ -490,9 +486,7 @@ func TestIntegrationPasswordNeverPrinted(t *testing.T) {
 	// file, then in the URL file.
 	os.WriteFile(conf, []byte("DATABASE_URL_FILE="+urlFile+"\n"), 0o600)
 	d := startDaemon(t, "--config", conf, "--max-age", "1h")
-	d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
-		return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable")
-	})
+	d.waitLog(t, 20*time.Second, msgHas("database unreachable"))
 	var h healthView
 	d.get(t, "/healthz", &h)
 	if h.Database != "down" {
@@ -635,9 +629,7 @@ func TestIntegrationDamagedSpool(t *testing.T) {
 	checkHistory("before the daemon")
 
 	d := startDaemon(t, "--max-age", "1h", "--state-dir", state)
-	warn := d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
-		return strings.HasPrefix(fmt.Sprint(m["msg"]), "spool: damaged lines set aside")
-	})
+	warn := d.waitLog(t, 10*time.Second, msgStarts("spool: damaged lines set aside"))
 	if num(warn["lines"]) != 3 {
 		t.Errorf("damaged lines %v, want 3", warn["lines"])
 	}
@@ -730,14 +722,10 @@ func TestIntegrationTornStateFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := startDaemon(t, append(args, "--state-dir", dir, "--control-socket", ctlSocket(t))...)
-		warn := d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
-			return m["level"] == "warn" && strings.HasPrefix(fmt.Sprint(m["msg"]), c.file+" damaged")
-		})
+		warn := d.waitLog(t, 20*time.Second, warnStarts(c.file+" damaged"))
 		d.stop(t)
 		what := fmt.Sprintf("case %d: %s cut to %d of %d bytes", i, c.file, len(c.data), len(whole[c.file]))
-		if warns := d.findLogs(func(m map[string]any) bool {
-			return m["level"] == "warn" && strings.Contains(fmt.Sprint(m["msg"]), c.file)
-		}); len(warns) != 1 {
+		if warns := d.findLogs(warnHas(c.file)); len(warns) != 1 {
 			t.Errorf("%s: %d warnings about it, want one: %v", what, len(warns), warns)
 		}
 		if warn["file"] != path || num(warn["kept"]) != int64(c.kept) || num(warn["size"]) != int64(len(c.data)) ||
@@ -929,7 +917,7 @@ func TestIntegrationLeastPrivilege(t *testing.T) {
 	if n := len(d.findLogs(func(m map[string]any) bool { return m["msg"] == want })); n != 1 {
 		t.Errorf("%d schema lines, want exactly 1", n)
 	}
-	if n := len(d.findLogs(func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m["msg"]), "unreachable") })); n != 0 {
+	if n := len(d.findLogs(msgHas("unreachable"))); n != 0 {
 		t.Errorf("the schema problem was reported as an outage")
 	}
 	if strings.Contains(fmt.Sprint(d.findLogs(func(map[string]any) bool { return true })), pw) {
