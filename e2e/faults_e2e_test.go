@@ -447,9 +447,8 @@ func TestIntegrationFaultPostgresRestartMidBatch(t *testing.T) {
 	gotSnaps := waitCount(t, conn, 120*time.Second, snaps, "SELECT count(*) FROM tel.system_health WHERE host = 'fault-midbatch' AND details->>'n' = '1'")
 	gotKills := waitCount(t, conn, 60*time.Second, kills, "SELECT count(*) FROM tel.agent_kills WHERE host = 'fault-midbatch' AND pid >= 1000000")
 	waitFor(t, 60*time.Second, func() bool { return healthOK(d.health(t)) }, "/healthz ok after the restart")
-	var dupSnaps, dupKills int
-	conn.QueryRow(context.Background(), "SELECT count(*) - count(DISTINCT row_id) FROM tel.system_health WHERE host = 'fault-midbatch' AND details->>'n' = '1'").Scan(&dupSnaps)
-	conn.QueryRow(context.Background(), "SELECT count(*) - count(DISTINCT id) FROM tel.agent_kills WHERE host = 'fault-midbatch'").Scan(&dupKills)
+	dupSnaps := queryInt(t, conn, "SELECT count(*) - count(DISTINCT row_id) FROM tel.system_health WHERE host = 'fault-midbatch' AND details->>'n' = '1'")
+	dupKills := queryInt(t, conn, "SELECT count(*) - count(DISTINCT id) FROM tel.agent_kills WHERE host = 'fault-midbatch'")
 	if gotSnaps != snaps || gotKills != kills || dupSnaps+dupKills != 0 {
 		t.Errorf("after the restart: %d of %d snapshots, %d of %d kill rows, %d duplicates; want every row once",
 			gotSnaps, snaps, gotKills, kills, dupSnaps+dupKills)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -237,9 +236,7 @@ func TestIntegrationShutdownFlush(t *testing.T) {
 	}
 	conn := dbConn(t, dsn)
 	for _, r := range pending {
-		var n int
-		conn.QueryRow(context.Background(), "SELECT count(*) FROM tel.system_health WHERE row_id = $1", r.ID).Scan(&n)
-		if n != 1 {
+		if n := queryInt(t, conn, "SELECT count(*) FROM tel.system_health WHERE row_id = $1", r.ID); n != 1 {
 			t.Errorf("snapshot %s: %d rows", r.ID, n)
 		}
 	}

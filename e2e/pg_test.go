@@ -156,6 +156,17 @@ func lostKillRows(t testing.TB, conn *pgx.Conn, timeout time.Duration, agents []
 
 // waitCount polls the database until query returns want rows or the
 // timeout passes; it returns the count seen last.
+// queryInt is the number the query returns now (a count); a failing query
+// fails the test.
+func queryInt(t testing.TB, conn *pgx.Conn, query string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
 func waitCount(t testing.TB, conn *pgx.Conn, timeout time.Duration, want int, query string, args ...any) int {
 	t.Helper()
 	end := time.Now().Add(timeout)

@@ -195,9 +195,7 @@ func TestIntegrationPressure(t *testing.T) {
 			t.Errorf("kill row of %d (%d MiB): memory_bytes %d, details %s", h.pid, h.mb, mem, details)
 		}
 	}
-	var n int
-	conn.QueryRow(context.Background(), "SELECT count(*) FROM tel.agent_kills WHERE pid = $1", kept.pid).Scan(&n)
-	if n != 0 {
+	if n := queryInt(t, conn, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1", kept.pid); n != 0 {
 		t.Errorf("%d kill rows for the exempt session", n)
 	}
 	if v := metricValue(t, d, `supervisor_pressure_events_total{outcome="killed"}`); v != 2 {

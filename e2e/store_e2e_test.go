@@ -87,9 +87,7 @@ func TestIntegrationSeedTableCompat(t *testing.T) {
 	}
 	a.waitExit(t, 10*time.Second)
 
-	var n int
-	conn.QueryRow(ctx, "SELECT count(*) FROM tel.system_health").Scan(&n)
-	if n != 2 {
+	if n := queryInt(t, conn, "SELECT count(*) FROM tel.system_health"); n != 2 {
 		t.Fatalf("%d rows, want the seed's and ours", n)
 	}
 	var status, host string
@@ -112,9 +110,7 @@ func TestIntegrationSeedTableCompat(t *testing.T) {
 	if created.Before(before.Add(-time.Second)) || created.After(time.Now()) {
 		t.Errorf("created_at %v, not when the snapshot was taken (%v)", created, before)
 	}
-	var kills int
-	conn.QueryRow(ctx, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND host = 'seed-host'", a.pid).Scan(&kills)
-	if kills != 1 {
+	if kills := queryInt(t, conn, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND host = 'seed-host'", a.pid); kills != 1 {
 		t.Errorf("%d kill rows for the agent, want 1", kills)
 	}
 }
@@ -319,9 +315,7 @@ func TestIntegrationOutage(t *testing.T) {
 	if fmt.Sprint(kills) != fmt.Sprint(want) {
 		t.Errorf("kill rows for pids %v, want each of %v once", kills, want)
 	}
-	var dup int
-	conn.QueryRow(context.Background(), `SELECT count(*) - count(DISTINCT created_at) FROM tel.system_health WHERE host = 'outage'`).Scan(&dup)
-	if dup != 0 {
+	if dup := queryInt(t, conn, `SELECT count(*) - count(DISTINCT created_at) FROM tel.system_health WHERE host = 'outage'`); dup != 0 {
 		t.Errorf("%d duplicate snapshots", dup)
 	}
 	// The spool is cut back after the delivering transaction commits: the
@@ -425,8 +419,7 @@ func TestIntegrationTwoHostsAndRetention(t *testing.T) {
 	if alphaOld != 0 || betaOld != 2 {
 		t.Errorf("old rows left: alpha %d (want 0), beta %d (want 2: its retention is 30 days)", alphaOld, betaOld)
 	}
-	var migrations int
-	conn.QueryRow(ctx, "SELECT count(*) FROM tel.supervisor_migrations").Scan(&migrations)
+	migrations := queryInt(t, conn, "SELECT count(*) FROM tel.supervisor_migrations")
 	files, _ := filepath.Glob(filepath.Join("..", "internal", "store", "migrations", "*.sql"))
 	if migrations != len(files) {
 		t.Errorf("%d migration rows, want %d (one per embedded file)", migrations, len(files))
