@@ -16,66 +16,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agent-supervisor/supervisor/internal/cgroupinfo"
+	"github.com/agent-supervisor/supervisor/internal/api"
 )
 
-// What the daemon serves, as the tests read it: the fields of GET /agents
-// and GET /healthz that they look at (docs/operations.md describes them
-// all), declared here and not taken from the daemon's code, so that a
-// change of the wire format fails a test.
+// What the daemon serves, as the tests read it: GET /agents and GET
+// /healthz decode into the views internal/api serves (the ones `supervisor
+// top` and `status` decode too; docs/operations.md describes them). Their
+// JSON names are pinned by internal/api's TestViewJSONNames, so a change of
+// the wire format fails a test there.
 
 // agentView is an entry of GET /agents.
-type agentView struct {
-	PID         int32     `json:"pid"`
-	Comm        string    `json:"comm"`
-	Cmdline     string    `json:"cmdline"`
-	StartedAt   time.Time `json:"started_at"`
-	Deadline    time.Time `json:"deadline"`
-	SecondsLeft float64   `json:"seconds_left"`
-	Rule        string    `json:"rule"`
-	Reason      string    `json:"reason"`
-	SessionPID  int32     `json:"session_pid"`
-	Members     int       `json:"members"`
-	Leftovers   []struct {
-		PID int32 `json:"pid"`
-		cgroupinfo.Info
-	} `json:"leftovers"`
-	State       string     `json:"state"`
-	Attempt     int        `json:"attempt"`
-	NextAttempt *time.Time `json:"next_attempt"`
-	cgroupinfo.Info
-	*SessionFigures
-}
-
-// SessionFigures are a session's resource figures on the /agents entry
-// that heads it.
-type SessionFigures struct {
-	MemoryBytes     int64 `json:"memory_bytes"`
-	Procs           int   `json:"procs"`
-	KeptMemoryBytes int64 `json:"kept_memory_bytes"`
-	KeptProcs       int   `json:"kept_procs"`
-	Exempt          bool  `json:"exempt"`
-}
+type agentView = api.AgentView
 
 // healthView is GET /healthz.
-type healthView struct {
-	Status     string            `json:"status"`
-	Degraded   []string          `json:"degraded"`
-	SpoolHeld  int               `json:"spool_held"`
-	Source     string            `json:"source"`
-	Processes  int               `json:"processes"`
-	Agents     int               `json:"agents"`
-	Members    int               `json:"session_members"`
-	ByType     map[string]uint64 `json:"events_by_type"`
-	EventsLost uint64            `json:"events_lost"`
-	Overruns   uint64            `json:"overruns"`
-	Resyncs    uint64            `json:"resyncs"`
-	Rcvbuf     int               `json:"rcvbuf"`
-	Realtime   bool              `json:"realtime_timer"`
-	Database   string            `json:"database"`
-	Retrying   int               `json:"kills_retrying"`
-	LastSnap   string            `json:"last_snapshot"`
-}
+type healthView = api.HealthView
 
 // apiClient is an HTTP client that reaches the daemon's endpoints: on its
 // API socket, or on --listen (/healthz and /metrics only) without one.
@@ -225,6 +179,38 @@ func runCLIEnv(t testing.TB, env []string, args ...string) (string, string, int)
 	t.Helper()
 	cmd := exec.Command(supervisorBin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	return runCmd(t, cmd)
+}
+
+// runBounded runs the supervisor binary and returns its stdout, stderr and
+// exit code; it fails the test if the command is still running after
+// timeout (a `run` that should have refused to start).
+func runBounded(t testing.TB, timeout time.Duration, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, errs, code := runCmd(t, exec.CommandContext(ctx, supervisorBin, args...))
+	if ctx.Err() != nil {
+		t.Fatalf("supervisor %v still running after %s\nstderr: %s", args, timeout, errs)
+	}
+	return out, errs, code
+}
+
+// runCLIAs runs the supervisor binary as another user, through runuser
+// with the options as (-u nobody, -G users, ...), and returns its stdout,
+// stderr and exit code.
+func runCLIAs(t testing.TB, as []string, args ...string) (string, string, int) {
+	t.Helper()
+	if _, err := exec.LookPath("runuser"); err != nil {
+		t.Fatal("runuser (util-linux) is needed: ", err)
+	}
+	return runCmd(t, exec.Command("runuser", append(append(as, "--", supervisorBin), args...)...))
+}
+
+// runCmd runs cmd and returns its stdout, stderr and exit code; a command
+// that cannot start fails the test.
+func runCmd(t testing.TB, cmd *exec.Cmd) (string, string, int) {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

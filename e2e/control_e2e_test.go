@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -82,8 +79,7 @@ func TestIntegrationControlExtendSurvives(t *testing.T) {
 	}
 	sock := ctlSocket(t)
 	state := t.TempDir()
-	conf := filepath.Join(t.TempDir(), "supervisor.conf")
-	os.WriteFile(conf, []byte("REAPER_MAX_AGE=2s\n"), 0o644)
+	conf := newConf(t, "REAPER_MAX_AGE=2s")
 	args := []string{"--config", conf, "--control-socket", sock, "--state-dir", state}
 	d := startDaemon(t, args...)
 	a := startAgent(t, "claude")
@@ -92,9 +88,8 @@ func TestIntegrationControlExtendSurvives(t *testing.T) {
 	mustCtl(t, sock, "extend", strconv.Itoa(a.pid), "2s") // extends add up: +4s
 
 	// A reload to max age 4s: the deadline is start + 4s + 4s.
-	os.WriteFile(conf, []byte("REAPER_MAX_AGE=4s\n"), 0o644)
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "configuration reloaded" })
+	writeConf(t, conf, "REAPER_MAX_AGE=4s")
+	d.reload(t)
 	const total = 8 * time.Second
 	v := d.waitTracked(t, a.pid)
 	if got := v.Deadline.Sub(v.StartedAt); got < total || got > total+time.Second {
@@ -102,11 +97,11 @@ func TestIntegrationControlExtendSurvives(t *testing.T) {
 	}
 	// `supervisor reload`: a bad file is refused with its error, the old
 	// configuration stays; a good one is ok.
-	os.WriteFile(conf, []byte("REAPER_MAX_AGE=soon\n"), 0o644)
+	writeConf(t, conf, "REAPER_MAX_AGE=soon")
 	if _, errs, code := ctl(t, sock, "reload"); code != 1 || !strings.Contains(errs, "REAPER_MAX_AGE") {
 		t.Errorf("reload of a bad file: exit %d %q, want 1 naming the variable", code, errs)
 	}
-	os.WriteFile(conf, []byte("REAPER_MAX_AGE=4s\n"), 0o644)
+	writeConf(t, conf, "REAPER_MAX_AGE=4s")
 	if out := mustCtl(t, sock, "reload"); strings.TrimSpace(out) != "ok" {
 		t.Errorf("reload printed %q, want ok", out)
 	}
@@ -207,9 +202,6 @@ func TestIntegrationControlRefused(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	if _, err := exec.LookPath("runuser"); err != nil {
-		t.Fatal("runuser (util-linux) is needed: ", err)
-	}
 	// Let nobody reach the socket and run the binary: every directory on
 	// the way traversable, the socket 0666. Only the peer check is left.
 	base := t.TempDir()
@@ -226,20 +218,13 @@ func TestIntegrationControlRefused(t *testing.T) {
 	a := startAgent(t, "claude")
 	d.waitTracked(t, a.pid)
 	for _, args := range [][]string{{"kill", strconv.Itoa(a.pid)}, {"keep", strconv.Itoa(a.pid)}, {"reload"}} {
-		cmd := exec.Command("runuser", append([]string{"-u", "nobody", "--", supervisorBin}, append(args, "--control-socket", sock)...)...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		ee, _ := err.(*exec.ExitError)
-		if ee == nil || ee.ExitCode() != 1 || !strings.Contains(errb.String(), "permission denied: the control socket is for root") ||
-			!strings.Contains(errb.String(), "uid 65534") {
-			t.Errorf("nobody %v: %v, stdout %q stderr %q; want exit 1, refused by the peer check", args, err, out.String(), errb.String())
+		out, errs, code := runCLIAs(t, []string{"-u", "nobody"}, append(args, "--control-socket", sock)...)
+		if code != 1 || !strings.Contains(errs, "permission denied: the control socket is for root") || !strings.Contains(errs, "uid 65534") {
+			t.Errorf("nobody %v: exit %d, stdout %q stderr %q; want exit 1, refused by the peer check", args, code, out, errs)
 		}
 	}
 	// Each connection refused (logged before the answer): none ran.
-	for _, refused := range d.waitLogs(t, 3, 10*time.Second, func(m map[string]any) bool {
-		return strings.HasPrefix(fmt.Sprint(m["msg"]), "control: connection refused")
-	}) {
+	for _, refused := range d.waitLogs(t, 3, 10*time.Second, msgStarts("control: connection refused")) {
 		if num(refused["uid"]) != 65534 || num(refused["pid"]) == 0 {
 			t.Errorf("refusal logged as %v: want uid 65534 and the caller's pid", refused)
 		}
@@ -260,9 +245,8 @@ func TestIntegrationControlRefused(t *testing.T) {
 	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o660 {
 		t.Fatalf("socket with a control group: %v %v, want mode 0660", fi, err)
 	}
-	cmd := exec.Command("runuser", "-u", "nobody", "-g", "nogroup", "-G", "users", "--", supervisorBin, "reload", "--control-socket", sock)
-	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "ok" {
-		t.Errorf("a member of the control group: %v %q, want ok", err, out)
+	if out, errs, code := runCLIAs(t, []string{"-u", "nobody", "-g", "nogroup", "-G", "users"}, "reload", "--control-socket", sock); code != 0 || strings.TrimSpace(out+errs) != "ok" {
+		t.Errorf("a member of the control group: exit %d %q %q, want ok", code, out, errs)
 	}
 	logged := d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "control command" })
 	if num(logged["uid"]) != 65534 {

@@ -2,12 +2,10 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -359,12 +357,7 @@ func TestIntegrationDashboard(t *testing.T) {
 	d := startDaemon(t, "--database-url", db, "--host-id", host, "--max-age", "1h")
 	d.waitLog(t, 30*time.Second, func(m map[string]any) bool { return m["msg"] == "snapshot" })
 
-	resp, err := http.Get("http://" + d.addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	types, err := metricTypes(resp.Body)
-	resp.Body.Close()
+	types, err := metricTypes(strings.NewReader(scrape(t, d)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,13 +483,8 @@ func TestDeployProbeCommand(t *testing.T) {
 		// As the kubelet runs it: nothing from this environment.
 		cmd := exec.Command(supervisorBin, args...)
 		cmd.Env = []string{}
-		var out, errs bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errs
-		err := cmd.Run()
-		if _, exited := err.(*exec.ExitError); err != nil && !exited {
-			t.Fatal(err)
-		}
-		return cmd.ProcessState.ExitCode(), out.String(), errs.String()
+		out, errs, code := runCmd(t, cmd)
+		return code, out, errs
 	}
 	none := filepath.Join(t.TempDir(), "api.sock")
 	for _, c := range cmds {

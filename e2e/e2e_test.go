@@ -5,8 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -167,8 +165,7 @@ func TestIntegrationTreeWithTermIgnoringGrandchild(t *testing.T) {
 	var fds []int
 	var pids []int
 	for i := 0; i < 5; i++ {
-		f := strings.Fields(a.waitLine(t, "pid", 10*time.Second))
-		pid, _ := strconv.Atoi(f[1])
+		pid := a.waitPID(t, "pid", 10*time.Second)
 		pids = append(pids, pid)
 		if pid != a.pid {
 			fds = append(fds, pidfdOf(t, pid))
@@ -213,10 +210,10 @@ func TestIntegrationExitsEarlyAndUntouched(t *testing.T) {
 	// processes are past their would-be deadlines too.
 	sentinel := startAgent(t, "claude")
 	d.waitTracked(t, sentinel.pid)
-	early.waitExit(t, 10*time.Second)
+	ws := early.waitExit(t, 10*time.Second)
 	m := d.waitLog(t, age+20*time.Second, killOf(sentinel.pid))
 	checkKill(t, m, sentinel, age)
-	if ws := early.state.Sys().(syscall.WaitStatus); ws.ExitStatus() != 0 {
+	if ws.ExitStatus() != 0 {
 		t.Errorf("early agent exited with %v, want 0 on its own", ws)
 	}
 	d.noLogs(t, killOf(early.pid), "an agent that had exited was killed")
@@ -238,7 +235,7 @@ func TestIntegrationDryRun(t *testing.T) {
 	d := startDaemon(t, "--max-age", maxAge.String(), "--dry-run")
 	a := startAgent(t, "claude", "-children", "1")
 	a.waitLine(t, "pid", 10*time.Second)
-	child, _ := strconv.Atoi(strings.Fields(a.waitLine(t, "pid", 10*time.Second))[1])
+	child := a.waitPID(t, "pid", 10*time.Second)
 	cfd := pidfdOf(t, child)
 	d.waitTracked(t, a.pid)
 	m := d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))
@@ -325,9 +322,7 @@ func TestIntegrationPIDNamespaceFallback(t *testing.T) {
 	// unshare ignores SIGTERM while it waits; SIGKILL makes --kill-child
 	// take the namespace down.
 	d.stopSignal = os.Kill
-	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
-		return m["level"] == "warn" && strings.Contains(fmt.Sprint(m["msg"]), "falling back")
-	})
+	d.waitLog(t, 10*time.Second, warnHas("falling back"))
 	var h healthView
 	d.get(t, "/healthz", &h)
 	if h.Source != "proc" {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -298,10 +297,7 @@ func TestIntegrationEventsDeadlineAndLeftover(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	conf := t.TempDir() + "/conf"
-	if err := os.WriteFile(conf, []byte("REAPER_MAX_AGE=1h\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	conf := newConf(t, "REAPER_MAX_AGE=1h")
 	d := startDaemon(t, "--config", conf, "--agent", "evdead", "--leftover-grace", "1s", "--kill-grace", "1s")
 	s := openEvents(t, d, "?types=agent,deadline,leftover,kill")
 
@@ -312,10 +308,8 @@ func TestIntegrationEventsDeadlineAndLeftover(t *testing.T) {
 			found = m
 		}
 	}
-	if err := os.WriteFile(conf, []byte("REAPER_MAX_AGE=2h\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d.cmd.Process.Signal(syscall.SIGHUP)
+	writeConf(t, conf, "REAPER_MAX_AGE=2h")
+	d.hup()
 	m := s.next(t, 20*time.Second)
 	if m["type"] != "deadline" || int(num(m["pid"])) != a.pid || m["cause"] != "reload" || m["reason"] != "max_age" {
 		t.Fatalf("after the reload: %v, want a deadline event for %d", m, a.pid)

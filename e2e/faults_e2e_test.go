@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,9 +26,7 @@ import (
 // mount runs mount(8) with args; the test fails if it fails.
 func mount(t testing.TB, args ...string) {
 	t.Helper()
-	if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
-		t.Fatalf("mount %v: %v\n%s", args, err, out)
-	}
+	must(t, "mount", args...)
 }
 
 // umountAtCleanup unmounts dir when the test ends (lazily: a daemon still
@@ -166,11 +163,6 @@ func degradedBy(s string) func(healthView) bool {
 
 func healthOK(h healthView) bool { return h.Status == "ok" && len(h.Degraded) == 0 }
 
-// msgHas matches log lines whose message contains s.
-func msgHas(s string) func(map[string]any) bool {
-	return func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m["msg"]), s) }
-}
-
 // TestIntegrationFaultSpoolDiskFull: the spool's disk (a 2 MB tmpfs) fills
 // up mid-run. Kills stay on time, their rows reach PostgreSQL from memory,
 // /healthz is degraded naming ENOSPC (warned once), and when the disk is
@@ -185,7 +177,7 @@ func TestIntegrationFaultSpoolDiskFull(t *testing.T) {
 		"--state-dir", state, "--host-id", "fault-enospc")
 	filler := fillDisk(t, state)
 	// The next snapshots run into the full disk.
-	d.waitLog(t, 30*time.Second, func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m), "no space left on device") })
+	d.waitLog(t, 30*time.Second, lineHas("no space left on device"))
 	var agents []*agent
 	for range 3 {
 		agents = append(agents, startAgent(t, "claude"))
@@ -199,9 +191,7 @@ func TestIntegrationFaultSpoolDiskFull(t *testing.T) {
 	}
 	d.waitLog(t, 30*time.Second, msgHas("the disk takes writes again"))
 	waitHealthz(t, d, "ok after the disk is freed", healthOK)
-	if n := len(d.findLogs(func(m map[string]any) bool {
-		return m["level"] == "warn" && strings.HasPrefix(fmt.Sprint(m["msg"]), "spool: the disk refuses writes (no space left on device)")
-	})); n != 1 {
+	if n := len(d.findLogs(warnStarts("spool: the disk refuses writes (no space left on device)"))); n != 1 {
 		t.Errorf("%d spool ENOSPC warnings, want exactly 1 (one per cause)", n)
 	}
 	if l := d.findLogs(msgHas("spool kill record")); len(l) > 0 {
@@ -278,9 +268,7 @@ func TestIntegrationFaultStateDirReadOnly(t *testing.T) {
 			lost++
 		}
 	}
-	if n := len(d.findLogs(func(m map[string]any) bool {
-		return m["level"] == "warn" && strings.HasPrefix(fmt.Sprint(m["msg"]), "spool: the disk refuses writes")
-	})); n != 1 {
+	if n := len(d.findLogs(warnStarts("spool: the disk refuses writes"))); n != 1 {
 		t.Errorf("%d spool warnings, want exactly 1 (one per cause)", n)
 	}
 	recordFault(t, faultRow{
@@ -316,7 +304,7 @@ func TestIntegrationFaultRevokeInsert(t *testing.T) {
 	a := startAgent(t, "claude")
 	late, missed := killTally(t, d, []*agent{a}, maxAge)
 	// The first refusal, however it is told.
-	d.waitLog(t, 30*time.Second, func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m), "permission denied") })
+	d.waitLog(t, 30*time.Second, lineHas("permission denied"))
 	want := "permission denied on tel.agent_kills: GRANT INSERT, SELECT, DELETE ON tel.agent_kills TO " + role
 	if !eventually(30*time.Second, func() bool { return len(d.findLogs(msgHas(want))) > 0 }) {
 		t.Errorf("no warning %q", want)
@@ -459,9 +447,8 @@ func TestIntegrationFaultPostgresRestartMidBatch(t *testing.T) {
 	gotSnaps := waitCount(t, conn, 120*time.Second, snaps, "SELECT count(*) FROM tel.system_health WHERE host = 'fault-midbatch' AND details->>'n' = '1'")
 	gotKills := waitCount(t, conn, 60*time.Second, kills, "SELECT count(*) FROM tel.agent_kills WHERE host = 'fault-midbatch' AND pid >= 1000000")
 	waitFor(t, 60*time.Second, func() bool { return healthOK(d.health(t)) }, "/healthz ok after the restart")
-	var dupSnaps, dupKills int
-	conn.QueryRow(context.Background(), "SELECT count(*) - count(DISTINCT row_id) FROM tel.system_health WHERE host = 'fault-midbatch' AND details->>'n' = '1'").Scan(&dupSnaps)
-	conn.QueryRow(context.Background(), "SELECT count(*) - count(DISTINCT id) FROM tel.agent_kills WHERE host = 'fault-midbatch'").Scan(&dupKills)
+	dupSnaps := queryInt(t, conn, "SELECT count(*) - count(DISTINCT row_id) FROM tel.system_health WHERE host = 'fault-midbatch' AND details->>'n' = '1'")
+	dupKills := queryInt(t, conn, "SELECT count(*) - count(DISTINCT id) FROM tel.agent_kills WHERE host = 'fault-midbatch'")
 	if gotSnaps != snaps || gotKills != kills || dupSnaps+dupKills != 0 {
 		t.Errorf("after the restart: %d of %d snapshots, %d of %d kill rows, %d duplicates; want every row once",
 			gotSnaps, snaps, gotKills, kills, dupSnaps+dupKills)

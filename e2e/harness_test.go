@@ -463,11 +463,29 @@ func (d *testDaemon) exitsCleanly(t testing.TB, timeout time.Duration) {
 	}
 }
 
+// hup sends the daemon SIGHUP: it reads its configuration again. What
+// that must do (reload, refuse, send an event) the test waits for.
+func (d *testDaemon) hup() { d.cmd.Process.Signal(syscall.SIGHUP) }
+
 // reload sends SIGHUP and waits for the daemon to say the new
-// configuration is in force.
-func (d *testDaemon) reload(t testing.TB) {
+// configuration is in force: that log line.
+func (d *testDaemon) reload(t testing.TB) map[string]any {
+	t.Helper()
+	return d.hupUntil(t, "configuration reloaded")
+}
+
+// reloadRejected sends SIGHUP and waits for the daemon to refuse the new
+// configuration: that log line, whose error says why.
+func (d *testDaemon) reloadRejected(t testing.TB) map[string]any {
+	t.Helper()
+	return d.hupUntil(t, "reload rejected; the old configuration stays in force")
+}
+
+// hupUntil sends SIGHUP and waits for the first log line msg after it.
+func (d *testDaemon) hupUntil(t testing.TB, msg string) map[string]any {
 	t.Helper()
 	from := d.lines()
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	d.waitLogFrom(t, from, 30*time.Second, func(m map[string]any) bool { return m["msg"] == "configuration reloaded" })
+	d.hup()
+	m, _ := d.waitLogFrom(t, from, 30*time.Second, func(m map[string]any) bool { return m["msg"] == msg })
+	return m
 }

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -204,9 +203,8 @@ func TestIntegrationHookFailsAndReload(t *testing.T) {
 		return
 	}
 	dir := t.TempDir()
-	conf := filepath.Join(t.TempDir(), "supervisor.conf")
 	// Quoted as in a shell: one pair of quotes is stripped, the inner ones stay.
-	os.WriteFile(conf, []byte(`REAPER_ON_KILL='echo "no webhook" >&2; exit "3"'`+"\n"), 0o644)
+	conf := newConf(t, `REAPER_ON_KILL='echo "no webhook" >&2; exit "3"'`)
 	d := startDaemon(t, "--max-age", maxAge.String(), "--config", conf)
 	a := startAgent(t, "claude")
 	d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))
@@ -218,9 +216,8 @@ func TestIntegrationHookFailsAndReload(t *testing.T) {
 	// after: read /metrics until it is counted, within a bound.
 	waitMetric(t, d, "supervisor_hook_failures_total", 1)
 
-	os.WriteFile(conf, []byte("REAPER_ON_KILL="+recordingHook(dir)+"\n"), 0o644)
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	r := d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "configuration reloaded" })
+	writeConf(t, conf, "REAPER_ON_KILL="+recordingHook(dir))
+	r := d.reload(t)
 	if !strings.Contains(fmt.Sprint(r["changed"]), "on-kill") {
 		t.Errorf("reload does not name on-kill: %v", r["changed"])
 	}

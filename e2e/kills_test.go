@@ -31,6 +31,30 @@ func num(v any) int64 {
 	return int64(f)
 }
 
+// Log lines by their text: the message containing s (msgHas) or
+// starting with it (msgStarts), a warning's message (warnHas,
+// warnStarts), or s anywhere in the line, a field's value included
+// (lineHas).
+func msgHas(s string) func(map[string]any) bool {
+	return func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m["msg"]), s) }
+}
+
+func msgStarts(s string) func(map[string]any) bool {
+	return func(m map[string]any) bool { return strings.HasPrefix(fmt.Sprint(m["msg"]), s) }
+}
+
+func warnHas(s string) func(map[string]any) bool {
+	return func(m map[string]any) bool { return m["level"] == "warn" && msgHas(s)(m) }
+}
+
+func warnStarts(s string) func(map[string]any) bool {
+	return func(m map[string]any) bool { return m["level"] == "warn" && msgStarts(s)(m) }
+}
+
+func lineHas(s string) func(map[string]any) bool {
+	return func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m), s) }
+}
+
 // killOf matches the kill line (or dry-run line) of pid's tree.
 func killOf(pid int) func(map[string]any) bool {
 	return func(m map[string]any) bool {

@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -28,8 +32,10 @@ const (
 	// symlink's name, as a real agent's is its program's.
 	agentEnv = "SUPERVISOR_TEST_AGENT"
 	// hostileEnv=MODE: an unprivileged local user attacking the daemon's
-	// endpoints (hostileHelper, hostile_api_e2e_test.go).
+	// endpoints (hostileHelper, hostile_e2e_test.go).
 	hostileEnv = "SUPERVISOR_TEST_HOSTILE"
+	// hostileCredEnv=UID:GID[:GROUPS]: the credentials it drops to.
+	hostileCredEnv = "SUPERVISOR_TEST_CRED"
 	// dropCapsEnv=kill,sys_resource and execAsEnv=UID: a wrapper that
 	// drops those capabilities and becomes that user (and group), then
 	// execs its arguments (wrapperExec).
@@ -477,4 +483,190 @@ func wrapperExec(caps, uid string) error {
 		}
 	}
 	return unix.Exec(os.Args[1], os.Args[1:], env)
+}
+
+// hostileHelper is the hostile helper's life (hostile_e2e_test.go starts
+// it): it drops to the credentials in hostileCredEnv, then acts.
+func hostileHelper(mode string) int {
+	if err := dropTo(os.Getenv(hostileCredEnv)); err != nil {
+		fmt.Fprintln(os.Stderr, "hostile helper:", err)
+		return 1
+	}
+	return hostileMain(mode, os.Args[1:])
+}
+
+// dropTo sets this process's groups, gid and uid (all threads: Go's
+// syscall.Set* apply to every thread since Go 1.16).
+func dropTo(cred string) error {
+	f := strings.Split(cred, ":")
+	if len(f) < 2 {
+		return fmt.Errorf("bad %s %q", hostileCredEnv, cred)
+	}
+	uid, err1 := strconv.Atoi(f[0])
+	gid, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("bad %s %q", hostileCredEnv, cred)
+	}
+	groups := []int{}
+	if len(f) > 2 && f[2] != "" {
+		for _, g := range strings.Split(f[2], ",") {
+			n, err := strconv.Atoi(g)
+			if err != nil {
+				return fmt.Errorf("bad group %q", g)
+			}
+			groups = append(groups, n)
+		}
+	}
+	if err := syscall.Setgroups(groups); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("setgid: %w", err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("setuid: %w", err)
+	}
+	if os.Geteuid() != uid {
+		return fmt.Errorf("still uid %d", os.Geteuid())
+	}
+	return nil
+}
+
+// hostileMain is the helper's body. Modes:
+//
+//	flood ADDR N [FROM]
+//	               hold N keep-alive connections to ADDR (from the local
+//	               address FROM, e.g. 127.0.0.2), each sending GET /healthz
+//	               every 4 s, just inside the server's 5 s idle timeout, so
+//	               that a slot once taken is never let go; a connection the
+//	               server closes is opened again a second or so after its
+//	               close. Prints "flooding N" once each has been tried,
+//	               then runs until stdin closes.
+//	get unix:PATH|tcp:ADDR URLPATH
+//	               one GET; prints "status CODE" and the body, or "error: ...".
+//	streams PATH N open N /events streams on the unix socket PATH, one
+//	               connection each, and keep the ones answered 200 open;
+//	               prints "streams OK" (how many were), then runs until
+//	               stdin closes.
+func hostileMain(mode string, args []string) int {
+	switch {
+	case mode == "flood" && (len(args) == 2 || len(args) == 3):
+		n, _ := strconv.Atoi(args[1])
+		from := ""
+		if len(args) == 3 {
+			from = args[2]
+		}
+		flood(args[0], n, from)
+	case mode == "get" && len(args) == 2:
+		hostileGet(args[0], args[1])
+		return 0
+	case mode == "streams" && len(args) == 2:
+		n, _ := strconv.Atoi(args[1])
+		hostileStreams(args[0], n)
+	default:
+		fmt.Fprintf(os.Stderr, "hostile helper: bad mode %q %q\n", mode, args)
+		return 2
+	}
+	io.Copy(io.Discard, os.Stdin) // until the test closes it or kills us
+	return 0
+}
+
+// flood is the hostile side of the HTTP flood: an attacker who holds slots
+// (a request before each idle timeout) and retakes each one freed. It
+// never spins: a connection is opened again only after the previous one
+// is closed and a pause of a second or more, and all of them together
+// open at most floodDialsPerSecond, so the flood itself cannot starve the
+// machine the daemon and the test run on (it runs at normal priority).
+func flood(addr string, n int, from string) {
+	const floodDialsPerSecond = 200
+	dials := time.NewTicker(time.Second / floodDialsPerSecond)
+	dialer := net.Dialer{Timeout: 5 * time.Second}
+	if from != "" {
+		dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	var first sync.WaitGroup
+	first.Add(n)
+	for i := range n {
+		go func() {
+			tried := sync.OnceFunc(first.Done)
+			for {
+				<-dials.C
+				if c, err := dialer.Dial("tcp", addr); err == nil {
+					hold(c, tried)
+					c.Close()
+				}
+				tried()
+				// 1 to 2 s, spread so that they do not come back at once.
+				time.Sleep(time.Second + time.Duration(i%100)*10*time.Millisecond)
+			}
+		}()
+	}
+	first.Wait()
+	fmt.Printf("flooding %d\n", n)
+}
+
+// hold sends GET /healthz on c every 4 s and reads each answer, until the
+// server closes c or fails a request; tried is called after the first
+// request is sent.
+func hold(c net.Conn, tried func()) {
+	br := bufio.NewReader(c)
+	for {
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+			return
+		}
+		tried()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.Close {
+			return // the server said it closes this one
+		}
+		time.Sleep(4 * time.Second)
+	}
+}
+
+func hostileGet(target, path string) {
+	c, url := &http.Client{Timeout: 10 * time.Second}, ""
+	switch kind, where, _ := strings.Cut(target, ":"); kind {
+	case "unix":
+		c, url = unixClient(where, 10*time.Second), "http://supervisor"+path
+	default:
+		url = "http://" + where + path
+	}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Printf("error: %v\n", err)
+		return
+	}
+	defer resp.Body.Close()
+	// An /events stream that was let through never ends: its first
+	// bytes are enough.
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode == http.StatusOK && strings.HasSuffix(path, "/events") {
+		b = nil
+	}
+	fmt.Printf("status %d\n%s\n", resp.StatusCode, b)
+}
+
+func hostileStreams(sock string, n int) {
+	ok := 0
+	for range n {
+		resp, err := unixClient(sock, 0).Get("http://supervisor/events")
+		if err != nil {
+			fmt.Printf("stream: %v\n", err)
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			fmt.Printf("stream: %s %s\n", resp.Status, strings.TrimSpace(string(b)))
+			continue
+		}
+		ok++
+		go io.Copy(io.Discard, resp.Body) // a reading client: never dropped as slow
+	}
+	fmt.Printf("streams %d\n", ok)
 }

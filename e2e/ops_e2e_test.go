@@ -1,16 +1,13 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -182,8 +179,7 @@ func TestIntegrationSIGHUP(t *testing.T) {
 	if ranApart(t) {
 		return
 	}
-	conf := filepath.Join(t.TempDir(), "supervisor.conf")
-	os.WriteFile(conf, []byte("# test\nREAPER_MAX_AGE=1h\n"), 0o644)
+	conf := newConf(t, "# test", "REAPER_MAX_AGE=1h")
 	d := startDaemon(t, "--config", conf)
 	a := startAgent(t, "claude")
 	if v := d.waitTracked(t, a.pid); v.SecondsLeft < 3000 {
@@ -191,9 +187,8 @@ func TestIntegrationSIGHUP(t *testing.T) {
 	}
 	sleepUntil(a.t0 + int64(1500*time.Millisecond)) // part of the agent's life passes before the reload
 	const newAge = 3 * time.Second
-	os.WriteFile(conf, []byte("REAPER_MAX_AGE=3s\n"), 0o644)
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "configuration reloaded" })
+	writeConf(t, conf, "REAPER_MAX_AGE=3s")
+	d.reload(t)
 	m := d.waitLog(t, 20*time.Second, killOf(a.pid))
 	a.waitExit(t, 10*time.Second)
 	checkKill(t, m, a, newAge)
@@ -201,11 +196,8 @@ func TestIntegrationSIGHUP(t *testing.T) {
 		t.Errorf("killed %s after start: the reload reset the agent's age", time.Duration(sig-a.t0))
 	}
 
-	os.WriteFile(conf, []byte("REAPER_MAX_AGE=soon\n"), 0o644)
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	rej := d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
-		return m["msg"] == "reload rejected; the old configuration stays in force"
-	})
+	writeConf(t, conf, "REAPER_MAX_AGE=soon")
+	rej := d.reloadRejected(t)
 	if !strings.Contains(fmt.Sprint(rej["error"]), "REAPER_MAX_AGE") {
 		t.Errorf("rejection does not name the variable: %v", rej)
 	}
@@ -228,9 +220,7 @@ func TestIntegrationShutdownFlush(t *testing.T) {
 	c.stop(t)
 	state := t.TempDir()
 	d := startDaemon(t, "--database-url", dsn, "--state-dir", state, "--max-age", "1h")
-	d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
-		return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable")
-	})
+	d.waitLog(t, 20*time.Second, msgHas("database unreachable"))
 	d.waitLog(t, 20*time.Second, func(m map[string]any) bool { return m["msg"] == "snapshot" })
 	pending := spooled(t, state)
 	if len(pending) == 0 {
@@ -246,9 +236,7 @@ func TestIntegrationShutdownFlush(t *testing.T) {
 	}
 	conn := dbConn(t, dsn)
 	for _, r := range pending {
-		var n int
-		conn.QueryRow(context.Background(), "SELECT count(*) FROM tel.system_health WHERE row_id = $1", r.ID).Scan(&n)
-		if n != 1 {
+		if n := queryInt(t, conn, "SELECT count(*) FROM tel.system_health WHERE row_id = $1", r.ID); n != 1 {
 			t.Errorf("snapshot %s: %d rows", r.ID, n)
 		}
 	}

@@ -217,13 +217,3 @@ func TestIntegrationDebPackage(t *testing.T) {
 		}
 	}
 }
-
-// must runs a command that must succeed and returns its output.
-func must(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}

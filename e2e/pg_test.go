@@ -81,8 +81,8 @@ func newCluster(t testing.TB) *cluster {
 	c.port = freePort(t)
 	pw := filepath.Join(dir, "pw")
 	os.WriteFile(pw, []byte(c.password+"\n"), 0o600)
-	c.pg(t, "chown", "-R", "postgres:", dir)
-	c.pg(t, "runuser", "-u", "postgres", "--", filepath.Join(c.bin, "initdb"), "-D", filepath.Join(dir, "data"),
+	must(t, "chown", "-R", "postgres:", dir)
+	must(t, "runuser", "-u", "postgres", "--", filepath.Join(c.bin, "initdb"), "-D", filepath.Join(dir, "data"),
 		"-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile="+pw)
 	t.Cleanup(func() {
 		exec.Command("runuser", "-u", "postgres", "--", filepath.Join(c.bin, "pg_ctl"), "-D", filepath.Join(dir, "data"),
@@ -93,24 +93,16 @@ func newCluster(t testing.TB) *cluster {
 	return c
 }
 
-func (c *cluster) pg(t testing.TB, args ...string) {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v: %v\n%s", args, err, out)
-	}
-}
-
 func (c *cluster) start(t testing.TB) {
 	t.Helper()
-	c.pg(t, "runuser", "-u", "postgres", "--", filepath.Join(c.bin, "pg_ctl"), "-D", filepath.Join(c.dir, "data"),
+	must(t, "runuser", "-u", "postgres", "--", filepath.Join(c.bin, "pg_ctl"), "-D", filepath.Join(c.dir, "data"),
 		"-l", filepath.Join(c.dir, "log"), "-w", "-o",
 		fmt.Sprintf("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories=%s", c.port, c.dir), "start")
 }
 
 func (c *cluster) stop(t testing.TB) {
 	t.Helper()
-	c.pg(t, "runuser", "-u", "postgres", "--", filepath.Join(c.bin, "pg_ctl"), "-D", filepath.Join(c.dir, "data"),
+	must(t, "runuser", "-u", "postgres", "--", filepath.Join(c.bin, "pg_ctl"), "-D", filepath.Join(c.dir, "data"),
 		"-m", "fast", "-w", "stop")
 }
 
@@ -164,6 +156,17 @@ func lostKillRows(t testing.TB, conn *pgx.Conn, timeout time.Duration, agents []
 
 // waitCount polls the database until query returns want rows or the
 // timeout passes; it returns the count seen last.
+// queryInt is the number the query returns now (a count); a failing query
+// fails the test.
+func queryInt(t testing.TB, conn *pgx.Conn, query string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
 func waitCount(t testing.TB, conn *pgx.Conn, timeout time.Duration, want int, query string, args ...any) int {
 	t.Helper()
 	end := time.Now().Add(timeout)

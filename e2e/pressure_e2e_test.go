@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agent-supervisor/supervisor/internal/psi"
+	"github.com/agent-supervisor/supervisor/internal/psi/psitest"
 )
 
 // holder is a fake agent holding mb MiB of anonymous memory (resident, as
@@ -194,9 +195,7 @@ func TestIntegrationPressure(t *testing.T) {
 			t.Errorf("kill row of %d (%d MiB): memory_bytes %d, details %s", h.pid, h.mb, mem, details)
 		}
 	}
-	var n int
-	conn.QueryRow(context.Background(), "SELECT count(*) FROM tel.agent_kills WHERE pid = $1", kept.pid).Scan(&n)
-	if n != 0 {
+	if n := queryInt(t, conn, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1", kept.pid); n != 0 {
 		t.Errorf("%d kill rows for the exempt session", n)
 	}
 	if v := metricValue(t, d, `supervisor_pressure_events_total{outcome="killed"}`); v != 2 {
@@ -249,31 +248,30 @@ func TestIntegrationPressureReload(t *testing.T) {
 	if ranApart(t, needPSI) {
 		return
 	}
-	conf := filepath.Join(t.TempDir(), "supervisor.conf")
-	os.WriteFile(conf, []byte("REAPER_MAX_AGE=1h\n"), 0o644)
+	conf := newConf(t, "REAPER_MAX_AGE=1h")
 	d := startDaemon(t, "--config", conf)
-	reload := func(body string) {
+	reload := func(lines ...string) {
 		t.Helper()
-		os.WriteFile(conf, []byte(body), 0o644)
-		d.cmd.Process.Signal(syscall.SIGHUP)
+		writeConf(t, conf, lines...)
+		d.hup()
 	}
 	registered := func(spec string) func(map[string]any) bool {
 		return func(m map[string]any) bool {
 			return m["msg"] == "memory pressure trigger registered" && m["trigger"] == spec
 		}
 	}
-	reload("REAPER_PRESSURE=full 10s 10s\n")
+	reload("REAPER_PRESSURE=full 10s 10s")
 	d.waitLog(t, 10*time.Second, registered("full 10s 10s"))
-	reload("REAPER_PRESSURE=full 8s 10s\nREAPER_PRESSURE_COOLDOWN=3s\n")
+	reload("REAPER_PRESSURE=full 8s 10s", "REAPER_PRESSURE_COOLDOWN=3s")
 	d.waitLog(t, 10*time.Second, registered("full 8s 10s"))
 	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
 		return m["msg"] == "memory pressure limits reloaded" && m["cooldown"] == "3s"
 	})
-	reload("REAPER_PRESSURE=full 8s 11s\n") // bad: rejected as a whole
-	d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
-		return m["msg"] == "reload rejected; the old configuration stays in force" && strings.Contains(fmt.Sprint(m["error"]), "REAPER_PRESSURE")
-	})
-	reload("")
+	writeConf(t, conf, "REAPER_PRESSURE=full 8s 11s") // bad: rejected as a whole
+	if rej := d.reloadRejected(t); !strings.Contains(fmt.Sprint(rej["error"]), "REAPER_PRESSURE") {
+		t.Errorf("rejection does not name the variable: %v", rej)
+	}
+	reload()
 	d.waitLog(t, 10*time.Second, func(m map[string]any) bool { return m["msg"] == "memory pressure trigger removed" })
 	if n := len(d.findLogs(func(m map[string]any) bool { return m["msg"] == "memory pressure trigger registered" })); n != 2 {
 		t.Errorf("trigger registered %d times; want 2", n)
@@ -329,49 +327,17 @@ func TestIntegrationPressureFileAlone(t *testing.T) {
 func limitedCgroup(t *testing.T) (procs []string, pressure string) {
 	t.Helper()
 	name := fmt.Sprintf("psi-file-%d", os.Getpid())
-	var dirs []string
-	mk := func(dir string) {
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		dirs = append(dirs, dir)
-		procs = append(procs, filepath.Join(dir, "cgroup.procs"))
+	unified := filepath.Join("/sys/fs/cgroup/unified", name)
+	if !cgFileExists("/sys/fs/cgroup/cgroup.controllers") && !cgFileExists(filepath.Dir(unified)+"/cgroup.controllers") {
+		failOrSkip(t, "no memory cgroup under /sys/fs/cgroup (neither v2 nor v1 memory with a unified hierarchy)")
 	}
-	t.Cleanup(func() {
-		for _, d := range dirs {
-			for end := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-				err := os.Remove(d)
-				if err == nil || errors.Is(err, os.ErrNotExist) {
-					break
-				}
-				if time.Now().After(end) {
-					t.Errorf("cgroup %s not removed: %v", d, err)
-					break
-				}
-			}
-		}
-	})
-	const limit = "1073741824"
-	switch {
-	case cgFileExists("/sys/fs/cgroup/cgroup.controllers"):
-		dir := filepath.Join("/sys/fs/cgroup", name)
-		mk(dir)
-		if err := os.WriteFile(filepath.Join(dir, "memory.max"), []byte(limit), 0); err != nil {
-			failOrSkip(t, "no memory controller for the root's children (%v)", err)
-		}
+	dir, v2 := psitest.Group(t, name, 1024)
+	procs = []string{filepath.Join(dir, "cgroup.procs")}
+	if v2 {
 		return procs, filepath.Join(dir, "memory.pressure")
-	case cgFileExists("/sys/fs/cgroup/memory/memory.limit_in_bytes") && cgFileExists("/sys/fs/cgroup/unified/cgroup.controllers"):
-		v1 := filepath.Join("/sys/fs/cgroup/memory", name)
-		mk(v1)
-		if err := os.WriteFile(filepath.Join(v1, "memory.limit_in_bytes"), []byte(limit), 0); err != nil {
-			t.Fatal(err)
-		}
-		unified := filepath.Join("/sys/fs/cgroup/unified", name)
-		mk(unified)
-		return procs, filepath.Join(unified, "memory.pressure")
 	}
-	failOrSkip(t, "no memory cgroup under /sys/fs/cgroup (neither v2 nor v1 memory with a unified hierarchy)")
-	return nil, ""
+	psitest.Mkdir(t, unified)
+	return append(procs, filepath.Join(unified, "cgroup.procs")), filepath.Join(unified, "memory.pressure")
 }
 
 func cgFileExists(p string) bool {

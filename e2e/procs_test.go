@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -407,12 +408,31 @@ func (r rig) script(t testing.TB, name, body string) string {
 	return p
 }
 
+// newConf writes a config file with the given lines in a directory of
+// its own and returns its path (writeConf rewrites it before a reload).
+func newConf(t testing.TB, lines ...string) string {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "supervisor.conf")
+	writeConf(t, conf, lines...)
+	return conf
+}
+
 // writeConf writes a config file with the given lines.
 func writeConf(t testing.TB, path string, lines ...string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// must runs a command that must succeed and returns its output.
+func must(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }
 
 // patient is the bound of a wait that fails the test when it runs out: at
@@ -654,4 +674,54 @@ func readFile(t testing.TB, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// pidsCgroup makes a cgroup v1 pids cgroup (or, on a unified host, a v2
+// cgroup) limited to max processes, removed at cleanup after killing what
+// is left in it through pidfds: the test's agents enter it first thing
+// (-cgroup-procs), so nothing they started outlives the test.
+func pidsCgroup(t *testing.T, max int) string {
+	t.Helper()
+	root := "/sys/fs/cgroup/pids"
+	if _, err := os.Stat(root); err != nil {
+		root = "/sys/fs/cgroup" // cgroup v2: pids.max in every non-root cgroup
+	}
+	dir := filepath.Join(root, fmt.Sprintf("supervisor-test-%d-%s", os.Getpid(), t.Name()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		failOrSkip(t, "cannot make a pids cgroup under %s to bound the fork bomb: %v", root, err)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 200; i++ {
+			procs := cgroupProcs(t, dir)
+			if len(procs) == 0 {
+				break
+			}
+			for _, pid := range procs {
+				// Only our bomb's processes ever enter this cgroup.
+				killPid(pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := os.Remove(dir); err != nil {
+			t.Errorf("remove cgroup %s: %v", dir, err)
+		}
+	})
+	if err := os.WriteFile(filepath.Join(dir, "pids.max"), []byte(strconv.Itoa(max)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func cgroupProcs(t *testing.T, dir string) []int {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("read %s: %v", dir, err)
+	}
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -207,54 +204,4 @@ func TestIntegrationResourceForkBomb(t *testing.T) {
 		procs = cgroupProcs(t, cg)
 		return len(procs) == 0
 	}, "the bomb's cgroup empty after its kill: %v left", &procs)
-}
-
-// pidsCgroup makes a cgroup v1 pids cgroup (or, on a unified host, a v2
-// cgroup) limited to max processes, removed at cleanup after killing what
-// is left in it through pidfds: the test's agents enter it first thing
-// (-cgroup-procs), so nothing they started outlives the test.
-func pidsCgroup(t *testing.T, max int) string {
-	t.Helper()
-	root := "/sys/fs/cgroup/pids"
-	if _, err := os.Stat(root); err != nil {
-		root = "/sys/fs/cgroup" // cgroup v2: pids.max in every non-root cgroup
-	}
-	dir := filepath.Join(root, fmt.Sprintf("supervisor-test-%d-%s", os.Getpid(), t.Name()))
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		failOrSkip(t, "cannot make a pids cgroup under %s to bound the fork bomb: %v", root, err)
-	}
-	t.Cleanup(func() {
-		for i := 0; i < 200; i++ {
-			procs := cgroupProcs(t, dir)
-			if len(procs) == 0 {
-				break
-			}
-			for _, pid := range procs {
-				// Only our bomb's processes ever enter this cgroup.
-				killPid(pid)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if err := os.Remove(dir); err != nil {
-			t.Errorf("remove cgroup %s: %v", dir, err)
-		}
-	})
-	if err := os.WriteFile(filepath.Join(dir, "pids.max"), []byte(strconv.Itoa(max)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-func cgroupProcs(t *testing.T, dir string) []int {
-	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("read %s: %v", dir, err)
-	}
-	var out []int
-	for _, f := range strings.Fields(string(b)) {
-		if n, err := strconv.Atoi(f); err == nil {
-			out = append(out, n)
-		}
-	}
-	return out
 }

@@ -2,10 +2,6 @@ package e2e
 
 import (
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,8 +39,7 @@ func TestIntegrationSessionLeftovers(t *testing.T) {
 	d.waitTracked(t, a.pid)
 
 	exitReq := r.trigger(t, "agent-exit")
-	a.waitExit(t, 10*time.Second)
-	if ws := a.state.Sys().(syscall.WaitStatus); ws.ExitStatus() != 0 {
+	if ws := a.waitExit(t, 10*time.Second); ws.ExitStatus() != 0 {
 		t.Fatalf("agent exited with %v, want 0 by itself", ws)
 	}
 	queued := map[string]map[string]any{}
@@ -275,8 +270,8 @@ func TestIntegrationLeftoverAcrossRestart(t *testing.T) {
 	if v := da.findLogs(func(m map[string]any) bool { return m["msg"] == "kill" }); len(v) > 0 {
 		t.Fatalf("daemon A killed before it was stopped: %v", v)
 	}
-	if b, err := os.ReadFile(filepath.Join(state, "sessions.json")); err != nil || !strings.Contains(string(b), strconv.Itoa(pids["daemon"])) {
-		t.Errorf("sessions.json (%v) does not name the reparented daemon %d", err, pids["daemon"])
+	if _, ok := savedMember(t, state, pids["daemon"]); !ok {
+		t.Errorf("sessions.json does not name the reparented daemon %d a member", pids["daemon"])
 	}
 
 	db := startDaemon(t, args...)

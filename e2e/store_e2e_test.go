@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-supervisor/supervisor/internal/statefile"
 	"github.com/agent-supervisor/supervisor/internal/store"
 	"github.com/agent-supervisor/supervisor/internal/testutil"
+	"github.com/agent-supervisor/supervisor/internal/tracker"
 )
 
 // runOnce runs `supervisor once` scoped to this test and returns its JSON,
@@ -85,9 +87,7 @@ func TestIntegrationSeedTableCompat(t *testing.T) {
 	}
 	a.waitExit(t, 10*time.Second)
 
-	var n int
-	conn.QueryRow(ctx, "SELECT count(*) FROM tel.system_health").Scan(&n)
-	if n != 2 {
+	if n := queryInt(t, conn, "SELECT count(*) FROM tel.system_health"); n != 2 {
 		t.Fatalf("%d rows, want the seed's and ours", n)
 	}
 	var status, host string
@@ -110,9 +110,7 @@ func TestIntegrationSeedTableCompat(t *testing.T) {
 	if created.Before(before.Add(-time.Second)) || created.After(time.Now()) {
 		t.Errorf("created_at %v, not when the snapshot was taken (%v)", created, before)
 	}
-	var kills int
-	conn.QueryRow(ctx, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND host = 'seed-host'", a.pid).Scan(&kills)
-	if kills != 1 {
+	if kills := queryInt(t, conn, "SELECT count(*) FROM tel.agent_kills WHERE pid = $1 AND host = 'seed-host'", a.pid); kills != 1 {
 		t.Errorf("%d kill rows for the agent, want 1", kills)
 	}
 }
@@ -127,7 +125,7 @@ func TestIntegrationKillRows(t *testing.T) {
 	d := startDaemon(t, "--max-age", maxAge.String(), "--kill-grace", "1s", "--database-url", db, "--host-id", "kills")
 	a := startAgent(t, "claude", "-children", "1", "-child-ignore-term")
 	a.waitLine(t, "pid", 10*time.Second)
-	child, _ := strconv.Atoi(strings.Fields(a.waitLine(t, "pid", 10*time.Second))[1])
+	child := a.waitPID(t, "pid", 10*time.Second)
 	m := d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))
 	// The row is spooled pending at the first signal and replaced by the
 	// complete one when the tree is gone: wait for the complete one.
@@ -255,9 +253,7 @@ func TestIntegrationOutage(t *testing.T) {
 		d.waitLog(t, maxAge+20*time.Second, killOf(a.pid)) // reaping goes on
 		a.waitExit(t, 10*time.Second)
 	}
-	d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
-		return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable")
-	})
+	d.waitLog(t, 20*time.Second, msgHas("database unreachable"))
 	// Two more snapshots into the outage, then kill the daemon hard.
 	n := len(d.findLogs(func(m map[string]any) bool { return m["msg"] == "snapshot" }))
 	seen := 0
@@ -267,7 +263,7 @@ func TestIntegrationOutage(t *testing.T) {
 		}
 		return seen >= n+2
 	})
-	if w := d.findLogs(func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable") }); len(w) != 1 {
+	if w := d.findLogs(msgHas("database unreachable")); len(w) != 1 {
 		t.Errorf("outage logged %d times, want once", len(w))
 	}
 	d.cmd.Process.Kill()
@@ -319,9 +315,7 @@ func TestIntegrationOutage(t *testing.T) {
 	if fmt.Sprint(kills) != fmt.Sprint(want) {
 		t.Errorf("kill rows for pids %v, want each of %v once", kills, want)
 	}
-	var dup int
-	conn.QueryRow(context.Background(), `SELECT count(*) - count(DISTINCT created_at) FROM tel.system_health WHERE host = 'outage'`).Scan(&dup)
-	if dup != 0 {
+	if dup := queryInt(t, conn, `SELECT count(*) - count(DISTINCT created_at) FROM tel.system_health WHERE host = 'outage'`); dup != 0 {
 		t.Errorf("%d duplicate snapshots", dup)
 	}
 	// The spool is cut back after the delivering transaction commits: the
@@ -349,9 +343,7 @@ func TestIntegrationBadDatabase(t *testing.T) {
 			a := startAgent(t, "claude")
 			m := d.waitLog(t, maxAge+20*time.Second, killOf(a.pid))
 			checkKill(t, m, a, maxAge)
-			w := d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
-				return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable")
-			})
+			w := d.waitLog(t, 20*time.Second, msgHas("database unreachable"))
 			errMsg := fmt.Sprint(w["error"])
 			if name == "wrong password" && !strings.Contains(errMsg, "password authentication failed") {
 				t.Errorf("error %q does not say the password was wrong", errMsg)
@@ -379,13 +371,9 @@ func TestIntegrationBadDatabase(t *testing.T) {
 		})
 	}
 	// A malformed URL is a configuration error, and says so without the password.
-	var errb bytes.Buffer
-	cmd := exec.Command(supervisorBin, "run", "--database-url", "postgres://u:"+wrong+"@host:notaport/db")
-	cmd.Stderr = &errb
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(errb.String(), "--database-url") ||
-		strings.Contains(errb.String(), wrong) {
-		t.Errorf("malformed URL: %v, stderr %q", err, errb.String())
+	if _, errs, code := runCLI(t, "run", "--database-url", "postgres://u:"+wrong+"@host:notaport/db"); code != 2 ||
+		!strings.Contains(errs, "--database-url") || strings.Contains(errs, wrong) {
+		t.Errorf("malformed URL: exit %d, stderr %q", code, errs)
 	}
 }
 
@@ -431,8 +419,7 @@ func TestIntegrationTwoHostsAndRetention(t *testing.T) {
 	if alphaOld != 0 || betaOld != 2 {
 		t.Errorf("old rows left: alpha %d (want 0), beta %d (want 2: its retention is 30 days)", alphaOld, betaOld)
 	}
-	var migrations int
-	conn.QueryRow(ctx, "SELECT count(*) FROM tel.supervisor_migrations").Scan(&migrations)
+	migrations := queryInt(t, conn, "SELECT count(*) FROM tel.supervisor_migrations")
 	files, _ := filepath.Glob(filepath.Join("..", "internal", "store", "migrations", "*.sql"))
 	if migrations != len(files) {
 		t.Errorf("%d migration rows, want %d (one per embedded file)", migrations, len(files))
@@ -492,38 +479,19 @@ func TestIntegrationPasswordNeverPrinted(t *testing.T) {
 	// file, then in the URL file.
 	os.WriteFile(conf, []byte("DATABASE_URL_FILE="+urlFile+"\n"), 0o600)
 	d := startDaemon(t, "--config", conf, "--max-age", "1h")
-	d.waitLog(t, 20*time.Second, func(m map[string]any) bool {
-		return strings.Contains(fmt.Sprint(m["msg"]), "database unreachable")
-	})
+	d.waitLog(t, 20*time.Second, msgHas("database unreachable"))
 	var h healthView
 	d.get(t, "/healthz", &h)
 	if h.Database != "down" {
 		t.Errorf("healthz database %q, want down", h.Database)
 	}
-	rejected := func() map[string]any {
-		t.Helper()
-		n := len(d.findLogs(func(m map[string]any) bool { return strings.HasPrefix(fmt.Sprint(m["msg"]), "reload rejected") }))
-		d.cmd.Process.Signal(syscall.SIGHUP)
-		var got map[string]any
-		d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
-			if strings.HasPrefix(fmt.Sprint(m["msg"]), "reload rejected") {
-				if n == 0 {
-					got = m
-					return true
-				}
-				n--
-			}
-			return false
-		})
-		return got
-	}
 	os.WriteFile(conf, []byte("DATABASE_URL=postgres://u:"+pw+"@127.0.0.1:notaport/x\n"), 0o600)
-	if r := rejected(); !strings.Contains(fmt.Sprint(r["error"]), "DATABASE_URL") {
+	if r := d.reloadRejected(t); !strings.Contains(fmt.Sprint(r["error"]), "DATABASE_URL") {
 		t.Errorf("rejection does not name the variable: %v", r)
 	}
 	os.WriteFile(conf, []byte("DATABASE_URL_FILE="+urlFile+"\n"), 0o600)
 	os.WriteFile(urlFile, []byte("postgres://u:"+pw+"@127.0.0.1/x?sslmode=bogus\n"), 0o600)
-	if r := rejected(); !strings.Contains(fmt.Sprint(r["error"]), urlFile) || !strings.Contains(fmt.Sprint(r["error"]), "xxxxx") {
+	if r := d.reloadRejected(t); !strings.Contains(fmt.Sprint(r["error"]), urlFile) || !strings.Contains(fmt.Sprint(r["error"]), "xxxxx") {
 		t.Errorf("rejection does not name the file or show the masked URL: %v", r)
 	}
 	d.stop(t)
@@ -595,30 +563,6 @@ func TestIntegrationKillRecordPending(t *testing.T) {
 	}
 }
 
-// runBounded runs the supervisor binary and returns its stdout, stderr and
-// exit code; it fails the test if the command is still running after
-// timeout (a `run` that should have refused to start).
-func runBounded(t *testing.T, timeout time.Duration, args ...string) (string, string, int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, supervisorBin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("supervisor %v still running after %s\nstderr: %s", args, timeout, errb.String())
-	}
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
-}
-
 // TestIntegrationDamagedSpool: a spool with a torn line in the middle, a
 // torn write the next record followed on the same line, and garbage
 // without a newline at the end. `history` reads every good row, the daemon
@@ -678,9 +622,7 @@ func TestIntegrationDamagedSpool(t *testing.T) {
 	checkHistory("before the daemon")
 
 	d := startDaemon(t, "--max-age", "1h", "--state-dir", state)
-	warn := d.waitLog(t, 10*time.Second, func(m map[string]any) bool {
-		return strings.HasPrefix(fmt.Sprint(m["msg"]), "spool: damaged lines set aside")
-	})
+	warn := d.waitLog(t, 10*time.Second, msgStarts("spool: damaged lines set aside"))
 	if num(warn["lines"]) != 3 {
 		t.Errorf("damaged lines %v, want 3", warn["lines"])
 	}
@@ -694,6 +636,148 @@ func TestIntegrationDamagedSpool(t *testing.T) {
 	checkHistory("after the daemon")
 	if _, errs, _ := runCLI(t, "history", "--state-dir", state); strings.Contains(errs, "damaged") {
 		t.Errorf("the spool still has damaged lines after the daemon set them aside: %s", errs)
+	}
+}
+
+// savedMember is the member pid in the state dir's sessions.json, as the
+// daemon last saved it; ok is false when the file does not name it.
+func savedMember(t testing.TB, state string, pid int) (m tracker.MemberState, ok bool) {
+	t.Helper()
+	var saved []tracker.MemberState
+	if err := statefile.Load(filepath.Join(state, "sessions.json"), &saved); err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(saved, func(m tracker.MemberState) bool { return int(m.PID) == pid })
+	if i < 0 {
+		return m, false
+	}
+	return saved[i], true
+}
+
+// TestIntegrationTornStateFiles: sessions.json and leases.json written by
+// a real daemon (three agents, each extended through the control socket),
+// then cut at several offsets or replaced by garbage. A daemon started on
+// each damaged file starts, says in one warning which file and what it
+// kept and dropped, moves the damaged bytes aside to NAME.damaged, restores
+// the whole entries before the damage, and writes a good file again.
+func TestIntegrationTornStateFiles(t *testing.T) {
+	if ranApart(t) {
+		return
+	}
+	sock := ctlSocket(t)
+	state := t.TempDir()
+	args := []string{"--max-age", "1h", "--control-socket", sock}
+	d := startDaemon(t, append(args, "--state-dir", state)...)
+	const agents = 3
+	for range agents {
+		a := startAgent(t, "claude")
+		d.waitTracked(t, a.pid)
+		mustCtl(t, sock, "extend", strconv.Itoa(a.pid), "1h")
+	}
+	d.stop(t) // SIGTERM: both files written
+	whole := map[string][]byte{}
+	for _, name := range []string{"sessions.json", "leases.json"} {
+		b, err := os.ReadFile(filepath.Join(state, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole[name] = b
+	}
+
+	type damage struct {
+		file string
+		data []byte
+		kept int // -1: not known in advance
+	}
+	var cases []damage
+	for name, b := range whole {
+		ends := entryEnds(t, b)
+		if len(ends) < agents {
+			t.Fatalf("%s holds %d entries, want at least %d: %s", name, len(ends), agents, b)
+		}
+		for _, cut := range []int{ends[0] - 5, ends[0] + 1, len(b) / 2, len(b) - 4} {
+			kept := 0
+			for _, e := range ends {
+				if e <= cut {
+					kept++
+				}
+			}
+			cases = append(cases, damage{name, b[:cut], kept})
+		}
+		cases = append(cases, damage{name, []byte("\x00\x00\xff garbage {\"boot_id\": [[["), 0},
+			damage{name, bytes.Repeat([]byte{0}, len(b)), 0})
+	}
+	keptOf := map[string][]string{}
+	for i, c := range cases {
+		dir := t.TempDir()
+		path := filepath.Join(dir, c.file)
+		if err := os.WriteFile(path, c.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d := startDaemon(t, append(args, "--state-dir", dir, "--control-socket", ctlSocket(t))...)
+		warn := d.waitLog(t, 20*time.Second, warnStarts(c.file+" damaged"))
+		d.stop(t)
+		what := fmt.Sprintf("case %d: %s cut to %d of %d bytes", i, c.file, len(c.data), len(whole[c.file]))
+		if warns := d.findLogs(warnHas(c.file)); len(warns) != 1 {
+			t.Errorf("%s: %d warnings about it, want one: %v", what, len(warns), warns)
+		}
+		if warn["file"] != path || num(warn["kept"]) != int64(c.kept) || num(warn["size"]) != int64(len(c.data)) ||
+			num(warn["damaged_at"]) > int64(len(c.data)) || warn["moved_to"] != path+".damaged" {
+			t.Errorf("%s: warning %v; want the file, %d entries kept, the size and where the damage is", what, warn, c.kept)
+		}
+		// Entries, not bytes: a file's size moves with its PIDs' digits,
+		// and the table is checked against this line on every run.
+		keptOf[c.file] = append(keptOf[c.file], fmt.Sprintf("%d kept", num(warn["kept"])))
+		if b, err := os.ReadFile(path + ".damaged"); err != nil || !bytes.Equal(b, c.data) {
+			t.Errorf("%s: the damaged bytes were not kept aside: %v", what, err)
+		}
+		if c.kept > 0 && c.file == "leases.json" {
+			if m := d.findLogs(func(m map[string]any) bool { return m["msg"] == "leases restored" }); len(m) != 1 || num(m[0]["processes"]) != int64(c.kept) {
+				t.Errorf("%s: %v; want the %d leases kept restored", what, m, c.kept)
+			}
+		}
+		// A good file again, from what the daemon kept (the sessions from
+		// its scan, the leases it restored).
+		var got []json.RawMessage
+		if err := statefile.Load(path, &got); err != nil {
+			t.Errorf("%s: after the daemon stopped: %v", what, err)
+		} else if c.file == "leases.json" && len(got) != c.kept {
+			t.Errorf("%s: %d leases saved, want the %d kept", what, len(got), c.kept)
+		}
+	}
+	for _, name := range []string{"sessions.json", "leases.json"} {
+		recordFault(t, faultRow{
+			Fault:    name + " torn or garbage",
+			Produced: "a real daemon's file cut at 4 offsets, NUL-filled, or replaced by garbage; then a daemon started on it",
+			Did: "started every time; one warning naming the file, the entries kept and the bytes dropped; whole entries before the damage restored (" +
+				strings.Join(keptOf[name], ", ") + "); damaged bytes moved to " + name + ".damaged; a good file written again",
+		})
+	}
+}
+
+// entryEnds returns the offsets just after each entry of a state file's
+// data array.
+func entryEnds(t *testing.T, b []byte) []int {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var ends []int
+	depth, inData := 0, false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ends
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+			if inData && depth == 2 {
+				ends = append(ends, int(dec.InputOffset()))
+			}
+		case "data":
+			inData = depth == 1
+		}
 	}
 }
 
@@ -826,7 +910,7 @@ func TestIntegrationLeastPrivilege(t *testing.T) {
 	if n := len(d.findLogs(func(m map[string]any) bool { return m["msg"] == want })); n != 1 {
 		t.Errorf("%d schema lines, want exactly 1", n)
 	}
-	if n := len(d.findLogs(func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m["msg"]), "unreachable") })); n != 0 {
+	if n := len(d.findLogs(msgHas("unreachable"))); n != 0 {
 		t.Errorf("the schema problem was reported as an outage")
 	}
 	if strings.Contains(fmt.Sprint(d.findLogs(func(map[string]any) bool { return true })), pw) {

@@ -51,46 +51,13 @@ func Start(t testing.TB, o Options) *Rig {
 	if o.Readers == 0 {
 		o.Readers = 2
 	}
-	skip := func(format string, a ...any) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf(format, a...)
-		}
-		t.Skipf(format, a...)
-	}
-	if os.Geteuid() != 0 {
-		skip("pressure rig: needs root to create a memory cgroup")
-	}
 	if _, err := os.Stat("/proc/pressure/memory"); err != nil {
-		skip("pressure rig: no /proc/pressure/memory (kernel without PSI): %v", err)
+		skip(t, "pressure rig: no /proc/pressure/memory (kernel without PSI): %v", err)
 	}
-	dir := dataDir(t)
-	name := fmt.Sprintf("psi-rig-%d-%d", os.Getpid(), seq.Add(1))
-	r := &Rig{file: filepath.Join(dir, "pressure.dat")}
-	limit := strconv.Itoa(o.LimitMiB << 20)
-	switch {
-	case exists("/sys/fs/cgroup/cgroup.controllers"):
-		// Pure v2: the memory controller must be enabled for the
-		// children of the root.
-		r.V2, r.Cgroup = true, filepath.Join("/sys/fs/cgroup", name)
-		if err := enableMemory(t, "/sys/fs/cgroup"); err != nil {
-			skip("pressure rig: %v", err)
-		}
-		if err := os.Mkdir(r.Cgroup, 0o755); err != nil {
-			t.Fatalf("pressure rig: %v", err)
-		}
-		t.Cleanup(func() { r.removeCgroup(t) })
-		write(t, filepath.Join(r.Cgroup, "memory.max"), limit)
-	case exists("/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-		r.Cgroup = filepath.Join("/sys/fs/cgroup/memory", name)
-		if err := os.Mkdir(r.Cgroup, 0o755); err != nil {
-			t.Fatalf("pressure rig: %v", err)
-		}
-		t.Cleanup(func() { r.removeCgroup(t) })
-		write(t, filepath.Join(r.Cgroup, "memory.limit_in_bytes"), limit)
-	default:
-		skip("pressure rig: no memory cgroup controller under /sys/fs/cgroup (neither v2 memory.max nor v1 memory/)")
-	}
+	r := &Rig{}
+	r.Cgroup, r.V2 = Group(t, fmt.Sprintf("psi-rig-%d-%d", os.Getpid(), seq.Add(1)), o.LimitMiB)
+	r.file = filepath.Join(dataDir(t), "pressure.dat")
+	t.Cleanup(func() { os.Remove(r.file) }) // frees its page cache; runs before the cgroup's removal
 	// The shell joins the cgroup before it writes the file, so the file's
 	// page cache is charged there (pages cached before a process joins
 	// stay charged where they were and cause no pressure).
@@ -108,6 +75,71 @@ wait`, r.Cgroup, r.file, o.FileMiB, o.Readers, r.file)
 	return r
 }
 
+// Group makes the memory cgroup name with a limit of limitMiB and returns
+// its directory: on cgroup v2 (v2 true) a child of the root, the memory
+// controller enabled for the root's children if it was not
+// (enableMemory); else a group of the v1 memory controller. t.Cleanup
+// removes it (Mkdir). It skips (fails under CI) without root or a memory
+// cgroup.
+func Group(t testing.TB, name string, limitMiB int) (dir string, v2 bool) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skip(t, "psitest: needs root to create a memory cgroup")
+	}
+	limit := strconv.Itoa(limitMiB << 20)
+	switch {
+	case exists("/sys/fs/cgroup/cgroup.controllers"):
+		// Pure v2: the memory controller must be enabled for the
+		// children of the root.
+		if err := enableMemory(t, "/sys/fs/cgroup"); err != nil {
+			skip(t, "psitest: %v", err)
+		}
+		dir = filepath.Join("/sys/fs/cgroup", name)
+		Mkdir(t, dir)
+		write(t, filepath.Join(dir, "memory.max"), limit)
+		return dir, true
+	case exists("/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+		dir = filepath.Join("/sys/fs/cgroup/memory", name)
+		Mkdir(t, dir)
+		write(t, filepath.Join(dir, "memory.limit_in_bytes"), limit)
+		return dir, false
+	}
+	skip(t, "psitest: no memory cgroup controller under /sys/fs/cgroup (neither v2 memory.max nor v1 memory/)")
+	return "", false
+}
+
+// Mkdir makes the cgroup directory dir; t.Cleanup removes it once the
+// processes in it are gone, waiting up to 30 s (killed processes' orphans
+// are reaped by init, which may take a second or two).
+func Mkdir(t testing.TB, dir string) {
+	t.Helper()
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatalf("psitest: %v", err)
+	}
+	t.Cleanup(func() {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			err := os.Remove(dir)
+			if err == nil || errors.Is(err, os.ErrNotExist) {
+				return
+			}
+			if time.Now().After(deadline) {
+				b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+				t.Errorf("psitest: cgroup %s not removed: %v (procs: %q)", dir, err, strings.TrimSpace(string(b)))
+				return
+			}
+		}
+	})
+}
+
+// skip skips the test, or fails it under CI, where every test must run.
+func skip(t testing.TB, format string, a ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf(format, a...)
+	}
+	t.Skipf(format, a...)
+}
+
 // stop kills the readers' process group and reaps its leader.
 func (r *Rig) stop() {
 	if r.cmd == nil {
@@ -120,26 +152,6 @@ func (r *Rig) stop() {
 
 // Stop ends the pressure early (the cleanup still removes the cgroup).
 func (r *Rig) Stop() { r.stop() }
-
-func (r *Rig) removeCgroup(t testing.TB) {
-	_ = os.Remove(r.file) // frees its page cache
-	procs := filepath.Join(r.Cgroup, "cgroup.procs")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		// The readers were SIGKILLed; orphans among them are reaped by
-		// init, which may take a second or two here.
-		err := os.Remove(r.Cgroup)
-		if err == nil || errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(procs)
-			t.Errorf("pressure rig: cgroup %s not removed: %v (procs: %q)", r.Cgroup, err, strings.TrimSpace(string(b)))
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // Procs lists the PIDs in the rig's cgroup (for asserting they are never
 // signalled by the daemon under test).
