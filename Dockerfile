@@ -25,8 +25,13 @@ COPY internal ./internal
 # thread whose lateness under load is tens of milliseconds (docs/testing.md
 # "Measurements").
 ENV CGO_ENABLED=1
-# The flags scripts/supervisor builds with.
-RUN go build -o /out/supervisor ./cmd/supervisor
+# The version `supervisor version` prints: the build context has no .git,
+# so pass them (docker build --build-arg VERSION=$(git describe --tags
+# --always --dirty) --build-arg COMMIT=$(git rev-parse HEAD) .), as
+# scripts/lib/build.sh stamps its builds.
+ARG VERSION=dev
+ARG COMMIT=unknown
+RUN go build -ldflags "-X main.version=${VERSION} -X main.commit=${COMMIT}" -o /out/supervisor ./cmd/supervisor
 
 FROM debian:bookworm-slim
 # ca-certificates: PostgreSQL over TLS (sslmode=verify-full). Nothing else:

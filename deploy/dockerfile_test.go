@@ -91,9 +91,15 @@ func dockerImageName(t *testing.T) string {
 	return name
 }
 
+// stampFlags is an -ldflags that only stamps the version (-X main.version=…
+// -X main.commit=…): it changes what `supervisor version` prints, not how
+// the binary is built.
+var stampFlags = regexp.MustCompile(`\s-ldflags\s+"(?:\s*-X\s+main\.(?:version|commit)=\S+)+\s*"`)
+
 // goBuildFlags returns the flags of the `go build` in text, without -o and
-// its argument and without the package.
+// its argument, without a version stamp and without the package.
 func goBuildFlags(text string) ([]string, bool) {
+	text = stampFlags.ReplaceAllString(text, "")
 	m := regexp.MustCompile(`go build((?:\s+\S+)*?)\s+\./cmd/supervisor`).FindStringSubmatch(text)
 	if m == nil {
 		return nil, false
