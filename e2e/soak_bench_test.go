@@ -250,7 +250,11 @@ type soakSample struct {
 	RSSKiB     int64   `json:"rss_kib"`
 	FDs        int     `json:"fds"`
 	Goroutines float64 `json:"goroutines"`
-	Procs      float64 `json:"processes_tracked"`
+	// HeapAlloc and HeapInuse are the Go heap's live bytes and its spans
+	// in use (go_memstats_*): what of the RSS is the daemon's data.
+	HeapAlloc float64 `json:"heap_alloc_bytes"`
+	HeapInuse float64 `json:"heap_inuse_bytes"`
+	Procs     float64 `json:"processes_tracked"`
 	// Machine is the processes on the machine (/proc) as the table was
 	// read: the table holds them all, the test's and others'.
 	Machine   int     `json:"processes_on_machine"`
@@ -314,6 +318,10 @@ func sampleSoak(b *testing.B, d *testDaemon, started int64) soakSample {
 		switch name {
 		case "go_goroutines":
 			s.Goroutines = v
+		case "go_memstats_heap_alloc_bytes":
+			s.HeapAlloc = v
+		case "go_memstats_heap_inuse_bytes":
+			s.HeapInuse = v
 		case "supervisor_processes_tracked":
 			s.Procs = v
 		case "supervisor_agents_tracked":
@@ -382,7 +390,7 @@ func BenchmarkIntegrationSoak(b *testing.B) {
 		// stderr through grep.
 		d := startDaemonUnder(b, []string{"bash", "-c", `exec "$@" 2> >(exec grep --line-buffered -v '"msg":"kill"' >&2)`, "bash"}, nil,
 			"--agent", name, "--max-age", maxAge.String(), "--kill-grace", "200ms",
-			"--leftover-grace", "200ms", "--log-level", "info", "--summary-interval", "1h",
+			"--leftover-grace", "200ms", "--log-level", "info", "--summary-interval", "5m",
 			"--database-url", db, "--host-id", host)
 		// Idle: the footprint once the daemon has settled after start.
 		waitFor(b, 30*time.Second, func() bool { return sampleSoak(b, d, 0).Goroutines > 0 }, "metrics")

@@ -47,11 +47,15 @@ func soakSection(rs []result, machine string) string {
 			r.f("kills"), r.f("max_age_kills"), r.f("leftover_kills"), r.f("rows"), r.f("pending"), r.s("by_reason"))
 		w("Members killed at max age as agents (an agent's fork is one until its exec, seen too late): %.0f; agents killed more than 100 ms after their deadline (seen late): %.0f.\n\n",
 			r.f("members_killed_as_agents"), r.f("agents_killed_over_100ms_late"))
-		w("| | RSS | descriptors | goroutines | processes tracked | in /proc | agents | sessions | members | spool rows |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		w("| | RSS | Go heap live / in use | descriptors | goroutines | processes tracked | in /proc | agents | sessions | members | spool rows |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, k := range []string{"before", "warm", "end_of_load", "after"} {
 			s := sample(k)
 			f := func(n string) float64 { v, _ := s[n].(float64); return v }
-			w("| %s | %.1f MB | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |\n", strings.ReplaceAll(k, "_", " "), f("rss_kib")/1024, f("fds"), f("goroutines"),
+			heap := "–" // not sampled by runs before it was
+			if _, ok := s["heap_inuse_bytes"]; ok {
+				heap = fmt.Sprintf("%.1f / %.1f MB", f("heap_alloc_bytes")/(1<<20), f("heap_inuse_bytes")/(1<<20))
+			}
+			w("| %s | %.1f MB | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |\n", strings.ReplaceAll(k, "_", " "), f("rss_kib")/1024, heap, f("fds"), f("goroutines"),
 				f("processes_tracked"), f("processes_on_machine"), f("agents_tracked"), f("sessions"), f("session_members"), f("spool_rows"))
 		}
 		w("\nPeak RSS %.1f MB. Lateness p99: first tenth %s, last tenth %s.\n\n", r.f("peak_rss_kib")/1024,
