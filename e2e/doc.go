@@ -26,7 +26,7 @@
 // capability and user wrappers, the hostile local user; sandbox_test.go:
 // the systemd unit's sandbox), kills_test.go (log lines by their text, what
 // a kill line must say), api_test.go (endpoints, metrics, CLI, events),
-// helper_c_test.go (C helpers), cgroup_helpers_test.go, pg_test.go
+// helper_c_test.go (C helpers; sources in testdata/*.c), cgroup_helpers_test.go, pg_test.go
 // (PostgreSQL), pressure_rig_test.go, and the terminal of top_e2e_test.go
 // (a tmux window of the test's own: send-keys, capture-pane).
 package e2e

@@ -443,55 +443,6 @@ sleep 1000 & wait $!
 	}
 }
 
-// leaderC is a multi-threaded agent whose leader thread does not outlive
-// the process: `claude pthread-exit` starts a thread that waits forever and
-// ends its main thread with pthread_exit (the leader stays a zombie while
-// the thread runs); `claude exec-thread` has its second thread execve
-// `claude wait`, so de_thread kills the leader and the thread takes its PID.
-const leaderC = `
-#include <pthread.h>
-#include <stdio.h>
-#include <string.h>
-#include <unistd.h>
-
-static char *self;
-
-static void *waiter(void *arg) { (void)arg; for (;;) pause(); return NULL; }
-
-static void *execer(void *arg) {
-	(void)arg;
-	usleep(300000);
-	char *argv[] = {self, "wait", NULL};
-	execv(self, argv);
-	perror("execv");
-	return NULL;
-}
-
-int main(int argc, char **argv) {
-	self = argv[0];
-	pthread_t t;
-	if (argc == 2 && strcmp(argv[1], "pthread-exit") == 0) {
-		pthread_create(&t, NULL, waiter, NULL);
-		printf("ready\n");
-		fflush(stdout);
-		pthread_exit(NULL);
-	}
-	if (argc == 2 && strcmp(argv[1], "exec-thread") == 0) {
-		pthread_create(&t, NULL, execer, NULL);
-		printf("ready\n");
-		fflush(stdout);
-		for (;;) pause();
-	}
-	if (argc == 2 && strcmp(argv[1], "wait") == 0) {
-		printf("execd\n");
-		fflush(stdout);
-		for (;;) pause();
-	}
-	fprintf(stderr, "usage: claude pthread-exit | exec-thread | wait\n");
-	return 2;
-}
-`
-
 // leaderBin builds the helper, as "claude" so its comm is an agent's.
 func leaderBin(t testing.TB) string { return buildC(t, "leader/claude", leaderC, "-pthread") }
 
