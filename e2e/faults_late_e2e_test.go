@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,11 +167,7 @@ func lateDiskFault(t *testing.T, host string, disk lateDisk) (lost, late, missed
 	c.start(t)
 	lost = lostKillRows(t, dbConn(t, dsn), 60*time.Second, agents, "once the disk recovered and PostgreSQL started")
 	waitHealthz(t, d, "ok once the disk and the database are back", healthOK)
-	if n := len(d.findLogs(func(m map[string]any) bool {
-		return m["level"] == "warn" && strings.HasPrefix(fmt.Sprint(m["msg"]), "spool: the disk refuses writes ("+cause.Error()+")")
-	})); n != 1 {
-		t.Errorf("%d spool warnings naming %q, want exactly 1 (one per cause)", n, cause.Error())
-	}
+	warnedOnce(t, d, "spool warnings naming "+cause.Error(), warnStarts("spool: the disk refuses writes ("+cause.Error()+")"))
 	if l := d.findLogs(msgHas("spool kill record")); len(l) > 0 {
 		t.Errorf("a kill record was not spooled: %v", l[0])
 	}

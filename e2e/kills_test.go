@@ -51,6 +51,15 @@ func warnStarts(s string) func(map[string]any) bool {
 	return func(m map[string]any) bool { return m["level"] == "warn" && msgStarts(s)(m) }
 }
 
+// warnedOnce asserts exactly one line of d's log matches match: one
+// warning per cause, not one per row or per attempt. what names them.
+func warnedOnce(t testing.TB, d *testDaemon, what string, match func(map[string]any) bool) {
+	t.Helper()
+	if n := len(d.findLogs(match)); n != 1 {
+		t.Errorf("%d %s, want exactly 1 (one per cause)", n, what)
+	}
+}
+
 func lineHas(s string) func(map[string]any) bool {
 	return func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m), s) }
 }
