@@ -122,6 +122,32 @@ func TestSessionLeftovers(t *testing.T) {
 	}
 }
 
+// A child forked as a copy of its agent (a nested agent by the name it
+// inherited) whose own max-age deadline comes before the agent's exit +
+// the grace stays queued as an agent at the exit; when it then execs into
+// something no rule matches it is a leftover, not free: before, it left
+// the queue and no policy ever took it again.
+func TestSessionCopyExecsAfterAgentExit(t *testing.T) {
+	tb, procs, _ := sessionTable(t)
+	procs.stat[270] = ProcInfo{PID: 270, PPID: 200, Start: FromTicks(500), Comm: "claude", State: 'S'}
+	tb.Apply(fork(200, 270, 2_000)) // a copy of claude: an agent by name
+	if a := agents(tb)[270]; a.Reason != ReasonMaxAge || a.Session.PID != 200 {
+		t.Fatalf("fork copy %+v: want a max-age agent in 200's session", a)
+	}
+	// The agent exits late enough that the copy's deadline comes first.
+	exit := uint64(2_000 + age - grace/2)
+	tb.Apply(exitEv(200, 200, exit))
+	if a := agents(tb)[270]; a.Reason != ReasonMaxAge {
+		t.Fatalf("copy after the agent's exit: %+v, want still its max-age deadline (the earlier)", a)
+	}
+	procs.stat[270] = ProcInfo{PID: 270, PPID: 1, Start: FromTicks(500), Comm: "sleep", State: 'S'}
+	tb.Apply(execEv(270))
+	due := int64(exit) + offset + int64(grace)
+	if a, ok := leftovers(tb)[270]; !ok || a.Deadline != due || a.Session.PID != 200 {
+		t.Fatalf("copy exec'd into sleep after its agent's exit: %+v %v, want a leftover of 200 due at exit + grace = %d", a, ok, due)
+	}
+}
+
 func TestSessionLeftoversKeep(t *testing.T) {
 	tb, procs, _ := sessionTable(t)
 	tb.SetLeftovers(false, grace)

@@ -1069,6 +1069,16 @@ func (t *Table) ownIdentityLocked(p *Proc, cause string) {
 		return
 	}
 	t.unqueueLocked(p)
+	// Its session's agent exited while it was still queued as a copy of
+	// the agent (its own max-age deadline came no later than the agent's
+	// exit + the leftover grace, so the exit left it queued as an agent):
+	// now that it is no agent, it is what any member left behind is, a
+	// leftover. Else a child forked before its agent exits, renamed or
+	// exec'd after, would outlive every policy.
+	if s := p.session; s != nil && s.agent == nil && s.ExitedAt != 0 {
+		reads := 0
+		t.candidateLocked(p, t.cfg.Clock.Now(), &LeaseResult{}, &reads)
+	}
 }
 
 // queueAgentLocked queues p for its max age as an agent of rule, matched
