@@ -135,9 +135,9 @@ func BenchmarkIntegrationLateness(b *testing.B) {
 func benchLateness(b *testing.B, mode string) {
 	needRoot(b)
 	n := scale(40, 200, 500)
-	age := scale(3*time.Second, 4*time.Second, 5*time.Second)
+	age := scale(2*time.Second, 4*time.Second, 5*time.Second)
 	if mode == "ps-poll" {
-		age = scale(3*time.Second, 4*time.Second, 6*time.Second) // whole seconds: etimes counts seconds
+		age = scale(2*time.Second, 4*time.Second, 6*time.Second) // whole seconds: etimes counts seconds
 	}
 	const name = "lat-agent"
 	for b.Loop() {

@@ -138,7 +138,7 @@ type soakDone struct {
 // the run reports the sessions made by then.
 func BenchmarkIntegrationSoak(b *testing.B) {
 	needRoot(b)
-	n := int64(scale(300, 100_000, 1_000_000))
+	n := int64(scale(150, 100_000, 1_000_000))
 	if v, err := strconv.ParseInt(os.Getenv("SUPERVISOR_SOAK_SESSIONS"), 10, 64); err == nil && v > 0 {
 		n = v
 	}
@@ -286,7 +286,7 @@ func BenchmarkIntegrationSoak(b *testing.B) {
 		// agent before it ended and every member's exec before its
 		// deadline: a 10 ms agent is missed by a daemon whose event intake
 		// is further behind than that (on a machine other work starves).
-		// The smoke (CI's, 300 sessions) compares and says; a soak run
+		// The smoke (CI's, 150 sessions) compares and says; a soak run
 		// fails. Even on a quiet machine the smoke has missed a few
 		// leftovers of its 10 ms agents with neither sign of lag below (3
 		// of 96 once, 2026-12-08, load under 2): most likely one 10 ms

@@ -315,8 +315,8 @@ func TestIntegrationTopBatch(t *testing.T) {
 func BenchmarkIntegrationTopCPU(b *testing.B) {
 	needRoot(b)
 	needTmux(b)
-	n := scale(100, 1000, 1000)
-	window := scale(2*time.Second, 30*time.Second, 60*time.Second)
+	n := scale(30, 1000, 1000)
+	window := scale(1*time.Second, 30*time.Second, 60*time.Second)
 	for b.Loop() {
 		startSessions(b, "top-agent", n, 1)
 		sock := ctlSocket(b)
